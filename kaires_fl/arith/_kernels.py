@@ -1,0 +1,285 @@
+"""Numba kernels for arithmetic modulo the Goldilocks prime p = 2^64 − 2^32 + 1.
+
+Every kernel works on canonical ``uint64`` values (in ``[0, p)``) held in flat, C-contiguous
+arrays and writes canonical values. The 64×64→128-bit product is formed from 32-bit halves
+and reduced with 2^64 ≡ 2^32 − 1 and 2^96 ≡ −1 (mod p), so no floating point and no Python
+integers are involved. Kernels are compiled lazily on first call and cached on disk
+(``cache=True``), so importing this module does not compile anything.
+
+All constants are ``np.uint64``: mixing ``uint64`` with a signed literal would make numba
+promote to ``float64`` and silently lose precision.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+P = np.uint64(0xFFFFFFFF00000001)
+EPS = np.uint64(0xFFFFFFFF)  # 2^64 − p = 2^32 − 1
+M32 = np.uint64(0xFFFFFFFF)
+S32 = np.uint64(32)
+ZERO = np.uint64(0)
+ONE = np.uint64(1)
+
+
+@njit(cache=True, inline="always")
+def reduce128(hi: np.uint64, lo: np.uint64) -> np.uint64:
+    """Canonical residue of hi·2^64 + lo modulo p (any hi, lo < 2^64)."""
+    hh = hi >> S32
+    hl = hi & M32
+    t0 = lo - hh
+    if lo < hh:  # borrow: t0 holds lo − hh + 2^64 ≡ lo − hh + EPS
+        t0 -= EPS
+    t1 = hl * EPS  # < 2^64 since both factors < 2^32
+    t2 = t0 + t1
+    if t2 < t1:  # carry: true value is t2 + 2^64 ≡ t2 + EPS (no second overflow possible)
+        t2 += EPS
+    if t2 >= P:
+        t2 -= P
+    return t2
+
+
+@njit(cache=True, inline="always")
+def mulmod(a: np.uint64, b: np.uint64) -> np.uint64:
+    """a·b mod p for any a, b < 2^64; the result is canonical."""
+    a0 = a & M32
+    a1 = a >> S32
+    b0 = b & M32
+    b1 = b >> S32
+    p00 = a0 * b0
+    p01 = a0 * b1
+    p10 = a1 * b0
+    p11 = a1 * b1
+    mid = (p00 >> S32) + (p01 & M32) + (p10 & M32)
+    lo = (mid << S32) | (p00 & M32)
+    hi = p11 + (p01 >> S32) + (p10 >> S32) + (mid >> S32)
+    return reduce128(hi, lo)
+
+
+@njit(cache=True, inline="always")
+def addmod(a: np.uint64, b: np.uint64) -> np.uint64:
+    """a + b mod p for canonical a, b."""
+    s = a + b
+    if s < a:  # carry: s + 2^64 − p = s + EPS
+        s += EPS
+    elif s >= P:
+        s -= P
+    return s
+
+
+@njit(cache=True, inline="always")
+def submod(a: np.uint64, b: np.uint64) -> np.uint64:
+    """a − b mod p for canonical a, b."""
+    d = a - b
+    if a < b:  # d holds a − b + 2^64; want a − b + p = d − EPS
+        d -= EPS
+    return d
+
+
+@njit(cache=True)
+def powmod(x: np.uint64, e: np.uint64) -> np.uint64:
+    """x^e mod p by square-and-multiply (0^0 = 1)."""
+    r = ONE
+    while e > ZERO:
+        if e & ONE:
+            r = mulmod(r, x)
+        x = mulmod(x, x)
+        e >>= ONE
+    return r
+
+
+# ---------------------------------------------------------------- elementwise kernels
+
+
+@njit(cache=True)
+def add_vv(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    for i in range(a.shape[0]):
+        out[i] = addmod(a[i], b[i])
+
+
+@njit(cache=True)
+def add_vs(a: np.ndarray, b: np.uint64, out: np.ndarray) -> None:
+    for i in range(a.shape[0]):
+        out[i] = addmod(a[i], b)
+
+
+@njit(cache=True)
+def sub_vv(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    for i in range(a.shape[0]):
+        out[i] = submod(a[i], b[i])
+
+
+@njit(cache=True)
+def sub_vs(a: np.ndarray, b: np.uint64, out: np.ndarray) -> None:
+    for i in range(a.shape[0]):
+        out[i] = submod(a[i], b)
+
+
+@njit(cache=True)
+def sub_sv(a: np.uint64, b: np.ndarray, out: np.ndarray) -> None:
+    for i in range(b.shape[0]):
+        out[i] = submod(a, b[i])
+
+
+@njit(cache=True)
+def neg_v(a: np.ndarray, out: np.ndarray) -> None:
+    for i in range(a.shape[0]):
+        out[i] = submod(ZERO, a[i])
+
+
+@njit(cache=True)
+def mul_vv(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    for i in range(a.shape[0]):
+        out[i] = mulmod(a[i], b[i])
+
+
+@njit(cache=True)
+def mul_vs(a: np.ndarray, b: np.uint64, out: np.ndarray) -> None:
+    for i in range(a.shape[0]):
+        out[i] = mulmod(a[i], b)
+
+
+@njit(cache=True)
+def pow_vs(a: np.ndarray, e: np.uint64, out: np.ndarray) -> None:
+    for i in range(a.shape[0]):
+        out[i] = powmod(a[i], e)
+
+
+@njit(cache=True)
+def reduce_v(a: np.ndarray, out: np.ndarray) -> None:
+    """Canonical residues of arbitrary uint64 values."""
+    for i in range(a.shape[0]):
+        x = a[i]
+        out[i] = x - P if x >= P else x
+
+
+@njit(cache=True)
+def inv_batch(a: np.ndarray, out: np.ndarray) -> None:
+    """Montgomery batch inversion: 3 multiplications per element and one exponentiation.
+
+    Pre: no element of ``a`` is 0 (checked by the caller).
+    """
+    n = a.shape[0]
+    acc = ONE
+    for i in range(n):
+        out[i] = acc  # product of a[0..i-1]
+        acc = mulmod(acc, a[i])
+    inv = powmod(acc, P - np.uint64(2))
+    for i in range(n - 1, -1, -1):
+        t = mulmod(out[i], inv)
+        inv = mulmod(inv, a[i])
+        out[i] = t
+
+
+# ---------------------------------------------------------------- reductions
+
+
+@njit(cache=True)
+def sum_rows(a: np.ndarray, out: np.ndarray) -> None:
+    """out[r] = Σ_j a[r, j] mod p, accumulating exactly in 128 bits and reducing once."""
+    m, n = a.shape
+    for r in range(m):
+        lo = ZERO
+        hi = ZERO
+        for j in range(n):
+            x = a[r, j]
+            lo += x
+            if lo < x:
+                hi += ONE
+        out[r] = reduce128(hi, lo)
+
+
+@njit(cache=True)
+def prod_rows(a: np.ndarray, out: np.ndarray) -> None:
+    """out[r] = Π_j a[r, j] mod p."""
+    m, n = a.shape
+    for r in range(m):
+        acc = ONE
+        for j in range(n):
+            acc = mulmod(acc, a[r, j])
+        out[r] = acc
+
+
+@njit(cache=True)
+def matmul3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out[s] = a[s] @ b[s] mod p for stacks a (S, M, K), b (S, K, N), out (S, M, N).
+
+    Each product is reduced to a canonical value and added into a 128-bit accumulator
+    (low word plus carry count), reduced once per output entry.
+    """
+    s_, m, k = a.shape
+    n = b.shape[2]
+    acc_lo = np.empty(n, dtype=np.uint64)
+    acc_hi = np.empty(n, dtype=np.uint64)
+    for s in range(s_):
+        for i in range(m):
+            acc_lo[:] = ZERO
+            acc_hi[:] = ZERO
+            for t in range(k):
+                x = a[s, i, t]
+                if x == ZERO:
+                    continue
+                for j in range(n):
+                    c = mulmod(x, b[s, t, j])
+                    v = acc_lo[j] + c
+                    if v < c:
+                        acc_hi[j] += ONE
+                    acc_lo[j] = v
+            for j in range(n):
+                out[s, i, j] = reduce128(acc_hi[j], acc_lo[j])
+
+
+# ---------------------------------------------------------------- polynomials
+
+
+@njit(cache=True)
+def ntt_rows(a: np.ndarray, tw: np.ndarray, rev: np.ndarray) -> None:
+    """In-place iterative radix-2 NTT of every row of ``a`` (m, n).
+
+    ``tw[k] = w^k`` for k < n/2 with w a principal n-th root of unity and ``rev`` the
+    bit-reversal permutation of range(n). Post: a[r, k] = Σ_j a_old[r, j]·w^(jk).
+    """
+    m, n = a.shape
+    for r in range(m):
+        for i in range(n):
+            j = rev[i]
+            if i < j:
+                t = a[r, i]
+                a[r, i] = a[r, j]
+                a[r, j] = t
+        h = 1
+        while h < n:
+            step = n // (2 * h)
+            for start in range(0, n, 2 * h):
+                for k in range(h):
+                    w = tw[k * step]
+                    u = a[r, start + k]
+                    v = mulmod(a[r, start + k + h], w)
+                    a[r, start + k] = addmod(u, v)
+                    a[r, start + k + h] = submod(u, v)
+            h *= 2
+
+
+@njit(cache=True)
+def horner_rows(c: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """out[r] = Σ_i c[r, i]·x[r]^i (Horner) for c (m, d+1), x (m,)."""
+    m, d1 = c.shape
+    for r in range(m):
+        acc = ZERO
+        xr = x[r]
+        for i in range(d1 - 1, -1, -1):
+            acc = addmod(mulmod(acc, xr), c[r, i])
+        out[r] = acc
+
+
+@njit(cache=True)
+def horner_one(c: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    """out[r] = Σ_i c[i]·x[r]^i for one polynomial c (d+1,) at many points x (m,)."""
+    d1 = c.shape[0]
+    for r in range(x.shape[0]):
+        acc = ZERO
+        xr = x[r]
+        for i in range(d1 - 1, -1, -1):
+            acc = addmod(mulmod(acc, xr), c[i])
+        out[r] = acc
