@@ -1,0 +1,345 @@
+"""Shamir sharing of whole vectors and robust reconstruction (BFT Prio).
+
+Party ``i`` (0-based) holds ``f(i + 1)`` where ``f`` has degree ``t`` and ``f(0)`` is the
+secret. A secret may have any shape (a scalar, a vector of length ``m``, a batch of vectors
+``(B, m)``, ...): every coordinate gets its own polynomial, and all coordinates are shared,
+reconstructed and decoded together, so a party is either right everywhere or named wrong.
+
+Robust reconstruction is Reed–Solomon decoding. A faulty node is wrong in many coordinates at
+once, so the wrong parties are located once, by Berlekamp–Welch on a random linear
+combination of the coordinates; every coordinate of the remaining shares is then checked to
+lie on one degree-``t`` polynomial (one matrix product), and the secret is interpolated from
+good shares (one more). If the check fails (errors that cancel in the combination, which a
+fresh CSPRNG combination makes a 1/p event), the first disagreeing coordinate is decoded on
+its own and its wrong parties are added; this repeats at most ``e + 1`` times. The answer is
+therefore always the unique degree-``t`` codeword within ``e`` errors of the present shares,
+or a :class:`~kaires_fl.errors.DecodingError`.
+
+Bound: with ``c`` shares missing (absent, ``None`` or malformed) and ``e`` wrong, decoding
+succeeds while ``n − c ≥ t + 1 + 2e``. Beyond it, wrong shares that do not conspire are
+detected (``DecodingError``) except with probability about ``n/p``; shares from more than
+``(n − c − t − 1) / 2`` colluding parties can form another codeword, which no decoder can tell
+apart — that is why BFT Prio requires ``n ≥ 3t + 1`` with at most ``t`` faulty aggregators.
+
+Field elements are arrays of ``F`` (:mod:`kaires_fl.arith.field`); the code only uses the
+field's public API and treats any trailing representation axes of ``F`` as opaque.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from kaires_fl.errors import ConfigError, DecodingError, EncodingError
+
+__all__ = [
+    "is_consistent",
+    "reconstruct",
+    "robust_open",
+    "robust_reconstruct",
+    "share",
+]
+
+Shares = Mapping[int, "np.ndarray | None"] | np.ndarray
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _eq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise equality of canonical field arrays, as a bool array."""
+    return np.asarray(a == b, dtype=bool)
+
+
+def _is_field_array(F: Any, a: object) -> bool:
+    """Whether ``a`` is an array of canonical elements of ``F`` (values in ``[0, p)``)."""
+    if not isinstance(a, np.ndarray) or a.dtype != F.DTYPE:
+        return False
+    if not a.size:
+        return True
+    # A faulty party's value ≥ p would otherwise silently alias another element.
+    try:
+        return bool(np.all(a >= 0) and np.all(a < F.MODULUS))
+    except TypeError:  # an object array holding something other than ints
+        return False
+
+
+def _points(F: Any, idx: Iterable[int]) -> np.ndarray:
+    """Evaluation points x = i + 1 of the 0-based parties ``idx``."""
+    return F.elements([int(i) + 1 for i in idx])
+
+
+def _vandermonde(F: Any, xs: np.ndarray, k: int) -> np.ndarray:
+    """``V[i, j] = xs[i] ** j`` for ``j < k``; shape ``(len(xs), k)``."""
+    cols = [F.ones(xs.shape)]
+    for _ in range(1, k):
+        cols.append(F.mul(cols[-1], xs))
+    return np.stack(cols[:k], axis=1)
+
+
+def _lagrange_matrix(F: Any, xs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``W`` with ``W @ f(xs) = f(targets)`` for every ``f`` of degree < len(xs).
+
+    Pre: ``xs`` distinct, ``targets`` disjoint from ``xs``. Shape ``(len(targets), len(xs))``.
+    """
+    m = xs.shape[0]
+    diag = np.eye(m, dtype=bool)
+    one = F.ones(())
+    diff_x = F.sub(xs[:, None], xs[None, :])  # (m, m): x_i − x_j
+    diff_x[diag] = one
+    # numer[k, i] = Π_{j≠i} (a_k − x_j): the (K, m, m) array is tiny (m ≤ n).
+    diff_t = np.repeat(F.sub(targets[:, None], xs[None, :])[:, None, :], m, axis=1)
+    diff_t[:, diag] = one
+    return F.mul(F.prod(diff_t, axis=2), F.inv(F.prod(diff_x, axis=1))[None, :])
+
+
+# --- small linear algebra over F (sizes ≤ n; loops over n only) ------------------------------
+
+
+def _solve(F: Any, A: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """Some solution ``x`` of ``A x = b`` (free variables 0), or ``None`` if inconsistent."""
+    r, c = A.shape
+    M = np.concatenate([A, b[:, None]], axis=1)
+    zero = F.zeros(())
+    pivots: list[int] = []
+    row = 0
+    for col in range(c):
+        if row == r:
+            break
+        nonzero = ~_eq(M[row:, col], zero)
+        if not nonzero.any():
+            continue
+        p = row + int(np.argmax(nonzero))
+        if p != row:
+            M[[row, p]] = M[[p, row]]
+        M[row] = F.mul(M[row], F.inv(M[row, col]))
+        factors = M[:, col].copy()
+        factors[row] = zero
+        M = F.sub(M, F.mul(factors[:, None], M[row][None, :]))
+        pivots.append(col)
+        row += 1
+    if not _eq(M[row:, c], zero).all():
+        return None
+    x = F.zeros((c,))
+    for i, col in enumerate(pivots):
+        x[col] = M[i, c]
+    return x
+
+
+def _poly_divmod_monic(F: Any, num: np.ndarray, den: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Quotient and remainder of ``num / den`` (coefficients lowest first, ``den`` monic)."""
+    num = num.copy()
+    d = den.shape[0]
+    dq = num.shape[0] - d
+    q = F.zeros((max(dq + 1, 0),))
+    for k in range(dq, -1, -1):
+        lead = num[k + d - 1]
+        q[k] = lead
+        num[k : k + d] = F.sub(num[k : k + d], F.mul(lead, den))
+    return q, num[: d - 1]
+
+
+def _decode_word(
+    F: Any, xs: np.ndarray, ys: np.ndarray, t: int, e: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Berlekamp–Welch: the degree-``t`` ``f`` within ``e`` errors of ``(xs, ys)``, or ``None``.
+
+    Pre: ``len(xs) ≥ t + 1 + 2e``. Post: returns ``(coeffs of f, wrong: bool mask)`` with
+    ``wrong.sum() ≤ e``; ``None`` when no such ``f`` exists.
+    """
+    V = _vandermonde(F, xs, t + e + 1)  # Q has degree ≤ t + e; E is monic of degree e
+    A = np.concatenate([V, F.neg(F.mul(ys[:, None], V[:, :e]))], axis=1)
+    sol = _solve(F, A, F.mul(ys, V[:, e]) if e else ys)
+    if sol is None:
+        return None
+    Q = sol[: t + e + 1]
+    E = np.concatenate([sol[t + e + 1 :], F.ones((1,))])
+    f, rem = _poly_divmod_monic(F, Q, E)
+    if not _eq(rem, F.zeros(())).all():
+        return None
+    wrong = ~_eq(F.dot(V[:, : t + 1], f), ys)
+    if int(wrong.sum()) > e:
+        return None
+    return f, wrong
+
+
+# --- public API ------------------------------------------------------------------------------
+
+
+def _check_params(n: int | None, t: int) -> None:
+    if not isinstance(t, (int, np.integer)) or t < 0:
+        raise ConfigError(f"degree t must be an integer ≥ 0, got {t!r}")
+    if n is not None and (not isinstance(n, (int, np.integer)) or n < t + 1):
+        raise ConfigError(
+            f"n = {n!r} parties cannot hold a degree-{t} sharing: need n ≥ t + 1 = {t + 1} "
+            "(and n ≥ 3t + 1 for BFT robustness); raise n or lower t"
+        )
+
+
+def share(
+    F: Any, secret: np.ndarray, n: int, t: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Shamir-share ``secret`` (any shape) among ``n`` parties with degree ``t``.
+
+    Pre: ``secret`` is an array of ``F``; ``n ≥ t + 1``. ``rng`` (tests only) seeds the
+    coefficients; by default they come from the field's CSPRNG.
+    Post: ``out[i] = f(i + 1)``, shape ``(n, *secret.shape)``; any ``t`` rows are uniform and
+    independent of the secret.
+    """
+    _check_params(n, t)
+    if n >= F.MODULUS:
+        raise ConfigError(f"n = {n} points do not fit in a field of size {F.MODULUS}")
+    if not _is_field_array(F, secret):
+        raise EncodingError(
+            "secret must be a canonical array of the field "
+            f"({F.__name__}); convert it with {F.__name__}.elements(values)"
+        )
+    shape = secret.shape
+    flat = secret.reshape(1, -1)  # (1, L)
+    L = flat.shape[1]
+    coeffs = np.concatenate([flat, F.random((t, L), rng=rng)], axis=0)  # (t+1, L)
+    V = _vandermonde(F, _points(F, range(n)), t + 1)  # (n, t+1)
+    return F.matmul(V, coeffs).reshape((n, *shape))
+
+
+def _present(F: Any, shares: Shares) -> tuple[list[int], list[np.ndarray], list[int]]:
+    """Sorted present indices, their arrays, and indices of malformed shares."""
+    items: list[tuple[int, Any]]
+    if isinstance(shares, np.ndarray):
+        items = [(i, shares[i]) for i in range(shares.shape[0])]
+    else:
+        items = sorted((int(i), s) for i, s in shares.items() if s is not None)
+    for i, _ in items:
+        if i < 0 or i + 1 >= F.MODULUS:
+            raise ConfigError(f"share index {i} is not a party index (0-based, ≥ 0)")
+    ok = [(i, s) for i, s in items if _is_field_array(F, s)]
+    malformed = [i for i, s in items if not _is_field_array(F, s)]
+    if ok:
+        # A faulty party may send a share of the wrong shape: treat it like a malformed share.
+        counts = Counter(s.shape for _, s in ok).most_common()
+        if len(counts) > 1 and counts[0][1] == counts[1][1]:
+            raise DecodingError(
+                f"the shares disagree on their shape ({dict(counts)}) with no majority; "
+                "check that every party shares the same vector"
+            )
+        good_shape = counts[0][0]
+        malformed += [i for i, s in ok if s.shape != good_shape]
+        ok = [(i, s) for i, s in ok if s.shape == good_shape]
+    return [i for i, _ in ok], [s for _, s in ok], sorted(malformed)
+
+
+def reconstruct(F: Any, shares: Shares, t: int) -> np.ndarray:
+    """The secret from ``t + 1`` shares (the lowest present indices are used).
+
+    Pre: the used shares are honest (use :func:`robust_reconstruct` otherwise); ``shares`` maps
+    0-based party index to share (``None`` = missing) or is a stacked array ``(n, *shape)``.
+    Post: ``f(0)`` of the degree-``t`` polynomial through the used shares.
+    """
+    _check_params(None, t)
+    idx, arrays, malformed = _present(F, shares)
+    if malformed:
+        raise EncodingError(
+            f"shares of parties {malformed} are not canonical {F.__name__} arrays of the common "
+            "shape; drop them or use robust_reconstruct, which tolerates them"
+        )
+    if len(idx) < t + 1:
+        raise DecodingError(
+            f"{len(idx)} share(s) present but a degree-{t} sharing needs t + 1 = {t + 1}; "
+            "collect more shares"
+        )
+    shape = arrays[0].shape
+    Y = np.stack(arrays[: t + 1]).reshape(t + 1, -1)
+    w = _lagrange_matrix(F, _points(F, idx[: t + 1]), F.zeros((1,)))
+    return F.matmul(w, Y)[0].reshape(shape)
+
+
+def is_consistent(F: Any, shares: Shares, t: int) -> bool:
+    """Whether every coordinate of the present shares lies on one degree-``t`` polynomial.
+
+    Missing (``None``) shares are ignored; malformed ones make the answer ``False``.
+    """
+    _check_params(None, t)
+    idx, arrays, malformed = _present(F, shares)
+    if malformed:
+        return False
+    if len(idx) <= t + 1:
+        return True
+    Y = np.stack(arrays).reshape(len(arrays), -1)
+    xs = _points(F, idx)
+    W = _lagrange_matrix(F, xs[: t + 1], xs[t + 1 :])
+    return bool(_eq(F.matmul(W, Y[: t + 1]), Y[t + 1 :]).all())
+
+
+def _decoding_error(n: int, m: int, t: int, e_max: int, why: str) -> DecodingError:
+    return DecodingError(
+        f"robust reconstruction failed: {m} of {n} shares present (c = {n - m} missing or "
+        f"malformed); degree t = {t} corrects at most e = {e_max} wrong share(s) since "
+        f"n − c ≥ t + 1 + 2e must hold, and {why}. Collect the missing shares (or more "
+        "parties' shares) and retry; do not use any value from this round"
+    )
+
+
+def robust_reconstruct(
+    F: Any, shares: Shares, n: int, t: int, *, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, list[int]]:
+    """The secret and the sorted 0-based parties whose shares were wrong.
+
+    Pre: ``shares`` maps party index (``0 ≤ i < n``) to its share, missing shares absent or
+    ``None`` (or a stacked array ``(n, *shape)``); shares may have any common shape and are
+    decoded together (a party wrong in one coordinate is wrong). A share that is not a
+    canonical ``F`` array of the majority shape counts as missing and its party as wrong.
+    ``rng`` (tests only) draws the random combination; default: the field's CSPRNG.
+    Post: with ``c`` missing and ``e`` wrong shares and ``n − c ≥ t + 1 + 2e``, returns the
+    shared secret and exactly the wrong parties. Otherwise raises ``DecodingError`` unless the
+    present shares are within ``(n − c − t − 1) // 2`` errors of another degree-``t``
+    sharing (only colluding parties beyond the bound can arrange that).
+    """
+    _check_params(n, t)
+    idx, arrays, malformed = _present(F, shares)
+    if any(i >= n for i in [*idx, *malformed]):
+        raise ConfigError(f"share indices {sorted(set(idx + malformed))} exceed n − 1 = {n - 1}")
+    m = len(idx)
+    e_max = (m - t - 1) // 2
+    if m < t + 1:
+        raise _decoding_error(n, m, t, 0, f"fewer than t + 1 = {t + 1} shares are present")
+    shape = arrays[0].shape
+    Y = np.stack(arrays).reshape(len(arrays), -1)  # (m, L)
+    L = Y.shape[1]
+    xs = _points(F, idx)
+
+    wrong = np.zeros(m, dtype=bool)
+    if L:
+        # Locate the wrong parties once, on a random combination of all coordinates.
+        z = F.dot(Y, F.random((L,), rng=rng))
+        decoded = _decode_word(F, xs, z, t, e_max)
+        if decoded is None:
+            raise _decoding_error(n, m, t, e_max, "the shares are farther than that")
+        wrong = decoded[1]
+    while True:
+        good = np.flatnonzero(~wrong)
+        base, rest = good[: t + 1], good[t + 1 :]
+        if not L or not rest.size:
+            break
+        W = _lagrange_matrix(F, xs[base], xs[rest])
+        agree = _eq(F.matmul(W, Y[base]), Y[rest]).all(axis=0)  # (L,)
+        if agree.all():
+            break
+        # Errors cancelled in the combination: decode the first disagreeing coordinate alone.
+        j = int(np.argmin(agree))
+        decoded = _decode_word(F, xs, Y[:, j], t, e_max)
+        if decoded is None or not (decoded[1] & ~wrong).any():
+            raise _decoding_error(n, m, t, e_max, f"coordinate {j} is farther than that")
+        wrong |= decoded[1]
+        if int(wrong.sum()) > e_max:
+            raise _decoding_error(n, m, t, e_max, "more shares than that are wrong")
+    w = _lagrange_matrix(F, xs[base], F.zeros((1,)))
+    secret = F.matmul(w, Y[base])[0].reshape(shape)
+    bad = sorted([idx[k] for k in np.flatnonzero(wrong)] + malformed)
+    return secret, bad
+
+
+#: The opening used by BFT verification: identical to :func:`robust_reconstruct`.
+robust_open = robust_reconstruct
