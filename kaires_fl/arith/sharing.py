@@ -205,13 +205,24 @@ def share(
     return F.matmul(V, coeffs).reshape((n, *shape))
 
 
+def _as_array(F: Any, s: Any) -> Any:
+    """Scalar shares (``shares[i]`` of a 1-D sharing) as 0-d arrays; anything else unchanged."""
+    if isinstance(s, np.generic):
+        return np.asarray(s)
+    if np.dtype(object) == F.DTYPE and isinstance(s, int):
+        out = np.empty((), dtype=object)
+        out[()] = s
+        return out
+    return s
+
+
 def _present(F: Any, shares: Shares) -> tuple[list[int], list[np.ndarray], list[int]]:
     """Sorted present indices, their arrays, and indices of malformed shares."""
     items: list[tuple[int, Any]]
     if isinstance(shares, np.ndarray):
-        items = [(i, shares[i]) for i in range(shares.shape[0])]
+        items = [(i, shares[i, ...]) for i in range(shares.shape[0])]
     else:
-        items = sorted((int(i), s) for i, s in shares.items() if s is not None)
+        items = sorted((int(i), _as_array(F, s)) for i, s in shares.items() if s is not None)
     for i, _ in items:
         if i < 0 or i + 1 >= F.MODULUS:
             raise ConfigError(f"share index {i} is not a party index (0-based, ≥ 0)")
