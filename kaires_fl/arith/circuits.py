@@ -1,0 +1,553 @@
+"""Validity circuits for the FLP (Prio3's types, plus linear regression and bounded L2).
+
+Each circuit is a :class:`~kaires_fl.arith.flp.Valid` with
+
+* ``encode(measurement)`` → ``(..., MEAS_LEN)`` field elements (batched over leading axes;
+  raises ``EncodingError`` on an invalid measurement),
+* ``truncate(meas)`` → ``(..., OUTPUT_LEN)``: affine, constants added in full, so it maps a
+  Shamir share of the measurement to a Shamir share of the output,
+* ``decode(output, num_measurements)`` → the aggregate in plain Python/numpy terms,
+* ``max_measurements()``: how many outputs may be summed before the field could wrap.
+
+Range checks are the bit test b·(b − 1) = 0 for every bit, batched through a
+``ParallelSum(Mul, chunk_length)`` gadget and combined by powers r, r², … of one
+joint-randomness element r per proof (the circuit's own soundness error is then the number
+of combined terms over |F|; see ``docs/proofs.md``). ``chunk_length`` defaults to the value
+that minimises the proof length (≈ √(number of bit checks)).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from kaires_fl.arith.field import Field64
+from kaires_fl.arith.flp import Gadget, GadgetCall, Mul, ParallelSum, Valid, next_power_of_2, powers
+from kaires_fl.errors import ConfigError, EncodingError
+
+
+def best_chunk_length(pairs: int) -> int:
+    """Chunk length minimising the proof of ``pairs`` products under ParallelSum(Mul, c).
+
+    Proof length is 2c (wire seeds) + 2(P − 1) + 1 with P = next_pow2(⌈pairs/c⌉ + 1).
+    """
+    best_c, best_len = 1, None
+    for j in range(1, 40):
+        c = max(1, math.ceil(pairs / ((1 << j) - 1)))
+        P = next_power_of_2(math.ceil(pairs / c) + 1)
+        length = 2 * c + 2 * (P - 1) + 1
+        if best_len is None or length < best_len:
+            best_c, best_len = c, length
+        if c == 1:
+            break
+    return best_c
+
+
+def _pairs(F: Any, a: np.ndarray, b: np.ndarray, chunk: int) -> np.ndarray:
+    """Inputs ``(B, calls, 2·chunk)`` of ParallelSum(Mul, chunk) computing Σ a_k·b_k.
+
+    Padding pairs are (0, 0) and contribute nothing.
+    """
+    B = max(a.shape[0], b.shape[0])
+    K = a.shape[1]
+    calls = math.ceil(K / chunk)
+    out = F.zeros((B, calls * chunk, 2))
+    out[:, :K, 0] = a
+    out[:, :K, 1] = b
+    return out.reshape(B, calls, 2 * chunk)
+
+
+def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
+    """Little-endian bit decomposition of non-negative ints: ``(...)`` → ``(..., bits)``."""
+    v = np.asarray(values, dtype=np.uint64)
+    return ((v[..., None] >> np.arange(bits, dtype=np.uint64)) & np.uint64(1)).astype(np.uint64)
+
+
+def _as_ints(values: Any, what: str) -> np.ndarray:
+    """Integer array from user input, rejecting non-integers with ``EncodingError``."""
+    arr = np.asarray(values)
+    if arr.dtype == bool:
+        return arr.astype(np.int64)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64) if arr.dtype.kind == "i" else arr
+    if arr.dtype.kind == "O":
+        try:
+            ints = np.vectorize(int, otypes=[object])(arr)
+        except (TypeError, ValueError) as exc:
+            raise EncodingError(f"{what} must be integers") from exc
+        if np.any(ints != arr):
+            raise EncodingError(f"{what} must be integers")
+        if np.any(ints < 0) or np.any(ints >= 2**63):
+            raise EncodingError(f"{what} out of range: use integers in the declared range")
+        return ints.astype(np.int64)
+    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+        return arr.astype(np.int64)
+    raise EncodingError(f"{what} must be integers; got dtype {arr.dtype}")
+
+
+class _BitsCircuit(Valid):
+    """Shared parts: range checks of bit vectors combined by powers of one element r."""
+
+    field: Any = Field64
+
+    def _check_field(self, field: Any) -> None:
+        self.field = field
+
+    def _range_terms(
+        self, F: Any, bits: np.ndarray, rp: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs (r^k·b_k, b_k − 1) whose products vanish iff every b_k is a bit."""
+        return F.mul(rp, bits), F.sub(bits, F.ones(()))
+
+    def joint_rand_error_terms(self) -> int:
+        return self._terms
+
+    _terms: int = 0
+
+
+# ------------------------------------------------------------------------------ Count
+
+
+class Count(_BitsCircuit):
+    """A single bit; output the bit. Circuit: Mul(b, b) − b = 0."""
+
+    def __init__(self, field: Any = Field64) -> None:
+        self.field = field
+        self.MEAS_LEN = 1
+        self.OUTPUT_LEN = 1
+        self.JOINT_RAND_LEN = 0
+        self.EVAL_OUTPUT_LEN = 1
+        self.GADGETS: list[Gadget] = [Mul()]
+        self.GADGET_CALLS = [1]
+        self._terms = 0
+
+    def __repr__(self) -> str:
+        return "Count()"
+
+    def eval(
+        self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
+    ) -> np.ndarray:
+        F = self.field
+        b = meas[:, 0:1]
+        sq = gadgets[0](np.stack([b, b], axis=-1))  # (B, 1)
+        return F.sub(sq, b)
+
+    def encode(self, measurement: Any) -> np.ndarray:
+        v = _as_ints(measurement, "Count measurement")
+        if np.any((v != 0) & (v != 1)):
+            raise EncodingError("Count measurements must be 0/1 or booleans")
+        return self.field.elements(v.astype(np.uint64))[..., None]
+
+    def truncate(self, meas: np.ndarray) -> np.ndarray:
+        return meas[..., :1]
+
+    def decode(self, output: np.ndarray, num_measurements: int) -> int:
+        return int(self.field.to_ints(output[..., 0]))
+
+    def max_measurements(self) -> int:
+        return self.field.MODULUS - 1
+
+
+# -------------------------------------------------------------------------------- Sum
+
+
+class Sum(_BitsCircuit):
+    """An integer in [0, 2^bits) as its bits; output the integer."""
+
+    def __init__(self, bits: int, chunk_length: int | None = None, field: Any = Field64) -> None:
+        if not 1 <= bits < field.MODULUS.bit_length() - 1:
+            raise ConfigError(f"Sum bits must be in [1, {field.MODULUS.bit_length() - 2}]")
+        self.field = field
+        self.bits = bits
+        self.chunk_length = chunk_length or best_chunk_length(bits)
+        self.MEAS_LEN = bits
+        self.OUTPUT_LEN = 1
+        self.JOINT_RAND_LEN = 1
+        self.EVAL_OUTPUT_LEN = 1
+        self.GADGETS = [ParallelSum(Mul(), self.chunk_length)]
+        self.GADGET_CALLS = [math.ceil(bits / self.chunk_length)]
+        self._terms = bits
+        self._pow2 = field.elements([1 << k for k in range(bits)])
+
+    def __repr__(self) -> str:
+        return f"Sum(bits={self.bits}, chunk_length={self.chunk_length})"
+
+    def eval(
+        self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
+    ) -> np.ndarray:
+        F = self.field
+        rp = powers(F, joint_rand[:, 0], self.bits + 1)[:, 1:]
+        a, b = self._range_terms(F, meas, rp)
+        return F.sum(gadgets[0](_pairs(F, a, b, self.chunk_length)), axis=-1)[:, None]
+
+    def encode(self, measurement: Any) -> np.ndarray:
+        v = _as_ints(measurement, "Sum measurement")
+        if np.any(v < 0) or np.any(v >= 2**self.bits):
+            raise EncodingError(f"Sum measurements must lie in [0, 2^{self.bits})")
+        return self.field.elements(_bits_of(v, self.bits))
+
+    def truncate(self, meas: np.ndarray) -> np.ndarray:
+        return self.field.dot(meas, self._pow2)[..., None]
+
+    def decode(self, output: np.ndarray, num_measurements: int) -> int:
+        return int(self.field.to_ints(output[..., 0]))
+
+    def max_measurements(self) -> int:
+        return (self.field.MODULUS - 1) // (2**self.bits - 1)
+
+
+# ----------------------------------------------------------------------------- SumVec
+
+
+class SumVec(_BitsCircuit):
+    """A vector of ``length`` integers in [0, 2^bits), as bits; output the vector."""
+
+    def __init__(
+        self, length: int, bits: int, chunk_length: int | None = None, field: Any = Field64
+    ) -> None:
+        if length < 1 or not 1 <= bits < field.MODULUS.bit_length() - 1:
+            raise ConfigError("SumVec needs length ≥ 1 and 1 ≤ bits < log2(p) − 1")
+        self.field = field
+        self.length = length
+        self.bits = bits
+        n = length * bits
+        self.chunk_length = chunk_length or best_chunk_length(n)
+        self.MEAS_LEN = n
+        self.OUTPUT_LEN = length
+        self.JOINT_RAND_LEN = 1
+        self.EVAL_OUTPUT_LEN = 1
+        self.GADGETS = [ParallelSum(Mul(), self.chunk_length)]
+        self.GADGET_CALLS = [math.ceil(n / self.chunk_length)]
+        self._terms = n
+        self._pow2 = field.elements([1 << k for k in range(bits)])
+
+    def __repr__(self) -> str:
+        return f"SumVec(length={self.length}, bits={self.bits}, chunk_length={self.chunk_length})"
+
+    def eval(
+        self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
+    ) -> np.ndarray:
+        F = self.field
+        rp = powers(F, joint_rand[:, 0], self.MEAS_LEN + 1)[:, 1:]
+        a, b = self._range_terms(F, meas, rp)
+        return F.sum(gadgets[0](_pairs(F, a, b, self.chunk_length)), axis=-1)[:, None]
+
+    def encode(self, measurement: Any) -> np.ndarray:
+        v = _as_ints(measurement, "SumVec measurement")
+        if v.shape[-1:] != (self.length,):
+            raise EncodingError(f"SumVec measurement must have shape (..., {self.length})")
+        if np.any(v < 0) or np.any(v >= 2**self.bits):
+            raise EncodingError(f"SumVec entries must lie in [0, 2^{self.bits})")
+        return self.field.elements(_bits_of(v, self.bits).reshape(*v.shape[:-1], self.MEAS_LEN))
+
+    def truncate(self, meas: np.ndarray) -> np.ndarray:
+        m = np.asarray(meas)
+        return self.field.dot(m.reshape(*m.shape[:-1], self.length, self.bits), self._pow2)
+
+    def decode(self, output: np.ndarray, num_measurements: int) -> list[int]:
+        return [int(v) for v in self.field.to_ints(output)]
+
+    def max_measurements(self) -> int:
+        return (self.field.MODULUS - 1) // (2**self.bits - 1)
+
+
+# -------------------------------------------------------------------------- Histogram
+
+
+class Histogram(_BitsCircuit):
+    """A one-hot vector of ``length`` buckets; output the vector (bucket counts).
+
+    Two checks, combined by query randomness: every entry is a bit, and they sum to 1.
+    """
+
+    def __init__(self, length: int, chunk_length: int | None = None, field: Any = Field64) -> None:
+        if length < 1:
+            raise ConfigError("Histogram needs length ≥ 1")
+        self.field = field
+        self.length = length
+        self.chunk_length = chunk_length or best_chunk_length(length)
+        self.MEAS_LEN = length
+        self.OUTPUT_LEN = length
+        self.JOINT_RAND_LEN = 1
+        self.EVAL_OUTPUT_LEN = 2
+        self.GADGETS = [ParallelSum(Mul(), self.chunk_length)]
+        self.GADGET_CALLS = [math.ceil(length / self.chunk_length)]
+        self._terms = length
+
+    def __repr__(self) -> str:
+        return f"Histogram(length={self.length}, chunk_length={self.chunk_length})"
+
+    def eval(
+        self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
+    ) -> np.ndarray:
+        F = self.field
+        rp = powers(F, joint_rand[:, 0], self.length + 1)[:, 1:]
+        a, b = self._range_terms(F, meas, rp)
+        range_check = F.sum(gadgets[0](_pairs(F, a, b, self.chunk_length)), axis=-1)
+        sum_check = F.sub(F.sum(meas, axis=-1), F.ones(()))
+        return np.stack([range_check, sum_check], axis=-1)
+
+    def encode(self, measurement: Any) -> np.ndarray:
+        idx = _as_ints(measurement, "Histogram bucket")
+        if np.any(idx < 0) or np.any(idx >= self.length):
+            raise EncodingError(f"Histogram buckets must lie in [0, {self.length})")
+        onehot = (idx[..., None] == np.arange(self.length)).astype(np.uint64)
+        return self.field.elements(onehot)
+
+    def truncate(self, meas: np.ndarray) -> np.ndarray:
+        return meas
+
+    def decode(self, output: np.ndarray, num_measurements: int) -> list[int]:
+        return [int(v) for v in self.field.to_ints(output)]
+
+    def max_measurements(self) -> int:
+        return self.field.MODULUS - 1
+
+
+# ------------------------------------------------------------- LinearRegressionRecord
+
+
+class LinearRegressionRecord(_BitsCircuit):
+    """One record (x ∈ [0, 2^bits)^d, y ∈ [0, 2^bits)) in Prio's linear-regression encoding.
+
+    Let z = (x_1, …, x_d, y). Measurement layout (MEAS_LEN = (d+1)·bits + T with
+    T = (d+1)(d+2)/2): the bits of z_0, …, z_d (``bits`` each, least significant first),
+    then the products z_i·z_j for i ≤ j in row-major order (``np.triu_indices(d+1)``) —
+    that is every x_i·x_j (i ≤ j), every x_i·y and y·y.
+
+    Circuit: Σ_k r^k·b_k(b_k − 1) + Σ_m r^(K+m)·(z_i·z_j − p_m) = 0 with one
+    ParallelSum(Mul) gadget for all K + T products (z_i is Σ_k 2^k b_{i,k}, affine).
+
+    Output (OUTPUT_LEN = (d+1) + T + 1): z (so Σx, Σy), the products (XᵀX upper triangle,
+    Xᵀy, Σy²) and the constant 1 (so the count). ``decode`` returns a dict of Python ints:
+    ``sum_x`` (d), ``sum_y``, ``xtx`` (d×d, symmetric), ``xty`` (d), ``sum_yy``, ``count``.
+    No wrap while records·(2^bits − 1)² < p (:meth:`max_measurements`).
+    """
+
+    def __init__(
+        self, d: int, bits: int, chunk_length: int | None = None, field: Any = Field64
+    ) -> None:
+        if d < 1 or bits < 1 or 2 * bits >= field.MODULUS.bit_length() - 1:
+            raise ConfigError(
+                "LinearRegressionRecord needs d ≥ 1 and 1 ≤ bits with 2·bits < log2(p) − 1 "
+                "(products must not wrap the field)"
+            )
+        self.field = field
+        self.d = d
+        self.bits = bits
+        self.n_vars = d + 1
+        self.n_bits = self.n_vars * bits
+        self._iu = np.triu_indices(self.n_vars)
+        self.n_prods = len(self._iu[0])
+        pairs = self.n_bits + self.n_prods
+        self.chunk_length = chunk_length or best_chunk_length(pairs)
+        self.MEAS_LEN = self.n_bits + self.n_prods
+        self.OUTPUT_LEN = self.n_vars + self.n_prods + 1
+        self.JOINT_RAND_LEN = 1
+        self.EVAL_OUTPUT_LEN = 1
+        self.GADGETS = [ParallelSum(Mul(), self.chunk_length)]
+        self.GADGET_CALLS = [math.ceil(pairs / self.chunk_length)]
+        self._terms = pairs
+        self._pow2 = field.elements([1 << k for k in range(bits)])
+
+    def __repr__(self) -> str:
+        return (
+            f"LinearRegressionRecord(d={self.d}, bits={self.bits}, "
+            f"chunk_length={self.chunk_length})"
+        )
+
+    def _z(self, meas: np.ndarray) -> np.ndarray:
+        bits = meas[..., : self.n_bits]
+        return self.field.dot(bits.reshape(*bits.shape[:-1], self.n_vars, self.bits), self._pow2)
+
+    def eval(
+        self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
+    ) -> np.ndarray:
+        F = self.field
+        K = self.n_bits
+        rp = powers(F, joint_rand[:, 0], self.MEAS_LEN + 1)[:, 1:]
+        z = self._z(meas)
+        a_bits, b_bits = self._range_terms(F, meas[:, :K], rp[:, :K])
+        rq = rp[:, K:]
+        a = np.concatenate(
+            [np.broadcast_to(a_bits, (meas.shape[0], K)), F.mul(rq, z[:, self._iu[0]])], axis=1
+        )
+        b = np.concatenate([b_bits, z[:, self._iu[1]]], axis=1)
+        total = F.sum(gadgets[0](_pairs(F, a, b, self.chunk_length)), axis=-1)
+        claimed = F.sum(F.mul(rq, meas[:, K:]), axis=-1)
+        return F.sub(total, claimed)[:, None]
+
+    def encode(self, measurement: Any) -> np.ndarray:
+        """``measurement`` ``(..., d+1)``: the d features then y, integers in [0, 2^bits)."""
+        v = _as_ints(measurement, "LinearRegressionRecord measurement")
+        if v.shape[-1:] != (self.n_vars,):
+            raise EncodingError(
+                f"LinearRegressionRecord measurement must have shape (..., {self.n_vars}) "
+                "(features then y)"
+            )
+        if np.any(v < 0) or np.any(v >= 2**self.bits):
+            raise EncodingError(
+                f"features and y must be integers in [0, 2^{self.bits}); encode reals with a "
+                "fixed-point offset first"
+            )
+        v = v.astype(np.uint64)
+        bits = _bits_of(v, self.bits).reshape(*v.shape[:-1], self.n_bits)
+        prods = v[..., self._iu[0]] * v[..., self._iu[1]]  # < 2^(2·bits) < 2^63: exact
+        return self.field.elements(np.concatenate([bits, prods], axis=-1))
+
+    def encode_xy(self, x: Any, y: Any) -> np.ndarray:
+        """Encode features ``x`` ``(..., d)`` and targets ``y`` ``(...)``."""
+        xa = _as_ints(x, "features")
+        ya = _as_ints(y, "target")
+        return self.encode(np.concatenate([xa, ya[..., None]], axis=-1))
+
+    def truncate(self, meas: np.ndarray) -> np.ndarray:
+        F = self.field
+        m = np.asarray(meas)
+        ones = F.ones((*m.shape[:-1], 1))
+        return np.concatenate([self._z(m), m[..., self.n_bits :], ones], axis=-1)
+
+    def decode(self, output: np.ndarray, num_measurements: int) -> dict[str, Any]:
+        vals = self.field.to_ints(output)
+        d = self.d
+        z = vals[: self.n_vars]
+        prods = vals[self.n_vars : self.n_vars + self.n_prods]
+        full = [[0] * self.n_vars for _ in range(self.n_vars)]
+        for (i, j), v in zip(zip(*self._iu, strict=True), prods, strict=True):
+            full[i][j] = full[j][i] = int(v)
+        return {
+            "sum_x": [int(v) for v in z[:d]],
+            "sum_y": int(z[d]),
+            "xtx": [row[:d] for row in full[:d]],
+            "xty": [full[i][d] for i in range(d)],
+            "sum_yy": full[d][d],
+            "count": int(vals[-1]),
+        }
+
+    def max_measurements(self) -> int:
+        return (self.field.MODULUS - 1) // (2**self.bits - 1) ** 2
+
+
+# ----------------------------------------------------------------------- BoundedL2Vec
+
+
+class BoundedL2Vec(_BitsCircuit):
+    """A fixed-point vector v with ‖v‖₂ ≤ ``bound`` (gradients; cf. Prio3's
+    FixedPointBoundedL2VecSum).
+
+    Entries are a_i = round(v_i·2^frac_bits), offset-encoded as e_i = a_i + A with
+    A = ⌊bound·2^frac_bits⌋ and range-checked by ``entry_bits`` bits; the squared norm in
+    integer units, Σ a_i², must not exceed N = ⌊bound²·4^frac_bits⌋, proved by the bits of the
+    slack s = N − Σ a_i² (``norm_bits`` bits). Measurement: the entry bits (``entry_bits``
+    each, least significant first), then the slack bits.
+
+    Gadgets: ParallelSum(Mul) for the bit checks (combined by powers of r) and
+    ParallelSum(Mul) for Σ a_i·a_i. Outputs (combined by query randomness): the range check
+    and Σ a_i² + s − N. Since length·2^(2·entry_bits) + 2^norm_bits < p (checked), the
+    second equation cannot be met by wrapping around the field. Output: e (offset form);
+    ``decode`` returns Σ v as float64.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        frac_bits: int,
+        bound: float,
+        chunk_length: int | None = None,
+        norm_chunk_length: int | None = None,
+        field: Any = Field64,
+    ) -> None:
+        if length < 1 or frac_bits < 0 or not bound > 0:
+            raise ConfigError("BoundedL2Vec needs length ≥ 1, frac_bits ≥ 0 and bound > 0")
+        self.field = field
+        self.length = length
+        self.frac_bits = frac_bits
+        self.bound = float(bound)
+        b = Fraction(self.bound)
+        self.offset = math.floor(b * 2**frac_bits)  # A
+        self.norm_int = math.floor(b * b * 4**frac_bits)  # N
+        if self.offset < 1:
+            raise ConfigError("bound·2^frac_bits must be ≥ 1; raise frac_bits")
+        self.entry_bits = (2 * self.offset).bit_length()
+        self.norm_bits = self.norm_int.bit_length()
+        if length * 4**self.entry_bits + 2**self.norm_bits >= field.MODULUS:
+            raise ConfigError(
+                f"BoundedL2Vec(length={length}, frac_bits={frac_bits}, bound={bound}) could wrap "
+                f"{field.__name__}: lower frac_bits or length, or use Field128"
+            )
+        n_bits = length * self.entry_bits + self.norm_bits
+        self.n_bits = n_bits
+        self.chunk_length = chunk_length or best_chunk_length(n_bits)
+        self.norm_chunk_length = norm_chunk_length or best_chunk_length(length)
+        self.MEAS_LEN = n_bits
+        self.OUTPUT_LEN = length
+        self.JOINT_RAND_LEN = 1
+        self.EVAL_OUTPUT_LEN = 2
+        self.GADGETS = [
+            ParallelSum(Mul(), self.chunk_length),
+            ParallelSum(Mul(), self.norm_chunk_length),
+        ]
+        self.GADGET_CALLS = [
+            math.ceil(n_bits / self.chunk_length),
+            math.ceil(length / self.norm_chunk_length),
+        ]
+        self._terms = n_bits
+        self._pow2e = field.elements([1 << k for k in range(self.entry_bits)])
+        self._pow2n = field.elements([1 << k for k in range(self.norm_bits)])
+
+    def __repr__(self) -> str:
+        return f"BoundedL2Vec(length={self.length}, frac_bits={self.frac_bits}, bound={self.bound})"
+
+    def _entries(self, meas: np.ndarray) -> np.ndarray:
+        eb = meas[..., : self.length * self.entry_bits]
+        return self.field.dot(eb.reshape(*eb.shape[:-1], self.length, self.entry_bits), self._pow2e)
+
+    def eval(
+        self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
+    ) -> np.ndarray:
+        F = self.field
+        rp = powers(F, joint_rand[:, 0], self.n_bits + 1)[:, 1:]
+        a, b = self._range_terms(F, meas, rp)
+        range_check = F.sum(gadgets[0](_pairs(F, a, b, self.chunk_length)), axis=-1)
+        centred = F.sub(self._entries(meas), F.elements(self.offset))
+        norm = F.sum(gadgets[1](_pairs(F, centred, centred, self.norm_chunk_length)), axis=-1)
+        slack = F.dot(meas[:, self.length * self.entry_bits :], self._pow2n)
+        norm_check = F.sub(F.add(norm, slack), F.elements(self.norm_int))
+        return np.stack([range_check, norm_check], axis=-1)
+
+    def encode(self, measurement: Any) -> np.ndarray:
+        v = np.asarray(measurement, dtype=np.float64)
+        if v.shape[-1:] != (self.length,) or not np.all(np.isfinite(v)):
+            raise EncodingError(
+                f"BoundedL2Vec measurement must be finite reals of shape (..., {self.length})"
+            )
+        a = np.round(v * 2.0**self.frac_bits).astype(np.int64)
+        if np.any(np.abs(a) > self.offset):
+            raise EncodingError(f"an entry exceeds the bound {self.bound}; clip the vector first")
+        sq = np.sum(a.astype(object) ** 2, axis=-1)
+        if np.any(sq > self.norm_int):
+            raise EncodingError(
+                f"the L2 norm exceeds the bound {self.bound} after rounding to "
+                f"{self.frac_bits} fractional bits; scale the vector down first"
+            )
+        e = (a + self.offset).astype(np.uint64)
+        slack = np.asarray(self.norm_int - sq, dtype=np.uint64)
+        ebits = _bits_of(e, self.entry_bits).reshape(*v.shape[:-1], -1)
+        nbits = _bits_of(slack, self.norm_bits)
+        return self.field.elements(np.concatenate([ebits, nbits], axis=-1))
+
+    def truncate(self, meas: np.ndarray) -> np.ndarray:
+        return self._entries(np.asarray(meas))
+
+    def decode(self, output: np.ndarray, num_measurements: int) -> np.ndarray:
+        ints = self.field.to_ints(output)
+        scale = 2.0**self.frac_bits
+        return np.array(
+            [(int(e) - num_measurements * self.offset) / scale for e in ints], dtype=np.float64
+        )
+
+    def max_measurements(self) -> int:
+        return (self.field.MODULUS - 1) // (2 * self.offset)
