@@ -1,0 +1,154 @@
+"""Schnorr and DLEQ proofs: completeness, and every forgery or tampering is rejected."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kaires_fl.crypto.group import H_POINT, L, Point, Scalar, hash_to_point
+from kaires_fl.crypto.proofs import (
+    PROOF_SIZE,
+    DLEQProof,
+    SchnorrProof,
+    dleq_prove,
+    dleq_verify,
+    is_valid_dleq,
+    schnorr_prove,
+    schnorr_verify,
+)
+from kaires_fl.errors import EncodingError, InvalidProof
+
+G = Point.base()
+CTX = b"job-42/step-4"
+FAST = settings(max_examples=10, deadline=None)
+
+
+@FAST
+@given(st.integers(min_value=1, max_value=L - 1))
+def test_schnorr_complete_and_round_trip(x: int) -> None:
+    s = Scalar(x)
+    X = G * s
+    proof = schnorr_prove(s, CTX)
+    schnorr_verify(proof, X, CTX)
+    again = SchnorrProof.from_bytes(proof.to_bytes())
+    assert again == proof and len(proof.to_bytes()) == PROOF_SIZE
+    schnorr_verify(again, X, CTX)
+    # another base
+    p2 = schnorr_prove(s, CTX, base=H_POINT)
+    schnorr_verify(p2, H_POINT * s, CTX, base=H_POINT)
+
+
+def test_schnorr_forgeries_rejected() -> None:
+    s = Scalar.random_nonzero()
+    X = G * s
+    proof = schnorr_prove(s, CTX)
+    one = Scalar(1)
+    forged = [
+        SchnorrProof(proof.challenge + one, proof.response),
+        SchnorrProof(proof.challenge, proof.response + one),
+        SchnorrProof(proof.response, proof.challenge),
+        SchnorrProof(Scalar(0), Scalar(0)),
+    ]
+    for f in forged:
+        with pytest.raises(InvalidProof, match="Schnorr"):
+            schnorr_verify(f, X, CTX)
+    with pytest.raises(InvalidProof):
+        schnorr_verify(proof, X, CTX + b"x")  # other context
+    with pytest.raises(InvalidProof):
+        schnorr_verify(proof, X + G, CTX)  # other statement
+    with pytest.raises(InvalidProof):
+        schnorr_verify(proof, X, CTX, base=H_POINT)  # other base
+    with pytest.raises(InvalidProof, match="identity"):
+        schnorr_verify(proof, X, CTX, base=Point.identity())
+    # a proof for a wrong witness
+    with pytest.raises(InvalidProof):
+        schnorr_verify(schnorr_prove(s + one, CTX), X, CTX)
+
+
+def test_schnorr_every_flipped_bit_rejected() -> None:
+    s = Scalar.random_nonzero()
+    X = G * s
+    raw = schnorr_prove(s, CTX).to_bytes()
+    for i in range(len(raw)):
+        for bit in (0, 7):
+            bad = bytearray(raw)
+            bad[i] ^= 1 << bit
+            try:
+                p = SchnorrProof.from_bytes(bytes(bad))
+            except EncodingError:
+                continue  # non-canonical scalar: rejected at decoding
+            with pytest.raises(InvalidProof):
+                schnorr_verify(p, X, CTX)
+
+
+def _dleq_setup() -> tuple[Scalar, Point, Point, Point, Point, DLEQProof]:
+    x = Scalar.random_nonzero()
+    B2 = hash_to_point(b"some base")
+    X1, X2 = G * x, B2 * x
+    return x, G, X1, B2, X2, dleq_prove(x, G, B2, CTX)
+
+
+@FAST
+@given(st.integers(min_value=1, max_value=L - 1), st.binary(max_size=16))
+def test_dleq_complete_and_round_trip(x: int, label: bytes) -> None:
+    s = Scalar(x)
+    B1, B2 = hash_to_point(b"1" + label), hash_to_point(b"2" + label)
+    proof = dleq_prove(s, B1, B2, CTX)
+    dleq_verify(proof, B1, B1 * s, B2, B2 * s, CTX)
+    again = DLEQProof.from_bytes(proof.to_bytes())
+    assert again == proof
+    assert is_valid_dleq(again, B1, B1 * s, B2, B2 * s, CTX)
+
+
+def test_dleq_forgeries_rejected() -> None:
+    _, B1, X1, B2, X2, proof = _dleq_setup()
+    one = Scalar(1)
+    cases = {
+        "challenge": (DLEQProof(proof.challenge + one, proof.response), B1, X1, B2, X2, CTX),
+        "response": (DLEQProof(proof.challenge, proof.response + one), B1, X1, B2, X2, CTX),
+        "statement1": (proof, B1, X1 + G, B2, X2, CTX),
+        "statement2": (proof, B1, X1, B2, X2 + G, CTX),
+        "base1": (proof, H_POINT, X1, B2, X2, CTX),
+        "base2": (proof, B1, X1, H_POINT, X2, CTX),
+        "swap bases": (proof, B2, X2, B1, X1, CTX),
+        "swap statements": (proof, B1, X2, B2, X1, CTX),
+        "context": (proof, B1, X1, B2, X2, b"job-43/step-4"),
+        "empty context": (proof, B1, X1, B2, X2, b""),
+    }
+    for name, args in cases.items():
+        assert not is_valid_dleq(*args), name
+        with pytest.raises(InvalidProof):
+            dleq_verify(*args)
+
+
+def test_dleq_unequal_logs_cannot_be_proven() -> None:
+    """A prover whose two statements have different logs produces an invalid proof."""
+    x = Scalar.random_nonzero()
+    B2 = hash_to_point(b"b2")
+    X2_wrong = B2 * (x + 1)
+    proof = dleq_prove(x, G, B2, CTX, statement2=X2_wrong)
+    assert not is_valid_dleq(proof, G, G * x, B2, X2_wrong, CTX)
+
+
+def test_dleq_identity_base_rejected() -> None:
+    _, B1, X1, _, _, proof = _dleq_setup()
+    Z = Point.identity()
+    with pytest.raises(InvalidProof, match="identity"):
+        dleq_verify(proof, B1, X1, Z, Z, CTX)
+
+
+def test_proof_decoding_rejects_non_canonical() -> None:
+    _, _, _, _, _, proof = _dleq_setup()
+    raw = proof.to_bytes()
+    with pytest.raises(EncodingError, match="64 bytes"):
+        DLEQProof.from_bytes(raw[:-1])
+    with pytest.raises(EncodingError, match="non-canonical"):
+        DLEQProof.from_bytes(raw[:32] + L.to_bytes(32, "little"))
+    with pytest.raises(EncodingError, match="non-canonical"):
+        SchnorrProof.from_bytes((L + 5).to_bytes(32, "little") + raw[32:])
+
+
+def test_nonces_are_fresh() -> None:
+    x = Scalar.random_nonzero()
+    assert schnorr_prove(x, CTX) != schnorr_prove(x, CTX)
