@@ -129,7 +129,7 @@ class Scalar:
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(("Scalar", self.value))
+        return hash(self.value)  # consistent with __eq__ against ints
 
     def __int__(self) -> int:
         return self.value

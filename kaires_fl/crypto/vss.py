@@ -67,6 +67,11 @@ def public_share(commitments: Sequence[Point], party: int) -> Point:
     return commitment_at(commitments, party)
 
 
+def pedersen_commit(value: Scalar, blinding: Scalar) -> Point:
+    """Pedersen commitment ``value·G + blinding·H`` (binding while log_G H is unknown)."""
+    return Point.base() * value + H_POINT * blinding
+
+
 def public_key(commitments: Sequence[Point]) -> Point:
     """Feldman: the public commitment to the secret, C_0 = secret·G."""
     return commitments[0]
@@ -128,7 +133,7 @@ def verify_pedersen_share(
     commitments: Sequence[Point], party: int, share: Scalar, blinding: Scalar
 ) -> None:
     """Pedersen check ``share·G + blinding·H == Σ x^j C_j``; raises InvalidProof if it fails."""
-    if Point.base() * share + H_POINT * blinding != commitment_at(commitments, party):
+    if pedersen_commit(share, blinding) != commitment_at(commitments, party):
         raise _fail("Pedersen", party)
 
 

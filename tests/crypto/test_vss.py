@@ -73,8 +73,10 @@ def test_pedersen_dealing_and_bad_shares() -> None:
         vss.verify_pedersen_share(d.commitments, i, d.shares[i], d.blindings[i])
     shares, blinds = dict(enumerate(d.shares)), dict(enumerate(d.blindings))
     assert vss.verify_shares(d.commitments, shares, blinds) == []
-    # the commitment to the secret hides it: C_0 != secret·G
+    # the commitment to the secret hides it: C_0 != secret·G, C_0 = secret·G + b_0·H
     assert d.commitments[0] != G * secret
+    b0 = vss.recover_secret(blinds, t)
+    assert d.commitments[0] == vss.pedersen_commit(secret, b0) == G * secret + H_POINT * b0
     assert vss.recover_secret(shares, t) == secret
     with pytest.raises(InvalidProof, match="Pedersen share of party 3"):
         vss.verify_pedersen_share(d.commitments, 3, d.shares[3], d.blindings[3] + 1)
