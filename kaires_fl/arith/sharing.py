@@ -27,6 +27,8 @@ field's public API and treats any trailing representation axes of ``F`` as opaqu
 
 from __future__ import annotations
 
+import functools
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -61,10 +63,16 @@ def _is_field_array(F: Any, a: object) -> bool:
     if not a.size:
         return True
     # A faulty party's value ≥ p would otherwise silently alias another element.
+    if a.dtype.kind == "u":
+        return int(a.max()) < F.MODULUS
     try:
         return bool(np.all(a >= 0) and np.all(a < F.MODULUS))
     except TypeError:  # an object array holding something other than ints
         return False
+
+
+def _os_seed() -> int:
+    return int.from_bytes(os.urandom(32), "little")
 
 
 def _points(F: Any, idx: Iterable[int]) -> np.ndarray:
@@ -94,6 +102,14 @@ def _lagrange_matrix(F: Any, xs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     diff_t = np.repeat(F.sub(targets[:, None], xs[None, :])[:, None, :], m, axis=1)
     diff_t[:, diag] = one
     return F.mul(F.prod(diff_t, axis=2), F.inv(F.prod(diff_x, axis=1))[None, :])
+
+
+@functools.lru_cache(maxsize=1024)
+def _weights(F: Any, xs: tuple[int, ...], targets: tuple[int, ...]) -> np.ndarray:
+    """Cached, read-only :func:`_lagrange_matrix` for integer points (x = party + 1, 0)."""
+    W = _lagrange_matrix(F, F.elements(list(xs)), F.elements(list(targets)))
+    W.flags.writeable = False
+    return W
 
 
 # --- small linear algebra over F (sizes ≤ n; loops over n only) ------------------------------
@@ -263,7 +279,7 @@ def reconstruct(F: Any, shares: Shares, t: int) -> np.ndarray:
         )
     shape = arrays[0].shape
     Y = np.stack(arrays[: t + 1]).reshape(t + 1, -1)
-    w = _lagrange_matrix(F, _points(F, idx[: t + 1]), F.zeros((1,)))
+    w = _weights(F, tuple(i + 1 for i in idx[: t + 1]), (0,))
     return F.matmul(w, Y)[0].reshape(shape)
 
 
@@ -279,8 +295,7 @@ def is_consistent(F: Any, shares: Shares, t: int) -> bool:
     if len(idx) <= t + 1:
         return True
     Y = np.stack(arrays).reshape(len(arrays), -1)
-    xs = _points(F, idx)
-    W = _lagrange_matrix(F, xs[: t + 1], xs[t + 1 :])
+    W = _weights(F, tuple(i + 1 for i in idx[: t + 1]), tuple(i + 1 for i in idx[t + 1 :]))
     return bool(_eq(F.matmul(W, Y[: t + 1]), Y[t + 1 :]).all())
 
 
@@ -302,7 +317,8 @@ def robust_reconstruct(
     ``None`` (or a stacked array ``(n, *shape)``); shares may have any common shape and are
     decoded together (a party wrong in one coordinate is wrong). A share that is not a
     canonical ``F`` array of the majority shape counts as missing and its party as wrong.
-    ``rng`` (tests only) draws the random combination; default: the field's CSPRNG.
+    ``rng`` (tests only) draws the random combination used to locate wrong parties (default:
+    seeded from the OS; it is only drawn when the shares are not all consistent).
     Post: with ``c`` missing and ``e`` wrong shares and ``n − c ≥ t + 1 + 2e``, returns the
     shared secret and exactly the wrong parties. Otherwise raises ``DecodingError`` unless the
     present shares are within ``(n − c − t − 1) // 2`` errors of another degree-``t``
@@ -322,22 +338,29 @@ def robust_reconstruct(
     xs = _points(F, idx)
 
     wrong = np.zeros(m, dtype=bool)
-    if L:
-        # Locate the wrong parties once, on a random combination of all coordinates.
-        z = F.dot(Y, F.random((L,), rng=rng))
-        decoded = _decode_word(F, xs, z, t, e_max)
-        if decoded is None:
-            raise _decoding_error(n, m, t, e_max, "the shares are farther than that")
-        wrong = decoded[1]
+    combined = False
     while True:
         good = np.flatnonzero(~wrong)
         base, rest = good[: t + 1], good[t + 1 :]
         if not L or not rest.size:
             break
-        W = _lagrange_matrix(F, xs[base], xs[rest])
+        W = _weights(F, tuple(idx[k] + 1 for k in base), tuple(idx[k] + 1 for k in rest))
         agree = _eq(F.matmul(W, Y[base]), Y[rest]).all(axis=0)  # (L,)
         if agree.all():
             break
+        if not combined:
+            # Locate the wrong parties once, on a random combination of all coordinates. Its
+            # unpredictability only saves work (errors cancelling in it are caught by this
+            # coordinate check on the next pass), so a fast generator seeded by the OS will do.
+            combined = True
+            gen = rng if rng is not None else np.random.default_rng(_os_seed())
+            r = F.random((L,), rng=gen)
+            z = np.stack([F.sum(F.mul(Y[k], r)) for k in range(m)])  # m ≤ n rows
+            decoded = _decode_word(F, xs, z, t, e_max)
+            if decoded is None:
+                raise _decoding_error(n, m, t, e_max, "the shares are farther than that")
+            wrong = decoded[1]
+            continue
         # Errors cancelled in the combination: decode the first disagreeing coordinate alone.
         j = int(np.argmin(agree))
         decoded = _decode_word(F, xs, Y[:, j], t, e_max)
@@ -346,7 +369,7 @@ def robust_reconstruct(
         wrong |= decoded[1]
         if int(wrong.sum()) > e_max:
             raise _decoding_error(n, m, t, e_max, "more shares than that are wrong")
-    w = _lagrange_matrix(F, xs[base], F.zeros((1,)))
+    w = _weights(F, tuple(idx[k] + 1 for k in base), (0,))
     secret = F.matmul(w, Y[base])[0].reshape(shape)
     bad = sorted([idx[k] for k in np.flatnonzero(wrong)] + malformed)
     return secret, bad
