@@ -5,15 +5,18 @@ secret. A secret may have any shape (a scalar, a vector of length ``m``, a batch
 ``(B, m)``, ...): every coordinate gets its own polynomial, and all coordinates are shared,
 reconstructed and decoded together, so a party is either right everywhere or named wrong.
 
-Robust reconstruction is Reed–Solomon decoding. A faulty node is wrong in many coordinates at
-once, so the wrong parties are located once, by Berlekamp–Welch on a random linear
-combination of the coordinates; every coordinate of the remaining shares is then checked to
-lie on one degree-``t`` polynomial (one matrix product), and the secret is interpolated from
-good shares (one more). If the check fails (errors that cancel in the combination, which a
-fresh CSPRNG combination makes a 1/p event), the first disagreeing coordinate is decoded on
-its own and its wrong parties are added; this repeats at most ``e + 1`` times. The answer is
-therefore always the unique degree-``t`` codeword within ``e`` errors of the present shares,
-or a :class:`~kaires_fl.errors.DecodingError`.
+Robust reconstruction is Reed–Solomon decoding. First every coordinate of the present shares
+is checked to lie on one degree-``t`` polynomial (interpolate from ``t + 1`` shares, evaluate
+at the others: one matrix product); honest rounds stop there and interpolate the secret (one
+more product). Otherwise, since a faulty node is wrong in many coordinates at once, the wrong
+parties are located once, by Berlekamp–Welch on a random linear combination of the
+coordinates, and the check is repeated on the remaining shares. If it still fails (errors that
+cancel in the combination: probability 1/p for a fresh combination, but never trusted), the
+first disagreeing coordinate is decoded on its own and its wrong parties are added; this
+repeats at most ``e + 1`` times. The answer is therefore always the unique degree-``t``
+codeword within ``e_max = (n − c − t − 1) // 2`` errors of the present shares, or a
+:class:`~kaires_fl.errors.DecodingError`; decoding costs O(n³) small field operations (Python
+loops over n only, never over the vector length).
 
 Bound: with ``c`` shares missing (absent, ``None`` or malformed) and ``e`` wrong, decoding
 succeeds while ``n − c ≥ t + 1 + 2e``. Beyond it, wrong shares that do not conspire are
@@ -21,8 +24,9 @@ detected (``DecodingError``) except with probability about ``n/p``; shares from 
 ``(n − c − t − 1) / 2`` colluding parties can form another codeword, which no decoder can tell
 apart — that is why BFT Prio requires ``n ≥ 3t + 1`` with at most ``t`` faulty aggregators.
 
-Field elements are arrays of ``F`` (:mod:`kaires_fl.arith.field`); the code only uses the
-field's public API and treats any trailing representation axes of ``F`` as opaque.
+Field elements are arrays of ``F`` (:mod:`kaires_fl.arith.field`), used only through its
+public API; a share is ``None``/absent when missing, or any array of ``F`` of the secret's shape
+(a stacked ``(n, *shape)`` array from :func:`share` is accepted in place of a mapping).
 """
 
 from __future__ import annotations
@@ -242,8 +246,9 @@ def _present(F: Any, shares: Shares) -> tuple[list[int], list[np.ndarray], list[
     for i, _ in items:
         if i < 0 or i + 1 >= F.MODULUS:
             raise ConfigError(f"share index {i} is not a party index (0-based, ≥ 0)")
-    ok = [(i, s) for i, s in items if _is_field_array(F, s)]
-    malformed = [i for i, s in items if not _is_field_array(F, s)]
+    valid = [_is_field_array(F, s) for _, s in items]
+    ok = [item for item, v in zip(items, valid, strict=True) if v]
+    malformed = [i for (i, _), v in zip(items, valid, strict=True) if not v]
     if ok:
         # A faulty party may send a share of the wrong shape: treat it like a malformed share.
         counts = Counter(s.shape for _, s in ok).most_common()

@@ -210,6 +210,10 @@ def test_robust_with_batched_leading_dims(F: Any) -> None:
     received[0] = corrupt(F, shares[0], "all", rng)
     got, bad = robust_open(F, received, 7, 2)
     assert eq(got, secret) and bad == [0, 5]
+    stacked = np.stack([received[i] for i in range(7)])  # share()'s layout is accepted too
+    got, bad = robust_reconstruct(F, stacked, 7, 2)
+    assert eq(got, secret) and bad == [0, 5]
+    assert eq(reconstruct(F, shares, 2), secret)
 
 
 # --- adversarial errors that cancel in the random combination ---------------------------------
