@@ -2,7 +2,9 @@
 
 Keys. The trustees hold a collective key X = x·G with x Shamir-shared (degree t, party
 i at x = i + 1, threshold t + 1); party i's public share is X_i = x_i·G (from the DKG).
-A reader (recipient) has a :class:`RecipientKey` (y, Y = y·G) in the same group.
+A reader (recipient) has a :class:`RecipientKey` (y, Y = y·G) in the same group; it can
+be derived from the reader's X25519 envelope key (:meth:`RecipientKey.from_x25519`), and
+trustees get Y from the X25519 public key alone (:func:`recipient_point_from_x25519`).
 
 Write (KEM + wrap, our choice). To store a 32-byte symmetric ``key`` under X for a
 ``label`` (policy id, job …): pick r and a uniform point K = k·G, publish
@@ -29,7 +31,9 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kaires_fl.crypto.envelope import hkdf
+from nacl.public import PrivateKey
+
+from kaires_fl.crypto.envelope import EnvelopeKeyPair, hkdf
 from kaires_fl.crypto.group import POINT_SIZE, Point, Scalar, hash_to_scalar, multi_scalar_mult
 from kaires_fl.crypto.proofs import (
     PROOF_SIZE,
@@ -51,6 +55,7 @@ _WRITE_TAG = b"kaires-fl/elgamal/write/v1"
 _PAD_TAG = b"kaires-fl/elgamal/pad/v1"
 _EXP_TAG = b"kaires-fl/elgamal/exponent-share/v1"
 _REENC_TAG = b"kaires-fl/elgamal/reencrypt/v1"
+_FIELD_P = 2**255 - 19
 
 
 # ---- keys --------------------------------------------------------------------------------
@@ -73,6 +78,45 @@ class RecipientKey:
             raise EncodingError(f"a recipient-key seed is 32 bytes, got {len(seed)}; hash it")
         y = hash_to_scalar(seed, context=b"kaires-fl/elgamal/recipient-key")
         return cls(y, Point.base() * y)
+
+    @classmethod
+    def from_x25519(cls, private: PrivateKey | EnvelopeKeyPair) -> RecipientKey:
+        """The group key of an X25519 (envelope) key pair, so one key receives both.
+
+        The X25519 secret (clamped) is a multiple of the base point on the birationally
+        equivalent Edwards curve; its public point is fixed to the sign x ≥ 0 (even),
+        which :func:`recipient_point_from_x25519` reproduces from the public key alone.
+        """
+        sk = private.private if isinstance(private, EnvelopeKeyPair) else private
+        raw = bytearray(bytes(sk))
+        raw[0] &= 248
+        raw[31] = (raw[31] & 127) | 64
+        y = Scalar(int.from_bytes(raw, "little"))
+        Y = Point.base() * y
+        if Y.to_bytes()[31] & 0x80:
+            y, Y = -y, -Y
+        return cls(y, Y)
+
+
+def recipient_point_from_x25519(public: bytes) -> Point:
+    """The Ed25519-group recipient key Y of an X25519 public key (see RecipientKey.from_x25519).
+
+    Raises
+    ------
+    EncodingError
+        if ``public`` is not 32 bytes, non-canonical, of small order or not in the
+        prime-order subgroup (ask the recipient for a properly generated key).
+    """
+    if len(public) != 32:
+        raise EncodingError(f"an X25519 public key is 32 bytes, got {len(public)}")
+    u = int.from_bytes(public, "little")
+    if u >= _FIELD_P or u == _FIELD_P - 1:
+        raise EncodingError(
+            "X25519 public key is non-canonical or has no Edwards equivalent; ask the "
+            "recipient for a properly generated key"
+        )
+    y = (u - 1) * pow(u + 1, -1, _FIELD_P) % _FIELD_P
+    return Point.from_bytes(y.to_bytes(32, "little"), allow_identity=False)
 
 
 # ---- write --------------------------------------------------------------------------------
@@ -147,6 +191,17 @@ def verify_ciphertext(ct: Ciphertext, X: Point, label: bytes) -> None:
             f"write proof of the ciphertext does not verify for label {label!r}: the ciphertext "
             "was altered, or written for another label or collective key; reject the write"
         ) from exc
+
+
+def recover_key(ct: Ciphertext, xU: Point, label: bytes) -> bytes:
+    """Unwrap the key from ``x·U`` (however it was obtained: threshold or direct)."""
+    return _xor(ct.wrapped, _pad(ct.C - xU, label, ct.U, ct.C))
+
+
+def decrypt(ct: Ciphertext, x: Scalar, X: Point, label: bytes) -> bytes:
+    """Decrypt with the whole secret x (reference / tests; trustees never hold x)."""
+    verify_ciphertext(ct, X, label)
+    return recover_key(ct, ct.U * x, label)
 
 
 # ---- exponent shares (generic) ---------------------------------------------------------------
@@ -311,6 +366,4 @@ def combine(
     xb, bad = combine_exponent(
         shares, base, public_shares, t, _reenc_context(recipient.public, context)
     )
-    xU = xb - X * recipient.secret
-    K = ct.C - xU
-    return _xor(ct.wrapped, _pad(K, label, ct.U, ct.C)), bad
+    return recover_key(ct, xb - X * recipient.secret, label), bad

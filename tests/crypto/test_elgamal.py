@@ -8,6 +8,7 @@ import pytest
 
 from kaires_fl.crypto import elgamal, vss
 from kaires_fl.crypto.elgamal import Ciphertext, ExponentShare, RecipientKey
+from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.group import Point, Scalar, hash_to_point
 from kaires_fl.crypto.proofs import DLEQProof
 from kaires_fl.errors import EncodingError, InvalidProof, ProtocolError
@@ -234,3 +235,34 @@ def test_threshold_coin_with_exponent_shares(com: Committee) -> None:
     }
     assert values == {(base * com.x).to_bytes()}
     assert ExponentShare.from_bytes(shares[0].to_bytes()) == shares[0]
+
+
+def test_decrypt_with_whole_secret_matches(com: Committee) -> None:
+    ct, key = elgamal.encapsulate(com.X, LABEL)
+    assert elgamal.decrypt(ct, com.x, com.X, LABEL) == key
+    assert elgamal.decrypt(ct, com.x + 1, com.X, LABEL) != key
+
+
+def test_recipient_key_from_x25519_envelope_key(com: Committee) -> None:
+    """Trustees derive the reader's group key from its X25519 public key alone."""
+    for i in range(8):
+        kp = EnvelopeKeyPair.from_seed(bytes([i]) * 32)
+        rk = RecipientKey.from_x25519(kp)
+        assert rk.public == G * rk.secret
+        assert elgamal.recipient_point_from_x25519(kp.public) == rk.public
+    kp = EnvelopeKeyPair.generate()
+    reader = RecipientKey.from_x25519(kp.private)
+    Y = elgamal.recipient_point_from_x25519(kp.public)
+    ct, key = elgamal.encapsulate(com.X, LABEL)
+    shares = {i: elgamal.reencrypt_share(com.shares[i], ct.U, Y, CTX) for i in range(com.n)}
+    got, bad = elgamal.combine(ct, shares, com.pubs, com.X, reader, com.t, LABEL, CTX)
+    assert got == key and bad == []
+
+
+@pytest.mark.parametrize(
+    "public",
+    [bytes(32), (1).to_bytes(32, "little"), (2**255 - 20).to_bytes(32, "little"), b"\xff" * 32],
+)
+def test_recipient_point_rejects_bad_x25519_keys(public: bytes) -> None:
+    with pytest.raises(EncodingError):
+        elgamal.recipient_point_from_x25519(public)
