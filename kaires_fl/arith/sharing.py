@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from kaires_fl.arith.poly import lagrange_coefficients
 from kaires_fl.errors import ConfigError, DecodingError, EncodingError
 
 __all__ = [
@@ -92,26 +93,11 @@ def _vandermonde(F: Any, xs: np.ndarray, k: int) -> np.ndarray:
     return np.stack(cols[:k], axis=1)
 
 
-def _lagrange_matrix(F: Any, xs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """``W`` with ``W @ f(xs) = f(targets)`` for every ``f`` of degree < len(xs).
-
-    Pre: ``xs`` distinct, ``targets`` disjoint from ``xs``. Shape ``(len(targets), len(xs))``.
-    """
-    m = xs.shape[0]
-    diag = np.eye(m, dtype=bool)
-    one = F.ones(())
-    diff_x = F.sub(xs[:, None], xs[None, :])  # (m, m): x_i − x_j
-    diff_x[diag] = one
-    # numer[k, i] = Π_{j≠i} (a_k − x_j): the (K, m, m) array is tiny (m ≤ n).
-    diff_t = np.repeat(F.sub(targets[:, None], xs[None, :])[:, None, :], m, axis=1)
-    diff_t[:, diag] = one
-    return F.mul(F.prod(diff_t, axis=2), F.inv(F.prod(diff_x, axis=1))[None, :])
-
-
 @functools.lru_cache(maxsize=1024)
 def _weights(F: Any, xs: tuple[int, ...], targets: tuple[int, ...]) -> np.ndarray:
-    """Cached, read-only :func:`_lagrange_matrix` for integer points (x = party + 1, 0)."""
-    W = _lagrange_matrix(F, F.elements(list(xs)), F.elements(list(targets)))
+    """``W`` with ``W @ f(xs) = f(targets)`` for every ``f`` of degree < len(xs); shape
+    ``(len(targets), len(xs))``. Cached and read-only; points are ints (x = party + 1, or 0)."""
+    W = lagrange_coefficients(F, F.elements(list(xs)), F.elements(list(targets)))
     W.flags.writeable = False
     return W
 
