@@ -1,0 +1,583 @@
+"""Distributed key generation for the trustees (Pedersen commitments, Feldman extraction).
+
+The protocol is Gennaro–Jarecki–Krawczyk–Rabin's DKG (J. Cryptology 2007), the secure
+variant of Pedersen's DKG: a dealer cannot bias the collective key by withdrawing after
+seeing the others' contributions, because everybody commits with *hiding* Pedersen
+commitments first and only reveals the Feldman (public-key) commitments once the set of
+qualified dealers ``QUAL`` is fixed.
+
+Trustee ``j`` (0-based) sits at x = j + 1; every polynomial has degree ``t`` (threshold
+t + 1). Rounds, over an authenticated broadcast channel plus private channels (shares are
+sealed to the recipient's X25519 key with :func:`~kaires_fl.crypto.envelope.seal_to`):
+
+1. **deal** — dealer d picks f_d, f'_d of degree t, broadcasts Pedersen commitments
+   E_{d,k} = a_{d,k}·G + b_{d,k}·H and sends (f_d(j+1), f'_d(j+1)) sealed to each j.
+2. **complain** — j checks s·G + s'·H = Σ_k (j+1)^k E_{d,k}; on a bad or missing share it
+   broadcasts a complaint against d.
+3. **justify** — d answers every complaint by publishing the share in clear; everyone
+   checks it against E_d. A dealer that is silent in round 1, publishes malformed
+   commitments, or leaves a complaint unanswered or answered wrongly is disqualified.
+   ``QUAL`` is the rest: every honest trustee computes the same set from public data.
+4. **extract** — each d in QUAL broadcasts Feldman commitments A_{d,k} = a_{d,k}·G; j checks
+   s·G = Σ_k (j+1)^k A_{d,k} and on failure broadcasts its share pair as evidence.
+5. **reconstruct** — for every d in QUAL that was silent in round 4 or whose extraction
+   was proved wrong, the trustees publish their share pairs of f_d; each pair is checked
+   against E_d and any t + 1 valid ones give f_d, hence A_{d,k}. Such dealers stay in QUAL
+   (their contribution is fixed by round 1) but are named.
+
+Result: X = Σ_{d∈QUAL} A_{d,0}, x_j = Σ_{d∈QUAL} f_d(j+1), X_j = Σ_k (j+1)^k Σ_d A_{d,k}.
+With at most t faulty trustees and n ≥ 2t + 1, every honest trustee ends with the same X
+and X_j, and x_j·G = X_j.
+
+Faulty behaviours for tests and simulation are subclasses of :class:`DkgParticipant`
+(:data:`BEHAVIOURS`); they deviate in exactly one protocol step each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kaires_fl.crypto import vss
+from kaires_fl.crypto.envelope import EnvelopeKeyPair, open_sealed, seal_to
+from kaires_fl.crypto.group import H_POINT, L, Point, Scalar
+from kaires_fl.crypto.sign import H
+from kaires_fl.crypto.vss import commitment_at, evaluate, random_polynomial
+from kaires_fl.errors import ConfigError, EncodingError, InvalidProof, ProtocolError
+
+__all__ = [
+    "BEHAVIOURS",
+    "Complaint",
+    "Deal",
+    "DkgParticipant",
+    "DkgResult",
+    "Extraction",
+    "ExtractionComplaint",
+    "Justification",
+    "Reveal",
+    "check_dkg_params",
+    "make_participants",
+    "run_dkg",
+]
+
+_SHARE_AAD = b"kaires-fl/dkg/share/v1"
+
+
+def check_dkg_params(n: int, t: int) -> None:
+    """Raise ConfigError unless 0 <= t and n >= 2t + 1 (honest majority, t + 1 to decrypt)."""
+    if t < 0 or n < 2 * t + 1:
+        raise ConfigError(
+            f"DKG with n={n} trustees and threshold t={t}: need n >= 2t + 1 so that t faulty "
+            "trustees can neither block nor learn the key; add trustees or lower t"
+        )
+
+
+def _interpolate_coeffs(points: Sequence[tuple[int, int]]) -> list[int]:
+    """Coefficients (lowest first) of the unique polynomial through ``points`` (mod L)."""
+    k = len(points)
+    coeffs = [0] * k
+    for j, (xj, yj) in enumerate(points):
+        basis = [1]  # Π_{m≠j} (X − x_m), built up coefficient by coefficient
+        den = 1
+        for m, (xm, _) in enumerate(points):
+            if m == j:
+                continue
+            basis = [
+                ((basis[i - 1] if i > 0 else 0) - xm * (basis[i] if i < len(basis) else 0)) % L
+                for i in range(len(basis) + 1)
+            ]
+            den = den * (xj - xm) % L
+        scale = yj * pow(den, -1, L) % L
+        for i in range(k):
+            coeffs[i] = (coeffs[i] + scale * basis[i]) % L
+    return coeffs
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deal:
+    """Round 1 broadcast: Pedersen commitments and one sealed share pair per trustee."""
+
+    dealer: int
+    commitments: tuple[Point, ...]
+    sealed_shares: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Complaint:
+    """Round 2 broadcast: ``complainer`` got no valid share from ``dealer``."""
+
+    complainer: int
+    dealer: int
+
+
+@dataclass(frozen=True)
+class Justification:
+    """Round 3 broadcast: the dealer's answer, the share pair in clear for each complainer."""
+
+    dealer: int
+    shares: Mapping[int, tuple[Scalar, Scalar]]
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """Round 4 broadcast: Feldman commitments A_k = a_k·G of a qualified dealer."""
+
+    dealer: int
+    commitments: tuple[Point, ...]
+
+
+@dataclass(frozen=True)
+class ExtractionComplaint:
+    """Round 4 evidence: a share pair consistent with E_d but not with A_d."""
+
+    complainer: int
+    dealer: int
+    share: Scalar
+    blinding: Scalar
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """Round 5 broadcast: a trustee's share pairs of the dealers to reconstruct."""
+
+    sender: int
+    shares: Mapping[int, tuple[Scalar, Scalar]]
+
+
+@dataclass(frozen=True)
+class DkgResult:
+    """What a trustee keeps after the DKG.
+
+    ``share`` is secret (x_j); everything else is public and identical at every honest
+    trustee: ``public_key`` X, ``public_shares`` X_0..X_{n-1}, ``qual`` the qualified
+    dealers, ``faulty`` the trustees named faulty with the reason, ``transcript`` a hash of
+    the public outcome (compare it to detect disagreement).
+    """
+
+    index: int
+    n: int
+    t: int
+    share: Scalar
+    public_key: Point
+    public_shares: tuple[Point, ...]
+    qual: tuple[int, ...]
+    faulty: Mapping[int, str]
+    transcript: bytes
+
+
+# --- one trustee -----------------------------------------------------------------------------
+
+
+@dataclass
+class DkgParticipant:
+    """The honest protocol of trustee ``index``; call the round methods in order.
+
+    ``peer_keys[j]`` is trustee j's X25519 public key (for the private share channel);
+    ``session`` binds sealed shares to this run.
+    """
+
+    index: int
+    n: int
+    t: int
+    envelope_key: EnvelopeKeyPair
+    peer_keys: Sequence[bytes]
+    session: bytes = b""
+    _a: list[Scalar] = field(default_factory=list, repr=False)
+    _pairs: list[tuple[Scalar, Scalar]] = field(default_factory=list, repr=False)
+    _deals: dict[int, Deal] = field(default_factory=dict, repr=False)
+    _mine: dict[int, tuple[Scalar, Scalar]] = field(default_factory=dict, repr=False)
+    _complained: set[int] = field(default_factory=set, repr=False)
+    _qual: list[int] = field(default_factory=list, repr=False)
+    _disqualified: set[int] = field(default_factory=set, repr=False)
+    _faulty: dict[int, str] = field(default_factory=dict, repr=False)
+    _feldman: dict[int, tuple[Point, ...]] = field(default_factory=dict, repr=False)
+    _to_reconstruct: set[int] = field(default_factory=set, repr=False)
+
+    def __post_init__(self) -> None:
+        check_dkg_params(self.n, self.t)
+        if not 0 <= self.index < self.n or len(self.peer_keys) != self.n:
+            raise ConfigError(
+                f"trustee index {self.index} with {len(self.peer_keys)} peer keys for "
+                f"n={self.n}: give one X25519 key per trustee and an index in [0, n)"
+            )
+
+    def _aad(self, dealer: int, recipient: int) -> bytes:
+        return H(
+            _SHARE_AAD, self.session, dealer.to_bytes(4, "little"), recipient.to_bytes(4, "little")
+        )
+
+    # round 1 ----------------------------------------------------------------------------
+    def deal(self) -> Deal | None:
+        """Pick f, f' and broadcast their Pedersen commitments with sealed share pairs."""
+        self._a = random_polynomial(Scalar.random(), self.t)
+        blind = random_polynomial(Scalar.random(), self.t)
+        self._pairs = [(evaluate(self._a, j + 1), evaluate(blind, j + 1)) for j in range(self.n)]
+        G = Point.base()
+        commitments = tuple(G * a + H_POINT * b for a, b in zip(self._a, blind, strict=True))
+        sealed = tuple(self._seal_share(j) for j in range(self.n))
+        return Deal(self.index, commitments, sealed)
+
+    def _share_pair(self, j: int) -> tuple[Scalar, Scalar]:
+        return self._pairs[j]
+
+    def _seal_share(self, j: int) -> bytes:
+        s, s2 = self._share_pair(j)
+        return seal_to(self.peer_keys[j], s.to_bytes() + s2.to_bytes(), self._aad(self.index, j))
+
+    # round 2 ----------------------------------------------------------------------------
+    def receive_deals(self, deals: Mapping[int, Deal]) -> list[Complaint]:
+        """Check my share from every dealer; return complaints for the bad or missing ones.
+
+        Dealers with no deal or malformed commitments are disqualified outright (everyone
+        sees the same broadcast, so no complaint is needed).
+        """
+        complaints = []
+        for d in range(self.n):
+            deal = deals.get(d)
+            if deal is None:
+                self._faulty[d] = "silent in round 1 (no deal broadcast)"
+                continue
+            if len(deal.commitments) != self.t + 1 or len(deal.sealed_shares) != self.n:
+                self._faulty[d] = (
+                    f"malformed deal: {len(deal.commitments)} commitments (want {self.t + 1}) "
+                    f"and {len(deal.sealed_shares)} shares (want {self.n})"
+                )
+                continue
+            self._deals[d] = deal
+            pair = self._open_share(deal)
+            if pair is None or not self._pedersen_ok(deal, self.index, pair):
+                complaints.append(Complaint(self.index, d))
+                self._complained.add(d)
+            else:
+                self._mine[d] = pair
+        return complaints
+
+    def _open_share(self, deal: Deal) -> tuple[Scalar, Scalar] | None:
+        try:
+            raw = open_sealed(
+                self.envelope_key,
+                deal.sealed_shares[self.index],
+                self._aad(deal.dealer, self.index),
+            )
+            if len(raw) != 64:
+                return None
+            return Scalar.from_bytes(raw[:32]), Scalar.from_bytes(raw[32:])
+        except (InvalidProof, EncodingError):
+            return None
+
+    @staticmethod
+    def _pedersen_ok(deal: Deal, j: int, pair: tuple[Scalar, Scalar]) -> bool:
+        try:
+            vss.verify_pedersen_share(deal.commitments, j, pair[0], pair[1])
+        except InvalidProof:
+            return False
+        return True
+
+    # round 3 ----------------------------------------------------------------------------
+    def justify(self, complaints: Sequence[Complaint]) -> Justification | None:
+        """As a dealer, answer every complaint against me with the share pair in clear."""
+        against = sorted({c.complainer for c in complaints if c.dealer == self.index})
+        if not against:
+            return None
+        return Justification(self.index, {j: self._share_pair(j) for j in against})
+
+    def receive_justifications(
+        self, complaints: Sequence[Complaint], justifications: Mapping[int, Justification]
+    ) -> None:
+        """Fix QUAL from the public complaints and answers (same at every honest trustee)."""
+        by_dealer: dict[int, set[int]] = {}
+        for c in complaints:
+            if 0 <= c.dealer < self.n and 0 <= c.complainer < self.n:
+                by_dealer.setdefault(c.dealer, set()).add(c.complainer)
+        for d, complainers in sorted(by_dealer.items()):
+            if d not in self._deals:
+                continue
+            just = justifications.get(d)
+            for j in sorted(complainers):
+                pair = None if just is None else just.shares.get(j)
+                if pair is None:
+                    self._disqualified.add(d)
+                    self._faulty[d] = f"left the complaint of trustee {j} unanswered"
+                    break
+                if not self._pedersen_ok(self._deals[d], j, pair):
+                    self._disqualified.add(d)
+                    self._faulty[d] = (
+                        f"answered the complaint of trustee {j} with a share that does not "
+                        "match its commitments"
+                    )
+                    break
+                if j == self.index:
+                    self._mine[d] = pair
+            # A complaint answered correctly names nobody: the dealer may have sent a bad
+            # share privately and a good one publicly, so the complainer may be honest.
+        self._qual = [d for d in sorted(self._deals) if d not in self._disqualified]
+        if len(self._qual) < self.t + 1:
+            raise ProtocolError(
+                f"DKG: only {len(self._qual)} qualified dealers (need t + 1 = {self.t + 1}); "
+                "more than t trustees are faulty — replace them and run the DKG again"
+            )
+
+    # round 4 ----------------------------------------------------------------------------
+    def extract(self) -> Extraction | None:
+        """As a qualified dealer, broadcast the Feldman commitments a_k·G."""
+        if self.index not in self._qual:
+            return None
+        G = Point.base()
+        return Extraction(self.index, tuple(G * a for a in self._a))
+
+    def check_extractions(self, extractions: Mapping[int, Extraction]) -> list[ExtractionComplaint]:
+        """Check my shares against the Feldman commitments; return evidence for wrong ones."""
+        evidence = []
+        G = Point.base()
+        for d in self._qual:
+            ex = extractions.get(d)
+            if ex is None or len(ex.commitments) != self.t + 1:
+                continue  # handled publicly in receive_extraction_complaints
+            s, s2 = self._mine[d]
+            if G * s != commitment_at(ex.commitments, self.index):
+                evidence.append(ExtractionComplaint(self.index, d, s, s2))
+        return evidence
+
+    def receive_extraction_complaints(
+        self, extractions: Mapping[int, Extraction], evidence: Sequence[ExtractionComplaint]
+    ) -> set[int]:
+        """Decide (publicly) which qualified dealers must be reconstructed."""
+        G = Point.base()
+        self._to_reconstruct = set()
+        for d in self._qual:
+            ex = extractions.get(d)
+            if ex is None:
+                self._faulty[d] = "silent in round 4 (no Feldman commitments); reconstructed"
+                self._to_reconstruct.add(d)
+            elif len(ex.commitments) != self.t + 1:
+                self._faulty[d] = "malformed Feldman commitments in round 4; reconstructed"
+                self._to_reconstruct.add(d)
+            else:
+                self._feldman[d] = ex.commitments
+        for ev in evidence:
+            d = ev.dealer
+            if d not in self._feldman or not 0 <= ev.complainer < self.n:
+                continue
+            pair = (ev.share, ev.blinding)
+            ped = self._pedersen_ok(self._deals[d], ev.complainer, pair)
+            feld = G * ev.share == commitment_at(self._feldman[d], ev.complainer)
+            if ped and not feld:
+                self._faulty[d] = (
+                    f"Feldman commitments inconsistent with the share of trustee "
+                    f"{ev.complainer}; reconstructed"
+                )
+                self._to_reconstruct.add(d)
+                del self._feldman[d]
+            elif not ped:
+                self._faulty.setdefault(
+                    ev.complainer, f"published a false extraction complaint against dealer {d}"
+                )
+        return set(self._to_reconstruct)
+
+    # round 5 ----------------------------------------------------------------------------
+    def reveal(self) -> Reveal | None:
+        """Publish my share pairs of the dealers that must be reconstructed."""
+        if not self._to_reconstruct:
+            return None
+        return Reveal(self.index, {d: self._mine[d] for d in sorted(self._to_reconstruct)})
+
+    def finalize(self, reveals: Mapping[int, Reveal]) -> DkgResult:
+        """Reconstruct what is needed and compute x_j, X and every X_j.
+
+        Raises
+        ------
+        ProtocolError
+            if fewer than t + 1 valid share pairs exist for a dealer to reconstruct, or my
+            share does not match my public share (more than t faulty trustees).
+        """
+        G = Point.base()
+        missing = [d for d in self._qual if d not in self._mine]
+        if missing:
+            raise ProtocolError(
+                f"DKG: trustee {self.index} holds no valid share from qualified dealers "
+                f"{missing}; its complaints were lost — run the DKG again"
+            )
+        for d in sorted(self._to_reconstruct):
+            pts: list[tuple[int, int]] = []
+            for j in sorted(reveals):
+                pair = reveals[j].shares.get(d)
+                if pair is None or not 0 <= j < self.n:
+                    continue
+                if self._pedersen_ok(self._deals[d], j, pair):
+                    pts.append((j + 1, pair[0].value))
+                if len(pts) == self.t + 1:
+                    break
+            if len(pts) < self.t + 1:
+                raise ProtocolError(
+                    f"DKG: only {len(pts)} valid shares to reconstruct dealer {d} (need "
+                    f"{self.t + 1}); more than t trustees are faulty — run the DKG again"
+                )
+            self._feldman[d] = tuple(G * c for c in _interpolate_coeffs(pts))
+        total = [Point.identity()] * (self.t + 1)
+        share = Scalar(0)
+        for d in self._qual:
+            for k in range(self.t + 1):
+                total[k] = total[k] + self._feldman[d][k]
+            share = share + self._mine[d][0]
+        public_shares = tuple(commitment_at(total, j) for j in range(self.n))
+        if G * share != public_shares[self.index]:
+            raise ProtocolError(
+                f"DKG: trustee {self.index}'s share does not match its public share; the "
+                "transcript is inconsistent (more than t faulty trustees) — run the DKG again"
+            )
+        transcript = H(
+            b"kaires-fl/dkg/transcript/v1",
+            self.session,
+            *(p.to_bytes() for p in (total[0], *public_shares)),
+            bytes(self._qual),
+        )
+        return DkgResult(
+            index=self.index,
+            n=self.n,
+            t=self.t,
+            share=share,
+            public_key=total[0],
+            public_shares=public_shares,
+            qual=tuple(self._qual),
+            faulty=dict(sorted(self._faulty.items())),
+            transcript=transcript,
+        )
+
+
+# --- faulty behaviours (tests, simulation) ---------------------------------------------------
+
+
+class SilentDealer(DkgParticipant):
+    """Sends nothing at all (crashed before the DKG)."""
+
+    def deal(self) -> Deal | None:
+        return None
+
+    def receive_deals(self, deals: Mapping[int, Deal]) -> list[Complaint]:
+        return []
+
+    def justify(self, complaints: Sequence[Complaint]) -> Justification | None:
+        return None
+
+    def extract(self) -> Extraction | None:
+        return None
+
+    def reveal(self) -> Reveal | None:
+        return None
+
+
+class BadShareDealer(DkgParticipant):
+    """Sends a wrong share to its successor and repeats the same wrong share when accused."""
+
+    def _victim(self) -> int:
+        return (self.index + 1) % self.n
+
+    def _share_pair(self, j: int) -> tuple[Scalar, Scalar]:
+        s, s2 = super()._share_pair(j)
+        return (s + 1, s2) if j == self._victim() else (s, s2)
+
+
+class UnansweringDealer(BadShareDealer):
+    """Sends a wrong share to its successor and ignores the complaint."""
+
+    def justify(self, complaints: Sequence[Complaint]) -> Justification | None:
+        return None
+
+
+class BadExtractionDealer(DkgParticipant):
+    """Deals correctly, then publishes Feldman commitments to another polynomial."""
+
+    def extract(self) -> Extraction | None:
+        ex = super().extract()
+        if ex is None:
+            return None
+        return Extraction(self.index, (ex.commitments[0] + Point.base(), *ex.commitments[1:]))
+
+
+class SilentExtractionDealer(DkgParticipant):
+    """Deals correctly, then stays silent from round 4 on (withdraws after seeing QUAL)."""
+
+    def extract(self) -> Extraction | None:
+        return None
+
+    def reveal(self) -> Reveal | None:
+        return None
+
+
+class FalseComplainer(DkgParticipant):
+    """Complains against every other dealer (whose public answers will be valid)."""
+
+    def receive_deals(self, deals: Mapping[int, Deal]) -> list[Complaint]:
+        super().receive_deals(deals)
+        return [Complaint(self.index, d) for d in range(self.n) if d != self.index]
+
+
+#: Behaviour name -> participant class, for :func:`run_dkg` and the simulation's ``faults``.
+BEHAVIOURS: dict[str, type[DkgParticipant]] = {
+    "honest": DkgParticipant,
+    "crash": SilentDealer,
+    "silent": SilentDealer,
+    "bad_share": BadShareDealer,
+    "byzantine": BadShareDealer,
+    "no_justification": UnansweringDealer,
+    "bad_extraction": BadExtractionDealer,
+    "silent_extraction": SilentExtractionDealer,
+    "false_complaint": FalseComplainer,
+}
+
+
+def make_participants(
+    n: int,
+    t: int,
+    *,
+    behaviours: Mapping[int, str] | None = None,
+    envelope_keys: Sequence[EnvelopeKeyPair] | None = None,
+    session: bytes = b"",
+) -> list[DkgParticipant]:
+    """One participant per trustee; ``behaviours`` maps an index to a :data:`BEHAVIOURS` name."""
+    check_dkg_params(n, t)
+    behaviours = dict(behaviours or {})
+    for i, b in behaviours.items():
+        if b not in BEHAVIOURS or not 0 <= i < n:
+            raise ConfigError(
+                f"DKG behaviour {b!r} for trustee {i}: use an index in [0, {n}) and one of "
+                f"{sorted(BEHAVIOURS)}"
+            )
+    keys = (
+        list(envelope_keys)
+        if envelope_keys is not None
+        else [EnvelopeKeyPair.generate() for _ in range(n)]
+    )
+    peers = [k.public for k in keys]
+    return [
+        BEHAVIOURS[behaviours.get(i, "honest")](i, n, t, keys[i], peers, session) for i in range(n)
+    ]
+
+
+def run_dkg(participants: Sequence[DkgParticipant]) -> dict[int, DkgResult]:
+    """Run the five rounds in-process over a synchronous broadcast (the reference driver).
+
+    Every broadcast is delivered unchanged to everyone and a missing message counts as
+    silence at the end of its round. Returns the result of every trustee that finished
+    (faulty ones may fail or finish; honest ones agree).
+    """
+    deals = {p.index: d for p in participants if (d := p.deal()) is not None}
+    complaints = [c for p in participants for c in p.receive_deals(deals)]
+    justs = {p.index: j for p in participants if (j := p.justify(complaints)) is not None}
+    active = []
+    for p in participants:
+        try:
+            p.receive_justifications(complaints, justs)
+            active.append(p)
+        except ProtocolError:
+            if not isinstance(p, SilentDealer):
+                raise
+    extractions = {p.index: e for p in active if (e := p.extract()) is not None}
+    evidence = [ev for p in active for ev in p.check_extractions(extractions)]
+    for p in active:
+        p.receive_extraction_complaints(extractions, evidence)
+    reveals = {p.index: r for p in active if (r := p.reveal()) is not None}
+    return {p.index: p.finalize(reveals) for p in active if not isinstance(p, SilentDealer)}
