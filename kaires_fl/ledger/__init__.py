@@ -1,0 +1,119 @@
+"""The access-control cothority: a permissioned BFT ledger (n = 3f+1) with audit.
+
+Public API (what other services call)
+-------------------------------------
+Committee and client (in process, on a :class:`~kaires_fl.transport.MemoryNetwork`)::
+
+    ledger = LocalLedger(n=4, f=None, *, network=None, seed=0, balances={pub: amount},
+                         state=None, config=LedgerConfig(view_timeout=0.05), registry=None,
+                         db_paths=None, byzantine={2: "equivocate"}, name="kaires")
+    ledger.genesis                      # Genesis: roster (hex keys), f, chain_id, quorum
+    ledger.crash(i); ledger.restart(i)  # node faults (SQLite kept across restart)
+    ledger.verify(replay=False) -> int  # audit the chain; returns height
+    client = ledger.client()            # LedgerClient
+    client.sign(identity, kind, payload, cosigners=()) -> Tx     # fills the counter
+    client.check(tx) -> None            # dry run; LedgerError with the reason
+    client.submit(tx, check=True) -> tx_id ; client.submit_many(txs) -> [tx_id]
+    client.wait(tx_ids, timeout=30.0, proof=True) -> [Committed]
+    client.submit_and_wait(tx, timeout=30.0, proof=True) -> Committed  # LedgerError if rejected
+    client.execute(identity, kind, payload, cosigners=(), timeout=30.0) -> Committed
+    Committed(tx_id, height, index, result: TxResult, proof: TxProof | None)
+    client.get(key) -> value | None ; client.balance(pub) -> int ; client.height
+    client.prove(key) -> StateProof ; client.prove_job(job_id) -> StateProof
+    client.prove_tx(tx_id) -> TxProof ; client.accesses(provider) -> [StateProof]
+    client.block(h) -> (Block, Certificate) ; client.raw_blocks(start=1, stop=None) -> [bytes]
+    client.verify_chain(replay=False) -> int
+
+Offline verification (from the genesis block only)::
+
+    verify_chain(blocks: Iterable[bytes | (Block, Certificate)], genesis, *, replay=False,
+                 registry=None) -> int          # AuditError("block h: why")
+    proof.verify(genesis)                       # TxProof -> None, StateProof -> value
+    verify_job(proof: StateProof, genesis, job_id) -> dict   # the committed job entry
+    TxProof.from_bytes / StateProof.from_bytes / .to_bytes()
+
+Contracts (``kind`` → function; see :mod:`kaires_fl.ledger.contracts`)::
+
+    register_contract(kind, apply, *, registry=None, replace=False)
+    apply(view: StateView, tx: Tx, env: TxEnv) -> {key: JSON value | None}
+        view.get(key), view.keys(prefix); env.chain/height/time_ms/tx_id/signers;
+        raise LedgerError("reason") to reject (the reason is recorded in the block)
+
+Core contracts and their state entries:
+
+- ``darc.create`` / ``darc.evolve`` → ``darc/<id>`` (rules, ``terms`` via ``data_terms``);
+  ``check_rule(view, darc_id, action, signers)``, ``evaluate(expr, signers, view)``.
+- ``job.create`` (payload via ``job_payload``) → ``job/<tx id>``,
+  ``access/<provider>/<job>``, ``usage/<provider>``, escrow from ``bal/<consumer>``.
+- ``job.receipt`` (signatures via ``sign_receipt``) → ``receipt/<job>``, payments/refunds.
+- ``coin.transfer`` → ``bal/<key>``. Counters: ``ctr/<key>`` (written by the executor).
+"""
+
+from __future__ import annotations
+
+from kaires_fl.ledger.audit import BlockProof, StateProof, TxProof, verify_chain, verify_job
+from kaires_fl.ledger.block import Block, BlockHeader, Certificate, Genesis, TxResult
+from kaires_fl.ledger.client import Committed, LedgerClient, LocalLedger, make_genesis
+from kaires_fl.ledger.coin import balance_key, coin_transfer
+from kaires_fl.ledger.contracts import (
+    DEFAULT_REGISTRY,
+    Contract,
+    ContractRegistry,
+    TxEnv,
+    register_contract,
+)
+from kaires_fl.ledger.darc import check_rule, darc_create, darc_evolve, data_terms, evaluate
+from kaires_fl.ledger.jobs import (
+    access_key,
+    job_create,
+    job_key,
+    job_payload,
+    job_receipt,
+    receipt_key,
+    sign_receipt,
+)
+from kaires_fl.ledger.node import LedgerConfig, LedgerNode
+from kaires_fl.ledger.state import StateView
+from kaires_fl.ledger.tx import Tx, make_tx
+
+register_contract("darc.create", darc_create)
+register_contract("darc.evolve", darc_evolve)
+register_contract("job.create", job_create)
+register_contract("job.receipt", job_receipt)
+register_contract("coin.transfer", coin_transfer)
+
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "Block",
+    "BlockHeader",
+    "BlockProof",
+    "Certificate",
+    "Committed",
+    "Contract",
+    "ContractRegistry",
+    "Genesis",
+    "LedgerClient",
+    "LedgerConfig",
+    "LedgerNode",
+    "LocalLedger",
+    "StateProof",
+    "StateView",
+    "Tx",
+    "TxEnv",
+    "TxProof",
+    "TxResult",
+    "access_key",
+    "balance_key",
+    "check_rule",
+    "data_terms",
+    "evaluate",
+    "job_key",
+    "job_payload",
+    "make_genesis",
+    "make_tx",
+    "receipt_key",
+    "register_contract",
+    "sign_receipt",
+    "verify_chain",
+    "verify_job",
+]

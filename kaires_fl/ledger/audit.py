@@ -1,0 +1,250 @@
+"""Audit: chain verification from the genesis block alone, and offline inclusion proofs.
+
+- :func:`verify_chain` checks a sequence of stored blocks (records as bytes, or
+  (block, certificate) pairs): canonical encoding, heights, hash links, increasing
+  times, the tx Merkle root, and a quorum (2f+1) of valid roster signatures per block;
+  with ``replay=True`` it also re-executes every transaction from the genesis state
+  and checks each recorded result and state root. It raises :class:`AuditError`
+  naming the first bad block and why.
+- :class:`BlockProof` (header + certificate) proves a block final: the roster is fixed
+  by the genesis block, so no header chain is needed.
+- :class:`TxProof` proves a transaction and its recorded outcome are in block h;
+  :class:`StateProof` proves a state entry's value (or absence) after block h. Both
+  verify offline with ``proof.verify(genesis)`` and serialise with ``to_bytes`` /
+  ``from_bytes`` for shipping to trustees or providers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kaires_fl.errors import AuditError, EncodingError, KairesError
+from kaires_fl.ledger.block import (
+    Block,
+    BlockHeader,
+    Certificate,
+    Genesis,
+    TxResult,
+    decode_certified,
+    tx_leaf,
+)
+from kaires_fl.ledger.contracts import DEFAULT_REGISTRY, ContractRegistry, check_counter, execute_tx
+from kaires_fl.ledger.encoding import canonical, decode_canonical, hex_bytes
+from kaires_fl.ledger.merkle import verify_path, verify_state_proof
+from kaires_fl.ledger.state import State, StateView
+from kaires_fl.ledger.tx import Tx
+
+
+def verify_chain(
+    blocks: Iterable[bytes | tuple[Block, Certificate]],
+    genesis: Genesis,
+    *,
+    replay: bool = False,
+    registry: ContractRegistry | None = None,
+) -> int:
+    """Verify a chain from block 1 on against ``genesis``; returns the last height.
+
+    Raises
+    ------
+    AuditError
+        ``"block h: <why>"`` for the first block that fails.
+    """
+    prev_hash = genesis.hash
+    prev_time = genesis.time_ms
+    height = 0
+    state = State({k: canonical(v) for k, v in genesis.state.items()}) if replay else None
+    reg = registry or DEFAULT_REGISTRY
+    for item in blocks:
+        expected = height + 1
+        try:
+            block, cert = decode_certified(item) if isinstance(item, (bytes, bytearray)) else item
+            hd = block.header
+            if hd.height != expected:
+                raise AuditError(f"has height {hd.height}, expected {expected}")
+            if hd.chain != genesis.chain_id:
+                raise AuditError("belongs to another chain")
+            if hd.prev != prev_hash.hex():
+                raise AuditError("does not link to the previous block's hash")
+            if hd.time_ms <= prev_time:
+                raise AuditError("time does not increase")
+            if not 0 <= hd.proposer < genesis.n:
+                raise AuditError("proposer is not in the roster")
+            block.check_body()
+            if cert.height != expected:
+                raise AuditError("certificate is for another height")
+            cert.verify(genesis, block.hash)
+            if state is not None:
+                _replay(state, block, reg)
+        except (AuditError, EncodingError) as exc:
+            raise AuditError(f"block {expected}: {exc}") from exc
+        except KairesError as exc:
+            raise AuditError(f"block {expected}: {type(exc).__name__}: {exc}") from exc
+        prev_hash, prev_time, height = block.hash, hd.time_ms, expected
+    return height
+
+
+def _replay(state: State, block: Block, registry: ContractRegistry) -> None:
+    view = StateView(state)
+    hd = block.header
+    for i, (tx, res) in enumerate(zip(block.txs, block.results, strict=True)):
+        tx.verify_signatures()
+        check_counter(view, tx)
+        mine = execute_tx(view, tx, registry, hd.height, hd.time_ms)
+        if mine != res:
+            raise AuditError(f"tx {i} recorded {res}, replay gives {mine}")
+    if view.root().hex() != hd.state_root:
+        raise AuditError("state root differs from the replayed state")
+    state.apply(view.writes, hd.height)
+
+
+@dataclass(frozen=True)
+class BlockProof:
+    """A block header with its certificate (``header is None``: the genesis state)."""
+
+    header: BlockHeader | None
+    cert: Certificate | None
+
+    def verify(self, genesis: Genesis) -> bytes:
+        """Check the block is final on ``genesis``'s chain; returns its state root."""
+        if self.header is None:
+            return State({k: canonical(v) for k, v in genesis.state.items()}).root
+        if self.cert is None:
+            raise AuditError("block proof without a certificate")
+        if self.header.chain != genesis.chain_id:
+            raise AuditError("block proof is for another chain")
+        if self.cert.height != self.header.height:
+            raise AuditError("block proof certificate is for another height")
+        self.cert.verify(genesis, self.header.hash)
+        return hex_bytes(self.header.state_root, 32, "state root")
+
+    @property
+    def height(self) -> int:
+        return 0 if self.header is None else self.header.height
+
+    def to_obj(self) -> Any:
+        if self.header is None or self.cert is None:
+            return None
+        return {"header": self.header.to_obj(), "cert": self.cert.to_obj()}
+
+    @classmethod
+    def from_obj(cls, o: Any) -> BlockProof:
+        if o is None:
+            return cls(None, None)
+        return cls(BlockHeader.from_obj(o["header"]), Certificate.from_obj(o["cert"]))
+
+
+@dataclass(frozen=True)
+class TxProof:
+    """Proof that ``tx`` with outcome ``result`` is in the final block ``block``."""
+
+    block: BlockProof
+    tx: Tx
+    result: TxResult
+    path: tuple[tuple[bool, bytes], ...]
+
+    @property
+    def height(self) -> int:
+        return self.block.height
+
+    def verify(self, genesis: Genesis) -> None:
+        """Raises AuditError unless the proof holds on ``genesis``'s chain."""
+        if self.block.header is None:
+            raise AuditError("a transaction proof needs a block, not genesis")
+        self.block.verify(genesis)
+        verify_path(
+            tx_leaf(self.tx, self.result),
+            self.path,
+            hex_bytes(self.block.header.tx_root, 32, "tx root"),
+        )
+
+    def to_bytes(self) -> bytes:
+        return canonical(
+            {
+                "block": self.block.to_obj(),
+                "tx": self.tx.to_obj(),
+                "result": [self.result.ok, self.result.reason],
+                "path": [[left, h.hex()] for left, h in self.path],
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TxProof:
+        try:
+            o = decode_canonical(data)
+            return cls(
+                BlockProof.from_obj(o["block"]),
+                Tx.from_obj(o["tx"]),
+                TxResult(bool(o["result"][0]), str(o["result"][1])),
+                tuple((bool(left), hex_bytes(h, 32, "path hash")) for left, h in o["path"]),
+            )
+        except (KeyError, TypeError, IndexError) as exc:
+            raise EncodingError(f"malformed transaction proof: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class StateProof:
+    """Proof that state entry ``key`` holds ``value`` (None: absent) after block ``block``."""
+
+    block: BlockProof
+    key: str
+    value: Any
+    pairs: tuple[tuple[str, bytes], ...]
+    siblings: tuple[bytes, ...]
+
+    @property
+    def height(self) -> int:
+        return self.block.height
+
+    def verify(self, genesis: Genesis) -> Any:
+        """Raises AuditError unless the proof holds; returns the proven value."""
+        root = self.block.verify(genesis)
+        raw = None if self.value is None else canonical(self.value)
+        verify_state_proof(self.key, raw, self.pairs, self.siblings, root)
+        return self.value
+
+    def to_bytes(self) -> bytes:
+        return canonical(
+            {
+                "block": self.block.to_obj(),
+                "key": self.key,
+                "value": self.value,
+                "pairs": [[k, v.hex()] for k, v in self.pairs],
+                "siblings": [s.hex() for s in self.siblings],
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StateProof:
+        try:
+            o = decode_canonical(data)
+            return cls(
+                BlockProof.from_obj(o["block"]),
+                o["key"],
+                o["value"],
+                tuple((k, hex_bytes(v, 32, "value hash")) for k, v in o["pairs"]),
+                tuple(hex_bytes(s, 32, "sibling") for s in o["siblings"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EncodingError(f"malformed state proof: {exc}") from exc
+
+
+def verify_job(proof: StateProof, genesis: Genesis, job_id: str) -> dict[str, Any]:
+    """Check offline that job ``job_id`` is committed; returns the job entry.
+
+    The entry holds the included ``providers`` (and ``excluded`` with reasons),
+    ``aggregators``, ``threshold``, ``consumer``, ``consumer_key``, ``statistic``,
+    ``params``, ``status`` and the commit ``height``.
+
+    Raises
+    ------
+    AuditError
+        if the proof is not about that job, the job is absent, or the proof fails.
+    """
+    if proof.key != f"job/{job_id}":
+        raise AuditError(f"proof is about {proof.key!r}, not job {job_id!r}")
+    value = proof.verify(genesis)
+    if value is None:
+        raise AuditError(f"job {job_id!r} is not on the ledger at height {proof.height}")
+    return value

@@ -1,0 +1,281 @@
+"""Genesis, blocks, and the certificates that make them final.
+
+- :class:`Genesis` is the trust root: chain name, roster (node public keys, hex), ``f``,
+  start time and initial state. ``chain_id`` (hex of its hash) is block 0's hash.
+- :class:`Block` = :class:`BlockHeader` + transactions + per-transaction results
+  (accepted, or rejected with the reason: a refusal is recorded too). The header commits
+  to both through ``tx_root`` and to the state after the block through ``state_root``.
+- :class:`Certificate`: ``quorum`` distinct roster signatures on
+  (chain, height, view, block hash) — a block with a valid certificate is final.
+
+The roster is fixed by the genesis block, so the certificate of block h alone proves it
+final: no header chain is needed to check an inclusion proof.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from kaires_fl.crypto.sign import H, verify
+from kaires_fl.errors import AuditError, ConfigError, EncodingError, InvalidProof
+from kaires_fl.ledger.encoding import canonical, decode_canonical, hex_bytes
+from kaires_fl.ledger.merkle import merkle_root
+from kaires_fl.ledger.tx import Tx
+
+COMMIT_CONTEXT = b"kaires/ledger/commit"
+
+
+def quorum_size(n: int, f: int) -> int:
+    """Votes needed for a quorum: ceil((n + f + 1) / 2) (= 2f + 1 when n = 3f + 1)."""
+    return (n + f + 2) // 2
+
+
+@dataclass(frozen=True)
+class Genesis:
+    """The genesis block: the trust root of a ledger (see module docstring)."""
+
+    name: str
+    roster: tuple[str, ...]
+    f: int
+    time_ms: int = 0
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.roster)
+        if self.f < 0 or n < 3 * self.f + 1:
+            raise ConfigError(
+                f"a BFT ledger with f = {self.f} needs n >= 3f + 1 = {3 * self.f + 1} nodes, "
+                f"got {n}"
+            )
+        if len(set(self.roster)) != n:
+            raise ConfigError("the roster lists a node key twice")
+        for k in self.roster:
+            hex_bytes(k, 32, "roster key")
+
+    @property
+    def n(self) -> int:
+        return len(self.roster)
+
+    @property
+    def quorum(self) -> int:
+        return quorum_size(self.n, self.f)
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "f": self.f,
+            "name": self.name,
+            "roster": list(self.roster),
+            "state": self.state,
+            "time_ms": self.time_ms,
+        }
+
+    def encode(self) -> bytes:
+        return canonical(self.to_obj())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Genesis:
+        o = decode_canonical(data)
+        try:
+            return cls(o["name"], tuple(o["roster"]), o["f"], o["time_ms"], o["state"])
+        except (KeyError, TypeError) as exc:
+            raise EncodingError(f"malformed genesis record: {exc}") from exc
+
+    @cached_property
+    def hash(self) -> bytes:
+        return H(b"kaires/ledger/genesis", self.encode())
+
+    @property
+    def chain_id(self) -> str:
+        return self.hash.hex()
+
+
+@dataclass(frozen=True)
+class BlockHeader:
+    chain: str
+    height: int
+    prev: str
+    time_ms: int
+    proposer: int
+    n_txs: int
+    tx_root: str
+    state_root: str
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "chain": self.chain,
+            "height": self.height,
+            "n_txs": self.n_txs,
+            "prev": self.prev,
+            "proposer": self.proposer,
+            "state_root": self.state_root,
+            "time_ms": self.time_ms,
+            "tx_root": self.tx_root,
+        }
+
+    @classmethod
+    def from_obj(cls, o: Any) -> BlockHeader:
+        try:
+            h = cls(
+                o["chain"],
+                o["height"],
+                o["prev"],
+                o["time_ms"],
+                o["proposer"],
+                o["n_txs"],
+                o["tx_root"],
+                o["state_root"],
+            )
+        except (KeyError, TypeError) as exc:
+            raise EncodingError(f"malformed block header: {exc}") from exc
+        if len(o) != 8:
+            raise EncodingError("malformed block header: unexpected fields")
+        return h
+
+    @cached_property
+    def hash(self) -> bytes:
+        return H(b"kaires/ledger/block", canonical(self.to_obj()))
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """Outcome of one transaction in a block: accepted, or rejected with ``reason``."""
+
+    ok: bool
+    reason: str = ""
+
+
+def tx_leaf(tx: Tx, result: TxResult) -> bytes:
+    """The tx-tree leaf: binds a signed transaction (signatures included) to its outcome."""
+    return H(
+        b"kaires/ledger/tx-leaf",
+        tx.hash,
+        "/".join(tx.signatures).encode(),
+        b"\x01" if result.ok else b"\x00",
+        result.reason.encode(),
+    )
+
+
+@dataclass(frozen=True)
+class Block:
+    header: BlockHeader
+    txs: tuple[Tx, ...]
+    results: tuple[TxResult, ...]
+
+    @property
+    def hash(self) -> bytes:
+        return self.header.hash
+
+    @property
+    def height(self) -> int:
+        return self.header.height
+
+    def leaves(self) -> list[bytes]:
+        return [tx_leaf(t, r) for t, r in zip(self.txs, self.results, strict=True)]
+
+    def check_body(self) -> None:
+        """Check that the transactions and results match the header; raises AuditError."""
+        if len(self.txs) != len(self.results) or len(self.txs) != self.header.n_txs:
+            raise AuditError("block body does not have the header's number of transactions")
+        if merkle_root(self.leaves()).hex() != self.header.tx_root:
+            raise AuditError("block transactions/results do not match the header's tx_root")
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "header": self.header.to_obj(),
+            "results": [[r.ok, r.reason] for r in self.results],
+            "txs": [t.to_obj() for t in self.txs],
+        }
+
+    @classmethod
+    def from_obj(cls, o: Any) -> Block:
+        try:
+            res = tuple(TxResult(bool(ok), str(reason)) for ok, reason in o["results"])
+            if any(not isinstance(r[0], bool) or not isinstance(r[1], str) for r in o["results"]):
+                raise EncodingError("malformed tx result")
+            return cls(
+                BlockHeader.from_obj(o["header"]),
+                tuple(Tx.from_obj(t) for t in o["txs"]),
+                res,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EncodingError(f"malformed block record: {exc}") from exc
+
+
+def commit_message(chain: str, height: int, view: int, block_hash: bytes) -> bytes:
+    return H(
+        b"commit", chain.encode(), height.to_bytes(8, "big"), view.to_bytes(8, "big"), block_hash
+    )
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """Commit signatures of a quorum of roster nodes on one block."""
+
+    height: int
+    view: int
+    block_hash: bytes
+    votes: tuple[tuple[int, bytes], ...]
+
+    def verify(self, genesis: Genesis, block_hash: bytes | None = None) -> None:
+        """Check ``quorum`` distinct valid roster signatures (on ``block_hash`` if given).
+
+        Raises
+        ------
+        AuditError
+            naming what is wrong (wrong block, unknown or repeated signer, bad signature,
+            too few signatures).
+        """
+        if block_hash is not None and block_hash != self.block_hash:
+            raise AuditError(f"certificate of height {self.height} is for another block")
+        seen: set[int] = set()
+        msg = commit_message(genesis.chain_id, self.height, self.view, self.block_hash)
+        for idx, sig in self.votes:
+            if not 0 <= idx < genesis.n or idx in seen:
+                raise AuditError(f"certificate signer index {idx} is unknown or repeated")
+            seen.add(idx)
+            try:
+                verify(bytes.fromhex(genesis.roster[idx]), COMMIT_CONTEXT, msg, sig)
+            except InvalidProof as exc:
+                raise AuditError(
+                    f"certificate signature of node {idx} on height {self.height} is invalid"
+                ) from exc
+        if len(seen) < genesis.quorum:
+            raise AuditError(
+                f"certificate of height {self.height} has {len(seen)} signatures, "
+                f"needs {genesis.quorum} (2f+1)"
+            )
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "block": self.block_hash.hex(),
+            "height": self.height,
+            "view": self.view,
+            "votes": [[i, s.hex()] for i, s in self.votes],
+        }
+
+    @classmethod
+    def from_obj(cls, o: Any) -> Certificate:
+        try:
+            return cls(
+                o["height"],
+                o["view"],
+                hex_bytes(o["block"], 32, "block hash"),
+                tuple((int(i), hex_bytes(s, 64, "vote signature")) for i, s in o["votes"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EncodingError(f"malformed certificate: {exc}") from exc
+
+
+def encode_certified(block: Block, cert: Certificate) -> bytes:
+    """The stored record of a final block."""
+    return canonical({"block": block.to_obj(), "cert": cert.to_obj()})
+
+
+def decode_certified(data: bytes) -> tuple[Block, Certificate]:
+    """Inverse of :func:`encode_certified`; raises EncodingError on any non-canonical byte."""
+    o = decode_canonical(data)
+    if not isinstance(o, dict) or set(o) != {"block", "cert"}:
+        raise EncodingError("a stored block record has exactly the fields 'block' and 'cert'")
+    return Block.from_obj(o["block"]), Certificate.from_obj(o["cert"])

@@ -1,0 +1,288 @@
+"""DARC-like policies: versioned rule sets over identities, and providers' data policies.
+
+A policy (entry ``darc/<id>``) is::
+
+    {"id": str, "version": int, "rules": {action: expression}, "terms": {...} | None,
+     "height": int, "time_ms": int, "tx": str}
+
+Expressions (CALYPSO's DARC rules)::
+
+    expr := conj ("|" conj)*          OR
+    conj := atom ("&" atom)*          AND
+    atom := "ed25519:<64 hex>" | "darc:<id>" | "(" expr ")"
+          | "threshold<m/n," expr ("," expr)* ">"   (exactly n operands, >= m true)
+
+``darc:<id>`` delegates to that policy's ``_sign`` rule (depth-limited). The rule
+``_evolve`` is mandatory: a new version must be signed so that the *previous* version's
+``_evolve`` holds (revocation is just a new version). A provider's data policy carries
+``terms`` (see :func:`check_terms`) and its ``use`` rule names the consumers allowed.
+
+Contracts: ``darc.create`` (payload ``{"id", "rules", "terms"}``, signed to satisfy its
+own ``_evolve``) and ``darc.evolve`` (payload ``{"id", "version", "rules", "terms"}``,
+``version`` = old + 1).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from functools import lru_cache
+from typing import Any
+
+from kaires_fl.errors import LedgerError
+from kaires_fl.ledger.contracts import TxEnv
+from kaires_fl.ledger.state import StateView
+from kaires_fl.ledger.tx import Tx
+
+_TOKEN = re.compile(r"\s*(ed25519:[0-9a-f]{64}|darc:[A-Za-z0-9_.:/-]+|threshold<\d+/\d+,|[|&(),>])")
+_ID = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
+MAX_DEPTH = 8
+
+Expr = tuple[Any, ...]
+
+
+def darc_key(darc_id: str) -> str:
+    return f"darc/{darc_id}"
+
+
+@lru_cache(maxsize=4096)
+def parse_expr(text: str) -> Expr:
+    """Parse a rule expression into a tree.
+
+    Raises
+    ------
+    LedgerError
+        naming the offending position if ``text`` is not a valid expression.
+    """
+    tokens: list[str] = []
+    pos = 0
+    text_s = text.rstrip()
+    while pos < len(text_s):
+        m = _TOKEN.match(text_s, pos)
+        if m is None:
+            raise LedgerError(f"rule expression {text!r}: cannot parse at position {pos}")
+        tokens.append(m.group(1))
+        pos = m.end()
+    if not tokens:
+        raise LedgerError("empty rule expression (to allow nobody, omit the rule)")
+    i = 0
+
+    def peek() -> str | None:
+        return tokens[i] if i < len(tokens) else None
+
+    def take(expected: str | None = None) -> str:
+        nonlocal i
+        if i >= len(tokens):
+            raise LedgerError(f"rule expression {text!r} ends early")
+        t = tokens[i]
+        if expected is not None and t != expected:
+            raise LedgerError(f"rule expression {text!r}: expected {expected!r}, found {t!r}")
+        i += 1
+        return t
+
+    def expr() -> Expr:
+        parts = [conj()]
+        while peek() == "|":
+            take()
+            parts.append(conj())
+        return parts[0] if len(parts) == 1 else ("or", *parts)
+
+    def conj() -> Expr:
+        parts = [atom()]
+        while peek() == "&":
+            take()
+            parts.append(atom())
+        return parts[0] if len(parts) == 1 else ("and", *parts)
+
+    def atom() -> Expr:
+        t = take()
+        if t.startswith("ed25519:"):
+            return ("key", t[8:])
+        if t.startswith("darc:"):
+            return ("darc", t[5:])
+        if t == "(":
+            e = expr()
+            take(")")
+            return e
+        if t.startswith("threshold<"):
+            m_s, n_s = t[10:-1].split("/")
+            m, n = int(m_s), int(n_s)
+            ops = [expr()]
+            while peek() == ",":
+                take()
+                ops.append(expr())
+            take(">")
+            if len(ops) != n or not 1 <= m <= n:
+                raise LedgerError(
+                    f"rule expression {text!r}: threshold<{m}/{n}> needs 1 <= m <= n and "
+                    f"exactly n = {n} operands, got {len(ops)}"
+                )
+            return ("thr", m, *ops)
+        raise LedgerError(f"rule expression {text!r}: unexpected {t!r}")
+
+    tree = expr()
+    if i != len(tokens):
+        raise LedgerError(f"rule expression {text!r}: trailing {tokens[i]!r}")
+    return tree
+
+
+def evaluate(
+    expr: str | Expr, signers: Collection[str], view: StateView | None = None, depth: int = 0
+) -> bool:
+    """Whether the set of ``signers`` (hex keys) satisfies ``expr``.
+
+    ``view`` resolves ``darc:<id>`` references (their ``_sign`` rule); without it they
+    are false.
+    """
+    tree = parse_expr(expr) if isinstance(expr, str) else expr
+    op = tree[0]
+    if op == "key":
+        return tree[1] in signers
+    if op == "or":
+        return any(evaluate(e, signers, view, depth) for e in tree[1:])
+    if op == "and":
+        return all(evaluate(e, signers, view, depth) for e in tree[1:])
+    if op == "thr":
+        return sum(evaluate(e, signers, view, depth) for e in tree[2:]) >= tree[1]
+    if op == "darc":
+        if view is None or depth >= MAX_DEPTH:
+            return False
+        d = view.get(darc_key(tree[1]))
+        rule = None if d is None else d["rules"].get("_sign")
+        return rule is not None and evaluate(rule, signers, view, depth + 1)
+    raise LedgerError(f"unknown rule node {op!r}")
+
+
+def check_rule(
+    view: StateView, darc_id: str, action: str, signers: Collection[str]
+) -> dict[str, Any]:
+    """Raise LedgerError unless policy ``darc_id``'s rule for ``action`` holds for ``signers``.
+
+    Returns the policy entry (for callers that need its terms).
+    """
+    d = view.get(darc_key(darc_id))
+    if d is None:
+        raise LedgerError(f"policy {darc_id!r} does not exist")
+    rule = d["rules"].get(action)
+    if rule is None:
+        raise LedgerError(f"policy {darc_id!r} v{d['version']} has no rule for {action!r}")
+    if not evaluate(rule, signers, view):
+        raise LedgerError(
+            f"policy {darc_id!r} v{d['version']} rule {action!r} = {rule!r} is not satisfied "
+            "by the transaction's signers"
+        )
+    return d
+
+
+TERM_FIELDS = {
+    "statistics": list,
+    "max_jobs": (int, type(None)),
+    "expires_height": (int, type(None)),
+    "expires_time_ms": (int, type(None)),
+    "min_providers": int,
+    "price": int,
+    "payee": str,
+}
+
+
+def check_terms(terms: Any) -> None:
+    """Validate a data policy's terms.
+
+    ``statistics`` (kinds allowed, ``"*"`` = any), ``max_jobs`` (None = unlimited),
+    ``expires_height`` / ``expires_time_ms`` (None = never; a job is allowed while
+    ``height <= expires_height`` and ``time <= expires_time_ms``), ``min_providers``
+    (>= 1), ``price`` per job (>= 0), ``payee`` (hex key paid for accepted data).
+    """
+    if terms is None:
+        return
+    if not isinstance(terms, dict) or set(terms) != set(TERM_FIELDS):
+        raise LedgerError(
+            f"policy terms must have exactly the fields {sorted(TERM_FIELDS)}; use data_terms()"
+        )
+    for k, t in TERM_FIELDS.items():
+        v = terms[k]
+        if not isinstance(v, t) or isinstance(v, bool):
+            raise LedgerError(f"policy term {k!r} has the wrong type: {v!r}")
+    if not all(isinstance(s, str) for s in terms["statistics"]):
+        raise LedgerError("policy term 'statistics' must list statistic kinds (strings)")
+    if terms["min_providers"] < 1 or terms["price"] < 0:
+        raise LedgerError("policy terms need min_providers >= 1 and price >= 0")
+    if terms["max_jobs"] is not None and terms["max_jobs"] < 0:
+        raise LedgerError("policy term max_jobs must be >= 0 or None")
+    if not re.fullmatch(r"[0-9a-f]{64}", terms["payee"]):
+        raise LedgerError("policy term 'payee' must be a hex Ed25519 public key")
+
+
+def data_terms(
+    payee: str,
+    statistics: Collection[str] = ("*",),
+    max_jobs: int | None = None,
+    expires_height: int | None = None,
+    expires_time_ms: int | None = None,
+    min_providers: int = 1,
+    price: int = 0,
+) -> dict[str, Any]:
+    """Build a data policy's ``terms`` (validated)."""
+    t = {
+        "statistics": list(statistics),
+        "max_jobs": max_jobs,
+        "expires_height": expires_height,
+        "expires_time_ms": expires_time_ms,
+        "min_providers": min_providers,
+        "price": price,
+        "payee": payee,
+    }
+    check_terms(t)
+    return t
+
+
+def _check_rules(rules: Any) -> None:
+    if not isinstance(rules, dict) or not all(isinstance(v, str) for v in rules.values()):
+        raise LedgerError("policy rules must map action names to expression strings")
+    if "_evolve" not in rules:
+        raise LedgerError("policy rules must include '_evolve' (who may change the policy)")
+    for r in rules.values():
+        parse_expr(r)
+
+
+def _entry(darc_id: str, version: int, payload: Mapping[str, Any], env: TxEnv) -> dict[str, Any]:
+    return {
+        "id": darc_id,
+        "version": version,
+        "rules": payload["rules"],
+        "terms": payload.get("terms"),
+        "height": env.height,
+        "time_ms": env.time_ms,
+        "tx": env.tx_id,
+    }
+
+
+def darc_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
+    p = tx.payload
+    darc_id = p["id"]
+    if not isinstance(darc_id, str) or not _ID.match(darc_id):
+        raise LedgerError(f"policy id {darc_id!r} must match {_ID.pattern}")
+    if set(p) - {"id", "rules", "terms"}:
+        raise LedgerError(
+            f"darc.create payload has unknown fields {sorted(set(p) - {'id', 'rules', 'terms'})}"
+        )
+    if view.get(darc_key(darc_id)) is not None:
+        raise LedgerError(f"policy {darc_id!r} already exists: evolve it instead")
+    _check_rules(p["rules"])
+    check_terms(p.get("terms"))
+    if not evaluate(p["rules"]["_evolve"], env.signers, view):
+        raise LedgerError(f"policy {darc_id!r}: the creator must satisfy its own '_evolve' rule")
+    return {darc_key(darc_id): _entry(darc_id, 0, p, env)}
+
+
+def darc_evolve(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
+    p = tx.payload
+    darc_id = p["id"]
+    old = check_rule(view, darc_id, "_evolve", env.signers)
+    if p["version"] != old["version"] + 1:
+        raise LedgerError(
+            f"policy {darc_id!r}: new version must be {old['version'] + 1}, got {p['version']}"
+        )
+    _check_rules(p["rules"])
+    check_terms(p.get("terms"))
+    return {darc_key(darc_id): _entry(darc_id, p["version"], p, env)}

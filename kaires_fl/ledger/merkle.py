@@ -1,0 +1,186 @@
+"""Merkle trees: a list tree for a block's transactions and a bucketed tree for state.
+
+List tree (:func:`merkle_root`, :func:`merkle_path`, :func:`verify_path`): leaves and
+inner nodes are domain-separated; an odd node is promoted, never duplicated (so two
+different leaf lists never share a root).
+
+State tree (:class:`StateTree`): each key falls in one of ``2**BUCKET_BITS`` buckets by
+``H(key)``; a bucket's hash commits to its sorted (key, H(value)) pairs; the root is
+a complete binary tree over the bucket hashes. An inclusion *or absence* proof of a
+key is its bucket's pairs plus ``BUCKET_BITS`` sibling hashes. Updating k keys
+costs O(k · (BUCKET_BITS + bucket size)) hashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from kaires_fl.crypto.sign import H
+from kaires_fl.errors import AuditError
+
+_LEAF = b"kaires/merkle/leaf"
+_NODE = b"kaires/merkle/node"
+_EMPTY = H(b"kaires/merkle/empty")
+
+BUCKET_BITS = 10
+N_BUCKETS = 1 << BUCKET_BITS
+_BUCKET = b"kaires/state/bucket"
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """Root of the list tree over ``leaves`` (each already a digest)."""
+    if not leaves:
+        return _EMPTY
+    level = [H(_LEAF, x) for x in leaves]
+    while len(level) > 1:
+        nxt = [H(_NODE, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def merkle_path(leaves: Sequence[bytes], index: int) -> list[tuple[bool, bytes]]:
+    """Sibling path of leaf ``index``: (sibling_is_left, sibling_hash) from the bottom up."""
+    level = [H(_LEAF, x) for x in leaves]
+    path: list[tuple[bool, bytes]] = []
+    i = index
+    while len(level) > 1:
+        sib = i ^ 1
+        if sib < len(level):
+            path.append((sib < i, level[sib]))
+        nxt = [H(_NODE, level[j], level[j + 1]) for j in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+        i //= 2
+    return path
+
+
+def verify_path(leaf: bytes, path: Iterable[tuple[bool, bytes]], root: bytes) -> None:
+    """Check that ``leaf`` is under ``root`` via ``path``; raises AuditError otherwise."""
+    h = H(_LEAF, leaf)
+    for left, sib in path:
+        h = H(_NODE, sib, h) if left else H(_NODE, h, sib)
+    if h != root:
+        raise AuditError("Merkle path does not lead to the committed root (wrong leaf or path)")
+
+
+def bucket_of(key: str) -> int:
+    d = H(b"kaires/state/key", key.encode())
+    return int.from_bytes(d[:4], "big") >> (32 - BUCKET_BITS)
+
+
+def bucket_hash(pairs: Iterable[tuple[str, bytes]]) -> bytes:
+    """Hash of a bucket from its (key, H(value)) pairs, in sorted key order."""
+    parts: list[bytes] = [_BUCKET]
+    for k, vh in sorted(pairs):
+        parts.append(k.encode())
+        parts.append(vh)
+    return H(*parts)
+
+
+_EMPTY_BUCKET = bucket_hash(())
+
+
+def value_hash(value: bytes) -> bytes:
+    return H(b"kaires/state/value", value)
+
+
+class StateTree:
+    """Bucketed Merkle tree over a key → value-hash map (see module docstring)."""
+
+    def __init__(self) -> None:
+        self.buckets: list[dict[str, bytes]] = [{} for _ in range(N_BUCKETS)]
+        self.levels: list[list[bytes]] = [[_EMPTY_BUCKET] * N_BUCKETS]
+        while len(self.levels[-1]) > 1:
+            lv = self.levels[-1]
+            self.levels.append([H(_NODE, lv[i], lv[i + 1]) for i in range(0, len(lv), 2)])
+
+    @property
+    def root(self) -> bytes:
+        return self.levels[-1][0]
+
+    def _bucket_updates(self, writes: Mapping[str, bytes | None]) -> dict[int, dict[str, bytes]]:
+        changed: dict[int, dict[str, bytes]] = {}
+        for key, value in writes.items():
+            b = bucket_of(key)
+            bucket = changed.get(b)
+            if bucket is None:
+                bucket = changed[b] = dict(self.buckets[b])
+            if value is None:
+                bucket.pop(key, None)
+            else:
+                bucket[key] = value_hash(value)
+        return changed
+
+    def _levels_with(self, changed: Mapping[int, dict[str, bytes]]) -> list[list[bytes]]:
+        levels = [list(lv) for lv in self.levels]
+        dirty = set()
+        for b, pairs in changed.items():
+            levels[0][b] = bucket_hash(pairs.items())
+            dirty.add(b)
+        for d in range(1, len(levels)):
+            dirty = {i // 2 for i in dirty}
+            lower = levels[d - 1]
+            for i in dirty:
+                levels[d][i] = H(_NODE, lower[2 * i], lower[2 * i + 1])
+        return levels
+
+    def root_with(self, writes: Mapping[str, bytes | None]) -> bytes:
+        """Root after ``writes`` (None deletes) without changing the tree."""
+        if not writes:
+            return self.root
+        return self._levels_with(self._bucket_updates(writes))[-1][0]
+
+    def apply(self, writes: Mapping[str, bytes | None]) -> None:
+        """Apply ``writes`` (None deletes)."""
+        changed = self._bucket_updates(writes)
+        self.levels = self._levels_with(changed)
+        for b, pairs in changed.items():
+            self.buckets[b] = pairs
+
+    def proof(self, key: str) -> tuple[list[tuple[str, bytes]], list[bytes]]:
+        """(bucket pairs, sibling hashes bottom-up) proving ``key``'s value or absence."""
+        b = bucket_of(key)
+        pairs = sorted(self.buckets[b].items())
+        sibs = []
+        i = b
+        for d in range(len(self.levels) - 1):
+            sibs.append(self.levels[d][i ^ 1])
+            i //= 2
+        return pairs, sibs
+
+
+def verify_state_proof(
+    key: str,
+    value: bytes | None,
+    pairs: Sequence[tuple[str, bytes]],
+    siblings: Sequence[bytes],
+    root: bytes,
+) -> None:
+    """Check that ``key`` maps to ``value`` (None: is absent) under state ``root``.
+
+    Raises
+    ------
+    AuditError
+        if the bucket does not hold that value or the path does not reach ``root``.
+    """
+    b = bucket_of(key)
+    if len(siblings) != BUCKET_BITS:
+        raise AuditError(f"state proof must have {BUCKET_BITS} sibling hashes")
+    found = dict(pairs)
+    if len(found) != len(pairs) or any(bucket_of(k) != b for k in found):
+        raise AuditError("state proof bucket holds duplicate or foreign keys")
+    if value is None:
+        if key in found:
+            raise AuditError(f"state entry {key!r} is present, not absent")
+    elif found.get(key) != value_hash(value):
+        raise AuditError(f"state entry {key!r} does not hold the claimed value")
+    h = bucket_hash(pairs)
+    i = b
+    for sib in siblings:
+        h = H(_NODE, sib, h) if i & 1 else H(_NODE, h, sib)
+        i //= 2
+    if h != root:
+        raise AuditError("state proof does not lead to the block's state root")

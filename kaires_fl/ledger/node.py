@@ -1,0 +1,615 @@
+"""A ledger node: mempool, block execution, PBFT-style consensus, persistence, catch-up.
+
+See :mod:`kaires_fl.ledger.consensus` for the protocol. A node is event-driven: it
+reacts to messages from its :class:`~kaires_fl.transport.base.Transport` and to its
+timers, never blocks, and persists every consensus fact before it acts on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kaires_fl.crypto.sign import Identity
+from kaires_fl.errors import AuditError, EncodingError, InvalidProof, LedgerError, ProtocolError
+from kaires_fl.ledger.block import (
+    Block,
+    BlockHeader,
+    Certificate,
+    Genesis,
+    TxResult,
+    tx_leaf,
+)
+from kaires_fl.ledger.consensus import (
+    PROPOSAL_CONTEXT,
+    VIEWCHANGE_CONTEXT,
+    PreparedCert,
+    Proposal,
+    Status,
+    SyncRequest,
+    SyncResponse,
+    TxGossip,
+    ViewChange,
+    Vote,
+    leader_of,
+    vote_context,
+    vote_message,
+)
+from kaires_fl.ledger.contracts import (
+    DEFAULT_REGISTRY,
+    ContractRegistry,
+    check_counter,
+    counter_key,
+    execute_tx,
+)
+from kaires_fl.ledger.encoding import canonical, decode_canonical
+from kaires_fl.ledger.merkle import merkle_root
+from kaires_fl.ledger.state import State, StateView
+from kaires_fl.ledger.store import Store
+from kaires_fl.ledger.tx import Tx
+from kaires_fl.transport.base import Timer, Transport
+
+log = logging.getLogger(__name__)
+
+_BAD_INPUT = (ProtocolError, LedgerError, EncodingError, AuditError, InvalidProof)
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """Timing and size knobs (times in transport seconds).
+
+    ``view_timeout`` is the base time a node waits for progress before a view change
+    (doubling per failed view up to ``max_timeout``); tests use small values.
+    """
+
+    view_timeout: float = 0.5
+    max_timeout: float = 8.0
+    batch_delay: float = 0.0005
+    max_block_txs: int = 2000
+    status_interval: float = 0.25
+    max_clock_skew_ms: int = 5000
+    sync_batch: int = 64
+    mempool_limit: int = 200_000
+
+
+def genesis_entries(genesis: Genesis) -> dict[str, bytes]:
+    return {k: canonical(v) for k, v in genesis.state.items()}
+
+
+class LedgerNode:
+    """One member of the access-control cothority.
+
+    Parameters
+    ----------
+    index:
+        Position in ``genesis.roster`` (must match ``identity``).
+    peers:
+        Transport addresses of the roster nodes, in roster order (including this one).
+    """
+
+    def __init__(
+        self,
+        index: int,
+        identity: Identity,
+        genesis: Genesis,
+        transport: Transport,
+        store: Store,
+        peers: list[str],
+        registry: ContractRegistry | None = None,
+        config: LedgerConfig | None = None,
+    ) -> None:
+        if genesis.roster[index] != identity.public.hex():
+            raise ProtocolError(f"node {index}'s identity is not roster entry {index}")
+        self.index = index
+        self.identity = identity
+        self.genesis = genesis
+        self.chain = genesis.chain_id
+        self.t = transport
+        self.store = store
+        self.peers = list(peers)
+        self.registry = registry or DEFAULT_REGISTRY
+        self.config = config or LedgerConfig()
+        self.n = genesis.n
+        self.quorum = genesis.quorum
+        store.init_genesis(genesis, genesis_entries(genesis))
+        self.height = store.height()
+        self.state = State(store.load_state(), self.height)
+        if self.height:
+            last = store.block(self.height)
+            assert last is not None
+            self.last_hash = last[0].hash
+            self.last_time = last[0].header.time_ms
+        else:
+            self.last_hash = genesis.hash
+            self.last_time = genesis.time_ms
+        self.mempool: dict[str, Tx] = {}
+        self.verified: set[str] = set()
+        self.on_commit: list[Callable[[LedgerNode, Block, Certificate], None]] = []
+        self.ignored = 0  # messages dropped as malformed, forged or out of place
+        self._future: list[tuple[str, Any]] = []
+        self._last_sync = -1e9
+        self._behind_since: float | None = None
+        self._reset_height()
+        self._load_records()
+        transport.set_handler(self.on_message)
+        self._status_timer = self.t.call_later(self.config.status_interval, self._heartbeat)
+        self._request_sync(None)  # a (re)started node asks its peers what it missed
+
+    # -- per-height consensus state --------------------------------------------------
+    def _reset_height(self) -> None:
+        self.view = 0
+        self.blocks: dict[bytes, Block] = {}
+        self.executed: dict[bytes, dict[str, bytes | None]] = {}
+        self.invalid: set[bytes] = set()
+        self.accepted: dict[int, bytes] = {}
+        self.my_votes: dict[tuple[str, int], bytes] = {}
+        self.votes: dict[tuple[str, int, bytes], dict[int, bytes]] = {}
+        self.prepared: PreparedCert | None = None
+        self.vcs: dict[int, dict[int, ViewChange]] = {}
+        self.highest_vc: dict[int, int] = {}
+        self.proposed: set[int] = set()
+        self.timer: Timer | None = None
+        self.propose_timer: Timer | None = None
+
+    def _load_records(self) -> None:
+        h = self.height + 1
+        for key, value in self.store.consensus_records(h).items():
+            if key == "view":
+                self.view = int(value)
+            elif key.startswith("vote/"):
+                _, phase, view = key.split("/")
+                self.my_votes[(phase, int(view))] = value
+            elif key.startswith("proposed/"):
+                self.proposed.add(int(key.split("/")[1]))
+            elif key == "prepared":
+                o = decode_canonical(value)
+                self.prepared = PreparedCert(
+                    o["view"],
+                    Block.from_obj(o["block"]),
+                    tuple((int(i), bytes.fromhex(s)) for i, s in o["votes"]),
+                )
+                self.blocks[self.prepared.block.hash] = self.prepared.block
+
+    def _persist(self, records: dict[str, bytes]) -> None:
+        self.store.put_consensus(self.height + 1, records)
+
+    # -- transport --------------------------------------------------------------------
+    def _broadcast(self, msg: Any) -> None:
+        self.t.broadcast(self.peers, msg)
+
+    def _send(self, dst: str, msg: Any) -> None:
+        self.t.send(dst, msg)
+
+    def on_message(self, src: str, msg: Any) -> None:
+        """Transport handler: malformed or forged messages are counted and ignored."""
+        try:
+            self._dispatch(src, msg)
+        except _BAD_INPUT as exc:
+            self.ignored += 1
+            log.debug("node %d ignored %s from %s: %s", self.index, type(msg).__name__, src, exc)
+
+    def _dispatch(self, src: str, msg: Any) -> None:
+        if isinstance(msg, TxGossip):
+            for tx in msg.txs:
+                try:
+                    self.add_tx(tx)  # type: ignore[arg-type]
+                except LedgerError:
+                    self.ignored += 1
+            return
+        if isinstance(msg, Status):
+            if msg.height > self.height:
+                # Being one block behind for a moment is normal; only a lasting lag is
+                # worth a sync (a partitioned or restarted node).
+                now = self.t.now()
+                if self._behind_since is None:
+                    self._behind_since = now
+                elif now - self._behind_since >= self.config.status_interval:
+                    self._request_sync(src)
+            return
+        if isinstance(msg, SyncRequest):
+            self._on_sync_request(src, msg)
+            return
+        if isinstance(msg, SyncResponse):
+            self._on_sync_response(src, msg)
+            return
+        if not isinstance(msg, (Proposal, Vote, ViewChange)):
+            raise ProtocolError(f"unexpected message type {type(msg).__name__}")
+        h = msg.height
+        if h <= self.height:
+            return
+        if h > self.height + 1:
+            if len(self._future) < 10_000 and h <= self.height + 3:
+                self._future.append((src, msg))
+            if h > self.height + 2:
+                self._request_sync(src)
+            return
+        if isinstance(msg, Proposal):
+            self._on_proposal(msg)
+        elif isinstance(msg, Vote):
+            self._on_vote(msg)
+        else:
+            self._on_view_change(msg)
+
+    # -- mempool ----------------------------------------------------------------------
+    def add_tx(self, tx: Tx) -> None:
+        """Admit a transaction to the mempool after checking its chain, signatures and counter.
+
+        Raises
+        ------
+        LedgerError
+            if it is for another chain, badly signed, a replay, or the mempool is full.
+        """
+        if not isinstance(tx, Tx):
+            raise LedgerError("not a transaction")
+        if tx.id in self.mempool:
+            return
+        if tx.chain != self.chain:
+            raise LedgerError(f"tx {tx.id[:16]}… is for chain {tx.chain[:16]}…, not this ledger")
+        if len(self.mempool) >= self.config.mempool_limit:
+            raise LedgerError("mempool full: retry later")
+        last = self.state.get(counter_key(tx.sender)) if tx.signers else None
+        if tx.signers and tx.counter <= (last or 0):
+            raise LedgerError(
+                f"tx {tx.id[:16]}… replays counter {tx.counter} of signer {tx.sender[:16]}… "
+                f"(last committed {last})"
+            )
+        tx.verify_signatures()
+        self.verified.add(tx.id)
+        self.mempool[tx.id] = tx
+        self._ensure_timer()
+        self._schedule_propose()
+
+    # -- proposing --------------------------------------------------------------------
+    def is_leader(self) -> bool:
+        return leader_of(self.height + 1, self.view, self.n) == self.index
+
+    def _schedule_propose(self) -> None:
+        if not self.is_leader() or self.view in self.proposed or self.propose_timer is not None:
+            return
+        if self.view == 0:
+            if not self.mempool:
+                return
+            delay = self.config.batch_delay
+        else:
+            if len(self.vcs.get(self.view, {})) < self.quorum:
+                return
+            delay = 0.0
+        self.propose_timer = self.t.call_later(delay, self._propose)
+
+    def build_block(self, time_ms: int) -> tuple[Block, dict[str, bytes | None]]:
+        """Execute mempool transactions (in arrival order, counters in sequence) into a block."""
+        view = StateView(self.state)
+        txs: list[Tx] = []
+        results: list[TxResult] = []
+        stale = []
+        h = self.height + 1
+        for tx in self.mempool.values():
+            if len(txs) >= self.config.max_block_txs:
+                break
+            try:
+                check_counter(view, tx)
+            except LedgerError:
+                last = view.get(counter_key(tx.sender)) or 0
+                if tx.counter <= last:
+                    stale.append(tx.id)
+                continue
+            results.append(execute_tx(view, tx, self.registry, h, time_ms))
+            txs.append(tx)
+        for tid in stale:
+            self.mempool.pop(tid, None)
+        header = BlockHeader(
+            self.chain,
+            h,
+            self.last_hash.hex(),
+            time_ms,
+            self.index,
+            len(txs),
+            merkle_root([tx_leaf(t, r) for t, r in zip(txs, results, strict=True)]).hex(),
+            view.root().hex(),
+        )
+        return Block(header, tuple(txs), tuple(results)), view.writes
+
+    def _propose(self) -> None:
+        self.propose_timer = None
+        v = self.view
+        if not self.is_leader() or v in self.proposed:
+            return
+        justification: tuple[ViewChange, ...] = ()
+        block: Block | None = None
+        if v > 0:
+            vcs = self.vcs.get(v, {})
+            if len(vcs) < self.quorum:
+                return
+            justification = tuple(vcs[i] for i in sorted(vcs))
+            best = None
+            for vc in justification:
+                if vc.prepared is not None and (best is None or vc.prepared.view > best.view):
+                    best = vc.prepared
+            if best is not None:
+                block = best.block
+        elif not self.mempool:
+            return
+        if block is None:
+            time_ms = max(self.last_time + 1, int(self.t.now() * 1000))
+            block, writes = self.build_block(time_ms)
+            if not block.txs and v == 0:
+                return
+            self.blocks[block.hash] = block
+            self.executed[block.hash] = writes
+        self.proposed.add(v)
+        self._persist({f"proposed/{v}": block.hash})
+        sig = self.identity.sign(
+            PROPOSAL_CONTEXT, Proposal.message(self.chain, self.height + 1, v, block.hash)
+        )
+        self._send_proposal(Proposal(self.height + 1, v, block, self.index, justification, sig))
+
+    def _send_proposal(self, p: Proposal) -> None:
+        self._broadcast(p)
+
+    # -- validation -------------------------------------------------------------------
+    def validate(self, block: Block, certified: bool = False) -> dict[str, bytes | None]:
+        """Re-execute ``block`` on the committed state; returns its writes.
+
+        Raises
+        ------
+        ProtocolError
+            if it does not extend this node's chain, or its results or state root differ
+            from this node's execution.
+        """
+        if block.hash in self.executed:
+            return self.executed[block.hash]
+        if block.hash in self.invalid:
+            raise ProtocolError("block already found invalid")
+        try:
+            writes = self._execute(block, certified)
+        except _BAD_INPUT:
+            self.invalid.add(block.hash)
+            raise
+        self.blocks[block.hash] = block
+        self.executed[block.hash] = writes
+        return writes
+
+    def _execute(self, block: Block, certified: bool) -> dict[str, bytes | None]:
+        hd = block.header
+        if hd.chain != self.chain or hd.height != self.height + 1:
+            raise ProtocolError(f"block is for height {hd.height}, expected {self.height + 1}")
+        if hd.prev != self.last_hash.hex():
+            raise ProtocolError("block does not extend this node's last final block")
+        if hd.time_ms <= self.last_time:
+            raise ProtocolError("block time does not increase")
+        if not certified and hd.time_ms > self.t.now() * 1000 + self.config.max_clock_skew_ms:
+            raise ProtocolError("block time is too far in the future")
+        if not 0 <= hd.proposer < self.n:
+            raise ProtocolError("block proposer is not in the roster")
+        block.check_body()
+        view = StateView(self.state)
+        for tx, res in zip(block.txs, block.results, strict=True):
+            if tx.chain != self.chain:
+                raise ProtocolError("block holds a tx of another chain")
+            if tx.id not in self.verified:
+                tx.verify_signatures()
+                self.verified.add(tx.id)
+            check_counter(view, tx)
+            mine = execute_tx(view, tx, self.registry, hd.height, hd.time_ms)
+            if mine != res:
+                raise ProtocolError(
+                    f"tx {tx.id[:16]}… result differs: block says {res}, this node got {mine}"
+                )
+        if view.root().hex() != hd.state_root:
+            raise ProtocolError("block state root differs from this node's execution")
+        return view.writes
+
+    # -- voting -----------------------------------------------------------------------
+    def _on_proposal(self, p: Proposal) -> None:
+        if p.view < self.view:
+            return
+        h = p.block.hash
+        if self.accepted.get(p.view, h) != h or self.my_votes.get(("prepare", p.view), h) != h:
+            return  # equivocation: keep the first
+        p.check(self.genesis)
+        self.validate(p.block)
+        if p.view > self.view:
+            self._set_view(p.view)
+        self.accepted[p.view] = h
+        self._ensure_timer()
+        self._vote("prepare", p.view, h)
+        self._check_prepared(p.view, h)
+        self._check_committed(p.view, h)
+
+    def _vote(self, phase: str, view: int, block_hash: bytes) -> None:
+        if (phase, view) in self.my_votes:
+            return
+        self.my_votes[(phase, view)] = block_hash
+        self._persist({f"vote/{phase}/{view}": block_hash})
+        h = self.height + 1
+        sig = self.identity.sign(
+            vote_context(phase), vote_message(self.chain, phase, h, view, block_hash)
+        )
+        self._broadcast(Vote(phase, h, view, block_hash, self.index, sig))
+
+    def _on_vote(self, v: Vote) -> None:
+        key = (v.phase, v.view, v.block_hash)
+        got = self.votes.get(key)
+        if got is not None and v.voter in got:
+            return
+        v.check(self.genesis)
+        self.votes.setdefault(key, {})[v.voter] = v.sig
+        self._ensure_timer()
+        if v.phase == "prepare":
+            self._check_prepared(v.view, v.block_hash)
+        else:
+            self._check_committed(v.view, v.block_hash)
+
+    def _check_prepared(self, view: int, block_hash: bytes) -> None:
+        if view != self.view or block_hash not in self.executed:
+            return
+        votes = self.votes.get(("prepare", view, block_hash), {})
+        if len(votes) < self.quorum or ("commit", view) in self.my_votes:
+            return
+        if self.prepared is None or self.prepared.view < view:
+            chosen = tuple(sorted(votes.items())[: self.quorum])
+            self.prepared = PreparedCert(view, self.blocks[block_hash], chosen)
+            self._persist(
+                {
+                    "prepared": canonical(
+                        {
+                            "view": view,
+                            "block": self.prepared.block.to_obj(),
+                            "votes": [[i, s.hex()] for i, s in chosen],
+                        }
+                    )
+                }
+            )
+        self._vote("commit", view, block_hash)
+
+    def _check_committed(self, view: int, block_hash: bytes) -> None:
+        votes = self.votes.get(("commit", view, block_hash), {})
+        if len(votes) < self.quorum:
+            return
+        block = self.blocks.get(block_hash)
+        if block is None:
+            self._request_sync(None)
+            return
+        writes = self.validate(block, certified=True)
+        cert = Certificate(
+            self.height + 1, view, block_hash, tuple(sorted(votes.items())[: self.quorum])
+        )
+        self._finalize(block, cert, writes)
+
+    # -- view change ------------------------------------------------------------------
+    def _ensure_timer(self) -> None:
+        if self.timer is None:
+            t = min(self.config.view_timeout * (2 ** min(self.view, 16)), self.config.max_timeout)
+            h, v = self.height, self.view
+            self.timer = self.t.call_later(t, lambda: self._on_timeout(h, v))
+
+    def _on_timeout(self, height: int, view: int) -> None:
+        self.timer = None
+        if height != self.height or view != self.view:
+            return
+        if self.mempool:
+            # Peers that never got these txs could not notice the stall without them.
+            self._broadcast(
+                TxGossip(tuple(list(self.mempool.values())[: self.config.max_block_txs]))
+            )
+        self._enter_view(view + 1)
+
+    def _set_view(self, view: int) -> None:
+        self.view = view
+        self._persist({"view": str(view).encode()})
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.propose_timer is not None:
+            self.propose_timer.cancel()
+            self.propose_timer = None
+        self._ensure_timer()
+
+    def _enter_view(self, view: int) -> None:
+        if view <= self.view:
+            return
+        self._set_view(view)
+        h = self.height + 1
+        sig = self.identity.sign(
+            VIEWCHANGE_CONTEXT, ViewChange.message(self.chain, h, view, self.prepared)
+        )
+        self._broadcast(ViewChange(h, view, self.index, self.prepared, sig))
+        for phase, vv, bh in list(self.votes):
+            if vv == view and phase == "prepare":
+                self._check_prepared(vv, bh)
+        self._schedule_propose()
+
+    def _on_view_change(self, vc: ViewChange) -> None:
+        if vc.view < self.view or vc.voter in self.vcs.get(vc.view, {}):
+            return
+        vc.check(self.genesis)
+        self.vcs.setdefault(vc.view, {})[vc.voter] = vc
+        if vc.prepared is not None:
+            self.blocks.setdefault(vc.prepared.block.hash, vc.prepared.block)
+        self.highest_vc[vc.voter] = max(self.highest_vc.get(vc.voter, 0), vc.view)
+        ahead = sorted((v for v in self.highest_vc.values() if v > self.view), reverse=True)
+        if len(ahead) > self.genesis.f:
+            self._enter_view(ahead[self.genesis.f])
+        self._schedule_propose()
+
+    # -- commit -----------------------------------------------------------------------
+    def _finalize(self, block: Block, cert: Certificate, writes: dict[str, bytes | None]) -> None:
+        self.store.commit_block(block, cert, writes)
+        self.state.apply(writes, block.height)
+        self.height = block.height
+        self.last_hash = block.hash
+        self.last_time = block.header.time_ms
+        for tx in block.txs:
+            self.mempool.pop(tx.id, None)
+            self.verified.discard(tx.id)
+        for tid in [
+            t.id
+            for t in self.mempool.values()
+            if t.counter <= (self.state.get(counter_key(t.sender)) or 0)
+        ]:
+            self.mempool.pop(tid, None)
+        for tm in (self.timer, self.propose_timer):
+            if tm is not None:
+                tm.cancel()
+        self._reset_height()
+        self._behind_since = None
+        for cb in list(self.on_commit):
+            cb(self, block, cert)
+        future, self._future = self._future, []
+        for src, msg in future:
+            self.on_message(src, msg)
+        if self.mempool:
+            self._ensure_timer()
+            self._schedule_propose()
+
+    # -- catch-up ---------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        self._broadcast(Status(self.height, self.index))
+        self._status_timer = self.t.call_later(self.config.status_interval, self._heartbeat)
+
+    def _request_sync(self, dst: str | None) -> None:
+        now = self.t.now()
+        if now - self._last_sync < min(self.config.view_timeout / 4, 0.05):
+            return
+        self._last_sync = now
+        req = SyncRequest(self.height + 1, self.index)
+        if dst is None:
+            self._broadcast(req)
+        else:
+            self._send(dst, req)
+
+    def _on_sync_request(self, src: str, req: SyncRequest) -> None:
+        if req.start > self.height or req.start < 1:
+            return
+        stop = min(self.height, req.start + self.config.sync_batch - 1)
+        blocks = []
+        for h in range(req.start, stop + 1):
+            rec = self.store.block(h)
+            if rec is None:
+                break
+            blocks.append(rec)
+        self._send(src, SyncResponse(tuple(blocks), stop < self.height))
+
+    def _on_sync_response(self, src: str, resp: SyncResponse) -> None:
+        applied = False
+        for block, cert in resp.blocks:
+            if block.height != self.height + 1:
+                continue
+            cert.verify(self.genesis, block.hash)
+            if cert.height != block.height:
+                raise AuditError("certificate height does not match its block")
+            writes = self.validate(block, certified=True)
+            self._finalize(block, cert, writes)
+            applied = True
+        if resp.more and applied:
+            self._last_sync = -1e9
+            self._request_sync(src)
+
+    # -- lifecycle --------------------------------------------------------------------
+    def stop(self) -> None:
+        """Cancel this node's timers (the endpoint stays; the store stays open)."""
+        for tm in (self.timer, self.propose_timer, self._status_timer):
+            if tm is not None:
+                tm.cancel()
