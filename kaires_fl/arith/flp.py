@@ -311,7 +311,7 @@ class FlpBBCGGI19:
             _GadgetLayout(g, c) for g, c in zip(valid.GADGETS, valid.GADGET_CALLS, strict=True)
         ]
         for lay in self.layouts:
-            if lay.N > 1 << F.GEN_ORDER:
+            if lay.N > F.GEN_ORDER:
                 raise ConfigError(
                     f"{F.__name__} has no NTT domain of size {lay.N} for {lay.gadget!r}; "
                     "use fewer gadget calls (a larger chunk_length)"

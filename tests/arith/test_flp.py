@@ -1,0 +1,340 @@
+"""FLP (BBCGGI19): agreement with a Python-int reference, batching, repetition, tampering."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kaires_fl.arith import circuits as cc
+from kaires_fl.arith.field import Field64, Field128
+from kaires_fl.arith.flp import (
+    FlpBBCGGI19,
+    Gadget,
+    GadgetCall,
+    Mul,
+    ParallelSum,
+    PolyEval,
+    Valid,
+    powers,
+)
+from kaires_fl.errors import ConfigError, EncodingError, ProtocolError
+
+F = Field64
+p = F.MODULUS
+RNG = np.random.default_rng(20261127)
+
+
+# ------------------------------------------------------------------ Python-int reference
+
+
+def ref_interp_roots(vals: list[int], alpha: int) -> list[int]:
+    """Coefficients of the polynomial with value vals[k] at alpha^k (O(P²) inverse DFT)."""
+    n = len(vals)
+    ainv = pow(alpha, -1, p)
+    ninv = pow(n, -1, p)
+    return [ninv * sum(v * pow(ainv, j * k, p) for k, v in enumerate(vals)) % p for j in range(n)]
+
+
+def ref_mul(a: list[int], b: list[int]) -> list[int]:
+    out = [0] * (len(a) + len(b) - 1)
+    for i, x in enumerate(a):
+        for j, y in enumerate(b):
+            out[i + j] = (out[i + j] + x * y) % p
+    return out
+
+
+def ref_eval(c: list[int], x: int) -> int:
+    acc = 0
+    for v in reversed(c):
+        acc = (acc * x + v) % p
+    return acc
+
+
+def ref_gadget_inputs(valid: Valid, meas: np.ndarray, jr: np.ndarray) -> list[np.ndarray]:
+    """Inputs (M, L) of every gadget call for one record, via the circuit itself."""
+    calls = [GadgetCall(F, g, 1) for g in valid.GADGETS]
+    valid.eval(meas[None, :], jr[None, :], calls)
+    return [np.concatenate(c.inputs, axis=1)[0] for c in calls]
+
+
+def ref_prove_parallel_sum_mul(valid: Valid, meas: np.ndarray, seeds: list[int], jr: np.ndarray):
+    """Proof of one repetition for a circuit with one ParallelSum(Mul) gadget, in ints."""
+    (inp,) = ref_gadget_inputs(valid, meas, jr)
+    M, L = inp.shape
+    P = 1 << (M).bit_length()
+    alpha = int(F.root_of_unity(P))
+    wires = []
+    for j in range(L):
+        vals = [seeds[j]] + [int(x) for x in inp[:, j]] + [0] * (P - 1 - M)
+        wires.append(ref_interp_roots(vals, alpha))
+    gpoly = [0] * (2 * (P - 1) + 1)
+    for j in range(0, L, 2):
+        prod = ref_mul(wires[j], wires[j + 1])
+        gpoly = [(x + y) % p for x, y in zip(gpoly, prod, strict=True)]
+    return gpoly, wires, P
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 4), st.integers(0, 2**32))
+def test_prove_and_query_match_python_int_reference(length: int, bits: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    valid = cc.SumVec(length, bits, chunk_length=2)
+    flp = FlpBBCGGI19(valid, proofs=1)
+    meas = valid.encode(rng.integers(0, 2**bits, (length,)))
+    meas[0] = F.random((), rng=rng)  # any input: the proof is still defined
+    pr = F.random((flp.PROVE_RAND_LEN,), rng=rng)
+    jr = F.random((1,), rng=rng)
+    proof = flp.prove(meas, pr, jr)
+    gpoly, wires, P = ref_prove_parallel_sum_mul(valid, meas, [int(x) for x in pr], jr)
+    L = valid.GADGETS[0].ARITY
+    assert [int(x) for x in proof[:L]] == [int(x) for x in pr]
+    assert [int(x) for x in proof[L:]] == gpoly
+    # query: circuit output from the gadget polynomial at α^k, wires and polynomial at t
+    qr = flp.derive_query_rand(seed.to_bytes(8, "little"))
+    t = int(qr[0])
+    ver = flp.query(meas, proof, qr, jr)
+    alpha = int(F.root_of_unity(P))
+    outs = [ref_eval(gpoly, pow(alpha, k, p)) for k in range(1, valid.GADGET_CALLS[0] + 1)]
+    assert int(ver[0]) == sum(outs) % p
+    assert [int(x) for x in ver[1 : 1 + L]] == [ref_eval(w, t) for w in wires]
+    assert int(ver[1 + L]) == ref_eval(gpoly, t)
+
+
+def test_gadgets_against_ints() -> None:
+    x = F.random((5, 6), rng=RNG)
+    xi = [[int(v) for v in row] for row in x]
+    mul = Mul().eval(F, x[:, :2])
+    assert [int(v) for v in mul] == [r[0] * r[1] % p for r in xi]
+    pe = PolyEval([3, 0, p - 1, 5])
+    out = pe.eval(F, x[:, :1])
+    assert pe.DEGREE == 3
+    assert [int(v) for v in out] == [(3 - r[0] ** 2 + 5 * r[0] ** 3) % p for r in xi]
+    ps = ParallelSum(Mul(), 3)
+    assert ps.ARITY == 6 and ps.DEGREE == 2
+    out = ps.eval(F, x)
+    assert [int(v) for v in out] == [(r[0] * r[1] + r[2] * r[3] + r[4] * r[5]) % p for r in xi]
+    with pytest.raises(ConfigError):
+        PolyEval([1])
+
+
+def test_powers() -> None:
+    x = F.random((4,), rng=RNG)
+    pw = powers(F, x, 13)
+    for i in range(4):
+        assert [int(v) for v in pw[i]] == [pow(int(x[i]), k, p) for k in range(13)]
+
+
+class Ternary(Valid):
+    """x ∈ {0, 1, 2} for every entry, by a degree-3 PolyEval gadget (tests DEGREE > 2)."""
+
+    field = F
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.MEAS_LEN = n
+        self.OUTPUT_LEN = n
+        self.JOINT_RAND_LEN = 1
+        self.EVAL_OUTPUT_LEN = 1
+        self.GADGETS: list[Gadget] = [PolyEval([0, 2, p - 3, 1])]  # x(x-1)(x-2)
+        self.GADGET_CALLS = [n]
+
+    def eval(self, meas, joint_rand, gadgets):  # type: ignore[no-untyped-def]
+        out = gadgets[0](meas[:, :, None])
+        rp = powers(F, joint_rand[:, 0], self.n + 1)[:, 1:]
+        return F.sum(F.mul(out, rp), axis=-1)[:, None]
+
+    def joint_rand_error_terms(self) -> int:
+        return self.n
+
+
+def test_degree_three_gadget_complete_and_sound() -> None:
+    valid = Ternary(9)
+    flp = FlpBBCGGI19(valid)
+    good = F.elements(RNG.integers(0, 3, (50, 9)))
+    bad = good.copy()
+    bad[np.arange(50), RNG.integers(0, 9, 50)] = F.elements(RNG.integers(3, 1000, 50))
+    for meas, expect in ((good, True), (bad, False)):
+        jr = F.random((flp.JOINT_RAND_LEN,), rng=RNG)
+        proof = flp.prove(meas, flp.random_prove_rand((50,)), jr)
+        qr = flp.derive_query_rand(b"ternary")
+        assert (flp.decide(flp.query(meas, proof, qr, jr)) == expect).all()
+
+
+def _setup(valid: Valid, batch: int, proofs: int | None = None):  # type: ignore[no-untyped-def]
+    flp = FlpBBCGGI19(valid, proofs=proofs)
+    return flp, F.random((batch, flp.PROVE_RAND_LEN), rng=RNG)
+
+
+def test_batched_equals_one_by_one() -> None:
+    valid = cc.LinearRegressionRecord(3, 4)
+    flp, pr = _setup(valid, 7)
+    meas = valid.encode(RNG.integers(0, 16, (7, 4)))
+    meas[2, 0] = F.elements(5)  # one invalid record in the batch
+    jr = F.random((7, flp.JOINT_RAND_LEN), rng=RNG)
+    qr = F.random((7, flp.QUERY_RAND_LEN), rng=RNG)
+    proofs = flp.prove(meas, pr, jr)
+    ver = flp.query(meas, proofs, qr, jr)
+    dec = flp.decide(ver)
+    for i in range(7):
+        pi = flp.prove(meas[i], pr[i], jr[i])
+        assert np.array_equal(pi, proofs[i])
+        vi = flp.query(meas[i], pi, qr[i], jr[i])
+        assert np.array_equal(vi, ver[i])
+        assert flp.decide(vi) == dec[i]
+    assert dec.tolist() == [i != 2 for i in range(7)]
+
+
+def test_shared_randomness_broadcasts_like_per_record() -> None:
+    valid = cc.SumVec(20, 2)
+    flp, pr = _setup(valid, 6)
+    meas = valid.encode(RNG.integers(0, 4, (2, 3, 20)))
+    jr = F.random((flp.JOINT_RAND_LEN,), rng=RNG)
+    qr = F.random((flp.QUERY_RAND_LEN,), rng=RNG)
+    proofs = flp.prove(meas, pr.reshape(2, 3, -1), jr)
+    assert proofs.shape == (2, 3, flp.PROOF_LEN)
+    ver = flp.query(meas, proofs, qr, jr)
+    ver_tiled = flp.query(
+        meas, proofs, np.broadcast_to(qr, (2, 3, qr.size)), np.broadcast_to(jr, (2, 3, jr.size))
+    )
+    assert ver.shape == (2, 3, flp.VERIFIER_LEN)
+    assert np.array_equal(ver, ver_tiled)
+    assert flp.decide(ver).all()
+
+
+def test_every_tampered_proof_element_is_rejected() -> None:
+    valid = cc.Histogram(10)
+    flp, _ = _setup(valid, 1)
+    meas = valid.encode(4)
+    jr = F.random((flp.JOINT_RAND_LEN,), rng=RNG)
+    proof = flp.prove(meas, flp.random_prove_rand(), jr)
+    n = flp.PROOF_LEN
+    tampered = np.repeat(proof[None, :], n, axis=0)
+    delta = F.elements(RNG.integers(1, 2**63, n))
+    tampered[np.arange(n), np.arange(n)] = F.add(tampered[np.arange(n), np.arange(n)], delta)
+    qr = F.random((flp.QUERY_RAND_LEN,), rng=RNG)
+    assert flp.decide(flp.query(meas, proof, qr, jr))
+    dec = flp.decide(flp.query(np.repeat(meas[None, :], n, axis=0), tampered, qr, jr))
+    assert not dec.any(), np.flatnonzero(dec)
+
+
+def test_every_tampered_measurement_element_is_rejected() -> None:
+    valid = cc.LinearRegressionRecord(4, 6)
+    flp, _ = _setup(valid, 1)
+    meas = valid.encode(RNG.integers(0, 64, 5))
+    jr = F.random((flp.JOINT_RAND_LEN,), rng=RNG)
+    proof = flp.prove(meas, flp.random_prove_rand(), jr)
+    n = flp.MEAS_LEN
+    tampered = np.repeat(meas[None, :], n, axis=0)
+    idx = np.arange(n)
+    tampered[idx, idx] = F.add(tampered[idx, idx], F.elements(RNG.integers(1, 2**63, n)))
+    qr = F.random((flp.QUERY_RAND_LEN,), rng=RNG)
+    dec = flp.decide(flp.query(tampered, np.repeat(proof[None, :], n, axis=0), qr, jr))
+    assert not dec.any(), np.flatnonzero(dec)
+
+
+def test_random_proofs_and_random_verifiers_are_rejected() -> None:
+    valid = cc.SumVec(30, 1)
+    flp, _ = _setup(valid, 1)
+    meas = valid.encode(RNG.integers(0, 2, (300, 30)))
+    jr = F.random((flp.JOINT_RAND_LEN,), rng=RNG)
+    qr = F.random((flp.QUERY_RAND_LEN,), rng=RNG)
+    bogus = F.random((300, flp.PROOF_LEN), rng=RNG)
+    assert not flp.decide(flp.query(meas, bogus, qr, jr)).any()
+    assert not flp.decide(F.random((300, flp.VERIFIER_LEN), rng=RNG)).any()
+
+
+def test_repetitions_are_checked_independently() -> None:
+    valid = cc.Sum(10)
+    flp = FlpBBCGGI19(valid, proofs=3)
+    assert flp.PROOF_LEN == 3 * FlpBBCGGI19(valid, proofs=1).PROOF_LEN
+    meas = valid.encode(RNG.integers(0, 1024, 40))
+    jr = F.random((flp.JOINT_RAND_LEN,), rng=RNG)
+    proof = flp.prove(meas, flp.random_prove_rand((40,)), jr)
+    qr = F.random((flp.QUERY_RAND_LEN,), rng=RNG)
+    assert flp.decide(flp.query(meas, proof, qr, jr)).all()
+    one = flp.PROOF_LEN // 3
+    for rep in range(3):  # a fault in any single repetition's proof is caught
+        bad = proof.copy()
+        bad[:, rep * one + 2] = F.add(bad[:, rep * one + 2], F.ones(()))
+        assert not flp.decide(flp.query(meas, bad, qr, jr)).any()
+
+
+def test_query_point_in_domain_is_refused() -> None:
+    valid = cc.SumVec(8, 1)
+    flp, pr = _setup(valid, 1)
+    meas = valid.encode(RNG.integers(0, 2, 8))
+    jr = F.random((flp.JOINT_RAND_LEN,), rng=RNG)
+    proof = flp.prove(meas, pr[0], jr)
+    P = flp.layouts[0].P
+    for t in (F.ones(()), F.root_of_unity(P), F.pow(F.root_of_unity(P), 3)):
+        qr = F.random((flp.QUERY_RAND_LEN,), rng=RNG)
+        qr[0] = t
+        with pytest.raises(ProtocolError):
+            flp.query(meas, proof, qr, jr)
+    qr = flp.derive_query_rand(b"job-1")
+    flp.check_query_rand(qr)
+    assert np.array_equal(qr, flp.derive_query_rand(b"job-1"))
+    assert not np.array_equal(qr, flp.derive_query_rand(b"job-2"))
+
+
+@pytest.mark.parametrize(
+    "valid",
+    [
+        cc.Count(),
+        cc.Sum(32),
+        cc.SumVec(1000, 1),
+        cc.SumVec(100_000, 8),
+        cc.Histogram(50),
+        cc.LinearRegressionRecord(14, 14),
+        cc.BoundedL2Vec(1000, 14, 1.0),
+    ],
+    ids=repr,
+)
+def test_default_repetitions_reach_target(valid: Valid) -> None:
+    flp = FlpBBCGGI19(valid)
+    one = flp.single_proof_error_log2()
+    assert flp.soundness_error_log2() <= -64
+    assert flp.proofs == 1 or (flp.proofs - 1) * one > -64  # the least count that suffices
+    # the formula: Σ DEGREE·(P−1)/(p−P) + [EVAL_OUTPUT_LEN > 1]/p + terms/p
+    expect = sum(lay.gadget.DEGREE * (lay.P - 1) / (p - lay.P) for lay in flp.layouts)
+    expect += (valid.EVAL_OUTPUT_LEN > 1) / p + valid.joint_rand_error_terms() / p
+    assert math.isclose(one, math.log2(expect))
+
+
+def test_bad_shapes_and_dtypes_raise_typed_errors() -> None:
+    valid = cc.SumVec(4, 1)
+    flp, pr = _setup(valid, 1)
+    meas = valid.encode([1, 0, 1, 1])
+    jr = F.random((flp.JOINT_RAND_LEN,), rng=RNG)
+    with pytest.raises(EncodingError):
+        flp.prove(meas[:3], pr[0], jr)
+    with pytest.raises(EncodingError):
+        flp.prove(np.array([1, 0, 1, 1], dtype=np.int64), pr[0], jr)
+    with pytest.raises(EncodingError):
+        flp.prove(meas, pr[0], None)
+    proof = flp.prove(meas, pr[0], jr)
+    with pytest.raises(EncodingError):
+        flp.query(meas, proof[:-1], F.random((flp.QUERY_RAND_LEN,)), jr)
+    with pytest.raises(EncodingError):
+        flp.query(meas, proof, F.random((flp.QUERY_RAND_LEN + 1,)), jr)
+    with pytest.raises(ConfigError):
+        FlpBBCGGI19(valid, proofs=0)
+
+
+def test_field128_generic_path() -> None:
+    valid = cc.SumVec(6, 3, field=Field128)
+    flp = FlpBBCGGI19(valid)
+    assert flp.proofs == 1  # |F| ≈ 2^128: one proof already reaches 2^-64
+    meas = valid.encode(RNG.integers(0, 8, (4, 6)))
+    jr = Field128.random((flp.JOINT_RAND_LEN,))
+    qr = Field128.random((flp.QUERY_RAND_LEN,))
+    proof = flp.prove(meas, flp.random_prove_rand((4,)), jr)
+    assert flp.decide(flp.query(meas, proof, qr, jr)).all()
+    bad = meas.copy()
+    bad[1, 4] = Field128.elements(2)
+    proof = flp.prove(bad, flp.random_prove_rand((4,)), jr)
+    assert flp.decide(flp.query(bad, proof, qr, jr)).tolist() == [True, False, True, True]
