@@ -40,7 +40,7 @@ DEFAULT_FRAC_BITS = 40
 #: Least fractional bits the automatic choice accepts in Field64 before moving to Field128.
 MIN_AUTO_FRAC_BITS = 24
 #: Quantisation bits of record-granularity values when not given (capped by the field).
-DEFAULT_RECORD_BITS = 24
+DEFAULT_RECORD_BITS = 28
 #: Least record bits the automatic choice accepts in Field64 before moving to Field128.
 MIN_AUTO_RECORD_BITS = 12
 #: Default job sizes (accepted measurements) when a statistic is built without one.
@@ -364,7 +364,7 @@ class LinearRegressionStats(Statistic):
     |x − x̂| ≤ Δ/2 per value); decoding maps it back exactly (integers, then one affine
     change of coordinates). The fitted coefficients equal scikit-learn's on the quantised
     rows to float64 accuracy and differ from the fit on the raw rows by the quantisation
-    error (relative ≈ cond·2^−b; at the default b = 24 below 1e-6 for well-conditioned
+    error (relative ≈ cond·2^−b; at b ≥ 24 below 1e-6 for well-conditioned
     data). Products need records·(2^b − 1)² < p.
     """
 
@@ -431,7 +431,11 @@ class LinearRegressionStats(Statistic):
             return circuits.SumVec((d + 2) * (d + 3) // 2, self.bits, field=field)
         return circuits.LinearRegressionRecord(d, self.bits, field=field)
 
-    def _validated(self, X: Any, y: Any) -> np.ndarray:
+    def check_data(self, X: Any, y: Any) -> None:
+        """Raise ConfigError if any row lies outside the declared bounds (any number of rows)."""
+        self._validated(X, y, one_provider=False)
+
+    def _validated(self, X: Any, y: Any, one_provider: bool = True) -> np.ndarray:
         """Rows as (n, d+1) float64 [x, y], checked against the declared bounds."""
         Xa = _as_2d(X)
         if Xa.shape[1] != self.n_features:
@@ -443,7 +447,8 @@ class LinearRegressionStats(Statistic):
             raise ConfigError(f"X has {Xa.shape[0]} rows but y has {ya.shape[0]}")
         Z = np.hstack([Xa, ya[:, None]])
         check_within(Z, self._bounds, self._names, "widen x_bounds / y_bounds (policy bounds)")
-        self._check_rows(Z.shape[0])
+        if one_provider:
+            self._check_rows(Z.shape[0])
         return Z
 
     def local_moments(self, X: Any, y: Any) -> np.ndarray:

@@ -101,7 +101,7 @@ def test_regression_record_round_trip_is_exact_on_quantised_rows(data: tuple) ->
     stat = LinearRegressionStats(
         4, [[-5, 5], [0, 100], [-2, 0], [-10, 14]], [-60, 60], "record", max_measurements=400
     )
-    assert stat.field is Field64 and stat.bits == 24
+    assert stat.field is Field64 and stat.bits == 27  # records·(2^b − 1)² < p
     out = stat.decode(*aggregate(stat, split(X, y, 3)))
     Z = stat.dequantise(stat.quantise(X, y))
     step = (stat._bounds[:, 1] - stat._bounds[:, 0]) / (2**stat.bits - 1)
