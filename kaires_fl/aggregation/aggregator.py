@@ -1,0 +1,584 @@
+"""The aggregator of the BFT Prio cothority (protocol.md §5–§6).
+
+Aggregator ``i`` of a job holds, after the key release, the Shamir shares (point i + 1,
+degree t) of every submission's measurements, proofs and mask ``ρ``. It then
+
+1. publishes, in one signed :class:`Published` message, a consistency value
+   ``z_i = ρ_i + rᵀ(meas_i·c_meas + proof_i·c_proof)`` per submission (``r``, ``c`` from the
+   coin) and its verifier shares for every record of the job (one batched FLP ``query``);
+2. locates, from the public z values, the (submission, aggregator) pairs off the degree-t
+   polynomial (:func:`find_disputes`); a flagged aggregator justifies itself by revealing
+   the key it was released for that submission (:class:`Reveal`), which anyone checks
+   against the key commitment in the provider's signed manifest and uses to recompute
+   ``z``: a share that is off the polynomial *as sent* blames the provider (submission
+   rejected), a z that does not match its part blames the aggregator;
+3. opens the verifier shares of the consistent submissions robustly, runs ``decide``
+   (:func:`decide_job`; every honest aggregator computes the same :class:`Decision` from
+   the same public messages), sums ``truncate`` of its accepted shares and seals that
+   share of the aggregate to the consumer.
+
+A revealed key exposes one share of one submission; only a flagged aggregator reveals,
+and for an honest provider only faulty aggregators (≤ t, whose shares the adversary has
+anyway) are flagged, so nothing beyond t shares ever leaks.
+
+:class:`AggregatorJob` is one aggregator's state for one job (pure computation, no I/O);
+the service that moves its messages is :class:`kaires_fl.aggregation.job.AggregatorService`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from kaires_fl.aggregation.submission import (
+    Manifest,
+    PartShares,
+    SealedSubmission,
+    joint_rand_seed,
+    open_part,
+)
+from kaires_fl.arith import sharing
+from kaires_fl.arith.flp import FlpBBCGGI19
+from kaires_fl.crypto import envelope
+from kaires_fl.crypto.sign import H, Identity, is_valid
+from kaires_fl.errors import DecodingError, InvalidSubmission, ProtocolError
+from kaires_fl.ledger.encoding import canonical
+
+PUBLISH_CONTEXT = b"kaires/aggregation/publish"
+REVEAL_CONTEXT = b"kaires/aggregation/reveal"
+RESULT_CONTEXT = b"kaires/aggregation/result"
+
+#: Behaviours of a simulated faulty aggregator ("crash" is the network's business).
+AGGREGATOR_FAULTS = ("crash", "byzantine")
+
+# Rejection reasons (stable codes; the receipt carries them).
+REASON_MISSING = "no_submission"
+REASON_UNOPENABLE = "unopenable_part"
+REASON_INCONSISTENT = "inconsistent_shares"
+REASON_INVALID_MEAS = "invalid_measurement"
+REASON_INVALID_PROOF = "invalid_proof"
+
+
+# ---------------------------------------------------------------------------- job context
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What every aggregator of a job agrees on before verification starts.
+
+    ``submissions`` is the fixed, ordered set recorded by the ``inputs`` transaction;
+    ``aggregators`` the job's Ed25519 keys (aggregator i = Shamir point i + 1);
+    ``providers`` every provider (policy id) included in the job.
+    """
+
+    job: str
+    chain: str
+    flp: FlpBBCGGI19
+    circuit: str
+    n: int
+    t: int
+    aggregators: tuple[str, ...]
+    consumer_key: bytes
+    providers: tuple[str, ...]
+    min_providers: int
+    submissions: tuple[SealedSubmission, ...]
+
+    @cached_property
+    def offsets(self) -> np.ndarray:
+        """Row offsets of each submission in the job's record batch (length S + 1)."""
+        return np.concatenate([[0], np.cumsum([s.manifest.batch for s in self.submissions])])
+
+    @property
+    def rows(self) -> int:
+        return int(self.offsets[-1])
+
+    @cached_property
+    def joint_rands(self) -> np.ndarray:
+        """Per-record joint randomness ``(rows, JOINT_RAND_LEN)`` (Fiat–Shamir per submission)."""
+        flp = self.flp
+        F = flp.field
+        if not flp.JOINT_RAND_LEN:
+            return F.zeros((self.rows, 0))
+        per = [
+            flp.derive_joint_rand(joint_rand_seed(m.job, m.provider, m.circuit, m.meas_parts))
+            for m in (s.manifest for s in self.submissions)
+        ]
+        counts = [s.manifest.batch for s in self.submissions]
+        return np.repeat(np.stack(per), counts, axis=0) if per else F.zeros((0, flp.JOINT_RAND_LEN))
+
+
+@dataclass(frozen=True)
+class Coin:
+    """The job's public coin (threshold VRF output) and what is expanded from it."""
+
+    value: bytes
+
+    def query_rand(self, flp: FlpBBCGGI19) -> np.ndarray:
+        return flp.derive_query_rand(H(b"kaires/aggregation/query-rand", self.value))
+
+    def consistency(self, flp: FlpBBCGGI19) -> tuple[np.ndarray, np.ndarray]:
+        F = flp.field
+        c_meas = F.from_seed(self.value, (flp.MEAS_LEN,), b"kaires/consistency/meas")
+        c_proof = F.from_seed(self.value, (flp.PROOF_LEN,), b"kaires/consistency/proof")
+        return c_meas, c_proof
+
+    def row_coeffs(self, flp: FlpBBCGGI19, manifest: Manifest) -> np.ndarray:
+        return flp.field.from_seed(
+            self.value, (manifest.batch,), b"kaires/consistency/rows" + manifest.hash
+        )
+
+
+def consistency_value(
+    flp: FlpBBCGGI19, coin: Coin, manifest: Manifest, shares: PartShares
+) -> np.ndarray:
+    """``z = ρ + rᵀ(meas·c_meas + proof·c_proof)`` on one party's shares: shape ``(1,)``.
+
+    Linear in the shares, so the z of all parties lie on one degree-t polynomial iff
+    (except with probability ≈ 2/|F| over the coin) every share vector does.
+    """
+    F = flp.field
+    c_meas, c_proof = coin.consistency(flp)
+    per_row = F.add(F.dot(shares.meas, c_meas), F.dot(shares.proof, c_proof))
+    return F.add(shares.rho, F.dot(coin.row_coeffs(flp, manifest), per_row).reshape(1))
+
+
+# ---------------------------------------------------------------------------- messages
+
+
+def _sig_ok(pub_hex: str, context: bytes, body: bytes, sig: bytes) -> bool:
+    return is_valid(bytes.fromhex(pub_hex), context, body, sig)
+
+
+@dataclass(frozen=True)
+class Published:
+    """Aggregator ``i``'s round-1 message: z per submission, verifier shares per record.
+
+    ``unopened`` maps a submission it could not open to the key it was released for it
+    (anyone can check it against the signed commitment and retry the opening).
+    """
+
+    job: str
+    aggregator: int
+    z: np.ndarray  # (S,)
+    verifier: np.ndarray  # (rows, VERIFIER_LEN)
+    unopened: tuple[tuple[int, bytes], ...]
+    signature: bytes = b""
+
+    def body(self) -> bytes:
+        return H(
+            PUBLISH_CONTEXT,
+            self.job.encode(),
+            self.aggregator.to_bytes(4, "little"),
+            np.ascontiguousarray(self.z).tobytes(),
+            np.ascontiguousarray(self.verifier).tobytes(),
+            canonical([[s, k.hex()] for s, k in self.unopened]),
+        )
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """Aggregator ``i``'s justification: its released key for each disputed submission."""
+
+    job: str
+    aggregator: int
+    keys: tuple[tuple[int, bytes], ...]
+    signature: bytes = b""
+
+    def body(self) -> bytes:
+        return H(
+            REVEAL_CONTEXT,
+            self.job.encode(),
+            self.aggregator.to_bytes(4, "little"),
+            canonical([[s, k.hex()] for s, k in self.keys]),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the honest aggregators agree on (the receipt's content but the share hashes)."""
+
+    accepted: tuple[str, ...]
+    rejected: tuple[tuple[str, str], ...]  # (provider, reason code)
+    faulty: tuple[tuple[int, str], ...]  # (aggregator index, reason)
+    num_measurements: int
+    status: str  # "done" | "failed"
+    why: str = ""
+    accepted_subs: tuple[int, ...] = field(default=(), compare=False)
+
+    def to_obj(self, ctx: JobContext) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "accepted": list(self.accepted),
+            "rejected": [p for p, _ in self.rejected],
+            "reasons": {p: r for p, r in self.rejected},
+            "faulty": [ctx.aggregators[i] for i, _ in self.faulty],
+            "faulty_reasons": {ctx.aggregators[i]: r for i, r in self.faulty},
+            "num_measurements": self.num_measurements,
+            "min_providers": ctx.min_providers,
+            "why": self.why,
+        }
+
+
+@dataclass(frozen=True)
+class ResultShare:
+    """Aggregator ``i``'s round-3 message: its decision and the hash of its sealed share."""
+
+    job: str
+    aggregator: int
+    decision: bytes  # canonical Decision.to_obj
+    share_hash: str  # hex hash of the sealed aggregate share ("" when nothing is released)
+    signature: bytes = b""
+
+    def body(self) -> bytes:
+        return H(
+            RESULT_CONTEXT,
+            self.job.encode(),
+            self.aggregator.to_bytes(4, "little"),
+            self.decision,
+            self.share_hash.encode(),
+        )
+
+
+def sealed_share_hash(blob: bytes) -> str:
+    return H(b"kaires/aggregation/sealed-share", blob).hex()
+
+
+def share_aad(job: str, i: int) -> bytes:
+    return H(b"kaires/aggregation/aggregate-share", job.encode(), i.to_bytes(4, "little"))
+
+
+# ---------------------------------------------------------------------------- decisions
+
+
+def _points(F: Any, idx: Sequence[int]) -> np.ndarray:
+    return F.elements([i + 1 for i in idx])
+
+
+def _interpolate_at(
+    F: Any, xs_idx: Sequence[int], ys: np.ndarray, targets: Sequence[int]
+) -> np.ndarray:
+    """Values at parties ``targets`` of the degree-(len(xs)−1) polynomial through ``ys``."""
+    from kaires_fl.arith.poly import lagrange_coefficients
+
+    W = np.stack(
+        [lagrange_coefficients(F, _points(F, xs_idx), _points(F, [j])[0]) for j in targets]
+    )
+    return F.matmul(W, ys)
+
+
+def find_disputes(
+    F: Any, n: int, t: int, z: Mapping[int, np.ndarray], opened: Mapping[int, set[int]], S: int
+) -> tuple[dict[int, set[int]], set[int]]:
+    """Locate z values off the degree-t polynomial of each submission.
+
+    Pre: ``z[i]`` is ``(S,)`` for each present aggregator; ``opened[i]`` the submissions it
+    opened. Post: ``(flagged, undecodable)`` where ``flagged[s]`` is the set of aggregators
+    whose z for submission s is wrong, and ``undecodable`` the submissions whose z values
+    are not within ``(m − t − 1) // 2`` errors of any degree-t polynomial.
+    """
+    flagged: dict[int, set[int]] = {}
+    undecodable: set[int] = set()
+    # Group submissions by the set of aggregators holding a z for them (usually one group).
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for s in range(S):
+        groups.setdefault(tuple(i for i in sorted(z) if s in opened[i]), []).append(s)
+    for parties, subs in groups.items():
+        cols = np.asarray(subs)
+        Z = {i: z[i][cols] for i in parties}
+        try:
+            _, bad = sharing.robust_reconstruct(F, Z, n, t)
+        except DecodingError:
+            bad = None
+        if bad is not None:
+            if not bad:
+                continue
+            good = [i for i in parties if i not in bad][: t + 1]
+            expect = _interpolate_at(F, good, np.stack([Z[i] for i in good]), bad)
+            for k, j in enumerate(bad):
+                for c in np.flatnonzero(expect[k] != Z[j]):
+                    flagged.setdefault(int(cols[c]), set()).add(j)
+            continue
+        # Slow path (several errors in one submission): decode each submission alone.
+        for c, s in enumerate(subs):
+            col = {i: Z[i][c : c + 1] for i in parties}
+            try:
+                _, bad_s = sharing.robust_reconstruct(F, col, n, t)
+            except DecodingError:
+                undecodable.add(s)
+                continue
+            if bad_s:
+                flagged[s] = set(bad_s)
+    return flagged, undecodable
+
+
+def _diagnose(flp: FlpBBCGGI19, verifier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per record: (circuit output zero, gadget checks hold) from opened verifiers."""
+    F = flp.field
+    out_ok = np.ones(verifier.shape[0], dtype=bool)
+    gad_ok = np.ones(verifier.shape[0], dtype=bool)
+    off = 0
+    for _rep in range(flp.proofs):
+        out_ok &= verifier[:, off] == 0
+        off += 1
+        for lay in flp.layouts:
+            L = lay.gadget.ARITY
+            gad_ok &= lay.gadget.eval(F, verifier[:, off : off + L]) == verifier[:, off + L]
+            off += L + 1
+    return out_ok, gad_ok
+
+
+def decide_job(
+    ctx: JobContext,
+    coin: Coin,
+    published: Mapping[int, Published],
+    reveals: Mapping[int, Reveal],
+) -> Decision:
+    """The job's accept/reject decision from the public messages (deterministic).
+
+    Pre: ``published``/``reveals`` hold the messages the coordinator relayed (signatures
+    not yet checked: bad ones count as missing). Post: every aggregator given the same
+    messages returns the same :class:`Decision`. Raises ``ProtocolError`` if more than t
+    aggregators are faulty (the verifier shares cannot be opened).
+    """
+    flp, F, n, t = ctx.flp, ctx.flp.field, ctx.n, ctx.t
+    S = len(ctx.submissions)
+    faulty: dict[int, str] = {}
+    pub: dict[int, Published] = {}
+    for i in range(n):
+        p = published.get(i)
+        if p is None:
+            faulty[i] = "no response"
+        elif (
+            p.job != ctx.job
+            or p.aggregator != i
+            or not _sig_ok(ctx.aggregators[i], PUBLISH_CONTEXT, p.body(), p.signature)
+            or not isinstance(p.z, np.ndarray)
+            or p.z.shape != (S,)
+            or p.verifier.shape != (ctx.rows, flp.VERIFIER_LEN)
+        ):
+            faulty[i] = "malformed or unsigned round-1 message"
+        else:
+            pub[i] = p
+    rejected: dict[int, str] = {}
+    # Unopenable parts: provable against the signed commitment, else the aggregator's fault.
+    opened = {i: set(range(S)) for i in pub}
+    for i, p in pub.items():
+        for s, key in p.unopened:
+            if not 0 <= s < S:
+                faulty[i] = "malformed round-1 message"
+                continue
+            opened[i].discard(s)
+            sub = ctx.submissions[s]
+            try:
+                open_part(flp, sub.manifest, i, key, sub.meas_parts[i], sub.proof_parts[i])
+            except InvalidSubmission as exc:
+                if "commitment" in str(exc):
+                    faulty.setdefault(
+                        i, "claimed an unopenable part with a key that is not the committed one"
+                    )
+                else:
+                    rejected[s] = REASON_UNOPENABLE
+            else:
+                faulty.setdefault(i, "claimed an openable part was unopenable")
+    for i in list(pub):
+        if i in faulty:
+            del pub[i]
+            del opened[i]
+    # Consistency of each submission's sharing (protocol.md §5.2).
+    flagged, undecodable = find_disputes(F, n, t, {i: p.z for i, p in pub.items()}, opened, S)
+    for s in undecodable:
+        rejected.setdefault(s, REASON_INCONSISTENT)
+    rev_keys: dict[int, dict[int, bytes]] = {}
+    for i, r in reveals.items():
+        if (
+            i in pub
+            and r.job == ctx.job
+            and r.aggregator == i
+            and _sig_ok(ctx.aggregators[i], REVEAL_CONTEXT, r.body(), r.signature)
+        ):
+            rev_keys[i] = dict(r.keys)
+    for s, js in sorted(flagged.items()):
+        sub = ctx.submissions[s]
+        for j in sorted(js):
+            key = rev_keys.get(j, {}).get(s)
+            if key is None:
+                faulty.setdefault(j, "did not justify a disputed consistency value")
+                continue
+            try:
+                shares = open_part(flp, sub.manifest, j, key, sub.meas_parts[j], sub.proof_parts[j])
+            except InvalidSubmission:
+                faulty.setdefault(j, "revealed a key that does not open its part")
+                continue
+            z_true = consistency_value(flp, coin, sub.manifest, shares)
+            if bool(np.all(z_true == pub[j].z[s : s + 1])):
+                rejected.setdefault(s, REASON_INCONSISTENT)
+            else:
+                faulty.setdefault(j, "published a wrong consistency value")
+    # FLP verification of the consistent submissions, on shares (protocol.md §5.3).
+    live = [s for s in range(S) if s not in rejected]
+    voters = [i for i in pub if i not in faulty]
+    if live:
+        off = ctx.offsets
+        rows = np.concatenate([np.arange(off[s], off[s + 1]) for s in live])
+        shares = {i: pub[i].verifier[rows] for i in voters}
+        try:
+            verifier, bad = sharing.robust_reconstruct(F, shares, n, t)
+        except DecodingError as exc:
+            raise ProtocolError(
+                f"job {ctx.job[:16]}…: the verifier shares cannot be opened ({exc}); more than "
+                f"t = {ctx.t} aggregators are faulty — rerun the job with a healthy committee"
+            ) from exc
+        for j in bad:
+            faulty.setdefault(j, "published wrong verifier shares")
+        ok = flp.decide(verifier)
+        _, gad_ok = _diagnose(flp, verifier)
+        start = 0
+        for s in live:
+            b = int(off[s + 1] - off[s])
+            if not ok[start : start + b].all():
+                bad_gadget = not gad_ok[start : start + b].all()
+                rejected[s] = REASON_INVALID_PROOF if bad_gadget else REASON_INVALID_MEAS
+            start += b
+    accepted_subs = [s for s in range(S) if s not in rejected]
+    by_prov = {ctx.submissions[s].manifest.provider: s for s in range(S)}
+    rej = {ctx.submissions[s].manifest.provider: r for s, r in rejected.items()}
+    for prov in ctx.providers:
+        if prov not in by_prov:
+            rej[prov] = REASON_MISSING
+    accepted = sorted(ctx.submissions[s].manifest.provider for s in accepted_subs)
+    status, why = "done", ""
+    if len(accepted) < ctx.min_providers:
+        status = "failed"
+        why = (
+            f"{len(accepted)} provider(s) accepted, the policies require at least "
+            f"{ctx.min_providers}: nothing is released and every payment is refunded"
+        )
+    return Decision(
+        accepted=tuple(accepted),
+        rejected=tuple(sorted(rej.items())),
+        faulty=tuple(sorted(faulty.items())),
+        num_measurements=int(sum(ctx.submissions[s].manifest.batch for s in accepted_subs)),
+        status=status,
+        why=why,
+        accepted_subs=tuple(accepted_subs),
+    )
+
+
+# ---------------------------------------------------------------------------- one aggregator
+
+
+class AggregatorJob:
+    """Aggregator ``index``'s computation for one job (no I/O).
+
+    ``behaviour`` = ``"byzantine"`` makes it send wrong values at every step (for the
+    simulation's fault injection); the honest code path is otherwise identical.
+    """
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        index: int,
+        identity: Identity,
+        behaviour: str | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.index = index
+        self.identity = identity
+        self.byzantine = behaviour == "byzantine"
+        self.keys: dict[int, bytes] = {}
+        self.shares: dict[int, PartShares] = {}
+        self.unopened: dict[int, bytes] = {}
+        self.decision: Decision | None = None
+        self.sealed_share: bytes | None = None
+
+    # -- step 4: open the parts with the released keys
+    def open_parts(self, keys: Mapping[int, bytes]) -> None:
+        """Open every submission's part ``index`` with its released key."""
+        ctx, i = self.ctx, self.index
+        for s, sub in enumerate(ctx.submissions):
+            key = keys.get(s)
+            if key is None:
+                raise ProtocolError(
+                    f"aggregator {i} got no key for submission {s} of job {ctx.job[:16]}…; "
+                    "request the key release again"
+                )
+            self.keys[s] = key
+            try:
+                self.shares[s] = open_part(
+                    ctx.flp, sub.manifest, i, key, sub.meas_parts[i], sub.proof_parts[i]
+                )
+            except InvalidSubmission:
+                self.unopened[s] = key
+
+    # -- step 5, round 1
+    def publish(self, coin: Coin) -> Published:
+        """z per submission and verifier shares for all records (one batched query)."""
+        ctx, flp = self.ctx, self.ctx.flp
+        F = flp.field
+        S = len(ctx.submissions)
+        z = F.zeros((S,))
+        meas = F.zeros((ctx.rows, flp.MEAS_LEN))
+        proof = F.zeros((ctx.rows, flp.PROOF_LEN))
+        off = ctx.offsets
+        for s, sh in self.shares.items():
+            z[s] = consistency_value(flp, coin, ctx.submissions[s].manifest, sh)[0]
+            meas[off[s] : off[s + 1]] = sh.meas
+            proof[off[s] : off[s + 1]] = sh.proof
+        if ctx.rows:
+            jr = ctx.joint_rands if flp.JOINT_RAND_LEN else None
+            verifier = flp.query(meas, proof, coin.query_rand(flp), jr)
+        else:
+            verifier = F.zeros((0, flp.VERIFIER_LEN))
+        if self.byzantine:
+            z = F.random(z.shape)
+            verifier = F.random(verifier.shape)
+        msg = Published(ctx.job, self.index, z, verifier, tuple(sorted(self.unopened.items())))
+        return _signed(msg, self.identity, PUBLISH_CONTEXT)
+
+    # -- step 5, round 2
+    def reveal(self, flagged: Mapping[int, set[int]]) -> Reveal:
+        """Keys of the submissions where this aggregator's z was disputed (maybe none)."""
+        mine = sorted(s for s, js in flagged.items() if self.index in js)
+        keys = tuple((s, secrets.token_bytes(32) if self.byzantine else self.keys[s]) for s in mine)
+        return _signed(Reveal(self.ctx.job, self.index, keys), self.identity, REVEAL_CONTEXT)
+
+    # -- step 6
+    def aggregate(self, decision: Decision) -> ResultShare:
+        """Sum truncated accepted shares, seal them to the consumer, report the hash."""
+        ctx, flp = self.ctx, self.ctx.flp
+        F = flp.field
+        self.decision = decision
+        share_hash = ""
+        if decision.status == "done":
+            total = F.zeros((flp.OUTPUT_LEN,))
+            subs = [s for s in decision.accepted_subs if s in self.shares]
+            if subs:
+                meas = np.concatenate([self.shares[s].meas for s in subs])
+                total = F.sum(flp.valid.truncate(meas), axis=0)
+            if self.byzantine:
+                total = F.random(total.shape)
+            self.sealed_share = envelope.seal_to(
+                ctx.consumer_key, F.encode(total), share_aad(ctx.job, self.index)
+            )
+            share_hash = sealed_share_hash(self.sealed_share)
+        obj = decision.to_obj(ctx)
+        if self.byzantine:
+            obj = {**obj, "accepted": [], "status": "failed", "why": "byzantine"}
+        msg = ResultShare(ctx.job, self.index, canonical(obj), share_hash)
+        return _signed(msg, self.identity, RESULT_CONTEXT)
+
+
+def _signed(msg: Any, identity: Identity, context: bytes) -> Any:
+    from dataclasses import replace
+
+    return replace(msg, signature=identity.sign(context, msg.body()))
+
+
+def verify_signed(msg: Any, public_hex: str, context: bytes) -> bool:
+    """Whether ``msg`` (Published / Reveal / ResultShare) is signed by ``public_hex``."""
+    return _sig_ok(public_hex, context, msg.body(), msg.signature)

@@ -1,0 +1,132 @@
+"""The data provider: its data policy on the ledger, and its sealed submission to a job.
+
+A provider owns one DARC-like data policy (id :attr:`Provider.policy_id`) whose ``use`` rule
+names the consumers it grants and whose terms fix the statistics, max jobs, expiry, min
+providers and price (protocol.md §0.4). For a committed job that includes it, it encodes
+its rows with the job's statistic, CALYPSO-writes one fresh key per aggregator (one
+``calypso.write`` transaction) and seals its Shamir shares under those keys
+(:mod:`kaires_fl.aggregation.submission`). Its data never leaves it otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kaires_fl.aggregation.job import circuit_id, flp_for
+from kaires_fl.aggregation.submission import (
+    PROVIDER_FAULTS,
+    SealedSubmission,
+    seal_parts,
+    sign_manifest,
+)
+from kaires_fl.crypto.group import Point
+from kaires_fl.crypto.sign import Identity
+from kaires_fl.errors import ConfigError
+from kaires_fl.ledger.darc import darc_key, data_terms
+from kaires_fl.ledger.tx import Tx
+from kaires_fl.secret_management.contracts import lts_key
+from kaires_fl.secret_management.write import WRITE_KIND, aggregator_slot, make_write
+
+NOBODY = "ed25519:" + "0" * 64
+
+
+def policy_id_for(label: Any) -> str:
+    """The ledger id of provider ``label``'s data policy."""
+    text = re.sub(r"[^A-Za-z0-9_.:/-]", "_", str(label))
+    return f"provider.{text}"[:128]
+
+
+def use_rule(consumers: Sequence[str]) -> str:
+    """A ``use`` rule granting the consumers (hex Ed25519 keys); nobody if empty."""
+    return "|".join(f"ed25519:{c}" for c in consumers) or NOBODY
+
+
+@dataclass
+class Provider:
+    """A data provider: ``label`` (the user's name for it), its identity, an optional fault."""
+
+    label: str
+    identity: Identity
+    fault: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fault is not None and self.fault not in PROVIDER_FAULTS:
+            raise ConfigError(
+                f"unknown provider fault {self.fault!r}; use one of {PROVIDER_FAULTS}"
+            )
+
+    @property
+    def policy_id(self) -> str:
+        return policy_id_for(self.label)
+
+    @property
+    def public(self) -> str:
+        return self.identity.public.hex()
+
+    def policy_payload(
+        self,
+        consumers: Sequence[str],
+        *,
+        price: int = 0,
+        min_providers: int = 1,
+        statistics: Sequence[str] = ("*",),
+        max_jobs: int | None = None,
+        version: int | None = None,
+    ) -> dict[str, Any]:
+        """Payload of ``darc.create`` (``version`` None) or ``darc.evolve`` (a revocation or
+        a change of grants/terms is just a new version)."""
+        p: dict[str, Any] = {
+            "id": self.policy_id,
+            "rules": {"_evolve": f"ed25519:{self.public}", "use": use_rule(consumers)},
+            "terms": data_terms(
+                self.public,
+                statistics=statistics,
+                max_jobs=max_jobs,
+                min_providers=min_providers,
+                price=price,
+            ),
+        }
+        if version is not None:
+            p["version"] = version
+        return p
+
+    def submit(
+        self, ledger: Any, job: Mapping[str, Any], statistic: Any, X: Any, y: Any, lts_id: str
+    ) -> tuple[Tx, SealedSubmission]:
+        """Sealed submission of rows ``(X, y)`` for committed ``job`` (protocol.md §2).
+
+        Returns the signed ``calypso.write`` transaction (to be committed before the inputs
+        close) and the submission (for the coordinator). Raises ``ConfigError`` if the
+        rows exceed the statistic's declared bounds.
+        """
+        flp = flp_for(statistic)
+        meas = statistic.measurements(X, y)
+        n = len(job["aggregators"])
+        t = int(job["params"]["degree"])
+        lts = ledger.get(lts_key(lts_id))
+        policy = ledger.get(darc_key(self.policy_id))
+        X_point = Point.from_bytes(bytes.fromhex(lts["X"]), allow_identity=False)
+        slots = [aggregator_slot(i) for i in range(n)]
+        entry, plain = make_write(
+            X_point, lts_id, self.policy_id, int(policy["version"]), job["id"], slots
+        )
+        tx = ledger.sign(self.identity, WRITE_KIND, entry.to_payload())
+        cid = circuit_id(job["statistic"], job["params"]["statistic"])
+        parts = seal_parts(
+            flp,
+            meas,
+            job=job["id"],
+            provider=self.policy_id,
+            circuit=cid,
+            n=n,
+            t=t,
+            keys=[plain[s] for s in slots],
+            fault=self.fault,
+        )
+        sub = sign_manifest(
+            self.identity, parts, job=job["id"], provider=self.policy_id, circuit=cid, write=tx.id
+        )
+        return tx, sub

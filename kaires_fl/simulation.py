@@ -1,0 +1,463 @@
+"""In-process Kaires committees: every role on one in-memory network, with fault injection.
+
+:class:`LocalCommittee` runs the three cothorities — ``n_ledger`` BFT ledger nodes,
+``n_trustees`` trustees holding a DKG key, ``n_aggregators`` BFT Prio aggregators (Shamir
+degree ``threshold``) — plus the untrusted coordinator, on a
+:class:`~kaires_fl.transport.memory.MemoryNetwork`. The same service code runs as on a
+real network; the network's clock is simulated, so timeouts cost no wall time.
+
+Set-up (genesis, DKG, the LTS on the ledger, balances) happens once per committee;
+providers' policies are created the first time a provider label is seen and reused by
+later jobs. :meth:`LocalCommittee.run_job` runs the whole flow of protocol.md for one
+statistic over ``{provider label: (X, y)}``.
+
+Faults (``faults={"aggregator": {2: "byzantine"}, "provider": {5: "out_of_range"}}``):
+
+- ``"ledger"``: ``"crash"`` (stopped node) or ``"byzantine"`` (equivocating leader,
+  :mod:`kaires_fl.ledger.byzantine`), at most f = (n_ledger − 1) // 3;
+- ``"trustee"``: ``"crash"`` or ``"byzantine"`` (wrong re-encrypted and coin shares), at
+  most the trustees' threshold;
+- ``"aggregator"``: ``"crash"`` or ``"byzantine"`` (wrong values at every step), at most
+  ``threshold``;
+- ``"provider"`` (0-based index in the sorted provider labels of each job):
+  ``"out_of_range"``, ``"inconsistent_shares"``, ``"bad_proof"``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kaires_fl.aggregation.job import AggregatorService, Coordinator
+from kaires_fl.aggregation.submission import PROVIDER_FAULTS
+from kaires_fl.crypto.envelope import EnvelopeKeyPair
+from kaires_fl.crypto.sign import H, Identity
+from kaires_fl.errors import AccessDenied, ConfigError, LedgerError, ProtocolError
+from kaires_fl.ledger.client import LocalLedger
+from kaires_fl.ledger.darc import darc_key
+from kaires_fl.ledger.jobs import job_key
+from kaires_fl.ledger.node import LedgerConfig
+from kaires_fl.roles.consumer import Consumer
+from kaires_fl.roles.provider import Provider, policy_id_for
+from kaires_fl.secret_management.coin import CoinShare
+from kaires_fl.secret_management.committee import TrusteeCommittee
+from kaires_fl.secret_management.contracts import inputs_key
+from kaires_fl.secret_management.evidence import prove_entries
+from kaires_fl.secret_management.trustee import CoinRequest, collect_answers
+from kaires_fl.transport.memory import MemoryNetwork
+
+NODE_FAULTS = ("crash", "byzantine")
+ROLES = ("ledger", "trustee", "aggregator", "provider")
+_LEDGER_BYZANTINE = "equivocate"
+
+
+@dataclass
+class JobResult:
+    """What :meth:`LocalCommittee.run_job` returns.
+
+    ``aggregate`` is ``statistic.decode(...)`` of the reconstructed sum (None if the job
+    failed), ``report`` a dict with ``job``, ``status``, ``accepted`` and ``rejected``
+    (provider label → reason code), ``excluded`` (label → the ledger's reason),
+    ``faulty_aggregators`` (index → reason), ``faulty_trustees``, ``num_measurements``,
+    ``ledger_height``, ``receipt_height``, ``payments`` and ``timings`` (seconds per phase).
+    """
+
+    aggregate: Any
+    report: dict[str, Any]
+    receipt: dict[str, Any] | None = None
+    raw_aggregate: np.ndarray | None = field(default=None, repr=False)
+
+
+def _check_faults(
+    faults: Mapping[str, Mapping[int, str]] | None, sizes: Mapping[str, int]
+) -> dict[str, dict[int, str]]:
+    out: dict[str, dict[int, str]] = {r: {} for r in ROLES}
+    for role, table in (faults or {}).items():
+        if role not in ROLES:
+            raise ConfigError(f"unknown fault role {role!r}; use one of {ROLES}")
+        allowed = PROVIDER_FAULTS if role == "provider" else NODE_FAULTS
+        for idx, behaviour in dict(table).items():
+            if behaviour not in allowed:
+                raise ConfigError(
+                    f"unknown {role} behaviour {behaviour!r} (index {idx}); use one of {allowed}"
+                )
+            if (
+                not isinstance(idx, int | np.integer)
+                or idx < 0
+                or (role in sizes and idx >= sizes[role])
+            ):
+                raise ConfigError(
+                    f"{role} fault index {idx!r} is outside 0..{sizes.get(role, '∞')} − 1"
+                )
+            out[role][int(idx)] = behaviour
+    return out
+
+
+class LocalCommittee:
+    """In-process ledger, trustee and aggregator committees (see the module docstring).
+
+    Parameters
+    ----------
+    n_ledger, n_trustees, n_aggregators:
+        Committee sizes (n_ledger ≥ 3f + 1; n_aggregators ≥ 3·threshold + 1).
+    threshold:
+        Shamir degree t of the aggregators (tolerates t crashed or Byzantine ones).
+    faults:
+        ``{role: {index: behaviour}}`` (module docstring).
+    trustee_threshold:
+        The trustees' threshold (default ``(n_trustees − 1) // 3``, at least 1 if n ≥ 3).
+    price, min_providers:
+        Default terms of the providers' policies created by this committee.
+    consumer_balance:
+        Balance minted for the default consumer at genesis.
+    """
+
+    def __init__(
+        self,
+        n_ledger: int = 4,
+        n_trustees: int = 4,
+        n_aggregators: int = 4,
+        threshold: int = 1,
+        faults: Mapping[str, Mapping[int, str]] | None = None,
+        *,
+        trustee_threshold: int | None = None,
+        price: int = 0,
+        min_providers: int = 1,
+        consumer_balance: int = 10**9,
+        seed: int = 0,
+        round_timeout: float = 2.0,
+    ) -> None:
+        if threshold < 0 or n_aggregators < 3 * threshold + 1:
+            raise ConfigError(
+                f"{n_aggregators} aggregators cannot tolerate threshold t = {threshold}: BFT "
+                f"Prio needs n ≥ 3t + 1 = {3 * threshold + 1}; add aggregators or lower t"
+            )
+        t_T = trustee_threshold if trustee_threshold is not None else max(1, (n_trustees - 1) // 3)
+        if n_trustees < 2 * t_T + 1:
+            raise ConfigError(f"{n_trustees} trustees cannot use threshold {t_T}: need n ≥ 2t + 1")
+        self.faults = _check_faults(
+            faults, {"ledger": n_ledger, "trustee": n_trustees, "aggregator": n_aggregators}
+        )
+        f = (n_ledger - 1) // 3
+        for role, bound in (("ledger", f), ("trustee", t_T), ("aggregator", threshold)):
+            if len(self.faults[role]) > bound:
+                raise ConfigError(
+                    f"{len(self.faults[role])} faulty {role} node(s) exceed the {bound} the "
+                    "committee tolerates; the result would not be guaranteed"
+                )
+        t0 = time.perf_counter()
+        self.n_aggregators, self.threshold = n_aggregators, threshold
+        self.price, self.min_providers = price, min_providers
+        self.network = MemoryNetwork(seed=seed)
+        tag = str(seed).encode()
+        self.bank = Identity.from_seed(H(b"kaires/sim/bank", tag))
+        self.consumer = Consumer(
+            "consumer",
+            Identity.from_seed(H(b"kaires/sim/consumer", tag)),
+            EnvelopeKeyPair.from_seed(H(b"kaires/sim/consumer-x25519", tag)),
+        )
+        self.coordinator_id = Identity.from_seed(H(b"kaires/sim/coordinator", tag))
+        self.ledger = LocalLedger(
+            n_ledger,
+            network=self.network,
+            seed=seed,
+            balances={self.bank.public: 10**15, self.consumer.identity.public: consumer_balance},
+            byzantine={
+                i: _LEDGER_BYZANTINE for i, b in self.faults["ledger"].items() if b == "byzantine"
+            },
+            config=LedgerConfig(view_timeout=0.2),
+        )
+        for i, b in self.faults["ledger"].items():
+            if b == "crash":
+                self.ledger.crash(i)
+        self.client = self.ledger.client("coordinator-ledger")
+        self.trustees = TrusteeCommittee.setup(
+            self.client, n_trustees, t_T, faults=self.faults["trustee"], seed=tag
+        )
+        self.lts_id = self.trustees.lts.id
+        self.aggregator_ids = [
+            Identity.from_seed(H(b"kaires/sim/aggregator", tag, str(i).encode()))
+            for i in range(n_aggregators)
+        ]
+        self.aggregator_keys = [
+            EnvelopeKeyPair.from_seed(H(b"kaires/sim/aggregator-x25519", tag, str(i).encode()))
+            for i in range(n_aggregators)
+        ]
+        self.aggregator_addresses = [f"aggregator-{i}" for i in range(n_aggregators)]
+        self.aggregators: list[AggregatorService] = []
+        for i in range(n_aggregators):
+            b = self.faults["aggregator"].get(i)
+            svc = AggregatorService(
+                i,
+                self.aggregator_ids[i],
+                self.aggregator_keys[i],
+                self.network.endpoint(self.aggregator_addresses[i]),
+                self.ledger.client(f"aggregator-{i}-ledger"),
+                self.trustees.addresses,
+                self.lts_id,
+                behaviour=b,
+            )
+            self.aggregators.append(svc)
+            if b == "crash":
+                self.network.crash(self.aggregator_addresses[i])
+        self.coordinator = Coordinator(
+            self.network.endpoint("coordinator"),
+            self.network,
+            self.client,
+            self.aggregator_addresses,
+            self.trustees.addresses,
+            self.coordinator_id,
+            round_timeout=round_timeout,
+        )
+        self.providers: dict[str, Provider] = {}
+        self.setup_seconds = time.perf_counter() - t0
+
+    # -- parties ---------------------------------------------------------------------------
+    def provider(self, label: Any) -> Provider:
+        """The provider named ``label`` (created with its policy on first use)."""
+        return self.ensure_providers([label])[0]
+
+    def ensure_providers(
+        self, labels: Sequence[Any], grants: Sequence[Consumer] | None = None
+    ) -> list[Provider]:
+        """Providers for ``labels``; new ones get an identity and a data policy granting
+        ``grants`` (default: this committee's consumer), all committed in one block."""
+        new = [str(lb) for lb in labels if str(lb) not in self.providers]
+        txs = []
+        consumers = [c.public for c in (grants or [self.consumer])]
+        for lb in dict.fromkeys(new):
+            p = Provider(lb, Identity.from_seed(H(b"kaires/sim/provider", lb.encode())))
+            self.providers[lb] = p
+            txs.append(
+                self.client.sign(
+                    p.identity,
+                    "darc.create",
+                    p.policy_payload(consumers, price=self.price, min_providers=self.min_providers),
+                )
+            )
+        self._commit(txs)
+        return [self.providers[str(lb)] for lb in labels]
+
+    def set_policy(
+        self,
+        label: Any,
+        consumers: Sequence[Consumer] | None = None,
+        *,
+        price: int | None = None,
+        min_providers: int | None = None,
+        max_jobs: int | None = None,
+    ) -> None:
+        """Evolve provider ``label``'s policy: grant exactly ``consumers`` (default: this
+        committee's consumer), with new terms. ``consumers=[]`` revokes every grant."""
+        p = self.provider(label)
+        cur = self.client.get(darc_key(p.policy_id))
+        terms = cur["terms"]
+        cs = [c.public for c in (self.consumer_list(consumers))]
+        payload = p.policy_payload(
+            cs,
+            price=terms["price"] if price is None else price,
+            min_providers=terms["min_providers"] if min_providers is None else min_providers,
+            max_jobs=max_jobs,
+            version=cur["version"] + 1,
+        )
+        self.client.execute(p.identity, "darc.evolve", payload)
+
+    def revoke(self, label: Any) -> None:
+        """Revoke every grant of provider ``label`` (later jobs exclude it)."""
+        self.set_policy(label, [])
+
+    def consumer_list(self, consumers: Sequence[Consumer] | None) -> list[Consumer]:
+        return [self.consumer] if consumers is None else list(consumers)
+
+    def new_consumer(self, name: str, balance: int = 0) -> Consumer:
+        """A further consumer (no grant yet), funded with ``balance`` by the committee's bank."""
+        c = Consumer(name, Identity.from_seed(H(b"kaires/sim/consumer", name.encode())))
+        if balance:
+            self.client.execute(self.bank, "coin.transfer", {"to": c.public, "amount": balance})
+        return c
+
+    def balance(self, who: Consumer | Provider | str) -> int:
+        pub = who if isinstance(who, str) else who.public
+        return self.client.balance(pub)
+
+    def _commit(self, txs: Sequence[Any]) -> list[Any]:
+        if not txs:
+            return []
+        self.client.submit_many(txs)
+        out = self.client.wait([t.id for t in txs], proof=False)
+        for tx, c in zip(txs, out, strict=True):
+            if not c.result.ok:
+                raise LedgerError(f"{tx.kind} refused by the ledger: {c.result.reason}")
+        return out
+
+    # -- one job ---------------------------------------------------------------------------
+    def run_job(
+        self,
+        statistic: Any,
+        data: Mapping[Any, tuple[Any, Any]],
+        consumer: Consumer | None = None,
+        progress: bool = False,
+    ) -> JobResult:
+        """Run the whole Kaires flow for ``statistic`` over ``{provider label: (X, y)}``.
+
+        Returns a :class:`JobResult`. Raises ``AccessDenied`` if the ledger refuses the
+        job because the providers' policies do not allow it (no grant, revoked, expired,
+        too few providers), ``LedgerError`` for other refusals (e.g. a consumer without
+        the balance for the prices), ``ProtocolError`` if more parties fail than the
+        committees tolerate.
+        """
+        consumer = consumer or self.consumer
+        timings: dict[str, float] = {}
+        clock = time.perf_counter()
+        bar = _Progress(progress)
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[name] = timings.get(name, 0.0) + now - clock
+            clock = now
+            bar.step(name)
+
+        labels = sorted((str(k) for k in data), key=str)
+        if not labels:
+            raise ConfigError("run_job needs data from at least one provider")
+        by_label = {str(k): v for k, v in data.items()}
+        providers = self.ensure_providers(labels)
+        for j, p in enumerate(providers):
+            p.fault = self.faults["provider"].get(j)
+        lap("providers")
+        # 1. job request
+        payload = consumer.job_payload(
+            statistic,
+            [p.policy_id for p in providers],
+            [a.public.hex() for a in self.aggregator_ids],
+            [k.public.hex() for k in self.aggregator_keys],
+            self.threshold,
+            min_providers=self.min_providers,
+        )
+        tx = self.client.sign(consumer.identity, "job.create", payload)
+        self.coordinator.note("relay-tx", tx)
+        try:
+            self._commit([tx])
+        except LedgerError as exc:
+            if "balance" in str(exc):
+                raise
+            raise AccessDenied(
+                f"the ledger refused the job: {exc}. Ask the providers for a grant (their "
+                "'use' rule) or name providers whose policies allow this statistic"
+            ) from exc
+        job_id = tx.id
+        job = self.client.get(job_key(job_id))
+        label_of = {p.policy_id: p.label for p in providers}
+        lap("job")
+        # 2. sealed submissions (one block of writes)
+        subs, writes = [], []
+        for pid in job["providers"]:
+            X, y = by_label[label_of[pid]]
+            wtx, sub = self.providers[label_of[pid]].submit(
+                self.client, job, statistic, X, y, self.lts_id
+            )
+            writes.append(wtx)
+            subs.append(sub)
+        lap("seal")
+        for wtx in writes:
+            self.coordinator.note("relay-tx", wtx)
+        for s in subs:
+            self.coordinator.note("submission", s)
+        self._commit(writes)
+        lap("write")
+        # 3. inputs closed
+        itx = self.client.sign(
+            consumer.identity, "calypso.inputs", consumer.inputs_payload(job_id, subs)
+        )
+        self.coordinator.note("relay-tx", itx)
+        self._commit([itx])
+        lap("inputs")
+        # 4–6. key release, verification, aggregation, receipt
+        out = self.coordinator.run(
+            job_id, job["aggregators"], subs, lambda: self._coin_shares(job_id)
+        )
+        for k, v in out["timings"].items():
+            timings[k] = timings.get(k, 0.0) + v
+        clock = time.perf_counter()
+        receipt = out["receipt"]
+        r = receipt["receipt"]
+        # 7. result
+        aggregate = raw = None
+        bad: list[int] = []
+        if r["status"] == "done":
+            raw, bad = consumer.open_result(job, receipt, out["shares"], statistic)
+            aggregate = statistic.decode(raw, int(r["num_measurements"]))
+        lap("result")
+        bar.close()
+        index = {k: i for i, k in enumerate(job["aggregators"])}
+        faulty: dict[int, str] = {index[k]: v for k, v in r.get("faulty_reasons", {}).items()}
+        for i, why in out["failures"].items():
+            faulty.setdefault(i, why)
+        for i in range(self.n_aggregators):
+            if i not in out["results"]:
+                faulty.setdefault(i, "no result")
+        for i in bad:
+            faulty.setdefault(i, "wrong or missing aggregate share")
+        report = {
+            "job": job_id,
+            "status": r["status"],
+            "why": r.get("why", ""),
+            "accepted": [label_of[p] for p in r["accepted"]],
+            "rejected": {label_of[p]: r["reasons"].get(p, "rejected") for p in r["rejected"]},
+            "excluded": {label_of.get(p, p): why for p, why in job["excluded"].items()},
+            "faulty_aggregators": dict(sorted(faulty.items())),
+            "num_measurements": int(r["num_measurements"]),
+            "ledger_height": self.client.height,
+            "job_height": int(job["height"]),
+            "receipt_height": int(receipt["height"]),
+            "payments": dict(receipt.get("paid", {})),
+            "timings": timings,
+        }
+        return JobResult(aggregate, report, receipt, raw)
+
+    def _coin_shares(self, job_id: str) -> dict[int, CoinShare | None]:
+        ev = prove_entries(self.client, [job_key(job_id), inputs_key(job_id)])
+        req = CoinRequest(self.lts_id, job_id, ev)
+        self.coordinator.note("coin-request", req)
+        ans = collect_answers(
+            self.network, self.network.endpoint("coordinator-coin"), self.trustees.addresses, req
+        )
+        self.coordinator.note("coin-answers", ans)
+        return {j: a if isinstance(a, CoinShare) else None for j, a in ans.items()}
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+class _Progress:
+    """A tqdm bar over the job's phases when asked for (quiet otherwise)."""
+
+    PHASES = 9
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=self.PHASES, desc="kaires job", leave=False)
+            except ImportError:  # pragma: no cover - tqdm is a dependency
+                self.bar = None
+
+    def step(self, name: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+__all__ = ["JobResult", "LocalCommittee", "policy_id_for"]
+_ = ProtocolError
