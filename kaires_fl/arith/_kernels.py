@@ -90,6 +90,7 @@ def powmod(x: np.uint64, e: np.uint64) -> np.uint64:
 
 
 # ---------------------------------------------------------------- elementwise kernels
+# Scalars are passed as 1-element arrays: numba dispatches arrays faster than numpy scalars.
 
 
 @njit(cache=True)
@@ -99,7 +100,8 @@ def add_vv(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def add_vs(a: np.ndarray, b: np.uint64, out: np.ndarray) -> None:
+def add_vs(a: np.ndarray, b1: np.ndarray, out: np.ndarray) -> None:
+    b = b1[0]
     for i in range(a.shape[0]):
         out[i] = addmod(a[i], b)
 
@@ -111,13 +113,15 @@ def sub_vv(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def sub_vs(a: np.ndarray, b: np.uint64, out: np.ndarray) -> None:
+def sub_vs(a: np.ndarray, b1: np.ndarray, out: np.ndarray) -> None:
+    b = b1[0]
     for i in range(a.shape[0]):
         out[i] = submod(a[i], b)
 
 
 @njit(cache=True)
-def sub_sv(a: np.uint64, b: np.ndarray, out: np.ndarray) -> None:
+def sub_sv(a1: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    a = a1[0]
     for i in range(b.shape[0]):
         out[i] = submod(a, b[i])
 
@@ -135,13 +139,15 @@ def mul_vv(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(cache=True)
-def mul_vs(a: np.ndarray, b: np.uint64, out: np.ndarray) -> None:
+def mul_vs(a: np.ndarray, b1: np.ndarray, out: np.ndarray) -> None:
+    b = b1[0]
     for i in range(a.shape[0]):
         out[i] = mulmod(a[i], b)
 
 
 @njit(cache=True)
-def pow_vs(a: np.ndarray, e: np.uint64, out: np.ndarray) -> None:
+def pow_vs(a: np.ndarray, e1: np.ndarray, out: np.ndarray) -> None:
+    e = e1[0]
     for i in range(a.shape[0]):
         out[i] = powmod(a[i], e)
 

@@ -35,6 +35,16 @@ Shape = int | tuple[int, ...] | Sequence[int]
 _XOF_DST = b"kaires-fl/field/from_seed/v1"
 
 
+_U64 = np.dtype(np.uint64)
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    """1-D C-contiguous view (or copy) of x; free for 1-D contiguous arrays."""
+    if x.flags.c_contiguous:
+        return x if x.ndim == 1 else x.reshape(-1)  # a view: writes to it reach x
+    return np.ascontiguousarray(x).reshape(-1)
+
+
 def _shape(shape: Shape) -> tuple[int, ...]:
     if isinstance(shape, int | np.integer):
         return (int(shape),)
@@ -314,6 +324,10 @@ class Field64(PrimeField):
     @classmethod
     def elements(cls, values: Any) -> np.ndarray:
         p = cls.MODULUS
+        if type(values) is int:
+            return np.array(values % p, dtype=_U64)
+        if type(values) is np.uint64:
+            return np.array(int(values) % p, dtype=_U64)
         if isinstance(values, np.ndarray | np.generic):
             arr = np.asarray(values)
             if arr.dtype == np.uint64:
@@ -341,37 +355,36 @@ class Field64(PrimeField):
 
     @classmethod
     def _binary(cls, kvv: Any, kvs: Any, ksv: Any, a: Any, b: Any) -> np.ndarray:
-        a = cls._arr(a)
-        b = cls._arr(b)
-        if a.shape == b.shape:
-            out = np.empty(a.shape, np.uint64)
-            kvv(
-                np.ascontiguousarray(a).reshape(-1),
-                np.ascontiguousarray(b).reshape(-1),
-                out.reshape(-1),
-            )
+        # Hot path: avoid every avoidable numpy call (small arrays are dominated by overhead).
+        if type(a) is not np.ndarray or a.dtype != _U64:
+            a = cls.elements(a)
+        if type(b) is not np.ndarray or b.dtype != _U64:
+            b = cls.elements(b)
+        sa, sb = a.shape, b.shape
+        if sa == sb:
+            out = np.empty(sa, _U64)
+            kvv(_flat(a), _flat(b), _flat(out))
             return out
-        shape = np.broadcast_shapes(a.shape, b.shape)
-        if b.size == 1 and shape == a.shape:
-            out = np.empty(shape, np.uint64)
-            kvs(np.ascontiguousarray(a).reshape(-1), b.reshape(-1)[0], out.reshape(-1))
-            return out
-        if a.size == 1 and shape == b.shape and ksv is not None:
-            out = np.empty(shape, np.uint64)
-            ksv(a.reshape(-1)[0], np.ascontiguousarray(b).reshape(-1), out.reshape(-1))
-            return out
+        if b.ndim == 0 or (b.size == 1 and b.ndim <= a.ndim):
+            shape = np.broadcast_shapes(sa, sb) if b.ndim else sa
+            if shape == sa:
+                out = np.empty(sa, _U64)
+                kvs(_flat(a), b.reshape(1), _flat(out))
+                return out
+        if ksv is not None and (a.ndim == 0 or (a.size == 1 and a.ndim <= b.ndim)):
+            shape = np.broadcast_shapes(sa, sb) if a.ndim else sb
+            if shape == sb:
+                out = np.empty(sb, _U64)
+                ksv(a.reshape(1), _flat(b), _flat(out))
+                return out
         a2, b2 = np.broadcast_arrays(a, b)
-        out = np.empty(shape, np.uint64)
-        kvv(
-            np.ascontiguousarray(a2).reshape(-1),
-            np.ascontiguousarray(b2).reshape(-1),
-            out.reshape(-1),
-        )
+        out = np.empty(a2.shape, _U64)
+        kvv(np.ascontiguousarray(a2).reshape(-1), np.ascontiguousarray(b2).reshape(-1), _flat(out))
         return out
 
     @classmethod
     def add(cls, a: Any, b: Any) -> np.ndarray:
-        return cls._binary(kern.add_vv, kern.add_vs, _swap(kern.add_vs), a, b)
+        return cls._binary(kern.add_vv, kern.add_vs, _ADD_SV, a, b)
 
     @classmethod
     def sub(cls, a: Any, b: Any) -> np.ndarray:
@@ -379,13 +392,13 @@ class Field64(PrimeField):
 
     @classmethod
     def mul(cls, a: Any, b: Any) -> np.ndarray:
-        return cls._binary(kern.mul_vv, kern.mul_vs, _swap(kern.mul_vs), a, b)
+        return cls._binary(kern.mul_vv, kern.mul_vs, _MUL_SV, a, b)
 
     @classmethod
     def neg(cls, a: Any) -> np.ndarray:
         a = cls._arr(a)
-        out = np.empty(a.shape, np.uint64)
-        kern.neg_v(np.ascontiguousarray(a).reshape(-1), out.reshape(-1))
+        out = np.empty(a.shape, _U64)
+        kern.neg_v(_flat(a), _flat(out))
         return out
 
     @classmethod
@@ -403,11 +416,21 @@ class Field64(PrimeField):
     @classmethod
     def _pow_nonneg(cls, a: np.ndarray, e: int) -> np.ndarray:
         out = np.empty(a.shape, np.uint64)
-        kern.pow_vs(np.ascontiguousarray(a).reshape(-1), np.uint64(e), out.reshape(-1))
+        kern.pow_vs(_flat(a), np.array([e], _U64), _flat(out))
         return out
 
     @classmethod
     def _rows(cls, kernel: Any, a: np.ndarray, axis: int | tuple[int, ...] | None) -> np.ndarray:
+        if a.flags.c_contiguous and a.ndim >= 1:
+            # Fast paths: reducing everything, or the last axis, needs no transpose.
+            if axis is None or (a.ndim == 1 and axis in (0, -1)):
+                out = np.empty((), _U64)
+                kernel(a.reshape(1, -1), out.reshape(1))
+                return out
+            if axis == -1 or axis == a.ndim - 1:
+                out = np.empty(a.shape[:-1], _U64)
+                kernel(a.reshape(math.prod(a.shape[:-1]), a.shape[-1]), out.reshape(-1))
+                return out
         if axis is None:
             axes = tuple(range(a.ndim))
         elif isinstance(axis, int | np.integer):
@@ -471,10 +494,14 @@ class Field64(PrimeField):
 def _swap(kvs: Any) -> Any:
     """Scalar-first variant of a commutative vector-scalar kernel."""
 
-    def ksv(s: np.uint64, b: np.ndarray, out: np.ndarray) -> None:
+    def ksv(s: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         kvs(b, s, out)
 
     return ksv
+
+
+_ADD_SV = _swap(kern.add_vs)
+_MUL_SV = _swap(kern.mul_vs)
 
 
 _P128 = 2**66 * 4611686018427387897 + 1

@@ -40,9 +40,19 @@ def _bitrev(n: int) -> np.ndarray:
     return rev
 
 
-@lru_cache(maxsize=128)
+_TWIDDLES: dict[tuple[Field, int, bool], np.ndarray] = {}
+
+
 def _twiddles(F: Field, n: int, inverse: bool) -> np.ndarray:
-    """w^k for k < n/2, w the principal n-th root (inverted for the inverse NTT)."""
+    """w^k for k < n/2, w the principal n-th root (inverted for the inverse NTT); cached."""
+    key = (F, n, inverse)
+    tw = _TWIDDLES.get(key)
+    if tw is None:
+        tw = _TWIDDLES[key] = _compute_twiddles(F, n, inverse)
+    return tw
+
+
+def _compute_twiddles(F: Field, n: int, inverse: bool) -> np.ndarray:
     w = F.root_of_unity(n)
     if inverse:
         w = F.inv(w)
