@@ -112,6 +112,13 @@ class _KairesLinearModel(RegressorMixin, BaseEstimator):
     """Shared fit/predict of the Kaires linear models (see the module docstring)."""
 
     _alpha: float = 0.0
+    n_providers: int
+    committee: Any
+    granularity: str
+    fit_intercept: bool
+    bounds: Any
+    frac_bits: int | None
+    progress: bool
 
     def _statistic(
         self, X: np.ndarray, y: np.ndarray, groups: list[np.ndarray]
@@ -163,6 +170,14 @@ class _KairesLinearModel(RegressorMixin, BaseEstimator):
         data = {lab: (X[g], y[g]) for lab, g in zip(labels, groups, strict=True)}
         committee = self.committee if self.committee is not None else _default_committee()
         result = committee.run_job(stat, data, progress=self.progress)
+        if result.aggregate is None:
+            rep = result.report
+            raise ProtocolError(
+                f"the Kaires job {str(rep.get('job', ''))[:16]}… released no result "
+                f"({rep.get('status')}: {rep.get('why') or 'see the report'}); rejected "
+                f"providers: {rep.get('rejected')}. Fewer providers were accepted than the "
+                "policies' minimum, or the committee failed"
+            )
         coef, intercept = solve_normal_equations(result.aggregate, self.fit_intercept, alpha)
         self.coef_ = coef
         self.intercept_ = intercept
@@ -170,6 +185,18 @@ class _KairesLinearModel(RegressorMixin, BaseEstimator):
         self.kaires_statistic_ = stat.spec()
         self.n_providers_ = len(labels)
         return self
+
+    def __sklearn_clone__(self) -> Any:
+        # A committee is a running service, not a hyper-parameter: clones share it (sklearn
+        # would otherwise deep-copy it, databases and all).
+        committee = self.committee
+        try:
+            self.committee = None
+            new = super().__sklearn_clone__()
+        finally:
+            self.committee = committee
+        new.committee = committee
+        return new
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions X·coef_ + intercept_."""

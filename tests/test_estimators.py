@@ -132,6 +132,8 @@ def test_sklearn_conventions_without_fitting() -> None:
         assert est.set_params(n_providers=7) is est and est.n_providers == 7
         with pytest.raises(NotFittedError):
             est.predict(np.zeros((2, 3)))
+    shared = object()  # a committee is a running service: clones share it, never copy it
+    assert clone(KairesRidge(committee=shared, alpha=3.0)).committee is shared
     assert KairesRidge().alpha == 1.0
     assert KairesLinearRegression().n_providers == 10
 
