@@ -1,0 +1,140 @@
+"""The secret-management cothority: CALYPSO's Long-Term Secrets on the Kaires ledger.
+
+A committee of n trustees (threshold t + 1, n ≥ 2t + 1) holds a collective key X from a
+DKG (:mod:`.dkg`, Gennaro et al.'s Pedersen/Feldman DKG with complaints; bad dealers are
+excluded and named). Providers CALYPSO-write per-aggregator keys to X, bound to their
+policy and the job (:mod:`.write`); the ledger checks the write proof on commit
+(:mod:`.contracts`). A reader named by a committed job commits a read, and **every**
+trustee checks the ledger evidence itself before re-encrypting its share to the reader's
+key with a DLEQ proof (:mod:`.trustee`); the reader verifies each share, names the bad
+trustees and combines any t + 1 (:mod:`.release`). The trustees also run a threshold VRF
+giving each job a coin once its inputs are closed (:mod:`.coin`).
+
+Public API (what the aggregation, provider and consumer roles call)
+-------------------------------------------------------------------
+Importing this package registers the ledger contracts ``calypso.lts``, ``calypso.write``,
+``calypso.inputs`` and ``calypso.read`` in the ledger's default registry. ``client`` is a
+:class:`kaires_fl.ledger.LedgerClient`; trustees run on ``client.network``::
+
+    committee = TrusteeCommittee.setup(client, n=4, t=1, *, faults=None, dkg_faults=None,
+                                       name="trustee", seed=b"")      # DKG + LTS + nodes
+    committee.lts                     # LtsInfo(id, t, X, public_shares, trustees)
+    committee.dkg_faulty              # {trustee: reason} named by the DKG
+
+    # the job must name aggregator i's X25519 key: job_payload(..., params={
+    #     "aggregator_keys": [hex X25519 public key per aggregator], ...})
+    # (the consumer's key is the job's consumer_key)
+
+    # provider (step 2.3): one write carries every aggregator's key
+    write_id, keys = provider_write(client, provider: Identity, committee.lts,
+                                    policy: str, job_id: str,
+                                    [aggregator_slot(i) for i in range(n_aggs)])
+    # keys: {"aggregator:<i>": 32-byte key}; write_id goes in the manifest
+
+    # coordinator / consumer / an aggregator (step 3): inputs closed
+    root = close_inputs(client, signer: Identity, job_id, manifests: [hex], writes: [ids])
+
+    # aggregator i (step 4): one batched release for all its keys
+    res = committee.release(client, reader: Identity, reader_key: EnvelopeKeyPair,
+                            job_id, aggregator_slot(i), write_ids, *, timeout=1.0)
+    res.keys[write_id] -> bytes ; res.faulty -> {trustee: reason} ; res.refused
+
+    # coin (step 5.1)
+    seed, faulty = committee.coin(client, job_id, *, timeout=1.0)   # 32-byte seed
+
+Errors: :class:`~kaires_fl.errors.LedgerError` when the ledger refuses a write or read
+(the reason says which check failed), :class:`~kaires_fl.errors.AccessDenied` when the
+trustees refuse, :class:`~kaires_fl.errors.ProtocolError` when fewer than t + 1 valid
+shares arrive, :class:`~kaires_fl.errors.InvalidProof` for forged evidence or proofs.
+
+Lower level: :func:`run_dkg` / :func:`make_participants` (DKG), :func:`make_write` /
+:func:`verify_write`, :func:`read_payload`, :func:`combine_release`, :class:`Trustee`
+(``release(ReleaseRequest)``, ``coin(CoinRequest)``), :func:`combine_coin`,
+:func:`prove_entries` (ledger evidence).
+"""
+
+from __future__ import annotations
+
+from kaires_fl.secret_management import contracts as contracts  # registers the contracts
+from kaires_fl.secret_management.coin import CoinShare, coin_share, combine_coin
+from kaires_fl.secret_management.committee import TrusteeCommittee, close_inputs, provider_write
+from kaires_fl.secret_management.contracts import (
+    INPUTS_KIND,
+    LTS_KIND,
+    READ_KIND,
+    WRITE_KIND,
+    check_read,
+    inputs_key,
+    inputs_root,
+    lts_key,
+    read_key,
+    write_key,
+)
+from kaires_fl.secret_management.dkg import DkgResult, make_participants, run_dkg
+from kaires_fl.secret_management.evidence import StateEvidence, prove_entries
+from kaires_fl.secret_management.release import (
+    LtsInfo,
+    Refusal,
+    ReleaseRequest,
+    ReleaseResponse,
+    ReleaseResult,
+    combine_release,
+    evidence_keys,
+    read_payload,
+)
+from kaires_fl.secret_management.trustee import (
+    TRUSTEE_BEHAVIOURS,
+    CoinRequest,
+    Trustee,
+    TrusteeNode,
+    lts_payload,
+    make_trustee,
+)
+from kaires_fl.secret_management.write import (
+    WriteEntry,
+    aggregator_slot,
+    make_write,
+    verify_write,
+)
+
+__all__ = [
+    "INPUTS_KIND",
+    "LTS_KIND",
+    "READ_KIND",
+    "TRUSTEE_BEHAVIOURS",
+    "WRITE_KIND",
+    "CoinRequest",
+    "CoinShare",
+    "DkgResult",
+    "LtsInfo",
+    "Refusal",
+    "ReleaseRequest",
+    "ReleaseResponse",
+    "ReleaseResult",
+    "StateEvidence",
+    "Trustee",
+    "TrusteeCommittee",
+    "TrusteeNode",
+    "WriteEntry",
+    "aggregator_slot",
+    "check_read",
+    "close_inputs",
+    "coin_share",
+    "combine_coin",
+    "combine_release",
+    "evidence_keys",
+    "inputs_key",
+    "inputs_root",
+    "lts_key",
+    "lts_payload",
+    "make_participants",
+    "make_trustee",
+    "make_write",
+    "prove_entries",
+    "provider_write",
+    "read_key",
+    "read_payload",
+    "run_dkg",
+    "verify_write",
+    "write_key",
+]

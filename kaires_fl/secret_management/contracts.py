@@ -1,0 +1,367 @@
+"""The secret-management cothority's ledger contracts (registered on import).
+
+State entries (all values JSON, bytes as lowercase hex):
+
+``calypso/lts/<id>`` — ``calypso.lts``: the trustees' collective key after a DKG::
+
+    {"id", "n", "t", "X", "shares": [X_0 … X_{n-1}], "trustees": [Ed25519 key …],
+     "transcript", "height"}
+
+  The transaction must be co-signed by at least n − t of the listed trustees (each
+  signs only if its own DKG ended with the same X and X_j) and by nobody else.
+
+``calypso/write/<id>`` — ``calypso.write`` (:mod:`.write`): a provider's keys::
+
+    {"lts", "policy", "version", "job", "keys": [[slot, ciphertext hex] …],
+     "signers", "height"}
+
+  Checked on commit: the LTS exists; the policy exists, its version is the current one
+  and its signers satisfy its ``calypso.write`` rule (``_evolve`` if it has none); every
+  write proof verifies for its label (so a ciphertext moved from another policy, job or
+  slot is refused); for a job-bound write, the job is committed, includes the policy and
+  each slot names one of its readers.
+
+``calypso/inputs/<job>`` — ``calypso.inputs``: inputs closed (protocol step 3)::
+
+    {"job", "manifests": [hex …], "writes": [write id …], "root", "height"}
+
+  Signed by the job's consumer or one of its aggregators, once per job; ``root`` is
+  :func:`inputs_root` (the coin is evaluated on it).
+
+``calypso/read/<id>`` — ``calypso.read``: a reader's request for keys, the record of the
+release (nothing is released without it)::
+
+    {"job", "slot", "recipient", "writes": [write id …], "reader", "height"}
+
+  Signed by the reader the job names for ``slot`` (aggregator i's Ed25519 key, or the
+  consumer); ``recipient`` must be the X25519 key the job names for that reader; the
+  checks of :func:`check_read` must pass (the trustees repeat them on their own).
+
+Reader keys: the consumer's is the job's ``consumer_key``; aggregator i's is
+``job["params"]["aggregator_keys"][i]`` (X25519, hex) — the job must name them there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from kaires_fl.crypto.group import Point
+from kaires_fl.crypto.sign import H
+from kaires_fl.errors import AccessDenied, EncodingError, InvalidProof, LedgerError
+from kaires_fl.ledger.contracts import TxEnv, register_contract
+from kaires_fl.ledger.darc import check_rule, darc_key
+from kaires_fl.ledger.encoding import hex_bytes
+from kaires_fl.ledger.jobs import job_key
+from kaires_fl.ledger.state import StateView
+from kaires_fl.ledger.tx import Tx
+from kaires_fl.secret_management.write import WRITE_KIND, WriteEntry, check_slot, verify_write
+
+__all__ = [
+    "INPUTS_KIND",
+    "LTS_KIND",
+    "READ_KIND",
+    "WRITE_KIND",
+    "check_read",
+    "inputs_key",
+    "inputs_root",
+    "job_reader",
+    "lts_key",
+    "read_key",
+    "write_key",
+]
+
+LTS_KIND = "calypso.lts"
+INPUTS_KIND = "calypso.inputs"
+READ_KIND = "calypso.read"
+_HEX32 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def lts_key(lts_id: str) -> str:
+    return f"calypso/lts/{lts_id}"
+
+
+def write_key(write_id: str) -> str:
+    return f"calypso/write/{write_id}"
+
+
+def inputs_key(job_id: str) -> str:
+    return f"calypso/inputs/{job_id}"
+
+
+def read_key(read_id: str) -> str:
+    return f"calypso/read/{read_id}"
+
+
+def inputs_root(job_id: str, manifests: Sequence[str], writes: Sequence[str]) -> str:
+    """Hex digest fixing a job's submission set (order-independent)."""
+    return H(
+        b"kaires-fl/calypso/inputs-root/v1",
+        job_id.encode(),
+        *(bytes.fromhex(m) for m in sorted(manifests)),
+        b"|",
+        *(w.encode() for w in sorted(writes)),
+    ).hex()
+
+
+def _point(value: Any, what: str) -> Point:
+    return Point.from_bytes(hex_bytes(value, 32, what), allow_identity=False)
+
+
+def job_reader(job: Mapping[str, Any], slot: str) -> tuple[str, str]:
+    """(Ed25519 signer, X25519 recipient key) the job names for ``slot`` (both hex).
+
+    Raises
+    ------
+    AccessDenied
+        if the job has no such reader or names no key for it.
+    """
+    check_slot(slot)
+    if slot == "consumer":
+        return job["consumer"], job["consumer_key"]
+    i = int(slot.split(":")[1])
+    aggs = job["aggregators"]
+    keys = (job.get("params") or {}).get("aggregator_keys")
+    if i >= len(aggs):
+        raise AccessDenied(
+            f"job {job['id'][:16]}… has {len(aggs)} aggregators, there is no slot {slot!r}"
+        )
+    if not isinstance(keys, list) or len(keys) != len(aggs) or not isinstance(keys[i], str):
+        raise AccessDenied(
+            f"job {job['id'][:16]}… names no X25519 key for {slot!r}: the consumer must put "
+            "params['aggregator_keys'] (one hex key per aggregator) in the job"
+        )
+    return aggs[i], keys[i]
+
+
+# --- checks shared by the contracts and the trustees ---------------------------------------
+
+
+def check_write_for_job(
+    write_id: str, write: Mapping[str, Any], job: Mapping[str, Any], slot: str | None, lts_id: str
+) -> None:
+    """Raise AccessDenied unless ``job`` may read ``slot`` of ``write`` (see :func:`check_read`).
+
+    ``slot=None`` checks the write as a whole (used when the inputs are closed).
+    """
+    w = write_id[:16]
+    if write["lts"] != lts_id:
+        raise AccessDenied(f"write {w}… is under LTS {write['lts'][:16]}…, not {lts_id[:16]}…")
+    if write["job"] not in ("", job["id"]):
+        raise AccessDenied(
+            f"write {w}… was made for job {write['job'][:16]}…, not for job {job['id'][:16]}…"
+        )
+    policy = write["policy"]
+    if policy not in job["providers"]:
+        why = job.get("excluded", {}).get(policy, "it was not named")
+        raise AccessDenied(
+            f"write {w}… belongs to provider {policy!r}, which job {job['id'][:16]}… does not "
+            f"include ({why}); no key is released for it"
+        )
+    allowed = job["escrow"][policy]["version"]
+    if write["version"] > allowed:
+        raise AccessDenied(
+            f"write {w}… was made under policy {policy!r} v{write['version']}, after job "
+            f"{job['id'][:16]}… was authorised under v{allowed} (a policy change, e.g. a "
+            "revocation, came in between); commit a new job"
+        )
+    if slot is not None and slot not in {s for s, _ in write["keys"]}:
+        raise AccessDenied(f"write {w}… has no key for slot {slot!r}")
+
+
+def check_read(
+    read: Mapping[str, Any],
+    job: Mapping[str, Any] | None,
+    inputs: Mapping[str, Any] | None,
+    writes: Mapping[str, Mapping[str, Any] | None],
+    lts_id: str,
+    signers: Sequence[str],
+) -> None:
+    """Every condition for releasing the keys of ``read`` (used on commit and by trustees).
+
+    ``job``, ``inputs`` and ``writes[id]`` are the ledger entries (None if absent);
+    ``signers`` are the signers of the read transaction.
+
+    Raises
+    ------
+    AccessDenied
+        naming the first condition that fails: job not committed, inputs not closed,
+        reader or recipient key not the job's, a write not in the job's inputs, not under
+        this LTS, for another job, of a provider the job does not include, or made under a
+        later policy version than the job was authorised under.
+    """
+    if job is None:
+        raise AccessDenied(
+            f"job {str(read['job'])[:16]}… is not committed on the ledger: commit the job "
+            "first (no logged access, no key)"
+        )
+    if job["status"] != "committed":
+        raise AccessDenied(f"job {job['id'][:16]}… is {job['status']}: keys are no longer released")
+    if inputs is None:
+        raise AccessDenied(
+            f"the inputs of job {job['id'][:16]}… are not closed yet: wait for the "
+            "calypso.inputs transaction"
+        )
+    slot = check_slot(read["slot"])
+    signer, key = job_reader(job, slot)
+    if signer not in signers:
+        raise AccessDenied(
+            f"the read for {slot!r} of job {job['id'][:16]}… is not signed by that reader "
+            f"({signer[:16]}…)"
+        )
+    if read["recipient"] != key:
+        raise AccessDenied(
+            f"recipient key {str(read['recipient'])[:16]}… is not the key job "
+            f"{job['id'][:16]}… names for {slot!r} ({key[:16]}…): keys are only released to it"
+        )
+    in_job = set(inputs["writes"])
+    if not read["writes"]:
+        raise AccessDenied("the read names no write")
+    for wid in read["writes"]:
+        if wid not in in_job:
+            raise AccessDenied(
+                f"write {str(wid)[:16]}… is not among the closed inputs of job {job['id'][:16]}…"
+            )
+        w = writes.get(wid)
+        if w is None:
+            raise AccessDenied(f"write {str(wid)[:16]}… is not on the ledger")
+        check_write_for_job(wid, w, job, slot, lts_id)
+
+
+# --- contracts -----------------------------------------------------------------------------
+
+
+def lts_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
+    p = tx.payload
+    need = {"n", "t", "X", "shares", "trustees", "transcript"}
+    if not isinstance(p, dict) or set(p) != need:
+        raise LedgerError(f"calypso.lts payload needs exactly {sorted(need)}; use lts_payload()")
+    n, t = p["n"], p["t"]
+    if not isinstance(n, int) or not isinstance(t, int) or t < 0 or n < 2 * t + 1:
+        raise LedgerError(f"calypso.lts: need n >= 2t + 1, got n={n!r}, t={t!r}")
+    if len(p["shares"]) != n or len(p["trustees"]) != n or len(set(p["trustees"])) != n:
+        raise LedgerError("calypso.lts: one public share and one distinct trustee key per trustee")
+    _point(p["X"], "collective key X")
+    for s in p["shares"]:
+        _point(s, "public share")
+    for k in p["trustees"]:
+        if not isinstance(k, str) or not _HEX32.match(k):
+            raise LedgerError("calypso.lts: trustee keys are hex Ed25519 keys")
+    signers = set(env.signers)
+    if not signers <= set(p["trustees"]) or len(signers) < n - t:
+        raise LedgerError(
+            f"calypso.lts must be co-signed by at least n - t = {n - t} of its trustees and "
+            f"nobody else (got {len(signers & set(p['trustees']))} trustee signatures)"
+        )
+    entry = {**p, "id": env.tx_id, "height": env.height}
+    return {lts_key(env.tx_id): entry}
+
+
+def write_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
+    entry = WriteEntry.from_payload(tx.payload)
+    lts = view.get(lts_key(entry.lts))
+    if lts is None:
+        raise LedgerError(f"calypso.write: LTS {entry.lts[:16]}… is not on the ledger")
+    d = view.get(darc_key(entry.policy))
+    if d is None:
+        raise LedgerError(f"calypso.write: policy {entry.policy!r} does not exist")
+    action = "calypso.write" if "calypso.write" in d["rules"] else "_evolve"
+    check_rule(view, entry.policy, action, env.signers)
+    if d.get("terms") is None:
+        raise LedgerError(f"calypso.write: policy {entry.policy!r} is not a data policy")
+    if entry.version != d["version"]:
+        raise LedgerError(
+            f"calypso.write: written under policy {entry.policy!r} v{entry.version}, but the "
+            f"current version is v{d['version']}; write again under it"
+        )
+    if entry.job:
+        job = view.get(job_key(entry.job))
+        if job is None or job["status"] != "committed":
+            raise LedgerError(f"calypso.write: job {entry.job[:16]}… is not committed")
+        if entry.policy not in job["providers"]:
+            raise LedgerError(
+                f"calypso.write: job {entry.job[:16]}… does not include provider {entry.policy!r}"
+            )
+        for slot, _ in entry.keys:
+            if slot != "consumer" and int(slot.split(":")[1]) >= len(job["aggregators"]):
+                raise LedgerError(
+                    f"calypso.write: job {entry.job[:16]}… has {len(job['aggregators'])} "
+                    f"aggregators, there is no slot {slot!r}"
+                )
+    try:
+        verify_write(entry, _point(lts["X"], "collective key"))
+    except InvalidProof as exc:
+        raise LedgerError(f"calypso.write refused: {exc}") from exc
+    return {
+        write_key(env.tx_id): {
+            **entry.to_payload(),
+            "signers": list(env.signers),
+            "height": env.height,
+        }
+    }
+
+
+def inputs_close(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
+    p = tx.payload
+    if not isinstance(p, dict) or set(p) != {"job", "manifests", "writes"}:
+        raise LedgerError("calypso.inputs payload needs exactly job, manifests, writes")
+    job = view.get(job_key(p["job"]))
+    if job is None or job["status"] != "committed":
+        raise LedgerError(f"calypso.inputs: job {str(p['job'])[:16]}… is not committed")
+    if view.get(inputs_key(p["job"])) is not None:
+        raise LedgerError(f"calypso.inputs: the inputs of job {p['job'][:16]}… are already closed")
+    if job["consumer"] not in env.signers and not set(job["aggregators"]) & set(env.signers):
+        raise LedgerError(
+            "calypso.inputs must be signed by the job's consumer or one of its aggregators"
+        )
+    mans, writes = p["manifests"], p["writes"]
+    if not isinstance(mans, list) or not isinstance(writes, list):
+        raise LedgerError("calypso.inputs: manifests and writes are lists")
+    for m in mans:
+        hex_bytes(m, 32, "manifest hash")
+    if len(set(writes)) != len(writes) or len(set(mans)) != len(mans):
+        raise LedgerError("calypso.inputs: manifests and writes must be distinct")
+    for w in writes:
+        entry = view.get(write_key(w)) if isinstance(w, str) else None
+        if entry is None:
+            raise LedgerError(f"calypso.inputs: write {str(w)[:16]}… is not on the ledger")
+        try:
+            check_write_for_job(w, entry, job, None, entry["lts"])
+        except AccessDenied as exc:
+            raise LedgerError(f"calypso.inputs: write {w[:16]}… is not usable: {exc}") from exc
+    return {
+        inputs_key(p["job"]): {
+            "job": p["job"],
+            "manifests": sorted(mans),
+            "writes": sorted(writes),
+            "root": inputs_root(p["job"], mans, writes),
+            "height": env.height,
+        }
+    }
+
+
+def read_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
+    p = tx.payload
+    if not isinstance(p, dict) or set(p) != {"job", "slot", "recipient", "writes", "lts"}:
+        raise LedgerError("calypso.read payload needs exactly job, slot, recipient, writes, lts")
+    if not isinstance(p["writes"], list) or len(set(p["writes"])) != len(p["writes"]):
+        raise LedgerError("calypso.read: 'writes' is a list of distinct write ids")
+    if view.get(lts_key(p["lts"])) is None:
+        raise LedgerError(f"calypso.read: LTS {str(p['lts'])[:16]}… is not on the ledger")
+    job = view.get(job_key(p["job"]))
+    writes = {w: view.get(write_key(w)) for w in p["writes"]}
+    try:
+        check_read(p, job, view.get(inputs_key(p["job"])), writes, p["lts"], env.signers)
+    except (AccessDenied, EncodingError) as exc:
+        raise LedgerError(f"calypso.read refused: {exc}") from exc
+    return {read_key(env.tx_id): {**p, "reader": env.signers[0], "height": env.height}}
+
+
+for _kind, _contract in (
+    (LTS_KIND, lts_create),
+    (WRITE_KIND, write_create),
+    (INPUTS_KIND, inputs_close),
+    (READ_KIND, read_create),
+):
+    register_contract(_kind, _contract)

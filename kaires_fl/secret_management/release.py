@@ -1,0 +1,252 @@
+"""CALYPSO read / key release, the reader's side: request, verify, combine.
+
+1. The reader (aggregator i, or the consumer) commits a ``calypso.read`` transaction
+   naming the job, its slot, its X25519 key and the writes it needs (one read for a whole
+   batch; :func:`read_payload`). The ledger checks it (:func:`.contracts.check_read`); the
+   committed read *is* the record of the release.
+2. It sends every trustee a :class:`ReleaseRequest`: the read id plus
+   :class:`~.evidence.StateEvidence` for the read, the job, its inputs, the writes and the
+   LTS entry, all proven against one final block.
+3. Every trustee verifies the evidence from the genesis block and repeats every check
+   itself, then answers straight to the reader with a :class:`ReleaseResponse`: for each
+   write, its share x_j·(U + Y) re-encrypted to the recipient key Y the *job* names, with
+   a DLEQ proof against X_j — or a :class:`Refusal` saying why.
+4. :func:`combine_release` verifies every share, names the trustees whose shares are
+   wrong, missing or refused, and recovers each key from any t + 1 valid shares.
+
+Shares are re-encrypted to the job's key for the reader (the group key derived from its
+X25519 key, :meth:`~kaires_fl.crypto.elgamal.RecipientKey.from_x25519`), so a share is
+useless to anyone else and a read cannot be redirected: trustees never take the key from
+the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaires_fl.crypto import elgamal
+from kaires_fl.crypto.elgamal import ExponentShare, RecipientKey
+from kaires_fl.crypto.group import Point
+from kaires_fl.crypto.sign import H
+from kaires_fl.errors import EncodingError, InvalidProof, ProtocolError
+from kaires_fl.ledger.encoding import hex_bytes
+from kaires_fl.secret_management.contracts import (
+    inputs_key,
+    lts_key,
+    read_key,
+    write_key,
+)
+from kaires_fl.secret_management.evidence import StateEvidence
+from kaires_fl.secret_management.write import WriteEntry, check_slot, write_label
+
+__all__ = [
+    "LtsInfo",
+    "Refusal",
+    "ReleaseRequest",
+    "ReleaseResponse",
+    "ReleaseResult",
+    "combine_release",
+    "evidence_keys",
+    "read_payload",
+    "release_context",
+]
+
+_RELEASE_TAG = b"kaires-fl/calypso/release/v1"
+
+
+@dataclass(frozen=True)
+class LtsInfo:
+    """The public part of an LTS entry: id, threshold t, X and every X_j."""
+
+    id: str
+    t: int
+    X: Point
+    public_shares: tuple[Point, ...]
+    trustees: tuple[str, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.public_shares)
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> LtsInfo:
+        """Decode a ``calypso/lts/<id>`` ledger entry (validating every point)."""
+        try:
+            return cls(
+                id=entry["id"],
+                t=entry["t"],
+                X=Point.from_bytes(hex_bytes(entry["X"], 32, "X"), allow_identity=False),
+                public_shares=tuple(
+                    Point.from_bytes(hex_bytes(s, 32, "X_j"), allow_identity=False)
+                    for s in entry["shares"]
+                ),
+                trustees=tuple(entry["trustees"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise EncodingError(f"malformed LTS entry: {exc}") from exc
+
+
+def read_payload(
+    lts_id: str, job_id: str, slot: str, recipient: bytes, writes: Sequence[str]
+) -> dict[str, Any]:
+    """Payload of the reader's ``calypso.read`` transaction (``recipient``: X25519 public key)."""
+    check_slot(slot)
+    if len(recipient) != 32 or not writes or len(set(writes)) != len(writes):
+        raise EncodingError("a read names a 32-byte X25519 recipient key and distinct writes")
+    return {
+        "lts": lts_id,
+        "job": job_id,
+        "slot": slot,
+        "recipient": recipient.hex(),
+        "writes": list(writes),
+    }
+
+
+def evidence_keys(lts_id: str, read_id: str, job_id: str, writes: Sequence[str]) -> list[str]:
+    """The state keys a release request must prove (read, job, inputs, LTS, writes)."""
+    from kaires_fl.ledger.jobs import job_key
+
+    return [
+        read_key(read_id),
+        job_key(job_id),
+        inputs_key(job_id),
+        lts_key(lts_id),
+        *(write_key(w) for w in writes),
+    ]
+
+
+def release_context(lts_id: str, job_id: str, write_id: str, slot: str) -> bytes:
+    """What a re-encrypted share's proof is bound to (besides the recipient key)."""
+    return H(_RELEASE_TAG, lts_id.encode(), job_id.encode(), write_id.encode(), slot.encode())
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """Reader → every trustee: release the keys of committed read ``read_id``."""
+
+    read_id: str
+    evidence: StateEvidence
+
+
+@dataclass(frozen=True)
+class ReleaseResponse:
+    """Trustee → reader: one re-encrypted share (with DLEQ proof) per write of the read."""
+
+    trustee: int
+    read_id: str
+    shares: tuple[tuple[str, ExponentShare], ...]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Trustee → reader: the release was refused; ``error`` is the error class name."""
+
+    trustee: int
+    read_id: str
+    error: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """What the reader ends with: ``keys`` by write id, and who misbehaved or refused."""
+
+    keys: dict[str, bytes]
+    faulty: dict[int, str] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+
+
+def combine_release(
+    responses: Mapping[int, ReleaseResponse | Refusal | None],
+    read_id: str,
+    read: Mapping[str, Any],
+    writes: Mapping[str, WriteEntry],
+    lts: LtsInfo,
+    recipient: RecipientKey,
+) -> ReleaseResult:
+    """Verify every trustee's shares and recover each key of the read.
+
+    ``responses`` maps every trustee (0-based) to its answer (None = silent); ``read`` is
+    the committed read entry (or its payload), ``writes`` the write entries it names.
+
+    Returns
+    -------
+    ReleaseResult
+        ``keys[write_id]`` for every write; ``faulty[j]`` says what trustee j did wrong
+        (silent, a share for the wrong read, an invalid share or proof); ``refused[j]`` is
+        a trustee's refusal.
+
+    Raises
+    ------
+    ProtocolError
+        if some key has fewer than t + 1 valid shares (the message names the trustees
+        that failed and those that refused — a refusal by every trustee means the access
+        is not authorised).
+    InvalidProof
+        if a write's own proof fails (the ledger would not have committed it).
+    """
+    job, slot = read["job"], read["slot"]
+    if recipient.public != elgamal.recipient_point_from_x25519(bytes.fromhex(read["recipient"])):
+        raise ProtocolError(
+            "this recipient key is not the one the read names: only the holder of the job's "
+            "key for this reader can combine its shares"
+        )
+    faulty: dict[int, str] = {}
+    refused: dict[int, str] = {}
+    per_write: dict[str, dict[int, ExponentShare | None]] = {w: {} for w in read["writes"]}
+    for j in range(lts.n):
+        resp = responses.get(j)
+        if resp is None:
+            faulty[j] = "no answer (silent)"
+        elif isinstance(resp, Refusal):
+            refused[j] = f"{resp.error}: {resp.reason}"
+        elif resp.trustee != j or resp.read_id != read_id:
+            faulty[j] = "answered for another trustee index or another read"
+        else:
+            got = dict(resp.shares)
+            if set(got) != set(per_write):
+                faulty[j] = "answer does not hold exactly one share per write of the read"
+                continue
+            for w, share in got.items():
+                per_write[w][j] = share
+    pubs = dict(enumerate(lts.public_shares))
+    keys: dict[str, bytes] = {}
+    for w, shares in per_write.items():
+        entry = writes[w]
+        try:
+            key, bad = elgamal.combine(
+                entry.slot(slot),
+                shares,
+                pubs,
+                lts.X,
+                recipient,
+                lts.t,
+                write_label(entry.lts, entry.policy, entry.version, entry.job, slot),
+                release_context(lts.id, job, w, slot),
+            )
+        except ProtocolError as exc:
+            raise ProtocolError(
+                f"key of write {w[:16]}… cannot be recovered: fewer than t + 1 = {lts.t + 1} "
+                f"valid shares; faulty trustees {faulty}, refusals {refused}"
+            ) from exc
+        for j in bad:
+            faulty.setdefault(j, f"invalid re-encrypted share or DLEQ proof for write {w[:16]}…")
+        keys[w] = key
+    return ReleaseResult(keys, dict(sorted(faulty.items())), dict(sorted(refused.items())))
+
+
+def writes_from_evidence(
+    proven: Mapping[str, Any], write_ids: Sequence[str]
+) -> dict[str, WriteEntry]:
+    """Decode the write entries of ``write_ids`` from verified evidence (InvalidProof if absent)."""
+    out = {}
+    for w in write_ids:
+        e = proven.get(write_key(w))
+        if e is None:
+            raise InvalidProof(f"the evidence does not prove write {w[:16]}…")
+        out[w] = WriteEntry.from_payload(
+            {k: e[k] for k in ("lts", "policy", "version", "job", "keys")}
+        )
+    return out
