@@ -89,6 +89,20 @@ def powmod(x: np.uint64, e: np.uint64) -> np.uint64:
     return r
 
 
+@njit(cache=True, inline="always")
+def combine_split(sl: np.uint64, sh: np.uint64) -> np.uint64:
+    """(sh·2^32 + sl) mod p for split sums sl = Σ low halves, sh = Σ high halves.
+
+    Summing the 32-bit halves of canonical values separately needs no carry handling (so
+    the loops vectorise) and is exact for fewer than 2^32 terms.
+    """
+    lo = (sh << S32) + sl
+    hi = sh >> S32
+    if lo < sl:
+        hi += ONE
+    return reduce128(hi, lo)
+
+
 # ---------------------------------------------------------------- elementwise kernels
 # Scalars are passed as 1-element arrays: numba dispatches arrays faster than numpy scalars.
 
@@ -183,17 +197,16 @@ def inv_batch(a: np.ndarray, out: np.ndarray) -> None:
 
 @njit(cache=True)
 def sum_rows(a: np.ndarray, out: np.ndarray) -> None:
-    """out[r] = Σ_j a[r, j] mod p, accumulating exactly in 128 bits and reducing once."""
+    """out[r] = Σ_j a[r, j] mod p, exactly (split 32-bit half sums, one reduction)."""
     m, n = a.shape
     for r in range(m):
-        lo = ZERO
-        hi = ZERO
+        sl = ZERO
+        sh = ZERO
         for j in range(n):
             x = a[r, j]
-            lo += x
-            if lo < x:
-                hi += ONE
-        out[r] = reduce128(hi, lo)
+            sl += x & M32
+            sh += x >> S32
+        out[r] = combine_split(sl, sh)
 
 
 @njit(cache=True)
@@ -211,29 +224,40 @@ def prod_rows(a: np.ndarray, out: np.ndarray) -> None:
 def matmul3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out[s] = a[s] @ b[s] mod p for stacks a (S, M, K), b (S, K, N), out (S, M, N).
 
-    Each product is reduced to a canonical value and added into a 128-bit accumulator
-    (low word plus carry count), reduced once per output entry.
+    Each product is reduced to a canonical value and its 32-bit halves are accumulated
+    separately (exact for K < 2^32), reduced once per output entry.
     """
     s_, m, k = a.shape
     n = b.shape[2]
-    acc_lo = np.empty(n, dtype=np.uint64)
-    acc_hi = np.empty(n, dtype=np.uint64)
+    if n <= 4:
+        # Few columns (matrix-vector): one dot product per output entry.
+        for s in range(s_):
+            for i in range(m):
+                for j in range(n):
+                    sl = ZERO
+                    sh = ZERO
+                    for t in range(k):
+                        c = mulmod(a[s, i, t], b[s, t, j])
+                        sl += c & M32
+                        sh += c >> S32
+                    out[s, i, j] = combine_split(sl, sh)
+        return
+    acc_l = np.empty(n, dtype=np.uint64)
+    acc_h = np.empty(n, dtype=np.uint64)
     for s in range(s_):
         for i in range(m):
-            acc_lo[:] = ZERO
-            acc_hi[:] = ZERO
+            acc_l[:] = ZERO
+            acc_h[:] = ZERO
             for t in range(k):
                 x = a[s, i, t]
                 if x == ZERO:
                     continue
                 for j in range(n):
                     c = mulmod(x, b[s, t, j])
-                    v = acc_lo[j] + c
-                    if v < c:
-                        acc_hi[j] += ONE
-                    acc_lo[j] = v
+                    acc_l[j] += c & M32
+                    acc_h[j] += c >> S32
             for j in range(n):
-                out[s, i, j] = reduce128(acc_hi[j], acc_lo[j])
+                out[s, i, j] = combine_split(acc_l[j], acc_h[j])
 
 
 # ---------------------------------------------------------------- polynomials
