@@ -28,18 +28,18 @@ from typing import Any
 
 from kaires_fl.crypto import elgamal
 from kaires_fl.crypto.elgamal import ExponentShare, RecipientKey
-from kaires_fl.crypto.group import Point
+from kaires_fl.crypto.group import Point, multi_scalar_mult
 from kaires_fl.crypto.sign import H
+from kaires_fl.crypto.vss import lagrange_coefficients
 from kaires_fl.errors import EncodingError, InvalidProof, ProtocolError
 from kaires_fl.ledger.encoding import hex_bytes
 from kaires_fl.secret_management.contracts import (
     inputs_key,
-    lts_key,
     read_key,
     write_key,
 )
 from kaires_fl.secret_management.evidence import StateEvidence
-from kaires_fl.secret_management.write import WriteEntry, check_slot, write_label
+from kaires_fl.secret_management.write import check_slot, entry_ciphertext, entry_label
 
 __all__ = [
     "LtsInfo",
@@ -105,16 +105,10 @@ def read_payload(
 
 
 def evidence_keys(lts_id: str, read_id: str, job_id: str, writes: Sequence[str]) -> list[str]:
-    """The state keys a release request must prove (read, job, inputs, LTS, writes)."""
+    """The state keys a release request must prove (read, job, inputs, writes)."""
     from kaires_fl.ledger.jobs import job_key
 
-    return [
-        read_key(read_id),
-        job_key(job_id),
-        inputs_key(job_id),
-        lts_key(lts_id),
-        *(write_key(w) for w in writes),
-    ]
+    return [read_key(read_id), job_key(job_id), inputs_key(job_id), *(write_key(w) for w in writes)]
 
 
 def release_context(lts_id: str, job_id: str, write_id: str, slot: str) -> bytes:
@@ -162,14 +156,19 @@ def combine_release(
     responses: Mapping[int, ReleaseResponse | Refusal | None],
     read_id: str,
     read: Mapping[str, Any],
-    writes: Mapping[str, WriteEntry],
+    writes: Mapping[str, Mapping[str, Any]],
     lts: LtsInfo,
     recipient: RecipientKey,
+    *,
+    verify_all: bool = True,
 ) -> ReleaseResult:
-    """Verify every trustee's shares and recover each key of the read.
+    """Verify the trustees' shares and recover each key of the read.
 
     ``responses`` maps every trustee (0-based) to its answer (None = silent); ``read`` is
-    the committed read entry (or its payload), ``writes`` the write entries it names.
+    the committed read entry (or its payload), ``writes`` the write entries it names as
+    proven on the ledger (their write proofs were checked when they were committed).
+    With ``verify_all`` (default) every share is verified so that every faulty trustee
+    is named; otherwise shares are verified in trustee order until t + 1 are valid.
 
     Returns
     -------
@@ -183,9 +182,7 @@ def combine_release(
     ProtocolError
         if some key has fewer than t + 1 valid shares (the message names the trustees
         that failed and those that refused — a refusal by every trustee means the access
-        is not authorised).
-    InvalidProof
-        if a write's own proof fails (the ledger would not have committed it).
+        is not authorised), or ``recipient`` is not the key the read names.
     """
     job, slot = read["job"], read["slot"]
     if recipient.public != elgamal.recipient_point_from_x25519(bytes.fromhex(read["recipient"])):
@@ -195,7 +192,7 @@ def combine_release(
         )
     faulty: dict[int, str] = {}
     refused: dict[int, str] = {}
-    per_write: dict[str, dict[int, ExponentShare | None]] = {w: {} for w in read["writes"]}
+    per_write: dict[str, dict[int, ExponentShare]] = {w: {} for w in read["writes"]}
     for j in range(lts.n):
         resp = responses.get(j)
         if resp is None:
@@ -211,42 +208,48 @@ def combine_release(
                 continue
             for w, share in got.items():
                 per_write[w][j] = share
-    pubs = dict(enumerate(lts.public_shares))
     keys: dict[str, bytes] = {}
     for w, shares in per_write.items():
-        entry = writes[w]
-        try:
-            key, bad = elgamal.combine(
-                entry.slot(slot),
-                shares,
-                pubs,
-                lts.X,
-                recipient,
-                lts.t,
-                write_label(entry.lts, entry.policy, entry.version, entry.job, slot),
-                release_context(lts.id, job, w, slot),
-            )
-        except ProtocolError as exc:
+        ct = entry_ciphertext(writes[w], slot)
+        ctx = release_context(lts.id, job, w, slot)
+        valid: dict[int, Point] = {}
+        for j in sorted(shares):
+            if j in faulty:
+                continue
+            if not verify_all and len(valid) == lts.t + 1:
+                break
+            share = shares[j]
+            try:
+                if not isinstance(share, ExponentShare):
+                    raise EncodingError("not an exponent share")
+                elgamal.verify_reencrypted_share(
+                    share, ct.U, recipient.public, lts.public_shares[j], ctx
+                )
+            except (InvalidProof, EncodingError, ProtocolError):
+                faulty[j] = f"invalid re-encrypted share or DLEQ proof for write {w[:16]}…"
+                continue
+            valid[j] = share.value
+        if len(valid) < lts.t + 1:
             raise ProtocolError(
-                f"key of write {w[:16]}… cannot be recovered: fewer than t + 1 = {lts.t + 1} "
-                f"valid shares; faulty trustees {faulty}, refusals {refused}"
-            ) from exc
-        for j in bad:
-            faulty.setdefault(j, f"invalid re-encrypted share or DLEQ proof for write {w[:16]}…")
-        keys[w] = key
+                f"key of write {w[:16]}… cannot be recovered: {len(valid)} valid shares, need "
+                f"t + 1 = {lts.t + 1}; faulty trustees {faulty}, refusals {refused}"
+            )
+        chosen = sorted(valid)[: lts.t + 1]
+        # Σ λ_j x_j (U + Y) = x·U + y·X
+        combined = multi_scalar_mult(lagrange_coefficients(chosen), [valid[j] for j in chosen])
+        xU = combined - lts.X * recipient.secret
+        keys[w] = elgamal.recover_key(ct, xU, entry_label(writes[w], slot))
     return ReleaseResult(keys, dict(sorted(faulty.items())), dict(sorted(refused.items())))
 
 
 def writes_from_evidence(
     proven: Mapping[str, Any], write_ids: Sequence[str]
-) -> dict[str, WriteEntry]:
-    """Decode the write entries of ``write_ids`` from verified evidence (InvalidProof if absent)."""
+) -> dict[str, Mapping[str, Any]]:
+    """The write entries of ``write_ids`` from verified evidence (InvalidProof if absent)."""
     out = {}
     for w in write_ids:
         e = proven.get(write_key(w))
         if e is None:
             raise InvalidProof(f"the evidence does not prove write {w[:16]}…")
-        out[w] = WriteEntry.from_payload(
-            {k: e[k] for k in ("lts", "policy", "version", "job", "keys")}
-        )
+        out[w] = e
     return out

@@ -54,6 +54,7 @@ from kaires_fl.secret_management.release import (
     release_context,
     writes_from_evidence,
 )
+from kaires_fl.secret_management.write import entry_U
 from kaires_fl.transport.base import Transport
 
 __all__ = [
@@ -204,7 +205,7 @@ class Trustee:
             (
                 w,
                 self._reencrypt(
-                    writes[w].slot(slot).U, Y, release_context(self.lts.id, read["job"], w, slot)
+                    entry_U(writes[w], slot), Y, release_context(self.lts.id, read["job"], w, slot)
                 ),
             )
             for w in read["writes"]

@@ -20,7 +20,7 @@ transaction that carries it (known before commit, so a manifest can name it).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,9 @@ __all__ = [
     "WriteEntry",
     "aggregator_slot",
     "check_slot",
+    "entry_U",
+    "entry_ciphertext",
+    "entry_label",
     "make_write",
     "verify_write",
     "write_label",
@@ -143,6 +146,39 @@ def make_write(
         keys.append((slot, ct))
         plain[slot] = key
     return WriteEntry(lts_id, policy, version, job, tuple(keys)), plain
+
+
+def entry_ciphertext(entry: Mapping[str, Any], slot: str) -> Ciphertext:
+    """Decode only ``slot``'s ciphertext from a write's ledger entry (or payload).
+
+    Raises
+    ------
+    EncodingError
+        if the write has no key for ``slot`` or it does not decode.
+    """
+    for s, ct in entry["keys"]:
+        if s == slot:
+            try:
+                return Ciphertext.from_bytes(bytes.fromhex(ct))
+            except (TypeError, ValueError) as exc:
+                raise EncodingError(f"write ciphertext of slot {slot!r} is not hex") from exc
+    raise EncodingError(f"the write has no key for slot {slot!r}")
+
+
+def entry_U(entry: Mapping[str, Any], slot: str) -> Point:
+    """Only U of ``slot``'s ciphertext (all a trustee needs to re-encrypt)."""
+    for s, ct in entry["keys"]:
+        if s == slot:
+            try:
+                return Point.from_bytes(bytes.fromhex(ct[:64]), allow_identity=False)
+            except (TypeError, ValueError) as exc:
+                raise EncodingError(f"write ciphertext of slot {slot!r} is not hex") from exc
+    raise EncodingError(f"the write has no key for slot {slot!r}")
+
+
+def entry_label(entry: Mapping[str, Any], slot: str) -> bytes:
+    """The label of ``slot``'s key in a write's ledger entry (or payload)."""
+    return write_label(entry["lts"], entry["policy"], entry["version"], entry["job"], slot)
 
 
 def verify_write(entry: WriteEntry, X: Point) -> None:
