@@ -347,6 +347,14 @@ class Field64(PrimeField):
                     "convert real values with kaires_fl.arith.encoding first"
                 )
         else:
+            # Lists of ints that fit 64 bits take the vectorised path; anything numpy turns
+            # into floats (a real float, or ints mixing signs beyond int64) goes the exact way.
+            try:
+                guess = np.asarray(values)
+            except (ValueError, OverflowError):
+                guess = None
+            if guess is not None and guess.dtype.kind in "biu":
+                return cls.elements(guess)
             arr = np.array(values, dtype=object)
         flat = [_int_or_error(v) % p for v in arr.reshape(-1)]
         return np.array(flat, dtype=np.uint64).reshape(arr.shape)
@@ -530,6 +538,14 @@ class Field128(PrimeField):
                     "convert real values with kaires_fl.arith.encoding first"
                 )
         else:
+            # Lists of ints that fit 64 bits take the vectorised path; anything numpy turns
+            # into floats (a real float, or ints mixing signs beyond int64) goes the exact way.
+            try:
+                guess = np.asarray(values)
+            except (ValueError, OverflowError):
+                guess = None
+            if guess is not None and guess.dtype.kind in "biu":
+                return cls.elements(guess)
             arr = np.array(values, dtype=object)
         out = np.empty(arr.shape, dtype=object)
         out.reshape(-1)[:] = [_int_or_error(v) % p for v in arr.reshape(-1)]
