@@ -169,7 +169,11 @@ class _KairesLinearModel(RegressorMixin, BaseEstimator):
         stat.check_data(X, y)  # one clear error before the job starts
         data = {lab: (X[g], y[g]) for lab, g in zip(labels, groups, strict=True)}
         committee = self.committee if self.committee is not None else _default_committee()
-        result = committee.run_job(stat, data, progress=self.progress)
+        try:
+            result = committee.run_job(stat, data, progress=self.progress)
+        finally:
+            if self.committee is None:
+                committee.close()
         if result.aggregate is None:
             rep = result.report
             raise ProtocolError(
@@ -197,6 +201,12 @@ class _KairesLinearModel(RegressorMixin, BaseEstimator):
             self.committee = committee
         new.committee = committee
         return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickled model keeps what it learned, not the connection to a running committee.
+        state = dict(super().__getstate__())
+        state["committee"] = None
+        return state
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions X·coef_ + intercept_."""

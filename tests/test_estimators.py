@@ -1,7 +1,8 @@
 """Kaires estimators: the normal-equation solve against scikit-learn (on statistics decoded
 from real encodings), row splitting, bounds, and scikit-learn's estimator conventions.
 
-Fits through the whole protocol are in tests/test_e2e_acceptance.py.
+Whole-job fits against scikit-learn are in tests/test_e2e_acceptance.py; the scikit-learn
+checks at the end fit through the whole protocol too.
 """
 
 from __future__ import annotations
@@ -150,3 +151,40 @@ def test_bad_parameters_fail_before_any_job() -> None:
         KairesLinearRegression(bounds=3).fit(X, y)
     with pytest.raises(ConfigError, match=r"feature 1 .*x_bounds"):
         KairesLinearRegression(bounds=([[-1, 1], [0, 0.5]], [0, 100])).fit(X + np.array([0, 1]), y)
+
+
+# scikit-learn's own checks. The full check_estimator runs ~100 fits, each a whole Kaires job
+# (≈ 80 s): it runs as a slow test; the fast suite runs the checks below, one or two fits each.
+FAST_CHECKS = [
+    "check_estimator_cloneable",
+    "check_no_attributes_set_in_init",
+    "check_parameters_default_constructible",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_estimators_unfitted",
+    "check_estimators_fit_returns_self",
+    "check_n_features_in_after_fitting",
+    "check_fit2d_predict1d",
+    "check_estimators_nan_inf",
+    "check_estimators_pickle",
+    "check_fit_check_is_fitted",
+    "check_dict_unchanged",
+]
+
+
+@pytest.mark.parametrize("check", FAST_CHECKS)
+def test_sklearn_check(check: str) -> None:
+    from sklearn.utils import estimator_checks
+
+    est = KairesRidge(n_providers=3)
+    getattr(estimator_checks, check)(type(est).__name__, est)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cls", [KairesLinearRegression, KairesRidge])
+def test_sklearn_check_estimator_in_full(cls: type) -> None:
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(cls(n_providers=3), on_fail=None)
+    failed = [(r["check_name"], str(r["exception"])) for r in results if r["status"] == "failed"]
+    assert not failed
