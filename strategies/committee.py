@@ -1,0 +1,324 @@
+"""The ServerApp's connection to the Kaires committees (the consumer + the coordinator).
+
+The ServerApp is the *data consumer* (it signs the job and opens the aggregate sealed to
+its key) and the *untrusted coordinator* (it relays the providers' transactions to the
+ledger and their sealed submissions to the aggregators). :class:`CommitteeConnection`
+does both over a committee:
+
+- ``kaires-committee = "local"`` (default): an in-process
+  :class:`~kaires_fl.simulation.LocalCommittee` (ledger, trustees, aggregators on the
+  in-memory transport), sized by ``kaires-ledger-nodes``, ``kaires-trustees``,
+  ``kaires-aggregators``, ``kaires-threshold`` and seeded by ``kaires-seed``;
+- ``kaires-committee = "<path>/group.toml"`` (deployment): refused with a ConfigError for
+  now — Kaires-FL ships only the in-memory transport, so there is no networked committee
+  to connect to yet.
+
+One round = one job (protocol.md): :meth:`commit_job` (step 1), then, with the providers'
+relayed writes and sealed submissions, :meth:`aggregate` (steps 2.3–7). The connection
+never sees a provider's plaintext: the coordinator log of the committee records what it
+handled, for audits and tests.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kaires_fl.errors import AccessDenied, ConfigError, InvalidSubmission, LedgerError
+
+from . import wire
+
+
+@dataclass
+class RoundResult:
+    """One job's outcome as the consumer sees it.
+
+    ``aggregate`` is the statistic's decoded aggregate (None if the job failed);
+    ``accepted`` / ``rejected`` (policy id → reason) / ``refused`` (node's submission
+    refused before aggregation: bad write or malformed, policy id → reason);
+    ``faulty_aggregators`` (index → reason); ``num_measurements``; ``timings``.
+    """
+
+    job: str
+    status: str
+    aggregate: Any
+    accepted: list[str]
+    rejected: dict[str, str]
+    refused: dict[str, str]
+    faulty_aggregators: dict[int, str]
+    num_measurements: int
+    why: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class CommitteeConnection:
+    """Consumer and coordinator over a :class:`~kaires_fl.simulation.LocalCommittee`.
+
+    Parameters
+    ----------
+    committee:
+        The committee (default: a fresh ``LocalCommittee()``).
+    consumer:
+        The consumer identity (default: the committee's own consumer).
+    """
+
+    def __init__(self, committee: Any | None = None, consumer: Any | None = None) -> None:
+        if committee is None:
+            from kaires_fl.simulation import LocalCommittee
+
+            committee = LocalCommittee()
+        self.committee = committee
+        self.consumer = consumer or committee.consumer
+        self.client = committee.client
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> CommitteeConnection:
+        """The committee the run config names (module docstring)."""
+        kind = str(run_config.get("kaires-committee", "local"))
+        if kind != "local":
+            if kind.endswith(".toml") or os.path.exists(kind):
+                raise ConfigError(
+                    f"kaires-committee = {kind!r}: connecting to a deployed committee from a "
+                    "group.toml needs the network transport, which Kaires-FL does not ship yet; "
+                    "use kaires-committee = 'local' (an in-process committee)"
+                )
+            raise ConfigError(
+                f"kaires-committee = {kind!r} is neither 'local' nor a group.toml path"
+            )
+        from kaires_fl.simulation import LocalCommittee
+
+        def _int(key: str, default: int) -> int:
+            try:
+                return int(run_config.get(key, default))
+            except (TypeError, ValueError):
+                raise ConfigError(f"run config {key} must be an integer") from None
+
+        return cls(
+            LocalCommittee(
+                n_ledger=_int("kaires-ledger-nodes", 4),
+                n_trustees=_int("kaires-trustees", 4),
+                n_aggregators=_int("kaires-aggregators", 4),
+                threshold=_int("kaires-threshold", 1),
+                seed=_int("kaires-committee-seed", 0),
+            )
+        )
+
+    # -- what providers are told -----------------------------------------------------------
+    @property
+    def genesis_bytes(self) -> bytes:
+        return bytes(self.committee.ledger.genesis.encode())
+
+    @property
+    def description(self) -> dict[str, Any]:
+        """The committee providers pin: LTS id, aggregator keys, Shamir degree."""
+        c = self.committee
+        return {
+            "lts": c.lts_id,
+            "aggregators": [a.public.hex() for a in c.aggregator_ids],
+            "aggregator_keys": [k.public.hex() for k in c.aggregator_keys],
+            "degree": c.threshold,
+        }
+
+    @property
+    def description_bytes(self) -> bytes:
+        from kaires_fl.ledger.encoding import canonical
+
+        return bytes(canonical(self.description))
+
+    @property
+    def consumer_public(self) -> str:
+        return str(self.consumer.public)
+
+    # -- step 0: providers' policies --------------------------------------------------------
+    def enrol(self, replies: Mapping[int, Mapping[str, Any]]) -> dict[int, str]:
+        """Relay the providers' signed policy transactions (those not yet on the ledger).
+
+        ``replies`` maps a Flower node id to its enrolment record. Returns node id →
+        policy id for the nodes enrolled. A reply whose policy tx is not signed by the
+        key it claims, or that the ledger refuses, is left out (logged by the caller).
+        """
+        from kaires_fl.ledger.darc import darc_key
+
+        out: dict[int, str] = {}
+        txs = []
+        self.enrol_errors: dict[int, str] = {}
+        for node, rec in replies.items():
+            try:
+                tx = wire.decode_tx(bytes(rec["policy-tx"]))
+                tx.verify_signatures()
+                pid = str(rec["policy"])
+                if tx.kind != "darc.create" or tx.payload.get("id") != pid:
+                    raise InvalidSubmission("the enrolment tx is not a darc.create of its policy")
+                if tx.sender != str(rec["public"]):
+                    raise InvalidSubmission("the policy tx is not signed by the enrolling key")
+            except Exception as exc:  # a malformed reply from one node must not stop others
+                self.enrol_errors[node] = f"bad enrolment: {exc}"
+                continue
+            self.committee.coordinator.note("relay-tx", tx)
+            existing = self.client.get(darc_key(pid))
+            if existing is None:
+                txs.append((node, pid, tx))
+            elif existing["rules"]["_evolve"] != f"ed25519:{tx.sender}":
+                self.enrol_errors[node] = f"policy {pid!r} exists and belongs to another key"
+                continue
+            out[node] = pid
+        if txs:
+            ids = self.client.submit_many([t for _, _, t in txs])
+            for (node, pid, _), c in zip(txs, self.client.wait(ids, proof=False), strict=True):
+                if not c.result.ok:
+                    self.enrol_errors[node] = f"the ledger refused policy {pid}: {c.result.reason}"
+                    out.pop(node, None)
+        return out
+
+    # -- step 1: the job --------------------------------------------------------------------
+    def commit_job(self, statistic: Any, policy_ids: Sequence[str]) -> dict[str, Any]:
+        """Commit a job for ``statistic`` over the providers ``policy_ids``; returns the job
+        entry (``providers`` included, ``excluded`` with the ledger's reasons).
+
+        Raises
+        ------
+        AccessDenied
+            if the ledger refuses the job (no provider grants this consumer, too few
+            providers, …); the message carries the ledger's reason.
+        """
+        from kaires_fl.ledger.jobs import job_key
+
+        c = self.committee
+        payload = self.consumer.job_payload(
+            statistic,
+            list(policy_ids),
+            [a.public.hex() for a in c.aggregator_ids],
+            [k.public.hex() for k in c.aggregator_keys],
+            c.threshold,
+            min_providers=c.min_providers,
+        )
+        tx = self.client.sign(self.consumer.identity, "job.create", payload)
+        c.coordinator.note("relay-tx", tx)
+        (done,) = self.client.wait(self.client.submit_many([tx]), proof=False)
+        if not done.result.ok:
+            raise AccessDenied(f"the ledger refused the job: {done.result.reason}")
+        return dict(self.client.get(job_key(tx.id)))
+
+    def job_proofs(self, job_id: str, providers: Mapping[str, str]) -> dict[str, bytes]:
+        """Per provider (policy id → public key) the encoded state proofs of the job, the
+        LTS, its policy and its counter, all at the latest final block."""
+        from kaires_fl.ledger.contracts import counter_key
+        from kaires_fl.ledger.darc import darc_key
+        from kaires_fl.ledger.jobs import job_key
+        from kaires_fl.secret_management.contracts import lts_key
+
+        keys = [job_key(job_id), lts_key(self.committee.lts_id)]
+        for pid, pub in providers.items():
+            keys += [darc_key(pid), counter_key(pub)]
+        proofs = self.client._prove_many(keys)
+        job_p, lts_p = proofs[0], proofs[1]
+        out = {}
+        for k, pid in enumerate(providers):
+            out[pid] = wire.encode_proofs(
+                {
+                    "job": job_p,
+                    "lts": lts_p,
+                    "policy": proofs[2 + 2 * k],
+                    "counter": proofs[3 + 2 * k],
+                }
+            )
+        return out
+
+    # -- steps 2.3–7 ------------------------------------------------------------------------
+    def aggregate(
+        self,
+        job: Mapping[str, Any],
+        statistic: Any,
+        submissions: Mapping[str, tuple[bytes, bytes]],
+    ) -> RoundResult:
+        """Relay the writes, close the inputs, run the aggregation, open the result.
+
+        ``submissions`` maps a policy id to its ``(write-tx, submission)`` bytes. A
+        submission that is malformed, not from an included provider, or whose write the
+        ledger refuses is *refused* (reason recorded) and not aggregated.
+        """
+        c = self.committee
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        refused: dict[str, str] = {}
+        writes, subs = [], []
+        n = len(job["aggregators"])
+        for pid, (wtx_b, sub_b) in submissions.items():
+            try:
+                if pid not in job["providers"]:
+                    raise InvalidSubmission(f"{pid} is not included in the job")
+                wtx = wire.decode_tx(wtx_b)
+                sub = wire.decode_submission(sub_b)
+                sub.check(n)
+                if sub.manifest.provider != pid or sub.manifest.job != job["id"]:
+                    raise InvalidSubmission("the manifest names another provider or job")
+                if sub.manifest.write != wtx.id or wtx.kind != "calypso.write":
+                    raise InvalidSubmission("the manifest does not name its CALYPSO write")
+                self.client.check(wtx)
+            except Exception as exc:  # one bad node must not stop the round
+                refused[pid] = f"{type(exc).__name__}: {exc}"
+                continue
+            writes.append(wtx)
+            subs.append(sub)
+            c.coordinator.note("relay-tx", wtx)
+            c.coordinator.note("submission", sub)
+        if writes:
+            done = self.client.wait(self.client.submit_many(writes), proof=False)
+            kept_w, kept_s = [], []
+            for w, s, d in zip(writes, subs, done, strict=True):
+                if d.result.ok:
+                    kept_w.append(w)
+                    kept_s.append(s)
+                else:
+                    refused[s.manifest.provider] = f"write refused: {d.result.reason}"
+            writes, subs = kept_w, kept_s
+        timings["write"] = time.perf_counter() - t0
+        if not subs:
+            return RoundResult(
+                job["id"], "failed", None, [], {}, refused, {}, 0, "no usable submission", timings
+            )
+        t0 = time.perf_counter()
+        itx = self.client.sign(
+            self.consumer.identity, "calypso.inputs", self.consumer.inputs_payload(job["id"], subs)
+        )
+        c.coordinator.note("relay-tx", itx)
+        (d,) = self.client.wait(self.client.submit_many([itx]), proof=False)
+        if not d.result.ok:
+            raise LedgerError(f"closing the inputs was refused: {d.result.reason}")
+        timings["inputs"] = time.perf_counter() - t0
+        out = c.coordinator.run(
+            job["id"], job["aggregators"], subs, lambda: c._coin_shares(job["id"])
+        )
+        for k, v in out["timings"].items():
+            timings[k] = timings.get(k, 0.0) + v
+        t0 = time.perf_counter()
+        r = out["receipt"]["receipt"]
+        aggregate, bad = None, []
+        if r["status"] == "done":
+            raw, bad = self.consumer.open_result(job, out["receipt"], out["shares"], statistic)
+            aggregate = statistic.decode(raw, int(r["num_measurements"]))
+        timings["result"] = time.perf_counter() - t0
+        index = {k: i for i, k in enumerate(job["aggregators"])}
+        faulty = {index[k]: v for k, v in r.get("faulty_reasons", {}).items() if k in index}
+        for i, why in out["failures"].items():
+            faulty.setdefault(i, why)
+        for i in bad:
+            faulty.setdefault(i, "wrong or missing aggregate share")
+        return RoundResult(
+            job=job["id"],
+            status=r["status"],
+            aggregate=aggregate,
+            accepted=list(r["accepted"]),
+            rejected={p: r["reasons"].get(p, "rejected") for p in r["rejected"]},
+            refused=refused,
+            faulty_aggregators=dict(sorted(faulty.items())),
+            num_measurements=int(r["num_measurements"]),
+            why=str(r.get("why", "")),
+            timings=timings,
+        )
+
+
+__all__ = ["CommitteeConnection", "RoundResult"]

@@ -1,0 +1,367 @@
+"""``KairesFedAvg``: Flower's FedAvg where the ServerApp only ever receives the aggregate.
+
+A drop-in subclass of :class:`flwr.serverapp.strategy.FedAvg` (same constructor
+arguments, sampling, minimum nodes, ``start(grid, initial_arrays, num_rounds, ...)``,
+weighting by ``num-examples``). Use it with ``ClientApp(mods=[kaires_mod])``.
+
+What changes (one round = one Kaires job, protocol.md):
+
+- ``start`` first **enrols** the nodes: each one's ``kaires_mod`` pins the ledger and the
+  committee and returns its policy, signed by itself; the ServerApp relays it.
+- ``configure_train`` commits a ``"model_update"`` job for the sampled providers on the
+  ledger (the ledger checks every provider's policy) and sends each node the global
+  model plus the job, its state proofs, the genesis block and the committee description.
+- The clients reply with sealed submissions (:mod:`kaires_fl.strategies.update`: clipped,
+  weighted, fixed-point, proven ‖v‖ ≤ 1, Shamir-shared, sealed to the aggregators).
+- ``aggregate_train`` relays them to the committee; the aggregators verify the proofs on
+  shares (an over-norm or malformed update is rejected, not averaged in), sum the accepted
+  ones and seal the sum to the consumer; the ServerApp opens only that sum and computes
+
+      global + C·Σ v / Σ w      (v, w of the accepted providers)
+
+  which is FedAvg's weighted average of the updates when no update exceeds ``clip_norm``.
+
+Per-client train metrics are not forwarded (they would leak per-client information); the
+round's MetricRecord reports ``kaires-accepted``, ``kaires-rejected`` and
+``kaires-refused`` counts. ``kaires_rounds[r]`` keeps each round's
+:class:`~kaires_fl.strategies.committee.RoundResult` and the nodes' refusal reasons.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from logging import INFO, WARNING
+from typing import Any
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
+from flwr.supercore import log
+
+from . import wire
+
+_P64 = 2**64 - 2**32 + 1
+
+
+def auto_frac_bits(length: int, most: int = 20) -> int:
+    """The most fractional bits (≤ ``most``) a BoundedL2Vec of ``length`` entries with
+    bound 1 can use in Field64 without wrapping."""
+    for f in range(most, 0, -1):
+        if length * 4 ** (f + 2) + 2 ** (2 * f + 1) < _P64:
+            return f
+    return 1
+
+
+class KairesFlowerBase:
+    """Enrolment, job messages and committee plumbing shared by the Kaires strategies."""
+
+    configrecord_key: str
+    arrayrecord_key: str
+    min_available_nodes: int
+
+    def _init_kaires(self, committee: Any, enrol_timeout: float) -> None:
+        self._committee = committee
+        self.enrol_timeout = enrol_timeout
+        self.enrolled: dict[int, tuple[str, str]] = {}  # node id → (policy id, public key)
+        self.enrol_refusals: dict[int, str] = {}
+        self.kaires_rounds: dict[int, dict[str, Any]] = {}
+
+    @property
+    def committee(self) -> Any:
+        """The committee connection (a fresh in-process committee unless one was given)."""
+        if self._committee is None:
+            from .committee import CommitteeConnection
+
+            self._committee = CommitteeConnection()
+        elif not hasattr(self._committee, "commit_job"):
+            from .committee import CommitteeConnection
+
+            self._committee = CommitteeConnection(self._committee)
+        return self._committee
+
+    def enrol_nodes(self, grid: Grid, node_ids: Iterable[int]) -> None:
+        """Enrolment exchange with the nodes not enrolled yet (module docstring)."""
+        todo = [n for n in node_ids if n not in self.enrolled]
+        if not todo:
+            return
+        conn = self.committee
+        cfg = ConfigRecord(
+            {
+                wire.PHASE: wire.PHASE_ENROL,
+                wire.GENESIS: conn.genesis_bytes,
+                wire.CONSUMER: conn.consumer_public,
+                wire.COMMITTEE: conn.description_bytes,
+            }
+        )
+        msgs = [
+            Message(
+                content=RecordDict({self.configrecord_key: cfg}),
+                message_type=MessageType.TRAIN,
+                dst_node_id=n,
+            )
+            for n in todo
+        ]
+        replies = list(grid.send_and_receive(msgs, timeout=self.enrol_timeout))
+        records: dict[int, Any] = {}
+        for r in replies:
+            node = r.metadata.src_node_id
+            if r.has_error():
+                self.enrol_refusals[node] = r.error.reason
+            elif wire.REPLY in r.content.config_records:
+                records[node] = r.content.config_records[wire.REPLY]
+            else:
+                self.enrol_refusals[node] = "no Kaires enrolment in the reply: add kaires_mod"
+        done = conn.enrol(records)
+        self.enrol_refusals.update(getattr(conn, "enrol_errors", {}))
+        for node, pid in done.items():
+            self.enrolled[node] = (pid, str(records[node]["public"]))
+        for node, why in self.enrol_refusals.items():
+            log(WARNING, "kaires: node %s not enrolled: %s", node, why)
+        if not self.enrolled:
+            from kaires_fl.errors import ConfigError
+
+            raise ConfigError(
+                "no node enrolled as a Kaires provider: the ClientApp needs "
+                "ClientApp(mods=[kaires_mod]); reasons: " + str(self.enrol_refusals)
+            )
+
+    def job_messages(
+        self,
+        statistic: Any,
+        node_ids: list[int],
+        base: RecordDict,
+        message_type: str,
+        round_key: int,
+    ) -> list[Message]:
+        """Commit a job for the sampled nodes and build one message per node."""
+        conn = self.committee
+        nodes = [n for n in node_ids if n in self.enrolled]
+        pids = {self.enrolled[n][0]: self.enrolled[n][1] for n in nodes}
+        t0 = time.perf_counter()
+        from kaires_fl.errors import AccessDenied
+
+        try:
+            job = conn.commit_job(statistic, list(pids))
+        except AccessDenied as exc:
+            log(WARNING, "kaires: round %s has no job: %s", round_key, exc)
+            self.kaires_rounds[round_key] = {"job": None, "why": str(exc)}
+            return []
+        proofs = conn.job_proofs(job["id"], pids)
+        self.kaires_rounds[round_key] = {
+            "job": job,
+            "statistic": statistic,
+            "nodes": {n: self.enrolled[n][0] for n in nodes},
+            "timings": {"commit_job": time.perf_counter() - t0},
+        }
+        if job["excluded"]:
+            log(INFO, "kaires: the ledger excluded %s", job["excluded"])
+        common = {
+            wire.PHASE: wire.PHASE_JOB,
+            wire.GENESIS: conn.genesis_bytes,
+            wire.COMMITTEE: conn.description_bytes,
+            wire.JOB: job["id"],
+        }
+        msgs = []
+        for n in nodes:
+            cfg = ConfigRecord(dict(base[self.configrecord_key]))
+            cfg.update(common)
+            cfg[wire.PROOFS] = proofs[self.enrolled[n][0]]
+            content = RecordDict({k: v for k, v in base.items() if k != self.configrecord_key})
+            content[self.configrecord_key] = cfg
+            msgs.append(Message(content=content, message_type=message_type, dst_node_id=n))
+        return msgs
+
+    def collect(
+        self, round_key: int, replies: Iterable[Message]
+    ) -> tuple[dict[str, tuple[bytes, bytes]], dict[str, Any], dict[int, str]]:
+        """Sealed submissions (policy id → (write, submission)), the replies' metrics by
+        policy id, and the nodes' refusal reasons."""
+        info = self.kaires_rounds[round_key]
+        subs: dict[str, tuple[bytes, bytes]] = {}
+        metrics: dict[str, Any] = {}
+        refusals: dict[int, str] = {}
+        for r in replies:
+            node = r.metadata.src_node_id
+            if r.has_error():
+                refusals[node] = r.error.reason
+                log(INFO, "\t> node %s sent nothing usable: %s", node, r.error.reason)
+                continue
+            rec = r.content.config_records.get(wire.REPLY)
+            pid = info["nodes"].get(node)
+            if rec is None or pid is None or rec.get("policy") != pid:
+                refusals[node] = "reply without a sealed submission for its policy"
+                continue
+            if r.content.array_records:
+                # A Kaires reply carries no plaintext arrays; one that does is dropped unread.
+                refusals[node] = "reply carries plaintext arrays: dropped"
+                continue
+            subs[pid] = (bytes(rec["write-tx"]), bytes(rec["submission"]))
+            metrics[pid] = next(iter(r.content.metric_records.values()), None)
+        info["refusals"] = refusals
+        return subs, metrics, refusals
+
+
+class KairesFedAvg(KairesFlowerBase, FedAvg):
+    """FedAvg through Kaires (module docstring). FedAvg's arguments, plus:
+
+    Parameters
+    ----------
+    committee:
+        A :class:`~kaires_fl.strategies.committee.CommitteeConnection` or a
+        :class:`~kaires_fl.simulation.LocalCommittee` (default: a fresh local committee).
+    clip_norm:
+        C: every update is scaled to ‖Δ‖₂ ≤ C before it is proven bounded.
+    num_examples_cap:
+        W: weights are min(num-examples, W); default: the largest weight claimed in the
+        previous round (1024 in the first round).
+    frac_bits:
+        Fixed-point fractional bits of the update (default: the most the field allows).
+    """
+
+    def __init__(
+        self,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weighted_by_key: str = "num-examples",
+        arrayrecord_key: str = "arrays",
+        configrecord_key: str = "config",
+        train_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
+        evaluate_metrics_aggr_fn: Callable[[list[RecordDict], str], MetricRecord] | None = None,
+        *,
+        committee: Any | None = None,
+        clip_norm: float = 10.0,
+        num_examples_cap: float | None = None,
+        frac_bits: int | None = None,
+        enrol_timeout: float = 3600,
+    ) -> None:
+        super().__init__(
+            fraction_train,
+            fraction_evaluate,
+            min_train_nodes,
+            min_evaluate_nodes,
+            min_available_nodes,
+            weighted_by_key,
+            arrayrecord_key,
+            configrecord_key,
+            train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn,
+        )
+        self._init_kaires(committee, enrol_timeout)
+        if not (clip_norm > 0 and math.isfinite(clip_norm)):
+            from kaires_fl.errors import ConfigError
+
+            raise ConfigError(f"clip_norm must be positive and finite, got {clip_norm}")
+        self.clip_norm = float(clip_norm)
+        self.num_examples_cap = num_examples_cap
+        self.frac_bits = frac_bits
+        self._last_weights: list[float] = []
+        self._current: ArrayRecord | None = None
+
+    def summary(self) -> None:
+        super().summary()
+        log(INFO, "\t└──> Kaires: clip_norm %s, committee %s", self.clip_norm, self._committee)
+
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, *args: Any, **kwargs: Any) -> Any:
+        """FedAvg's ``start``, after enrolling the connected nodes as Kaires providers."""
+        self.enrol_nodes(grid, grid.get_node_ids())
+        return super().start(grid, initial_arrays, *args, **kwargs)
+
+    def _weight_cap(self) -> float:
+        if self.num_examples_cap is not None:
+            return float(self.num_examples_cap)
+        return max(self._last_weights, default=1024.0) or 1.0
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Sample as FedAvg does, commit this round's job, send each node its proofs."""
+        if self.fraction_train == 0.0:
+            return []
+        from .update import ModelUpdateStats
+
+        num_nodes = int(len(list(grid.get_node_ids())) * self.fraction_train)
+        sample_size = max(num_nodes, self.min_train_nodes)
+        node_ids, _ = sample_nodes(grid, self.min_available_nodes, sample_size)
+        self.enrol_nodes(grid, node_ids)
+        config["server-round"] = server_round
+        config[wire.WEIGHT_KEY] = self.weighted_by_key
+        length = sum(int(np.prod(a.shape)) for a in arrays.values())
+        stat = ModelUpdateStats(
+            length,
+            clip_norm=self.clip_norm,
+            weight_cap=self._weight_cap(),
+            frac_bits=self.frac_bits if self.frac_bits is not None else auto_frac_bits(length),
+        )
+        self._current = arrays
+        base = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        msgs = self.job_messages(stat, node_ids, base, MessageType.TRAIN, server_round)
+        log(INFO, "configure_train: job for %s nodes", len(msgs))
+        return msgs
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate through the committee; the ServerApp opens only the sum."""
+        replies = list(replies)
+        info = self.kaires_rounds.get(server_round)
+        if info is None or info.get("job") is None or self._current is None:
+            return None, None
+        subs, metrics, refusals = self.collect(server_round, replies)
+        stat = info["statistic"]
+        claimed = {}
+        for pid, m in metrics.items():
+            try:
+                claimed[pid] = float(m[self.weighted_by_key]) if m is not None else 0.0
+            except (KeyError, TypeError, ValueError):
+                claimed[pid] = 0.0
+        res = self.committee.aggregate(info["job"], stat, subs)
+        info["result"] = res
+        log(
+            INFO,
+            "aggregate_train: %s accepted, %s rejected %s, %s refused, faulty aggregators %s",
+            len(res.accepted),
+            len(res.rejected),
+            res.rejected,
+            len(res.refused) + len(refusals),
+            res.faulty_aggregators,
+        )
+        self._last_weights = [claimed.get(p, 0.0) for p in res.accepted]
+        total_w = sum(stat.weight(claimed.get(p, 0.0)) for p in res.accepted)
+        metrics_out = MetricRecord(
+            {
+                "kaires-accepted": len(res.accepted),
+                "kaires-rejected": len(res.rejected),
+                "kaires-refused": len(res.refused) + len(refusals),
+            }
+        )
+        if res.aggregate is None or total_w <= 0:
+            log(WARNING, "kaires: round %s produced no aggregate: %s", server_round, res.why)
+            return None, metrics_out
+        from .update import flatten, unflatten
+
+        current = self._current
+        keys = list(current.keys())
+        olds = [current[k].numpy() for k in keys]
+        new = flatten(olds) + np.asarray(res.aggregate["sum"]) / total_w
+        arrays = ArrayRecord(
+            {k: Array(np.asarray(a)) for k, a in zip(keys, unflatten(new, olds), strict=True)}
+        )
+        return arrays, metrics_out
+
+
+__all__ = ["KairesFedAvg", "auto_frac_bits"]
