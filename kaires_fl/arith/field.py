@@ -330,9 +330,9 @@ class Field64(PrimeField):
             return np.array(int(values) % p, dtype=_U64)
         if isinstance(values, np.ndarray | np.generic):
             arr = np.asarray(values)
-            if arr.dtype == np.uint64:
+            if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:  # also non-native byte order
                 out = np.empty(arr.shape, np.uint64)
-                kern.reduce_v(np.ascontiguousarray(arr).reshape(-1), out.reshape(-1))
+                kern.reduce_v(_flat(arr.astype(np.uint64, copy=False)), _flat(out))
                 return out
             if arr.dtype.kind == "b" or arr.dtype.kind == "u":
                 return arr.astype(np.uint64)

@@ -62,6 +62,18 @@ def test_elements_reduce_any_integer(F: type, data: st.DataObject) -> None:
 
 
 @pytest.mark.parametrize("F", FIELDS)
+def test_elements_from_numpy_scalars_and_byte_orders(F: type) -> None:
+    p = F.MODULUS
+    top = 2**64 - 1
+    assert F.to_ints(F.elements(np.array([top, 5], dtype=">u8"))) == [top % p, 5]
+    assert F.to_ints(F.elements(np.uint64(top))) == top % p
+    assert F.to_ints(F.elements(np.int8(-3))) == p - 3
+    assert F.to_ints(F.elements([True, False])) == [1, 0]
+    # numpy would turn this list into float64; the exact path must be taken instead
+    assert F.to_ints(F.elements([-1, 2**63])) == [p - 1, 2**63 % p]
+
+
+@pytest.mark.parametrize("F", FIELDS)
 def test_elements_rejects_floats(F: type) -> None:
     with pytest.raises(EncodingError, match="integers"):
         F.elements([1.5, 2])
