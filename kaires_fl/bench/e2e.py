@@ -1,0 +1,81 @@
+"""End-to-end benchmarks: whole ``fit`` calls through a Kaires job on a 2-core machine.
+
+* ``e2e_1m_s`` / ``e2e_rows_per_s``: 1,000,000 rows × 20 features from 100 providers,
+  committee 4/4/4 with t = 1, provider granularity, the whole ``KairesLinearRegression.fit``
+  (committee set-up, grants, job, sealed submissions, key release, verification,
+  aggregation, reconstruction, solve). Target ``e2e_1m_s`` ≤ 10 s.
+* ``sklearn_1m_s``: scikit-learn's ``LinearRegression.fit`` on the same data, same run.
+* ``e2e_record_rows_per_s``: record granularity (one proved record per row), d = 14.
+  Target ≥ 20,000 rows/s.
+* ``setup_s``: genesis, DKG and the grants (policies) of 10 providers for the default
+  committee. Target ≤ 2 s.
+
+``quick=True`` uses 100,000 rows from 20 providers and 2,000 records (same keys).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def _data(n: int, d: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = X @ rng.normal(size=d) + 1.0 + rng.normal(size=n)
+    return X, y
+
+
+def _setup_s() -> float:
+    from kaires_fl.simulation import LocalCommittee
+
+    t0 = time.perf_counter()
+    committee = LocalCommittee()
+    committee.ensure_providers([f"provider-{i:03d}" for i in range(10)])
+    elapsed = time.perf_counter() - t0
+    committee.close()
+    return elapsed
+
+
+def run(quick: bool = False) -> dict[str, float]:
+    """The e2e metrics (see the module docstring)."""
+    from sklearn.linear_model import LinearRegression
+
+    from kaires_fl.estimators import KairesLinearRegression
+
+    n, providers = (100_000, 20) if quick else (1_000_000, 100)
+    n_rec = 2_000 if quick else 20_000
+    # Warm-up (numba compilation, caches) on a small job, so timings are steady-state.
+    Xw, yw = _data(2_000, 20, seed=1)
+    KairesLinearRegression(n_providers=4).fit(Xw, yw)
+    KairesLinearRegression(n_providers=2, granularity="record").fit(Xw[:200, :14], yw[:200])
+
+    setup = min(_setup_s() for _ in range(3))
+
+    X, y = _data(n, 20)
+    t0 = time.perf_counter()
+    KairesLinearRegression(n_providers=providers).fit(X, y)
+    e2e = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    LinearRegression().fit(X, y)
+    sk = time.perf_counter() - t0
+
+    Xr, yr = _data(n_rec, 14, seed=2)
+    t0 = time.perf_counter()
+    KairesLinearRegression(n_providers=10, granularity="record").fit(Xr, yr)
+    rec = time.perf_counter() - t0
+    return {
+        "e2e_1m_s": e2e,
+        "e2e_rows_per_s": n / e2e,
+        "sklearn_1m_s": sk,
+        "e2e_record_rows_per_s": n_rec / rec,
+        "setup_s": setup,
+    }
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import json
+    import sys
+
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
