@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from kaires_fl.aggregation.job import AggregatorService, Coordinator
 from kaires_fl.aggregation.submission import PROVIDER_FAULTS
@@ -310,6 +311,18 @@ class LocalCommittee:
         the balance for the prices), ``ProtocolError`` if more parties fail than the
         committees tolerate.
         """
+        # Each provider is its own machine: one BLAS thread each (on a shared 2-core box a
+        # multi-threaded BLAS spin-waits and makes the providers' local sums 5–10× slower).
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._run_job(statistic, data, consumer, progress)
+
+    def _run_job(
+        self,
+        statistic: Any,
+        data: Mapping[Any, tuple[Any, Any]],
+        consumer: Consumer | None,
+        progress: bool,
+    ) -> JobResult:
         consumer = consumer or self.consumer
         timings: dict[str, float] = {}
         clock = time.perf_counter()

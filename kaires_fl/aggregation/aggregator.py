@@ -41,6 +41,7 @@ from kaires_fl.aggregation.submission import (
     SealedSubmission,
     joint_rand_seed,
     open_part,
+    part_hash,
 )
 from kaires_fl.arith import sharing
 from kaires_fl.arith.flp import FlpBBCGGI19
@@ -112,6 +113,9 @@ class JobContext:
         return np.repeat(np.stack(per), counts, axis=0) if per else F.zeros((0, flp.JOINT_RAND_LEN))
 
 
+_COEFFS: dict[tuple[bytes, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
 @dataclass(frozen=True)
 class Coin:
     """The job's public coin (threshold VRF output) and what is expanded from it."""
@@ -122,10 +126,16 @@ class Coin:
         return flp.derive_query_rand(H(b"kaires/aggregation/query-rand", self.value))
 
     def consistency(self, flp: FlpBBCGGI19) -> tuple[np.ndarray, np.ndarray]:
-        F = flp.field
-        c_meas = F.from_seed(self.value, (flp.MEAS_LEN,), b"kaires/consistency/meas")
-        c_proof = F.from_seed(self.value, (flp.PROOF_LEN,), b"kaires/consistency/proof")
-        return c_meas, c_proof
+        """Coefficients over one record's measurement and proof coordinates (cached)."""
+        got = _COEFFS.get((self.value, id(flp)))
+        if got is None:
+            F = flp.field
+            c_meas = F.from_seed(self.value, (flp.MEAS_LEN,), b"kaires/consistency/meas")
+            c_proof = F.from_seed(self.value, (flp.PROOF_LEN,), b"kaires/consistency/proof")
+            got = _COEFFS[(self.value, id(flp))] = (c_meas, c_proof)
+            if len(_COEFFS) > 16:
+                _COEFFS.pop(next(iter(_COEFFS)))
+        return got
 
     def row_coeffs(self, flp: FlpBBCGGI19, manifest: Manifest) -> np.ndarray:
         return flp.field.from_seed(
@@ -150,6 +160,14 @@ def consistency_value(
 # ---------------------------------------------------------------------------- messages
 
 
+#: A disclosed part: (submission, released key, measurement blob, proof blob).
+Disclosure = tuple[int, bytes, bytes, bytes]
+
+
+def _disclosed(items: Sequence[Disclosure]) -> list[bytes]:
+    return [H(str(s).encode(), k, part_hash(mb), part_hash(pb)) for s, k, mb, pb in items]
+
+
 def _sig_ok(pub_hex: str, context: bytes, body: bytes, sig: bytes) -> bool:
     return is_valid(bytes.fromhex(pub_hex), context, body, sig)
 
@@ -158,15 +176,16 @@ def _sig_ok(pub_hex: str, context: bytes, body: bytes, sig: bytes) -> bool:
 class Published:
     """Aggregator ``i``'s round-1 message: z per submission, verifier shares per record.
 
-    ``unopened`` maps a submission it could not open to the key it was released for it
-    (anyone can check it against the signed commitment and retry the opening).
+    ``unopened`` lists each submission it could not open with the key it was released for
+    it and its two part blobs (anyone checks them against the signed manifest and retries
+    the opening).
     """
 
     job: str
     aggregator: int
     z: np.ndarray  # (S,)
     verifier: np.ndarray  # (rows, VERIFIER_LEN)
-    unopened: tuple[tuple[int, bytes], ...]
+    unopened: tuple[Disclosure, ...]
     signature: bytes = b""
 
     def body(self) -> bytes:
@@ -176,7 +195,7 @@ class Published:
             self.aggregator.to_bytes(4, "little"),
             np.ascontiguousarray(self.z).tobytes(),
             np.ascontiguousarray(self.verifier).tobytes(),
-            canonical([[s, k.hex()] for s, k in self.unopened]),
+            *_disclosed(self.unopened),
         )
 
 
@@ -186,7 +205,7 @@ class Reveal:
 
     job: str
     aggregator: int
-    keys: tuple[tuple[int, bytes], ...]
+    keys: tuple[Disclosure, ...]
     signature: bytes = b""
 
     def body(self) -> bytes:
@@ -194,7 +213,7 @@ class Reveal:
             REVEAL_CONTEXT,
             self.job.encode(),
             self.aggregator.to_bytes(4, "little"),
-            canonical([[s, k.hex()] for s, k in self.keys]),
+            *_disclosed(self.keys),
         )
 
 
@@ -368,14 +387,14 @@ def decide_job(
     # Unopenable parts: provable against the signed commitment, else the aggregator's fault.
     opened = {i: set(range(S)) for i in pub}
     for i, p in pub.items():
-        for s, key in p.unopened:
+        for s, key, mblob, pblob in p.unopened:
             if not 0 <= s < S:
                 faulty[i] = "malformed round-1 message"
                 continue
             opened[i].discard(s)
             sub = ctx.submissions[s]
             try:
-                open_part(flp, sub.manifest, i, key, sub.meas_parts[i], sub.proof_parts[i])
+                open_part(flp, sub.manifest, i, key, mblob, pblob)
             except InvalidSubmission as exc:
                 if "commitment" in str(exc):
                     faulty.setdefault(
@@ -393,7 +412,7 @@ def decide_job(
     flagged, undecodable = find_disputes(F, n, t, {i: p.z for i, p in pub.items()}, opened, S)
     for s in undecodable:
         rejected.setdefault(s, REASON_INCONSISTENT)
-    rev_keys: dict[int, dict[int, bytes]] = {}
+    rev_keys: dict[int, dict[int, tuple[bytes, bytes, bytes]]] = {}
     for i, r in reveals.items():
         if (
             i in pub
@@ -401,16 +420,16 @@ def decide_job(
             and r.aggregator == i
             and _sig_ok(ctx.aggregators[i], REVEAL_CONTEXT, r.body(), r.signature)
         ):
-            rev_keys[i] = dict(r.keys)
+            rev_keys[i] = {s: (k, mb, pb) for s, k, mb, pb in r.keys}
     for s, js in sorted(flagged.items()):
         sub = ctx.submissions[s]
         for j in sorted(js):
-            key = rev_keys.get(j, {}).get(s)
-            if key is None:
+            disclosed = rev_keys.get(j, {}).get(s)
+            if disclosed is None:
                 faulty.setdefault(j, "did not justify a disputed consistency value")
                 continue
             try:
-                shares = open_part(flp, sub.manifest, j, key, sub.meas_parts[j], sub.proof_parts[j])
+                shares = open_part(flp, sub.manifest, j, *disclosed)
             except InvalidSubmission:
                 faulty.setdefault(j, "revealed a key that does not open its part")
                 continue
@@ -537,15 +556,28 @@ class AggregatorJob:
         if self.byzantine:
             z = F.random(z.shape)
             verifier = F.random(verifier.shape)
-        msg = Published(ctx.job, self.index, z, verifier, tuple(sorted(self.unopened.items())))
+        msg = Published(
+            ctx.job,
+            self.index,
+            z,
+            verifier,
+            tuple(self._disclose(s, k) for s, k in sorted(self.unopened.items())),
+        )
         return _signed(msg, self.identity, PUBLISH_CONTEXT)
 
     # -- step 5, round 2
     def reveal(self, flagged: Mapping[int, set[int]]) -> Reveal:
         """Keys of the submissions where this aggregator's z was disputed (maybe none)."""
         mine = sorted(s for s, js in flagged.items() if self.index in js)
-        keys = tuple((s, secrets.token_bytes(32) if self.byzantine else self.keys[s]) for s in mine)
+        keys = tuple(
+            self._disclose(s, secrets.token_bytes(32) if self.byzantine else self.keys[s])
+            for s in mine
+        )
         return _signed(Reveal(self.ctx.job, self.index, keys), self.identity, REVEAL_CONTEXT)
+
+    def _disclose(self, s: int, key: bytes) -> Disclosure:
+        sub = self.ctx.submissions[s]
+        return (s, key, sub.meas_parts[self.index], sub.proof_parts[self.index])
 
     # -- step 6
     def aggregate(self, decision: Decision) -> ResultShare:

@@ -42,17 +42,19 @@ from kaires_fl.aggregation.aggregator import (
     find_disputes,
     verify_signed,
 )
-from kaires_fl.aggregation.submission import SealedSubmission
+from kaires_fl.aggregation.submission import SealedSubmission, key_commit
 from kaires_fl.arith.flp import FlpBBCGGI19
-from kaires_fl.crypto.elgamal import RecipientKey
+from kaires_fl.crypto.elgamal import RecipientKey, recover_key
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
+from kaires_fl.crypto.group import multi_scalar_mult
 from kaires_fl.crypto.sign import H, Identity
+from kaires_fl.crypto.vss import lagrange_coefficients as vss_lagrange
 from kaires_fl.errors import InvalidSubmission, KairesError, ProtocolError
 from kaires_fl.ledger.darc import darc_key
 from kaires_fl.ledger.encoding import canonical, decode_canonical
 from kaires_fl.ledger.jobs import job_key, receipt_key, sign_receipt
 from kaires_fl.ledger.tx import Tx
-from kaires_fl.secret_management.contracts import inputs_key, lts_key, read_key
+from kaires_fl.secret_management.contracts import inputs_key, lts_key, read_key, write_key
 from kaires_fl.secret_management.evidence import prove_entries
 from kaires_fl.secret_management.release import (
     LtsInfo,
@@ -63,7 +65,7 @@ from kaires_fl.secret_management.release import (
     evidence_keys,
     read_payload,
 )
-from kaires_fl.secret_management.write import WriteEntry, aggregator_slot
+from kaires_fl.secret_management.write import WriteEntry, aggregator_slot, write_label
 from kaires_fl.transport.base import Transport
 
 # ---------------------------------------------------------------------------- statistics
@@ -255,7 +257,7 @@ class AggregatorService:
         n, t = len(job["aggregators"]), int(job["params"]["degree"])
         subs = msg.submissions
         for s in subs:
-            s.check(n)
+            s.check(n, parts=[self.index])
             m = s.manifest
             if m.job != msg.job or m.circuit != cid or m.provider not in job["providers"]:
                 raise InvalidSubmission(
@@ -313,6 +315,7 @@ class AggregatorService:
         if self.ledger.get(read_key(st.read_id)) is None:
             raise ProtocolError(f"read {st.read_id[:16]}… is not committed on the ledger")
         writes = [s.manifest.write for s in st.ctx.submissions]
+        st.lts = LtsInfo.from_entry(self.ledger.get(lts_key(self.lts_id)))
         ev = prove_entries(self.ledger, evidence_keys(self.lts_id, st.read_id, msg.job, writes))
         req = ReleaseRequest(st.read_id, ev)
         self.t.broadcast(self.trustees, req)
@@ -324,42 +327,94 @@ class AggregatorService:
         for st in self.jobs.values():
             if st.read_id == msg.read_id and not st.released:
                 st.responses.setdefault(self.trustees.index(src), msg)
+                answered = [r for r in st.responses.values() if isinstance(r, ReleaseResponse)]
+                if len(answered) == st.lts.t + 1 and not st.fast_tried:
+                    st.fast_tried = True
+                    keys = self._fast_keys(st)
+                    if keys is not None:
+                        self._finish_release(st, keys)
+                        return
                 if len(st.responses) == len(self.trustees):
                     self._combine(st)
                 return
 
+    def _my_writes(self, st: _JobState) -> dict[str, WriteEntry]:
+        """The job's writes, decoding only this aggregator's slot (one point check each)."""
+        slot = aggregator_slot(self.index)
+        out = {}
+        for s in st.ctx.submissions:
+            e = self.ledger.get(write_key(s.manifest.write))
+            out[s.manifest.write] = WriteEntry.from_payload(
+                {
+                    "lts": e["lts"],
+                    "policy": e["policy"],
+                    "version": e["version"],
+                    "job": e["job"],
+                    "keys": [k for k in e["keys"] if k[0] == slot],
+                }
+            )
+        return out
+
+    def _fast_keys(self, st: _JobState) -> dict[int, bytes] | None:
+        """Keys from the first t + 1 answers without checking their DLEQ proofs.
+
+        Sound because every recovered key is checked against the provider's signed key
+        commitment; any mismatch (a wrong share, or a provider that wrote another key)
+        falls back to :func:`combine_release`, which verifies every share and names the
+        faulty trustees.
+        """
+        lts = st.lts
+        chosen = sorted(j for j, r in st.responses.items() if isinstance(r, ReleaseResponse))[
+            : lts.t + 1
+        ]
+        lam = vss_lagrange(chosen)
+        shares = [dict(st.responses[j].shares) for j in chosen]
+        xy = lts.X * self.recipient.secret
+        slot = aggregator_slot(self.index)
+        writes = self._my_writes(st)
+        keys: dict[int, bytes] = {}
+        try:
+            for s, sub in enumerate(st.ctx.submissions):
+                m = sub.manifest
+                w = writes[m.write]
+                xb = multi_scalar_mult(lam, [sh[m.write].value for sh in shares])
+                label = write_label(w.lts, w.policy, w.version, w.job, slot)
+                key = recover_key(w.slot(slot), xb - xy, label)
+                if (
+                    key_commit(m.job, m.provider, self.index, key).hex()
+                    != m.key_commits[self.index]
+                ):
+                    return None
+                keys[s] = key
+        except (KeyError, KairesError, ValueError):
+            return None
+        return keys
+
     def _combine(self, st: _JobState) -> None:
         if st.released:
             return
-        st.released = True
-        if st.release_timer is not None:
-            st.release_timer.cancel()
         read = self.ledger.get(read_key(st.read_id))
-        lts = LtsInfo.from_entry(self.ledger.get(lts_key(self.lts_id)))
-        writes = {
-            s.manifest.write: WriteEntry.from_payload(
-                {
-                    k: v
-                    for k, v in self.ledger.get(f"calypso/write/{s.manifest.write}").items()
-                    if k in ("lts", "policy", "version", "job", "keys")
-                }
-            )
-            for s in st.ctx.submissions
-        }
         try:
             res = combine_release(
-                {j: st.responses.get(j) for j in range(lts.n)},
+                {j: st.responses.get(j) for j in range(st.lts.n)},
                 st.read_id,
                 read,
-                writes,
-                lts,
+                self._my_writes(st),
+                st.lts,
                 self.recipient,
             )
         except KairesError as exc:
+            st.released = True
             self.t.send(st.coordinator, Failed(st.ctx.job, self.index, f"key release: {exc}"))
             return
         st.faulty_trustees = dict(res.faulty)
         keys = {s: res.keys[sub.manifest.write] for s, sub in enumerate(st.ctx.submissions)}
+        self._finish_release(st, keys)
+
+    def _finish_release(self, st: _JobState, keys: Mapping[int, bytes]) -> None:
+        st.released = True
+        if st.release_timer is not None:
+            st.release_timer.cancel()
         self._opened(st, keys)
 
     def _opened(self, st: _JobState, keys: Mapping[int, bytes]) -> None:
@@ -457,6 +512,8 @@ class _JobState:
     coin_shares: dict[int, Any] = field(default_factory=dict)
     responses: dict[int, Any] = field(default_factory=dict)
     released: bool = False
+    fast_tried: bool = False
+    lts: Any = None
     release_timer: Any = None
     faulty_trustees: dict[int, str] = field(default_factory=dict)
     coin: Coin | None = None
@@ -582,8 +639,8 @@ class Coordinator:
             timings[name] = timings.get(name, 0.0) + now - clock
             clock = now
 
-        for a in self.aggregators:
-            self.send(a, StartJob(job_id, tuple(submissions)))
+        for i, a in enumerate(self.aggregators):
+            self.send(a, StartJob(job_id, tuple(s.only(i) for s in submissions)))
         reads = self.collect(ReadSigned, job_id, n)
         txs = [m.tx for m in reads.values() if m.tx is not None]
         for tx in txs:

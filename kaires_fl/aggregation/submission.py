@@ -88,8 +88,22 @@ class SealedSubmission:
     meas_parts: tuple[bytes, ...]
     proof_parts: tuple[bytes, ...]
 
-    def check(self, n: int) -> None:
-        """Check the signature and that every part matches its hash in the manifest.
+    def only(self, i: int) -> SealedSubmission:
+        """The submission as aggregator ``i`` gets it: its own two parts, the others empty."""
+        n = len(self.meas_parts)
+        return (
+            SealedSubmission(
+                self.manifest,
+                self.signature,
+                tuple(p if j == i else b"" for j, p in enumerate(self.meas_parts)),
+                tuple(p if j == i else b"" for j, p in enumerate(self.proof_parts)),
+            )
+            if 0 <= i < n
+            else self
+        )
+
+    def check(self, n: int, parts: Sequence[int] | None = None) -> None:
+        """Check the signature and that the parts (all, or ``parts``) match the manifest.
 
         Raises
         ------
@@ -112,7 +126,7 @@ class SealedSubmission:
                 f"submission of {m.provider[:16]}… has parts for "
                 f"{len(m.meas_parts)} aggregators, the committee has {n}"
             )
-        for i in range(n):
+        for i in range(n) if parts is None else parts:
             if part_hash(self.meas_parts[i]).hex() != m.meas_parts[i] or (
                 part_hash(self.proof_parts[i]).hex() != m.proof_parts[i]
             ):
