@@ -12,7 +12,7 @@ from kaires_fl.arith.field import Field64, Field128
 from kaires_fl.errors import ConfigError, EncodingError
 
 FIELDS = [Field64, Field128]
-SETTINGS = settings(max_examples=50, deadline=None)
+SETTINGS = settings(max_examples=30, deadline=None)
 
 
 @pytest.mark.parametrize("F", FIELDS)

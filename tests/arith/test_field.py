@@ -21,7 +21,7 @@ EDGES = {
                (P128 - 1) // 2, 2**66],
 }  # fmt: skip
 
-SETTINGS = settings(max_examples=60, deadline=None)
+SETTINGS = settings(max_examples=40, deadline=None)
 
 
 def elem(F: type) -> st.SearchStrategy[int]:
