@@ -77,6 +77,7 @@ class KairesFlowerBase:
         self.enrolled: dict[int, tuple[str, str]] = {}  # node id → (policy id, public key)
         self.enrol_refusals: dict[int, str] = {}
         self.kaires_rounds: dict[int, dict[str, Any]] = {}
+        self.enrol_message_type: str = MessageType.TRAIN
 
     @property
     def committee(self) -> Any:
@@ -108,7 +109,7 @@ class KairesFlowerBase:
         msgs = [
             Message(
                 content=RecordDict({self.configrecord_key: cfg}),
-                message_type=MessageType.TRAIN,
+                message_type=self.enrol_message_type,
                 dst_node_id=n,
             )
             for n in todo

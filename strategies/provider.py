@@ -230,6 +230,8 @@ class FlowerProvider:
 
         genesis = self.check_genesis(context, config[wire.GENESIS])
         job_id = str(config[wire.JOB])
+        if wire.PROOFS not in config:
+            raise InvalidProof(f"job {job_id[:16]}… comes without its ledger proofs: refused")
         try:
             proofs = wire.decode_proofs(bytes(config[wire.PROOFS]))
         except EncodingError as exc:

@@ -153,13 +153,14 @@ def flatten(arrays: Sequence[np.ndarray]) -> np.ndarray:
 
 def unflatten(vector: np.ndarray, like: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Split ``vector`` into arrays shaped and typed like ``like``."""
+    total = sum(int(np.asarray(a).size) for a in like)
+    if vector.shape[0] != total:
+        raise EncodingError(f"vector of {vector.shape[0]} numbers does not fit {total} parameters")
     out, k = [], 0
     for a in like:
         a = np.asarray(a)
         out.append(vector[k : k + a.size].reshape(a.shape).astype(a.dtype, copy=False))
         k += a.size
-    if k != vector.shape[0]:
-        raise EncodingError(f"vector of {vector.shape[0]} numbers does not fit {k} parameters")
     return out
 
 

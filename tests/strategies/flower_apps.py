@@ -1,0 +1,86 @@
+"""Client apps and data shared by the Flower tests (real ClientApps with kaires_mod)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from kaires_fl.strategies import ProviderPolicy, make_kaires_mod
+
+APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "flower-app"
+if str(APP_DIR) not in sys.path:
+    sys.path.insert(0, str(APP_DIR))
+
+import task  # noqa: E402  (the example app's model and data)
+
+NUM_NODES = 10
+#: A consumer key no test strategy holds (a provider granting only it denies the others).
+STRANGER = "ab" * 32
+
+
+def diabetes_partition(pid: int, n: int = NUM_NODES) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_diabetes
+
+    X, y = load_diabetes(return_X_y=True)
+    k = np.array_split(np.arange(len(y)), n)[pid]
+    return X[k], y[k]
+
+
+def make_client_app(
+    faults: Mapping[int, str] | None = None,
+    policies: Mapping[int, Callable[[], ProviderPolicy]] | None = None,
+    epochs: int = 5,
+    mod: Any = None,
+) -> ClientApp:
+    """The example's train handler (+ a query handler returning the diabetes rows), with
+    kaires_mod; ``faults`` / ``policies`` map a partition id to a fault / policy factory."""
+    faults, policies = dict(faults or {}), dict(policies or {})
+
+    def pid(ctx: Context) -> int:
+        return int(ctx.node_config["partition-id"])
+
+    def policy(ctx: Context) -> ProviderPolicy | None:
+        f = policies.get(pid(ctx))
+        return None if f is None else f()
+
+    app = ClientApp(
+        mods=[mod or make_kaires_mod(policy=policy, fault=lambda c: faults.get(pid(c)))]
+    )
+
+    @app.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        X, y = task.load_partition(pid(ctx), int(ctx.node_config["num-partitions"]))
+        new = task.train(msg.content["arrays"].to_numpy_ndarrays(), X, y, epochs=epochs)
+        return Message(
+            RecordDict(
+                {"arrays": ArrayRecord(new), "metrics": MetricRecord({"num-examples": len(y)})}
+            ),
+            reply_to=msg,
+        )
+
+    @app.query()
+    def query(msg: Message, ctx: Context) -> Message:
+        X, y = diabetes_partition(pid(ctx), int(ctx.node_config["num-partitions"]))
+        return Message(
+            RecordDict({"data": ArrayRecord({"X": _arr(X), "y": _arr(y)})}), reply_to=msg
+        )
+
+    return app
+
+
+def _arr(a: np.ndarray) -> Any:
+    from flwr.app import Array
+
+    return Array(np.ascontiguousarray(a))
+
+
+def plain_update(arrays: list[np.ndarray], pid: int, epochs: int = 5) -> np.ndarray:
+    """What node ``pid`` would send a plain FedAvg server (to look for it in replies)."""
+    X, y = task.load_partition(pid, NUM_NODES)
+    new = task.train(arrays, X, y, epochs=epochs)
+    return np.concatenate([np.ravel(a) for a in new])

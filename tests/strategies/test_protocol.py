@@ -1,0 +1,221 @@
+"""KairesFedAvg / KairesStatsStrategy / kaires_mod through a real ClientApp and committee.
+
+The ClientApp runs in-process on :class:`flower_harness.LocalGrid` (messages
+serialised as over the wire); the Ray-backed ``run_simulation`` runs are in
+``test_simulation.py``.
+"""
+
+from __future__ import annotations
+
+import flower_apps as apps
+import numpy as np
+import pytest
+from flower_harness import LocalGrid
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from kaires_fl.strategies import KairesFedAvg, KairesStatsStrategy, ProviderPolicy, wire
+from kaires_fl.strategies.fedavg import KairesFlowerBase
+from sklearn.linear_model import LinearRegression, Ridge
+
+from kaires_fl.ledger.encoding import canonical, decode_canonical
+from kaires_fl.simulation import LocalCommittee
+from kaires_fl.statistics import LinearRegressionStats
+
+N = apps.NUM_NODES
+
+
+def _fedavg(committee: LocalCommittee, **kw) -> KairesFedAvg:
+    return KairesFedAvg(
+        fraction_evaluate=0.0, min_available_nodes=N, min_train_nodes=N, committee=committee, **kw
+    )
+
+
+def _run(strategy: KairesFedAvg, grid: LocalGrid, rounds: int) -> list[np.ndarray]:
+    res = strategy.start(
+        grid=grid, initial_arrays=ArrayRecord(apps.task.initial_arrays()), num_rounds=rounds
+    )
+    return res.arrays.to_numpy_ndarrays()
+
+
+def _plain_fedavg(arrays: list[np.ndarray], nodes: list[int]) -> list[np.ndarray]:
+    """One round of FedAvg (weighted by num-examples) over ``nodes``, in plain numpy."""
+    flat0 = np.concatenate([a.ravel() for a in arrays])
+    ups, ws = [], []
+    for p in nodes:
+        ups.append(apps.plain_update(arrays, p) - flat0)
+        ws.append(len(apps.task.load_partition(p, N)[1]))
+    new = flat0 + np.average(ups, axis=0, weights=ws)
+    return [new[:640].reshape(64, 10), new[640:]]
+
+
+@pytest.fixture(scope="module")
+def faulty_runs() -> dict:
+    """Two rounds with provider 0 sending an over-norm update: honest committee, and a
+    committee with one Byzantine aggregator."""
+    out = {}
+    for name, faults in (("honest", None), ("byzantine", {"aggregator": {2: "byzantine"}})):
+        committee = LocalCommittee(faults=faults)
+        grid = LocalGrid(apps.make_client_app(faults={0: "over_norm"}), N)
+        s = _fedavg(committee)
+        out[name] = (s, grid, _run(s, grid, 2))
+    return out
+
+
+def test_over_norm_client_rejected_every_round_others_aggregated(faulty_runs: dict) -> None:
+    s, _, final = faulty_runs["honest"]
+    for r in (1, 2):
+        res = s.kaires_rounds[r]["result"]
+        assert set(res.rejected) == {"provider.flwr.node-0"}
+        assert len(res.accepted) == N - 1 and res.status == "done"
+    # The result is FedAvg over the nine honest clients (fixed point: step C·2^-f).
+    arrays = apps.task.initial_arrays()
+    for _ in range(2):
+        arrays = _plain_fedavg(arrays, list(range(1, N)))
+    for a, b in zip(final, arrays, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_byzantine_aggregator_changes_nothing(faulty_runs: dict) -> None:
+    honest = faulty_runs["honest"][2]
+    s, _, byz = faulty_runs["byzantine"]
+    for a, b in zip(honest, byz, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert all(2 in s.kaires_rounds[r]["result"].faulty_aggregators for r in (1, 2))
+
+
+def test_server_never_holds_an_individual_update(faulty_runs: dict) -> None:
+    _, grid, _ = faulty_runs["honest"]
+    replies = [m for m in grid.received if m.metadata.message_type == MessageType.TRAIN]
+    assert replies and all(not m.content.array_records for m in replies if m.has_content())
+    arrays = apps.task.initial_arrays()  # round 1's global model
+    blobs = b"".join(
+        b"".join(bytes(v) for v in rec.values() if isinstance(v, bytes))
+        for m in replies
+        if m.has_content()
+        for rec in m.content.config_records.values()
+    )
+    for p in range(1, N):
+        update = apps.plain_update(arrays, p)
+        for dtype in (np.float64, np.float32):
+            assert update.astype(dtype)[:8].tobytes() not in blobs
+
+
+def _refusals(strategy: KairesFlowerBase, grid: LocalGrid, rounds: int = 1) -> dict[int, str]:
+    _run(strategy, grid, rounds)
+    return strategy.kaires_rounds[rounds]["refusals"]
+
+
+class _Tamper(KairesFedAvg):
+    """A coordinator that alters what it sends (one way per ``how``)."""
+
+    def __init__(self, how: str, other: LocalCommittee | None = None, **kw) -> None:
+        super().__init__(**kw)
+        self.how, self.other = how, other
+
+    def job_messages(self, *a, **kw) -> list[Message]:
+        msgs = super().job_messages(*a, **kw)
+        for m in msgs:
+            cfg = m.content["config"]
+            if self.how == "proof-bytes":
+                b = bytearray(cfg[wire.PROOFS])
+                b[len(b) // 2] ^= 0x40
+                cfg[wire.PROOFS] = bytes(b)
+            elif self.how == "other-job":  # a proof of another (real) job
+                cfg[wire.JOB] = "00" * 32
+            elif self.how == "other-ledger":
+                cfg[wire.GENESIS] = bytes(self.other.ledger.genesis.encode())
+            elif self.how == "rogue-committee":
+                desc = decode_canonical(cfg[wire.COMMITTEE])
+                desc["lts"] = self.other.lts_id
+                cfg[wire.COMMITTEE] = canonical(desc)
+            elif self.how == "no-proof":
+                del cfg[wire.PROOFS]
+        return msgs
+
+
+@pytest.mark.parametrize(
+    "how", ["proof-bytes", "other-job", "other-ledger", "rogue-committee", "no-proof"]
+)
+def test_job_without_valid_ledger_proof_refused_by_every_client(how: str) -> None:
+    other = LocalCommittee(seed=7) if how in ("other-ledger", "rogue-committee") else None
+    s = _Tamper(
+        how,
+        other,
+        fraction_evaluate=0.0,
+        min_available_nodes=N,
+        min_train_nodes=N,
+        committee=LocalCommittee(),
+    )
+    grid = LocalGrid(apps.make_client_app(), N)
+    refusals = _refusals(s, grid)
+    assert set(refusals) == set(grid.contexts)
+    assert all("kaires_mod refused" in why for why in refusals.values())
+    expected = {
+        "proof-bytes": "does not hold the claimed value",
+        "other-job": "proof is about",
+        "other-ledger": "this provider trusts ledger",
+        "rogue-committee": "committee or LTS this provider does not trust",
+        "no-proof": "without its ledger proofs",
+    }[how]
+    assert all(expected in why for why in refusals.values()), refusals
+    assert s.kaires_rounds[1]["result"].aggregate is None
+    assert not any(
+        m.content.config_records.get(wire.REPLY) for m in grid.received[N:] if m.has_content()
+    )
+
+
+def test_plain_train_message_refused() -> None:
+    grid = LocalGrid(apps.make_client_app(), 2)
+    msg = Message(
+        content=RecordDict(
+            {"arrays": ArrayRecord(apps.task.initial_arrays()), "config": ConfigRecord()}
+        ),
+        message_type=MessageType.TRAIN,
+        dst_node_id=1,
+    )
+    (reply,) = grid.send_and_receive([msg])
+    assert reply.has_error() and "without a Kaires job" in reply.error.reason
+
+
+def test_policy_not_granting_consumer_sends_nothing_and_says_why() -> None:
+    committee = LocalCommittee()
+    grants = {"9": [apps.STRANGER]}
+    app = apps.make_client_app(policies={9: lambda: ProviderPolicy(grants=grants["9"])})
+    grid = LocalGrid(app, N)
+    s = _fedavg(committee)
+    _run(s, grid, 1)
+    info = s.kaires_rounds[1]
+    assert "provider.flwr.node-9" in info["job"]["excluded"]
+    (why,) = [
+        w for n, w in info["refusals"].items() if grid.contexts[n].node_config["partition-id"] == 9
+    ]
+    assert "does not allow this consumer" in why
+    assert len(info["result"].accepted) == N - 1
+    # A provider whose local policy changed after enrolment refuses at once, even though
+    # the ledger still has its old grant.
+    grants["9"] = []
+    app2 = apps.make_client_app(policies={3: lambda: ProviderPolicy(grants=[apps.STRANGER])})
+    grid.client_app = app2
+    s2 = _fedavg(committee)
+    s2.enrolled = dict(s.enrolled)
+    _run(s2, grid, 1)
+    (why,) = [
+        w
+        for n, w in s2.kaires_rounds[1]["refusals"].items()
+        if grid.contexts[n].node_config["partition-id"] == 3
+    ]
+    assert "does not grant consumer" in why
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_stats_strategy_linear_regression_equals_sklearn(alpha: float) -> None:
+    X, y = apps.diabetes_partition(0, 1)
+    stat = LinearRegressionStats(10, [-0.3, 0.3], [0.0, 400.0], max_rows=100)
+    s = KairesStatsStrategy(
+        stat, alpha=alpha, min_nodes=N, min_available_nodes=N, committee=LocalCommittee()
+    )
+    out = s.start(LocalGrid(apps.make_client_app(), N))
+    ref = (Ridge(alpha=alpha) if alpha else LinearRegression()).fit(X, y)
+    np.testing.assert_allclose(out.coef_, ref.coef_, rtol=1e-6, atol=1e-6 * np.abs(ref.coef_).max())
+    assert abs(out.intercept_ - ref.intercept_) <= 1e-6 * abs(ref.intercept_)
+    assert len(out.report.accepted) == N and out.aggregate["n"] == len(y)
+    np.testing.assert_allclose(out.predict(X[:5]), ref.predict(X[:5]), rtol=1e-6)

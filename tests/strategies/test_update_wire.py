@@ -1,0 +1,117 @@
+"""The model_update statistic and the message encodings (no Flower run, no committee)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from kaires_fl.strategies import wire
+from kaires_fl.strategies.fedavg import auto_frac_bits
+from kaires_fl.strategies.update import (
+    ModelUpdateStats,
+    flatten,
+    over_norm_measurements,
+    unflatten,
+)
+
+from kaires_fl.aggregation.job import flp_for
+from kaires_fl.aggregation.submission import seal_parts, sign_manifest
+from kaires_fl.arith.field import Field64
+from kaires_fl.crypto.sign import Identity
+from kaires_fl.errors import ConfigError, EncodingError, InvalidSubmission
+from kaires_fl.statistics import KINDS, from_params
+
+
+def test_registered_and_rebuilt_from_params() -> None:
+    s = ModelUpdateStats(50, clip_norm=2.0, weight_cap=100, frac_bits=12)
+    assert KINDS["model_update"] is ModelUpdateStats
+    kind, params = s.spec()
+    assert from_params(kind, params) == s
+
+
+def test_vector_is_clipped_weighted_and_encodable() -> None:
+    s = ModelUpdateStats(1000, clip_norm=2.0, weight_cap=100, frac_bits=10)
+    big = np.full(1000, 5.0)  # norm 158 ≫ C
+    v = s.vector(big, 50)
+    assert np.linalg.norm(v) <= 0.5 + 1e-12  # weight 1/2 times at most norm 1
+    assert s.weight(250) == 1.0 and s.weight(0) == 0.0
+    meas = s.measurements(big, 250)  # rounding cannot push it over the bound
+    assert meas.shape == (1, s.meas_len)
+    # A small update passes through unclipped (up to the fixed-point step).
+    d = np.linspace(-0.01, 0.01, 1000)
+    np.testing.assert_allclose(s.vector(d, 100) * 2.0, d, atol=0)
+    out = s.circuit.truncate(s.measurements(d, 100))
+    np.testing.assert_allclose(s.decode(out[0], 1)["sum"], d, atol=2.0 * 2.0**-10)
+
+
+def test_bad_parameters_and_inputs() -> None:
+    with pytest.raises(ConfigError):
+        ModelUpdateStats(0)
+    with pytest.raises(ConfigError):
+        ModelUpdateStats(10, clip_norm=-1)
+    with pytest.raises(ConfigError):
+        ModelUpdateStats(10, weight_cap=float("inf"))
+    s = ModelUpdateStats(10)
+    with pytest.raises(EncodingError):
+        s.vector(np.zeros(11), 1)
+    with pytest.raises(EncodingError):
+        s.vector(np.full(10, np.nan), 1)
+    with pytest.raises(ConfigError):
+        s.weight(-1)
+
+
+def test_auto_frac_bits_fits_field() -> None:
+    for length in (10, 650, 10_000, 1_000_000):
+        f = auto_frac_bits(length)
+        ModelUpdateStats(length, frac_bits=f)  # raises ConfigError if it could wrap
+        if f < 20:
+            with pytest.raises(ConfigError):
+                ModelUpdateStats(length, frac_bits=f + 1)
+
+
+def test_over_norm_measurement_fails_only_the_norm_check() -> None:
+    s = ModelUpdateStats(64, frac_bits=8)
+    flp = flp_for(s)
+    F = Field64
+    meas = over_norm_measurements(s)
+    jr = F.random((1, flp.JOINT_RAND_LEN))
+    proof = flp.prove(meas, flp.random_prove_rand((1,)), jr)
+    qr = F.random((1, flp.QUERY_RAND_LEN))
+    verifier = flp.query(meas, proof, qr, jr)
+    assert not bool(np.asarray(flp.decide(verifier))[0])
+    honest = s.measurements(np.full(64, 0.1), 1.0)
+    proof = flp.prove(honest, flp.random_prove_rand((1,)), jr)
+    assert bool(np.asarray(flp.decide(flp.query(honest, proof, qr, jr)))[0])
+
+
+def test_flatten_unflatten_round_trip() -> None:
+    like = [np.zeros((3, 4), dtype=np.float32), np.zeros(5)]
+    v = np.arange(17, dtype=np.float64)
+    back = unflatten(v, like)
+    assert [b.shape for b in back] == [(3, 4), (5,)] and back[0].dtype == np.float32
+    np.testing.assert_array_equal(flatten(back), v)
+    with pytest.raises(EncodingError):
+        unflatten(np.zeros(16), like)
+
+
+def test_submission_and_tx_encodings_round_trip_and_reject_garbage() -> None:
+    s = ModelUpdateStats(8, frac_bits=8)
+    flp = flp_for(s)
+    parts = seal_parts(
+        flp, s.measurements(np.ones(8) * 0.1, 1), job="j", provider="p", circuit="c", n=4, t=1
+    )
+    ident = Identity.from_seed(b"\x01" * 32)
+    sub = sign_manifest(ident, parts, job="j", provider="p", circuit="c", write="w")
+    back = wire.decode_submission(wire.encode_submission(sub))
+    assert back == sub
+    back.check(4)
+    blob = bytearray(wire.encode_submission(sub))
+    blob[-1] ^= 1  # a tampered part decodes but fails the signed manifest
+    with pytest.raises(InvalidSubmission):
+        wire.decode_submission(bytes(blob)).check(4)
+    for bad in (b"", b"\x05\x00\x00\x00ab", wire.encode_submission(sub)[:-3]):
+        with pytest.raises(InvalidSubmission):
+            wire.decode_submission(bad)
+    with pytest.raises(EncodingError):
+        wire.decode_tx(b"{not json")
+    with pytest.raises(EncodingError):
+        wire.decode_proofs(b"\x01\x00\x00")
