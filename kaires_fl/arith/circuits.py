@@ -25,7 +25,20 @@ from typing import Any
 import numpy as np
 
 from kaires_fl.arith.field import Field64
-from kaires_fl.arith.flp import Gadget, GadgetCall, Mul, ParallelSum, Valid, next_power_of_2, powers
+from kaires_fl.arith.flp import (
+    Gadget,
+    GadgetCall,
+    Mul,
+    ParallelSum,
+    Valid,
+    as_calls,
+    dot_groups,
+    dot_rows,
+    fill_pairs,
+    next_power_of_2,
+    pair_buffer,
+    powers,
+)
 from kaires_fl.errors import ConfigError, EncodingError
 
 
@@ -44,20 +57,6 @@ def best_chunk_length(pairs: int) -> int:
         if c == 1:
             break
     return best_c
-
-
-def _pairs(F: Any, a: np.ndarray, b: np.ndarray, chunk: int) -> np.ndarray:
-    """Inputs ``(B, calls, 2·chunk)`` of ParallelSum(Mul, chunk) computing Σ a_k·b_k.
-
-    Padding pairs are (0, 0) and contribute nothing.
-    """
-    B = max(a.shape[0], b.shape[0])
-    K = a.shape[1]
-    calls = math.ceil(K / chunk)
-    out = F.zeros((B, calls * chunk, 2))
-    out[:, :K, 0] = a
-    out[:, :K, 1] = b
-    return out.reshape(B, calls, 2 * chunk)
 
 
 def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
@@ -96,11 +95,14 @@ class _BitsCircuit(Valid):
     def _check_field(self, field: Any) -> None:
         self.field = field
 
-    def _range_terms(
-        self, F: Any, bits: np.ndarray, rp: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Pairs (r^k·b_k, b_k − 1) whose products vanish iff every b_k is a bit."""
-        return F.mul(rp, bits), F.sub(bits, F.ones(()))
+    def _range_pairs(
+        self, F: Any, meas: np.ndarray, rp: np.ndarray, n: int, chunk: int, extra: int = 0
+    ) -> np.ndarray:
+        """Pair buffer holding (r^k·b_k, b_k − 1) for the first n entries of meas (their
+        products vanish iff every b_k is a bit), with room for ``extra`` more pairs."""
+        buf = pair_buffer(F, meas.shape[0], n + extra, chunk)
+        fill_pairs(F, buf, 0, n, meas, meas, w=rp, b_const=1)
+        return buf
 
     def joint_rand_error_terms(self) -> int:
         return self._terms
@@ -180,8 +182,8 @@ class Sum(_BitsCircuit):
     ) -> np.ndarray:
         F = self.field
         rp = powers(F, joint_rand[:, 0], self.bits + 1)[:, 1:]
-        a, b = self._range_terms(F, meas, rp)
-        return F.sum(gadgets[0](_pairs(F, a, b, self.chunk_length)), axis=-1)[:, None]
+        buf = self._range_pairs(F, meas, rp, self.bits, self.chunk_length)
+        return F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
         v = _as_ints(measurement, "Sum measurement")
@@ -190,7 +192,7 @@ class Sum(_BitsCircuit):
         return self.field.elements(_bits_of(v, self.bits))
 
     def truncate(self, meas: np.ndarray) -> np.ndarray:
-        return self.field.dot(meas, self._pow2)[..., None]
+        return dot_groups(self.field, np.asarray(meas), self._pow2, 1)
 
     def decode(self, output: np.ndarray, num_measurements: int) -> int:
         return int(self.field.to_ints(output[..., 0]))
@@ -232,8 +234,8 @@ class SumVec(_BitsCircuit):
     ) -> np.ndarray:
         F = self.field
         rp = powers(F, joint_rand[:, 0], self.MEAS_LEN + 1)[:, 1:]
-        a, b = self._range_terms(F, meas, rp)
-        return F.sum(gadgets[0](_pairs(F, a, b, self.chunk_length)), axis=-1)[:, None]
+        buf = self._range_pairs(F, meas, rp, self.MEAS_LEN, self.chunk_length)
+        return F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
         v = _as_ints(measurement, "SumVec measurement")
@@ -245,7 +247,7 @@ class SumVec(_BitsCircuit):
 
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         m = np.asarray(meas)
-        return self.field.dot(m.reshape(*m.shape[:-1], self.length, self.bits), self._pow2)
+        return dot_groups(self.field, m, self._pow2, self.length)
 
     def decode(self, output: np.ndarray, num_measurements: int) -> list[int]:
         return [int(v) for v in self.field.to_ints(output)]
@@ -285,8 +287,8 @@ class Histogram(_BitsCircuit):
     ) -> np.ndarray:
         F = self.field
         rp = powers(F, joint_rand[:, 0], self.length + 1)[:, 1:]
-        a, b = self._range_terms(F, meas, rp)
-        range_check = F.sum(gadgets[0](_pairs(F, a, b, self.chunk_length)), axis=-1)
+        buf = self._range_pairs(F, meas, rp, self.length, self.chunk_length)
+        range_check = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
         sum_check = F.sub(F.sum(meas, axis=-1), F.ones(()))
         return np.stack([range_check, sum_check], axis=-1)
 
@@ -360,8 +362,7 @@ class LinearRegressionRecord(_BitsCircuit):
         )
 
     def _z(self, meas: np.ndarray) -> np.ndarray:
-        bits = meas[..., : self.n_bits]
-        return self.field.dot(bits.reshape(*bits.shape[:-1], self.n_vars, self.bits), self._pow2)
+        return dot_groups(self.field, np.asarray(meas), self._pow2, self.n_vars)
 
     def eval(
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
@@ -370,14 +371,11 @@ class LinearRegressionRecord(_BitsCircuit):
         K = self.n_bits
         rp = powers(F, joint_rand[:, 0], self.MEAS_LEN + 1)[:, 1:]
         z = self._z(meas)
-        a_bits, b_bits = self._range_terms(F, meas[:, :K], rp[:, :K])
+        buf = self._range_pairs(F, meas, rp[:, :K], K, self.chunk_length, extra=self.n_prods)
         rq = rp[:, K:]
-        a = np.concatenate(
-            [np.broadcast_to(a_bits, (meas.shape[0], K)), F.mul(rq, z[:, self._iu[0]])], axis=1
-        )
-        b = np.concatenate([b_bits, z[:, self._iu[1]]], axis=1)
-        total = F.sum(gadgets[0](_pairs(F, a, b, self.chunk_length)), axis=-1)
-        claimed = F.sum(F.mul(rq, meas[:, K:]), axis=-1)
+        fill_pairs(F, buf, K, self.n_prods, z, z, w=rq, a_index=self._iu[0], b_index=self._iu[1])
+        total = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
+        claimed = dot_rows(F, meas, rq, start=K)
         return F.sub(total, claimed)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
@@ -502,19 +500,20 @@ class BoundedL2Vec(_BitsCircuit):
         return f"BoundedL2Vec(length={self.length}, frac_bits={self.frac_bits}, bound={self.bound})"
 
     def _entries(self, meas: np.ndarray) -> np.ndarray:
-        eb = meas[..., : self.length * self.entry_bits]
-        return self.field.dot(eb.reshape(*eb.shape[:-1], self.length, self.entry_bits), self._pow2e)
+        return dot_groups(self.field, np.asarray(meas), self._pow2e, self.length)
 
     def eval(
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
         rp = powers(F, joint_rand[:, 0], self.n_bits + 1)[:, 1:]
-        a, b = self._range_terms(F, meas, rp)
-        range_check = F.sum(gadgets[0](_pairs(F, a, b, self.chunk_length)), axis=-1)
+        buf = self._range_pairs(F, meas, rp, self.n_bits, self.chunk_length)
+        range_check = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
         centred = F.sub(self._entries(meas), F.elements(self.offset))
-        norm = F.sum(gadgets[1](_pairs(F, centred, centred, self.norm_chunk_length)), axis=-1)
-        slack = F.dot(meas[:, self.length * self.entry_bits :], self._pow2n)
+        nbuf = pair_buffer(F, meas.shape[0], self.length, self.norm_chunk_length)
+        fill_pairs(F, nbuf, 0, self.length, centred, centred)
+        norm = F.sum(gadgets[1](as_calls(nbuf, self.norm_chunk_length)), axis=-1)
+        slack = dot_groups(F, meas, self._pow2n, 1, start=self.length * self.entry_bits)[:, 0]
         norm_check = F.sub(F.add(norm, slack), F.elements(self.norm_int))
         return np.stack([range_check, norm_check], axis=-1)
 

@@ -34,8 +34,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numba import njit
 
+from kaires_fl.arith import _kernels as kern
 from kaires_fl.arith import poly
+from kaires_fl.arith.field import Field64
 from kaires_fl.errors import ConfigError, EncodingError, ProtocolError
 
 #: Target soundness error (log2) used to choose the default number of proofs.
@@ -45,6 +48,245 @@ TARGET_SOUNDNESS_LOG2 = -64.0
 def next_power_of_2(n: int) -> int:
     """Least power of two ≥ n (n ≥ 1)."""
     return 1 << max(0, (n - 1).bit_length())
+
+
+# ------------------------------------------------------- Field64 kernels of the hot path
+# Contractions against a vector shared by a group of rows, so the batch never has to be
+# broadcast into a temporary (F.dot/F.mul would copy it). Products are reduced, summed in a
+# 128-bit accumulator and reduced once per output.
+
+
+@njit(cache=True, inline="always")
+def _acc_reduce(hi32: np.uint64, lo32: np.uint64) -> np.uint64:
+    """Σ c reduced mod p, from hi32 = Σ (c >> 32) and lo32 = Σ (c & (2^32 − 1)).
+
+    Summing the 32-bit halves separately keeps the accumulation branch-free (so the loops
+    vectorise) and exact for fewer than 2^32 terms.
+    """
+    lo = (hi32 << kern.S32) + lo32
+    carry = kern.ONE if lo < lo32 else kern.ZERO
+    return kern.reduce128((hi32 >> kern.S32) + carry, lo)
+
+
+@njit(cache=True)
+def _k_dot_rows(a: np.ndarray, a0: int, w: np.ndarray, group: int, out: np.ndarray) -> None:
+    """out[r] = Σ_k a[r, a0 + k]·w[g(r), k] with g(r) = r // group (w: 1 row = shared)."""
+    R = a.shape[0]
+    K = w.shape[1]
+    shared = w.shape[0] == 1
+    for r in range(R):
+        wr = 0 if shared else r // group
+        lo = kern.ZERO
+        hi = kern.ZERO
+        for k in range(K):
+            c = kern.mulmod(a[r, a0 + k], w[wr, k])
+            lo += c & kern.M32
+            hi += c >> kern.S32
+        out[r] = _acc_reduce(hi, lo)
+
+
+@njit(cache=True)
+def _k_mul_rows(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """out[r, k] = a[r, k]·w[r|0, k] (w one row shared by all, or one row per row of a)."""
+    R, K = a.shape
+    shared = w.shape[0] == 1
+    for r in range(R):
+        wr = 0 if shared else r
+        for k in range(K):
+            out[r, k] = kern.mulmod(a[r, k], w[wr, k])
+
+
+@njit(cache=True)
+def _k_dot_groups(a: np.ndarray, a0: int, w: np.ndarray, out: np.ndarray) -> None:
+    """out[r, g] = Σ_k a[r, a0 + g·K + k]·w[k] for w (K,), out (R, G)."""
+    R, G = out.shape
+    K = w.shape[0]
+    for r in range(R):
+        for g in range(G):
+            lo = kern.ZERO
+            hi = kern.ZERO
+            base = a0 + g * K
+            for k in range(K):
+                c = kern.mulmod(a[r, base + k], w[k])
+                lo += c & kern.M32
+                hi += c >> kern.S32
+            out[r, g] = _acc_reduce(hi, lo)
+
+
+@njit(cache=True)
+def _k_fill_pairs(
+    out: np.ndarray,
+    off: int,
+    a: np.ndarray,
+    ai: np.ndarray,
+    w: np.ndarray,
+    use_w: bool,
+    b: np.ndarray,
+    bi: np.ndarray,
+    bc: np.uint64,
+) -> None:
+    """Pair off + k (k < len(ai)) ← (a[r, ai[k]]·w[r|0, k], b[r, bi[k]] − bc); out is
+    (B, calls, 2, chunk) and pair i lives at [i // chunk, ·, i % chunk]."""
+    B = out.shape[0]
+    chunk = out.shape[3]
+    n = ai.shape[0]
+    wshared = w.shape[0] == 1
+    ashared = a.shape[0] == 1
+    bshared = b.shape[0] == 1
+    for r in range(B):
+        ra = 0 if ashared else r
+        rb = 0 if bshared else r
+        rw = 0 if wshared else r
+        k = 0
+        while k < n:
+            i = off + k
+            m = i // chunk
+            j0 = i - m * chunk
+            run = min(chunk - j0, n - k)
+            if use_w:
+                for j in range(run):
+                    out[r, m, 0, j0 + j] = kern.mulmod(a[ra, ai[k + j]], w[rw, k + j])
+            else:
+                for j in range(run):
+                    out[r, m, 0, j0 + j] = a[ra, ai[k + j]]
+            for j in range(run):
+                out[r, m, 1, j0 + j] = kern.submod(b[rb, bi[k + j]], bc)
+            k += run
+
+
+@njit(cache=True)
+def _k_wire_eval(inp: np.ndarray, seeds: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """Wire polynomials at t from their values: out[b, l] = seeds[b, l]·w[0] + Σ_k
+    inp[b, k, l]·w[k+1], with w[b'] the Lagrange weights at t (one row, or one per record)."""
+    B, M, L = inp.shape
+    shared = w.shape[0] == 1
+    lo = np.empty(L, dtype=np.uint64)
+    hi = np.empty(L, dtype=np.uint64)
+    for b in range(B):
+        wb = 0 if shared else b
+        w0 = w[wb, 0]
+        for l in range(L):
+            c = kern.mulmod(seeds[b, l], w0)
+            lo[l] = c & kern.M32
+            hi[l] = c >> kern.S32
+        for k in range(M):
+            wk = w[wb, k + 1]
+            for l in range(L):
+                c = kern.mulmod(inp[b, k, l], wk)
+                lo[l] += c & kern.M32
+                hi[l] += c >> kern.S32
+        for l in range(L):
+            out[b, l] = _acc_reduce(hi[l], lo[l])
+
+
+def _is64(F: Any) -> bool:
+    return F is Field64
+
+
+def _c(a: np.ndarray) -> np.ndarray:
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def zeros(F: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Zero elements without a reduction pass (Field64) — ``F.zeros`` otherwise."""
+    return np.zeros(shape, dtype=np.uint64) if _is64(F) else F.zeros(shape)
+
+
+def dot_rows(F: Any, a: np.ndarray, w: np.ndarray, start: int = 0) -> np.ndarray:
+    """Σ_k a[b, ..., start + k]·w[b, k] for w ``(1|B, K)`` → ``(B, ...)``.
+
+    ``a`` is ``(B, ..., ≥ start + K)``; reading a column window through ``start`` (instead
+    of slicing) keeps the kernel on contiguous rows.
+    """
+    K = w.shape[-1]
+    if _is64(F):
+        a2 = _c(a).reshape(-1, a.shape[-1])
+        out = np.empty(a2.shape[0], dtype=np.uint64)
+        _k_dot_rows(a2, start, _c(w), max(1, a2.shape[0] // max(a.shape[0], 1)), out)
+        return out.reshape(a.shape[:-1])
+    wb = w.reshape(w.shape[0], *([1] * (a.ndim - 2)), K)
+    return F.sum(F.mul(a[..., start : start + K], wb), axis=-1)
+
+
+def dot_groups(F: Any, a: np.ndarray, w: np.ndarray, groups: int, start: int = 0) -> np.ndarray:
+    """Σ_k a[..., start + g·K + k]·w[k] for g < groups → ``(..., groups)``.
+
+    E.g. integers from their little-endian bits (w = powers of two).
+    """
+    K = w.shape[0]
+    if a.shape[-1] < start + groups * K:
+        raise ConfigError(f"dot_groups: last axis {a.shape[-1]} < {start} + {groups}·{K}")
+    if _is64(F):
+        a2 = _c(a).reshape(-1, a.shape[-1])
+        out = np.empty((a2.shape[0], groups), dtype=np.uint64)
+        _k_dot_groups(a2, start, _c(w), out)
+        return out.reshape(*a.shape[:-1], groups)
+    win = a[..., start : start + groups * K]
+    return F.dot(win.reshape(*a.shape[:-1], groups, K), w)
+
+
+def mul_rows(F: Any, a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """a[b, k]·w[b, k] for a ``(B, K)`` and w ``(1|B, K)`` (w broadcast without copies)."""
+    if _is64(F) and a.ndim == 2 and w.ndim == 2 and a.shape[0] >= w.shape[0]:
+        out = np.empty(a.shape, dtype=np.uint64)
+        _k_mul_rows(_c(a), _c(w), out)
+        return out
+    return F.mul(a, w)
+
+
+def pair_buffer(F: Any, batch: int, pairs: int, chunk: int) -> np.ndarray:
+    """Zeroed inputs ``(B, calls, 2, chunk)`` of ParallelSum(Mul, chunk) for ``pairs`` pairs.
+
+    Pair i sits in call i // chunk, slot i % chunk (side 0 = left factor, 1 = right).
+    Fill with :func:`fill_pairs`; hand ``as_calls(buf)`` to the gadget. Unfilled pairs stay
+    (0, 0) and add nothing.
+    """
+    calls = -(-pairs // chunk)
+    return zeros(F, (batch, calls, 2, chunk))
+
+
+def as_calls(buf: np.ndarray, chunk: int | None = None) -> np.ndarray:
+    """Pair buffer ``(B, calls, 2, chunk)`` → gadget inputs ``(B, calls, 2·chunk)``."""
+    return buf.reshape(buf.shape[0], buf.shape[1], -1)
+
+
+def fill_pairs(
+    F: Any,
+    buf: np.ndarray,
+    off: int,
+    n: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    w: np.ndarray | None = None,
+    b_const: int = 0,
+    a_start: int = 0,
+    b_start: int = 0,
+    a_index: np.ndarray | None = None,
+    b_index: np.ndarray | None = None,
+) -> None:
+    """Write pairs ``(a[:, ia_k]·w[:, k], b[:, ib_k] − b_const)`` for k < n as pairs
+    ``off + k`` of ``buf``, where ia_k = a_index[k] (default a_start + k), likewise ib_k.
+
+    a, b, w are ``(1|B, ...)`` (rows broadcast); w is optional. Gathering through the index
+    arrays avoids materialising permuted copies of a and b.
+    """
+    ai = np.arange(a_start, a_start + n) if a_index is None else np.asarray(a_index, np.int64)
+    bi = np.arange(b_start, b_start + n) if b_index is None else np.asarray(b_index, np.int64)
+    if ai.shape != (n,) or bi.shape != (n,):
+        raise ConfigError("fill_pairs: index arrays must have length n")
+    if _is64(F):
+        use_w = w is not None
+        wa = _c(w) if w is not None else np.ones((1, 1), dtype=np.uint64)
+        bc = kern.ZERO if b_const == 0 else np.uint64(F.elements(b_const)[()])
+        _k_fill_pairs(buf, off, _c(a), ai, wa, use_w, _c(b), bi, bc)
+        return
+    calls, chunk = buf.shape[1], buf.shape[3]
+    flat = np.swapaxes(buf, 1, 2).reshape(buf.shape[0], 2, calls * chunk)  # a copy
+    av = a[:, ai]
+    flat[:, 0, off : off + n] = F.mul(av, w) if w is not None else av
+    bv = b[:, bi]
+    flat[:, 1, off : off + n] = F.sub(bv, F.elements(b_const)) if b_const else bv
+    buf[...] = np.swapaxes(flat.reshape(buf.shape[0], 2, calls, chunk), 1, 2)
 
 
 def powers(F: Any, x: np.ndarray, n: int) -> np.ndarray:
@@ -125,7 +367,12 @@ class PolyEval(Gadget):
 
 
 class ParallelSum(Gadget):
-    """Σ_j sub(inp_j) over ``count`` consecutive blocks of ``sub.ARITY`` inputs."""
+    """Σ_j sub(x_0[j], …, x_{A-1}[j]) over ``count`` blocks j.
+
+    Inputs are laid out sub-input-major, ``[x_0[0..count), x_1[0..count), …]`` (the VDAF
+    reference interleaves blocks instead; this order lets circuits write each side of a
+    product as one contiguous run, see :func:`fill_pairs`).
+    """
 
     def __init__(self, sub: Gadget, count: int) -> None:
         if count < 1:
@@ -136,8 +383,8 @@ class ParallelSum(Gadget):
         self.DEGREE = sub.DEGREE
 
     def eval(self, F: Any, inp: np.ndarray) -> np.ndarray:
-        blocks = inp.reshape(*inp.shape[:-1], self.count, self.sub.ARITY)
-        return F.sum(self.sub.eval(F, blocks), axis=-1)
+        sides = inp.reshape(*inp.shape[:-1], self.sub.ARITY, self.count)
+        return F.sum(self.sub.eval(F, np.swapaxes(sides, -1, -2)), axis=-1)
 
     def __repr__(self) -> str:
         return f"ParallelSum({self.sub!r}, {self.count})"
@@ -430,7 +677,7 @@ class FlpBBCGGI19:
                 off += L
                 wires = self._wires(call, lay, seeds)
                 coeffs = poly.intt(F, wires)  # (B, L, P)
-                grid = F.zeros((B, L, lay.N))
+                grid = zeros(F, (B, L, lay.N))
                 grid[..., : lay.P] = coeffs
                 vals = poly.ntt(F, grid)  # wires on the N-th roots of unity
                 gvals = lay.gadget.eval(F, np.swapaxes(vals, 1, 2))  # (B, N)
@@ -449,11 +696,31 @@ class FlpBBCGGI19:
                 f"declared {lay.calls}"
             )
         B = seeds.shape[0]
-        wires = F.zeros((B, lay.gadget.ARITY, lay.P))
+        wires = zeros(F, (B, lay.gadget.ARITY, lay.P))
         wires[:, :, 0] = seeds
         inp = np.concatenate(call.inputs, axis=1) if call.inputs else F.zeros((B, 0, 0))
         wires[:, :, 1 : 1 + lay.calls] = np.swapaxes(inp, 1, 2)
         return wires
+
+    def _wires_at(
+        self, call: GadgetCall, lay: _GadgetLayout, seeds: np.ndarray, weights: np.ndarray
+    ) -> np.ndarray:
+        """Wire polynomials at t ``(B, ARITY)`` from Lagrange weights ``(1|B, P)``."""
+        F = self.field
+        if not _is64(F):
+            wires = self._wires(call, lay, seeds)
+            return F.sum(F.mul(wires, weights[:, None, :]), axis=-1)
+        if call.calls != lay.calls:
+            self._wires(call, lay, seeds)  # raises the explanatory ConfigError
+        inp = call.inputs[0] if len(call.inputs) == 1 else np.concatenate(call.inputs, axis=1)
+        out = np.empty(seeds.shape, dtype=np.uint64)
+        _k_wire_eval(
+            np.ascontiguousarray(inp),
+            np.ascontiguousarray(seeds),
+            np.ascontiguousarray(weights[:, : lay.calls + 1]),
+            out,
+        )
+        return out
 
     # -------------------------------------------------------------- query
 
@@ -502,17 +769,10 @@ class FlpBBCGGI19:
             out.append(v)
             for g, lay in enumerate(self.layouts):
                 t = qr_rep[:, g]
-                wires = self._wires(calls[g], lay, seeds_l[g])  # (B, L, P)
                 weights = _lagrange_at(F, t, lay.P)  # (B|1, P)
+                out.append(self._wires_at(calls[g], lay, seeds_l[g], weights))
                 tpow = powers(F, t, lay.poly_len)  # (B|1, poly_len)
-                if weights.shape[0] == 1:
-                    w_at_t = F.dot(wires, weights[0])
-                    g_at_t = F.dot(gpoly_l[g], tpow[0])
-                else:
-                    w_at_t = F.sum(F.mul(wires, weights[:, None, :]), axis=-1)
-                    g_at_t = F.sum(F.mul(gpoly_l[g], tpow), axis=-1)
-                out.append(w_at_t)
-                out.append(g_at_t[:, None])
+                out.append(dot_rows(F, gpoly_l[g], tpow)[:, None])
         verifier = np.concatenate(out, axis=1)
         return verifier.reshape(*bshape, self.VERIFIER_LEN)
 

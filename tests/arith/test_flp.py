@@ -72,8 +72,9 @@ def ref_prove_parallel_sum_mul(valid: Valid, meas: np.ndarray, seeds: list[int],
         vals = [seeds[j]] + [int(x) for x in inp[:, j]] + [0] * (P - 1 - M)
         wires.append(ref_interp_roots(vals, alpha))
     gpoly = [0] * (2 * (P - 1) + 1)
-    for j in range(0, L, 2):
-        prod = ref_mul(wires[j], wires[j + 1])
+    half = L // 2  # ParallelSum inputs are sub-input-major: left factors, then right ones
+    for j in range(half):
+        prod = ref_mul(wires[j], wires[j + half])
         gpoly = [(x + y) % p for x, y in zip(gpoly, prod, strict=True)]
     return gpoly, wires, P
 
@@ -116,7 +117,7 @@ def test_gadgets_against_ints() -> None:
     ps = ParallelSum(Mul(), 3)
     assert ps.ARITY == 6 and ps.DEGREE == 2
     out = ps.eval(F, x)
-    assert [int(v) for v in out] == [(r[0] * r[1] + r[2] * r[3] + r[4] * r[5]) % p for r in xi]
+    assert [int(v) for v in out] == [(r[0] * r[3] + r[1] * r[4] + r[2] * r[5]) % p for r in xi]
     with pytest.raises(ConfigError):
         PolyEval([1])
 
