@@ -298,7 +298,8 @@ def find_disputes(
     Pre: ``z[i]`` is ``(S,)`` for each present aggregator; ``opened[i]`` the submissions it
     opened. Post: ``(flagged, undecodable)`` where ``flagged[s]`` is the set of aggregators
     whose z for submission s is wrong, and ``undecodable`` the submissions whose z values
-    are not within ``(m − t − 1) // 2`` errors of any degree-t polynomial.
+    are not within ``(m − t − 1) // 2`` errors of any degree-t polynomial (there, every
+    aggregator holding a z is flagged: each must disclose its part).
     """
     flagged: dict[int, set[int]] = {}
     undecodable: set[int] = set()
@@ -329,6 +330,7 @@ def find_disputes(
                 _, bad_s = sharing.robust_reconstruct(F, col, n, t)
             except DecodingError:
                 undecodable.add(s)
+                flagged[s] = set(parties)
                 continue
             if bad_s:
                 flagged[s] = set(bad_s)
@@ -409,9 +411,7 @@ def decide_job(
             del pub[i]
             del opened[i]
     # Consistency of each submission's sharing (protocol.md §5.2).
-    flagged, undecodable = find_disputes(F, n, t, {i: p.z for i, p in pub.items()}, opened, S)
-    for s in undecodable:
-        rejected.setdefault(s, REASON_INCONSISTENT)
+    flagged, _ = find_disputes(F, n, t, {i: p.z for i, p in pub.items()}, opened, S)
     rev_keys: dict[int, dict[int, tuple[bytes, bytes, bytes]]] = {}
     for i, r in reveals.items():
         if (
@@ -423,6 +423,7 @@ def decide_job(
             rev_keys[i] = {s: (k, mb, pb) for s, k, mb, pb in r.keys}
     for s, js in sorted(flagged.items()):
         sub = ctx.submissions[s]
+        truthful: set[int] = set()
         for j in sorted(js):
             disclosed = rev_keys.get(j, {}).get(s)
             if disclosed is None:
@@ -433,11 +434,17 @@ def decide_job(
             except InvalidSubmission:
                 faulty.setdefault(j, "revealed a key that does not open its part")
                 continue
-            z_true = consistency_value(flp, coin, sub.manifest, shares)
-            if bool(np.all(z_true == pub[j].z[s : s + 1])):
-                rejected.setdefault(s, REASON_INCONSISTENT)
+            if bool(np.all(consistency_value(flp, coin, sub.manifest, shares) == pub[j].z[s])):
+                truthful.add(j)
             else:
                 faulty.setdefault(j, "published a wrong consistency value")
+        # The z values now known to be computed from the parts as sent: the provider dealt
+        # consistent shares iff they lie on one degree-t polynomial.
+        known = {
+            i: pub[i].z[s : s + 1] for i in pub if s in opened[i] and (i not in js or i in truthful)
+        }
+        if len(known) < t + 1 or not sharing.is_consistent(F, known, t):
+            rejected.setdefault(s, REASON_INCONSISTENT)
     # FLP verification of the consistent submissions, on shares (protocol.md §5.3).
     live = [s for s in range(S) if s not in rejected]
     voters = [i for i in pub if i not in faulty]

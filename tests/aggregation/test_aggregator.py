@@ -1,0 +1,221 @@
+"""BFT Prio on shares: decisions, blame, robustness (no network: the pure protocol core)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from kaires_fl.aggregation.aggregator import (
+    PUBLISH_CONTEXT,
+    REASON_INCONSISTENT,
+    REASON_INVALID_MEAS,
+    REASON_INVALID_PROOF,
+    REASON_MISSING,
+    AggregatorJob,
+    Coin,
+    JobContext,
+    decide_job,
+    find_disputes,
+    share_aad,
+)
+from kaires_fl.aggregation.submission import seal_parts, sign_manifest
+from kaires_fl.arith import sharing
+from kaires_fl.arith.circuits import SumVec
+from kaires_fl.arith.flp import FlpBBCGGI19
+from kaires_fl.crypto.envelope import EnvelopeKeyPair, open_sealed
+from kaires_fl.crypto.sign import Identity
+from kaires_fl.errors import DecodingError, ProtocolError
+
+N, T = 4, 1
+FLP = FlpBBCGGI19(SumVec(3, 4))
+F = FLP.field
+AGGS = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(N)]
+CONSUMER = EnvelopeKeyPair.generate()
+
+
+def _job(faults: dict[int, str] | None = None, n_prov: int = 5, b: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    subs, keys, values = [], [], {}
+    for p in range(n_prov):
+        v = rng.integers(0, 16, (b, 3))
+        values[f"p{p}"] = v
+        parts = seal_parts(
+            FLP,
+            FLP.valid.encode(v),
+            job="job",
+            provider=f"p{p}",
+            circuit="c",
+            n=N,
+            t=T,
+            fault=(faults or {}).get(p),
+        )
+        subs.append(
+            sign_manifest(
+                Identity.generate(), parts, job="job", provider=f"p{p}", circuit="c", write=f"w{p}"
+            )
+        )
+        keys.append(parts.keys)
+    ctx = JobContext(
+        job="job",
+        chain="chain",
+        flp=FLP,
+        circuit="c",
+        n=N,
+        t=T,
+        aggregators=tuple(a.public.hex() for a in AGGS),
+        consumer_key=CONSUMER.public,
+        providers=(*values, "absent"),
+        min_providers=1,
+        submissions=tuple(subs),
+    )
+    return ctx, keys, values
+
+
+def _run(ctx, keys, behaviours=None, tamper=None, drop=()):
+    """All rounds among the aggregators; ``tamper(i, published) -> published`` lies."""
+    coin = Coin(b"coin" * 8)
+    jobs = {
+        i: AggregatorJob(ctx, i, AGGS[i], (behaviours or {}).get(i))
+        for i in range(N)
+        if i not in drop
+    }
+    for i, j in jobs.items():
+        j.open_parts({s: keys[s][i] for s in range(len(keys))})
+    pubs = {i: j.publish(coin) for i, j in jobs.items()}
+    if tamper is not None:
+        pubs = {i: tamper(i, p) for i, p in pubs.items()}
+    flagged, _ = find_disputes(
+        F,
+        N,
+        T,
+        {i: p.z for i, p in pubs.items()},
+        {i: set(range(len(keys))) for i in pubs},
+        len(keys),
+    )
+    reveals = {i: j.reveal(flagged) for i, j in jobs.items()}
+    decisions = {i: decide_job(ctx, coin, pubs, reveals) for i in jobs}
+    honest = [i for i in jobs if (behaviours or {}).get(i) is None]
+    d = decisions[honest[0]]
+    assert all(decisions[i] == d for i in honest), "honest aggregators disagree"
+    results = {i: j.aggregate(d) for i, j in jobs.items()}
+    shares = {
+        i: F.decode(open_sealed(CONSUMER, j.sealed_share, share_aad("job", i)))
+        for i, j in jobs.items()
+        if j.sealed_share is not None
+    }
+    try:
+        agg, bad = sharing.robust_reconstruct(F, shares, N, T) if shares else (None, [])
+    except DecodingError:  # more than t wrong shares: no result
+        agg, bad = None, None
+    return d, agg, bad, results
+
+
+def _sum(values, labels):
+    return np.sum([values[p].sum(axis=0) for p in labels], axis=0)
+
+
+def test_honest_job_sums_every_provider() -> None:
+    ctx, keys, values = _job()
+    d, agg, bad, _ = _run(ctx, keys)
+    assert d.accepted == tuple(values) and d.faulty == () and bad == []
+    assert dict(d.rejected) == {"absent": REASON_MISSING}
+    assert d.num_measurements == 20 and d.status == "done"
+    assert FLP.valid.decode(agg, 20) == _sum(values, values).tolist()
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("out_of_range", REASON_INVALID_MEAS),
+        ("bad_proof", REASON_INVALID_PROOF),
+        ("inconsistent_shares", REASON_INCONSISTENT),
+    ],
+)
+def test_each_provider_fault_rejects_only_that_provider(fault: str, reason: str) -> None:
+    ctx, keys, values = _job({1: fault})
+    d, agg, bad, _ = _run(ctx, keys)
+    assert dict(d.rejected)["p1"] == reason
+    assert d.accepted == ("p0", "p2", "p3", "p4")
+    assert d.faulty == () and bad == [], "an honest aggregator was blamed"
+    assert FLP.valid.decode(agg, 16) == _sum(values, d.accepted).tolist()
+
+
+def test_byzantine_aggregator_changes_nothing_and_is_named() -> None:
+    ctx, keys, _ = _job({3: "bad_proof"})
+    d0, agg0, _, _ = _run(ctx, keys)
+    d, agg, bad, results = _run(ctx, keys, {2: "byzantine"})
+    assert [i for i, _ in d.faulty] == [2]
+    assert d.accepted == d0.accepted and np.array_equal(agg, agg0)
+    assert bad == [2]
+    assert results[2].decision != results[0].decision  # it also lies in its result
+
+
+def test_crashed_aggregator_changes_nothing_and_is_named() -> None:
+    ctx, keys, values = _job()
+    d, agg, _, _ = _run(ctx, keys, drop=(1,))
+    assert d.faulty == ((1, "no response"),)
+    assert FLP.valid.decode(agg, 20) == _sum(values, values).tolist()
+
+
+def test_inconsistent_shares_with_a_byzantine_aggregator_elsewhere() -> None:
+    ctx, keys, values = _job({0: "inconsistent_shares"})  # bad share goes to aggregator 3
+    d, agg, _, _ = _run(ctx, keys, {1: "byzantine"})
+    assert dict(d.rejected)["p0"] == REASON_INCONSISTENT
+    assert [i for i, _ in d.faulty] == [1]
+    assert FLP.valid.decode(agg, 16) == _sum(values, d.accepted).tolist()
+
+
+def test_aggregator_lying_about_one_consistency_value_is_blamed_not_the_provider() -> None:
+    ctx, keys, values = _job()
+
+    def lie(i, p):
+        if i != 0:
+            return p
+        z = p.z.copy()
+        z[2] = F.add(z[2], F.ones(()))
+        return replace(p, z=z)  # (the signature no longer matches: it counts as malformed)
+
+    d, _, _, _ = _run(ctx, keys, tamper=lie)
+    assert [i for i, _ in d.faulty] == [0] and d.accepted == tuple(values)
+
+
+def test_aggregator_that_signs_a_wrong_value_is_caught_by_the_disclosure() -> None:
+    ctx, keys, values = _job()
+    d, _, _, _ = _run(ctx, keys, {0: "byzantine"})
+    why = dict(d.faulty)[0]
+    assert "key" in why or "consistency" in why or "verifier" in why
+    assert d.accepted == tuple(values)
+
+
+def test_more_than_t_faulty_aggregators_cannot_pass_silently() -> None:
+    ctx, keys, values = _job()
+    d, agg, _, results = _run(ctx, keys, {0: "byzantine", 1: "byzantine"})
+    assert agg is None
+    # Both liars are caught by their disclosures and no honest provider is blamed, but
+    # only 2 < 2t + 1 aggregators agree: the receipt cannot get its quorum.
+    assert sorted(i for i, _ in d.faulty) == [0, 1] and d.accepted == tuple(values)
+    agree = [i for i, r in results.items() if r.decision == results[3].decision]
+    assert len(agree) < 2 * T + 1
+
+
+def test_undecodable_verifiers_raise() -> None:
+    ctx, keys, _ = _job()
+
+    def garble(i, p):
+        if i > 1:
+            return p
+        bad = replace(p, verifier=F.random(p.verifier.shape))
+        return replace(bad, signature=AGGS[i].sign(PUBLISH_CONTEXT, bad.body()))
+
+    with pytest.raises(ProtocolError, match="more than"):
+        _run(ctx, keys, tamper=garble)
+
+
+def test_too_few_accepted_providers_releases_nothing() -> None:
+    ctx, keys, _ = _job({0: "bad_proof", 1: "bad_proof"})
+    ctx = replace(ctx, min_providers=4)
+    d, agg, _, results = _run(ctx, keys)
+    assert d.status == "failed" and "require at least 4" in d.why
+    assert agg is None and all(r.share_hash == "" for r in results.values())
