@@ -155,6 +155,51 @@ def _k_fill_pairs(
 
 
 @njit(cache=True)
+def _k_fill_pairs_run(
+    out: np.ndarray,
+    off: int,
+    a: np.ndarray,
+    a0: int,
+    w: np.ndarray,
+    use_w: bool,
+    b: np.ndarray,
+    b0: int,
+    bc: np.uint64,
+    n: int,
+) -> None:
+    """``_k_fill_pairs`` for contiguous index runs a0 + k, b0 + k (loops vectorise)."""
+    B = out.shape[0]
+    chunk = out.shape[3]
+    wshared = w.shape[0] == 1
+    ashared = a.shape[0] == 1
+    bshared = b.shape[0] == 1
+    for r in range(B):
+        ar = a[0 if ashared else r]
+        br = b[0 if bshared else r]
+        wr = w[0 if wshared else r]
+        k = 0
+        while k < n:
+            i = off + k
+            m = i // chunk
+            j0 = i - m * chunk
+            run = min(chunk - j0, n - k)
+            dst_a = out[r, m, 0, j0 : j0 + run]
+            dst_b = out[r, m, 1, j0 : j0 + run]
+            src_a = ar[a0 + k : a0 + k + run]
+            src_b = br[b0 + k : b0 + k + run]
+            if use_w:
+                src_w = wr[k : k + run]
+                for j in range(run):
+                    dst_a[j] = kern.mulmod(src_a[j], src_w[j])
+            else:
+                for j in range(run):
+                    dst_a[j] = src_a[j]
+            for j in range(run):
+                dst_b[j] = kern.submod(src_b[j], bc)
+            k += run
+
+
+@njit(cache=True)
 def _k_wire_eval(inp: np.ndarray, seeds: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """Wire polynomials at t from their values: out[b, l] = seeds[b, l]·w[0] + Σ_k
     inp[b, k, l]·w[k+1], with w[b'] the Lagrange weights at t (one row, or one per record)."""
@@ -278,7 +323,10 @@ def fill_pairs(
         use_w = w is not None
         wa = _c(w) if w is not None else np.ones((1, 1), dtype=np.uint64)
         bc = kern.ZERO if b_const == 0 else np.uint64(F.elements(b_const)[()])
-        _k_fill_pairs(buf, off, _c(a), ai, wa, use_w, _c(b), bi, bc)
+        if a_index is None and b_index is None:
+            _k_fill_pairs_run(buf, off, _c(a), a_start, wa, use_w, _c(b), b_start, bc, n)
+        else:
+            _k_fill_pairs(buf, off, _c(a), ai, wa, use_w, _c(b), bi, bc)
         return
     calls, chunk = buf.shape[1], buf.shape[3]
     flat = np.swapaxes(buf, 1, 2).reshape(buf.shape[0], 2, calls * chunk)  # a copy
