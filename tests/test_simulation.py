@@ -1,0 +1,243 @@
+"""The whole Kaires flow on LocalCommittee: results, faults, access, payments, privacy."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from kaires_fl.aggregation.job import SealedShare
+from kaires_fl.errors import AccessDenied, ConfigError, LedgerError, ProtocolError
+from kaires_fl.ledger.consensus import TxGossip
+from kaires_fl.ledger.jobs import receipt_key
+from kaires_fl.secret_management.coin import CoinShare
+from kaires_fl.secret_management.release import ReleaseResponse
+from kaires_fl.simulation import LocalCommittee
+from kaires_fl.statistics import LinearRegressionStats
+
+D = 2
+STAT = LinearRegressionStats(
+    D, [-1, 1], [-1, 1], granularity="provider", max_rows=100, max_measurements=32
+)
+
+
+def _data(n: int = 6, rows: int = 20, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return {f"p{i}": (rng.uniform(-1, 1, (rows, D)), rng.uniform(-1, 1, rows)) for i in range(n)}
+
+
+DATA = _data()
+
+
+def _plain(labels: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    X = np.concatenate([DATA[k][0] for k in labels])
+    y = np.concatenate([DATA[k][1] for k in labels])
+    return X.T @ X, X.T @ y, len(y)
+
+
+def _check_sums(agg: dict, labels: list[str]) -> None:
+    xtx, xty, n = _plain(labels)
+    assert agg["n"] == n
+    np.testing.assert_allclose(np.array(agg["xtx"], dtype=float), xtx, atol=1e-8)
+    np.testing.assert_allclose(np.array(agg["xty"], dtype=float), xty, atol=1e-8)
+
+
+@pytest.fixture(scope="module")
+def committee() -> LocalCommittee:
+    c = LocalCommittee()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def happy(committee: LocalCommittee):
+    return committee.run_job(STAT, DATA)
+
+
+def test_happy_path_equals_numpy_and_the_chain_verifies(committee, happy) -> None:
+    _check_sums(happy.aggregate, sorted(DATA))
+    rep = happy.report
+    assert rep["accepted"] == sorted(DATA) and rep["rejected"] == {}
+    assert rep["faulty_aggregators"] == {} and rep["status"] == "done"
+    assert set(rep["timings"]) >= {"seal", "write", "release_and_verify", "receipt", "result"}
+    assert committee.ledger.verify() >= rep["receipt_height"]
+    # A second job on the same committee reuses the set-up and gives the same sums.
+    again = committee.run_job(STAT, DATA)
+    _check_sums(again.aggregate, sorted(DATA))
+    assert again.report["job"] != rep["job"]
+
+
+def test_receipt_is_on_the_ledger_before_any_share_reaches_the_consumer(committee, happy) -> None:
+    log = committee.coordinator.log
+    rec = committee.client.get(receipt_key(happy.report["job"]))
+    assert rec is not None and rec["receipt"]["status"] == "done"
+    assert happy.report["receipt_height"] > happy.report["job_height"]
+    job = happy.report["job"]
+    receipt_at = max(
+        k
+        for k, e in enumerate(log)
+        if e.direction == "relay-tx"
+        and e.message.kind == "job.receipt"
+        and e.message.payload["job"] == job
+    )
+    shares_at = [
+        k for k, e in enumerate(log) if isinstance(e.message, SealedShare) and e.message.job == job
+    ]
+    assert shares_at and min(shares_at) > receipt_at
+    # every delivered share is the one the committed receipt names
+    named = set(rec["receipt"]["shares"].values())
+    assert len(named) == committee.n_aggregators
+
+
+def test_coordinator_view_holds_no_provider_plaintext(committee, happy) -> None:
+    seen = b"".join(pickle.dumps(e.message) for e in committee.coordinator.log)
+    F = STAT.field
+    for X, y in DATA.values():
+        assert X.tobytes()[:64] not in seen and y.tobytes()[:64] not in seen
+        assert STAT.local_moments(X, y).tobytes()[:64] not in seen
+        assert F.encode(STAT.measurements(X, y)) not in seen
+    assert len(committee.coordinator.log) > 20  # the log really holds the traffic
+
+
+def test_byzantine_aggregator_result_identical_and_named(happy) -> None:
+    c = LocalCommittee(faults={"aggregator": {2: "byzantine"}})
+    r = c.run_job(STAT, DATA)
+    assert np.array_equal(r.raw_aggregate, happy.raw_aggregate)
+    assert list(r.report["faulty_aggregators"]) == [2]
+    assert r.report["accepted"] == sorted(DATA)
+    c.close()
+
+
+def test_crashed_aggregator_result_identical_and_named(happy) -> None:
+    c = LocalCommittee(faults={"aggregator": {1: "crash"}})
+    r = c.run_job(STAT, DATA)
+    assert np.array_equal(r.raw_aggregate, happy.raw_aggregate)
+    assert list(r.report["faulty_aggregators"]) == [1]
+    c.close()
+
+
+def test_faulty_ledger_node_and_trustee_change_nothing(happy) -> None:
+    c = LocalCommittee(faults={"ledger": {3: "crash"}, "trustee": {0: "byzantine"}})
+    r = c.run_job(STAT, DATA)
+    assert np.array_equal(r.raw_aggregate, happy.raw_aggregate) and r.report["faulty_aggregators"] == {}
+    assert c.ledger.verify() >= r.report["receipt_height"]
+    c.close()
+
+
+def test_each_provider_fault_is_rejected_and_the_rest_aggregated() -> None:
+    faults = {"provider": {0: "out_of_range", 2: "inconsistent_shares", 4: "bad_proof"}}
+    c = LocalCommittee(faults=faults)
+    r = c.run_job(STAT, DATA)
+    assert r.report["rejected"] == {
+        "p0": "invalid_measurement",
+        "p2": "inconsistent_shares",
+        "p4": "invalid_proof",
+    }
+    assert r.report["faulty_aggregators"] == {}, "an honest aggregator was blamed"
+    _check_sums(r.aggregate, ["p1", "p3", "p5"])
+    c.close()
+
+
+def test_inconsistent_shares_with_byzantine_aggregator_blame_only_the_guilty() -> None:
+    # the inconsistent share goes to the last aggregator (honest here)
+    c = LocalCommittee(
+        faults={"provider": {1: "inconsistent_shares"}, "aggregator": {0: "byzantine"}}
+    )
+    r = c.run_job(STAT, DATA)
+    assert r.report["rejected"] == {"p1": "inconsistent_shares"}
+    assert list(r.report["faulty_aggregators"]) == [0]
+    _check_sums(r.aggregate, [k for k in sorted(DATA) if k != "p1"])
+    c.close()
+
+
+def test_no_grant_is_denied_and_nothing_is_released(committee) -> None:
+    released: list[object] = []
+
+    def spy(env) -> bool:
+        if isinstance(env.payload, ReleaseResponse | CoinShare | SealedShare):
+            released.append(env.payload)
+        return True
+
+    remove = committee.network.add_filter(spy)
+    eve = committee.new_consumer("eve", balance=1000)
+    try:
+        with pytest.raises(AccessDenied, match="use"):
+            committee.run_job(STAT, DATA, consumer=eve)
+    finally:
+        remove()
+    assert released == []
+    state = committee.client.ledger.best_node().state
+    jobs = [state.get(k) for k in state.keys("job/")]
+    assert jobs and all(j["consumer"] != eve.public for j in jobs)
+
+
+def test_revoked_provider_is_excluded_from_later_jobs() -> None:
+    c = LocalCommittee()
+    first = c.run_job(STAT, DATA)
+    assert "p3" in first.report["accepted"]
+    c.revoke("p3")
+    later = c.run_job(STAT, DATA)
+    assert "p3" not in later.report["accepted"] and "p3" in later.report["excluded"]
+    assert "does not allow this consumer" in later.report["excluded"]["p3"]
+    _check_sums(later.aggregate, [k for k in sorted(DATA) if k != "p3"])
+    c.close()
+
+
+def test_payments_follow_the_receipt() -> None:
+    c = LocalCommittee(price=7, faults={"provider": {1: "bad_proof"}})
+    provs = c.ensure_providers(sorted(DATA))
+    before = c.balance(c.consumer)
+    paid_before = {p.label: c.balance(p.public) for p in provs}
+    r = c.run_job(STAT, DATA)
+    assert r.report["rejected"] == {"p1": "invalid_proof"}
+    assert c.balance(c.consumer) == before - 7 * 5
+    for p in provs:
+        gain = c.balance(p.public) - paid_before[p.label]
+        assert gain == (0 if p.label == "p1" else 7)
+    # a consumer without the balance cannot commit the job
+    poor = c.new_consumer("poor", balance=10)
+    for lb in DATA:
+        c.set_policy(lb, [c.consumer, poor])
+    with pytest.raises(LedgerError, match="balance"):
+        c.run_job(STAT, DATA, consumer=poor)
+    c.close()
+
+
+def test_below_min_providers_nothing_is_released_and_all_refunded() -> None:
+    faults = {"provider": {0: "bad_proof", 1: "out_of_range"}}
+    c = LocalCommittee(price=3, min_providers=5, faults=faults)
+    before = c.balance(c.consumer)
+    r = c.run_job(STAT, DATA)
+    assert r.aggregate is None and r.report["status"] == "failed"
+    assert "at least 5" in r.report["why"]
+    assert c.balance(c.consumer) == before
+    assert not any(isinstance(e.message, SealedShare) for e in c.coordinator.log)
+    c.close()
+
+
+def test_receipt_that_never_commits_releases_nothing() -> None:
+    c = LocalCommittee()
+    c.network.add_filter(
+        lambda env: (
+            not (
+                isinstance(env.payload, TxGossip)
+                and any(getattr(tx, "kind", "") == "job.receipt" for tx in env.payload.txs)
+            )
+        )
+    )
+    with pytest.raises(ProtocolError, match="not committed"):
+        c.run_job(STAT, DATA)
+    assert not any(isinstance(e.message, SealedShare) for e in c.coordinator.log)
+    c.close()
+
+
+def test_bad_configurations_raise_config_errors() -> None:
+    with pytest.raises(ConfigError, match="3t"):
+        LocalCommittee(n_aggregators=3, threshold=1)
+    with pytest.raises(ConfigError, match="exceed"):
+        LocalCommittee(faults={"aggregator": {0: "crash", 1: "byzantine"}})
+    with pytest.raises(ConfigError, match="behaviour"):
+        LocalCommittee(faults={"provider": {0: "lazy"}})
+    with pytest.raises(ConfigError, match="role"):
+        LocalCommittee(faults={"oracle": {0: "crash"}})
