@@ -119,6 +119,10 @@ def test_impossible_sum_rejected(F: type) -> None:
         enc.decode_sum(F.add(s, F.elements([0, 255 * 3])), 3)  # over what 3 values can give
     with pytest.raises(EncodingError, match="exceeds"):
         enc.decode_sum(F.elements([F.MODULUS - 1]), 3)  # a "negative" field sum
+    # boundary: three all-ones 8-bit encodings are the largest possible sum
+    assert list(enc.decode_sum(F.elements([3 * 255]), 3)) == [3 * 127]
+    with pytest.raises(EncodingError, match="exceeds"):
+        enc.decode_sum(F.elements([3 * 255 + 1]), 3)
 
 
 @pytest.mark.parametrize("F", FIELDS)
