@@ -39,7 +39,12 @@ from kaires_fl.secret_management.contracts import (
     write_key,
 )
 from kaires_fl.secret_management.evidence import StateEvidence
-from kaires_fl.secret_management.write import check_slot, entry_ciphertext, entry_label
+from kaires_fl.secret_management.write import (
+    WriteEntry,
+    check_slot,
+    entry_ciphertext,
+    entry_label,
+)
 
 __all__ = [
     "LtsInfo",
@@ -156,7 +161,7 @@ def combine_release(
     responses: Mapping[int, ReleaseResponse | Refusal | None],
     read_id: str,
     read: Mapping[str, Any],
-    writes: Mapping[str, Mapping[str, Any]],
+    writes: Mapping[str, Mapping[str, Any] | WriteEntry],
     lts: LtsInfo,
     recipient: RecipientKey,
     *,
@@ -165,8 +170,9 @@ def combine_release(
     """Verify the trustees' shares and recover each key of the read.
 
     ``responses`` maps every trustee (0-based) to its answer (None = silent); ``read`` is
-    the committed read entry (or its payload), ``writes`` the write entries it names as
-    proven on the ledger (their write proofs were checked when they were committed).
+    the committed read entry (or its payload), ``writes`` the write entries it names (ledger
+    entries or decoded :class:`~.write.WriteEntry`) as proven on the ledger (their write
+    proofs were checked when they were committed).
     With ``verify_all`` (default) every share is verified so that every faulty trustee
     is named; otherwise shares are verified in trustee order until t + 1 are valid.
 

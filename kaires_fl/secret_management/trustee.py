@@ -318,16 +318,21 @@ class TrusteeNode:
         transport.set_handler(self.on_message)
 
     def on_message(self, src: str, msg: Any) -> None:
-        if isinstance(msg, ReleaseRequest):
-            rid, fn = msg.read_id, self.trustee.release
-        elif isinstance(msg, CoinRequest):
-            rid, fn = msg.job, self.trustee.coin
-        else:
-            return
+        answer: Any
         try:
-            answer: Any = fn(msg)  # type: ignore[arg-type]
+            if isinstance(msg, ReleaseRequest):
+                answer = self.trustee.release(msg)
+            elif isinstance(msg, CoinRequest):
+                answer = self.trustee.coin(msg)
+            else:
+                return
         except KairesError as exc:
+            rid = msg.read_id if isinstance(msg, ReleaseRequest) else msg.job
             answer = Refusal(self.trustee.index, rid, type(exc).__name__, str(exc))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            # A malformed request (wrong types inside) must not stop the service.
+            rid = str(getattr(msg, "read_id", getattr(msg, "job", "")))
+            answer = Refusal(self.trustee.index, rid, "InvalidProof", f"malformed request: {exc!r}")
         if answer is not None:
             self.transport.send(src, answer)
 

@@ -148,14 +148,18 @@ def make_write(
     return WriteEntry(lts_id, policy, version, job, tuple(keys)), plain
 
 
-def entry_ciphertext(entry: Mapping[str, Any], slot: str) -> Ciphertext:
+def entry_ciphertext(entry: Mapping[str, Any] | WriteEntry, slot: str) -> Ciphertext:
     """Decode only ``slot``'s ciphertext from a write's ledger entry (or payload).
+
+    A decoded :class:`WriteEntry` is accepted too.
 
     Raises
     ------
     EncodingError
         if the write has no key for ``slot`` or it does not decode.
     """
+    if isinstance(entry, WriteEntry):
+        return entry.slot(slot)
     for s, ct in entry["keys"]:
         if s == slot:
             try:
@@ -165,8 +169,10 @@ def entry_ciphertext(entry: Mapping[str, Any], slot: str) -> Ciphertext:
     raise EncodingError(f"the write has no key for slot {slot!r}")
 
 
-def entry_U(entry: Mapping[str, Any], slot: str) -> Point:
+def entry_U(entry: Mapping[str, Any] | WriteEntry, slot: str) -> Point:
     """Only U of ``slot``'s ciphertext (all a trustee needs to re-encrypt)."""
+    if isinstance(entry, WriteEntry):
+        return entry.slot(slot).U
     for s, ct in entry["keys"]:
         if s == slot:
             try:
@@ -176,8 +182,10 @@ def entry_U(entry: Mapping[str, Any], slot: str) -> Point:
     raise EncodingError(f"the write has no key for slot {slot!r}")
 
 
-def entry_label(entry: Mapping[str, Any], slot: str) -> bytes:
-    """The label of ``slot``'s key in a write's ledger entry (or payload)."""
+def entry_label(entry: Mapping[str, Any] | WriteEntry, slot: str) -> bytes:
+    """The label of ``slot``'s key in a write's ledger entry (or payload, or WriteEntry)."""
+    if isinstance(entry, WriteEntry):
+        return write_label(entry.lts, entry.policy, entry.version, entry.job, slot)
     return write_label(entry["lts"], entry["policy"], entry["version"], entry["job"], slot)
 
 
