@@ -799,7 +799,9 @@ class FlpBBCGGI19:
         for rep in range(self.proofs):
             jr_rep = jr[:, rep * self._jr1 : (rep + 1) * self._jr1]
             qr_rep = qr[:, rep * self._qr1 : (rep + 1) * self._qr1]
-            seeds_l, gpoly_l, calls = [], [], []
+            seeds_l: list[np.ndarray] = []
+            gpoly_l: list[np.ndarray] = []
+            calls: list[GadgetCall] = []
             for lay in self.layouts:
                 L = lay.gadget.ARITY
                 seeds = proof2[:, poff : poff + L]

@@ -326,16 +326,25 @@ def test_bad_shapes_and_dtypes_raise_typed_errors() -> None:
         FlpBBCGGI19(valid, proofs=0)
 
 
-def test_field128_generic_path() -> None:
-    valid = cc.SumVec(6, 3, field=Field128)
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: (cc.SumVec(6, 3, field=Field128), RNG.integers(0, 8, (4, 6))),
+        lambda: (cc.Histogram(5, field=Field128), RNG.integers(0, 5, 4)),
+        lambda: (cc.LinearRegressionRecord(2, 5, field=Field128), RNG.integers(0, 32, (4, 3))),
+        lambda: (cc.BoundedL2Vec(3, 4, 1.0, field=Field128), RNG.uniform(-0.5, 0.5, (4, 3))),
+    ],
+)
+def test_field128_generic_path(make) -> None:  # type: ignore[no-untyped-def]
+    valid, values = make()
     flp = FlpBBCGGI19(valid)
     assert flp.proofs == 1  # |F| ≈ 2^128: one proof already reaches 2^-64
-    meas = valid.encode(RNG.integers(0, 8, (4, 6)))
+    meas = valid.encode(values)
     jr = Field128.random((flp.JOINT_RAND_LEN,))
     qr = Field128.random((flp.QUERY_RAND_LEN,))
     proof = flp.prove(meas, flp.random_prove_rand((4,)), jr)
     assert flp.decide(flp.query(meas, proof, qr, jr)).all()
     bad = meas.copy()
-    bad[1, 4] = Field128.elements(2)
+    bad[1, 0] = Field128.elements(2)
     proof = flp.prove(bad, flp.random_prove_rand((4,)), jr)
     assert flp.decide(flp.query(bad, proof, qr, jr)).tolist() == [True, False, True, True]
