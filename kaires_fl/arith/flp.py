@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -724,16 +725,35 @@ class FlpBBCGGI19:
                 seeds = pr[:, off : off + L]
                 off += L
                 wires = self._wires(call, lay, seeds)
-                coeffs = poly.intt(F, wires)  # (B, L, P)
-                grid = zeros(F, (B, L, lay.N))
-                grid[..., : lay.P] = coeffs
-                vals = poly.ntt(F, grid)  # wires on the N-th roots of unity
+                vals = self._extend(lay, wires)  # wires on the N-th roots of unity
                 gvals = lay.gadget.eval(F, np.swapaxes(vals, 1, 2))  # (B, N)
                 gpoly = poly.intt(F, np.ascontiguousarray(gvals))[:, : lay.poly_len]
                 parts.append(seeds)
                 parts.append(gpoly)
         proof = np.concatenate(parts, axis=1) if parts else F.zeros((B, 0))
         return proof.reshape(*bshape, self.PROOF_LEN)
+
+    def _extend(self, lay: _GadgetLayout, wires: np.ndarray) -> np.ndarray:
+        """Wire values on the P-th roots ``(B, L, P)`` → on the N-th roots ``(B, L, N)``.
+
+        For N = 2P and small P (Field64) the even points are the values themselves and the
+        odd points ω·α^k one shared P×P matrix product (cheaper than iNTT + NTT there);
+        otherwise iNTT, zero-pad, NTT.
+        """
+        F = self.field
+        B, L, P = wires.shape
+        if _is64(F) and lay.N == 2 * P and P <= _DENSE_EXTEND_MAX:
+            MT = _coset_matrix(P)
+            odd = np.empty((B * L, P), dtype=np.uint64)
+            _k_matmul_shared(np.ascontiguousarray(wires).reshape(B * L, P), MT, odd)
+            vals = np.empty((B, L, P, 2), dtype=np.uint64)
+            vals[..., 0] = wires
+            vals[..., 1] = odd.reshape(B, L, P)
+            return vals.reshape(B, L, 2 * P)
+        coeffs = poly.intt(F, wires)
+        grid = zeros(F, (B, L, lay.N))
+        grid[..., :P] = coeffs
+        return poly.ntt(F, grid)
 
     def _wires(self, call: GadgetCall, lay: _GadgetLayout, seeds: np.ndarray) -> np.ndarray:
         """Wire values ``(B, ARITY, P)``: seed at α^0, the k-th call's inputs at α^k."""
@@ -844,6 +864,40 @@ class FlpBBCGGI19:
                 off += L + 1
                 ok &= lay.gadget.eval(F, w) == y
         return ok.reshape(bshape)
+
+
+#: Largest wire domain for which the prover extends wires by a dense matrix product.
+_DENSE_EXTEND_MAX = 32
+
+
+@lru_cache(maxsize=16)
+def _coset_matrix(P: int) -> np.ndarray:
+    """MT (P, P) with (v @ MT)[k] = w(ω·α^k) for w the polynomial with w(α^m) = v[m],
+    ω the principal 2P-th root of unity and α = ω² (Field64)."""
+    F = Field64
+    coeffs = poly.intt(F, F.elements(np.eye(P, dtype=np.uint64)))  # row m: coeffs of L_m
+    shift = powers(F, F.root_of_unity(2 * P), P)
+    return np.ascontiguousarray(poly.ntt(F, F.mul(coeffs, shift[None, :])))
+
+
+@njit(cache=True)
+def _k_matmul_shared(a: np.ndarray, m: np.ndarray, out: np.ndarray) -> None:
+    """out = a @ m mod p for a (R, K), m (K, N): rows share the matrix."""
+    R, K = a.shape
+    N = m.shape[1]
+    lo = np.empty(N, dtype=np.uint64)
+    hi = np.empty(N, dtype=np.uint64)
+    for r in range(R):
+        lo[:] = kern.ZERO
+        hi[:] = kern.ZERO
+        for k in range(K):
+            x = a[r, k]
+            for j in range(N):
+                c = kern.mulmod(x, m[k, j])
+                lo[j] += c & kern.M32
+                hi[j] += c >> kern.S32
+        for j in range(N):
+            out[r, j] = _acc_reduce(hi[j], lo[j])
 
 
 def _fold(F: Any, c: np.ndarray, P: int) -> np.ndarray:
