@@ -4,10 +4,10 @@ A Flower client never talks to the Kaires committees. Everything it needs reache
 the ServerApp's messages, and it trusts none of it without a proof:
 
 - the ledger's **genesis block**, whose hash must be the chain id the provider trusts
-  (``kaires-chain-id`` in the node or run config; otherwise pinned at enrolment and kept
+  (``kaires-trusted-chain-id`` in the node or run config; otherwise pinned at enrolment and kept
   in the node's Context state: trust on first use, for simulation);
 - the **committee** (LTS id, aggregators' Ed25519 and X25519 keys, Shamir degree), whose
-  hash must be the one it trusts (``kaires-committee`` in the config; otherwise pinned at
+  hash must be the one it trusts (``kaires-trusted-committee`` in the config; otherwise pinned at
   enrolment). Without this check a coordinator could name aggregators it controls, or an
   LTS it holds the key of, and open the provider's shares;
 - for each job, **state proofs** (verifiable offline from the genesis block) of the job
@@ -125,8 +125,8 @@ class FlowerProvider:
     # -- trust anchors -------------------------------------------------------------------
     @staticmethod
     def trusted(context: Any, key: str) -> str | None:
-        """A configured anchor (``kaires-chain-id`` / ``kaires-committee``) or the one
-        pinned at enrolment in the node's state."""
+        """A configured trust anchor (``kaires-trusted-chain-id`` /
+        ``kaires-trusted-committee``) or the one pinned at enrolment in the node's state."""
         v = _config_value(context, key)
         if v not in (None, ""):
             return str(v)
@@ -149,11 +149,12 @@ class FlowerProvider:
         from kaires_fl.ledger.block import Genesis
 
         genesis = Genesis.decode(bytes(genesis_bytes))
-        want = self.trusted(context, "kaires-chain-id")
+        want = self.trusted(context, "kaires-trusted-chain-id")
         if want is None:
             raise InvalidProof(
-                "no trusted ledger: this provider was never enrolled and has no kaires-chain-id "
-                "in its config; enrol it first (KairesFedAvg does) or configure the chain id"
+                "no trusted ledger: this provider was never enrolled and has no "
+                "kaires-trusted-chain-id in its config; enrol it first (KairesFedAvg does) or "
+                "configure the chain id"
             )
         if genesis.chain_id != want:
             raise InvalidProof(
@@ -176,8 +177,8 @@ class FlowerProvider:
         genesis = Genesis.decode(bytes(config[wire.GENESIS]))
         desc = _committee_from_config(config)
         for key, value in (
-            ("kaires-chain-id", genesis.chain_id),
-            ("kaires-committee", committee_hash(desc)),
+            ("kaires-trusted-chain-id", genesis.chain_id),
+            ("kaires-trusted-committee", committee_hash(desc)),
         ):
             want = self.trusted(context, key)
             if want is None:
@@ -249,7 +250,7 @@ class FlowerProvider:
             "aggregator_keys": job["params"].get("aggregator_keys"),
             "degree": job["params"].get("degree"),
         }
-        if committee_hash(named) != self.trusted(context, "kaires-committee"):
+        if committee_hash(named) != self.trusted(context, "kaires-trusted-committee"):
             raise InvalidProof(
                 f"job {job_id[:16]}… names an aggregation committee or LTS this provider does "
                 "not trust: refused (its shares would go to unknown aggregators)"
