@@ -12,8 +12,9 @@ giving each job a coin once its inputs are closed (:mod:`.coin`).
 
 Public API (what the aggregation, provider and consumer roles call)
 -------------------------------------------------------------------
-Importing this package registers the ledger contracts ``calypso.lts``, ``calypso.write``,
-``calypso.inputs`` and ``calypso.read`` in the ledger's default registry. ``client`` is a
+Importing this package registers the ledger contracts ``calypso.lts``,
+``calypso.lts.reshare``, ``calypso.write``, ``calypso.inputs`` and ``calypso.read`` in the
+ledger's default registry. ``client`` is a
 :class:`kaires_fl.ledger.LedgerClient`; trustees run on ``client.network``::
 
     committee = TrusteeCommittee.setup(client, n=4, t=1, *, faults=None, dkg_faults=None,
@@ -42,12 +43,17 @@ Importing this package registers the ledger contracts ``calypso.lts``, ``calypso
     # coin (step 5.1)
     seed, faulty = committee.coin(client, job_id, *, timeout=1.0)   # 32-byte seed
 
+    # hand the key to a new trustee set (same LTS id and X; old writes stay readable)
+    committee = committee.reshare(client, new_n, new_t, *, faults=None,
+                                  reshare_faults=None, name="trustee-next", seed=b"")
+
 Errors: :class:`~kaires_fl.errors.LedgerError` when the ledger refuses a write or read
 (the reason says which check failed), :class:`~kaires_fl.errors.AccessDenied` when the
 trustees refuse, :class:`~kaires_fl.errors.ProtocolError` when fewer than t + 1 valid
 shares arrive, :class:`~kaires_fl.errors.InvalidProof` for forged evidence or proofs.
 
-Lower level: :func:`run_dkg` / :func:`make_participants` (DKG), :func:`make_write` /
+Lower level: :func:`run_dkg` / :func:`make_participants` (DKG), :func:`run_reshare`,
+:func:`make_write` /
 :func:`verify_write`, :func:`read_payload`, :func:`combine_release`, :class:`Trustee`
 (``release(ReleaseRequest)``, ``coin(CoinRequest)``), :func:`combine_coin`,
 :func:`prove_entries` (ledger evidence).
@@ -82,6 +88,7 @@ from kaires_fl.secret_management.release import (
     evidence_keys,
     read_payload,
 )
+from kaires_fl.secret_management.reshare import run_reshare
 from kaires_fl.secret_management.trustee import (
     TRUSTEE_BEHAVIOURS,
     CoinRequest,
@@ -135,6 +142,7 @@ __all__ = [
     "read_key",
     "read_payload",
     "run_dkg",
+    "run_reshare",
     "verify_write",
     "write_key",
 ]

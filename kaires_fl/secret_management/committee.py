@@ -31,7 +31,7 @@ from kaires_fl.secret_management.contracts import (
     inputs_key,
     lts_key,
 )
-from kaires_fl.secret_management.dkg import make_participants, run_dkg
+from kaires_fl.secret_management.dkg import DkgResult, make_participants, run_dkg
 from kaires_fl.secret_management.evidence import prove_entries
 from kaires_fl.secret_management.release import (
     LtsInfo,
@@ -65,6 +65,8 @@ class TrusteeCommittee:
     addresses: list[str]
     nodes: list[TrusteeNode] = field(default_factory=list)
     dkg_faulty: Mapping[int, str] = field(default_factory=dict)
+    identities: list[Identity] = field(default_factory=list, repr=False)
+    results: dict[int, DkgResult] = field(default_factory=dict, repr=False)
 
     @classmethod
     def setup(
@@ -121,7 +123,71 @@ class TrusteeCommittee:
             tr = make_trustee(res, lts, client.genesis, faults.get(j, "honest"), identities[j])
             trustees.append(tr)
             nodes.append(TrusteeNode(tr, client.network.endpoint(addresses[j])))
-        return cls(lts, trustees, addresses, nodes, dict(ref.faulty))
+        return cls(lts, trustees, addresses, nodes, dict(ref.faulty), identities, dict(results))
+
+    def reshare(
+        self,
+        client: Any,
+        new_n: int,
+        new_t: int,
+        *,
+        faults: Mapping[int, str] | None = None,
+        reshare_faults: Mapping[int, str] | None = None,
+        name: str = "trustee-next",
+        seed: bytes = b"",
+    ) -> TrusteeCommittee:
+        """Hand the key to ``new_n`` new trustees (threshold ``new_t`` + 1); X is unchanged.
+
+        The old trustees (``reshare_faults``: their :data:`~.reshare.RESHARE_BEHAVIOURS`)
+        deal, the new ones verify and combine; the LTS entry keeps its id and X and gets
+        the new public shares and trustees (``calypso.lts.reshare``, co-signed by enough
+        old and new trustees). This committee's nodes stop answering.
+        """
+        from kaires_fl.secret_management.contracts import RESHARE_KIND
+        from kaires_fl.secret_management.reshare import run_reshare
+
+        new_ids = [
+            Identity.from_seed(H(b"kaires-fl/trustee", name.encode(), seed, str(k).encode()))
+            for k in range(new_n)
+        ]
+        new_results = run_reshare(
+            self.results,
+            self.lts,
+            new_n,
+            new_t,
+            behaviours=reshare_faults,
+            session=H(b"reshare", self.lts.id.encode(), name.encode(), seed),
+        )
+        ref = new_results[0]
+        payload = {
+            "id": self.lts.id,
+            "n": new_n,
+            "t": new_t,
+            "shares": [p.to_bytes().hex() for p in ref.public_shares],
+            "trustees": [i.public.hex() for i in new_ids],
+            "transcript": ref.transcript.hex(),
+        }
+        old_signers = [self.identities[j] for j in sorted(self.results)]
+        new_signers = [
+            new_ids[k] for k in sorted(new_results) if new_results[k].transcript == ref.transcript
+        ]
+        signers = old_signers + new_signers
+        client.execute(signers[0], RESHARE_KIND, payload, cosigners=signers[1:])
+        lts = LtsInfo.from_entry(client.get(lts_key(self.lts.id)))
+        for node in self.nodes:
+            node.transport.set_handler(None)
+        addresses = [f"{name}-{k}" for k in range(new_n)]
+        trustees: list[Trustee | None] = []
+        nodes: list[TrusteeNode] = []
+        for k in range(new_n):
+            tr = make_trustee(
+                new_results[k], lts, client.genesis, (faults or {}).get(k, "honest"), new_ids[k]
+            )
+            trustees.append(tr)
+            nodes.append(TrusteeNode(tr, client.network.endpoint(addresses[k])))
+        return TrusteeCommittee(
+            lts, trustees, addresses, nodes, dict(ref.faulty), new_ids, dict(new_results)
+        )
 
     # -- reader -------------------------------------------------------------------------
     def release(

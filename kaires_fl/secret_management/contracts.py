@@ -49,6 +49,7 @@ from typing import Any
 
 from kaires_fl.crypto.group import Point
 from kaires_fl.crypto.sign import H
+from kaires_fl.crypto.vss import recover_public
 from kaires_fl.errors import AccessDenied, EncodingError, InvalidProof, LedgerError
 from kaires_fl.ledger.contracts import TxEnv, register_contract
 from kaires_fl.ledger.darc import check_rule, darc_key
@@ -62,6 +63,7 @@ __all__ = [
     "INPUTS_KIND",
     "LTS_KIND",
     "READ_KIND",
+    "RESHARE_KIND",
     "WRITE_KIND",
     "check_read",
     "inputs_key",
@@ -73,6 +75,7 @@ __all__ = [
 ]
 
 LTS_KIND = "calypso.lts"
+RESHARE_KIND = "calypso.lts.reshare"
 INPUTS_KIND = "calypso.inputs"
 READ_KIND = "calypso.read"
 _HEX32 = re.compile(r"^[0-9a-f]{64}$")
@@ -258,6 +261,57 @@ def lts_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     return {lts_key(env.tx_id): entry}
 
 
+def lts_reshare(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
+    p = tx.payload
+    need = {"id", "n", "t", "shares", "trustees", "transcript"}
+    if not isinstance(p, dict) or set(p) != need:
+        raise LedgerError(f"calypso.lts.reshare payload needs exactly {sorted(need)}")
+    old = view.get(lts_key(p["id"]))
+    if old is None:
+        raise LedgerError(f"calypso.lts.reshare: LTS {str(p['id'])[:16]}… is not on the ledger")
+    n, t = p["n"], p["t"]
+    if not isinstance(n, int) or not isinstance(t, int) or t < 0 or n < 2 * t + 1:
+        raise LedgerError(f"calypso.lts.reshare: need n >= 2t + 1, got n={n!r}, t={t!r}")
+    if len(p["shares"]) != n or len(p["trustees"]) != n or len(set(p["trustees"])) != n:
+        raise LedgerError("calypso.lts.reshare: one public share and one trustee key per trustee")
+    for k in p["trustees"]:
+        if not isinstance(k, str) or not _HEX32.match(k):
+            raise LedgerError("calypso.lts.reshare: trustee keys are hex Ed25519 keys")
+    shares = {i: _point(s, "public share") for i, s in enumerate(p["shares"])}
+    X = _point(old["X"], "collective key X")
+    # the new public shares must lie on one degree-t polynomial whose constant term is X
+    base = list(range(t + 1))
+    if recover_public({i: shares[i] for i in base}, t) != X:
+        raise LedgerError("calypso.lts.reshare: the new public shares do not interpolate to X")
+    for extra in range(t + 1, n):
+        pts = {i: shares[i] for i in base[1:]} | {extra: shares[extra]}
+        if recover_public(pts, t) != X:
+            raise LedgerError(
+                f"calypso.lts.reshare: public share {extra} is not on the new polynomial"
+            )
+    signers = set(env.signers)
+    old_ok = len(signers & set(old["trustees"]))
+    new_ok = len(signers & set(p["trustees"]))
+    if not signers <= set(old["trustees"]) | set(p["trustees"]):
+        raise LedgerError("calypso.lts.reshare: signed by someone who is no trustee")
+    if old_ok < old["n"] - old["t"] or new_ok < n - t:
+        raise LedgerError(
+            f"calypso.lts.reshare needs >= {old['n'] - old['t']} old and >= {n - t} new "
+            f"trustee signatures, got {old_ok} and {new_ok}"
+        )
+    entry = {
+        **old,
+        "n": n,
+        "t": t,
+        "shares": p["shares"],
+        "trustees": p["trustees"],
+        "transcript": p["transcript"],
+        "epoch": int(old.get("epoch", 0)) + 1,
+        "height": env.height,
+    }
+    return {lts_key(p["id"]): entry}
+
+
 def write_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     entry = WriteEntry.from_payload(tx.payload)
     lts = view.get(lts_key(entry.lts))
@@ -360,6 +414,7 @@ def read_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
 
 for _kind, _contract in (
     (LTS_KIND, lts_create),
+    (RESHARE_KIND, lts_reshare),
     (WRITE_KIND, write_create),
     (INPUTS_KIND, inputs_close),
     (READ_KIND, read_create),
