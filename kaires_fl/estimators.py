@@ -167,7 +167,9 @@ class _KairesLinearModel(RegressorMixin, BaseEstimator):
         labels, groups = split_rows(X.shape[0], self.n_providers, provider)
         stat = self._statistic(X, y, groups)
         stat.check_data(X, y)  # one clear error before the job starts
-        data = {lab: (X[g], y[g]) for lab, g in zip(labels, groups, strict=True)}
+        # Contiguous blocks (no labels) are sliced as views: no copy of a large X.
+        rows = groups if provider is not None else [slice(g[0], g[-1] + 1) for g in groups]
+        data = {lab: (X[r], y[r]) for lab, r in zip(labels, rows, strict=True)}
         committee = self.committee if self.committee is not None else _default_committee()
         try:
             result = committee.run_job(stat, data, progress=self.progress)
@@ -240,7 +242,7 @@ class KairesLinearRegression(_KairesLinearModel):
         the data with a 5 % margin: a convenience for simulation only — in a deployment the
         bounds come from the providers' policies, not from the data.
     frac_bits : int or None
-        Provider granularity: fractional bits of the fixed-point sums (default 40, fewer if
+        Provider granularity: fractional bits of the fixed-point sums (default 32, fewer if
         the field requires). Record granularity: quantisation bits per value (default 28,
         fewer if the field requires: records·(2^bits − 1)² < p).
     progress : bool, default False
