@@ -20,7 +20,7 @@ import numpy as np
 
 from kaires_fl.arith import sharing
 from kaires_fl.arith.flp import FlpBBCGGI19
-from kaires_fl.errors import ConfigError
+from kaires_fl.errors import ConfigError, EncodingError
 
 __all__ = [
     "decide_opened",
@@ -97,18 +97,25 @@ def verify_shared(
 ) -> tuple[np.ndarray, list[int]]:
     """Query every present aggregator's shares, open robustly, decide.
 
-    An aggregator with no measurement or proof share is treated as silent. Returns
-    ``(accept, faulty)``: ``accept`` bool ``(B,)`` (leading batch shape of the shares) and
-    ``faulty`` the sorted aggregators that sent a wrong verifier share or none.
+    An aggregator with no measurement or proof share is treated as silent, one whose shares
+    are malformed (wrong shape or dtype) as wrong. Returns ``(accept, faulty)``: ``accept``
+    bool ``(B,)`` (leading batch shape of the shares) and ``faulty`` the sorted aggregators
+    that were silent, malformed or sent a wrong verifier share.
 
     In a deployment each aggregator runs :func:`query_shares` itself and publishes the
     result; this convenience runs all of them in one process (simulation and tests).
     """
     ver_shares: dict[int, np.ndarray | None] = {}
+    malformed: list[int] = []
     for i in range(n):
         m, p = meas_shares.get(i), proof_shares.get(i)
-        ver_shares[i] = (
-            None if m is None or p is None else query_shares(flp, m, p, query_rand, joint_rand)
-        )
+        if m is None or p is None:
+            ver_shares[i] = None
+            continue
+        try:
+            ver_shares[i] = query_shares(flp, m, p, query_rand, joint_rand)
+        except EncodingError:  # wrong shape or dtype: that aggregator's shares are bad
+            ver_shares[i] = None
+            malformed.append(i)
     verifier, wrong, missing = open_verifiers(flp, ver_shares, n, t)
-    return decide_opened(flp, verifier), sorted(set(wrong) | set(missing))
+    return decide_opened(flp, verifier), sorted(set(wrong) | set(missing) | set(malformed))

@@ -109,3 +109,12 @@ def test_per_record_randomness_on_shares() -> None:
     accept, faulty = verify_shared(flp, ms, ps, qr, jr, n=4, t=1)
     assert accept.tolist() == [i != 3 for i in range(30)]
     assert faulty == [0]
+
+
+def test_malformed_share_counts_as_faulty() -> None:
+    flp, meas, proof, jr, qr, expect = batch(cc.SumVec(12, 2))
+    ms, ps = share_submission(flp, meas, proof, 4, 1)
+    ms[3] = ms[3][:, :-1]  # truncated
+    accept, faulty = verify_shared(flp, ms, ps, qr, jr, n=4, t=1)
+    assert accept.tolist() == expect.tolist()
+    assert faulty == [3]
