@@ -80,7 +80,12 @@ class ByzantineNode(LedgerNode):
 
     def on_message(self, src: str, msg: Any) -> None:
         super().on_message(src, msg)
-        if self.behaviour != "garbage" or not isinstance(msg, (Proposal, Vote, ViewChange)):
+        me = self.peers[self.index]
+        if (
+            self.behaviour != "garbage"
+            or src == me
+            or not isinstance(msg, (Proposal, Vote, ViewChange))
+        ):
             return
         h, v = msg.height, msg.view
         junk = os.urandom(32)
@@ -92,6 +97,8 @@ class ByzantineNode(LedgerNode):
             else junk
         )
         for dst in self.peers:
+            if dst == me:
+                continue
             for phase in ("prepare", "commit"):
                 self.t.send(dst, Vote(phase, h, v, bh, self.index, os.urandom(64)))
                 self.t.send(dst, self._sign_vote(phase, v, junk))

@@ -247,10 +247,17 @@ class LedgerClient:
     def sign(
         self, identity: Identity, kind: str, payload: Any, cosigners: Sequence[Identity] = ()
     ) -> Tx:
-        """A signed tx with the signer's next counter (not yet submitted)."""
-        return make_tx(
+        """A signed tx with the signer's next counter, reserved by this client (submit it:
+        a reserved counter that is never submitted leaves a gap; see :meth:`reset_counter`)."""
+        tx = make_tx(
             self.chain, kind, payload, self.next_counter(identity.public), identity, cosigners
         )
+        self._next[tx.sender] = tx.counter
+        return tx
+
+    def reset_counter(self, pub: bytes | str) -> None:
+        """Forget reserved counters of ``pub`` (after a signed tx was dropped unsent)."""
+        self._next.pop(pub.hex() if isinstance(pub, bytes) else pub, None)
 
     def check(self, tx: Tx) -> None:
         """Dry-run ``tx`` on the latest state; raises LedgerError with the reason it would fail."""
@@ -268,7 +275,12 @@ class LedgerClient:
             if the dry run rejects it (bad or missing signature, replay, policy...).
         """
         if check:
-            self.check(tx)
+            try:
+                self.check(tx)
+            except LedgerError:
+                if self._next.get(tx.sender) == tx.counter:
+                    self._next[tx.sender] = tx.counter - 1  # release the reservation
+                raise
         self.endpoint.broadcast(self.ledger.addresses, TxGossip((tx,)))
         self._next[tx.sender] = max(self._next.get(tx.sender, 0), tx.counter)
         return tx.id
@@ -349,7 +361,9 @@ class LedgerClient:
         """Latest committed value of ``key`` (unproven; use :meth:`prove` for a proof)."""
         return self.ledger.best_node().state.get(key)
 
-    def balance(self, pub: bytes | str) -> int:
+    def balance(self, who: Identity | bytes | str) -> int:
+        """Committed balance of an identity (or its public key, raw or hex)."""
+        pub = who.public if isinstance(who, Identity) else who
         return int(self.get(balance_key(pub.hex() if isinstance(pub, bytes) else pub)) or 0)
 
     def prove(self, key: str) -> StateProof:

@@ -1,0 +1,220 @@
+"""BFT consensus under faults: crash, equivocation, garbage, partitions, restarts, lossy links."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from conftest import assert_agreement, ident, make_ledger, rule
+
+from kaires_fl.errors import ProtocolError
+from kaires_fl.ledger import LocalLedger, Tx
+from kaires_fl.ledger.consensus import Proposal, Vote, leader_of
+from kaires_fl.ledger.store import Store
+from kaires_fl.transport import Envelope, LinkFaults
+
+_ids = itertools.count()
+
+
+def policy_txs(L: LocalLedger, k: int) -> list[Tx]:
+    c = L.client()
+    owner = ident(f"owner-{next(_ids)}")
+    return [
+        c.sign(owner, "darc.create", {"id": f"p{next(_ids)}", "rules": {"_evolve": rule(owner)}})
+        for _ in range(k)
+    ]
+
+
+def commit(L: LocalLedger, k: int = 3, timeout: float = 30.0) -> int:
+    c = L.client()
+    txs = policy_txs(L, k)
+    res = c.wait(c.submit_many(txs), timeout=timeout, proof=False)
+    assert all(r.result.ok for r in res)
+    return max(r.height for r in res)
+
+
+def all_certified(L: LocalLedger) -> dict[int, set[bytes]]:
+    out: dict[int, set[bytes]] = {}
+    for nd in L.live_nodes():
+        for h in range(1, nd.height + 1):
+            block, cert = nd.store.block(h)  # type: ignore[misc]
+            cert.verify(L.genesis, block.hash)
+            out.setdefault(h, set()).add(block.hash)
+    return out
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_happy_path_all_nodes_agree(n: int) -> None:
+    L = make_ledger(n)
+    h = commit(L, 5)
+    L.run_for(0.1)
+    assert all(nd.height == h for nd in L.live_nodes())
+    assert_agreement(L)
+    assert L.verify() == h
+    L.close()
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_leader_crash_view_change_progress(n: int) -> None:
+    L = make_ledger(n)
+    leader = leader_of(1, 0, n)
+    L.crash(leader)
+    h = commit(L, 3)
+    assert h >= 1
+    L.run_for(0.2)
+    assert_agreement(L)
+    # it got there through a view change, and the chain keeps growing afterwards
+    blk, cert = L.block(1)
+    assert cert.view >= 1 and blk.header.proposer != leader
+    assert commit(L, 2) > h
+    L.close()
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_equivocating_leader_never_two_final_blocks(n: int) -> None:
+    byz = leader_of(1, 0, n)
+    L = make_ledger(n, byzantine={byz: "equivocate"})
+    seen: dict[tuple[int, int], set[bytes]] = {}
+
+    def spy(env: Envelope) -> bool:
+        if isinstance(env.payload, Proposal) and env.src == L.addresses[byz]:
+            seen.setdefault((env.payload.height, env.payload.view), set()).add(
+                env.payload.block.hash
+            )
+        return True
+
+    L.network.add_filter(spy)
+    for _ in range(3):
+        commit(L, 2)
+    L.run_for(0.3)
+    assert any(len(v) == 2 for v in seen.values())  # it did equivocate
+    certified = all_certified(L)
+    assert certified and all(len(v) == 1 for v in certified.values())
+    assert_agreement(L)
+    assert L.verify() >= 3
+    L.close()
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_garbage_follower_changes_nothing(n: int) -> None:
+    byz = leader_of(1, 1, n)  # not the first leader
+    L = make_ledger(n, byzantine={byz: "garbage"})
+    h = commit(L, 4)
+    h = commit(L, 4)
+    L.run_for(0.2)
+    assert_agreement(L)
+    assert all(len(v) == 1 for v in all_certified(L).values())
+    assert L.verify(replay=True) >= h
+    assert all(nd.ignored > 0 for nd in L.live_nodes())  # the garbage was seen and refused
+    L.close()
+
+
+@pytest.mark.parametrize("n", [4, 7])
+def test_partitioned_minority_catches_up(n: int) -> None:
+    L = make_ledger(n)
+    f = L.genesis.f
+    cut = {L.addresses[i] for i in range(n - f, n)}
+    client_addr = "client-x"
+    c = L.client(client_addr)
+    L.network.partition(cut)
+    owner = ident(f"owner-{next(_ids)}")
+    txs = [
+        c.sign(owner, "darc.create", {"id": f"q{next(_ids)}", "rules": {"_evolve": rule(owner)}})
+        for _ in range(4)
+    ]
+    res = c.wait(c.submit_many(txs), timeout=10.0, proof=False)
+    h = max(r.height for r in res)
+    assert all(L.nodes[i].height == 0 for i in range(n - f, n))  # type: ignore[union-attr]
+    L.network.heal()
+    assert L.network.run_until(lambda: all(nd.height >= h for nd in L.live_nodes()), timeout=5.0)
+    assert_agreement(L)
+    L.close()
+
+
+def test_kill_restart_catches_up_nothing_final_lost() -> None:
+    L = make_ledger(4)
+    h1 = commit(L, 3)
+    L.run_for(0.1)
+    before = {h: L.nodes[2].store.raw_block(h) for h in range(1, h1 + 1)}  # type: ignore[union-attr]
+    L.crash(2)
+    h2 = commit(L, 3)
+    h2 = commit(L, 3)
+    node = L.restart(2)
+    assert node.height == h1  # reloaded from its own database
+    assert L.network.run_until(lambda: node.height >= h2, timeout=5.0)
+    for h, raw in before.items():
+        assert node.store.raw_block(h) == raw
+    assert_agreement(L)
+    assert commit(L, 2) > h2
+    L.close()
+
+
+def test_restart_from_files(tmp_path) -> None:
+    paths = [str(tmp_path / f"node{i}.sqlite") for i in range(4)]
+    L = make_ledger(4, db_paths=paths)
+    h = commit(L, 3)
+    L.run_for(0.1)
+    L.crash(0)
+    L.crash(3)
+    # with 2 of 4 down nothing can commit
+    c = L.client()
+    txs = policy_txs(L, 1)
+    with pytest.raises(ProtocolError, match="not committed"):
+        c.wait(c.submit_many(txs), timeout=1.0)
+    L.restart(0)
+    L.restart(3)
+    got = c.wait([t.id for t in txs], timeout=10.0, proof=False)
+    assert got[0].height > h
+    assert Store(paths[3]).height() >= h
+    assert_agreement(L)
+    L.close()
+
+
+def test_votes_persisted_before_sending_survive_restart() -> None:
+    L = make_ledger(4)
+    remove = L.network.add_filter(
+        lambda env: not (isinstance(env.payload, Vote) and env.payload.phase == "commit")
+    )
+    c = L.client()
+    txs = policy_txs(L, 1)
+    c.submit_many(txs)
+    L.run_for(0.03)  # prepares flow, commits are dropped: nobody finalises
+    nd = L.nodes[2]
+    assert nd is not None and nd.height == 0
+    voted = dict(nd.my_votes)
+    assert ("prepare", 0) in voted and ("commit", 0) in voted
+    L.restart(2)
+    nd2 = L.nodes[2]
+    assert nd2 is not None
+    for k, v in voted.items():
+        assert nd2.my_votes[k] == v
+    assert nd2.prepared is not None and nd2.prepared.block.hash == voted[("commit", 0)]
+    remove()
+    res = c.wait([t.id for t in txs], timeout=10.0, proof=False)
+    assert res[0].height == 1
+    assert_agreement(L)
+    L.close()
+
+
+def test_lossy_network_still_agrees() -> None:
+    L = make_ledger(4, seed=5)
+    L.network.set_faults(LinkFaults(drop=0.1, duplicate=0.1, delay=(0.0, 0.01), reorder=0.2))
+    for _ in range(4):
+        commit(L, 3, timeout=30.0)
+    L.network.set_faults(None)
+    L.run_for(1.0)
+    assert_agreement(L)
+    assert L.verify() >= 4
+    L.close()
+
+
+def test_no_quorum_no_commit() -> None:
+    L = make_ledger(4)
+    L.crash(1)
+    L.crash(2)
+    c = L.client()
+    txs = policy_txs(L, 1)
+    with pytest.raises(ProtocolError, match="not committed"):
+        c.wait(c.submit_many(txs), timeout=2.0)
+    assert all(nd.height == 0 for nd in L.live_nodes())
+    L.close()

@@ -1,0 +1,199 @@
+"""In-memory network: delivery, simulated time, and every injected fault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kaires_fl.errors import ConfigError, ProtocolError
+from kaires_fl.transport import LinkFaults, MemoryNetwork
+
+
+def recorder(net: MemoryNetwork, name: str) -> list[tuple[float, str, Any]]:
+    got: list[tuple[float, str, Any]] = []
+    net.endpoint(name).set_handler(lambda src, msg: got.append((net.now, src, msg)))
+    return got
+
+
+def test_delivery_after_latency_in_order() -> None:
+    net = MemoryNetwork(latency=0.01)
+    a = net.endpoint("a")
+    got = recorder(net, "b")
+    for i in range(5):
+        a.send("b", i)
+    assert got == []  # nothing happens until the loop runs
+    net.run_for(0.005)
+    assert got == []
+    net.run_for(0.01)
+    assert [m for _, _, m in got] == [0, 1, 2, 3, 4]
+    assert all(abs(t - 0.01) < 1e-12 and s == "a" for t, s, _ in got)
+
+
+def test_timers_and_cancel() -> None:
+    net = MemoryNetwork()
+    ep = net.endpoint("a")
+    fired: list[float] = []
+    ep.call_later(0.5, lambda: fired.append(net.now))
+    t2 = ep.call_later(0.2, lambda: fired.append(-1))
+    t2.cancel()
+    assert net.run_until(lambda: bool(fired), timeout=1.0)
+    assert fired == [0.5]
+
+
+def test_run_until_timeout_and_max_events() -> None:
+    net = MemoryNetwork()
+    ep = net.endpoint("a")
+
+    def loop() -> None:
+        ep.call_later(0.0, loop)
+
+    assert not net.run_until(lambda: False, timeout=0.3)
+    assert net.now == pytest.approx(0.3)
+    loop()
+    with pytest.raises(ProtocolError, match="did not settle"):
+        net.run_until(lambda: False, timeout=1.0, max_events=100)
+
+
+def test_drop_all_and_none() -> None:
+    net = MemoryNetwork(seed=1)
+    a = net.endpoint("a")
+    got = recorder(net, "b")
+    net.set_faults(LinkFaults(drop=1.0), src="a", dst="b")
+    for i in range(20):
+        a.send("b", i)
+    net.run_for(1.0)
+    assert got == [] and net.stats["dropped"] == 20
+    net.set_faults(None, src="a", dst="b")
+    a.send("b", "x")
+    net.run_for(1.0)
+    assert [m for _, _, m in got] == ["x"]
+
+
+def test_drop_rate_is_roughly_the_probability() -> None:
+    net = MemoryNetwork(seed=2)
+    a = net.endpoint("a")
+    got = recorder(net, "b")
+    net.set_faults(LinkFaults(drop=0.3))
+    for i in range(2000):
+        a.send("b", i)
+    net.run_for(1.0)
+    assert 1200 < len(got) < 1600
+
+
+def test_duplicate_and_delay() -> None:
+    net = MemoryNetwork(seed=3, latency=0.0)
+    a = net.endpoint("a")
+    got = recorder(net, "b")
+    net.set_faults(LinkFaults(duplicate=1.0, delay=(0.1, 0.2)))
+    a.send("b", "m")
+    net.run_for(1.0)
+    assert [m for _, _, m in got] == ["m", "m"]
+    assert all(0.1 <= t <= 0.2 for t, _, _ in got)
+
+
+def test_reorder_changes_order_deterministically() -> None:
+    def trace(seed: int) -> list[int]:
+        net = MemoryNetwork(seed=seed, latency=0.001)
+        a = net.endpoint("a")
+        got = recorder(net, "b")
+        net.set_faults(LinkFaults(reorder=0.5, reorder_window=0.05))
+        for i in range(50):
+            a.send("b", i)
+        net.run_for(1.0)
+        return [m for _, _, m in got]
+
+    t1, t2 = trace(7), trace(7)
+    assert t1 == t2  # seeded: reproducible
+    assert sorted(t1) == list(range(50)) and t1 != list(range(50))
+
+
+def test_partition_and_heal() -> None:
+    net = MemoryNetwork()
+    for x in "abcd":
+        net.endpoint(x)
+    got = {x: recorder(net, x) for x in "abcd"}
+    net.partition({"a", "b"})  # c, d form the other group
+    for src in "abcd":
+        net.endpoint(src).broadcast("abcd", src)
+    net.run_for(1.0)
+    assert sorted(m for _, _, m in got["a"]) == ["a", "b"]
+    assert sorted(m for _, _, m in got["d"]) == ["c", "d"]
+    net.heal()
+    net.endpoint("a").send("d", "hi")
+    net.run_for(1.0)
+    assert got["d"][-1][2] == "hi"
+
+
+def test_partition_cuts_messages_in_flight() -> None:
+    net = MemoryNetwork(latency=0.1)
+    a = net.endpoint("a")
+    got = recorder(net, "b")
+    a.send("b", 1)
+    net.partition({"a"}, {"b"})
+    net.run_for(1.0)
+    assert got == []
+
+
+def test_crash_stops_messages_and_timers_restart_resumes() -> None:
+    net = MemoryNetwork()
+    a = net.endpoint("a")
+    got = recorder(net, "b")
+    fired: list[int] = []
+    net.endpoint("b").call_later(0.1, lambda: fired.append(1))
+    net.crash("b")
+    a.send("b", "lost")
+    net.run_for(1.0)
+    assert got == [] and fired == []
+    b = net.restart("b")
+    b.set_handler(lambda src, msg: got.append((net.now, src, msg)))
+    a.send("b", "after")
+    b.call_later(0.1, lambda: fired.append(2))
+    net.run_for(1.0)
+    assert [m for _, _, m in got] == ["after"] and fired == [2]
+    # a crashed node cannot send either
+    net.crash("a")
+    a.send("b", "ghost")
+    net.run_for(1.0)
+    assert [m for _, _, m in got] == ["after"]
+
+
+def test_filter_targets_messages() -> None:
+    net = MemoryNetwork()
+    a = net.endpoint("a")
+    got = recorder(net, "b")
+    remove = net.add_filter(lambda env: env.payload != "secret")
+    a.send("b", "secret")
+    a.send("b", "public")
+    net.run_for(1.0)
+    assert [m for _, _, m in got] == ["public"]
+    remove()
+    a.send("b", "secret")
+    net.run_for(1.0)
+    assert [m for _, _, m in got] == ["public", "secret"]
+
+
+def test_bad_fault_parameters() -> None:
+    with pytest.raises(ConfigError, match="probability"):
+        LinkFaults(drop=1.5)
+    with pytest.raises(ConfigError, match="delay"):
+        LinkFaults(delay=(0.2, 0.1))
+    with pytest.raises(ConfigError):
+        MemoryNetwork(latency=-1)
+
+
+def test_reentrant_run_until() -> None:
+    net = MemoryNetwork()
+    a, b = net.endpoint("a"), net.endpoint("b")
+    replies: list[str] = []
+    b.set_handler(lambda src, msg: b.send(src, msg + "!"))
+    a.set_handler(lambda src, msg: replies.append(msg))
+    outer: list[bool] = []
+
+    def nested() -> None:
+        a.send("b", "ping")
+        outer.append(net.run_until(lambda: bool(replies), timeout=1.0))
+
+    a.call_later(0.1, nested)
+    net.run_until(lambda: bool(outer), timeout=2.0)
+    assert outer == [True] and replies == ["ping!"]
