@@ -120,7 +120,10 @@ def test_crashed_aggregator_result_identical_and_named(happy) -> None:
 def test_faulty_ledger_node_and_trustee_change_nothing(happy) -> None:
     c = LocalCommittee(faults={"ledger": {3: "crash"}, "trustee": {0: "byzantine"}})
     r = c.run_job(STAT, DATA)
-    assert np.array_equal(r.raw_aggregate, happy.raw_aggregate) and r.report["faulty_aggregators"] == {}
+    assert (
+        np.array_equal(r.raw_aggregate, happy.raw_aggregate)
+        and r.report["faulty_aggregators"] == {}
+    )
     assert c.ledger.verify() >= r.report["receipt_height"]
     c.close()
 

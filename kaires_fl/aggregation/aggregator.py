@@ -160,6 +160,25 @@ def consistency_value(
 # ---------------------------------------------------------------------------- messages
 
 
+def _cached_body(msg: Any, compute: Any) -> bytes:
+    """A message's signed digest, computed once per (immutable, in-process) message object."""
+    got = msg.__dict__.get("_body")
+    if got is None:
+        got = compute()
+        object.__setattr__(msg, "_body", got)
+    return got
+
+
+class _SignedMessage:
+    """Mixin: the cached digest never travels (a receiver that deserialises recomputes it)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_body"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
 #: A disclosed part: (submission, released key, measurement blob, proof blob).
 Disclosure = tuple[int, bytes, bytes, bytes]
 
@@ -173,7 +192,7 @@ def _sig_ok(pub_hex: str, context: bytes, body: bytes, sig: bytes) -> bool:
 
 
 @dataclass(frozen=True)
-class Published:
+class Published(_SignedMessage):
     """Aggregator ``i``'s round-1 message: z per submission, verifier shares per record.
 
     ``unopened`` lists each submission it could not open with the key it was released for
@@ -189,18 +208,21 @@ class Published:
     signature: bytes = b""
 
     def body(self) -> bytes:
-        return H(
-            PUBLISH_CONTEXT,
-            self.job.encode(),
-            self.aggregator.to_bytes(4, "little"),
-            np.ascontiguousarray(self.z).tobytes(),
-            np.ascontiguousarray(self.verifier).tobytes(),
-            *_disclosed(self.unopened),
+        return _cached_body(
+            self,
+            lambda: H(
+                PUBLISH_CONTEXT,
+                self.job.encode(),
+                self.aggregator.to_bytes(4, "little"),
+                np.ascontiguousarray(self.z).tobytes(),
+                np.ascontiguousarray(self.verifier).tobytes(),
+                *_disclosed(self.unopened),
+            ),
         )
 
 
 @dataclass(frozen=True)
-class Reveal:
+class Reveal(_SignedMessage):
     """Aggregator ``i``'s justification: its released key for each disputed submission."""
 
     job: str
@@ -209,11 +231,14 @@ class Reveal:
     signature: bytes = b""
 
     def body(self) -> bytes:
-        return H(
-            REVEAL_CONTEXT,
-            self.job.encode(),
-            self.aggregator.to_bytes(4, "little"),
-            *_disclosed(self.keys),
+        return _cached_body(
+            self,
+            lambda: H(
+                REVEAL_CONTEXT,
+                self.job.encode(),
+                self.aggregator.to_bytes(4, "little"),
+                *_disclosed(self.keys),
+            ),
         )
 
 
@@ -244,7 +269,7 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class ResultShare:
+class ResultShare(_SignedMessage):
     """Aggregator ``i``'s round-3 message: its decision and the hash of its sealed share."""
 
     job: str
@@ -254,12 +279,15 @@ class ResultShare:
     signature: bytes = b""
 
     def body(self) -> bytes:
-        return H(
-            RESULT_CONTEXT,
-            self.job.encode(),
-            self.aggregator.to_bytes(4, "little"),
-            self.decision,
-            self.share_hash.encode(),
+        return _cached_body(
+            self,
+            lambda: H(
+                RESULT_CONTEXT,
+                self.job.encode(),
+                self.aggregator.to_bytes(4, "little"),
+                self.decision,
+                self.share_hash.encode(),
+            ),
         )
 
 
@@ -523,8 +551,11 @@ class AggregatorJob:
         self.sealed_share: bytes | None = None
 
     # -- step 4: open the parts with the released keys
-    def open_parts(self, keys: Mapping[int, bytes]) -> None:
-        """Open every submission's part ``index`` with its released key."""
+    def open_parts(self, keys: Mapping[int, bytes], hashes_checked: bool = False) -> None:
+        """Open every submission's part ``index`` with its released key.
+
+        ``hashes_checked``: the parts were already checked against their manifests.
+        """
         ctx, i = self.ctx, self.index
         for s, sub in enumerate(ctx.submissions):
             key = keys.get(s)
@@ -536,7 +567,13 @@ class AggregatorJob:
             self.keys[s] = key
             try:
                 self.shares[s] = open_part(
-                    ctx.flp, sub.manifest, i, key, sub.meas_parts[i], sub.proof_parts[i]
+                    ctx.flp,
+                    sub.manifest,
+                    i,
+                    key,
+                    sub.meas_parts[i],
+                    sub.proof_parts[i],
+                    hashes_checked=hashes_checked,
                 )
             except InvalidSubmission:
                 self.unopened[s] = key

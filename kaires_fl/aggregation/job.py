@@ -432,7 +432,7 @@ class AggregatorService:
             inputs["root"],
         )
         st.coin = Coin(seed)
-        st.work.open_parts(keys)
+        st.work.open_parts(keys, hashes_checked=True)
         self.t.send(st.coordinator, st.work.publish(st.coin))
 
     # -- step 5.2: disputes
