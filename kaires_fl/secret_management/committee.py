@@ -31,7 +31,12 @@ from kaires_fl.secret_management.contracts import (
     inputs_key,
     lts_key,
 )
-from kaires_fl.secret_management.dkg import DkgResult, make_participants, run_dkg
+from kaires_fl.secret_management.dkg import (
+    DkgResult,
+    make_participants,
+    run_dkg,
+    run_dkg_on_network,
+)
 from kaires_fl.secret_management.evidence import prove_entries
 from kaires_fl.secret_management.release import (
     LtsInfo,
@@ -79,8 +84,12 @@ class TrusteeCommittee:
         dkg_faults: Mapping[int, str] | None = None,
         name: str = "trustee",
         seed: bytes = b"",
+        network_dkg: bool = False,
     ) -> TrusteeCommittee:
         """DKG + LTS registration + trustee nodes on ``client``'s network.
+
+        With ``network_dkg`` the DKG itself runs over the network in timed rounds
+        (:class:`~.dkg.DkgNode`); otherwise in process (:func:`~.dkg.run_dkg`).
 
         ``faults`` maps a trustee index to a release behaviour
         (:data:`~.trustee.TRUSTEE_BEHAVIOURS`: "crash", "byzantine", "wrong_proof", …);
@@ -101,9 +110,14 @@ class TrusteeCommittee:
             Identity.from_seed(H(b"kaires-fl/trustee", name.encode(), seed, str(j).encode()))
             for j in range(n)
         ]
-        results = run_dkg(
-            make_participants(n, t, behaviours=dkg_faults, session=H(b"dkg", name.encode(), seed))
+        participants = make_participants(
+            n, t, behaviours=dkg_faults, session=H(b"dkg", name.encode(), seed)
         )
+        addresses = [f"{name}-{j}" for j in range(n)]
+        if network_dkg:
+            results = run_dkg_on_network(client.network, participants, addresses)
+        else:
+            results = run_dkg(participants)
         honest = [j for j in range(n) if j not in dkg_faults]
         ref = results[honest[0]]
         payload = lts_payload(ref, [i.public for i in identities])
@@ -112,7 +126,6 @@ class TrusteeCommittee:
         ]
         committed = client.execute(approvers[0], LTS_KIND, payload, cosigners=approvers[1:])
         lts = LtsInfo.from_entry(client.get(lts_key(committed.tx_id)))
-        addresses = [f"{name}-{j}" for j in range(n)]
         trustees: list[Trustee | None] = []
         nodes: list[TrusteeNode] = []
         for j in range(n):

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from kaires_fl.crypto import vss
 from kaires_fl.crypto.envelope import EnvelopeKeyPair, open_sealed, seal_to
@@ -49,6 +50,8 @@ __all__ = [
     "BEHAVIOURS",
     "Complaint",
     "Deal",
+    "DkgMessage",
+    "DkgNode",
     "DkgParticipant",
     "DkgResult",
     "Extraction",
@@ -581,3 +584,159 @@ def run_dkg(participants: Sequence[DkgParticipant]) -> dict[int, DkgResult]:
         p.receive_extraction_complaints(extractions, evidence)
     reveals = {p.index: r for p in active if (r := p.reveal()) is not None}
     return {p.index: p.finalize(reveals) for p in active if not isinstance(p, SilentDealer)}
+
+
+# --- on a transport ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DkgMessage:
+    """One round's broadcast of one trustee over the transport (``body`` may be None)."""
+
+    session: bytes
+    round: int
+    sender: int
+    body: Any
+
+
+class DkgNode:
+    """Runs a :class:`DkgParticipant` on a transport, in synchronous rounds of ``round_time``.
+
+    Every trustee broadcasts its round message to all (itself included); what has not
+    arrived when a round ends counts as silence. Senders are identified by their transport
+    address (position in ``addresses``), never by what a message claims. Broadcast is
+    point to point: a dealer that sends different commitments to different trustees can
+    make honest trustees end with different results, which the ``calypso.lts``
+    registration exposes (it needs n − t co-signatures on one identical key and
+    transcript) — run the DKG again then.
+
+    ``on_done(result | None, error | None)`` is called once at the end.
+    """
+
+    ROUNDS = 6
+
+    def __init__(
+        self,
+        participant: DkgParticipant,
+        transport: Any,
+        addresses: Sequence[str],
+        round_time: float = 0.05,
+        on_done: Any = None,
+    ) -> None:
+        self.p = participant
+        self.t = transport
+        self.addresses = list(addresses)
+        self.round_time = round_time
+        self.on_done = on_done
+        self.inbox: dict[int, dict[int, Any]] = {r: {} for r in range(1, self.ROUNDS + 2)}
+        self._round = 1
+        self.result: DkgResult | None = None
+        self.error: Exception | None = None
+        self.done = False
+        self._complaints: list[Complaint] = []
+        self._extractions: dict[int, Extraction] = {}
+        transport.set_handler(self.on_message)
+
+    def on_message(self, src: str, msg: Any) -> None:
+        if not isinstance(msg, DkgMessage) or msg.session != self.p.session:
+            return
+        try:
+            sender = self.addresses.index(src)
+        except ValueError:
+            return
+        if msg.sender == sender and msg.round in self.inbox:
+            self.inbox[msg.round].setdefault(sender, msg.body)
+
+    def _send(self, rnd: int, body: Any) -> None:
+        self.t.broadcast(self.addresses, DkgMessage(self.p.session, rnd, self.p.index, body))
+
+    def start(self) -> None:
+        """Round 1 now; each later step when its round's time is up."""
+        self._send(1, self.p.deal())
+        self.t.call_later(self.round_time, self._step)
+
+    def _step(self) -> None:
+        try:
+            self._advance()
+        except ProtocolError as exc:
+            self._finish(None, exc)
+
+    def _advance(self) -> None:
+        self._round += 1
+        r = self._round
+        if r == 2:
+            deals = {
+                d: m for d, m in self.inbox[1].items() if isinstance(m, Deal) and m.dealer == d
+            }
+            self._send(2, tuple(self.p.receive_deals(deals)))
+        elif r == 3:
+            self._complaints = [
+                c
+                for sender, cs in sorted(self.inbox[2].items())
+                for c in (cs or ())
+                if isinstance(c, Complaint) and c.complainer == sender
+            ]
+            self._send(3, self.p.justify(self._complaints))
+        elif r == 4:
+            justs = {
+                d: j
+                for d, j in self.inbox[3].items()
+                if isinstance(j, Justification) and j.dealer == d
+            }
+            self.p.receive_justifications(self._complaints, justs)
+            self._send(4, self.p.extract())
+        elif r == 5:
+            self._extractions = {
+                d: e
+                for d, e in self.inbox[4].items()
+                if isinstance(e, Extraction) and e.dealer == d
+            }
+            self._send(5, tuple(self.p.check_extractions(self._extractions)))
+        elif r == 6:
+            evidence = [
+                ev
+                for sender, evs in sorted(self.inbox[5].items())
+                for ev in (evs or ())
+                if isinstance(ev, ExtractionComplaint) and ev.complainer == sender
+            ]
+            self.p.receive_extraction_complaints(self._extractions, evidence)
+            self._send(6, self.p.reveal())
+        elif r == 7:
+            reveals = {
+                s: m for s, m in self.inbox[6].items() if isinstance(m, Reveal) and m.sender == s
+            }
+            self._finish(self.p.finalize(reveals), None)
+            return
+        self.t.call_later(self.round_time, self._step)
+
+    def _finish(self, result: DkgResult | None, error: Exception | None) -> None:
+        self.result, self.error, self.done = result, error, True
+        if self.on_done is not None:
+            self.on_done(result, error)
+
+
+def run_dkg_on_network(
+    network: Any,
+    participants: Sequence[DkgParticipant],
+    addresses: Sequence[str],
+    *,
+    round_time: float = 0.05,
+    timeout: float | None = None,
+) -> dict[int, DkgResult]:
+    """Run the DKG with one :class:`DkgNode` per participant on a ``MemoryNetwork``.
+
+    Returns the results of the trustees that finished (crashed or failing ones are absent).
+    """
+    nodes = [
+        DkgNode(p, network.endpoint(a), addresses, round_time)
+        for p, a in zip(participants, addresses, strict=True)
+    ]
+    live = [nd for nd, a in zip(nodes, addresses, strict=True) if a not in network.crashed]
+    for nd in live:
+        nd.start()
+    limit = timeout if timeout is not None else round_time * (DkgNode.ROUNDS + 3)
+    network.run_until(lambda: all(nd.done for nd in live), limit)
+    for nd, a in zip(nodes, addresses, strict=True):
+        network.endpoint(a).set_handler(None)
+        del nd
+    return {nd.p.index: nd.result for nd in live if nd.result is not None}
