@@ -84,3 +84,14 @@ def plain_update(arrays: list[np.ndarray], pid: int, epochs: int = 5) -> np.ndar
     X, y = task.load_partition(pid, NUM_NODES)
     new = task.train(arrays, X, y, epochs=epochs)
     return np.concatenate([np.ravel(a) for a in new])
+
+
+def plain_fedavg(arrays: list[np.ndarray], nodes: list[int]) -> list[np.ndarray]:
+    """One round of FedAvg (weighted by num-examples) over ``nodes``, in plain numpy."""
+    flat0 = np.concatenate([a.ravel() for a in arrays])
+    ups, ws = [], []
+    for p in nodes:
+        ups.append(plain_update(arrays, p) - flat0)
+        ws.append(len(task.load_partition(p, NUM_NODES)[1]))
+    new = flat0 + np.average(ups, axis=0, weights=ws)
+    return [new[:640].reshape(64, 10), new[640:]]

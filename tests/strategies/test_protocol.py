@@ -36,17 +36,6 @@ def _run(strategy: KairesFedAvg, grid: LocalGrid, rounds: int) -> list[np.ndarra
     return res.arrays.to_numpy_ndarrays()
 
 
-def _plain_fedavg(arrays: list[np.ndarray], nodes: list[int]) -> list[np.ndarray]:
-    """One round of FedAvg (weighted by num-examples) over ``nodes``, in plain numpy."""
-    flat0 = np.concatenate([a.ravel() for a in arrays])
-    ups, ws = [], []
-    for p in nodes:
-        ups.append(apps.plain_update(arrays, p) - flat0)
-        ws.append(len(apps.task.load_partition(p, N)[1]))
-    new = flat0 + np.average(ups, axis=0, weights=ws)
-    return [new[:640].reshape(64, 10), new[640:]]
-
-
 @pytest.fixture(scope="module")
 def faulty_runs() -> dict:
     """Two rounds with provider 0 sending an over-norm update: honest committee, and a
@@ -69,7 +58,7 @@ def test_over_norm_client_rejected_every_round_others_aggregated(faulty_runs: di
     # The result is FedAvg over the nine honest clients (fixed point: step C·2^-f).
     arrays = apps.task.initial_arrays()
     for _ in range(2):
-        arrays = _plain_fedavg(arrays, list(range(1, N)))
+        arrays = apps.plain_fedavg(arrays, list(range(1, N)))
     for a, b in zip(final, arrays, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
 
