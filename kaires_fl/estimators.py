@@ -49,15 +49,19 @@ def auto_bounds(values: np.ndarray, margin: float = AUTO_MARGIN) -> np.ndarray:
 def split_rows(
     n_samples: int, n_providers: int, provider: Any = None
 ) -> tuple[list[str], list[np.ndarray]]:
-    """Provider labels and row indices: the groups of ``provider`` (labels sorted) or
-    ``min(n_providers, n_samples)`` contiguous blocks labelled ``provider-000`` …"""
+    """Provider labels and row indices: the groups of ``provider`` or
+    ``min(n_providers, n_samples)`` contiguous blocks labelled ``provider-000`` …
+
+    Labels are compared as strings and sorted as strings, which is how the committee orders
+    providers (and indexes ``faults``): labels 1, 2, 10 become "1", "10", "2".
+    """
     if provider is None:
         if not isinstance(n_providers, int | np.integer) or n_providers < 1:
             raise ConfigError(f"n_providers must be a positive integer, got {n_providers!r}")
         k = min(int(n_providers), n_samples)
         blocks = np.array_split(np.arange(n_samples), k)
         return [f"provider-{i:03d}" for i in range(k)], blocks
-    labels = column_or_1d(np.asarray(provider), warn=True)
+    labels = column_or_1d(np.asarray(provider), warn=True).astype(str)
     if labels.shape[0] != n_samples:
         raise ConfigError(
             f"provider has {labels.shape[0]} labels for {n_samples} rows; give one per row"

@@ -111,6 +111,9 @@ def test_split_rows() -> None:
     labels, groups = split_rows(6, 99, provider=["b", "a", "c", "a", "b", "a"])
     assert labels == ["a", "b", "c"]
     assert [g.tolist() for g in groups] == [[1, 3, 5], [0, 4], [2]]
+    labels, groups = split_rows(4, 99, provider=np.array([2, 10, 1, 2]))
+    assert labels == ["1", "10", "2"]  # string order, as the committee indexes providers
+    assert [g.tolist() for g in groups] == [[2], [1], [0, 3]]
     with pytest.raises(ConfigError, match="5 labels for 6 rows"):
         split_rows(6, 2, provider=[1, 2, 3, 4, 5])
     with pytest.raises(ConfigError, match="n_providers must be a positive integer"):
