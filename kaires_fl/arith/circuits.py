@@ -96,12 +96,13 @@ class _BitsCircuit(Valid):
         self.field = field
 
     def _range_pairs(
-        self, F: Any, meas: np.ndarray, rp: np.ndarray, n: int, chunk: int, extra: int = 0
+        self, F: Any, meas: np.ndarray, pw: np.ndarray, n: int, chunk: int, extra: int = 0
     ) -> np.ndarray:
-        """Pair buffer holding (r^k·b_k, b_k − 1) for the first n entries of meas (their
-        products vanish iff every b_k is a bit), with room for ``extra`` more pairs."""
+        """Pair buffer holding (r^(k+1)·b_k, b_k − 1) for the first n entries of meas (their
+        products vanish iff every b_k is a bit), with room for ``extra`` more pairs; pw holds
+        the powers r^0, r^1, … of the joint randomness."""
         buf = pair_buffer(F, meas.shape[0], n + extra, chunk)
-        fill_pairs(F, buf, 0, n, meas, meas, w=rp, b_const=1)
+        fill_pairs(F, buf, 0, n, meas, meas, w=pw, w_start=1, b_const=1)
         return buf
 
     def joint_rand_error_terms(self) -> int:
@@ -181,8 +182,8 @@ class Sum(_BitsCircuit):
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
-        rp = powers(F, joint_rand[:, 0], self.bits + 1)[:, 1:]
-        buf = self._range_pairs(F, meas, rp, self.bits, self.chunk_length)
+        pw = powers(F, joint_rand[:, 0], self.bits + 1)
+        buf = self._range_pairs(F, meas, pw, self.bits, self.chunk_length)
         return F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
@@ -233,8 +234,8 @@ class SumVec(_BitsCircuit):
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
-        rp = powers(F, joint_rand[:, 0], self.MEAS_LEN + 1)[:, 1:]
-        buf = self._range_pairs(F, meas, rp, self.MEAS_LEN, self.chunk_length)
+        pw = powers(F, joint_rand[:, 0], self.MEAS_LEN + 1)
+        buf = self._range_pairs(F, meas, pw, self.MEAS_LEN, self.chunk_length)
         return F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
@@ -286,8 +287,8 @@ class Histogram(_BitsCircuit):
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
-        rp = powers(F, joint_rand[:, 0], self.length + 1)[:, 1:]
-        buf = self._range_pairs(F, meas, rp, self.length, self.chunk_length)
+        pw = powers(F, joint_rand[:, 0], self.length + 1)
+        buf = self._range_pairs(F, meas, pw, self.length, self.chunk_length)
         range_check = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
         sum_check = F.sub(F.sum(meas, axis=-1), F.ones(()))
         return np.stack([range_check, sum_check], axis=-1)
@@ -369,13 +370,13 @@ class LinearRegressionRecord(_BitsCircuit):
     ) -> np.ndarray:
         F = self.field
         K = self.n_bits
-        rp = powers(F, joint_rand[:, 0], self.MEAS_LEN + 1)[:, 1:]
+        pw = powers(F, joint_rand[:, 0], self.MEAS_LEN + 1)
         z = self._z(meas)
-        buf = self._range_pairs(F, meas, rp[:, :K], K, self.chunk_length, extra=self.n_prods)
-        rq = rp[:, K:]
-        fill_pairs(F, buf, K, self.n_prods, z, z, w=rq, a_index=self._iu[0], b_index=self._iu[1])
+        buf = self._range_pairs(F, meas, pw, K, self.chunk_length, extra=self.n_prods)
+        iu = self._iu
+        fill_pairs(F, buf, K, self.n_prods, z, z, w=pw, w_start=K + 1, a_index=iu[0], b_index=iu[1])
         total = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
-        claimed = dot_rows(F, meas, rq, start=K)
+        claimed = dot_rows(F, meas, pw, start=K, w_start=K + 1)
         return F.sub(total, claimed)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
@@ -506,8 +507,8 @@ class BoundedL2Vec(_BitsCircuit):
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
-        rp = powers(F, joint_rand[:, 0], self.n_bits + 1)[:, 1:]
-        buf = self._range_pairs(F, meas, rp, self.n_bits, self.chunk_length)
+        pw = powers(F, joint_rand[:, 0], self.n_bits + 1)
+        buf = self._range_pairs(F, meas, pw, self.n_bits, self.chunk_length)
         range_check = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
         centred = F.sub(self._entries(meas), F.elements(self.offset))
         nbuf = pair_buffer(F, meas.shape[0], self.length, self.norm_chunk_length)

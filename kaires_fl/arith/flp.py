@@ -70,17 +70,18 @@ def _acc_reduce(hi32: np.uint64, lo32: np.uint64) -> np.uint64:
 
 
 @njit(cache=True)
-def _k_dot_rows(a: np.ndarray, a0: int, w: np.ndarray, group: int, out: np.ndarray) -> None:
-    """out[r] = Σ_k a[r, a0 + k]·w[g(r), k] with g(r) = r // group (w: 1 row = shared)."""
+def _k_dot_rows(
+    a: np.ndarray, a0: int, w: np.ndarray, w0: int, K: int, group: int, out: np.ndarray
+) -> None:
+    """out[r] = Σ_{k<K} a[r, a0 + k]·w[g(r), w0 + k], g(r) = r // group (w: 1 row = shared)."""
     R = a.shape[0]
-    K = w.shape[1]
     shared = w.shape[0] == 1
     for r in range(R):
         wr = 0 if shared else r // group
         lo = kern.ZERO
         hi = kern.ZERO
         for k in range(K):
-            c = kern.mulmod(a[r, a0 + k], w[wr, k])
+            c = kern.mulmod(a[r, a0 + k], w[wr, w0 + k])
             lo += c & kern.M32
             hi += c >> kern.S32
         out[r] = _acc_reduce(hi, lo)
@@ -121,6 +122,7 @@ def _k_fill_pairs(
     a: np.ndarray,
     ai: np.ndarray,
     w: np.ndarray,
+    w0: int,
     use_w: bool,
     b: np.ndarray,
     bi: np.ndarray,
@@ -146,7 +148,7 @@ def _k_fill_pairs(
             run = min(chunk - j0, n - k)
             if use_w:
                 for j in range(run):
-                    out[r, m, 0, j0 + j] = kern.mulmod(a[ra, ai[k + j]], w[rw, k + j])
+                    out[r, m, 0, j0 + j] = kern.mulmod(a[ra, ai[k + j]], w[rw, w0 + k + j])
             else:
                 for j in range(run):
                     out[r, m, 0, j0 + j] = a[ra, ai[k + j]]
@@ -162,6 +164,7 @@ def _k_fill_pairs_run(
     a: np.ndarray,
     a0: int,
     w: np.ndarray,
+    w0: int,
     use_w: bool,
     b: np.ndarray,
     b0: int,
@@ -189,7 +192,7 @@ def _k_fill_pairs_run(
             src_a = ar[a0 + k : a0 + k + run]
             src_b = br[b0 + k : b0 + k + run]
             if use_w:
-                src_w = wr[k : k + run]
+                src_w = wr[w0 + k : w0 + k + run]
                 for j in range(run):
                     dst_a[j] = kern.mulmod(src_a[j], src_w[j])
             else:
@@ -225,6 +228,18 @@ def _k_wire_eval(inp: np.ndarray, seeds: np.ndarray, w: np.ndarray, out: np.ndar
             out[b, l] = _acc_reduce(hi[l], lo[l])
 
 
+@njit(cache=True)
+def _k_powers(x: np.ndarray, out: np.ndarray) -> None:
+    """out[r, k] = x[r]^k."""
+    R, n = out.shape
+    for r in range(R):
+        acc = kern.ONE
+        xr = x[r]
+        for k in range(n):
+            out[r, k] = acc
+            acc = kern.mulmod(acc, xr)
+
+
 def _is64(F: Any) -> bool:
     return F is Field64
 
@@ -238,19 +253,23 @@ def zeros(F: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.zeros(shape, dtype=np.uint64) if _is64(F) else F.zeros(shape)
 
 
-def dot_rows(F: Any, a: np.ndarray, w: np.ndarray, start: int = 0) -> np.ndarray:
-    """Σ_k a[b, ..., start + k]·w[b, k] for w ``(1|B, K)`` → ``(B, ...)``.
+def dot_rows(
+    F: Any, a: np.ndarray, w: np.ndarray, start: int = 0, w_start: int = 0, n: int | None = None
+) -> np.ndarray:
+    """Σ_{k<n} a[b, ..., start + k]·w[b, w_start + k] for w ``(1|B, ·)`` → ``(B, ...)``.
 
-    ``a`` is ``(B, ..., ≥ start + K)``; reading a column window through ``start`` (instead
-    of slicing) keeps the kernel on contiguous rows.
+    ``a`` is ``(B, ..., ≥ start + n)``; n defaults to the rest of w. Reading column windows
+    through ``start``/``w_start`` (instead of slicing) keeps the kernel on contiguous rows.
     """
-    K = w.shape[-1]
+    K = w.shape[-1] - w_start if n is None else n
     if _is64(F):
         a2 = _c(a).reshape(-1, a.shape[-1])
         out = np.empty(a2.shape[0], dtype=np.uint64)
-        _k_dot_rows(a2, start, _c(w), max(1, a2.shape[0] // max(a.shape[0], 1)), out)
+        group = max(1, a2.shape[0] // max(a.shape[0], 1))
+        _k_dot_rows(a2, start, _c(w), w_start, K, group, out)
         return out.reshape(a.shape[:-1])
-    wb = w.reshape(w.shape[0], *([1] * (a.ndim - 2)), K)
+    wv = w[:, w_start : w_start + K]
+    wb = wv.reshape(wv.shape[0], *([1] * (a.ndim - 2)), K)
     return F.sum(F.mul(a[..., start : start + K], wb), axis=-1)
 
 
@@ -309,9 +328,10 @@ def fill_pairs(
     b_start: int = 0,
     a_index: np.ndarray | None = None,
     b_index: np.ndarray | None = None,
+    w_start: int = 0,
 ) -> None:
-    """Write pairs ``(a[:, ia_k]·w[:, k], b[:, ib_k] − b_const)`` for k < n as pairs
-    ``off + k`` of ``buf``, where ia_k = a_index[k] (default a_start + k), likewise ib_k.
+    """Write pairs ``(a[:, ia_k]·w[:, w_start + k], b[:, ib_k] − b_const)`` for k < n as
+    pairs ``off + k`` of ``buf``, where ia_k = a_index[k] (default a_start + k), likewise ib_k.
 
     a, b, w are ``(1|B, ...)`` (rows broadcast); w is optional. Gathering through the index
     arrays avoids materialising permuted copies of a and b.
@@ -325,14 +345,14 @@ def fill_pairs(
         wa = _c(w) if w is not None else np.ones((1, 1), dtype=np.uint64)
         bc = kern.ZERO if b_const == 0 else np.uint64(F.elements(b_const)[()])
         if a_index is None and b_index is None:
-            _k_fill_pairs_run(buf, off, _c(a), a_start, wa, use_w, _c(b), b_start, bc, n)
+            _k_fill_pairs_run(buf, off, _c(a), a_start, wa, w_start, use_w, _c(b), b_start, bc, n)
         else:
-            _k_fill_pairs(buf, off, _c(a), ai, wa, use_w, _c(b), bi, bc)
+            _k_fill_pairs(buf, off, _c(a), ai, wa, w_start, use_w, _c(b), bi, bc)
         return
     calls, chunk = buf.shape[1], buf.shape[3]
     flat = np.swapaxes(buf, 1, 2).reshape(buf.shape[0], 2, calls * chunk)  # a copy
     av = a[:, ai]
-    flat[:, 0, off : off + n] = F.mul(av, w) if w is not None else av
+    flat[:, 0, off : off + n] = F.mul(av, w[:, w_start : w_start + n]) if w is not None else av
     bv = b[:, bi]
     flat[:, 1, off : off + n] = F.sub(bv, F.elements(b_const)) if b_const else bv
     buf[...] = np.swapaxes(flat.reshape(buf.shape[0], 2, calls, chunk), 1, 2)
@@ -344,6 +364,11 @@ def powers(F: Any, x: np.ndarray, n: int) -> np.ndarray:
     Vectorised by doubling: log2(n) whole-array multiplications.
     """
     x = np.asarray(x, dtype=F.DTYPE)
+    if _is64(F):
+        flat = np.ascontiguousarray(x).reshape(-1)
+        res = np.empty((flat.shape[0], n), dtype=np.uint64)
+        _k_powers(flat, res)
+        return res.reshape(*x.shape, n)
     out = F.zeros((*x.shape, n))
     if n == 0:
         return out
