@@ -345,3 +345,30 @@ def test_trustee_version_check_on_its_own():
             w.committee.lts.id,
             [w.aggregators[0].public.hex()],
         )
+
+
+def test_write_contract_rejects_ciphertext_moved_to_another_policy(world):
+    """Bob copies Alice's ciphertexts into a write under his own policy: refused on commit."""
+    from kaires_fl.ledger.darc import darc_key
+    from kaires_fl.secret_management import WRITE_KIND, make_write
+
+    w = world
+    lts = w.committee.lts
+    job = w.create_job(["alice", "bob"])
+    va = w.client.get(darc_key("alice"))["version"]
+    entry, _ = make_write(lts.X, lts.id, "alice", va, job, ["aggregator:0"])
+    moved = {
+        **entry.to_payload(),
+        "policy": "bob",
+        "version": w.client.get(darc_key("bob"))["version"],
+    }
+    with pytest.raises(LedgerError, match="write proof of slot 'aggregator:0' fails"):
+        _refused(w).execute(w.providers["bob"], WRITE_KIND, moved)
+    # and Bob cannot write under Alice's policy either
+    with pytest.raises(LedgerError, match="not satisfied"):
+        _refused(w).execute(w.providers["bob"], WRITE_KIND, entry.to_payload())
+    # a write for a job that does not include the provider is refused
+    job2 = w.create_job(["bob"])
+    e2, _ = make_write(lts.X, lts.id, "alice", va, job2, ["aggregator:0"])
+    with pytest.raises(LedgerError, match="does not include provider"):
+        _refused(w).execute(w.providers["alice"], WRITE_KIND, e2.to_payload())
