@@ -80,7 +80,7 @@ def _setup(n_keys: int) -> dict[str, Any]:
         params={"aggregator_keys": [agg_key.public.hex()]},
     )
     job = client.execute(consumer, "job.create", payload).tx_id
-    version = client.get(darc_key("bench-policy"))["version"]
+    version = int((client.get(darc_key("bench-policy")) or {})["version"])
     txs = []
     for _ in range(n_keys):
         entry, _keys = make_write(
@@ -104,7 +104,7 @@ def _setup(n_keys: int) -> dict[str, Any]:
     }
 
 
-def _release_parts(s: dict[str, Any]) -> tuple[Callable[[], Any], list[Callable[[], Any]], Any]:
+def _release_parts(s: dict[str, Any]) -> tuple[Callable[[], Any], list[Any], Any]:
     """(evidence fetch, one callable per trustee, reader combine factory)."""
     client, committee = s["client"], s["committee"]
     keys = evidence_keys(committee.lts.id, s["read_id"], s["job"], s["writes"])

@@ -18,7 +18,8 @@ ledger's default registry. ``client`` is a
 :class:`kaires_fl.ledger.LedgerClient`; trustees run on ``client.network``::
 
     committee = TrusteeCommittee.setup(client, n=4, t=1, *, faults=None, dkg_faults=None,
-                                       name="trustee", seed=b"")      # DKG + LTS + nodes
+                                       name="trustee", seed=b"", network_dkg=False)
+    # DKG (in process, or over client.network in timed rounds) + LTS on the ledger + nodes
     committee.lts                     # LtsInfo(id, t, X, public_shares, trustees)
     committee.dkg_faulty              # {trustee: reason} named by the DKG
 
@@ -53,9 +54,8 @@ trustees refuse, :class:`~kaires_fl.errors.ProtocolError` when fewer than t + 1 
 shares arrive, :class:`~kaires_fl.errors.InvalidProof` for forged evidence or proofs.
 
 Lower level: :func:`run_dkg` / :func:`make_participants` (DKG), :func:`run_reshare`,
-:func:`make_write` /
-:func:`verify_write`, :func:`read_payload`, :func:`combine_release`, :class:`Trustee`
-(``release(ReleaseRequest)``, ``coin(CoinRequest)``), :func:`combine_coin`,
+:func:`make_write` / :func:`verify_write`, :func:`read_payload`, :func:`combine_release`,
+:class:`Trustee` (``release(ReleaseRequest)``, ``coin(CoinRequest)``), :func:`combine_coin`,
 :func:`prove_entries` (ledger evidence).
 """
 
