@@ -348,3 +348,56 @@ def test_field128_generic_path(make) -> None:  # type: ignore[no-untyped-def]
     bad[1, 0] = Field128.elements(2)
     proof = flp.prove(bad, flp.random_prove_rand((4,)), jr)
     assert flp.decide(flp.query(bad, proof, qr, jr)).tolist() == [True, False, True, True]
+
+
+def _edge_array(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Field64 elements mixing uniform values with the edges 0, 1, p − 1, p − 2, 2^32."""
+    a = F.random(shape, rng=rng)
+    edges = F.elements([0, 1, p - 1, p - 2, 2**32, 2**63])
+    mask = rng.integers(0, 3, shape) == 0
+    a[mask] = edges[rng.integers(0, len(edges), int(mask.sum()))]
+    return a
+
+
+def _ints(a: np.ndarray) -> list:  # type: ignore[type-arg]
+    return np.asarray(a, dtype=object).tolist()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 5), st.integers(1, 40), st.booleans())
+def test_hot_path_kernels_against_python_ints(seed: int, B: int, K: int, shared: bool) -> None:
+    from kaires_fl.arith.flp import as_calls, dot_groups, dot_rows, fill_pairs, pair_buffer
+
+    rng = np.random.default_rng(seed)
+    a = _edge_array(rng, (B, K + 3))
+    w = _edge_array(rng, (1 if shared else B, K + 2))
+    ai, wi = _ints(a), _ints(w)
+    wr = [wi[0 if shared else r] for r in range(B)]
+    got = dot_rows(F, a, w, start=2, w_start=1, n=K)
+    assert _ints(got) == [sum(ai[r][2 + k] * wr[r][1 + k] for k in range(K)) % p for r in range(B)]
+    # many terms of p − 1: the branch-free accumulator must not overflow
+    big = F.elements(np.full((2, 5000), p - 1, dtype=object))
+    assert _ints(dot_rows(F, big, big[:1])) == [5000 * (p - 1) ** 2 % p] * 2
+    g = dot_groups(F, a, w[0, :3], K // 3 or 1, start=0) if K >= 3 else None
+    if g is not None:
+        G = K // 3
+        exp = [
+            [sum(ai[r][3 * j + k] * wi[0][k] for k in range(3)) % p for j in range(G)]
+            for r in range(B)
+        ]
+        assert _ints(g) == exp
+    chunk = int(rng.integers(1, 7))
+    buf = pair_buffer(F, B, K + 2, chunk)
+    idx = rng.integers(0, K + 3, K)
+    fill_pairs(F, buf, 2, K, a, a, w=w, w_start=1, b_const=1, a_index=idx, b_start=1)
+    pairs = np.swapaxes(buf, 1, 2).reshape(B, 2, -1)
+    for r in range(B):
+        left = _ints(pairs[r, 0])
+        right = _ints(pairs[r, 1])
+        assert left[:2] == [0, 0] and right[:2] == [0, 0]
+        assert left[2 : 2 + K] == [ai[r][idx[k]] * wr[r][1 + k] % p for k in range(K)]
+        assert right[2 : 2 + K] == [(ai[r][1 + k] - 1) % p for k in range(K)]
+        assert set(left[2 + K :]) <= {0} and set(right[2 + K :]) <= {0}
+    assert as_calls(buf, chunk).shape == (B, buf.shape[1], 2 * chunk)
+    pw = powers(F, w[:, 0], 7)
+    assert _ints(pw) == [[pow(row[0], k, p) for k in range(7)] for row in _ints(w)]
