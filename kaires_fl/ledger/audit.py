@@ -96,7 +96,7 @@ def _replay(state: State, block: Block, registry: ContractRegistry) -> None:
             raise AuditError(f"tx {i} recorded {res}, replay gives {mine}")
     if view.root().hex() != hd.state_root:
         raise AuditError("state root differs from the replayed state")
-    state.apply(view.writes, hd.height)
+    view.commit(hd.height)
 
 
 @dataclass(frozen=True)

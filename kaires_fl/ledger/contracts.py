@@ -10,7 +10,8 @@ A *contract* is a function ``apply(view, tx, env) -> writes``:
   :class:`~kaires_fl.errors.LedgerError` whose message is the recorded reason.
 
 A contract must be deterministic (same state + tx → same writes on every node) and
-must not mutate what ``view.get`` returned in place of returning it. Register one with
+must treat what ``view.get`` returns as read-only (it is shared with the node's cache):
+build new values, e.g. ``{**entry, "status": "done"}``. Register one with
 :func:`register_contract` (``kind`` namespaced, e.g. ``"calypso.write"``); every node
 of a ledger must have the same registry.
 
@@ -145,8 +146,7 @@ def dry_run(view: StateView, tx: Tx, registry: ContractRegistry, height: int, ti
         with the reason the tx would be rejected (signature, counter or contract).
     """
     tx.verify_signatures()
-    probe = StateView(view.base)
-    probe.writes = dict(view.writes)
+    probe = view.copy()
     check_counter(probe, tx)
     res = execute_tx(probe, tx, registry, height, time_ms)
     if not res.ok:

@@ -85,7 +85,11 @@ def parse_expr(text: str) -> Expr:
         while peek() == "|":
             take()
             parts.append(conj())
-        return parts[0] if len(parts) == 1 else ("or", *parts)
+        if len(parts) == 1:
+            return parts[0]
+        if all(e[0] == "key" for e in parts):
+            return ("anyof", frozenset(e[1] for e in parts))  # a plain allow-list
+        return ("or", *parts)
 
     def conj() -> Expr:
         parts = [atom()]
@@ -138,6 +142,8 @@ def evaluate(
     op = tree[0]
     if op == "key":
         return tree[1] in signers
+    if op == "anyof":
+        return any(s in tree[1] for s in signers)
     if op == "or":
         return any(evaluate(e, signers, view, depth) for e in tree[1:])
     if op == "and":

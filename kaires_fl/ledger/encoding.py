@@ -14,13 +14,15 @@ from typing import Any
 
 from kaires_fl.errors import EncodingError
 
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+)
+
 
 def canonical(obj: Any) -> bytes:
     """Canonical bytes of a JSON value (sorted keys, no spaces, ASCII only)."""
     try:
-        return json.dumps(
-            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-        ).encode("ascii")
+        return _ENCODER.encode(obj).encode("ascii")
     except (TypeError, ValueError) as exc:
         raise EncodingError(
             f"value is not a canonical ledger value ({exc}); use dict/list/str/int/bool/None "

@@ -64,7 +64,12 @@ def policy_denies(
     view: StateView, provider: str, statistic: str, signers: tuple[str, ...], env: TxEnv
 ) -> str | None:
     """Why ``provider``'s current policy refuses this job (None if it allows it)."""
-    d = view.get(darc_key(provider))
+    return _policy_denies(view.get(darc_key(provider)), view, provider, statistic, signers, env)
+
+
+def _policy_denies(
+    d: Any, view: StateView, provider: str, statistic: str, signers: tuple[str, ...], env: TxEnv
+) -> str | None:
     if d is None:
         return f"provider {provider!r} has no policy on the ledger"
     v = d["version"]
@@ -153,11 +158,11 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     escrow: dict[str, dict[str, Any]] = {}
     needed = p.get("min_providers", 1)
     for prov in p["providers"]:
-        reason = policy_denies(view, prov, p["statistic"], env.signers, env)
+        d = view.get(darc_key(prov))
+        reason = _policy_denies(d, view, prov, p["statistic"], env.signers, env)
         if reason is not None:
             excluded[prov] = reason
             continue
-        d = view.get(darc_key(prov))
         terms = d["terms"]
         included.append(prov)
         escrow[prov] = {"payee": terms["payee"], "price": terms["price"], "version": d["version"]}

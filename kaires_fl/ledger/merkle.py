@@ -13,13 +13,24 @@ costs O(k · (BUCKET_BITS + bucket size)) hashes.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
 
 from kaires_fl.crypto.sign import H
 from kaires_fl.errors import AuditError
 
 _LEAF = b"kaires/merkle/leaf"
 _NODE = b"kaires/merkle/node"
+_sha256 = hashlib.sha256
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """Inner node: SHA-256 over a fixed prefix and two 32-byte digests (fixed layout, so
+    no length framing is needed)."""
+    return _sha256(_NODE + left + right).digest()
+
+
 _EMPTY = H(b"kaires/merkle/empty")
 
 BUCKET_BITS = 10
@@ -33,7 +44,7 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
         return _EMPTY
     level = [H(_LEAF, x) for x in leaves]
     while len(level) > 1:
-        nxt = [H(_NODE, level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
@@ -49,7 +60,7 @@ def merkle_path(leaves: Sequence[bytes], index: int) -> list[tuple[bool, bytes]]
         sib = i ^ 1
         if sib < len(level):
             path.append((sib < i, level[sib]))
-        nxt = [H(_NODE, level[j], level[j + 1]) for j in range(0, len(level) - 1, 2)]
+        nxt = [node_hash(level[j], level[j + 1]) for j in range(0, len(level) - 1, 2)]
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
@@ -61,13 +72,15 @@ def verify_path(leaf: bytes, path: Iterable[tuple[bool, bytes]], root: bytes) ->
     """Check that ``leaf`` is under ``root`` via ``path``; raises AuditError otherwise."""
     h = H(_LEAF, leaf)
     for left, sib in path:
-        h = H(_NODE, sib, h) if left else H(_NODE, h, sib)
+        h = node_hash(sib, h) if left else node_hash(h, sib)
     if h != root:
         raise AuditError("Merkle path does not lead to the committed root (wrong leaf or path)")
 
 
+@lru_cache(maxsize=1 << 16)
 def bucket_of(key: str) -> int:
-    d = H(b"kaires/state/key", key.encode())
+    """Bucket of a state key: the top BUCKET_BITS bits of SHA-256("kaires/state/key/" + key)."""
+    d = _sha256(b"kaires/state/key/" + key.encode()).digest()
     return int.from_bytes(d[:4], "big") >> (32 - BUCKET_BITS)
 
 
@@ -84,7 +97,23 @@ _EMPTY_BUCKET = bucket_hash(())
 
 
 def value_hash(value: bytes) -> bytes:
-    return H(b"kaires/state/value", value)
+    return _sha256(b"kaires/state/value/" + value).digest()
+
+
+class PreparedUpdate:
+    """A computed but not yet applied update of a :class:`StateTree`."""
+
+    __slots__ = ("base", "changed", "levels")
+
+    def __init__(
+        self,
+        base: list[list[bytes]],
+        changed: dict[int, dict[str, bytes]],
+        levels: list[list[bytes]],
+    ) -> None:
+        self.base = base
+        self.changed = changed
+        self.levels = levels
 
 
 class StateTree:
@@ -95,7 +124,7 @@ class StateTree:
         self.levels: list[list[bytes]] = [[_EMPTY_BUCKET] * N_BUCKETS]
         while len(self.levels[-1]) > 1:
             lv = self.levels[-1]
-            self.levels.append([H(_NODE, lv[i], lv[i + 1]) for i in range(0, len(lv), 2)])
+            self.levels.append([node_hash(lv[i], lv[i + 1]) for i in range(0, len(lv), 2)])
 
     @property
     def root(self) -> bytes:
@@ -124,20 +153,29 @@ class StateTree:
             dirty = {i // 2 for i in dirty}
             lower = levels[d - 1]
             for i in dirty:
-                levels[d][i] = H(_NODE, lower[2 * i], lower[2 * i + 1])
+                levels[d][i] = node_hash(lower[2 * i], lower[2 * i + 1])
         return levels
+
+    def prepare(self, writes: Mapping[str, bytes | None]) -> PreparedUpdate:
+        """Compute the tree after ``writes`` (None deletes) without changing this one."""
+        changed = self._bucket_updates(writes)
+        return PreparedUpdate(self.levels, changed, self._levels_with(changed))
 
     def root_with(self, writes: Mapping[str, bytes | None]) -> bytes:
         """Root after ``writes`` (None deletes) without changing the tree."""
         if not writes:
             return self.root
-        return self._levels_with(self._bucket_updates(writes))[-1][0]
+        return self.prepare(writes).levels[-1][0]
 
-    def apply(self, writes: Mapping[str, bytes | None]) -> None:
-        """Apply ``writes`` (None deletes)."""
-        changed = self._bucket_updates(writes)
-        self.levels = self._levels_with(changed)
-        for b, pairs in changed.items():
+    def apply(
+        self, writes: Mapping[str, bytes | None], prepared: PreparedUpdate | None = None
+    ) -> None:
+        """Apply ``writes`` (None deletes); ``prepared`` from :meth:`prepare` on the same
+        writes and the current tree saves recomputing the hashes."""
+        if prepared is None or prepared.base is not self.levels:
+            prepared = self.prepare(writes)
+        self.levels = prepared.levels
+        for b, pairs in prepared.changed.items():
             self.buckets[b] = pairs
 
     def proof(self, key: str) -> tuple[list[tuple[str, bytes]], list[bytes]]:
@@ -180,7 +218,7 @@ def verify_state_proof(
     h = bucket_hash(pairs)
     i = b
     for sib in siblings:
-        h = H(_NODE, sib, h) if i & 1 else H(_NODE, h, sib)
+        h = node_hash(sib, h) if i & 1 else node_hash(h, sib)
         i //= 2
     if h != root:
         raise AuditError("state proof does not lead to the block's state root")

@@ -141,7 +141,7 @@ class LedgerNode:
     def _reset_height(self) -> None:
         self.view = 0
         self.blocks: dict[bytes, Block] = {}
-        self.executed: dict[bytes, dict[str, bytes | None]] = {}
+        self.executed: dict[bytes, StateView] = {}
         self.invalid: set[bytes] = set()
         self.accepted: dict[int, bytes] = {}
         self.my_votes: dict[tuple[str, int], bytes] = {}
@@ -278,7 +278,7 @@ class LedgerNode:
             delay = 0.0
         self.propose_timer = self.t.call_later(delay, self._propose)
 
-    def build_block(self, time_ms: int) -> tuple[Block, dict[str, bytes | None]]:
+    def build_block(self, time_ms: int) -> tuple[Block, StateView]:
         """Execute mempool transactions (in arrival order, counters in sequence) into a block."""
         view = StateView(self.state)
         txs: list[Tx] = []
@@ -309,7 +309,7 @@ class LedgerNode:
             merkle_root([tx_leaf(t, r) for t, r in zip(txs, results, strict=True)]).hex(),
             view.root().hex(),
         )
-        return Block(header, tuple(txs), tuple(results)), view.writes
+        return Block(header, tuple(txs), tuple(results)), view
 
     def _propose(self) -> None:
         self.propose_timer = None
@@ -333,11 +333,11 @@ class LedgerNode:
             return
         if block is None:
             time_ms = max(self.last_time + 1, int(self.t.now() * 1000))
-            block, writes = self.build_block(time_ms)
+            block, view = self.build_block(time_ms)
             if not block.txs and v == 0:
                 return
             self.blocks[block.hash] = block
-            self.executed[block.hash] = writes
+            self.executed[block.hash] = view
         self.proposed.add(v)
         self._persist({f"proposed/{v}": block.hash})
         sig = self.identity.sign(
@@ -349,8 +349,8 @@ class LedgerNode:
         self._broadcast(p)
 
     # -- validation -------------------------------------------------------------------
-    def validate(self, block: Block, certified: bool = False) -> dict[str, bytes | None]:
-        """Re-execute ``block`` on the committed state; returns its writes.
+    def validate(self, block: Block, certified: bool = False) -> StateView:
+        """Re-execute ``block`` on the committed state; returns the executed overlay.
 
         Raises
         ------
@@ -363,15 +363,15 @@ class LedgerNode:
         if block.hash in self.invalid:
             raise ProtocolError("block already found invalid")
         try:
-            writes = self._execute(block, certified)
+            executed = self._execute(block, certified)
         except _BAD_INPUT:
             self.invalid.add(block.hash)
             raise
         self.blocks[block.hash] = block
-        self.executed[block.hash] = writes
-        return writes
+        self.executed[block.hash] = executed
+        return executed
 
-    def _execute(self, block: Block, certified: bool) -> dict[str, bytes | None]:
+    def _execute(self, block: Block, certified: bool) -> StateView:
         hd = block.header
         if hd.chain != self.chain or hd.height != self.height + 1:
             raise ProtocolError(f"block is for height {hd.height}, expected {self.height + 1}")
@@ -399,7 +399,7 @@ class LedgerNode:
                 )
         if view.root().hex() != hd.state_root:
             raise ProtocolError("block state root differs from this node's execution")
-        return view.writes
+        return view
 
     # -- voting -----------------------------------------------------------------------
     def _on_proposal(self, p: Proposal) -> None:
@@ -472,11 +472,11 @@ class LedgerNode:
         if block is None:
             self._request_sync(None)
             return
-        writes = self.validate(block, certified=True)
+        executed = self.validate(block, certified=True)
         cert = Certificate(
             self.height + 1, view, block_hash, tuple(sorted(votes.items())[: self.quorum])
         )
-        self._finalize(block, cert, writes)
+        self._finalize(block, cert, executed)
 
     # -- view change ------------------------------------------------------------------
     def _ensure_timer(self) -> None:
@@ -535,9 +535,9 @@ class LedgerNode:
         self._schedule_propose()
 
     # -- commit -----------------------------------------------------------------------
-    def _finalize(self, block: Block, cert: Certificate, writes: dict[str, bytes | None]) -> None:
-        self.store.commit_block(block, cert, writes)
-        self.state.apply(writes, block.height)
+    def _finalize(self, block: Block, cert: Certificate, view: StateView) -> None:
+        self.store.commit_block(block, cert, view.writes)
+        view.commit(block.height)
         self.height = block.height
         self.last_hash = block.hash
         self.last_time = block.header.time_ms
@@ -600,8 +600,8 @@ class LedgerNode:
             cert.verify(self.genesis, block.hash)
             if cert.height != block.height:
                 raise AuditError("certificate height does not match its block")
-            writes = self.validate(block, certified=True)
-            self._finalize(block, cert, writes)
+            executed = self.validate(block, certified=True)
+            self._finalize(block, cert, executed)
             applied = True
         if resp.more and applied:
             self._last_sync = -1e9

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 import pytest
@@ -24,11 +25,9 @@ from kaires_fl.ledger.encoding import canonical
 from kaires_fl.ledger.merkle import (
     BUCKET_BITS,
     StateTree,
-    bucket_hash,
     bucket_of,
     merkle_path,
     merkle_root,
-    value_hash,
     verify_path,
     verify_state_proof,
 )
@@ -178,12 +177,24 @@ def test_list_tree_paths(leaves: list[bytes], data: st.DataObject) -> None:
 
 
 def _reference_root(entries: dict[str, bytes]) -> bytes:
+    """Slow reference: rebuild every bucket and the whole tree from the definition."""
     buckets: list[list[tuple[str, bytes]]] = [[] for _ in range(1 << BUCKET_BITS)]
     for k, v in entries.items():
-        buckets[bucket_of(k)].append((k, value_hash(v)))
-    level = [bucket_hash(b) for b in buckets]
+        d = hashlib.sha256(b"kaires/state/key/" + k.encode()).digest()
+        b = int.from_bytes(d, "big") >> (256 - BUCKET_BITS)
+        assert b == bucket_of(k)
+        buckets[b].append((k, hashlib.sha256(b"kaires/state/value/" + v).digest()))
+    level = []
+    for pairs in buckets:
+        parts = [b"kaires/state/bucket"]
+        for k, vh in sorted(pairs):
+            parts += [k.encode(), vh]
+        level.append(H(*parts))
     while len(level) > 1:
-        level = [H(b"kaires/merkle/node", level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        level = [
+            hashlib.sha256(b"kaires/merkle/node" + level[i] + level[i + 1]).digest()
+            for i in range(0, len(level), 2)
+        ]
     return level[0]
 
 
