@@ -163,6 +163,26 @@ def test_bad_provider_is_rejected_and_the_rest_match_sklearn(
     assert_matches(est, LinearRegression().fit(Xs, ys))
 
 
+def test_descriptive_statistics_through_a_job(committee: LocalCommittee, diabetes: tuple) -> None:
+    from kaires_fl.statistics import CountStats, HistogramStats, MeanVarianceStats
+
+    X, y = diabetes
+    labels, groups = split_rows(len(X), 5)
+    data = {lab: (X[g], y[g]) for lab, g in zip(labels, groups, strict=True)}
+    mv = MeanVarianceStats(10, [-0.3, 0.3], "provider", max_rows=100, max_measurements=5)
+    out = committee.run_job(mv, data).aggregate
+    assert out["n"] == len(X)
+    np.testing.assert_allclose(out["mean"], X.mean(0), rtol=0, atol=1e-11)  # means are ~0
+    np.testing.assert_allclose(out["var"], X.var(0), rtol=1e-8)
+    edges = [-0.3, -0.1, 0.0, 0.1, 0.3]
+    hist = HistogramStats(edges, column=2, granularity="record", max_measurements=len(X))
+    out = committee.run_job(hist, data).aggregate
+    assert out["counts"].tolist() == np.histogram(X[:, 2], edges)[0].tolist()
+    count = CountStats("provider", max_rows=100, max_measurements=5)
+    flags = {lab: (X[g][:, 1] > 0, None) for lab, g in zip(labels, groups, strict=True)}
+    assert committee.run_job(count, flags).aggregate == {"count": int((X[:, 1] > 0).sum())}
+
+
 def test_too_few_accepted_providers_release_nothing_and_say_why(diabetes: tuple) -> None:
     from kaires_fl.errors import ProtocolError
 
