@@ -6,10 +6,12 @@ Committee and client (in process, on a :class:`~kaires_fl.transport.MemoryNetwor
 
     ledger = LocalLedger(n=4, f=None, *, network=None, seed=0, balances={pub: amount},
                          state=None, config=LedgerConfig(view_timeout=0.05), registry=None,
-                         db_paths=None, byzantine={2: "equivocate"}, name="kaires")
+                         db_paths=None, byzantine={2: "byzantine"}, name="kaires")
     ledger.genesis                      # Genesis: roster (hex keys), f, chain_id, quorum
     ledger.crash(i); ledger.restart(i)  # node faults (SQLite kept across restart)
     ledger.verify(replay=False) -> int  # audit the chain; returns height
+    ledger.on_commit.append(cb)         # cb(block, cert) once per final block
+    ledger.committed                    # {tx_id: (height, index)}
     client = ledger.client()            # LedgerClient
     client.sign(identity, kind, payload, cosigners=()) -> Tx     # fills the counter
     client.check(tx) -> None            # dry run; LedgerError with the reason

@@ -7,7 +7,9 @@ Behaviours (:data:`BEHAVIOURS`):
 - ``"garbage"``: answers every consensus message with forged or nonsensical traffic
   (bad signatures, validly signed votes for random blocks, bogus view changes, a huge
   claimed height, forged sync answers), while following the protocol otherwise;
-- ``"silent"``: receives but never sends (a crash that keeps its timers).
+- ``"silent"``: receives but never sends (a crash that keeps its timers);
+- ``"byzantine"``: ``"equivocate"`` and ``"garbage"`` together (what
+  ``LocalCommittee(faults={"ledger": {i: "byzantine"}})`` asks for).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from kaires_fl.ledger.consensus import (
 )
 from kaires_fl.ledger.node import LedgerNode
 
-BEHAVIOURS = ("equivocate", "garbage", "silent")
+BEHAVIOURS = ("equivocate", "garbage", "silent", "byzantine")
 
 
 class ByzantineNode(LedgerNode):
@@ -49,7 +51,7 @@ class ByzantineNode(LedgerNode):
     def _send(self, dst: str, msg: Any) -> None:
         if self.behaviour == "silent":
             return
-        if self.behaviour == "garbage" and isinstance(msg, SyncResponse):
+        if self.behaviour in ("garbage", "byzantine") and isinstance(msg, SyncResponse):
             msg = SyncResponse(tuple(_forge(b, c) for b, c in msg.blocks), msg.more)
         super()._send(dst, msg)
 
@@ -61,7 +63,7 @@ class ByzantineNode(LedgerNode):
         return Vote(phase, h, view, block_hash, self.index, sig)
 
     def _send_proposal(self, p: Proposal) -> None:
-        if self.behaviour != "equivocate":
+        if self.behaviour not in ("equivocate", "byzantine"):
             super()._send_proposal(p)
             return
         other = replace(p.block.header, time_ms=p.block.header.time_ms + 1)
@@ -82,7 +84,7 @@ class ByzantineNode(LedgerNode):
         super().on_message(src, msg)
         me = self.peers[self.index]
         if (
-            self.behaviour != "garbage"
+            self.behaviour not in ("garbage", "byzantine")
             or src == me
             or not isinstance(msg, (Proposal, Vote, ViewChange))
         ):

@@ -13,7 +13,7 @@ import itertools
 import sqlite3
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +115,9 @@ class LocalLedger:
             raise ConfigError(f"need {n} database paths, got {len(db_paths)}")
         self.db_paths = list(db_paths)
         self.committed: dict[str, tuple[int, int]] = {}
+        #: Called once per final block (from the first node that commits it):
+        #: ``callback(block, certificate)``; services use it to react to commits.
+        self.on_commit: list[Callable[[Block, Certificate], None]] = []
         self._recent: OrderedDict[int, tuple[Block, Certificate]] = OrderedDict()
         self.nodes: list[LedgerNode | None] = [None] * n
         for i in range(n):
@@ -159,6 +162,8 @@ class LocalLedger:
             self._recent.popitem(last=False)
         for i, tx in enumerate(block.txs):
             self.committed.setdefault(tx.id, (block.height, i))
+        for cb in list(self.on_commit):
+            cb(block, cert)
 
     # -- fault injection ----------------------------------------------------------------
     def crash(self, i: int) -> None:

@@ -180,7 +180,7 @@ def check_rule(
     return d
 
 
-TERM_FIELDS = {
+TERM_FIELDS: dict[str, type | tuple[type, ...]] = {
     "statistics": list,
     "max_jobs": (int, type(None)),
     "expires_height": (int, type(None)),

@@ -160,8 +160,8 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     for prov in p["providers"]:
         d = view.get(darc_key(prov))
         reason = _policy_denies(d, view, prov, p["statistic"], env.signers, env)
-        if reason is not None:
-            excluded[prov] = reason
+        if reason is not None or d is None:
+            excluded[prov] = reason or "no policy"
             continue
         terms = d["terms"]
         included.append(prov)

@@ -125,7 +125,8 @@ class LedgerNode:
             self.last_hash = genesis.hash
             self.last_time = genesis.time_ms
         self.mempool: dict[str, Tx] = {}
-        self.verified: set[str] = set()
+        # (tx id, signatures) already checked: the id does not cover the signatures.
+        self.verified: set[tuple[str, tuple[str, ...]]] = set()
         self.on_commit: list[Callable[[LedgerNode, Block, Certificate], None]] = []
         self.ignored = 0  # messages dropped as malformed, forged or out of place
         self._future: list[tuple[str, Any]] = []
@@ -256,7 +257,7 @@ class LedgerNode:
                 f"(last committed {last})"
             )
         tx.verify_signatures()
-        self.verified.add(tx.id)
+        self.verified.add((tx.id, tx.signatures))
         self.mempool[tx.id] = tx
         self._ensure_timer()
         self._schedule_propose()
@@ -388,9 +389,9 @@ class LedgerNode:
         for tx, res in zip(block.txs, block.results, strict=True):
             if tx.chain != self.chain:
                 raise ProtocolError("block holds a tx of another chain")
-            if tx.id not in self.verified:
+            if (tx.id, tx.signatures) not in self.verified:
                 tx.verify_signatures()
-                self.verified.add(tx.id)
+                self.verified.add((tx.id, tx.signatures))
             check_counter(view, tx)
             mine = execute_tx(view, tx, self.registry, hd.height, hd.time_ms)
             if mine != res:
@@ -543,7 +544,7 @@ class LedgerNode:
         self.last_time = block.header.time_ms
         for tx in block.txs:
             self.mempool.pop(tx.id, None)
-            self.verified.discard(tx.id)
+            self.verified.discard((tx.id, tx.signatures))
         for tid in [
             t.id
             for t in self.mempool.values()

@@ -7,7 +7,7 @@ import itertools
 import pytest
 from conftest import assert_agreement, ident, make_ledger, rule
 
-from kaires_fl.errors import ProtocolError
+from kaires_fl.errors import LedgerError, ProtocolError
 from kaires_fl.ledger import LocalLedger, Tx
 from kaires_fl.ledger.consensus import Proposal, Vote, leader_of
 from kaires_fl.ledger.store import Store
@@ -217,4 +217,55 @@ def test_no_quorum_no_commit() -> None:
     with pytest.raises(ProtocolError, match="not committed"):
         c.wait(c.submit_many(txs), timeout=2.0)
     assert all(nd.height == 0 for nd in L.live_nodes())
+    L.close()
+
+
+def test_byzantine_leader_and_commit_subscription() -> None:
+    byz = leader_of(1, 0, 4)
+    L = make_ledger(4, byzantine={byz: "byzantine"})
+    seen: list[int] = []
+    L.on_commit.append(lambda block, cert: seen.append(block.height))
+    h = commit(L, 3)
+    h = commit(L, 3)
+    L.run_for(0.3)
+    assert_agreement(L)
+    assert all(len(v) == 1 for v in all_certified(L).values())
+    assert seen == list(range(1, L.best_node().height + 1)) and h in seen
+    assert L.verify(replay=True) >= h
+    L.close()
+
+
+def test_followers_refuse_blocks_that_do_not_re_execute() -> None:
+    from dataclasses import replace as dc_replace
+
+    from kaires_fl.ledger.block import Block, TxResult, tx_leaf
+    from kaires_fl.ledger.merkle import merkle_root
+
+    L = make_ledger(4)
+    c = L.client()
+    txs = policy_txs(L, 2)
+    nd = L.nodes[0]
+    assert nd is not None
+    for tx in txs:
+        nd.add_tx(tx)
+    block, _ = nd.build_block(int(L.network.now * 1000) + 1)
+    follower = L.nodes[1]
+    assert follower is not None
+
+    def reroot(b: Block, results: tuple[TxResult, ...]) -> Block:
+        root = merkle_root([tx_leaf(t, r) for t, r in zip(b.txs, results, strict=True)]).hex()
+        return Block(dc_replace(b.header, tx_root=root), b.txs, results)
+
+    lying = reroot(block, (TxResult(False, "made up"), *block.results[1:]))
+    with pytest.raises(ProtocolError, match="result differs"):
+        follower.validate(lying)
+    wrong_root = Block(dc_replace(block.header, state_root="00" * 32), block.txs, block.results)
+    with pytest.raises(ProtocolError, match="state root differs"):
+        follower.validate(wrong_root)
+    forged_tx = dc_replace(block.txs[0], signatures=(block.txs[1].signatures[0],))
+    forged = reroot(Block(block.header, (forged_tx, *block.txs[1:]), block.results), block.results)
+    with pytest.raises(LedgerError, match="is invalid"):
+        follower.validate(forged)
+    follower.validate(block)  # the honest block passes
+    c.wait(c.submit_many(txs), proof=False)
     L.close()
