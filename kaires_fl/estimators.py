@@ -246,7 +246,7 @@ class KairesLinearRegression(_KairesLinearModel):
         the data with a 5 % margin: a convenience for simulation only — in a deployment the
         bounds come from the providers' policies, not from the data.
     frac_bits : int or None
-        Provider granularity: fractional bits of the fixed-point sums (default 32, fewer if
+        Provider granularity: fractional bits of the fixed-point sums (default 40, fewer if
         the field requires). Record granularity: quantisation bits per value (default 28,
         fewer if the field requires: records·(2^bits − 1)² < p).
     progress : bool, default False

@@ -81,7 +81,7 @@ def test_regression_provider_round_trip(data: tuple) -> None:
         max_rows=100,
         max_measurements=8,
     )
-    assert stat.field is Field64 and stat.frac_bits == 32
+    assert stat.field is Field64 and stat.frac_bits == 40
     out = stat.decode(*aggregate(stat, split(X, y, 5)))
     sxx, sxy, syy = centred(X, y)
     assert out["n"] == 400
@@ -191,7 +191,7 @@ def test_sizes_that_would_wrap_are_refused() -> None:
     # 63 − 20 − 21 = 22 fractional bits in Field64 (fewer than MIN_AUTO_FRAC_BITS) and at
     # most 62 − 21 = 41 in Field128 (bits ≤ 62).
     F, f, _ = choose_fixed_point(2**20 - 1, 2**20, None)
-    assert F is Field128 and f == 32
+    assert F is Field128 and f == 40
     with pytest.raises(ConfigError, match="could wrap every field; use frac_bits ≤ 41"):
         choose_fixed_point(2**20 - 1, 2**20, 42)
     with pytest.raises(ConfigError, match="use frac_bits"):
