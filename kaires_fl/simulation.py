@@ -191,7 +191,7 @@ class LocalCommittee:
         self.aggregator_addresses = [f"aggregator-{i}" for i in range(n_aggregators)]
         self.aggregators: list[AggregatorService] = []
         for i in range(n_aggregators):
-            b = self.faults["aggregator"].get(i)
+            behaviour = self.faults["aggregator"].get(i)
             svc = AggregatorService(
                 i,
                 self.aggregator_ids[i],
@@ -200,10 +200,10 @@ class LocalCommittee:
                 self.ledger.client(f"aggregator-{i}-ledger"),
                 self.trustees.addresses,
                 self.lts_id,
-                behaviour=b,
+                behaviour=behaviour,
             )
             self.aggregators.append(svc)
-            if b == "crash":
+            if behaviour == "crash":
                 self.network.crash(self.aggregator_addresses[i])
         self.coordinator = Coordinator(
             self.network.endpoint("coordinator"),
@@ -256,6 +256,8 @@ class LocalCommittee:
         committee's consumer), with new terms. ``consumers=[]`` revokes every grant."""
         p = self.provider(label)
         cur = self.client.get(darc_key(p.policy_id))
+        if cur is None:
+            raise LedgerError(f"provider {label!r} has no policy on the ledger")
         terms = cur["terms"]
         cs = [c.public for c in (self.consumer_list(consumers))]
         payload = p.policy_payload(
@@ -365,6 +367,7 @@ class LocalCommittee:
             ) from exc
         job_id = tx.id
         job = self.client.get(job_key(job_id))
+        assert job is not None  # committed just above
         label_of = {p.policy_id: p.label for p in providers}
         lap("job")
         # 2. sealed submissions (one block of writes)
@@ -398,6 +401,7 @@ class LocalCommittee:
             timings[k] = timings.get(k, 0.0) + v
         clock = time.perf_counter()
         receipt = out["receipt"]
+        assert receipt is not None  # the receipt tx committed
         r = receipt["receipt"]
         # 7. result
         aggregate = raw = None

@@ -348,8 +348,8 @@ def find_disputes(
             good = [i for i in parties if i not in bad][: t + 1]
             expect = _interpolate_at(F, good, np.stack([Z[i] for i in good]), bad)
             for k, j in enumerate(bad):
-                for c in np.flatnonzero(expect[k] != Z[j]):
-                    flagged.setdefault(int(cols[c]), set()).add(j)
+                for wrong_col in np.flatnonzero(expect[k] != Z[j]):
+                    flagged.setdefault(int(cols[wrong_col]), set()).add(j)
             continue
         # Slow path (several errors in one submission): decode each submission alone.
         for c, s in enumerate(subs):
@@ -479,9 +479,9 @@ def decide_job(
     if live:
         off = ctx.offsets
         rows = np.concatenate([np.arange(off[s], off[s + 1]) for s in live])
-        shares = {i: pub[i].verifier[rows] for i in voters}
+        vshares = {i: pub[i].verifier[rows] for i in voters}
         try:
-            verifier, bad = sharing.robust_reconstruct(F, shares, n, t)
+            verifier, bad = sharing.robust_reconstruct(F, vshares, n, t)
         except DecodingError as exc:
             raise ProtocolError(
                 f"job {ctx.job[:16]}…: the verifier shares cannot be opened ({exc}); more than "

@@ -393,6 +393,7 @@ class AggregatorService:
     def _combine(self, st: _JobState) -> None:
         if st.released:
             return
+        assert st.read_id is not None
         read = self.ledger.get(read_key(st.read_id))
         try:
             res = combine_release(
@@ -446,7 +447,7 @@ class AggregatorService:
             and verify_signed(p, ctx.aggregators[p.aggregator], PUBLISH_CONTEXT)
         }
         opened = {
-            i: set(range(len(ctx.submissions))) - {s for s, _ in p.unopened}
+            i: set(range(len(ctx.submissions))) - {d[0] for d in p.unopened}
             for i, p in st.published.items()
         }
         good = {

@@ -13,6 +13,7 @@ from kaires_fl.aggregation.aggregator import (
     REASON_INVALID_MEAS,
     REASON_INVALID_PROOF,
     REASON_MISSING,
+    REASON_UNOPENABLE,
     AggregatorJob,
     Coin,
     JobContext,
@@ -24,6 +25,7 @@ from kaires_fl.aggregation.submission import seal_parts, sign_manifest
 from kaires_fl.arith import sharing
 from kaires_fl.arith.circuits import SumVec
 from kaires_fl.arith.flp import FlpBBCGGI19
+from kaires_fl.crypto import envelope
 from kaires_fl.crypto.envelope import EnvelopeKeyPair, open_sealed
 from kaires_fl.crypto.sign import Identity
 from kaires_fl.errors import DecodingError, ProtocolError
@@ -219,3 +221,28 @@ def test_too_few_accepted_providers_releases_nothing() -> None:
     d, agg, _, results = _run(ctx, keys)
     assert d.status == "failed" and "require at least 4" in d.why
     assert agg is None and all(r.share_hash == "" for r in results.values())
+
+
+def test_unopenable_part_rejects_the_provider_not_the_aggregator() -> None:
+    ctx, keys, values = _job(n_prov=3)
+    rng = np.random.default_rng(7)
+    parts = seal_parts(
+        FLP,
+        FLP.valid.encode(rng.integers(0, 16, (4, 3))),
+        job="job",
+        provider="bad",
+        circuit="c",
+        n=N,
+        t=T,
+    )
+    # the provider encrypts junk for aggregator 2 under the committed key
+    parts.meas_parts[2] = envelope.seal(parts.keys[2], b"junk", b"wrong aad")
+    parts.meas_hashes = []
+    sub = sign_manifest(
+        Identity.generate(), parts, job="job", provider="bad", circuit="c", write="wb"
+    )
+    ctx = replace(ctx, submissions=(*ctx.submissions, sub), providers=(*ctx.providers, "bad"))
+    d, agg, bad, _ = _run(ctx, [*keys, parts.keys])
+    assert dict(d.rejected)["bad"] == REASON_UNOPENABLE
+    assert d.faulty == () and bad == []
+    assert FLP.valid.decode(agg, 12) == _sum(values, values).tolist()
