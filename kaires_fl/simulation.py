@@ -37,14 +37,14 @@ from kaires_fl.aggregation.job import AggregatorService, Coordinator
 from kaires_fl.aggregation.submission import PROVIDER_FAULTS
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import H, Identity
-from kaires_fl.errors import AccessDenied, ConfigError, LedgerError, ProtocolError
+from kaires_fl.errors import AccessDenied, ConfigError, KairesError, LedgerError, ProtocolError
 from kaires_fl.ledger.client import LocalLedger
 from kaires_fl.ledger.darc import darc_key
 from kaires_fl.ledger.jobs import job_key
 from kaires_fl.ledger.node import LedgerConfig
 from kaires_fl.roles.consumer import Consumer
 from kaires_fl.roles.provider import Provider, policy_id_for
-from kaires_fl.secret_management.coin import CoinShare
+from kaires_fl.secret_management.coin import CoinShare, combine_coin
 from kaires_fl.secret_management.committee import TrusteeCommittee
 from kaires_fl.secret_management.contracts import inputs_key
 from kaires_fl.secret_management.evidence import prove_entries
@@ -215,6 +215,7 @@ class LocalCommittee:
             round_timeout=round_timeout,
         )
         self.providers: dict[str, Provider] = {}
+        self._trustee_faults: dict[int, str] = {}
         self.setup_seconds = time.perf_counter() - t0
 
     # -- parties ---------------------------------------------------------------------------
@@ -428,6 +429,7 @@ class LocalCommittee:
             "rejected": {label_of[p]: r["reasons"].get(p, "rejected") for p in r["rejected"]},
             "excluded": {label_of.get(p, p): why for p, why in job["excluded"].items()},
             "faulty_aggregators": dict(sorted(faulty.items())),
+            "faulty_trustees": dict(self._trustee_faults),
             "num_measurements": int(r["num_measurements"]),
             "ledger_height": self.client.height,
             "job_height": int(job["height"]),
@@ -445,7 +447,20 @@ class LocalCommittee:
             self.network, self.network.endpoint("coordinator-coin"), self.trustees.addresses, req
         )
         self.coordinator.note("coin-answers", ans)
-        return {j: a if isinstance(a, CoinShare) else None for j, a in ans.items()}
+        shares = {j: a if isinstance(a, CoinShare) else None for j, a in ans.items()}
+        inputs = self.client.get(inputs_key(job_id))
+        try:
+            _, self._trustee_faults = combine_coin(
+                shares,
+                dict(enumerate(self.trustees.lts.public_shares)),
+                self.trustees.lts.t,
+                self.lts_id,
+                job_id,
+                inputs["root"] if inputs else "",
+            )
+        except KairesError as exc:  # the aggregators will fail the job with the reason
+            self._trustee_faults = {-1: str(exc)}
+        return shares
 
     def close(self) -> None:
         self.ledger.close()

@@ -125,6 +125,7 @@ def test_faulty_ledger_node_and_trustee_change_nothing(happy) -> None:
         and r.report["faulty_aggregators"] == {}
     )
     assert c.ledger.verify() >= r.report["receipt_height"]
+    assert list(r.report["faulty_trustees"]) == [0]
     c.close()
 
 
