@@ -8,6 +8,8 @@ exactly what the aggregators' shares reconstruct to (the protocol is tested else
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -36,7 +38,7 @@ def check(stat: Statistic, meas: np.ndarray) -> np.ndarray:
     return c.check(meas, jr)
 
 
-def aggregate(stat: Statistic, parts: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple:
+def aggregate(stat: Statistic, parts: Sequence[tuple[Any, Any]]) -> tuple:
     """Field sum of truncate(measurements) over every provider's rows; (sum, count)."""
     F = stat.field
     total = F.zeros(stat.output_len)
@@ -142,7 +144,7 @@ def test_regression_provider_matches_numpy(
     assert out["n"] == n
     # documented bound: P·2^-(f+1) per moment in [-1,1] units, times the frame scales
     _, e = pow2_frame(stat._bounds)
-    tol = 4 * providers * 2.0 ** -(stat.frac_bits + 1) * 4.0 ** e.max() + 1e-12 * np.abs(sxx).max()
+    tol = 4 * providers * 2.0 ** -(stat._f + 1) * 4.0 ** e.max() + 1e-12 * np.abs(sxx).max()
     assert np.max(np.abs(out["sxx"] - sxx)) <= tol
     assert np.max(np.abs(out["sxy"] - sxy)) <= tol + 1e-12 * abs(sxy).max()
     assert abs(out["syy"] - syy) <= tol + 1e-12 * syy
