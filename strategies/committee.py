@@ -200,7 +200,10 @@ class CommitteeConnection:
         (done,) = self.client.wait(self.client.submit_many([tx]), proof=False)
         if not done.result.ok:
             raise AccessDenied(f"the ledger refused the job: {done.result.reason}")
-        return dict(self.client.get(job_key(tx.id)))
+        job = self.client.get(job_key(tx.id))
+        if job is None:
+            raise LedgerError(f"job {tx.id[:16]}… committed but is not in the ledger state")
+        return dict(job)
 
     def job_proofs(self, job_id: str, providers: Mapping[str, str]) -> dict[str, bytes]:
         """Per provider (policy id → public key) the encoded state proofs of the job, the

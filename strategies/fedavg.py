@@ -119,7 +119,7 @@ class KairesFlowerBase:
         for r in replies:
             node = r.metadata.src_node_id
             if r.has_error():
-                self.enrol_refusals[node] = r.error.reason
+                self.enrol_refusals[node] = str(r.error.reason)
             elif wire.REPLY in r.content.config_records:
                 records[node] = r.content.config_records[wire.REPLY]
             else:
@@ -176,7 +176,7 @@ class KairesFlowerBase:
         }
         msgs = []
         for n in nodes:
-            cfg = ConfigRecord(dict(base[self.configrecord_key]))
+            cfg = ConfigRecord(dict(base.config_records[self.configrecord_key]))
             cfg.update(common)
             cfg[wire.PROOFS] = proofs[self.enrolled[n][0]]
             content = RecordDict({k: v for k, v in base.items() if k != self.configrecord_key})
@@ -196,7 +196,7 @@ class KairesFlowerBase:
         for r in replies:
             node = r.metadata.src_node_id
             if r.has_error():
-                refusals[node] = r.error.reason
+                refusals[node] = str(r.error.reason)
                 log(INFO, "\t> node %s sent nothing usable: %s", node, r.error.reason)
                 continue
             rec = r.content.config_records.get(wire.REPLY)
@@ -208,7 +208,11 @@ class KairesFlowerBase:
                 # A Kaires reply carries no plaintext arrays; one that does is dropped unread.
                 refusals[node] = "reply carries plaintext arrays: dropped"
                 continue
-            subs[pid] = (bytes(rec["write-tx"]), bytes(rec["submission"]))
+            wtx, sub = rec.get("write-tx"), rec.get("submission")
+            if not isinstance(wtx, bytes) or not isinstance(sub, bytes):
+                refusals[node] = "reply without a sealed submission for its policy"
+                continue
+            subs[pid] = (wtx, sub)
             metrics[pid] = next(iter(r.content.metric_records.values()), None)
         info["refusals"] = refusals
         return subs, metrics, refusals

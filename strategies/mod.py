@@ -91,6 +91,7 @@ def make_kaires_mod(
                 None if policy is None else policy(context),
                 None if fault is None else fault(context),
             )
+            assert config is not None  # phase was read from it
             if phase == wire.PHASE_ENROL:
                 return _reply(msg, provider.enrol(context, config), None)
             offer = provider.check_job(context, config)
@@ -144,8 +145,8 @@ def _measurements(provider: Any, offer: Any, msg: Message, out: Message) -> tupl
         key = str(msg.content.config_records["config"].get(wire.WEIGHT_KEY, "num-examples"))
         n = None
         for m in metrics:
-            if key in m:
-                n = float(m[key])
+            if key in m and isinstance(m[key], int | float):
+                n = float(m[key])  # type: ignore[arg-type]
         if n is None:
             raise ConfigError(f"the train handler's reply has no {key!r} metric (the weight)")
         delta = flatten(arrays[0].to_numpy_ndarrays()) - flatten(sent[0].to_numpy_ndarrays())

@@ -59,7 +59,7 @@ def _client_app() -> Any:
 
     def train(msg: Message, ctx: Context) -> Message:
         X, y = _data(int(ctx.node_config["partition-id"]))
-        new = _train(msg.content["arrays"].to_numpy_ndarrays(), X, y)
+        new = _train(msg.content.array_records["arrays"].to_numpy_ndarrays(), X, y)
         return Message(
             RecordDict(
                 {"arrays": ArrayRecord(new), "metrics": MetricRecord({"num-examples": len(y)})}
@@ -75,7 +75,7 @@ def _client_app() -> Any:
 def _timed(strategy_cls: type) -> type:
     """``strategy_cls`` recording each round's configure → aggregate wall time."""
 
-    class Timed(strategy_cls):  # type: ignore[valid-type,misc]
+    class Timed(strategy_cls):
         round_times: list[float]
 
         def configure_train(self, server_round: int, *a: Any, **kw: Any) -> Any:
