@@ -346,6 +346,9 @@ class LocalCommittee:
         for j, p in enumerate(providers):
             p.fault = self.faults["provider"].get(j)
         lap("providers")
+        # Encoding first: data outside the declared bounds fail before anything is escrowed.
+        meas = {p.label: p.measure(statistic, *by_label[p.label]) for p in providers}
+        lap("encode")
         # 1. job request
         payload = consumer.job_payload(
             statistic,
@@ -374,9 +377,8 @@ class LocalCommittee:
         # 2. sealed submissions (one block of writes)
         subs, writes = [], []
         for pid in job["providers"]:
-            X, y = by_label[label_of[pid]]
             wtx, sub = self.providers[label_of[pid]].submit(
-                self.client, job, statistic, X, y, self.lts_id
+                self.client, job, statistic, meas[label_of[pid]], self.lts_id
             )
             writes.append(wtx)
             subs.append(sub)

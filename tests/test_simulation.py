@@ -245,3 +245,12 @@ def test_bad_configurations_raise_config_errors() -> None:
         LocalCommittee(faults={"provider": {0: "lazy"}})
     with pytest.raises(ConfigError, match="role"):
         LocalCommittee(faults={"oracle": {0: "crash"}})
+
+
+def test_data_outside_the_bounds_fail_before_anything_is_committed(committee) -> None:
+    height = committee.client.height
+    balance = committee.balance(committee.consumer)
+    wild = {**DATA, "p0": (DATA["p0"][0] * 10, DATA["p0"][1])}
+    with pytest.raises(ConfigError, match="bounds"):
+        committee.run_job(STAT, wild)
+    assert committee.client.height == height and committee.balance(committee.consumer) == balance

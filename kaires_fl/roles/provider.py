@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from kaires_fl.aggregation.job import circuit_id, flp_for
 from kaires_fl.aggregation.submission import (
     PROVIDER_FAULTS,
@@ -93,17 +95,24 @@ class Provider:
             p["version"] = version
         return p
 
+    @staticmethod
+    def measure(statistic: Any, X: Any, y: Any) -> np.ndarray:
+        """The provider's rows encoded for ``statistic``: ``(B, MEAS_LEN)`` field elements.
+
+        Raises ``ConfigError`` if the rows exceed the statistic's declared bounds (done
+        before any job is committed, so nothing is escrowed for data that cannot be sent).
+        """
+        return np.asarray(statistic.measurements(X, y))
+
     def submit(
-        self, ledger: Any, job: Mapping[str, Any], statistic: Any, X: Any, y: Any, lts_id: str
+        self, ledger: Any, job: Mapping[str, Any], statistic: Any, meas: np.ndarray, lts_id: str
     ) -> tuple[Tx, SealedSubmission]:
-        """Sealed submission of rows ``(X, y)`` for committed ``job`` (protocol.md §2).
+        """Sealed submission of the encoded rows ``meas`` for committed ``job`` (§2).
 
         Returns the signed ``calypso.write`` transaction (to be committed before the inputs
-        close) and the submission (for the coordinator). Raises ``ConfigError`` if the
-        rows exceed the statistic's declared bounds.
+        close) and the submission (for the coordinator).
         """
         flp = flp_for(statistic)
-        meas = statistic.measurements(X, y)
         n = len(job["aggregators"])
         t = int(job["params"]["degree"])
         lts = ledger.get(lts_key(lts_id))
