@@ -85,12 +85,18 @@ def bucket_of(key: str) -> int:
 
 
 def bucket_hash(pairs: Iterable[tuple[str, bytes]]) -> bytes:
-    """Hash of a bucket from its (key, H(value)) pairs, in sorted key order."""
-    parts: list[bytes] = [_BUCKET]
+    """Hash of a bucket from its (key, H(value)) pairs, in sorted key order.
+
+    SHA-256 over the domain tag then, per pair, ``len(key)`` (4 bytes) ‖ key ‖ value hash
+    (32 bytes): every part is framed, so the encoding is unambiguous.
+    """
+    parts = [_BUCKET]
     for k, vh in sorted(pairs):
-        parts.append(k.encode())
+        kb = k.encode()
+        parts.append(len(kb).to_bytes(4, "big"))
+        parts.append(kb)
         parts.append(vh)
-    return H(*parts)
+    return _sha256(b"".join(parts)).digest()
 
 
 _EMPTY_BUCKET = bucket_hash(())

@@ -186,10 +186,10 @@ def _reference_root(entries: dict[str, bytes]) -> bytes:
         buckets[b].append((k, hashlib.sha256(b"kaires/state/value/" + v).digest()))
     level = []
     for pairs in buckets:
-        parts = [b"kaires/state/bucket"]
+        blob = b"kaires/state/bucket"
         for k, vh in sorted(pairs):
-            parts += [k.encode(), vh]
-        level.append(H(*parts))
+            blob += len(k.encode()).to_bytes(4, "big") + k.encode() + vh
+        level.append(hashlib.sha256(blob).digest())
     while len(level) > 1:
         level = [
             hashlib.sha256(b"kaires/merkle/node" + level[i] + level[i + 1]).digest()
