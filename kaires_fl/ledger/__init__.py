@@ -21,7 +21,8 @@ Committee and client (in process, on a :class:`~kaires_fl.transport.MemoryNetwor
     client.execute(identity, kind, payload, cosigners=(), timeout=30.0) -> Committed
     Committed(tx_id, height, index, result: TxResult, proof: TxProof | None)
     client.get(key) -> value | None ; client.balance(pub) -> int ; client.height
-    client.prove(key) -> StateProof ; client.prove_job(job_id) -> StateProof
+    client.prove(key) -> StateProof ; client.prove_many(keys) -> [StateProof] (same block)
+    client.prove_job(job_id) -> StateProof
     client.prove_tx(tx_id) -> TxProof ; client.accesses(provider) -> [StateProof]
     client.block(h) -> (Block, Certificate) ; client.raw_blocks(start=1, stop=None) -> [bytes]
     client.verify_chain(replay=False) -> int

@@ -10,6 +10,7 @@ simulated network (``network.run_until``), so call it from top-level code.
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 import uuid
 from collections import OrderedDict
@@ -50,6 +51,10 @@ def make_genesis(
             raise ConfigError(f"genesis balance of {pub[:16]}… must be an integer >= 0")
         st[balance_key(pub)] = amount
     return Genesis(name, keys, f, time_ms, st)
+
+
+def _fresh(raw: bytes | None) -> Any:
+    return None if raw is None else json.loads(raw)
 
 
 @dataclass(frozen=True)
@@ -363,8 +368,11 @@ class LedgerClient:
         return self.ledger.best_node().height
 
     def get(self, key: str) -> Any | None:
-        """Latest committed value of ``key`` (unproven; use :meth:`prove` for a proof)."""
-        return self.ledger.best_node().state.get(key)
+        """Latest committed value of ``key`` (unproven; use :meth:`prove` for a proof).
+
+        A fresh copy: callers may modify it.
+        """
+        return _fresh(self.ledger.best_node().state.raw(key))
 
     def balance(self, who: Identity | bytes | str) -> int:
         """Committed balance of an identity (or its public key, raw or hex)."""
@@ -373,9 +381,10 @@ class LedgerClient:
 
     def prove(self, key: str) -> StateProof:
         """Proof of ``key``'s value (or absence) at the latest final block."""
-        return self._prove_many([key])[0]
+        return self.prove_many([key])[0]
 
-    def _prove_many(self, keys: Sequence[str]) -> list[StateProof]:
+    def prove_many(self, keys: Sequence[str]) -> list[StateProof]:
+        """Proofs of several keys against the same (latest final) block."""
         nd = self.ledger.best_node()
         if nd.height:
             block, cert = nd.store.block(nd.height) or self.ledger.block(nd.height)
@@ -385,8 +394,10 @@ class LedgerClient:
         out = []
         for key in keys:
             pairs, sibs = nd.state.tree.proof(key)
-            out.append(StateProof(bp, key, nd.state.get(key), tuple(pairs), tuple(sibs)))
+            out.append(StateProof(bp, key, _fresh(nd.state.raw(key)), tuple(pairs), tuple(sibs)))
         return out
+
+    _prove_many = prove_many  # early callers used the private name
 
     def prove_job(self, job_id: str) -> StateProof:
         """Proof for trustees/providers that job ``job_id`` is committed (see ``verify_job``)."""
@@ -400,7 +411,7 @@ class LedgerClient:
     def accesses(self, provider: str) -> list[StateProof]:
         """Every job that used ``provider``'s data, each an access entry with its proof."""
         nd = self.ledger.best_node()
-        return self._prove_many(sorted(nd.state.keys(f"access/{provider}/")))
+        return self.prove_many(sorted(nd.state.keys(f"access/{provider}/")))
 
     def block(self, height: int) -> tuple[Block, Certificate]:
         return self.ledger.block(height)
