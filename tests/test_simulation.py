@@ -254,3 +254,12 @@ def test_data_outside_the_bounds_fail_before_anything_is_committed(committee) ->
     with pytest.raises(ConfigError, match="bounds"):
         committee.run_job(STAT, wild)
     assert committee.client.height == height and committee.balance(committee.consumer) == balance
+
+
+def test_more_faulty_aggregators_than_tolerated_release_nothing() -> None:
+    c = LocalCommittee(faults={"aggregator": {0: "byzantine"}})
+    c.aggregators[1].behaviour = "byzantine"  # a second one, beyond t = 1
+    with pytest.raises(ProtocolError, match="faulty"):
+        c.run_job(STAT, DATA)
+    assert not any(isinstance(e.message, SealedShare) for e in c.coordinator.log)
+    c.close()

@@ -670,6 +670,14 @@ class Coordinator:
         for i in agreeing:
             self.send(self.aggregators[i], draft)
         sigs = self.collect(ReceiptSignature, job_id, len(agreeing))
+        job_rec = self.ledger.get(job_key(job_id))
+        quorum = int(job_rec["threshold"]) if job_rec else len(self.aggregators)
+        if len(sigs) < quorum:
+            raise ProtocolError(
+                f"job {job_id[:16]}…: only {len(sigs)} aggregator(s) signed the receipt, "
+                f"{quorum} are needed; more aggregators are faulty than the committee "
+                f"tolerates (failures: {self.failures}). Nothing was released"
+            )
         tx = self.ledger.sign(
             self.identity,
             "job.receipt",
