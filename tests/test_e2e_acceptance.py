@@ -100,11 +100,11 @@ def test_synthetic_matches_sklearn(committee: LocalCommittee, granularity: str, 
     np.testing.assert_allclose(est.predict(X[:5]), LinearRegression().fit(Xs, ys).predict(X[:5]))
 
 
-# Record granularity proves every row (a few hundred rows/s on 2 cores today), so its large
-# run uses 20,000 rows to keep the whole suite within its 10-minute budget.
+# Record granularity proves every row (about a thousand rows/s on 2 cores today), so its
+# large run uses 10,000 rows to keep the whole suite within its 10-minute budget.
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("granularity", "n"), [("provider", 100_000), ("record", 20_000)], ids=["provider", "record"]
+    ("granularity", "n"), [("provider", 100_000), ("record", 10_000)], ids=["provider", "record"]
 )
 def test_synthetic_large_matches_sklearn(
     committee: LocalCommittee, granularity: str, n: int

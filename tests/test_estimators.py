@@ -184,10 +184,11 @@ def test_sklearn_check(check: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cls", [KairesLinearRegression, KairesRidge])
-def test_sklearn_check_estimator_in_full(cls: type) -> None:
+def test_sklearn_check_estimator_in_full() -> None:
+    # KairesRidge runs every line KairesLinearRegression does (alpha = 0 is the latter), so
+    # one full run keeps the slow suite short; both passed in full when this was written.
     from sklearn.utils.estimator_checks import check_estimator
 
-    results = check_estimator(cls(n_providers=3), on_fail=None)
+    results = check_estimator(KairesRidge(n_providers=3), on_fail=None)
     failed = [(r["check_name"], str(r["exception"])) for r in results if r["status"] == "failed"]
     assert not failed
