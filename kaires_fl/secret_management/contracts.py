@@ -8,7 +8,9 @@ State entries (all values JSON, bytes as lowercase hex):
      "transcript", "height"}
 
   The transaction must be co-signed by at least n − t of the listed trustees (each
-  signs only if its own DKG ended with the same X and X_j) and by nobody else.
+  signs only if its own DKG ended with the same X and X_j) and by nobody else. If the
+  genesis state holds a trustee registry ``calypso/trustees`` (a list of hex Ed25519
+  keys), every listed trustee must be in it (also for ``calypso.lts.reshare``).
 
 ``calypso/write/<id>`` — ``calypso.write`` (:mod:`.write`): a provider's keys::
 
@@ -64,6 +66,7 @@ __all__ = [
     "LTS_KIND",
     "READ_KIND",
     "RESHARE_KIND",
+    "TRUSTEE_REGISTRY_KEY",
     "WRITE_KIND",
     "check_read",
     "inputs_key",
@@ -79,6 +82,22 @@ RESHARE_KIND = "calypso.lts.reshare"
 INPUTS_KIND = "calypso.inputs"
 READ_KIND = "calypso.read"
 _HEX32 = re.compile(r"^[0-9a-f]{64}$")
+
+
+#: Optional state entry (set in the genesis block): the Ed25519 keys allowed as trustees.
+TRUSTEE_REGISTRY_KEY = "calypso/trustees"
+
+
+def _check_registry(view: StateView, trustees: Sequence[str], kind: str) -> None:
+    reg = view.get(TRUSTEE_REGISTRY_KEY)
+    if reg is None:
+        return
+    outside = [k[:16] for k in trustees if k not in set(reg)]
+    if outside:
+        raise LedgerError(
+            f"{kind}: trustees {outside} are not in the trustee registry "
+            f"({TRUSTEE_REGISTRY_KEY}); only registered trustees may hold an LTS"
+        )
 
 
 def lts_key(lts_id: str) -> str:
@@ -251,6 +270,7 @@ def lts_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     for k in p["trustees"]:
         if not isinstance(k, str) or not _HEX32.match(k):
             raise LedgerError("calypso.lts: trustee keys are hex Ed25519 keys")
+    _check_registry(view, p["trustees"], LTS_KIND)
     signers = set(env.signers)
     if not signers <= set(p["trustees"]) or len(signers) < n - t:
         raise LedgerError(
@@ -277,6 +297,7 @@ def lts_reshare(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     for k in p["trustees"]:
         if not isinstance(k, str) or not _HEX32.match(k):
             raise LedgerError("calypso.lts.reshare: trustee keys are hex Ed25519 keys")
+    _check_registry(view, p["trustees"], RESHARE_KIND)
     shares = {i: _point(s, "public share") for i, s in enumerate(p["shares"])}
     X = _point(old["X"], "collective key X")
     # the new public shares must lie on one degree-t polynomial whose constant term is X

@@ -8,7 +8,7 @@ import pytest
 from conftest import ident, make_world
 
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
-from kaires_fl.crypto.sign import H
+from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.errors import AccessDenied, InvalidProof, LedgerError, ProtocolError
 from kaires_fl.ledger.jobs import job_key
 from kaires_fl.secret_management import (
@@ -372,3 +372,23 @@ def test_write_contract_rejects_ciphertext_moved_to_another_policy(world):
     e2, _ = make_write(lts.X, lts.id, "alice", va, job2, ["aggregator:0"])
     with pytest.raises(LedgerError, match="does not include provider"):
         _refused(w).execute(w.providers["alice"], WRITE_KIND, e2.to_payload())
+
+
+def test_trustee_registry_in_genesis_is_enforced():
+    from kaires_fl.ledger import LedgerConfig, LocalLedger
+    from kaires_fl.secret_management.contracts import TRUSTEE_REGISTRY_KEY
+
+    registered = [
+        Identity.from_seed(H(b"kaires-fl/trustee", b"trustee", b"", str(j).encode())).public.hex()
+        for j in range(4)
+    ]
+    ledger = LocalLedger(
+        n=4,
+        seed=51,
+        config=LedgerConfig(view_timeout=0.05),
+        state={TRUSTEE_REGISTRY_KEY: registered},
+    )
+    c = TrusteeCommittee.setup(ledger.client(), 4, 1)  # the registered identities: accepted
+    assert c.lts.n == 4
+    with pytest.raises(LedgerError, match="not in the trustee registry"):
+        TrusteeCommittee.setup(ledger.client(), 4, 1, name="rogue")
