@@ -125,15 +125,18 @@ def test_fit_intercept_false_and_provider_labels(committee: LocalCommittee) -> N
     assert_matches(est, Ridge(alpha=2.0, fit_intercept=False).fit(X, y))
 
 
-@pytest.mark.parametrize("behaviour", ["byzantine", "crash"])
+@pytest.mark.parametrize(
+    ("behaviour", "granularity"),
+    [("byzantine", "provider"), ("crash", "provider"), ("byzantine", "record")],
+)
 def test_t_faulty_aggregators_change_nothing_and_are_named(
-    committee: LocalCommittee, diabetes: tuple, behaviour: str
+    committee: LocalCommittee, diabetes: tuple, behaviour: str, granularity: str
 ) -> None:
     X, y = diabetes
-    clean = KairesLinearRegression(committee=committee).fit(X, y)
+    clean = KairesLinearRegression(committee=committee, granularity=granularity).fit(X, y)
     faulty = LocalCommittee(faults={"aggregator": {1: behaviour}})
     try:
-        est = KairesLinearRegression(committee=faulty).fit(X, y)
+        est = KairesLinearRegression(committee=faulty, granularity=granularity).fit(X, y)
     finally:
         faulty.close()
     np.testing.assert_array_equal(est.coef_, clean.coef_)
