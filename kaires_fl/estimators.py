@@ -163,7 +163,8 @@ class _KairesLinearModel(RegressorMixin, BaseEstimator):
         X : (n_samples, n_features) array-like.
         y : (n_samples,) array-like.
         provider : optional (n_samples,) labels; rows with the same label form one provider
-            (providers are ordered by sorted label, which is how ``faults`` indexes them).
+            (providers are ordered by their labels sorted as strings, which is how
+            ``faults`` indexes them).
         """
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64)
