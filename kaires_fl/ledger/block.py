@@ -174,6 +174,11 @@ class Block:
     def leaves(self) -> list[bytes]:
         return [tx_leaf(t, r) for t, r in zip(self.txs, self.results, strict=True)]
 
+    @cached_property
+    def encoded(self) -> bytes:
+        """Canonical encoding of the block (header, txs, results)."""
+        return canonical(self.to_obj())
+
     def check_body(self) -> None:
         """Check that the transactions and results match the header; raises AuditError."""
         if len(self.txs) != len(self.results) or len(self.txs) != self.header.n_txs:
@@ -269,8 +274,12 @@ class Certificate:
 
 
 def encode_certified(block: Block, cert: Certificate) -> bytes:
-    """The stored record of a final block."""
-    return canonical({"block": block.to_obj(), "cert": cert.to_obj()})
+    """The stored record of a final block: ``canonical({"block": ..., "cert": ...})``.
+
+    Assembled from the block's cached encoding (sorted keys: "block" < "cert"), so a
+    block is serialised once however many times it is stored.
+    """
+    return b'{"block":' + block.encoded + b',"cert":' + canonical(cert.to_obj()) + b"}"
 
 
 def decode_certified(data: bytes) -> tuple[Block, Certificate]:
