@@ -37,7 +37,7 @@ from kaires_fl.aggregation.job import AggregatorService, Coordinator
 from kaires_fl.aggregation.submission import PROVIDER_FAULTS
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import H, Identity
-from kaires_fl.errors import AccessDenied, ConfigError, KairesError, LedgerError, ProtocolError
+from kaires_fl.errors import AccessDenied, ConfigError, KairesError, LedgerError
 from kaires_fl.ledger.client import LocalLedger
 from kaires_fl.ledger.darc import darc_key
 from kaires_fl.ledger.jobs import job_key
@@ -298,6 +298,12 @@ class LocalCommittee:
                 raise LedgerError(f"{tx.kind} refused by the ledger: {c.result.reason}")
         return out
 
+    def _commit_writes(self, txs: Sequence[Any]) -> None:
+        """Commit the providers' writes; a refused write simply leaves its provider out."""
+        if txs:
+            self.client.submit_many(txs)
+            self.client.wait([t.id for t in txs], proof=False)
+
     # -- one job ---------------------------------------------------------------------------
     def run_job(
         self,
@@ -387,7 +393,8 @@ class LocalCommittee:
             self.coordinator.note("relay-tx", wtx)
         for s in subs:
             self.coordinator.note("submission", s)
-        self._commit(writes)
+        self._commit_writes(writes)
+        subs, dropped = self.coordinator.admit(job, subs)
         lap("write")
         # 3. inputs closed
         itx = self.client.sign(
@@ -428,7 +435,10 @@ class LocalCommittee:
             "status": r["status"],
             "why": r.get("why", ""),
             "accepted": [label_of[p] for p in r["accepted"]],
-            "rejected": {label_of[p]: r["reasons"].get(p, "rejected") for p in r["rejected"]},
+            "rejected": {
+                label_of[p]: dropped.get(p) or r["reasons"].get(p, "rejected")
+                for p in r["rejected"]
+            },
             "excluded": {label_of.get(p, p): why for p, why in job["excluded"].items()},
             "faulty_aggregators": dict(sorted(faulty.items())),
             "faulty_trustees": dict(self._trustee_faults),
@@ -494,4 +504,3 @@ class _Progress:
 
 
 __all__ = ["JobResult", "LocalCommittee", "policy_id_for"]
-_ = ProtocolError

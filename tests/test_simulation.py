@@ -263,3 +263,22 @@ def test_more_faulty_aggregators_than_tolerated_release_nothing() -> None:
         c.run_job(STAT, DATA)
     assert not any(isinstance(e.message, SealedShare) for e in c.coordinator.log)
     c.close()
+
+
+def test_submission_not_matching_its_manifest_is_dropped_before_the_inputs_close() -> None:
+    c = LocalCommittee()
+    victim = c.provider("p2")
+    honest_submit = victim.submit
+
+    def tampering_submit(*args, **kwargs):
+        tx, sub = honest_submit(*args, **kwargs)
+        parts = list(sub.proof_parts)
+        parts[1] = parts[1][:-1] + bytes([parts[1][-1] ^ 1])
+        return tx, type(sub)(sub.manifest, sub.signature, sub.meas_parts, tuple(parts))
+
+    victim.submit = tampering_submit  # type: ignore[method-assign]
+    r = c.run_job(STAT, DATA)
+    assert "does not match its signed manifest" in r.report["rejected"]["p2"]
+    assert r.report["faulty_aggregators"] == {}
+    _check_sums(r.aggregate, [k for k in sorted(DATA) if k != "p2"])
+    c.close()

@@ -423,8 +423,15 @@ def decide_job(
                 continue
             opened[i].discard(s)
             sub = ctx.submissions[s]
+            m = sub.manifest
+            if (
+                part_hash(mblob).hex() != m.meas_parts[i]
+                or part_hash(pblob).hex() != m.proof_parts[i]
+            ):
+                faulty.setdefault(i, "disclosed parts that do not match the signed manifest")
+                continue
             try:
-                open_part(flp, sub.manifest, i, key, mblob, pblob)
+                open_part(flp, m, i, key, mblob, pblob, hashes_checked=True)
             except InvalidSubmission as exc:
                 if "commitment" in str(exc):
                     faulty.setdefault(

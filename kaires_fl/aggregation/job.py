@@ -115,7 +115,7 @@ class ReadSigned:
 
     job: str
     aggregator: int
-    tx: Tx
+    tx: Tx | None  # None when the job has no submission to read
 
 
 @dataclass(frozen=True)
@@ -263,6 +263,13 @@ class AggregatorService:
                 raise InvalidSubmission(
                     f"submission of {m.provider!r} is not for this job, circuit or provider set"
                 )
+            w = self.ledger.get(write_key(m.write))
+            if w is None or w["policy"] != m.provider or m.signer not in w["signers"]:
+                # Only the policy's owner can write under it: a manifest signed by anyone
+                # else (claiming another provider's write) is refused here.
+                raise InvalidSubmission(
+                    f"the manifest of {m.provider!r} is not signed by the writer of its keys"
+                )
         if (
             sorted(s.manifest.hash.hex() for s in subs) != inputs["manifests"]
             or sorted(s.manifest.write for s in subs) != inputs["writes"]
@@ -302,7 +309,7 @@ class AggregatorService:
             st.read_id = tx.id
             self.t.send(src, ReadSigned(msg.job, self.index, tx))
         else:
-            self.t.send(src, ReadSigned(msg.job, self.index, None))  # type: ignore[arg-type]
+            self.t.send(src, ReadSigned(msg.job, self.index, None))
 
     # -- step 4/5.1: key release and coin
     def _release(self, src: str, msg: ReadCommitted) -> None:
@@ -614,6 +621,38 @@ class Coordinator:
         scan()
         self.failures.update(failed)
         return got
+
+    # -- admission
+    def admit(
+        self, job: Mapping[str, Any], submissions: Sequence[SealedSubmission]
+    ) -> tuple[list[SealedSubmission], dict[str, str]]:
+        """The submissions to put in the inputs, and the dropped ones (provider → reason).
+
+        Run after the writes are committed and before the inputs close: a submission must be
+        signed, its parts must match its manifest, its write must be on the ledger under its
+        provider's policy and written by the manifest's signer, and it must be the
+        provider's only one. What an aggregator later finds wrong can then only be the
+        fault of the provider's data, shares or proof — or of the relay.
+        """
+        n = len(job["aggregators"])
+        ok: list[SealedSubmission] = []
+        dropped: dict[str, str] = {}
+        seen: set[str] = set()
+        for sub in submissions:
+            m = sub.manifest
+            try:
+                sub.check(n)
+                w = self.ledger.get(write_key(m.write))
+                if w is None or w["policy"] != m.provider or m.signer not in w["signers"]:
+                    raise InvalidSubmission("its write is not the provider's committed write")
+                if m.job != job["id"] or m.provider not in job["providers"] or m.provider in seen:
+                    raise InvalidSubmission("not for this job, or a second submission")
+            except InvalidSubmission as exc:
+                dropped[m.provider] = f"submission refused: {exc}"
+                continue
+            seen.add(m.provider)
+            ok.append(sub)
+        return ok, dropped
 
     # -- the job
     def run(
