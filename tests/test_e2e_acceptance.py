@@ -3,7 +3,7 @@
 Coefficients equal scikit-learn's on the same rows (≤ 1e-6 relative; record granularity is
 exact on the quantised rows the circuit certifies), t Byzantine or crashed aggregators do
 not change the result and are named, a misbehaving provider is rejected and the result
-equals scikit-learn on the remaining rows, ``kaires demo`` runs and prints the audit.
+equals scikit-learn on the remaining rows.
 (The protocol's own properties — access control, payments, coordinator view — are tested
 with the protocol.)
 """
@@ -208,15 +208,3 @@ def test_data_outside_declared_bounds_is_refused_before_the_job(committee: Local
     with pytest.raises(ConfigError, match=r"y has value .* outside .*y_bounds"):
         KairesLinearRegression(committee=committee, bounds=([-1e3, 1e3], [0, 1])).fit(X, y)
     assert committee.client.height == height  # nothing reached the ledger
-
-
-def test_demo_prints_the_result_and_the_audit(capsys: pytest.CaptureFixture[str]) -> None:
-    from kaires_fl import demo
-
-    assert demo.main(quiet=True) == 0
-    text = capsys.readouterr().out
-    assert "rejected provider provider-005" in text
-    assert "caught aggregator 2" in text
-    assert "ledger verified from genesis" in text
-    assert "access records of provider-000" in text
-    assert text.rstrip().endswith("OK")
