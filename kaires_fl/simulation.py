@@ -481,7 +481,7 @@ class LocalCommittee:
 class _Progress:
     """A tqdm bar over the job's phases when asked for (quiet otherwise)."""
 
-    PHASES = 9
+    PHASES = 7
 
     def __init__(self, enabled: bool) -> None:
         self.bar = None

@@ -462,17 +462,25 @@ def decide_job(
         for j in sorted(js):
             disclosed = rev_keys.get(j, {}).get(s)
             if disclosed is None:
-                faulty.setdefault(j, "did not justify a disputed consistency value")
+                faulty.setdefault(
+                    j, "published a consistency value off the polynomial and did not justify it"
+                )
                 continue
             try:
                 shares = open_part(flp, sub.manifest, j, *disclosed)
             except InvalidSubmission:
-                faulty.setdefault(j, "revealed a key that does not open its part")
+                faulty.setdefault(
+                    j,
+                    "published a consistency value off the polynomial; the key it disclosed "
+                    "does not open its part",
+                )
                 continue
             if bool(np.all(consistency_value(flp, coin, sub.manifest, shares) == pub[j].z[s])):
                 truthful.add(j)
             else:
-                faulty.setdefault(j, "published a wrong consistency value")
+                faulty.setdefault(
+                    j, "published a wrong consistency value (its disclosed part gives another)"
+                )
         # The z values now known to be computed from the parts as sent: the provider dealt
         # consistent shares iff they lie on one degree-t polynomial.
         known = {
