@@ -21,6 +21,8 @@ _ENCODER = json.JSONEncoder(
 
 def canonical(obj: Any) -> bytes:
     """Canonical bytes of a JSON value (sorted keys, no spaces, ASCII only)."""
+    if type(obj) is int:  # counters, balances: the common small case
+        return str(obj).encode("ascii")
     try:
         return _ENCODER.encode(obj).encode("ascii")
     except (TypeError, ValueError) as exc:

@@ -269,3 +269,63 @@ def test_followers_refuse_blocks_that_do_not_re_execute() -> None:
     follower.validate(block)  # the honest block passes
     c.wait(c.submit_many(txs), proof=False)
     L.close()
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_random_faults_then_heal_agree_and_commit_everything(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    L = make_ledger(7, seed=seed)
+    L.network.set_faults(LinkFaults(drop=0.05, duplicate=0.05, delay=(0.0, 0.02), reorder=0.2))
+    c = L.client()
+    owner = ident(f"rand-{seed}")
+    sent: list[str] = []
+    down: set[int] = set()
+    for step in range(12):
+        txs = [
+            c.sign(
+                owner,
+                "darc.create",
+                {"id": f"r{seed}-{step}-{k}", "rules": {"_evolve": rule(owner)}},
+            )
+            for k in range(3)
+        ]
+        sent += c.submit_many(txs)
+        # crash or restart a random node, never more than f = 2 down at once
+        i = rng.randrange(7)
+        if i in down:
+            L.restart(i)
+            down.discard(i)
+        elif len(down) < 2:
+            L.crash(i)
+            down.add(i)
+        if rng.random() < 0.3:
+            L.network.partition({L.addresses[rng.randrange(7)]})
+        else:
+            L.network.heal()
+        L.run_for(rng.uniform(0.05, 0.3))
+    L.network.heal()
+    L.network.set_faults(None)
+    for i in sorted(down):
+        L.restart(i)
+    got = c.wait(sent, timeout=60.0, proof=False)
+    assert all(g.result.ok for g in got)
+    top = max(g.height for g in got)
+    assert L.network.run_until(lambda: all(nd.height >= top for nd in L.live_nodes()), 10.0)
+    assert_agreement(L)
+    assert all(len(v) == 1 for v in all_certified(L).values())
+    assert L.verify(replay=True) >= top
+    L.close()
+
+
+def test_seven_nodes_two_crashed_including_leader() -> None:
+    L = make_ledger(7)
+    L.crash(leader_of(1, 0, 7))
+    L.crash(leader_of(1, 1, 7))  # the next leader too: two view changes
+    h = commit(L, 3)
+    _, cert = L.block(1)
+    assert cert.view >= 2
+    assert commit(L, 2) > h
+    assert_agreement(L)
+    L.close()
