@@ -55,7 +55,7 @@ from . import wire
 _P64 = 2**64 - 2**32 + 1
 
 
-def auto_frac_bits(length: int, most: int = 16) -> int:
+def auto_frac_bits(length: int, most: int = 20) -> int:
     """The most fractional bits (≤ ``most``) a BoundedL2Vec of ``length`` entries with
     bound 1 can use in Field64 without wrapping."""
     for f in range(most, 0, -1):
