@@ -20,7 +20,8 @@ Committee and client (in process, on a :class:`~kaires_fl.transport.MemoryNetwor
     client.submit_and_wait(tx, timeout=30.0, proof=True) -> Committed  # LedgerError if rejected
     client.execute(identity, kind, payload, cosigners=(), timeout=30.0) -> Committed
     Committed(tx_id, height, index, result: TxResult, proof: TxProof | None)
-    client.get(key) -> value | None ; client.balance(pub) -> int ; client.height
+    client.get(key) -> value | None (a fresh copy) ; client.balance(who) -> int ; client.height
+    client.next_counter(pub) -> int ; client.reset_counter(pub)  # sign() reserves counters
     client.prove(key) -> StateProof ; client.prove_many(keys) -> [StateProof] (same block)
     client.prove_job(job_id) -> StateProof
     client.prove_tx(tx_id) -> TxProof ; client.accesses(provider) -> [StateProof]
@@ -50,6 +51,19 @@ Core contracts and their state entries:
   ``access/<provider>/<job>``, ``usage/<provider>``, escrow from ``bal/<consumer>``.
 - ``job.receipt`` (signatures via ``sign_receipt``) → ``receipt/<job>``, payments/refunds.
 - ``coin.transfer`` → ``bal/<key>``. Counters: ``ctr/<key>`` (written by the executor).
+
+Notes
+-----
+- Values from ``view.get`` are shared with the node's cache: read-only in contracts.
+- A tx the client's dry run refuses never reaches a block (state unchanged). A tx that
+  passes it but is refused by its contract at commit time (e.g. a policy revoked in
+  between) is recorded in its block as rejected with the reason, consumes its counter
+  and writes nothing else; ``submit_and_wait`` then raises LedgerError with the reason.
+- Waiting drives the simulated network (``network.run_until``); it is re-entrant, but
+  prefer calling it from top-level code rather than from inside a message handler.
+- Byzantine node behaviours (tests, ``LocalCommittee`` faults): ``"equivocate"``,
+  ``"garbage"``, ``"silent"``, ``"byzantine"`` (equivocate + garbage); a crash is
+  ``ledger.crash(i)``. The roster is fixed by the genesis block (no reconfiguration).
 """
 
 from __future__ import annotations
