@@ -282,3 +282,18 @@ def test_submission_not_matching_its_manifest_is_dropped_before_the_inputs_close
     assert r.report["faulty_aggregators"] == {}
     _check_sums(r.aggregate, [k for k in sorted(DATA) if k != "p2"])
     c.close()
+
+
+def test_descriptive_statistics_through_the_whole_flow(committee) -> None:
+    from kaires_fl.statistics import CountStats, HistogramStats, MeanVarianceStats
+
+    X = np.concatenate([DATA[k][0] for k in sorted(DATA)])
+    edges = [-1, -0.5, 0, 0.5, 1]
+    count = committee.run_job(CountStats(max_measurements=1000), DATA).aggregate
+    assert count["count"] == len(X)
+    hist = committee.run_job(HistogramStats(edges, max_measurements=1000), DATA).aggregate
+    assert hist["counts"].tolist() == np.histogram(X[:, 0], edges)[0].tolist()
+    mv = MeanVarianceStats(D, [-1, 1], granularity="provider", max_rows=100, max_measurements=10)
+    got = committee.run_job(mv, DATA).aggregate
+    np.testing.assert_allclose(got["mean"], X.mean(axis=0), atol=1e-8)
+    np.testing.assert_allclose(got["var"], X.var(axis=0), atol=1e-8)
