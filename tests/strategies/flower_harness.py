@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Iterable
 from typing import Any
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
@@ -84,7 +84,10 @@ class LocalGrid(Grid):
             wire_in = message_from_proto(message_to_proto(msg))
             self.sent.append(wire_in)
             ctx = self.contexts[msg.metadata.dst_node_id]
-            out = self.client_app(wire_in, ctx)
+            try:
+                out = self.client_app(wire_in, ctx)
+            except Exception as exc:  # as Flower's runtime: a failing ClientApp → error reply
+                out = Message(Error(code=2, reason=f"ClientApp raised {exc!r}"), reply_to=wire_in)
             back = message_from_proto(message_to_proto(out))
             self.received.append(back)
             replies.append(back)

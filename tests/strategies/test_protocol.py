@@ -208,3 +208,50 @@ def test_stats_strategy_linear_regression_equals_sklearn(alpha: float) -> None:
     assert abs(out.intercept_ - ref.intercept_) <= 1e-6 * abs(ref.intercept_)
     assert len(out.report.accepted) == N and out.aggregate["n"] == len(y)
     np.testing.assert_allclose(out.predict(X[:5]), ref.predict(X[:5]), rtol=1e-6)
+
+
+def test_evaluate_passes_through_and_plain_client_app_cannot_enrol() -> None:
+    from flwr.app import Context, MetricRecord
+    from flwr.clientapp import ClientApp
+
+    from kaires_fl.errors import ConfigError
+
+    app = apps.make_client_app()
+
+    @app.evaluate()
+    def evaluate(msg: Message, ctx: Context) -> Message:
+        return Message(RecordDict({"metrics": MetricRecord({"acc": 0.5})}), reply_to=msg)
+
+    grid = LocalGrid(app, 2)
+    msg = Message(
+        content=RecordDict({"arrays": ArrayRecord(apps.task.initial_arrays())}),
+        message_type=MessageType.EVALUATE,
+        dst_node_id=1,
+    )
+    (reply,) = grid.send_and_receive([msg])
+    assert not reply.has_error() and reply.content["metrics"]["acc"] == 0.5
+
+    plain = ClientApp()  # no kaires_mod: its handler would answer with plaintext arrays
+
+    @plain.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        return Message(RecordDict({"arrays": msg.content["arrays"]}), reply_to=msg)
+
+    s = _fedavg(LocalCommittee())
+    with pytest.raises(ConfigError, match="kaires_mod"):
+        _run(s, LocalGrid(plain, 3), 1)
+
+
+def test_committee_from_run_config() -> None:
+    from kaires_fl.strategies import CommitteeConnection
+
+    from kaires_fl.errors import ConfigError
+
+    conn = CommitteeConnection.from_run_config({"kaires-aggregators": 7, "kaires-threshold": 2})
+    assert len(conn.description["aggregators"]) == 7 and conn.description["degree"] == 2
+    with pytest.raises(ConfigError, match="network transport"):
+        CommitteeConnection.from_run_config({"kaires-committee": "deploy/group.toml"})
+    with pytest.raises(ConfigError):
+        CommitteeConnection.from_run_config({"kaires-committee": "remote"})
+    with pytest.raises(ConfigError):
+        CommitteeConnection.from_run_config({"kaires-threshold": "one"})
