@@ -91,12 +91,16 @@ def test_receipt_is_on_the_ledger_before_any_share_reaches_the_consumer(committe
 
 
 def test_coordinator_view_holds_no_provider_plaintext(committee, happy) -> None:
+    record = LinearRegressionStats(D, [-1, 1], [-1, 1], granularity="record", max_measurements=500)
+    committee.run_job(record, DATA)
     seen = b"".join(pickle.dumps(e.message) for e in committee.coordinator.log)
-    F = STAT.field
     for X, y in DATA.values():
         assert X.tobytes()[:64] not in seen and y.tobytes()[:64] not in seen
         assert STAT.local_moments(X, y).tobytes()[:64] not in seen
-        assert F.encode(STAT.measurements(X, y)) not in seen
+        assert STAT.field.encode(STAT.measurements(X, y)) not in seen
+        enc = record.field.encode(record.measurements(X, y))
+        for row in range(0, len(enc), 8 * record.meas_len):
+            assert enc[row : row + 8 * record.meas_len] not in seen
     assert len(committee.coordinator.log) > 20  # the log really holds the traffic
 
 
