@@ -70,11 +70,14 @@ class StateEvidence:
 def prove_entries(client: Any, keys: Iterable[str], attempts: int = 5) -> StateEvidence:
     """Evidence for ``keys`` at the latest final block, from a ``LedgerClient``.
 
-    Retries if a block became final between two proofs (so all share one block).
+    Uses the client's ``prove_many`` when it has one (one block read for all keys);
+    retries if a block became final between two proofs (so all share one block).
     """
     keys = list(dict.fromkeys(keys))
+    prove_many = getattr(client, "prove_many", None)
     for _ in range(attempts):
-        proofs = tuple(client.prove(k) for k in keys)
+        # prove_many reads (and decodes) the final block once for all keys.
+        proofs = tuple(prove_many(keys)) if prove_many else tuple(client.prove(k) for k in keys)
         if len({p.block for p in proofs}) <= 1:
             return StateEvidence(proofs)
     raise InvalidProof("the ledger kept moving while proving; retry the release request")
