@@ -151,11 +151,11 @@ class KairesFlowerBase:
         nodes = [n for n in node_ids if n in self.enrolled]
         pids = {self.enrolled[n][0]: self.enrolled[n][1] for n in nodes}
         t0 = time.perf_counter()
-        from kaires_fl.errors import AccessDenied
+        from kaires_fl.errors import KairesError
 
         try:
             job = conn.commit_job(statistic, list(pids))
-        except AccessDenied as exc:
+        except KairesError as exc:  # refused (no grant, balance) or the ledger failed
             log(WARNING, "kaires: round %s has no job: %s", round_key, exc)
             self.kaires_rounds[round_key] = {"job": None, "why": str(exc)}
             return []
@@ -183,6 +183,22 @@ class KairesFlowerBase:
             content[self.configrecord_key] = cfg
             msgs.append(Message(content=content, message_type=message_type, dst_node_id=n))
         return msgs
+
+    def aggregate_job(self, round_key: int, statistic: Any, subs: Any) -> Any:
+        """The committee's RoundResult for this round's job; a committee failure beyond
+        its tolerance fails the round (recorded, logged) instead of the whole run."""
+        from kaires_fl.errors import KairesError
+
+        from .committee import RoundResult
+
+        info = self.kaires_rounds[round_key]
+        try:
+            res = self.committee.aggregate(info["job"], statistic, subs)
+        except KairesError as exc:
+            log(WARNING, "kaires: round %s failed in the committee: %s", round_key, exc)
+            res = RoundResult(info["job"]["id"], "failed", None, [], {}, {}, {}, 0, str(exc))
+        info["result"] = res
+        return res
 
     def collect(
         self, round_key: int, replies: Iterable[Message]
@@ -334,8 +350,7 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
                 claimed[pid] = float(m[self.weighted_by_key]) if m is not None else 0.0
             except (KeyError, TypeError, ValueError):
                 claimed[pid] = 0.0
-        res = self.committee.aggregate(info["job"], stat, subs)
-        info["result"] = res
+        res = self.aggregate_job(server_round, stat, subs)
         log(
             INFO,
             "aggregate_train: %s accepted, %s rejected %s, %s refused, faulty aggregators %s",

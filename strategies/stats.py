@@ -143,8 +143,7 @@ class KairesStatsStrategy(KairesFlowerBase, Strategy):
         if info is None or info.get("job") is None:
             return None, None
         subs, _, refusals = self.collect(server_round, replies)
-        res = self.committee.aggregate(info["job"], self.statistic, subs)
-        info["result"] = res
+        res = self.aggregate_job(server_round, self.statistic, subs)
         log(
             INFO,
             "kaires statistic: %s accepted, rejected %s, refused %s",

@@ -255,3 +255,18 @@ def test_committee_from_run_config() -> None:
         CommitteeConnection.from_run_config({"kaires-committee": "remote"})
     with pytest.raises(ConfigError):
         CommitteeConnection.from_run_config({"kaires-threshold": "one"})
+
+
+def test_too_many_faulty_aggregators_fail_the_round_not_the_run() -> None:
+    committee = LocalCommittee()
+    for address in committee.aggregator_addresses[:2]:  # t = 1 tolerates one
+        committee.network.crash(address)
+    s = _fedavg(committee)
+    res = s.start(
+        grid=LocalGrid(apps.make_client_app(), N),
+        initial_arrays=ArrayRecord(apps.task.initial_arrays()),
+        num_rounds=1,
+    )
+    r = s.kaires_rounds[1]["result"]
+    assert r.status == "failed" and r.aggregate is None and "Nothing was released" in r.why
+    assert len(res.arrays) == 0  # the global model was never replaced by anything
