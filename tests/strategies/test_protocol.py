@@ -270,3 +270,28 @@ def test_too_many_faulty_aggregators_fail_the_round_not_the_run() -> None:
     r = s.kaires_rounds[1]["result"]
     assert r.status == "failed" and r.aggregate is None and "Nothing was released" in r.why
     assert len(res.arrays) == 0  # the global model was never replaced by anything
+
+
+def test_stats_strategy_mean_variance_histogram_count() -> None:
+    from kaires_fl.statistics import CountStats, HistogramStats, MeanVarianceStats
+
+    X, _ = apps.diabetes_partition(0, 1)
+    committee = LocalCommittee()
+    grid = LocalGrid(apps.make_client_app(), N)
+    mv = KairesStatsStrategy(
+        MeanVarianceStats(10, [-0.3, 0.3], max_rows=100),
+        min_nodes=N,
+        min_available_nodes=N,
+        committee=committee,
+    ).start(grid)
+    np.testing.assert_allclose(mv.aggregate["mean"], X.mean(axis=0), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mv.aggregate["var"], X.var(axis=0), rtol=1e-6)
+    edges = np.linspace(-0.3, 0.3, 9)
+    hist = KairesStatsStrategy(
+        HistogramStats(edges, column=2), min_nodes=N, min_available_nodes=N, committee=committee
+    ).start(grid)
+    np.testing.assert_array_equal(hist.aggregate["counts"], np.histogram(X[:, 2], edges)[0])
+    count = KairesStatsStrategy(
+        CountStats(), min_nodes=N, min_available_nodes=N, committee=committee
+    ).start(grid)
+    assert count.aggregate["count"] == len(X) and count.coef_ is None
