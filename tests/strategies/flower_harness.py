@@ -2,7 +2,7 @@
 
 Every message goes through Flower's protobuf serialisation both ways (as over the wire),
 and each node keeps its Context across messages (as Flower's simulation engine does).
-The Ray-backed ``run_simulation`` acceptance tests live in ``test_simulation.py``; this
+The Ray-backed ``run_simulation`` acceptance tests live in ``test_flower_simulation.py``; this
 grid keeps the many protocol cases fast.
 """
 

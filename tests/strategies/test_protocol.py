@@ -2,7 +2,7 @@
 
 The ClientApp runs in-process on :class:`flower_harness.LocalGrid` (messages
 serialised as over the wire); the Ray-backed ``run_simulation`` runs are in
-``test_simulation.py``.
+``test_flower_simulation.py``.
 """
 
 from __future__ import annotations
