@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -301,3 +302,43 @@ def test_descriptive_statistics_through_the_whole_flow(committee) -> None:
     got = committee.run_job(mv, DATA).aggregate
     np.testing.assert_allclose(got["mean"], X.mean(axis=0), atol=1e-8)
     np.testing.assert_allclose(got["var"], X.var(axis=0), atol=1e-8)
+
+
+def test_provider_writing_another_key_than_committed_is_rejected_not_the_aggregator() -> None:
+    import secrets
+
+    from kaires_fl.aggregation import submission
+    from kaires_fl.roles import provider as provider_mod
+
+    c = LocalCommittee()
+    cheat = c.provider("p4")
+    real_seal = submission.seal_parts
+
+    def seal_with_a_wrong_key(*args, **kwargs):
+        keys = list(kwargs["keys"])
+        keys[1] = secrets.token_bytes(32)  # committed and used, but not the one written
+        return real_seal(*args, **{**kwargs, "keys": keys})
+
+    honest_submit = cheat.submit
+
+    def cheating_submit(*args, **kwargs):
+        provider_mod.seal_parts = seal_with_a_wrong_key
+        try:
+            return honest_submit(*args, **kwargs)
+        finally:
+            provider_mod.seal_parts = real_seal
+
+    cheat.submit = cheating_submit  # type: ignore[method-assign]
+    r = c.run_job(STAT, DATA)
+    assert r.report["rejected"] == {"p4": "wrong_key_written"}
+    assert r.report["faulty_aggregators"] == {}, "the honest aggregator 1 was blamed"
+    _check_sums(r.aggregate, [k for k in sorted(DATA) if k != "p4"])
+    # The proof is what protects aggregator 1: forged or partial proofs prove nothing.
+    work = c.aggregators[1].jobs[r.report["job"]].work
+    ((s, kp),) = work.key_proofs.items()
+    verifier = work.ctx.key_verifier
+    assert verifier.written_key(s, 1, kp) == work.unopened[s]
+    assert verifier.written_key(s, 1, replace(kp, y_x=kp.y_x + kp.y_x)) is None
+    assert verifier.written_key(s, 1, replace(kp, responses=kp.responses[:1])) is None
+    assert verifier.written_key(s, 2, kp) is None
+    c.close()

@@ -46,8 +46,9 @@ from kaires_fl.aggregation.submission import (
 from kaires_fl.arith import sharing
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto import envelope
+from kaires_fl.crypto.group import Point
 from kaires_fl.crypto.sign import H, Identity, is_valid
-from kaires_fl.errors import DecodingError, InvalidSubmission, ProtocolError
+from kaires_fl.errors import DecodingError, InvalidSubmission, KairesError, ProtocolError
 from kaires_fl.ledger.encoding import canonical
 
 PUBLISH_CONTEXT = b"kaires/aggregation/publish"
@@ -60,9 +61,123 @@ AGGREGATOR_FAULTS = ("crash", "byzantine")
 # Rejection reasons (stable codes; the receipt carries them).
 REASON_MISSING = "no_submission"
 REASON_UNOPENABLE = "unopenable_part"
+REASON_WRONG_KEY = "wrong_key_written"
 REASON_INCONSISTENT = "inconsistent_shares"
 REASON_INVALID_MEAS = "invalid_measurement"
 REASON_INVALID_PROOF = "invalid_proof"
+
+
+# ---------------------------------------------------------------------------- written keys
+
+WRITTEN_KEY_CONTEXT = b"kaires/aggregation/written-key"
+
+
+@dataclass(frozen=True)
+class KeyProof:
+    """Publicly verifiable decryption of the key written for aggregator i (one write).
+
+    ``responses``: t_T + 1 trustees' answers to aggregator i's read (``(j, response)``; each
+    holds x_j·(U_k + Y_i) for every write k of the read with its DLEQ proof — one per share
+    or one batched proof); ``y_x`` = y_i·X with ``proof`` that log_G(Y_i) = log_X(y_x).
+    Anyone then computes x·U = Σ λ_j x_j(U + Y_i) − y_i·X and unwraps the key the provider
+    wrote, without learning y_i — so an aggregator that cannot open its part proves that
+    the provider wrote a key other than the one it committed to.
+    """
+
+    responses: tuple[tuple[int, Any], ...]
+    y_x: Any
+    proof: Any
+
+
+class KeyVerifier:
+    """Checks :class:`KeyProof` s against the ledger's entries (decoded only when needed).
+
+    ``lts``: the LTS (``LtsInfo``); ``writes[s]``: (write id, ledger entry) of submission s;
+    ``recipients[i]``: aggregator i's X25519 key (hex) as the job names it.
+    """
+
+    def __init__(
+        self,
+        lts: Any,
+        job: str,
+        writes: Sequence[tuple[str, Mapping[str, Any]]],
+        recipients: Sequence[str],
+    ) -> None:
+        self.lts = lts
+        self.job = job
+        self.writes = list(writes)
+        self.recipients = recipients
+
+    def _slot(self, wid: str, entry: Mapping[str, Any], slot: str) -> tuple[Any, bytes, bytes]:
+        from kaires_fl.secret_management.release import release_context
+        from kaires_fl.secret_management.write import WriteEntry, write_label
+
+        e = WriteEntry.from_payload(
+            {
+                **{k: entry[k] for k in ("lts", "policy", "version", "job")},
+                "keys": [k for k in entry["keys"] if k[0] == slot],
+            }
+        )
+        label = write_label(e.lts, e.policy, e.version, e.job, slot)
+        return e.slot(slot), label, release_context(self.lts.id, self.job, wid, slot)
+
+    def _check_response(self, resp: Any, j: int, slot: str, Y: Any) -> None:
+        """Raise unless ``resp`` is trustee j's correct answer for ``slot`` (any proof form)."""
+        from kaires_fl.crypto import elgamal
+
+        by_id = dict(self.writes)
+        if getattr(resp, "batch_proof", None) is None:
+            for wid, share in resp.shares:
+                ct, _, context = self._slot(wid, by_id[wid], slot)
+                elgamal.verify_reencrypted_share(share, ct.U, Y, self.lts.public_shares[j], context)
+            return
+        slots = [self._slot(wid, by_id[wid], slot) for wid, _ in resp.shares]
+        elgamal.verify_reencrypted_batch(
+            [v.value for _, v in resp.shares],
+            resp.batch_proof,
+            elgamal.reencryption_bases([ct.U for ct, _, _ in slots], Y),
+            Y,
+            self.lts.public_shares[j],
+            [c for _, _, c in slots],
+        )
+
+    def written_key(self, s: int, i: int, kp: KeyProof) -> bytes | None:
+        """The key written for slot i of submission s, or None if the proof does not hold."""
+        from kaires_fl.crypto.elgamal import recipient_point_from_x25519, recover_key
+        from kaires_fl.crypto.group import multi_scalar_mult
+        from kaires_fl.crypto.proofs import dleq_verify
+        from kaires_fl.crypto.vss import lagrange_coefficients
+        from kaires_fl.secret_management.write import aggregator_slot
+
+        try:
+            slot = aggregator_slot(i)
+            wid, entry = self.writes[s]
+            ct, label, _ = self._slot(wid, entry, slot)
+            Y = recipient_point_from_x25519(bytes.fromhex(self.recipients[i]))
+            idx = sorted({j for j, _ in kp.responses})
+            if len(idx) != self.lts.t + 1 or len(kp.responses) != len(idx):
+                return None
+            values = []
+            for j, resp in sorted(kp.responses):
+                self._check_response(resp, j, slot, Y)
+                values.append(dict(resp.shares)[wid].value)
+            dleq_verify(kp.proof, Point.base(), Y, self.lts.X, kp.y_x, WRITTEN_KEY_CONTEXT)
+            xb = multi_scalar_mult(lagrange_coefficients(idx), values)
+            return recover_key(ct, xb - kp.y_x, label)
+        except (KairesError, KeyError, IndexError, ValueError, TypeError, AttributeError):
+            return None
+
+
+def prove_written_key(recipient: Any, lts: Any, responses: Mapping[int, Any]) -> KeyProof:
+    """Aggregator side of :class:`KeyProof`: ``responses`` are t_T + 1 trustees' verified
+    answers to its read; ``recipient`` its ``RecipientKey`` (y_i, Y_i)."""
+    from kaires_fl.crypto.proofs import dleq_prove
+
+    y_x = lts.X * recipient.secret
+    proof = dleq_prove(
+        recipient.secret, Point.base(), lts.X, WRITTEN_KEY_CONTEXT, recipient.public, y_x
+    )
+    return KeyProof(tuple(sorted(responses.items())), y_x, proof)
 
 
 # ---------------------------------------------------------------------------- job context
@@ -88,6 +203,7 @@ class JobContext:
     providers: tuple[str, ...]
     min_providers: int
     submissions: tuple[SealedSubmission, ...]
+    key_verifier: KeyVerifier | None = field(default=None, compare=False, repr=False)
 
     @cached_property
     def offsets(self) -> np.ndarray:
@@ -179,12 +295,29 @@ class _SignedMessage:
         self.__dict__.update(state)
 
 
-#: A disclosed part: (submission, released key, measurement blob, proof blob).
-Disclosure = tuple[int, bytes, bytes, bytes]
+#: A disclosed part: (submission, released key, measurement blob, proof blob, and — for a
+#: part that does not open — a KeyProof of the key the provider actually wrote, or None).
+Disclosure = tuple[int, bytes, bytes, bytes, "KeyProof | None"]
 
 
 def _disclosed(items: Sequence[Disclosure]) -> list[bytes]:
-    return [H(str(s).encode(), k, part_hash(mb), part_hash(pb)) for s, k, mb, pb in items]
+    return [
+        H(str(s).encode(), k, part_hash(mb), part_hash(pb), _key_proof_bytes(kp))
+        for s, k, mb, pb, kp in items
+    ]
+
+
+def _key_proof_bytes(kp: KeyProof | None) -> bytes:
+    if kp is None:
+        return b""
+    parts = []
+    for j, resp in kp.responses:
+        parts.append(str(j).encode())
+        for wid, v in resp.shares:
+            parts.append(wid.encode() + v.value.to_bytes())
+        bp = getattr(resp, "batch_proof", None)
+        parts.append(bp.to_bytes() if bp is not None else b"")
+    return H(*parts, kp.y_x.to_bytes(), kp.proof.to_bytes())
 
 
 def _sig_ok(pub_hex: str, context: bytes, body: bytes, sig: bytes) -> bool:
@@ -417,7 +550,7 @@ def decide_job(
     # Unopenable parts: provable against the signed commitment, else the aggregator's fault.
     opened = {i: set(range(S)) for i in pub}
     for i, p in pub.items():
-        for s, key, mblob, pblob in p.unopened:
+        for s, key, mblob, pblob, kp in p.unopened:
             if not 0 <= s < S:
                 faulty[i] = "malformed round-1 message"
                 continue
@@ -433,12 +566,18 @@ def decide_job(
             try:
                 open_part(flp, m, i, key, mblob, pblob, hashes_checked=True)
             except InvalidSubmission as exc:
-                if "commitment" in str(exc):
+                if "commitment" not in str(exc):
+                    rejected[s] = REASON_UNOPENABLE  # the committed key does not open it
+                elif (
+                    kp is not None
+                    and ctx.key_verifier is not None
+                    and ctx.key_verifier.written_key(s, i, kp) == key
+                ):
+                    rejected[s] = REASON_WRONG_KEY  # proven: the provider wrote another key
+                else:
                     faulty.setdefault(
                         i, "claimed an unopenable part with a key that is not the committed one"
                     )
-                else:
-                    rejected[s] = REASON_UNOPENABLE
             else:
                 faulty.setdefault(i, "claimed an openable part was unopenable")
     for i in list(pub):
@@ -455,7 +594,7 @@ def decide_job(
             and r.aggregator == i
             and _sig_ok(ctx.aggregators[i], REVEAL_CONTEXT, r.body(), r.signature)
         ):
-            rev_keys[i] = {s: (k, mb, pb) for s, k, mb, pb in r.keys}
+            rev_keys[i] = {d[0]: (d[1], d[2], d[3]) for d in r.keys}
     for s, js in sorted(flagged.items()):
         sub = ctx.submissions[s]
         truthful: set[int] = set()
@@ -562,6 +701,8 @@ class AggregatorJob:
         self.keys: dict[int, bytes] = {}
         self.shares: dict[int, PartShares] = {}
         self.unopened: dict[int, bytes] = {}
+        #: Proofs of the written key for parts that do not open (set by the service).
+        self.key_proofs: dict[int, KeyProof] = {}
         self.decision: Decision | None = None
         self.sealed_share: bytes | None = None
 
@@ -636,7 +777,8 @@ class AggregatorJob:
 
     def _disclose(self, s: int, key: bytes) -> Disclosure:
         sub = self.ctx.submissions[s]
-        return (s, key, sub.meas_parts[self.index], sub.proof_parts[self.index])
+        kp = self.key_proofs.get(s) if s in self.unopened else None
+        return (s, key, sub.meas_parts[self.index], sub.proof_parts[self.index], kp)
 
     # -- step 6
     def aggregate(self, decision: Decision) -> ResultShare:

@@ -35,11 +35,14 @@ from kaires_fl.aggregation.aggregator import (
     AggregatorJob,
     Coin,
     JobContext,
+    KeyProof,
+    KeyVerifier,
     Published,
     ResultShare,
     Reveal,
     decide_job,
     find_disputes,
+    prove_written_key,
     verify_signed,
 )
 from kaires_fl.aggregation.submission import SealedSubmission, key_commit
@@ -297,6 +300,12 @@ class AggregatorService:
             providers=tuple(job["providers"]),
             min_providers=needed,
             submissions=tuple(subs),
+            key_verifier=KeyVerifier(
+                LtsInfo.from_entry(self.ledger.get(lts_key(self.lts_id))),
+                msg.job,
+                [(s.manifest.write, self.ledger.get(write_key(s.manifest.write))) for s in subs],
+                job["params"]["aggregator_keys"],
+            ),
         )
         st = _JobState(ctx, AggregatorJob(ctx, self.index, self.identity, self.behaviour), stat)
         self.jobs[msg.job] = st
@@ -397,6 +406,18 @@ class AggregatorService:
             return None
         return keys
 
+    def _key_proof(self, st: _JobState, s: int) -> KeyProof | None:
+        """Proof of the key written for this aggregator's part s (when it does not open)."""
+        good = {
+            j: r
+            for j, r in sorted(st.responses.items())
+            if isinstance(r, ReleaseResponse) and j not in st.faulty_trustees
+        }
+        if st.lts is None or len(good) < st.lts.t + 1:
+            return None
+        chosen = dict(list(good.items())[: st.lts.t + 1])
+        return prove_written_key(self.recipient, st.lts, chosen)
+
     def _combine(self, st: _JobState) -> None:
         if st.released:
             return
@@ -441,6 +462,10 @@ class AggregatorService:
         )
         st.coin = Coin(seed)
         st.work.open_parts(keys, hashes_checked=True)
+        for s in st.work.unopened:
+            kp = self._key_proof(st, s)
+            if kp is not None:
+                st.work.key_proofs[s] = kp
         self.t.send(st.coordinator, st.work.publish(st.coin))
 
     # -- step 5.2: disputes
