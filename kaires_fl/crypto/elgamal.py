@@ -28,7 +28,7 @@ gives plain partial decryption (base U) or a threshold VRF / common coin (base H
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from nacl.public import PrivateKey
@@ -39,6 +39,8 @@ from kaires_fl.crypto.proofs import (
     PROOF_SIZE,
     DLEQProof,
     SchnorrProof,
+    dleq_batch_prove,
+    dleq_batch_verify,
     dleq_prove,
     dleq_verify,
     schnorr_prove,
@@ -55,6 +57,7 @@ _WRITE_TAG = b"kaires-fl/elgamal/write/v1"
 _PAD_TAG = b"kaires-fl/elgamal/pad/v1"
 _EXP_TAG = b"kaires-fl/elgamal/exponent-share/v1"
 _REENC_TAG = b"kaires-fl/elgamal/reencrypt/v1"
+_REENC_BATCH_TAG = b"kaires-fl/elgamal/reencrypt-batch/v1"
 _FIELD_P = 2**255 - 19
 
 
@@ -308,6 +311,13 @@ def _reenc_context(recipient: Point, context: bytes) -> bytes:
     return H(_REENC_TAG, recipient.to_bytes(), context)
 
 
+def reencryption_context(recipient: Point, context: bytes) -> bytes:
+    """The proof context of a single re-encrypted share (for :func:`verify_exponent_share`
+    with a precomputed base ``U + recipient``; same check as :func:`verify_reencrypted_share`).
+    """
+    return _reenc_context(recipient, context)
+
+
 def reencrypt_share(
     secret_share: Scalar,
     U: Point,
@@ -334,6 +344,69 @@ def verify_reencrypted_share(
     """Raises InvalidProof unless ``share`` is trustee i's re-encryption for ``recipient``."""
     base = _reenc_base(U, recipient)
     verify_exponent_share(share, base, public_share, _reenc_context(recipient, context))
+
+
+def reencryption_bases(Us: Sequence[Point], recipient: Point) -> list[Point]:
+    """The bases U_k + Y of a batch (ProtocolError if one is degenerate)."""
+    return [_reenc_base(U, recipient) for U in Us]
+
+
+def _reenc_batch_context(recipient: Point, contexts: Sequence[bytes]) -> bytes:
+    if not contexts:
+        raise ProtocolError("re-encryption batch: no ciphertexts")
+    return H(_REENC_BATCH_TAG, recipient.to_bytes(), *contexts)
+
+
+def reencrypt_batch(
+    secret_share: Scalar,
+    bases: Sequence[Point],
+    recipient: Point,
+    contexts: Sequence[bytes],
+    public_share: Point | None = None,
+) -> tuple[list[Point], DLEQProof]:
+    """Trustee i re-encrypts a batch: values x_i·B_k and ONE batched DLEQ proof.
+
+    ``bases`` are :func:`reencryption_bases` (U_k + Y) and ``contexts[k]`` names the k-th
+    ciphertext (as for :func:`reencrypt_share`); the proof binds the recipient, every
+    context, base and value in order (:func:`kaires_fl.crypto.proofs.dleq_batch_prove`).
+    Precondition: the access is authorised (ledger proof).
+    """
+    if len(bases) != len(contexts):
+        raise ProtocolError(f"re-encryption batch: {len(bases)} bases, {len(contexts)} contexts")
+    return dleq_batch_prove(
+        secret_share,
+        Point.base(),
+        bases,
+        _reenc_batch_context(recipient, contexts),
+        statement1=public_share,
+    )
+
+
+def verify_reencrypted_batch(
+    values: Sequence[Point],
+    proof: DLEQProof,
+    bases: Sequence[Point],
+    recipient: Point,
+    public_share: Point,
+    contexts: Sequence[bytes],
+) -> None:
+    """Raises InvalidProof unless every ``values[k]`` = x_i·``bases[k]`` for X_i = public_share.
+
+    A failure does not locate the wrong value: compare each against the interpolation
+    of values already known to be right (see ``combine_release``).
+    """
+    if not (len(values) == len(bases) == len(contexts)):
+        raise InvalidProof(
+            f"re-encryption batch: {len(values)} values for {len(bases)} ciphertexts"
+        )
+    dleq_batch_verify(
+        proof,
+        Point.base(),
+        public_share,
+        bases,
+        values,
+        _reenc_batch_context(recipient, contexts),
+    )
 
 
 def combine(

@@ -5,10 +5,11 @@ DKG (:mod:`.dkg`, Gennaro et al.'s Pedersen/Feldman DKG with complaints; bad dea
 excluded and named). Providers CALYPSO-write per-aggregator keys to X, bound to their
 policy and the job (:mod:`.write`); the ledger checks the write proof on commit
 (:mod:`.contracts`). A reader named by a committed job commits a read, and **every**
-trustee checks the ledger evidence itself before re-encrypting its share to the reader's
-key with a DLEQ proof (:mod:`.trustee`); the reader verifies each share, names the bad
-trustees and combines any t + 1 (:mod:`.release`). The trustees also run a threshold VRF
-giving each job a coin once its inputs are closed (:mod:`.coin`).
+trustee checks the ledger evidence itself before re-encrypting its shares to the reader's
+key with one batched DLEQ proof per read (:mod:`.trustee`); the reader verifies each
+trustee's batch, locates and names the bad shares and combines any t + 1
+(:mod:`.release`). The trustees also run a threshold VRF giving each job a coin once its
+inputs are closed (:mod:`.coin`).
 
 Public API (what the aggregation, provider and consumer roles call)
 -------------------------------------------------------------------

@@ -10,8 +10,9 @@ trusts nothing else. On a :class:`~.release.ReleaseRequest` it
    recipient key those of the job, every write in the inputs, under this LTS, for this
    job, of a provider the job includes, made under a policy version no later than the
    one the job was authorised under) — :class:`~kaires_fl.errors.AccessDenied` otherwise;
-3. re-encrypts its share of each key to the recipient key named by the job, with a
-   DLEQ proof, and answers the reader directly.
+3. re-encrypts its share of each key to the recipient key named by the job, with one
+   batched DLEQ proof for the whole read (:attr:`Trustee.batch_proofs`; a proof per share
+   if False), and answers the reader directly.
 
 On a :class:`CoinRequest` it answers only if the evidence shows the job's inputs closed,
 with its share of the coin on (job, inputs root).
@@ -48,6 +49,7 @@ from kaires_fl.secret_management.dkg import DkgResult
 from kaires_fl.secret_management.evidence import StateEvidence
 from kaires_fl.secret_management.release import (
     LtsInfo,
+    ReencryptedValue,
     Refusal,
     ReleaseRequest,
     ReleaseResponse,
@@ -128,6 +130,9 @@ class Trustee:
         self.identity = identity
         self.released = 0
 
+    #: One batched DLEQ proof per answer (True) or one proof per share (False).
+    batch_proofs: bool = True
+
     # -- LTS ----------------------------------------------------------------------------
     @staticmethod
     def approve_lts(result: DkgResult, payload: Mapping[str, Any]) -> bool:
@@ -193,28 +198,46 @@ class Trustee:
 
     # -- release ------------------------------------------------------------------------
     def release(self, request: ReleaseRequest) -> ReleaseResponse | None:
-        """Check the request (see :meth:`check_release`) and re-encrypt my shares."""
+        """Check the request (see :meth:`check_release`) and re-encrypt my shares.
+
+        The shares come with one batched DLEQ proof (:attr:`batch_proofs`, default) or a
+        DLEQ proof each.
+        """
         read, proven = self.check_release(request)
         writes = writes_from_evidence(proven, read["writes"])
         try:
             Y = elgamal.recipient_point_from_x25519(bytes.fromhex(read["recipient"]))
         except (EncodingError, ValueError) as exc:
             raise AccessDenied(f"the job's recipient key is unusable: {exc}") from exc
-        slot = read["slot"]
-        shares = tuple(
-            (
-                w,
-                self._reencrypt(
-                    entry_U(writes[w], slot), Y, release_context(self.lts.id, read["job"], w, slot)
-                ),
+        slot, order = read["slot"], list(read["writes"])
+        bases = elgamal.reencryption_bases([entry_U(writes[w], slot) for w in order], Y)
+        ctxs = [release_context(self.lts.id, read["job"], w, slot) for w in order]
+        self.released += len(order)
+        if self.batch_proofs:
+            values, proof = self._reencrypt_batch(bases, Y, ctxs)
+            return ReleaseResponse(
+                self.index,
+                request.read_id,
+                tuple((w, ReencryptedValue(v)) for w, v in zip(order, values, strict=True)),
+                proof,
             )
-            for w in read["writes"]
+        return ReleaseResponse(
+            self.index,
+            request.read_id,
+            tuple(
+                (w, self._reencrypt(b, Y, c)) for w, b, c in zip(order, bases, ctxs, strict=True)
+            ),
         )
-        self.released += len(shares)
-        return ReleaseResponse(self.index, request.read_id, shares)
 
-    def _reencrypt(self, U: Point, Y: Point, context: bytes) -> ExponentShare:
-        return elgamal.reencrypt_share(self._share, U, Y, context, self.public_share)
+    def _reencrypt_batch(
+        self, bases: Sequence[Point], Y: Point, contexts: Sequence[bytes]
+    ) -> tuple[list[Point], DLEQProof]:
+        return elgamal.reencrypt_batch(self._share, bases, Y, contexts, self.public_share)
+
+    def _reencrypt(self, base: Point, Y: Point, context: bytes) -> ExponentShare:
+        return elgamal.exponent_share(
+            self._share, base, elgamal.reencryption_context(Y, context), self.public_share
+        )
 
     # -- coin ---------------------------------------------------------------------------
     def coin(self, request: CoinRequest) -> CoinShare | None:
@@ -243,8 +266,14 @@ class Trustee:
 class WrongShareTrustee(Trustee):
     """Passes every check, then returns wrong values (with proofs for the right ones)."""
 
-    def _reencrypt(self, U: Point, Y: Point, context: bytes) -> ExponentShare:
-        s = super()._reencrypt(U, Y, context)
+    def _reencrypt_batch(
+        self, bases: Sequence[Point], Y: Point, contexts: Sequence[bytes]
+    ) -> tuple[list[Point], DLEQProof]:
+        values, proof = super()._reencrypt_batch(bases, Y, contexts)
+        return [v + Point.base() for v in values], proof
+
+    def _reencrypt(self, base: Point, Y: Point, context: bytes) -> ExponentShare:
+        s = super()._reencrypt(base, Y, context)
         return dataclasses.replace(s, value=s.value + Point.base())
 
     def _coin(self, job: str, root: str) -> CoinShare:
@@ -254,6 +283,16 @@ class WrongShareTrustee(Trustee):
         )
 
 
+class OneWrongShareTrustee(Trustee):
+    """Returns one wrong value (the last write's) among right ones, with the honest proof."""
+
+    def _reencrypt_batch(
+        self, bases: Sequence[Point], Y: Point, contexts: Sequence[bytes]
+    ) -> tuple[list[Point], DLEQProof]:
+        values, proof = super()._reencrypt_batch(bases, Y, contexts)
+        return [*values[:-1], values[-1] + Point.base()], proof
+
+
 class WrongProofTrustee(Trustee):
     """Returns the right values with forged proofs."""
 
@@ -261,8 +300,14 @@ class WrongProofTrustee(Trustee):
     def _forge(s: ExponentShare) -> ExponentShare:
         return dataclasses.replace(s, proof=DLEQProof(Scalar.random(), Scalar.random()))
 
-    def _reencrypt(self, U: Point, Y: Point, context: bytes) -> ExponentShare:
-        return self._forge(super()._reencrypt(U, Y, context))
+    def _reencrypt_batch(
+        self, bases: Sequence[Point], Y: Point, contexts: Sequence[bytes]
+    ) -> tuple[list[Point], DLEQProof]:
+        values, _proof = super()._reencrypt_batch(bases, Y, contexts)
+        return values, DLEQProof(Scalar.random(), Scalar.random())
+
+    def _reencrypt(self, base: Point, Y: Point, context: bytes) -> ExponentShare:
+        return self._forge(super()._reencrypt(base, Y, context))
 
     def _coin(self, job: str, root: str) -> CoinShare:
         c = super()._coin(job, root)
@@ -284,6 +329,7 @@ TRUSTEE_BEHAVIOURS: dict[str, type[Trustee]] = {
     "honest": Trustee,
     "byzantine": WrongShareTrustee,
     "wrong_share": WrongShareTrustee,
+    "wrong_one_share": OneWrongShareTrustee,
     "wrong_proof": WrongProofTrustee,
     "crash": SilentTrustee,
     "silent": SilentTrustee,

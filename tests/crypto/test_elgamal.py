@@ -266,3 +266,46 @@ def test_recipient_key_from_x25519_envelope_key(com: Committee) -> None:
 def test_recipient_point_rejects_bad_x25519_keys(public: bytes) -> None:
     with pytest.raises(EncodingError):
         elgamal.recipient_point_from_x25519(public)
+
+
+def test_batch_reencryption_recovers_every_key_and_binds_reader_and_contexts(
+    com: Committee,
+) -> None:
+    reader, other = RecipientKey.generate(), RecipientKey.generate()
+    written = [elgamal.encapsulate(com.X, LABEL) for _ in range(3)]
+    cts = [ct for ct, _ in written]
+    ctxs = [CTX + bytes([k]) for k in range(3)]
+    bases = elgamal.reencryption_bases([ct.U for ct in cts], reader.public)
+    answers = {
+        i: elgamal.reencrypt_batch(com.shares[i], bases, reader.public, ctxs, com.pubs[i])
+        for i in range(com.n)
+    }
+    for i, (values, proof) in answers.items():
+        # reference: the per-share values are exactly x_i·(U_k + Y)
+        assert values == [(ct.U + reader.public) * com.shares[i] for ct in cts]
+        elgamal.verify_reencrypted_batch(values, proof, bases, reader.public, com.pubs[i], ctxs)
+    lam = vss.lagrange_coefficients([0, 2])
+    for k, (ct, key) in enumerate(written):
+        xb = answers[0][0][k] * lam[0] + answers[2][0][k] * lam[1]
+        assert elgamal.recover_key(ct, xb - com.X * reader.secret, LABEL) == key
+    values, proof = answers[1]
+    other_bases = elgamal.reencryption_bases([ct.U for ct in cts], other.public)
+    bad = {
+        "another reader": (values, other_bases, other.public, com.pubs[1], ctxs),
+        "another trustee's key": (values, bases, reader.public, com.pubs[0], ctxs),
+        "other contexts": (values, bases, reader.public, com.pubs[1], ctxs[::-1]),
+        "one wrong value": ([*values[:2], values[2] + G], bases, reader.public, com.pubs[1], ctxs),
+        "a value from another trustee": (
+            [answers[0][0][0], *values[1:]],
+            bases,
+            reader.public,
+            com.pubs[1],
+            ctxs,
+        ),
+    }
+    for name, (vs, bs, Y, pub, cx) in bad.items():
+        with pytest.raises(InvalidProof):
+            elgamal.verify_reencrypted_batch(vs, proof, bs, Y, pub, cx)
+        assert name
+    with pytest.raises(InvalidProof, match="values for"):
+        elgamal.verify_reencrypted_batch(values[:2], proof, bases, reader.public, com.pubs[1], ctxs)

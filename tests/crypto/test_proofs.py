@@ -8,9 +8,13 @@ from hypothesis import strategies as st
 
 from kaires_fl.crypto.group import H_POINT, L, Point, Scalar, hash_to_point
 from kaires_fl.crypto.proofs import (
+    BATCH_COEFF_BITS,
     PROOF_SIZE,
     DLEQProof,
     SchnorrProof,
+    dleq_batch_coefficients,
+    dleq_batch_prove,
+    dleq_batch_verify,
     dleq_prove,
     dleq_verify,
     is_valid_dleq,
@@ -152,3 +156,71 @@ def test_proof_decoding_rejects_non_canonical() -> None:
 def test_nonces_are_fresh() -> None:
     x = Scalar.random_nonzero()
     assert schnorr_prove(x, CTX) != schnorr_prove(x, CTX)
+
+
+# ---- batched DLEQ ----------------------------------------------------------------------------
+def _batch(k: int) -> tuple[Scalar, list[Point], list[Point]]:
+    x = Scalar.random_nonzero()
+    bases = [hash_to_point(b"batch-base-%d" % i) for i in range(k)]
+    return x, bases, [b * x for b in bases]
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_dleq_batch_complete_and_matches_reference(k: int) -> None:
+    x, bases, values = _batch(k)
+    got, proof = dleq_batch_prove(x, G, bases, CTX, statement1=G * x)
+    assert got == values  # the prover's values are x·B_k (reference: one mult each)
+    dleq_batch_verify(proof, G, G * x, bases, values, CTX)
+    # the coefficients are a deterministic function of the whole batch
+    d1, r1 = dleq_batch_coefficients(CTX, G, G * x, bases, values)
+    d2, r2 = dleq_batch_coefficients(CTX, G, G * x, bases, values)
+    assert (d1, r1) == (d2, r2) and len(r1) == k
+    assert k == 1 or (all(0 <= r < 2**BATCH_COEFF_BITS for r in r1) and len(set(r1)) == k)
+
+
+def test_dleq_batch_rejects_any_wrong_value_and_tampering() -> None:
+    x, bases, values = _batch(4)
+    X = G * x
+    _, proof = dleq_batch_prove(x, G, bases, CTX, statement1=X)
+    D = hash_to_point(b"error")
+    cases = {
+        "one wrong value": [*values[:2], values[2] + G, *values[3:]],
+        "two errors that cancel in a plain sum": [values[0] + D, values[1] - D, *values[2:]],
+        "values swapped": [values[1], values[0], *values[2:]],
+        "a value dropped": values[:3],
+        "another secret for one value": [*values[:3], bases[3] * (x + 1)],
+    }
+    for name, vs in cases.items():
+        with pytest.raises(InvalidProof, match="batched DLEQ"):
+            dleq_batch_verify(proof, G, X, bases[: len(vs)], vs, CTX)
+        assert name
+    with pytest.raises(InvalidProof):
+        dleq_batch_verify(proof, G, X, bases, values, CTX + b"x")  # other context
+    with pytest.raises(InvalidProof):
+        dleq_batch_verify(proof, G, X + G, bases, values, CTX)  # other public share
+    with pytest.raises(InvalidProof):
+        dleq_batch_verify(proof, G, X, list(reversed(bases)), list(reversed(values)), CTX)
+    one = Scalar(1)
+    for forged in (
+        DLEQProof(proof.challenge + one, proof.response),
+        DLEQProof(proof.challenge, proof.response + one),
+        DLEQProof(Scalar(0), Scalar(0)),
+    ):
+        with pytest.raises(InvalidProof):
+            dleq_batch_verify(forged, G, X, bases, values, CTX)
+    # a batch proof is not a proof for a sub-batch, and a single proof is not a batch proof
+    with pytest.raises(InvalidProof):
+        dleq_batch_verify(proof, G, X, bases[:2], values[:2], CTX)
+    single = dleq_prove(x, G, bases[0], CTX, X, values[0])
+    with pytest.raises(InvalidProof):
+        dleq_batch_verify(single, G, X, bases[:1], values[:1], CTX)
+    with pytest.raises(InvalidProof, match="one statement per base"):
+        dleq_batch_verify(proof, G, X, [], [], CTX)
+
+
+def test_dleq_batch_prover_with_wrong_secret_fails() -> None:
+    x, bases, _values = _batch(3)
+    # a prover that uses another secret for the batch cannot prove it for X = x·G
+    vs, proof = dleq_batch_prove(x + 1, G, bases, CTX, statement1=G * x)
+    with pytest.raises(InvalidProof):
+        dleq_batch_verify(proof, G, G * x, bases, vs, CTX)
