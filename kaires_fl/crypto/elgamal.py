@@ -122,6 +122,23 @@ def recipient_point_from_x25519(public: bytes) -> Point:
     return Point.from_bytes(y.to_bytes(32, "little"), allow_identity=False)
 
 
+def recipient_matches_x25519(recipient: Point, public: bytes) -> bool:
+    """Whether ``recipient`` is the group key of X25519 key ``public`` (no point decoding).
+
+    Same answer as ``recipient == recipient_point_from_x25519(public)`` for a valid
+    ``recipient``, at the cost of one field inversion instead of a subgroup check: the
+    map fixes the sign bit to 0 and u = (1 + y)/(1 − y).
+    """
+    enc = recipient.to_bytes()
+    if len(public) != 32 or enc[31] & 0x80:
+        return False
+    y = int.from_bytes(enc, "little")
+    if (1 - y) % _FIELD_P == 0:
+        return False
+    u = (1 + y) * pow(1 - y, -1, _FIELD_P) % _FIELD_P
+    return u.to_bytes(32, "little") == bytes(public)
+
+
 # ---- write --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Ciphertext:

@@ -267,7 +267,8 @@ def dleq_batch_prove(
     vs = [b * secret for b in bases2] if statements2 is None else list(statements2)
     d, r = dleq_batch_coefficients(context, base1, x1, bases2, vs)
     b_star = _fold(r, bases2)
-    proof = dleq_prove(secret, base1, b_star, d, x1, b_star * secret)
+    v_star = vs[0] if len(vs) == 1 else b_star * secret
+    proof = dleq_prove(secret, base1, b_star, d, x1, v_star)
     return vs, proof
 
 

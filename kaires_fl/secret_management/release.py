@@ -213,7 +213,7 @@ def combine_release(
         is not authorised), or ``recipient`` is not the key the read names.
     """
     job, slot = read["job"], read["slot"]
-    if recipient.public != elgamal.recipient_point_from_x25519(bytes.fromhex(read["recipient"])):
+    if not elgamal.recipient_matches_x25519(recipient.public, bytes.fromhex(read["recipient"])):
         raise ProtocolError(
             "this recipient key is not the one the read names: only the holder of the job's "
             "key for this reader can combine its shares"

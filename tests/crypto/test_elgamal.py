@@ -309,3 +309,16 @@ def test_batch_reencryption_recovers_every_key_and_binds_reader_and_contexts(
         assert name
     with pytest.raises(InvalidProof, match="values for"):
         elgamal.verify_reencrypted_batch(values[:2], proof, bases, reader.public, com.pubs[1], ctxs)
+
+
+def test_recipient_matches_x25519_agrees_with_decoding() -> None:
+    for i in range(8):
+        kp = EnvelopeKeyPair.from_seed(bytes([i]) * 32)
+        rk = RecipientKey.from_x25519(kp)
+        assert elgamal.recipient_matches_x25519(rk.public, kp.public)
+        assert rk.public == elgamal.recipient_point_from_x25519(kp.public)
+        other = EnvelopeKeyPair.from_seed(bytes([i + 100]) * 32)
+        assert not elgamal.recipient_matches_x25519(rk.public, other.public)
+        assert not elgamal.recipient_matches_x25519(-rk.public, kp.public)  # other sign
+        assert not elgamal.recipient_matches_x25519(rk.public, kp.public[:31])
+    assert not elgamal.recipient_matches_x25519(Point.identity(), bytes(32))
