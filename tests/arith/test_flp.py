@@ -401,3 +401,60 @@ def test_hot_path_kernels_against_python_ints(seed: int, B: int, K: int, shared:
     assert as_calls(buf, chunk).shape == (B, buf.shape[1], 2 * chunk)
     pw = powers(F, w[:, 0], 7)
     assert _ints(pw) == [[pow(row[0], k, p) for k in range(7)] for row in _ints(w)]
+
+
+# ------------------------------------------------- fast paths agree with the generic ones
+
+
+@pytest.mark.parametrize(
+    "valid",
+    [
+        cc.Count(),
+        cc.SumVec(7, 3, chunk_length=1),
+        cc.LinearRegressionRecord(3, 5),
+        cc.LinearRegressionRecord(14, 14),
+        cc.SumVec(300, 2, chunk_length=4),  # P = 256: beyond the dense-extension range
+        cc.BoundedL2Vec(12, 4, 1.0),
+    ],
+    ids=repr,
+)
+def test_fused_prover_equals_generic_wire_grid(valid: Valid, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import kaires_fl.arith.flp as flp_mod
+
+    flp = FlpBBCGGI19(valid)
+    B = 5
+    meas = F.random((B, flp.MEAS_LEN), rng=RNG)  # any input: the proof is still defined
+    pr = F.random((B, flp.PROVE_RAND_LEN), rng=RNG)
+    jr = F.random((B, flp.JOINT_RAND_LEN), rng=RNG)
+    fast = flp.prove(meas, pr, jr)
+    monkeypatch.setattr(flp_mod, "_is_psmul", lambda g: False)
+    slow = flp.prove(meas, pr, jr)
+    assert np.array_equal(fast, slow)
+    # and the gadget itself (fast ParallelSum(Mul).eval) against the generic product-sum
+    g = valid.GADGETS[0]
+    x = F.random((3, 4, g.ARITY), rng=RNG)
+    if isinstance(g, ParallelSum):
+        sides = np.swapaxes(x.reshape(3, 4, 2, g.count), -1, -2)
+        assert np.array_equal(g.eval(F, x), F.sum(F.mul(sides[..., 0], sides[..., 1]), axis=-1))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_row_blocks_equal_one_block(shared: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import kaires_fl.arith.flp as flp_mod
+
+    valid = cc.LinearRegressionRecord(2, 3)
+    flp = FlpBBCGGI19(valid)
+    B = 23
+    meas = valid.encode(RNG.integers(0, 8, (B, 3)))
+    meas[5, 0] = F.elements(2)  # one invalid record
+    pr = F.random((B, flp.PROVE_RAND_LEN), rng=RNG)
+    shape = (flp.JOINT_RAND_LEN,) if shared else (B, flp.JOINT_RAND_LEN)
+    jr = F.random(shape, rng=RNG)
+    qr = flp.derive_query_rand(b"blocks")
+    proof = flp.prove(meas, pr, jr)
+    ver = flp.query(meas, proof, qr, jr)
+    monkeypatch.setattr(flp_mod, "_BLOCK_ROWS", 4)
+    assert np.array_equal(flp.prove(meas, pr, jr), proof)
+    ver_blocks = flp.query(meas, proof, qr, jr)
+    assert np.array_equal(ver_blocks, ver)
+    assert flp.decide(ver_blocks).tolist() == [i != 5 for i in range(B)]
