@@ -55,6 +55,9 @@ PUBLISH_CONTEXT = b"kaires/aggregation/publish"
 REVEAL_CONTEXT = b"kaires/aggregation/reveal"
 RESULT_CONTEXT = b"kaires/aggregation/result"
 
+#: Mean records per submission from which each submission is queried on its own.
+PER_SUBMISSION_QUERY = 64
+
 #: Behaviours of a simulated faulty aggregator ("crash" is the network's business).
 AGGREGATOR_FAULTS = ("crash", "byzantine")
 
@@ -213,6 +216,13 @@ class JobContext:
     @property
     def rows(self) -> int:
         return int(self.offsets[-1])
+
+    def joint_rand(self, s: int) -> np.ndarray:
+        """Joint randomness ``(JOINT_RAND_LEN,)`` of submission s (Fiat–Shamir on its parts)."""
+        m = self.submissions[s].manifest
+        return self.flp.derive_joint_rand(
+            joint_rand_seed(m.job, m.provider, m.circuit, m.meas_parts)
+        )
 
     @cached_property
     def joint_rands(self) -> np.ndarray:
@@ -736,23 +746,46 @@ class AggregatorJob:
 
     # -- step 5, round 1
     def publish(self, coin: Coin) -> Published:
-        """z per submission and verifier shares for all records (one batched query)."""
+        """z per submission and verifier shares for all records.
+
+        One batched ``query`` over every record (per-record joint randomness) when the
+        submissions are small; one per submission (its joint randomness shared by its
+        records, so the circuit's powers are computed once) when they are large.
+        """
         ctx, flp = self.ctx, self.ctx.flp
         F = flp.field
         S = len(ctx.submissions)
         z = F.zeros((S,))
-        meas = F.zeros((ctx.rows, flp.MEAS_LEN))
-        proof = F.zeros((ctx.rows, flp.PROOF_LEN))
-        off = ctx.offsets
         for s, sh in self.shares.items():
             z[s] = consistency_value(flp, coin, ctx.submissions[s].manifest, sh)[0]
-            meas[off[s] : off[s + 1]] = sh.meas
-            proof[off[s] : off[s + 1]] = sh.proof
-        if ctx.rows:
-            jr = ctx.joint_rands if flp.JOINT_RAND_LEN else None
-            verifier = flp.query(meas, proof, coin.query_rand(flp), jr)
-        else:
+        qr = coin.query_rand(flp)
+        subs = [(s, ctx.submissions[s].manifest.batch) for s in range(S)]
+        if not ctx.rows:
             verifier = F.zeros((0, flp.VERIFIER_LEN))
+        elif ctx.rows >= PER_SUBMISSION_QUERY * S:
+            parts = []
+            for s, b in subs:
+                sh = self.shares.get(s)
+                if sh is None:  # unopened: its rows are ignored by every decision
+                    parts.append(F.zeros((b, flp.VERIFIER_LEN)))
+                    continue
+                jr = ctx.joint_rand(s) if flp.JOINT_RAND_LEN else None
+                parts.append(flp.query(sh.meas, sh.proof, qr, jr))
+            verifier = np.concatenate(parts)
+        else:
+
+            def rows(attr: str, width: int) -> np.ndarray:
+                return np.concatenate(
+                    [
+                        getattr(self.shares[s], attr) if s in self.shares else F.zeros((b, width))
+                        for s, b in subs
+                    ]
+                )
+
+            jr_all = ctx.joint_rands if flp.JOINT_RAND_LEN else None
+            verifier = flp.query(
+                rows("meas", flp.MEAS_LEN), rows("proof", flp.PROOF_LEN), qr, jr_all
+            )
         if self.byzantine:
             z = F.random(z.shape)
             verifier = F.random(verifier.shape)
@@ -791,8 +824,8 @@ class AggregatorJob:
             total = F.zeros((flp.OUTPUT_LEN,))
             subs = [s for s in decision.accepted_subs if s in self.shares]
             if subs:
-                meas = np.concatenate([self.shares[s].meas for s in subs])
-                total = F.sum(flp.valid.truncate(meas), axis=0)
+                per_sub = [F.sum(flp.valid.truncate(self.shares[s].meas), axis=0) for s in subs]
+                total = F.sum(np.stack(per_sub), axis=0)
             if self.byzantine:
                 total = F.random(total.shape)
             self.sealed_share = envelope.seal_to(

@@ -246,3 +246,16 @@ def test_unopenable_part_rejects_the_provider_not_the_aggregator() -> None:
     assert dict(d.rejected)["bad"] == REASON_UNOPENABLE
     assert d.faulty == () and bad == []
     assert FLP.valid.decode(agg, 12) == _sum(values, values).tolist()
+
+
+@pytest.mark.parametrize("per_submission", [1, 10**9])
+def test_both_query_layouts_give_the_same_decisions(monkeypatch, per_submission: int) -> None:
+    from kaires_fl.aggregation import aggregator
+
+    monkeypatch.setattr(aggregator, "PER_SUBMISSION_QUERY", per_submission)
+    ctx, keys, values = _job({1: "bad_proof", 3: "out_of_range"}, b=6)
+    d, agg, bad, _ = _run(ctx, keys, {0: "byzantine"})
+    assert dict(d.rejected)["p1"] == REASON_INVALID_PROOF
+    assert dict(d.rejected)["p3"] == REASON_INVALID_MEAS
+    assert [i for i, _ in d.faulty] == [0] and bad == [0]
+    assert FLP.valid.decode(agg, 18) == _sum(values, d.accepted).tolist()
