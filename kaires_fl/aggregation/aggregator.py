@@ -5,21 +5,24 @@ degree t) of every submission's measurements, proofs and mask ``ρ``. It then
 
 1. publishes, in one signed :class:`Published` message, a consistency value
    ``z_i = ρ_i + rᵀ(meas_i·c_meas + proof_i·c_proof)`` per submission (``r``, ``c`` from the
-   coin) and its verifier shares for every record of the job (one batched FLP ``query``);
+   coin) and its verifier shares for every record of the job (batched FLP ``query``);
 2. locates, from the public z values, the (submission, aggregator) pairs off the degree-t
-   polynomial (:func:`find_disputes`); a flagged aggregator justifies itself by revealing
-   the key it was released for that submission (:class:`Reveal`), which anyone checks
-   against the key commitment in the provider's signed manifest and uses to recompute
-   ``z``: a share that is off the polynomial *as sent* blames the provider (submission
-   rejected), a z that does not match its part blames the aggregator;
+   polynomial (:func:`find_disputes`; every holder, for a submission whose z cannot be
+   decoded); a flagged aggregator justifies itself by disclosing the key it was released
+   and its parts (:class:`Reveal`), which anyone checks against the provider's signed
+   manifest (part hashes, key commitment) to recompute ``z``: a z that does not match its
+   part blames the aggregator; the provider's submission is rejected iff the z computed
+   from the parts *as sent* are off one degree-t polynomial;
 3. opens the verifier shares of the consistent submissions robustly, runs ``decide``
    (:func:`decide_job`; every honest aggregator computes the same :class:`Decision` from
    the same public messages), sums ``truncate`` of its accepted shares and seals that
    share of the aggregate to the consumer.
 
-A revealed key exposes one share of one submission; only a flagged aggregator reveals,
-and for an honest provider only faulty aggregators (≤ t, whose shares the adversary has
-anyway) are flagged, so nothing beyond t shares ever leaks.
+A part that does not open is disclosed in round 1, with a :class:`KeyProof` of the key the
+provider actually wrote when the released key is not the committed one.
+
+A disclosure exposes one share of one submission; for an honest provider only faulty
+aggregators (≤ t, whose shares the adversary has anyway) are ever flagged.
 
 :class:`AggregatorJob` is one aggregator's state for one job (pure computation, no I/O);
 the service that moves its messages is :class:`kaires_fl.aggregation.job.AggregatorService`.
