@@ -101,8 +101,11 @@ class RecipientKey:
         return cls(y, Y)
 
 
-def recipient_point_from_x25519(public: bytes) -> Point:
+def recipient_point_from_x25519(public: bytes, *, subgroup_check: bool = True) -> Point:
     """The Ed25519-group recipient key Y of an X25519 public key (see RecipientKey.from_x25519).
+
+    ``subgroup_check=False``: see :meth:`Point.from_bytes` (only for a Y that is used
+    in a base multiplied right away, as a trustee does).
 
     Raises
     ------
@@ -119,7 +122,9 @@ def recipient_point_from_x25519(public: bytes) -> Point:
             "recipient for a properly generated key"
         )
     y = (u - 1) * pow(u + 1, -1, _FIELD_P) % _FIELD_P
-    return Point.from_bytes(y.to_bytes(32, "little"), allow_identity=False)
+    return Point.from_bytes(
+        y.to_bytes(32, "little"), allow_identity=False, subgroup_check=subgroup_check
+    )
 
 
 def recipient_matches_x25519(recipient: Point, public: bytes) -> bool:

@@ -169,8 +169,17 @@ class Point:
 
     # -- constructors ---------------------------------------------------------------
     @classmethod
-    def from_bytes(cls, data: bytes, *, allow_identity: bool = True) -> Point:
+    def from_bytes(
+        cls, data: bytes, *, allow_identity: bool = True, subgroup_check: bool = True
+    ) -> Point:
         """Decode and validate 32 bytes.
+
+        ``subgroup_check=False`` skips the (costly: about half a scalar multiplication)
+        curve and subgroup check. Only for a point that is multiplied by a scalar before
+        anything else uses it: libsodium's scalar multiplication itself refuses a point
+        that is off the curve, of small order or outside the prime-order subgroup (then
+        ``P * s`` raises EncodingError), so nothing is computed on a bad point — a trustee
+        uses this for U + Y, which it multiplies by its share right away.
 
         Raises
         ------
@@ -191,6 +200,8 @@ class Point:
                     "the sender must use a non-trivial element"
                 )
             return _IDENTITY
+        if not subgroup_check:
+            return cls(data, _trusted=True)
         if not _nb.crypto_core_ed25519_is_valid_point(data):
             raise EncodingError(
                 f"invalid group element {data.hex()[:16]}…: not a canonical encoding of a point "
@@ -224,7 +235,10 @@ class Point:
             return other
         if other.is_identity():
             return self
-        return Point(_nb.crypto_core_ed25519_add(self._b, other._b), _trusted=True)
+        try:
+            return Point(_nb.crypto_core_ed25519_add(self._b, other._b), _trusted=True)
+        except _NaclRuntimeError as exc:  # only for points decoded without subgroup_check
+            raise EncodingError(f"not a point on the curve: {exc}") from exc
 
     def __neg__(self) -> Point:
         if self.is_identity():
@@ -239,7 +253,10 @@ class Point:
             return self
         if self.is_identity():
             return -other
-        return Point(_nb.crypto_core_ed25519_sub(self._b, other._b), _trusted=True)
+        try:
+            return Point(_nb.crypto_core_ed25519_sub(self._b, other._b), _trusted=True)
+        except _NaclRuntimeError as exc:  # only for points decoded without subgroup_check
+            raise EncodingError(f"not a point on the curve: {exc}") from exc
 
     def __mul__(self, s: object) -> Point:
         if isinstance(s, int) and not isinstance(s, bool):
@@ -254,8 +271,11 @@ class Point:
                 out = _nb.crypto_scalarmult_ed25519_base_noclamp(sb)
             else:
                 out = _nb.crypto_scalarmult_ed25519_noclamp(sb, self._b)
-        except _NaclRuntimeError as exc:  # pragma: no cover - unreachable for valid points
-            raise EncodingError(f"libsodium refused scalar multiplication: {exc}") from exc
+        except _NaclRuntimeError as exc:  # a point decoded without subgroup_check
+            raise EncodingError(
+                "libsodium refused the scalar multiplication: the point is off the curve, of "
+                "small order or outside the prime-order subgroup; reject the message"
+            ) from exc
         return Point(out, _trusted=True)
 
     __rmul__ = __mul__

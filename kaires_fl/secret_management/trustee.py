@@ -205,12 +205,19 @@ class Trustee:
         """
         read, proven = self.check_release(request)
         writes = writes_from_evidence(proven, read["writes"])
+        # U and Y are not subgroup-checked on decoding: the first thing done with them is
+        # multiplying U + Y by my share, and libsodium refuses that for any point outside
+        # the prime-order subgroup (EncodingError, a refusal), so x_j never touches one.
         try:
-            Y = elgamal.recipient_point_from_x25519(bytes.fromhex(read["recipient"]))
+            Y = elgamal.recipient_point_from_x25519(
+                bytes.fromhex(read["recipient"]), subgroup_check=False
+            )
         except (EncodingError, ValueError) as exc:
             raise AccessDenied(f"the job's recipient key is unusable: {exc}") from exc
         slot, order = read["slot"], list(read["writes"])
-        bases = elgamal.reencryption_bases([entry_U(writes[w], slot) for w in order], Y)
+        bases = elgamal.reencryption_bases(
+            [entry_U(writes[w], slot, subgroup_check=False) for w in order], Y
+        )
         ctxs = [release_context(self.lts.id, read["job"], w, slot) for w in order]
         self.released += len(order)
         if self.batch_proofs:

@@ -169,14 +169,21 @@ def entry_ciphertext(entry: Mapping[str, Any] | WriteEntry, slot: str) -> Cipher
     raise EncodingError(f"the write has no key for slot {slot!r}")
 
 
-def entry_U(entry: Mapping[str, Any] | WriteEntry, slot: str) -> Point:
-    """Only U of ``slot``'s ciphertext (all a trustee needs to re-encrypt)."""
+def entry_U(
+    entry: Mapping[str, Any] | WriteEntry, slot: str, *, subgroup_check: bool = True
+) -> Point:
+    """Only U of ``slot``'s ciphertext (all a trustee needs to re-encrypt).
+
+    ``subgroup_check=False``: see :meth:`~kaires_fl.crypto.group.Point.from_bytes`.
+    """
     if isinstance(entry, WriteEntry):
         return entry.slot(slot).U
     for s, ct in entry["keys"]:
         if s == slot:
             try:
-                return Point.from_bytes(bytes.fromhex(ct[:64]), allow_identity=False)
+                return Point.from_bytes(
+                    bytes.fromhex(ct[:64]), allow_identity=False, subgroup_check=subgroup_check
+                )
             except (TypeError, ValueError) as exc:
                 raise EncodingError(f"write ciphertext of slot {slot!r} is not hex") from exc
     raise EncodingError(f"the write has no key for slot {slot!r}")

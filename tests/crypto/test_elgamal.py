@@ -322,3 +322,26 @@ def test_recipient_matches_x25519_agrees_with_decoding() -> None:
         assert not elgamal.recipient_matches_x25519(-rk.public, kp.public)  # other sign
         assert not elgamal.recipient_matches_x25519(rk.public, kp.public[:31])
     assert not elgamal.recipient_matches_x25519(Point.identity(), bytes(32))
+
+
+def test_trustee_never_multiplies_its_share_by_a_torsioned_base(com: Committee) -> None:
+    """Unchecked U / Y (as a trustee decodes them): a bad base is refused, nothing leaks."""
+    torsion = Point.from_bytes(
+        bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+        subgroup_check=False,
+    )
+    reader = RecipientKey.generate()
+    ct, _ = elgamal.encapsulate(com.X, LABEL)
+    bad_U = Point.from_bytes((ct.U + torsion).to_bytes(), subgroup_check=False)
+    bases = elgamal.reencryption_bases([ct.U, bad_U], reader.public)
+    with pytest.raises(EncodingError, match="refused the scalar multiplication"):
+        elgamal.reencrypt_batch(com.shares[0], bases, reader.public, [CTX, CTX], com.pubs[0])
+    bad_Y = Point.from_bytes((reader.public + torsion).to_bytes(), subgroup_check=False)
+    with pytest.raises(EncodingError):
+        elgamal.reencrypt_batch(
+            com.shares[0],
+            elgamal.reencryption_bases([ct.U], bad_Y),
+            bad_Y,
+            [CTX],
+            com.pubs[0],
+        )

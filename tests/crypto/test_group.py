@@ -271,3 +271,32 @@ def test_lagrange_rejects_bad_points() -> None:
         lagrange_at_zero([1, 1])
     with pytest.raises(ValueError):
         lagrange_at_zero([0, 2])
+
+
+# A point of order 8 (a torsion point): valid on the curve, outside the prime-order group.
+_TORSION = bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05")
+
+
+def test_unchecked_points_are_refused_by_scalar_multiplication() -> None:
+    """What ``subgroup_check=False`` relies on: libsodium refuses bad points in a mult."""
+    P = H_POINT * Scalar(12345)
+    with pytest.raises(EncodingError):
+        Point.from_bytes(_TORSION)
+    T = Point.from_bytes(_TORSION, subgroup_check=False)
+    mixed = P + T  # on the curve, with a torsion component
+    with pytest.raises(EncodingError):
+        Point.from_bytes(mixed.to_bytes())
+    for bad in (T, mixed):
+        with pytest.raises(EncodingError, match="refused the scalar multiplication"):
+            _ = bad * Scalar(7)
+    off_curve = bytes([2]) + bytes(31)  # y = 2 is not the y of a curve point
+    with pytest.raises(EncodingError):
+        Point.from_bytes(off_curve)
+    raw = Point.from_bytes(off_curve, subgroup_check=False)
+    with pytest.raises(EncodingError):
+        _ = raw * Scalar(7)
+    with pytest.raises(EncodingError):
+        _ = raw + P
+    # a valid point decoded without the check behaves exactly as a checked one
+    unchecked = Point.from_bytes(P.to_bytes(), subgroup_check=False)
+    assert unchecked == P and unchecked * Scalar(3) == P * Scalar(3)
