@@ -21,6 +21,8 @@ M32 = np.uint64(0xFFFFFFFF)
 S32 = np.uint64(32)
 ZERO = np.uint64(0)
 ONE = np.uint64(1)
+#: Column tile of ``matmul3`` (accumulators of 2·8·MATMUL_TILE bytes).
+MATMUL_TILE = 1024
 
 
 @njit(cache=True, inline="always")
@@ -242,22 +244,27 @@ def matmul3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                         sh += c >> S32
                     out[s, i, j] = combine_split(sl, sh)
         return
-    acc_l = np.empty(n, dtype=np.uint64)
-    acc_h = np.empty(n, dtype=np.uint64)
+    # Column tiles: the accumulators and the tile of b stay in L1 even for very wide b
+    # (Shamir sharing multiplies a small Vandermonde matrix by ~10^6 columns).
+    tile = min(n, MATMUL_TILE)
+    acc_l = np.empty(tile, dtype=np.uint64)
+    acc_h = np.empty(tile, dtype=np.uint64)
     for s in range(s_):
-        for i in range(m):
-            acc_l[:] = ZERO
-            acc_h[:] = ZERO
-            for t in range(k):
-                x = a[s, i, t]
-                if x == ZERO:
-                    continue
-                for j in range(n):
-                    c = mulmod(x, b[s, t, j])
-                    acc_l[j] += c & M32
-                    acc_h[j] += c >> S32
-            for j in range(n):
-                out[s, i, j] = combine_split(acc_l[j], acc_h[j])
+        for j0 in range(0, n, tile):
+            w = min(tile, n - j0)
+            for i in range(m):
+                acc_l[:w] = ZERO
+                acc_h[:w] = ZERO
+                for t in range(k):
+                    x = a[s, i, t]
+                    if x == ZERO:
+                        continue
+                    for j in range(w):
+                        c = mulmod(x, b[s, t, j0 + j])
+                        acc_l[j] += c & M32
+                        acc_h[j] += c >> S32
+                for j in range(w):
+                    out[s, i, j0 + j] = combine_split(acc_l[j], acc_h[j])
 
 
 # ---------------------------------------------------------------- polynomials
