@@ -252,6 +252,19 @@ def test_random(F: type) -> None:
     assert F.random(0).shape == (0,)
 
 
+def test_csprng_bytes_large_requests() -> None:
+    from kaires_fl.arith.field import csprng_bytes
+
+    a, b = csprng_bytes(1 << 16), csprng_bytes(1 << 16)
+    assert len(a) == len(b) == 1 << 16
+    assert a != b  # a fresh key per call
+    bits = np.unpackbits(np.frombuffer(a, np.uint8))
+    assert abs(bits.mean() - 0.5) < 0.01  # 2^19 bits: 14 standard deviations
+    assert len(csprng_bytes(10)) == 10
+    big = Field64.random((3000,))  # served by the keystream
+    assert np.all(big < np.uint64(Field64.MODULUS)) and len(np.unique(big)) == 3000
+
+
 @pytest.mark.parametrize("F", FIELDS)
 def test_from_seed(F: type) -> None:
     a = F.from_seed(b"seed", (3, 4), context=b"ctx")
