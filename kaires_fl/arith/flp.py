@@ -871,7 +871,7 @@ class FlpBBCGGI19:
         pr = np.broadcast_to(pr, (*bshape, self.PROVE_RAND_LEN)).reshape(B, -1)
         jr = _rand(F, joint_rand, self.JOINT_RAND_LEN, bshape, "joint_rand")
         if B <= _BLOCK_ROWS:
-            return self._prove_block(meas2, pr, jr).reshape(*bshape, self.PROOF_LEN)
+            return self._prove_block(meas2, pr, _rows(jr, 0, B)).reshape(*bshape, self.PROOF_LEN)
         proof = zeros(F, (B, self.PROOF_LEN))
         for s in range(0, B, _BLOCK_ROWS):
             e = min(s + _BLOCK_ROWS, B)
@@ -996,7 +996,8 @@ class FlpBBCGGI19:
         qr = _rand(F, query_rand, self.QUERY_RAND_LEN, bshape, "query_rand")
         self.check_query_rand(qr)
         if B <= _BLOCK_ROWS:
-            return self._query_block(meas2, proof2, qr, jr).reshape(*bshape, self.VERIFIER_LEN)
+            ver = self._query_block(meas2, proof2, _rows(qr, 0, B), _rows(jr, 0, B))
+            return ver.reshape(*bshape, self.VERIFIER_LEN)
         verifier = zeros(F, (B, self.VERIFIER_LEN))
         for s in range(0, B, _BLOCK_ROWS):
             e = min(s + _BLOCK_ROWS, B)
@@ -1071,8 +1072,18 @@ _BLOCK_ROWS = 512
 
 
 def _rows(r: np.ndarray, s: int, e: int) -> np.ndarray:
-    """Rows s..e of randomness ``(1|B, ·)`` (a shared row stays shared)."""
-    return r if r.shape[0] == 1 else r[s:e]
+    """Rows s..e of randomness ``(1|B, ·)``, as one shared row when they are all equal.
+
+    Per-record randomness is typically one value per submission repeated over its records;
+    a shared row lets the kernels compute e.g. powers of the joint randomness once per
+    block instead of once per record (same results).
+    """
+    if r.shape[0] == 1:
+        return r
+    blk = r[s:e]
+    if blk.shape[0] > 1 and bool(np.all(blk == blk[0])):
+        return blk[:1]
+    return blk
 
 
 @lru_cache(maxsize=16)
