@@ -69,6 +69,14 @@ class RecipientKey:
     secret: Scalar
     public: Point
 
+    def shared_with(self, X: Point) -> Point:
+        """y·X (what a reader subtracts from Σ λ_j x_j(U + Y)); computed once per X."""
+        cache: dict[Point, Point] = self.__dict__.setdefault("_shared", {})
+        got = cache.get(X)
+        if got is None:
+            got = cache[X] = X * self.secret
+        return got
+
     @classmethod
     def generate(cls) -> RecipientKey:
         y = Scalar.random_nonzero()

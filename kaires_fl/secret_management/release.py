@@ -255,7 +255,7 @@ def combine_release(
     for j, got in unlocated.items():
         faulty[j] = _locate(j, got, valid, order, lts.t)
     keys: dict[str, bytes] = {}
-    yX = lts.X * recipient.secret
+    yX = recipient.shared_with(lts.X)
     for w in order:
         have = [j for j in sorted(valid) if w in valid[j]]
         if len(have) < lts.t + 1:

@@ -345,3 +345,10 @@ def test_trustee_never_multiplies_its_share_by_a_torsioned_base(com: Committee) 
             [CTX],
             com.pubs[0],
         )
+
+
+def test_recipient_shared_with_is_y_times_X(com: Committee) -> None:
+    reader = RecipientKey.generate()
+    assert reader.shared_with(com.X) == com.X * reader.secret
+    assert reader.shared_with(G) == reader.public  # and per X, not one value for all
+    assert reader.shared_with(com.X) == com.X * reader.secret
