@@ -84,19 +84,23 @@ def bucket_of(key: str) -> int:
     return int.from_bytes(d[:4], "big") >> (32 - BUCKET_BITS)
 
 
+@lru_cache(maxsize=1 << 17)
+def _framed_key(key: str) -> bytes:
+    kb = key.encode()
+    return len(kb).to_bytes(4, "big") + kb
+
+
 def bucket_hash(pairs: Iterable[tuple[str, bytes]]) -> bytes:
     """Hash of a bucket from its (key, H(value)) pairs, in sorted key order.
 
     SHA-256 over the domain tag then, per pair, ``len(key)`` (4 bytes) ‖ key ‖ value hash
     (32 bytes): every part is framed, so the encoding is unambiguous.
     """
-    parts = [_BUCKET]
+    h = _sha256(_BUCKET)
     for k, vh in sorted(pairs):
-        kb = k.encode()
-        parts.append(len(kb).to_bytes(4, "big"))
-        parts.append(kb)
-        parts.append(vh)
-    return _sha256(b"".join(parts)).digest()
+        h.update(_framed_key(k))
+        h.update(vh)
+    return h.digest()
 
 
 _EMPTY_BUCKET = bucket_hash(())

@@ -74,6 +74,21 @@ class LedgerConfig:
     mempool_limit: int = 200_000
 
 
+def prepared_record(p: PreparedCert) -> bytes:
+    """``canonical({"block", "view", "votes"})`` of a prepared certificate, assembled
+    from the block's cached encoding (keys in sorted order)."""
+    votes = canonical([[i, s.hex()] for i, s in p.votes])
+    return (
+        b'{"block":'
+        + p.block.encoded
+        + b',"view":'
+        + canonical(p.view)
+        + b',"votes":'
+        + votes
+        + b"}"
+    )
+
+
 def genesis_entries(genesis: Genesis) -> dict[str, bytes]:
     return {k: canonical(v) for k, v in genesis.state.items()}
 
@@ -419,11 +434,16 @@ class LedgerNode:
         self._check_prepared(p.view, h)
         self._check_committed(p.view, h)
 
-    def _vote(self, phase: str, view: int, block_hash: bytes) -> None:
+    def _vote(
+        self, phase: str, view: int, block_hash: bytes, records: dict[str, bytes] | None = None
+    ) -> None:
+        """Cast this node's vote; ``records`` are persisted in the same transaction."""
         if (phase, view) in self.my_votes:
+            if records:
+                self._persist(records)
             return
         self.my_votes[(phase, view)] = block_hash
-        self._persist({f"vote/{phase}/{view}": block_hash})
+        self._persist({**(records or {}), f"vote/{phase}/{view}": block_hash})
         h = self.height + 1
         sig = self.identity.sign(
             vote_context(phase), vote_message(self.chain, phase, h, view, block_hash)
@@ -449,21 +469,12 @@ class LedgerNode:
         votes = self.votes.get(("prepare", view, block_hash), {})
         if len(votes) < self.quorum or ("commit", view) in self.my_votes:
             return
+        records: dict[str, bytes] = {}
         if self.prepared is None or self.prepared.view < view:
             chosen = tuple(sorted(votes.items())[: self.quorum])
             self.prepared = PreparedCert(view, self.blocks[block_hash], chosen)
-            self._persist(
-                {
-                    "prepared": canonical(
-                        {
-                            "view": view,
-                            "block": self.prepared.block.to_obj(),
-                            "votes": [[i, s.hex()] for i, s in chosen],
-                        }
-                    )
-                }
-            )
-        self._vote("commit", view, block_hash)
+            records["prepared"] = prepared_record(self.prepared)
+        self._vote("commit", view, block_hash, records)
 
     def _check_committed(self, view: int, block_hash: bytes) -> None:
         votes = self.votes.get(("commit", view, block_hash), {})

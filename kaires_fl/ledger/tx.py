@@ -49,7 +49,7 @@ class Tx:
         """32-byte transaction id (covers everything but the signatures)."""
         return H(b"kaires/ledger/tx-id", self.body())
 
-    @property
+    @cached_property
     def id(self) -> str:
         return self.hash.hex()
 
