@@ -6,14 +6,18 @@
   4-node ledger with a committed job, write, closed inputs and read: the reader fetches
   the ledger evidence, each of the 4 trustees verifies it from the genesis block (block
   certificate, Merkle paths), checks the access and re-encrypts its share with a DLEQ
-  proof, and the reader verifies the evidence and all 4 DLEQ proofs and combines. All
-  five parties run one after another in this process (target ≤ 5 ms).
+  proof (a batch of one), and the reader verifies the evidence and all 4 DLEQ proofs and
+  combines. All five parties run one after another in this process (target ≤ 5 ms).
+  Best of 25 runs (10 in quick mode): the machine is shared.
 - ``key_release_cpu_ms``: the CPU time (``time.process_time``) of that release, which
   other processes on the machine do not inflate.
 - ``key_release_parallel_ms``: the same release with the trustees' work taken as
   concurrent (slowest trustee + reader), each part measured on its own.
 - ``key_release_batch_per_s``: keys per second for one read of 100 keys (100 writes) to
-  one recipient, same checks.
+  one recipient, same checks: each trustee sends its 100 re-encrypted shares with ONE
+  batched DLEQ proof, the reader verifies the 4 batch proofs (a proof that failed would
+  be followed by locating the bad shares). ``key_release_batch_cpu_per_s``: the same in
+  CPU time.
 
 The time to commit the read transaction itself is the ledger's (``ledger_commit_p50_ms``).
 """
@@ -154,24 +158,30 @@ def _parallel_ms(s: dict[str, Any], repeat: int) -> float:
     return best * 1e3
 
 
+def _cpu_s(fn: Callable[[], Any], repeat: int) -> float:
+    """Best CPU time (``time.process_time``) of ``fn`` over ``repeat`` runs, in seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        c0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - c0)
+    return best
+
+
 def run(quick: bool = False) -> dict[str, float]:
     repeat = 3 if quick else 7
+    rel_repeat = 10 if quick else 25  # a 5 ms operation: more runs for a stable minimum
     out: dict[str, float] = {}
     out["dkg_4_s"] = best_time(lambda: run_dkg(make_participants(4, 1)), repeat=repeat)
     one = _setup(1)
     _release_once(one)  # warm-up
-    out["key_release_ms"] = best_time(lambda: _release_once(one), repeat=repeat) * 1e3
-    cpu = float("inf")
-    for _ in range(repeat):
-        c0 = time.process_time()
-        _release_once(one)
-        cpu = min(cpu, time.process_time() - c0)
-    out["key_release_cpu_ms"] = cpu * 1e3
-    out["key_release_parallel_ms"] = _parallel_ms(one, repeat)
+    out["key_release_ms"] = best_time(lambda: _release_once(one), repeat=rel_repeat) * 1e3
+    out["key_release_cpu_ms"] = _cpu_s(lambda: _release_once(one), rel_repeat) * 1e3
+    out["key_release_parallel_ms"] = _parallel_ms(one, rel_repeat)
     batch = _setup(100)
-    out["key_release_batch_per_s"] = 100 / best_time(
-        lambda: _release_once(batch), repeat=2 if quick else 3
-    )
+    b_repeat = 2 if quick else 3
+    out["key_release_batch_per_s"] = 100 / best_time(lambda: _release_once(batch), repeat=b_repeat)
+    out["key_release_batch_cpu_per_s"] = 100 / _cpu_s(lambda: _release_once(batch), b_repeat)
     for s in (one, batch):
         s["client"].ledger.close()
     return out
