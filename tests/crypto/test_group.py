@@ -300,3 +300,16 @@ def test_unchecked_points_are_refused_by_scalar_multiplication() -> None:
     # a valid point decoded without the check behaves exactly as a checked one
     unchecked = Point.from_bytes(P.to_bytes(), subgroup_check=False)
     assert unchecked == P and unchecked * Scalar(3) == P * Scalar(3)
+
+
+def test_multi_scalar_mult_small_coefficients_match_reference() -> None:
+    pts = [H_POINT * Scalar(7 + i) for i in range(3)]
+    for ks in ([2, -1, 0], [3, -3, 1], [1, 1, 1], [-2, 5, -4], [6, -8, 3], [17, -1, 2**200]):
+        scalars = [Scalar(k) for k in ks]
+        want = Point.identity()
+        for k, p in zip(ks, pts, strict=True):
+            want = want + p * Scalar(k)  # reference: one libsodium multiplication each
+        assert multi_scalar_mult(scalars, pts) == want
+    # identity points and a scalar that cancels a point
+    assert multi_scalar_mult([Scalar(2), Scalar(-2)], [pts[0], pts[0]]) == Point.identity()
+    assert multi_scalar_mult([Scalar(2)], [Point.identity()]) == Point.identity()
