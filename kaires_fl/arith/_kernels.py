@@ -23,6 +23,8 @@ ZERO = np.uint64(0)
 ONE = np.uint64(1)
 #: Column tile of ``matmul3`` (accumulators of 2·8·MATMUL_TILE bytes).
 MATMUL_TILE = 1024
+#: Up to this inner dimension ``matmul3`` accumulates with addmod (about 2× faster there).
+MATMUL_SMALL_K = 8
 
 
 @njit(cache=True, inline="always")
@@ -243,6 +245,22 @@ def matmul3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                         sl += c & M32
                         sh += c >> S32
                     out[s, i, j] = combine_split(sl, sh)
+        return
+    if 1 <= k <= MATMUL_SMALL_K:
+        # Few terms (Shamir sharing and reconstruction: k = t + 1): accumulate with addmod
+        # straight into the output rows — vectorises, no split accumulators to combine.
+        for s in range(s_):
+            for i in range(m):
+                o = out[s, i]
+                x = a[s, i, 0]
+                b0 = b[s, 0]
+                for j in range(n):
+                    o[j] = mulmod(x, b0[j])
+                for t in range(1, k):
+                    x = a[s, i, t]
+                    bt = b[s, t]
+                    for j in range(n):
+                        o[j] = addmod(o[j], mulmod(x, bt[j]))
         return
     # Column tiles: the accumulators and the tile of b stay in L1 even for very wide b
     # (Shamir sharing multiplies a small Vandermonde matrix by ~10^6 columns).

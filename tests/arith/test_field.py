@@ -219,6 +219,24 @@ def test_dot_matmul(F: type, data: st.DataObject) -> None:
     assert F.to_ints(F.dot(S, B)) == out
 
 
+@pytest.mark.parametrize("k", [1, 2, 8, 9, 12])
+def test_matmul_wide_paths_against_ints(k: int) -> None:
+    # wide b: the small-k addmod path (k ≤ 8) and the column tiles (k > 8, n > tile)
+    F = Field64
+    rng = np.random.default_rng(k)
+    A = F.random((3, k), rng=rng)
+    A[0, 0] = F.elements(P64 - 1)
+    B = F.random((k, 2500), rng=rng)
+    B[:, -1] = F.elements(P64 - 1)
+    a, b = F.to_ints(A), F.to_ints(B)
+    got = F.to_ints(F.matmul(A, B))
+    cols = [0, 1, 1023, 1024, 2047, 2048, 2499]
+    for i in range(3):
+        assert [got[i][j] for j in cols] == [
+            sum(a[i][t] * b[t][j] for t in range(k)) % P64 for j in cols
+        ]
+
+
 def test_matmul_large_k_carries() -> None:
     F = Field64
     k = 3000
