@@ -166,14 +166,19 @@ class Ciphertext:
         return self.U.to_bytes() + self.C.to_bytes() + self.wrapped + self.proof.to_bytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> Ciphertext:
-        """Raises EncodingError on a wrong length, an invalid point or a non-canonical scalar."""
+    def from_bytes(cls, data: bytes, *, check_U: bool = True) -> Ciphertext:
+        """Raises EncodingError on a wrong length, an invalid point or a non-canonical scalar.
+
+        ``check_U=False`` leaves U's subgroup check to :func:`verify_ciphertext`, whose
+        scalar multiplication of U refuses any point outside the prime-order group (see
+        :meth:`Point.from_bytes`): only for a ciphertext verified right away.
+        """
         if len(data) != CIPHERTEXT_SIZE:
             raise EncodingError(
                 f"an ElGamal ciphertext is {CIPHERTEXT_SIZE} bytes, got {len(data)}"
             )
         return cls(
-            U=Point.from_bytes(data[:32], allow_identity=False),
+            U=Point.from_bytes(data[:32], allow_identity=False, subgroup_check=check_U),
             C=Point.from_bytes(data[32:64]),
             wrapped=data[64:96],
             proof=SchnorrProof.from_bytes(data[96:]),
@@ -217,6 +222,10 @@ def verify_ciphertext(ct: Ciphertext, X: Point, label: bytes) -> None:
     """Check the write proof: raises InvalidProof if ``ct`` was altered or is for another label."""
     if ct.U.is_identity():
         raise InvalidProof("ciphertext has U = identity; reject the write")
+    if not ct.proof.challenge:
+        # (negligible for an honest proof) a zero challenge would skip the multiplication
+        # of U, which is what checks U's subgroup when it was decoded with check_U=False.
+        raise InvalidProof("write proof with a zero challenge; reject the write")
     try:
         schnorr_verify(ct.proof, ct.U, _write_context(label, X, ct.C, ct.wrapped))
     except InvalidProof as exc:

@@ -334,7 +334,8 @@ def lts_reshare(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
 
 
 def write_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
-    entry = WriteEntry.from_payload(tx.payload)
+    # U's subgroup check happens in verify_write below (its scalar multiplication of U).
+    entry = WriteEntry.from_payload(tx.payload, check_U=False)
     lts = view.get(lts_key(entry.lts))
     if lts is None:
         raise LedgerError(f"calypso.write: LTS {entry.lts[:16]}… is not on the ledger")

@@ -98,14 +98,19 @@ class WriteEntry:
         }
 
     @classmethod
-    def from_payload(cls, p: Any) -> WriteEntry:
-        """Decode (and validate the shape of) a payload; raises EncodingError."""
+    def from_payload(cls, p: Any, *, check_U: bool = True) -> WriteEntry:
+        """Decode (and validate the shape of) a payload; raises EncodingError.
+
+        ``check_U=False``: see :meth:`~kaires_fl.crypto.elgamal.Ciphertext.from_bytes`
+        (the ledger, which runs :func:`verify_write` on the entry right away).
+        """
         try:
             if set(p) != {"lts", "policy", "version", "job", "keys"}:
                 raise EncodingError("a write has exactly lts, policy, version, job, keys")
             keys = []
             for slot, ct in p["keys"]:
-                keys.append((check_slot(slot), Ciphertext.from_bytes(bytes.fromhex(ct))))
+                ciphertext = Ciphertext.from_bytes(bytes.fromhex(ct), check_U=check_U)
+                keys.append((check_slot(slot), ciphertext))
             entry = cls(str(p["lts"]), str(p["policy"]), p["version"], str(p["job"]), tuple(keys))
         except (KeyError, TypeError, ValueError) as exc:
             raise EncodingError(f"malformed write payload: {exc}; use make_write") from exc

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_world
 
 from kaires_fl.crypto.elgamal import RecipientKey
-from kaires_fl.crypto.group import L
+from kaires_fl.crypto.group import L, Scalar
 from kaires_fl.errors import ProtocolError
 from kaires_fl.secret_management import (
     READ_KIND,
@@ -111,3 +111,34 @@ def test_lagrange_at_reference():
     for x in (0, 3, 5):
         lam = lagrange_at(xs, x)
         assert sum(int(c) * f(xi) for c, xi in zip(lam, xs, strict=True)) % L == f(x)
+
+
+def test_ledger_write_decoding_leaves_U_check_to_the_write_proof():
+    from kaires_fl.crypto.group import Point
+    from kaires_fl.crypto.proofs import SchnorrProof
+    from kaires_fl.errors import EncodingError, InvalidProof
+    from kaires_fl.secret_management import make_write, verify_write
+    from kaires_fl.secret_management.write import WriteEntry
+
+    torsion = Point.from_bytes(
+        bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+        subgroup_check=False,
+    )
+    X = Point.base() * Scalar(99)
+    entry, _ = make_write(X, "lts", "pol", 1, "job", ["aggregator:0"])
+    payload = entry.to_payload()
+    verify_write(WriteEntry.from_payload(payload, check_U=False), X)  # honest: fine
+    ct = entry.keys[0][1]
+    bad_ct = dataclasses.replace(
+        ct, U=Point.from_bytes((ct.U + torsion).to_bytes(), subgroup_check=False)
+    )
+    bad = {**payload, "keys": [["aggregator:0", bad_ct.to_bytes().hex()]]}
+    with pytest.raises(EncodingError):
+        WriteEntry.from_payload(bad)  # checked decoding refuses it
+    unchecked = WriteEntry.from_payload(bad, check_U=False)
+    with pytest.raises(EncodingError, match="refused the scalar multiplication"):
+        verify_write(unchecked, X)  # and so does the write proof's multiplication of U
+    zero = dataclasses.replace(bad_ct, proof=SchnorrProof(Scalar(0), Scalar(1)))
+    with pytest.raises(InvalidProof) as info:
+        verify_write(dataclasses.replace(unchecked, keys=(("aggregator:0", zero),)), X)
+    assert "zero challenge" in str(info.value.__cause__)
