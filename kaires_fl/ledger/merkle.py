@@ -106,8 +106,11 @@ def bucket_hash(pairs: Iterable[tuple[str, bytes]]) -> bytes:
 _EMPTY_BUCKET = bucket_hash(())
 
 
+_VALUE = b"kaires/state/value/"
+
+
 def value_hash(value: bytes) -> bytes:
-    return _sha256(b"kaires/state/value/" + value).digest()
+    return _sha256(_VALUE + value).digest()
 
 
 class PreparedUpdate:
@@ -142,28 +145,30 @@ class StateTree:
 
     def _bucket_updates(self, writes: Mapping[str, bytes | None]) -> dict[int, dict[str, bytes]]:
         changed: dict[int, dict[str, bytes]] = {}
+        buckets, sha, tag = self.buckets, _sha256, _VALUE
         for key, value in writes.items():
             b = bucket_of(key)
             bucket = changed.get(b)
             if bucket is None:
-                bucket = changed[b] = dict(self.buckets[b])
+                bucket = changed[b] = buckets[b].copy()
             if value is None:
                 bucket.pop(key, None)
             else:
-                bucket[key] = value_hash(value)
+                bucket[key] = sha(tag + value).digest()  # value_hash, inlined (hot)
         return changed
 
     def _levels_with(self, changed: Mapping[int, dict[str, bytes]]) -> list[list[bytes]]:
         levels = [list(lv) for lv in self.levels]
-        dirty = set()
+        bottom = levels[0]
         for b, pairs in changed.items():
-            levels[0][b] = bucket_hash(pairs.items())
-            dirty.add(b)
+            bottom[b] = bucket_hash(pairs.items())
+        dirty = set(changed)
+        sha, tag = _sha256, _NODE
         for d in range(1, len(levels)):
-            dirty = {i // 2 for i in dirty}
-            lower = levels[d - 1]
+            dirty = {i >> 1 for i in dirty}
+            lower, level = levels[d - 1], levels[d]
             for i in dirty:
-                levels[d][i] = node_hash(lower[2 * i], lower[2 * i + 1])
+                level[i] = sha(tag + lower[2 * i] + lower[2 * i + 1]).digest()  # node_hash
         return levels
 
     def prepare(self, writes: Mapping[str, bytes | None]) -> PreparedUpdate:
