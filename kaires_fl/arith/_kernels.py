@@ -254,13 +254,20 @@ def matmul3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                 o = out[s, i]
                 x = a[s, i, 0]
                 b0 = b[s, 0]
-                for j in range(n):
-                    o[j] = mulmod(x, b0[j])
+                if x == ONE:  # Vandermonde rows start with 1: a copy
+                    o[:] = b0
+                else:
+                    for j in range(n):
+                        o[j] = mulmod(x, b0[j])
                 for t in range(1, k):
                     x = a[s, i, t]
                     bt = b[s, t]
-                    for j in range(n):
-                        o[j] = addmod(o[j], mulmod(x, bt[j]))
+                    if x == ONE:
+                        for j in range(n):
+                            o[j] = addmod(o[j], bt[j])
+                    else:
+                        for j in range(n):
+                            o[j] = addmod(o[j], mulmod(x, bt[j]))
         return
     # Column tiles: the accumulators and the tile of b stay in L1 even for very wide b
     # (Shamir sharing multiplies a small Vandermonde matrix by ~10^6 columns).

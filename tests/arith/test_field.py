@@ -226,6 +226,7 @@ def test_matmul_wide_paths_against_ints(k: int) -> None:
     rng = np.random.default_rng(k)
     A = F.random((3, k), rng=rng)
     A[0, 0] = F.elements(P64 - 1)
+    A[1] = F.ones((k,))  # the copy / add path of unit coefficients
     B = F.random((k, 2500), rng=rng)
     B[:, -1] = F.elements(P64 - 1)
     a, b = F.to_ints(A), F.to_ints(B)
