@@ -116,6 +116,19 @@ def _k_dot_groups(a: np.ndarray, a0: int, w: np.ndarray, out: np.ndarray) -> Non
 
 
 @njit(cache=True)
+def _k_from_bits(a: np.ndarray, a0: int, K: int, out: np.ndarray) -> None:
+    """out[r, g] = Σ_k a[r, a0 + g·K + k]·2^k by Horner doubling (additions only)."""
+    R, G = out.shape
+    for r in range(R):
+        for g in range(G):
+            base = a0 + g * K
+            acc = kern.ZERO
+            for k in range(K - 1, -1, -1):
+                acc = kern.addmod(kern.addmod(acc, acc), a[r, base + k])
+            out[r, g] = acc
+
+
+@njit(cache=True)
 def _k_fill_pairs(
     out: np.ndarray,
     off: int,
@@ -410,7 +423,10 @@ def dot_groups(F: Any, a: np.ndarray, w: np.ndarray, groups: int, start: int = 0
     if _is64(F):
         a2 = _c(a).reshape(-1, a.shape[-1])
         out = np.empty((a2.shape[0], groups), dtype=np.uint64)
-        _k_dot_groups(a2, start, _c(w), out)
+        if K < 64 and np.array_equal(w, np.left_shift(np.uint64(1), np.arange(K, dtype=np.uint64))):
+            _k_from_bits(a2, start, K, out)  # integers from bits: doublings, no products
+        else:
+            _k_dot_groups(a2, start, _c(w), out)
         return out.reshape(*a.shape[:-1], groups)
     win = a[..., start : start + groups * K]
     return F.dot(win.reshape(*a.shape[:-1], groups, K), w)

@@ -458,3 +458,27 @@ def test_row_blocks_equal_one_block(shared: bool, monkeypatch) -> None:  # type:
     ver_blocks = flp.query(meas, proof, qr, jr)
     assert np.array_equal(ver_blocks, ver)
     assert flp.decide(ver_blocks).tolist() == [i != 5 for i in range(B)]
+
+
+@pytest.mark.parametrize("K", [1, 5, 14, 31])
+def test_dot_groups_powers_of_two_against_ints(K: int) -> None:
+    # w = 2^k takes the doubling kernel: any field elements (shares), not just bits
+    from kaires_fl.arith.flp import dot_groups
+
+    G = 3
+    a = F.random((4, 2 + G * K), rng=RNG)
+    a[0, 2] = F.elements(p - 1)
+    w = F.elements([1 << k for k in range(K)])
+    got = dot_groups(F, a, w, G, start=2)
+    ai = [[int(x) for x in row] for row in a]
+    exp = [
+        [sum(ai[r][2 + g * K + k] << k for k in range(K)) % p for g in range(G)] for r in range(4)
+    ]
+    assert [[int(x) for x in row] for row in got] == exp
+    w2 = w.copy()
+    w2[-1] = F.elements(3)  # not powers of two: the general kernel, same contract
+    exp2 = [
+        [(sum(ai[r][2 + g * K + k] * int(w2[k]) for k in range(K))) % p for g in range(G)]
+        for r in range(4)
+    ]
+    assert [[int(x) for x in row] for row in dot_groups(F, a, w2, G, start=2)] == exp2
