@@ -21,6 +21,10 @@ or with another x_i fails its proof. :func:`combine` verifies every share it get
 names the bad ones and recovers the key from t + 1 valid ones; the trustees' leader is
 never trusted to combine (CALYPSO's reference code does that, unverifiably).
 
+A trustee answering a batch of K ciphertexts for one reader sends the K values with ONE
+batched DLEQ proof (:func:`reencrypt_batch` / :func:`verify_reencrypted_batch`: 2K + O(1)
+scalar multiplications for prover and verifier).
+
 The same mechanism with another base (:func:`exponent_share`, :func:`combine_exponent`)
 gives plain partial decryption (base U) or a threshold VRF / common coin (base H_p(m)).
 """
