@@ -166,6 +166,10 @@ class LedgerNode:
         self.vcs: dict[int, dict[int, ViewChange]] = {}
         self.highest_vc: dict[int, int] = {}
         self.proposed: set[int] = set()
+        # Exact (kind, signer, fields…, signature) of what this node signed at this
+        # height: its own broadcast comes back to it and needs no signature check (a
+        # message naming another signer, or differing in any field, is checked).
+        self.signed: set[tuple[Any, ...]] = set()
         self.timer: Timer | None = None
         self.propose_timer: Timer | None = None
 
@@ -359,6 +363,7 @@ class LedgerNode:
         sig = self.identity.sign(
             PROPOSAL_CONTEXT, Proposal.message(self.chain, self.height + 1, v, block.hash)
         )
+        self.signed.add(("proposal", self.index, self.height + 1, v, block.hash, sig))
         self._send_proposal(Proposal(self.height + 1, v, block, self.index, justification, sig))
 
     def _send_proposal(self, p: Proposal) -> None:
@@ -424,7 +429,8 @@ class LedgerNode:
         h = p.block.hash
         if self.accepted.get(p.view, h) != h or self.my_votes.get(("prepare", p.view), h) != h:
             return  # equivocation: keep the first
-        p.check(self.genesis)
+        if p.view > 0 or ("proposal", p.proposer, p.height, p.view, h, p.sig) not in self.signed:
+            p.check(self.genesis)
         self.validate(p.block)
         if p.view > self.view:
             self._set_view(p.view)
@@ -448,6 +454,7 @@ class LedgerNode:
         sig = self.identity.sign(
             vote_context(phase), vote_message(self.chain, phase, h, view, block_hash)
         )
+        self.signed.add(("vote", self.index, phase, h, view, block_hash, sig))
         self._broadcast(Vote(phase, h, view, block_hash, self.index, sig))
 
     def _on_vote(self, v: Vote) -> None:
@@ -455,7 +462,9 @@ class LedgerNode:
         got = self.votes.get(key)
         if got is not None and v.voter in got:
             return
-        v.check(self.genesis)
+        own = ("vote", v.voter, v.phase, v.height, v.view, v.block_hash, v.sig)
+        if own not in self.signed:
+            v.check(self.genesis)
         self.votes.setdefault(key, {})[v.voter] = v.sig
         self._ensure_timer()
         if v.phase == "prepare":
