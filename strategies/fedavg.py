@@ -57,9 +57,10 @@ _P64 = 2**64 - 2**32 + 1
 
 def auto_frac_bits(length: int, most: int = 20) -> int:
     """The most fractional bits (≤ ``most``) a BoundedL2Vec of ``length`` entries with
-    bound 1 can use in Field64 without wrapping."""
+    bound ``1 − 2^-f`` (:func:`~kaires_fl.strategies.update.proven_bound`: f + 1 bits per
+    entry, a 2f-bit norm slack) can use in Field64 without wrapping."""
     for f in range(most, 0, -1):
-        if length * 4 ** (f + 2) + 2 ** (2 * f + 1) < _P64:
+        if length * 4 ** (f + 1) + 2 ** (2 * f) < _P64:
             return f
     return 1
 

@@ -8,7 +8,8 @@ each provider submits ONE fixed-point vector
 where Δ is its flattened model update (trained − global parameters), C the clipping norm,
 n its number of training examples and W the round's weight cap (all public job parameters
 except Δ and n). The validity circuit is :class:`~kaires_fl.arith.circuits.BoundedL2Vec`
-with bound 1, so every accepted submission has ‖v‖₂ ≤ 1: a malicious provider can move the
+with bound ``1 − 2^-frac_bits`` (:func:`proven_bound`), so every accepted submission has
+‖v‖₂ ≤ 1: a malicious provider can move the
 aggregate by at most C·(its weight share), exactly like the largest honest update. The
 aggregators sum the accepted v's; the consumer (the ServerApp) gets ``C·Σ v`` and divides
 by ``Σ w`` over the accepted providers (their claimed weights are public, as in FedAvg,
@@ -33,6 +34,18 @@ from kaires_fl.errors import ConfigError, EncodingError
 
 #: Fractional bits of the fixed-point update (quantisation step C·2^-frac_bits).
 DEFAULT_FRAC_BITS = 16
+
+
+def proven_bound(frac_bits: int) -> float:
+    """The norm bound the circuit proves: ``1 − 2^-frac_bits`` (exact in float64).
+
+    With bound 1 an entry a ∈ [−2^f, 2^f] is offset-encoded in [0, 2^(f+1)], which needs
+    f + 2 bits for the single value 2^(f+1); with bound 1 − 2^-f it lies in
+    [0, 2^(f+1) − 2] and f + 1 bits suffice: the measurement (and every share, proof,
+    hash and verification of it) is one bit per entry shorter, at the same fixed-point
+    step, and the proven norm is still ≤ 1.
+    """
+    return 1.0 - 2.0 ** -int(frac_bits)
 
 
 class ModelUpdateStats(_stats.Statistic):
@@ -68,6 +81,8 @@ class ModelUpdateStats(_stats.Statistic):
             raise ConfigError(f"clip_norm must be a positive finite number, got {clip_norm}")
         if not (float(weight_cap) > 0 and math.isfinite(float(weight_cap))):
             raise ConfigError(f"weight_cap must be a positive finite number, got {weight_cap}")
+        if int(frac_bits) < 1:
+            raise ConfigError(f"model_update needs frac_bits ≥ 1, got {frac_bits}")
         self.granularity = "provider"
         self.length = int(length)
         self.clip_norm = float(clip_norm)
@@ -91,7 +106,9 @@ class ModelUpdateStats(_stats.Statistic):
         }
 
     def _build_circuit(self, field: Any) -> Any:
-        return circuits.BoundedL2Vec(self.length, self.frac_bits, 1.0, field=field)
+        return circuits.BoundedL2Vec(
+            self.length, self.frac_bits, proven_bound(self.frac_bits), field=field
+        )
 
     def weight(self, num_examples: float) -> float:
         """w = min(n, W) / W: the public weight of a provider with ``num_examples``."""
@@ -101,7 +118,8 @@ class ModelUpdateStats(_stats.Statistic):
         return min(n, self.weight_cap) / self.weight_cap
 
     def vector(self, update: Any, num_examples: float) -> np.ndarray:
-        """v = w · clip(Δ / C, 1), shrunk so that rounding cannot push ‖v‖ over 1."""
+        """v = w · clip(Δ / C, 1), shrunk so that rounding cannot push ‖v‖ over the proven
+        bound ``1 − 2^-frac_bits``."""
         d = np.asarray(update, dtype=np.float64).reshape(-1)
         if d.shape[0] != self.length or not np.all(np.isfinite(d)):
             raise EncodingError(
@@ -109,7 +127,11 @@ class ModelUpdateStats(_stats.Statistic):
             )
         u = d / self.clip_norm
         # Rounding moves each entry by ≤ 2^-(f+1), so the norm by ≤ √length·2^-(f+1).
-        room = 1.0 - math.sqrt(self.length) * 2.0 ** -(self.frac_bits + 1) - 1e-12
+        room = (
+            proven_bound(self.frac_bits)
+            - math.sqrt(self.length) * 2.0 ** -(self.frac_bits + 1)
+            - 1e-12
+        )
         norm = float(np.linalg.norm(u))
         if norm > room:
             u = u * (room / norm)
@@ -164,4 +186,4 @@ def unflatten(vector: np.ndarray, like: Sequence[np.ndarray]) -> list[np.ndarray
     return out
 
 
-__all__ = ["ModelUpdateStats", "flatten", "over_norm_measurements", "unflatten"]
+__all__ = ["ModelUpdateStats", "flatten", "over_norm_measurements", "proven_bound", "unflatten"]

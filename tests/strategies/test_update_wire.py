@@ -10,6 +10,7 @@ from kaires_fl.strategies.update import (
     ModelUpdateStats,
     flatten,
     over_norm_measurements,
+    proven_bound,
     unflatten,
 )
 
@@ -115,3 +116,24 @@ def test_submission_and_tx_encodings_round_trip_and_reject_garbage() -> None:
         wire.decode_tx(b"{not json")
     with pytest.raises(EncodingError):
         wire.decode_proofs(b"\x01\x00\x00")
+
+
+def test_proven_bound_saves_one_bit_per_entry_and_stays_at_most_one() -> None:
+    for f in (1, 8, 20):
+        s = ModelUpdateStats(100, frac_bits=f)
+        c = s.circuit
+        assert c.bound == proven_bound(f) < 1.0
+        assert c.entry_bits == f + 1 and c.offset == 2**f - 1
+        assert 100 * (f + 1) + c.norm_bits == c.MEAS_LEN
+    with pytest.raises(ConfigError):
+        ModelUpdateStats(10, frac_bits=0)
+    # The largest vector the clipping lets through still encodes (rounding cannot push it
+    # over the proven bound), and its entries fill the range.
+    s = ModelUpdateStats(4, frac_bits=8)
+    v = s.vector(np.array([100.0, 0.0, 0.0, 0.0]), 1.0)
+    assert abs(v[0] - (proven_bound(8) - 2 * 2.0**-9)) < 1e-9  # room: √4·2^-(f+1)
+    s.measurements(np.array([100.0, 0.0, 0.0, 0.0]), 1.0)
+    d = np.full(4, 5.0)  # every entry large: clipped by the norm, each at ≈ 1/2
+    e = s.circuit.truncate(s.measurements(d, 1.0))
+    a = np.asarray(Field64.to_ints(e[0]), dtype=np.int64) - s.circuit.offset
+    assert int(np.sum(a * a)) <= s.circuit.norm_int
