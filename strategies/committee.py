@@ -230,6 +230,31 @@ class CommitteeConnection:
             )
         return out
 
+    def admit_write(self, wtx: Any, senders: set[str]) -> None:
+        """Refuse a write the ledger's mempool would drop: wrong chain, bad signatures, a
+        counter that is not its sender's next one, or a second write of a sender in this
+        batch. Such a tx would never be committed and would stall the round; every other
+        check (the CALYPSO write contract) the ledger nodes run when they execute it, and a
+        write they reject is refused from its recorded result (no dry run here: it would
+        execute the contract once more).
+
+        Raises
+        ------
+        LedgerError
+            naming what is wrong.
+        """
+        from kaires_fl.ledger.contracts import counter_key
+
+        if wtx.chain != self.client.chain:
+            raise LedgerError("the write is for another ledger (chain id)")
+        wtx.verify_signatures()
+        last = int(self.client.get(counter_key(wtx.sender)) or 0)
+        if wtx.counter != last + 1 or wtx.sender in senders:
+            raise LedgerError(
+                f"the write's counter {wtx.counter} is not its signer's next one ({last + 1}), "
+                "or the signer already wrote in this round: replayed or out of order"
+            )
+
     # -- steps 2.3–7 ------------------------------------------------------------------------
     def aggregate(
         self,
@@ -248,6 +273,7 @@ class CommitteeConnection:
         t0 = time.perf_counter()
         refused: dict[str, str] = {}
         writes, subs = [], []
+        senders: set[str] = set()
         n = len(job["aggregators"])
         for pid, (wtx_b, sub_b) in submissions.items():
             try:
@@ -260,10 +286,11 @@ class CommitteeConnection:
                     raise InvalidSubmission("the manifest names another provider or job")
                 if sub.manifest.write != wtx.id or wtx.kind != "calypso.write":
                     raise InvalidSubmission("the manifest does not name its CALYPSO write")
-                self.client.check(wtx)
+                self.admit_write(wtx, senders)
             except Exception as exc:  # one bad node must not stop the round
                 refused[pid] = f"{type(exc).__name__}: {exc}"
                 continue
+            senders.add(wtx.sender)
             writes.append(wtx)
             subs.append(sub)
             c.coordinator.note("relay-tx", wtx)

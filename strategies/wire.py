@@ -47,10 +47,15 @@ _U32 = struct.Struct("<I")
 
 
 def _pack(chunks: list[bytes]) -> bytes:
-    return b"".join(_U32.pack(len(c)) + c for c in chunks)
+    # One join (one copy of each chunk): the parts of a submission are megabytes.
+    framed: list[bytes] = []
+    for c in chunks:
+        framed += (_U32.pack(len(c)), c)
+    return b"".join(framed)
 
 
 def _unpack(data: bytes, what: str) -> list[bytes]:
+    """The chunks of :func:`_pack` (each copied once out of ``data``, which is not copied)."""
     out, k = [], 0
     view = memoryview(data)
     while k < len(data):
@@ -103,7 +108,7 @@ def decode_submission(data: bytes) -> Any:
     from kaires_fl.ledger.encoding import decode_canonical
 
     try:
-        chunks = _unpack(bytes(data), "submission")
+        chunks = _unpack(data, "submission")
         head = decode_canonical(chunks[0])
         n = int(head["n"])
         if len(chunks) != 1 + 2 * n:
@@ -147,7 +152,7 @@ def decode_proofs(data: bytes) -> dict[str, Any]:
     from kaires_fl.ledger.encoding import decode_canonical
 
     try:
-        chunks = _unpack(bytes(data), "proofs")
+        chunks = _unpack(data, "proofs")
         names = decode_canonical(chunks[0])
         if not isinstance(names, list) or len(names) != len(chunks) - 1:
             raise EncodingError("proof names do not match the proofs")

@@ -7,6 +7,8 @@ serialised as over the wire); the Ray-backed ``run_simulation`` runs are in
 
 from __future__ import annotations
 
+import dataclasses
+
 import flower_apps as apps
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from kaires_fl.strategies import KairesFedAvg, KairesStatsStrategy, ProviderPoli
 from kaires_fl.strategies.fedavg import KairesFlowerBase
 from sklearn.linear_model import LinearRegression, Ridge
 
+from kaires_fl.errors import LedgerError
 from kaires_fl.ledger.encoding import canonical, decode_canonical
 from kaires_fl.simulation import LocalCommittee
 from kaires_fl.statistics import LinearRegressionStats
@@ -295,3 +298,47 @@ def test_stats_strategy_mean_variance_histogram_count() -> None:
         CountStats(), min_nodes=N, min_available_nodes=N, committee=committee
     ).start(grid)
     assert count.aggregate["count"] == len(X) and count.coef_ is None
+
+
+class _BadWriteGrid(LocalGrid):
+    """Flips a byte of node 1's write signature in every train reply (a faulty relay)."""
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = list(super().send_and_receive(messages, timeout=timeout))
+        for r in replies:
+            rec = r.content.config_records.get(wire.REPLY) if r.has_content() else None
+            if r.metadata.src_node_id == 1 and rec is not None and "write-tx" in rec:
+                tx = wire.decode_tx(rec["write-tx"])
+                sig = bytearray(bytes.fromhex(tx.signatures[0]))
+                sig[0] ^= 1
+                rec["write-tx"] = wire.encode_tx(
+                    dataclasses.replace(tx, signatures=(sig.hex(), *tx.signatures[1:]))
+                )
+        return replies
+
+
+def test_badly_signed_write_refused_others_aggregated() -> None:
+    s = _fedavg(LocalCommittee())
+    grid = _BadWriteGrid(apps.make_client_app(), N)
+    _run(s, grid, 1)
+    res = s.kaires_rounds[1]["result"]
+    assert set(res.refused) == {"provider.flwr.node-0"}, res.refused
+    assert "signature" in res.refused["provider.flwr.node-0"].lower()
+    assert res.status == "done" and len(res.accepted) == N - 1
+
+
+def test_replayed_or_second_write_refused_before_relay() -> None:
+    committee = LocalCommittee()
+    s = _fedavg(committee)
+    grid = LocalGrid(apps.make_client_app(), N)
+    _run(s, grid, 1)
+    recs = [m.content.config_records.get(wire.REPLY) for m in grid.received if m.has_content()]
+    old = wire.decode_tx(next(r["write-tx"] for r in recs if r and "write-tx" in r))
+    conn = s.committee
+    with pytest.raises(LedgerError, match="replayed or out of order"):
+        conn.admit_write(old, set())  # its counter is already used on the ledger
+    fresh = dataclasses.replace(old, counter=old.counter + 1)
+    with pytest.raises(LedgerError, match="signature"):
+        conn.admit_write(fresh, set())  # re-countered without the signer: bad signature
+    with pytest.raises(LedgerError, match="already wrote"):
+        conn.admit_write(old, {old.sender})
