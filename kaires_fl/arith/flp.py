@@ -927,7 +927,8 @@ class FlpBBCGGI19:
         ``_k_prove_psmul``: no wire grid is materialised."""
         inp = call.inputs[0] if len(call.inputs) == 1 else np.concatenate(call.inputs, axis=1)
         out = np.empty((seeds.shape[0], lay.poly_len), dtype=np.uint64)
-        _k_prove_psmul(_c(inp), _c(seeds), *_psmul_tables(lay.P), out)
+        itw, tw, rev, shift, itw2, rev2, inv2 = _psmul_tables(lay.P)
+        _k_prove_psmul(_c(inp), _c(seeds), itw, tw, rev, shift, itw2, rev2, inv2, out)
         return out
 
     def _extend(self, lay: _GadgetLayout, wires: np.ndarray) -> np.ndarray:
