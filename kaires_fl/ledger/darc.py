@@ -143,7 +143,7 @@ def evaluate(
     if op == "key":
         return tree[1] in signers
     if op == "anyof":
-        return any(s in tree[1] for s in signers)
+        return not tree[1].isdisjoint(signers)
     if op == "or":
         return any(evaluate(e, signers, view, depth) for e in tree[1:])
     if op == "and":
