@@ -768,12 +768,12 @@ class AggregatorJob:
         elif ctx.rows >= PER_SUBMISSION_QUERY * S:
             parts = []
             for s, b in subs:
-                sh = self.shares.get(s)
-                if sh is None:  # unopened: its rows are ignored by every decision
+                opened = self.shares.get(s)
+                if opened is None:  # unopened: its rows are ignored by every decision
                     parts.append(F.zeros((b, flp.VERIFIER_LEN)))
                     continue
                 jr = ctx.joint_rand(s) if flp.JOINT_RAND_LEN else None
-                parts.append(flp.query(sh.meas, sh.proof, qr, jr))
+                parts.append(flp.query(opened.meas, opened.proof, qr, jr))
             verifier = np.concatenate(parts)
         else:
 
