@@ -260,11 +260,12 @@ class CommitteeConnection:
         self,
         job: Mapping[str, Any],
         statistic: Any,
-        submissions: Mapping[str, tuple[bytes, bytes]],
+        submissions: Mapping[str, tuple[bytes, Any]],
     ) -> RoundResult:
         """Relay the writes, close the inputs, run the aggregation, open the result.
 
-        ``submissions`` maps a policy id to its ``(write-tx, submission)`` bytes. A
+        ``submissions`` maps a policy id to its ``(write-tx, submission)``: the write's
+        bytes and the submission as bytes or as :func:`~.wire.submission_record` fields. A
         submission that is malformed, not from an included provider, or whose write the
         ledger refuses is *refused* (reason recorded) and not aggregated.
         """

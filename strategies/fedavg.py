@@ -203,11 +203,11 @@ class KairesFlowerBase:
 
     def collect(
         self, round_key: int, replies: Iterable[Message]
-    ) -> tuple[dict[str, tuple[bytes, bytes]], dict[str, Any], dict[int, str]]:
-        """Sealed submissions (policy id → (write, submission)), the replies' metrics by
-        policy id, and the nodes' refusal reasons."""
+    ) -> tuple[dict[str, tuple[bytes, Any]], dict[str, Any], dict[int, str]]:
+        """Sealed submissions (policy id → (write, submission bytes or record fields)),
+        the replies' metrics by policy id, and the nodes' refusal reasons."""
         info = self.kaires_rounds[round_key]
-        subs: dict[str, tuple[bytes, bytes]] = {}
+        subs: dict[str, tuple[bytes, Any]] = {}
         metrics: dict[str, Any] = {}
         refusals: dict[int, str] = {}
         for r in replies:
@@ -225,10 +225,13 @@ class KairesFlowerBase:
                 # A Kaires reply carries no plaintext arrays; one that does is dropped unread.
                 refusals[node] = "reply carries plaintext arrays: dropped"
                 continue
-            wtx, sub = rec.get("write-tx"), rec.get("submission")
-            if not isinstance(wtx, bytes) or not isinstance(sub, bytes):
+            wtx = rec.get("write-tx")
+            fields = {k: rec.get(k) for k in (wire.SUBMISSION, wire.MEAS_PARTS, wire.PROOF_PARTS)}
+            if not isinstance(wtx, bytes) or not isinstance(fields[wire.SUBMISSION], bytes):
                 refusals[node] = "reply without a sealed submission for its policy"
                 continue
+            # The parts as separate bytes values (wire.submission_record), or one blob.
+            sub = fields if fields[wire.MEAS_PARTS] is not None else fields[wire.SUBMISSION]
             subs[pid] = (wtx, sub)
             metrics[pid] = next(iter(r.content.metric_records.values()), None)
         info["refusals"] = refusals

@@ -304,7 +304,8 @@ class FlowerProvider:
     def seal(self, offer: JobOffer, measurements: np.ndarray) -> dict[str, Any]:
         """CALYPSO write + sealed submission of ``measurements`` for ``offer``'s job.
 
-        Returns the reply record: ``policy``, ``write-tx``, ``submission``.
+        Returns the reply record: ``policy``, ``write-tx`` and the
+        :func:`~kaires_fl.strategies.wire.submission_record` fields.
         """
         from kaires_fl.aggregation.job import circuit_id, flp_for, job_statistic
         from kaires_fl.aggregation.submission import seal_parts, sign_manifest
@@ -343,7 +344,7 @@ class FlowerProvider:
         return {
             "policy": self.policy_id,
             "write-tx": wire.encode_tx(tx),
-            "submission": wire.encode_submission(sub),
+            **wire.submission_record(sub),
         }
 
 

@@ -20,8 +20,12 @@ Server → client (``config``):
 Client → server (reply record ``kaires``):
 
 - enrolment: ``public`` (hex), ``policy`` (policy id), ``policy-tx`` (:func:`encode_tx`);
-- job: ``policy``, ``write-tx`` (the CALYPSO write, signed by the provider) and
-  ``submission`` (:func:`encode_submission`: signed manifest + sealed parts).
+- job: ``policy``, ``write-tx`` (the CALYPSO write, signed by the provider) and the
+  sealed submission as :func:`submission_record`: ``submission`` (canonical JSON of the
+  signed manifest), ``meas-parts`` and ``proof-parts`` (the sealed parts, one bytes value
+  per aggregator). The parts travel as Flower's own bytes values, so neither side packs
+  or unpacks megabytes (each copy of a 7 MB submission costs ≈ 5 ms on this machine).
+  :func:`encode_submission` is the same content as one blob (files, other transports).
 """
 
 from __future__ import annotations
@@ -86,29 +90,57 @@ def decode_tx(data: bytes) -> Any:
     return Tx.from_obj(decode_canonical(bytes(data)))
 
 
-def encode_submission(sub: Any) -> bytes:
-    """A sealed submission as bytes: canonical manifest + signature, then the parts."""
+SUBMISSION = "submission"
+MEAS_PARTS = "meas-parts"
+PROOF_PARTS = "proof-parts"
+
+
+def _head(sub: Any) -> bytes:
     from kaires_fl.ledger.encoding import canonical
 
     n = len(sub.meas_parts)
-    head = canonical({"manifest": sub.manifest.to_obj(), "signature": sub.signature.hex(), "n": n})
-    return _pack([head, *sub.meas_parts, *sub.proof_parts])
+    return bytes(
+        canonical({"manifest": sub.manifest.to_obj(), "signature": sub.signature.hex(), "n": n})
+    )
 
 
-def decode_submission(data: bytes) -> Any:
-    """Inverse of :func:`encode_submission`.
+def encode_submission(sub: Any) -> bytes:
+    """A sealed submission as one blob: canonical manifest + signature, then the parts."""
+    return _pack([_head(sub), *sub.meas_parts, *sub.proof_parts])
+
+
+def submission_record(sub: Any) -> dict[str, bytes | list[bytes]]:
+    """A sealed submission as reply-record fields (module docstring); no part is copied."""
+    return {
+        SUBMISSION: _head(sub),
+        MEAS_PARTS: list(sub.meas_parts),
+        PROOF_PARTS: list(sub.proof_parts),
+    }
+
+
+def decode_submission(data: bytes | Mapping[str, Any]) -> Any:
+    """Inverse of :func:`encode_submission` (bytes) and of :func:`submission_record`
+    (a mapping with its three fields).
 
     Raises
     ------
     InvalidSubmission
-        if the bytes are not a well-formed submission (the signature and part hashes are
+        if the input is not a well-formed submission (the signature and part hashes are
         checked later, by ``SealedSubmission.check``).
     """
     from kaires_fl.aggregation.submission import Manifest, SealedSubmission
     from kaires_fl.ledger.encoding import decode_canonical
 
     try:
-        chunks = _unpack(data, "submission")
+        if isinstance(data, Mapping):
+            fields = [data[SUBMISSION]], list(data[MEAS_PARTS]), list(data[PROOF_PARTS])
+            if not all(isinstance(c, bytes) for f in fields for c in f):
+                raise EncodingError("the submission fields must be bytes values")
+            if len(fields[1]) != len(fields[2]):
+                raise EncodingError("as many proof parts as measurement parts are needed")
+            chunks = [*fields[0], *fields[1], *fields[2]]
+        else:
+            chunks = _unpack(data, "submission")
         head = decode_canonical(chunks[0])
         n = int(head["n"])
         if len(chunks) != 1 + 2 * n:
@@ -166,11 +198,14 @@ __all__ = [
     "CONSUMER",
     "GENESIS",
     "JOB",
+    "MEAS_PARTS",
     "PHASE",
     "PHASE_ENROL",
     "PHASE_JOB",
     "PROOFS",
+    "PROOF_PARTS",
     "REPLY",
+    "SUBMISSION",
     "WEIGHT_KEY",
     "decode_proofs",
     "decode_submission",
@@ -178,4 +213,5 @@ __all__ = [
     "encode_proofs",
     "encode_submission",
     "encode_tx",
+    "submission_record",
 ]

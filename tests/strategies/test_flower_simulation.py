@@ -116,7 +116,13 @@ def test_kaires_fedavg_matches_fedavg_and_stats_match_sklearn() -> None:
     for m in kaires.seen:
         assert not m.has_error() and not m.content.array_records
         assert set(m.content.config_records) == {"kaires"}
-        assert set(m.content.config_records["kaires"]) == {"policy", "write-tx", "submission"}
+        assert set(m.content.config_records["kaires"]) == {
+            "policy",
+            "write-tx",
+            "submission",
+            "meas-parts",
+            "proof-parts",
+        }
     X, y = apps.diabetes_partition(0, 1)
     ref = LinearRegression().fit(X, y)
     res = out["stats"]

@@ -80,7 +80,12 @@ def test_server_never_holds_an_individual_update(faulty_runs: dict) -> None:
     assert replies and all(not m.content.array_records for m in replies if m.has_content())
     arrays = apps.task.initial_arrays()  # round 1's global model
     blobs = b"".join(
-        b"".join(bytes(v) for v in rec.values() if isinstance(v, bytes))
+        b"".join(
+            bytes(b)
+            for v in rec.values()
+            for b in (v if isinstance(v, list) else [v])
+            if isinstance(b, bytes)
+        )
         for m in replies
         if m.has_content()
         for rec in m.content.config_records.values()

@@ -112,6 +112,21 @@ def test_submission_and_tx_encodings_round_trip_and_reject_garbage() -> None:
     for bad in (b"", b"\x05\x00\x00\x00ab", wire.encode_submission(sub)[:-3]):
         with pytest.raises(InvalidSubmission):
             wire.decode_submission(bad)
+    rec = wire.submission_record(sub)
+    assert wire.decode_submission(rec) == sub
+    assert rec[wire.MEAS_PARTS][0] is sub.meas_parts[0]  # the parts are not copied
+    wire.decode_submission(rec).check(4)
+    tampered = dict(rec, **{wire.PROOF_PARTS: [*rec[wire.PROOF_PARTS][:-1], b"\0" * 64]})
+    with pytest.raises(InvalidSubmission):
+        wire.decode_submission(tampered).check(4)
+    for bad in (
+        dict(rec, **{wire.MEAS_PARTS: rec[wire.MEAS_PARTS][:3]}),  # 3 + 4 parts
+        dict(rec, **{wire.MEAS_PARTS: ["str", *rec[wire.MEAS_PARTS][1:]]}),
+        {k: v for k, v in rec.items() if k != wire.PROOF_PARTS},
+        dict(rec, **{wire.SUBMISSION: b"{}"}),
+    ):
+        with pytest.raises(InvalidSubmission):
+            wire.decode_submission(bad)
     with pytest.raises(EncodingError):
         wire.decode_tx(b"{not json")
     with pytest.raises(EncodingError):
