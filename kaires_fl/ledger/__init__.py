@@ -64,6 +64,12 @@ Notes
 - Byzantine node behaviours (tests, ``LocalCommittee`` faults): ``"equivocate"``,
   ``"garbage"``, ``"silent"``, ``"byzantine"`` (equivocate + garbage); a crash is
   ``ledger.crash(i)``. The roster is fixed by the genesis block (no reconfiguration).
+- Encoding: :func:`~kaires_fl.ledger.encoding.canonical` uses orjson when it is installed
+  and falls back to the standard library byte for byte (floats, null, escapes, non-ASCII);
+  values must be plain JSON types (orjson would also encode ``Enum``/``UUID``, which the
+  standard library refuses).
+- Each node verifies every signature itself; it skips only the exact echo of its own
+  proposal and votes (see ``LedgerNode.signed``).
 """
 
 from __future__ import annotations
