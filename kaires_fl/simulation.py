@@ -405,7 +405,7 @@ class LocalCommittee:
         lap("inputs")
         # 4–6. key release, verification, aggregation, receipt
         out = self.coordinator.run(
-            job_id, job["aggregators"], subs, lambda: self._coin_shares(job_id)
+            job_id, job["aggregators"], subs, lambda: self.coin_shares(job_id)
         )
         for k, v in out["timings"].items():
             timings[k] = timings.get(k, 0.0) + v
@@ -451,7 +451,7 @@ class LocalCommittee:
         }
         return JobResult(aggregate, report, receipt, raw)
 
-    def _coin_shares(self, job_id: str) -> dict[int, CoinShare | None]:
+    def coin_shares(self, job_id: str) -> dict[int, CoinShare | None]:
         ev = prove_entries(self.client, [job_key(job_id), inputs_key(job_id)])
         req = CoinRequest(self.lts_id, job_id, ev)
         self.coordinator.note("coin-request", req)

@@ -216,7 +216,7 @@ class CommitteeConnection:
         keys = [job_key(job_id), lts_key(self.committee.lts_id)]
         for pid, pub in providers.items():
             keys += [darc_key(pid), counter_key(pub)]
-        proofs = self.client._prove_many(keys)
+        proofs = self.client.prove_many(keys)
         job_p, lts_p = proofs[0], proofs[1]
         out = {}
         for k, pid in enumerate(providers):
@@ -306,6 +306,10 @@ class CommitteeConnection:
                 else:
                     refused[s.manifest.provider] = f"write refused: {d.result.reason}"
             writes, subs = kept_w, kept_s
+            # the same admission the simulation applies: parts match the manifest, the
+            # committed write is the manifest signer's, one submission per provider
+            subs, dropped = c.coordinator.admit(job, subs)
+            refused.update(dropped)
         timings["write"] = time.perf_counter() - t0
         if not subs:
             return RoundResult(
@@ -321,7 +325,7 @@ class CommitteeConnection:
             raise LedgerError(f"closing the inputs was refused: {d.result.reason}")
         timings["inputs"] = time.perf_counter() - t0
         out = c.coordinator.run(
-            job["id"], job["aggregators"], subs, lambda: c._coin_shares(job["id"])
+            job["id"], job["aggregators"], subs, lambda: c.coin_shares(job["id"])
         )
         for k, v in out["timings"].items():
             timings[k] = timings.get(k, 0.0) + v
