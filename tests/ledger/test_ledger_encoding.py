@@ -105,3 +105,14 @@ def test_prepared_record_is_the_canonical_encoding() -> None:
     )
     assert prepared_record(p) == expected
     assert decode_canonical(prepared_record(p))["view"] == 2
+
+
+def test_signed_tx_hash_is_the_hash_of_its_body() -> None:
+    from conftest import ident
+
+    from kaires_fl.ledger.tx import Tx, make_tx
+
+    tx = make_tx("c" * 64, "coin.transfer", {"to": "ab", "amount": 1}, 4, ident("s"), [ident("t")])
+    rebuilt = Tx(tx.chain, tx.kind, tx.payload, tx.signers, tx.counter, tx.signatures)
+    assert tx.hash == rebuilt.hash and tx.id == rebuilt.id == rebuilt.hash.hex()
+    rebuilt.verify_signatures()
