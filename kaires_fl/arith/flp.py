@@ -243,14 +243,25 @@ def _k_wire_eval(inp: np.ndarray, seeds: np.ndarray, w: np.ndarray, out: np.ndar
 
 @njit(cache=True)
 def _k_powers(x: np.ndarray, out: np.ndarray) -> None:
-    """out[r, k] = x[r]^k."""
+    """out[r, k] = x[r]^k.
+
+    Eight independent chains (x^j·(x^8)^i for j < 8) instead of one: a serial chain is
+    bound by the multiply's latency, eight keep the multiplier busy.
+    """
     R, n = out.shape
+    W = 8
     for r in range(R):
-        acc = kern.ONE
         xr = x[r]
-        for k in range(n):
+        head = min(W, n)
+        acc = kern.ONE
+        for k in range(head):
             out[r, k] = acc
             acc = kern.mulmod(acc, xr)
+        if n <= W:
+            continue
+        step = acc  # x^8
+        for k in range(W, n):
+            out[r, k] = kern.mulmod(out[r, k - W], step)
 
 
 @njit(cache=True)
