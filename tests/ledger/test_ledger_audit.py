@@ -6,9 +6,9 @@ import hashlib
 from dataclasses import replace
 
 import pytest
-from conftest import ident, key, make_ledger, policy_payload
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ledger_world import ident, key, make_ledger, policy_payload
 
 from kaires_fl.crypto.sign import H
 from kaires_fl.errors import AuditError, EncodingError

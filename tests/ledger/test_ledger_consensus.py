@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from conftest import assert_agreement, ident, make_ledger, rule
+from ledger_world import assert_agreement, ident, make_ledger, rule
 
 from kaires_fl.errors import LedgerError, ProtocolError
 from kaires_fl.ledger import LocalLedger, Tx

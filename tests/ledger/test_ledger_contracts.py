@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from conftest import FAST, ident, key, make_ledger, policy_payload, rule
+from ledger_world import FAST, ident, key, make_ledger, policy_payload, rule
 
 from kaires_fl.errors import ConfigError, LedgerError
 from kaires_fl.ledger import (

@@ -89,7 +89,7 @@ def test_decode_keeps_big_integers_exact() -> None:
 
 
 def test_prepared_record_is_the_canonical_encoding() -> None:
-    from conftest import ident
+    from ledger_world import ident
 
     from kaires_fl.crypto.sign import H
     from kaires_fl.ledger import Block, BlockHeader, TxResult, make_tx
@@ -108,7 +108,7 @@ def test_prepared_record_is_the_canonical_encoding() -> None:
 
 
 def test_signed_tx_hash_is_the_hash_of_its_body() -> None:
-    from conftest import ident
+    from ledger_world import ident
 
     from kaires_fl.ledger.tx import Tx, make_tx
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import FAST, ident, key, make_ledger
+from ledger_world import FAST, ident, key, make_ledger
 
 from kaires_fl.ledger import consensus
 from kaires_fl.ledger.consensus import Vote, vote_context, vote_message

@@ -73,7 +73,7 @@ def test_dkg_node_ignores_spoofed_senders():
 
 
 def test_committee_with_network_dkg_registers_and_releases():
-    from conftest import make_world
+    from trustee_world import make_world
 
     from kaires_fl.secret_management import TrusteeCommittee
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import make_world
+from trustee_world import make_world
 
 from kaires_fl.secret_management import Refusal, ReleaseRequest
 from kaires_fl.secret_management.trustee import collect_answers

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import make_world
+from trustee_world import make_world
 
 from kaires_fl.crypto.elgamal import RecipientKey
 from kaires_fl.crypto.group import L, Scalar

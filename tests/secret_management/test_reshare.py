@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_world
+from trustee_world import make_world
 
 from kaires_fl.crypto.group import Point
 from kaires_fl.crypto.vss import recover_secret
