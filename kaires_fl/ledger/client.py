@@ -397,7 +397,6 @@ class LedgerClient:
             out.append(StateProof(bp, key, _fresh(nd.state.raw(key)), tuple(pairs), tuple(sibs)))
         return out
 
-
     def prove_job(self, job_id: str) -> StateProof:
         """Proof for trustees/providers that job ``job_id`` is committed (see ``verify_job``)."""
         return self.prove(f"job/{job_id}")
