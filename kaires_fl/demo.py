@@ -49,7 +49,7 @@ def main(quiet: bool = False) -> int:
     committee = LocalCommittee(faults=FAULTS)
     try:
         est = KairesLinearRegression(
-            n_providers=N_PROVIDERS, committee=committee, progress=not quiet
+            n_providers=N_PROVIDERS, committee=committee, progress="auto" if not quiet else False
         ).fit(X, y)
         elapsed = time.perf_counter() - t0
         report = est.kaires_report_

@@ -122,7 +122,7 @@ class _KairesLinearModel(RegressorMixin, BaseEstimator):
     fit_intercept: bool
     bounds: Any
     frac_bits: int | None
-    progress: bool
+    progress: bool | str
 
     def _statistic(
         self, X: np.ndarray, y: np.ndarray, groups: list[np.ndarray]
@@ -250,8 +250,9 @@ class KairesLinearRegression(_KairesLinearModel):
         Provider granularity: fractional bits of the fixed-point sums (default 40, fewer if
         the field requires). Record granularity: quantisation bits per value (default 28,
         fewer if the field requires: records·(2^bits − 1)² < p).
-    progress : bool, default False
-        Show a progress bar for the job.
+    progress : bool or "auto", default "auto"
+        Progress bar over the job's phases: ``"auto"`` shows it on a terminal once a fit has
+        run for two seconds; ``True`` always, ``False`` never.
 
     Attributes
     ----------
@@ -269,7 +270,7 @@ class KairesLinearRegression(_KairesLinearModel):
         fit_intercept: bool = True,
         bounds: Any = "auto",
         frac_bits: int | None = None,
-        progress: bool = False,
+        progress: bool | str = "auto",
     ) -> None:
         self.n_providers = n_providers
         self.committee = committee
@@ -294,7 +295,7 @@ class KairesRidge(_KairesLinearModel):
         fit_intercept: bool = True,
         bounds: Any = "auto",
         frac_bits: int | None = None,
-        progress: bool = False,
+        progress: bool | str = "auto",
     ) -> None:
         self.alpha = alpha
         self.n_providers = n_providers

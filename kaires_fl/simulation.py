@@ -310,7 +310,7 @@ class LocalCommittee:
         statistic: Any,
         data: Mapping[Any, tuple[Any, Any]],
         consumer: Consumer | None = None,
-        progress: bool = False,
+        progress: bool | str = False,
     ) -> JobResult:
         """Run the whole Kaires flow for ``statistic`` over ``{provider label: (X, y)}``.
 
@@ -330,7 +330,7 @@ class LocalCommittee:
         statistic: Any,
         data: Mapping[Any, tuple[Any, Any]],
         consumer: Consumer | None,
-        progress: bool,
+        progress: bool | str,
     ) -> JobResult:
         consumer = consumer or self.consumer
         timings: dict[str, float] = {}
@@ -479,19 +479,27 @@ class LocalCommittee:
 
 
 class _Progress:
-    """A tqdm bar over the job's phases when asked for (quiet otherwise)."""
+    """A tqdm bar over the job's phases.
+
+    ``True`` always shows it; ``"auto"`` shows it only on a terminal and only once the job
+    has run for two seconds (so short fits and test runs stay quiet); ``False`` never.
+    """
 
     PHASES = 7
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool | str) -> None:
         self.bar = None
         if enabled:
-            try:
-                from tqdm.auto import tqdm
+            from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=self.PHASES, desc="kaires job", leave=False)
-            except ImportError:  # pragma: no cover - tqdm is a dependency
-                self.bar = None
+            auto = enabled == "auto"
+            self.bar = tqdm(
+                total=self.PHASES,
+                desc="kaires job",
+                leave=False,
+                disable=None if auto else False,  # None: disabled when not a terminal
+                delay=2.0 if auto else 0.0,
+            )
 
     def step(self, name: str) -> None:
         if self.bar is not None:

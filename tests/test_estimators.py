@@ -130,7 +130,7 @@ def test_sklearn_conventions_without_fitting() -> None:
         est = cls(n_providers=4, granularity="record", frac_bits=16)
         params = est.get_params()
         assert params["n_providers"] == 4 and params["committee"] is None
-        assert params["bounds"] == "auto" and params["progress"] is False
+        assert params["bounds"] == "auto" and params["progress"] == "auto"
         c = clone(est)
         assert c is not est and c.get_params() == params
         assert est.set_params(n_providers=7) is est and est.n_providers == 7
