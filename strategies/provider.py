@@ -307,39 +307,24 @@ class FlowerProvider:
         Returns the reply record: ``policy``, ``write-tx`` and the
         :func:`~kaires_fl.strategies.wire.submission_record` fields.
         """
-        from kaires_fl.aggregation.job import circuit_id, flp_for, job_statistic
-        from kaires_fl.aggregation.submission import seal_parts, sign_manifest
-        from kaires_fl.crypto.group import Point
+        from kaires_fl.aggregation.job import flp_for, job_statistic
         from kaires_fl.ledger.tx import make_tx
-        from kaires_fl.secret_management.write import WRITE_KIND, aggregator_slot, make_write
+        from kaires_fl.roles.provider import seal_submission
 
         job = offer.job
-        statistic = job_statistic(job)
-        flp = flp_for(statistic)
-        n, t = len(job["aggregators"]), int(job["params"]["degree"])
-        X = Point.from_bytes(bytes.fromhex(offer.lts["X"]), allow_identity=False)
-        slots = [aggregator_slot(i) for i in range(n)]
-        entry, plain = make_write(
-            X, offer.lts_id, self.policy_id, offer.policy_version, job["id"], slots
-        )
-        tx = make_tx(
-            offer.genesis.chain_id, WRITE_KIND, entry.to_payload(), offer.counter, self.identity
-        )
-        cid = circuit_id(job["statistic"], job["params"]["statistic"])
-        fault = self.fault if self.fault != "over_norm" else None
-        parts = seal_parts(
-            flp,
+        tx, sub = seal_submission(
+            self.identity,
+            self.policy_id,
+            job,
+            flp_for(job_statistic(job)),
             measurements,
-            job=job["id"],
-            provider=self.policy_id,
-            circuit=cid,
-            n=n,
-            t=t,
-            keys=[plain[s] for s in slots],
-            fault=fault,
-        )
-        sub = sign_manifest(
-            self.identity, parts, job=job["id"], provider=self.policy_id, circuit=cid, write=tx.id
+            lts_id=offer.lts_id,
+            lts_X=offer.lts["X"],
+            policy_version=offer.policy_version,
+            sign_write=lambda kind, payload: make_tx(
+                offer.genesis.chain_id, kind, payload, offer.counter, self.identity
+            ),
+            fault=self.fault if self.fault != "over_norm" else None,
         )
         return {
             "policy": self.policy_id,

@@ -11,7 +11,7 @@ its rows with the job's statistic, CALYPSO-writes one fresh key per aggregator (
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,30 +112,61 @@ class Provider:
         Returns the signed ``calypso.write`` transaction (to be committed before the inputs
         close) and the submission (for the coordinator).
         """
-        flp = flp_for(statistic)
-        n = len(job["aggregators"])
-        t = int(job["params"]["degree"])
         lts = ledger.get(lts_key(lts_id))
         policy = ledger.get(darc_key(self.policy_id))
-        X_point = Point.from_bytes(bytes.fromhex(lts["X"]), allow_identity=False)
-        slots = [aggregator_slot(i) for i in range(n)]
-        entry, plain = make_write(
-            X_point, lts_id, self.policy_id, int(policy["version"]), job["id"], slots
-        )
-        tx = ledger.sign(self.identity, WRITE_KIND, entry.to_payload())
-        cid = circuit_id(job["statistic"], job["params"]["statistic"])
-        parts = seal_parts(
-            flp,
+        return seal_submission(
+            self.identity,
+            self.policy_id,
+            job,
+            flp_for(statistic),
             meas,
-            job=job["id"],
-            provider=self.policy_id,
-            circuit=cid,
-            n=n,
-            t=t,
-            keys=[plain[s] for s in slots],
+            lts_id=lts_id,
+            lts_X=lts["X"],
+            policy_version=int(policy["version"]),
+            sign_write=lambda kind, payload: ledger.sign(self.identity, kind, payload),
             fault=self.fault,
         )
-        sub = sign_manifest(
-            self.identity, parts, job=job["id"], provider=self.policy_id, circuit=cid, write=tx.id
-        )
-        return tx, sub
+
+
+def seal_submission(
+    identity: Identity,
+    policy_id: str,
+    job: Mapping[str, Any],
+    flp: Any,
+    meas: np.ndarray,
+    *,
+    lts_id: str,
+    lts_X: str,
+    policy_version: int,
+    sign_write: Callable[[str, Any], Tx],
+    fault: str | None = None,
+) -> tuple[Tx, SealedSubmission]:
+    """The CALYPSO write and the sealed submission of ``meas`` for committed ``job`` (§2).
+
+    One fresh key per aggregator is written to the trustees' key ``lts_X`` (hex) under the
+    provider's policy version; the Shamir-shared rows and proof are sealed under those keys
+    and the manifest is signed. ``sign_write(kind, payload)`` signs the write transaction
+    (through a ledger client online, or with a known counter offline, as a Flower client).
+    """
+    n = len(job["aggregators"])
+    t = int(job["params"]["degree"])
+    X_point = Point.from_bytes(bytes.fromhex(lts_X), allow_identity=False)
+    slots = [aggregator_slot(i) for i in range(n)]
+    entry, plain = make_write(X_point, lts_id, policy_id, policy_version, job["id"], slots)
+    tx = sign_write(WRITE_KIND, entry.to_payload())
+    cid = circuit_id(job["statistic"], job["params"]["statistic"])
+    parts = seal_parts(
+        flp,
+        meas,
+        job=job["id"],
+        provider=policy_id,
+        circuit=cid,
+        n=n,
+        t=t,
+        keys=[plain[s] for s in slots],
+        fault=fault,
+    )
+    sub = sign_manifest(
+        identity, parts, job=job["id"], provider=policy_id, circuit=cid, write=tx.id
+    )
+    return tx, sub
