@@ -23,6 +23,7 @@ import hashlib
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 from kaires_fl.crypto.group import (
     SCALAR_SIZE,
@@ -62,19 +63,27 @@ def _require_base(base: Point, what: str) -> None:
 
 
 @dataclass(frozen=True)
-class SchnorrProof:
-    """Proof of knowledge of x with ``statement = x · base``."""
+class _SigmaProof:
+    """A Fiat–Shamir sigma proof as (challenge, response): 64 canonical bytes."""
 
     challenge: Scalar
     response: Scalar
+    NAME: ClassVar[str] = "proof"
 
     def to_bytes(self) -> bytes:
         return self.challenge.to_bytes() + self.response.to_bytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> SchnorrProof:
+    def from_bytes(cls, data: bytes) -> Self:
         """Raises EncodingError on a wrong length or a non-canonical scalar."""
-        return cls(*_decode_pair(data, "Schnorr proof"))
+        return cls(*_decode_pair(data, cls.NAME))
+
+
+@dataclass(frozen=True)
+class SchnorrProof(_SigmaProof):
+    """Proof of knowledge of x with ``statement = x · base``."""
+
+    NAME: ClassVar[str] = "Schnorr proof"
 
 
 def _schnorr_challenge(context: bytes, base: Point, statement: Point, commit: Point) -> Scalar:
@@ -118,19 +127,10 @@ def schnorr_verify(
 
 
 @dataclass(frozen=True)
-class DLEQProof:
+class DLEQProof(_SigmaProof):
     """Chaum–Pedersen proof that log_{base1} X1 = log_{base2} X2."""
 
-    challenge: Scalar
-    response: Scalar
-
-    def to_bytes(self) -> bytes:
-        return self.challenge.to_bytes() + self.response.to_bytes()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> DLEQProof:
-        """Raises EncodingError on a wrong length or a non-canonical scalar."""
-        return cls(*_decode_pair(data, "DLEQ proof"))
+    NAME: ClassVar[str] = "DLEQ proof"
 
 
 def _dleq_challenge(
