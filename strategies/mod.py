@@ -142,7 +142,8 @@ def _measurements(provider: Any, offer: Any, msg: Message, out: Message) -> tupl
                 "a model_update job needs exactly one ArrayRecord in the train message and in "
                 "the handler's reply"
             )
-        key = str(msg.content.config_records["config"].get(wire.WEIGHT_KEY, "num-examples"))
+        config = _config(msg)  # the strategy's configrecord_key, not always "config"
+        key = "num-examples" if config is None else str(config.get(wire.WEIGHT_KEY, "num-examples"))
         n = None
         for m in metrics:
             if key in m and isinstance(m[key], int | float):
