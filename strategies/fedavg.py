@@ -354,6 +354,8 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
                 claimed[pid] = float(m[self.weighted_by_key]) if m is not None else 0.0
             except (KeyError, TypeError, ValueError):
                 claimed[pid] = 0.0
+            if not (math.isfinite(claimed[pid]) and claimed[pid] >= 0):
+                claimed[pid] = 0.0  # a client's bad claim must not abort the ServerApp run
         res = self.aggregate_job(server_round, stat, subs)
         log(
             INFO,
