@@ -254,6 +254,11 @@ class MemoryNetwork:
         deadline = self.now + timeout
         count = 0
         while not done():
+            # A cancelled timer at the head must not let step() reach past the deadline.
+            while (
+                self._queue and isinstance(self._queue[0][2], Timer) and self._queue[0][2].cancelled
+            ):
+                heapq.heappop(self._queue)
             if not self._queue or self._queue[0][0] > deadline:
                 self.now = max(self.now, deadline)
                 return done()

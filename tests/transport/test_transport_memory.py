@@ -55,6 +55,19 @@ def test_run_until_timeout_and_max_events() -> None:
         net.run_until(lambda: False, timeout=1.0, max_events=100)
 
 
+def test_cancelled_timer_does_not_let_run_for_overshoot() -> None:
+    net = MemoryNetwork()
+    ep = net.endpoint("a")
+    fired: list[float] = []
+    ep.call_later(0.1, lambda: fired.append(-1)).cancel()
+    ep.call_later(5.0, lambda: fired.append(net.now))
+    net.run_for(1.0)
+    assert fired == []  # the 5 s timer is beyond the 1 s window
+    assert net.now == pytest.approx(1.0)
+    net.run_for(5.0)
+    assert fired == [5.0]
+
+
 def test_drop_all_and_none() -> None:
     net = MemoryNetwork(seed=1)
     a = net.endpoint("a")
