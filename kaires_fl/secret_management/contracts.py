@@ -203,7 +203,8 @@ def check_read(
     """Every condition for releasing the keys of ``read`` (used on commit and by trustees).
 
     ``job``, ``inputs`` and ``writes[id]`` are the ledger entries (None if absent);
-    ``signers`` are the signers of the read transaction.
+    ``signers`` are the keys that count as the read's signer: its sender only (the
+    ``reader`` its entry records), on commit and at the trustees alike.
 
     Raises
     ------
@@ -428,7 +429,9 @@ def read_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     job = view.get(job_key(p["job"]))
     writes = {w: view.get(write_key(w)) for w in p["writes"]}
     try:
-        check_read(p, job, view.get(inputs_key(p["job"])), writes, p["lts"], env.signers)
+        # Only the sender counts as reader: it is what the entry records and what the
+        # trustees re-check, so a read the ledger accepts is one they will release.
+        check_read(p, job, view.get(inputs_key(p["job"])), writes, p["lts"], env.signers[:1])
     except (AccessDenied, EncodingError) as exc:
         raise LedgerError(f"calypso.read refused: {exc}") from exc
     return {read_key(env.tx_id): {**p, "reader": env.signers[0], "height": env.height}}

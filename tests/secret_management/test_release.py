@@ -392,3 +392,13 @@ def test_trustee_registry_in_genesis_is_enforced():
     assert c.lts.n == 4
     with pytest.raises(LedgerError, match="not in the trustee registry"):
         TrusteeCommittee.setup(ledger.client(), 4, 1, name="rogue")
+
+
+def test_read_must_be_sent_by_the_reader(job_world):
+    """The read entry records its sender as the reader (what trustees check), so the ledger
+    refuses a read in which the job's reader is only a co-signer."""
+    w, job, written = job_world
+    ids = list(written)
+    payload = read_payload(w.committee.lts.id, job, "aggregator:3", w.agg_keys[3].public, ids)
+    with pytest.raises(LedgerError, match="not signed by that reader"):
+        _refused(w).execute(ident("outsider"), READ_KIND, payload, cosigners=[w.aggregators[3]])
