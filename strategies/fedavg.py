@@ -19,7 +19,8 @@ What changes (one round = one Kaires job, protocol.md):
 
       global + C·Σ v / Σ w      (v, w of the accepted providers)
 
-  which is FedAvg's weighted average of the updates when no update exceeds ``clip_norm``.
+  which is FedAvg's weighted average of the updates when no update exceeds ``clip_norm``
+  and no ``num-examples`` exceeds the weight cap W (weights are min(n, W)/W).
 
 Per-client train metrics are not forwarded (they would leak per-client information); the
 round's MetricRecord reports ``kaires-accepted``, ``kaires-rejected`` and
