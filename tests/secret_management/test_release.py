@@ -9,7 +9,7 @@ from trustee_world import ident, make_world
 
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import H, Identity
-from kaires_fl.errors import AccessDenied, InvalidProof, LedgerError, ProtocolError
+from kaires_fl.errors import AccessDenied, ConfigError, InvalidProof, LedgerError, ProtocolError
 from kaires_fl.ledger.jobs import job_key
 from kaires_fl.secret_management import (
     READ_KIND,
@@ -302,7 +302,7 @@ def test_trustee_refuses_mismatched_lts(job_world):
     w, _, _ = job_world
     other = TrusteeCommittee.setup(w.client, 4, 1, name="other-trustees")
     t0 = w.committee.trustees[0]
-    with pytest.raises(Exception, match="public share"):
+    with pytest.raises(ConfigError, match="public share"):
         Trustee(
             dataclasses.replace(_result_of(t0), public_shares=other.lts.public_shares),
             w.committee.lts,
