@@ -179,7 +179,7 @@ class TxProof:
                 TxResult(bool(o["result"][0]), str(o["result"][1])),
                 tuple((bool(left), hex_bytes(h, 32, "path hash")) for left, h in o["path"]),
             )
-        except (KeyError, TypeError, IndexError) as exc:
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
             raise EncodingError(f"malformed transaction proof: {exc}") from exc
 
 

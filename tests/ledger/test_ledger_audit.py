@@ -21,7 +21,7 @@ from kaires_fl.ledger import (
     verify_chain,
     verify_job,
 )
-from kaires_fl.ledger.encoding import canonical
+from kaires_fl.ledger.encoding import canonical, decode_canonical
 from kaires_fl.ledger.merkle import (
     BUCKET_BITS,
     StateTree,
@@ -122,6 +122,9 @@ def test_tx_proof_verifies_offline_and_rejects_tampering(chain: LocalLedger) -> 
     blob[-5] ^= 1
     with pytest.raises((AuditError, EncodingError)):
         TxProof.from_bytes(bytes(blob)).verify(chain.genesis)
+    short_path = {**decode_canonical(proof.to_bytes()), "path": [[True]]}
+    with pytest.raises(EncodingError, match="malformed transaction proof"):
+        TxProof.from_bytes(canonical(short_path))
 
 
 def test_state_and_job_proofs(chain: LocalLedger) -> None:
