@@ -553,6 +553,7 @@ def decide_job(
             or p.aggregator != i
             or not _sig_ok(ctx.aggregators[i], PUBLISH_CONTEXT, p.body(), p.signature)
             or not isinstance(p.z, np.ndarray)
+            or not isinstance(p.verifier, np.ndarray)
             or p.z.shape != (S,)
             or p.verifier.shape != (ctx.rows, flp.VERIFIER_LEN)
         ):

@@ -259,3 +259,16 @@ def test_both_query_layouts_give_the_same_decisions(monkeypatch, per_submission:
     assert dict(d.rejected)["p3"] == REASON_INVALID_MEAS
     assert [i for i, _ in d.faulty] == [0] and bad == [0]
     assert FLP.valid.decode(agg, 18) == _sum(values, d.accepted).tolist()
+
+
+def test_signed_round1_message_with_a_non_array_verifier_blames_its_sender() -> None:
+    ctx, keys, values = _job()
+
+    def as_list(i, p):
+        if i != 0:
+            return p
+        bad = replace(p, verifier=p.verifier.tolist())
+        return replace(bad, signature=AGGS[i].sign(PUBLISH_CONTEXT, bad.body()))
+
+    d, _, _, _ = _run(ctx, keys, tamper=as_list)
+    assert [i for i, _ in d.faulty] == [0] and d.accepted == tuple(values)
