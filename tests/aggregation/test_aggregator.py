@@ -177,10 +177,12 @@ def test_aggregator_lying_about_one_consistency_value_is_blamed_not_the_provider
             return p
         z = p.z.copy()
         z[2] = F.add(z[2], F.ones(()))
-        return replace(p, z=z)  # (the signature no longer matches: it counts as malformed)
+        bad = replace(p, z=z)  # re-signed: only the dispute and disclosure can catch it
+        return replace(bad, signature=AGGS[i].sign(PUBLISH_CONTEXT, bad.body()))
 
     d, _, _, _ = _run(ctx, keys, tamper=lie)
     assert [i for i, _ in d.faulty] == [0] and d.accepted == tuple(values)
+    assert "wrong consistency value" in dict(d.faulty)[0]
 
 
 def test_aggregator_that_signs_a_wrong_value_is_caught_by_the_disclosure() -> None:
