@@ -512,8 +512,11 @@ class AggregatorService:
         r = msg.receipt
         mine = decode_canonical(st.work_result_decision())
         own = {k: r.get(k) for k in mine}
-        share_ok = r.get("shares", {}).get(self.public, "") == st.share_hash()
-        if own != mine or not share_ok:
+        shares = r.get("shares", {})
+        share_ok = shares.get(self.public, "") == st.share_hash()
+        # The result hash it signs must be the one the shares give (the ledger does not check).
+        hash_ok = r.get("result_hash") == H(b"kaires/aggregation/result", canonical(shares)).hex()
+        if own != mine or not share_ok or not hash_ok:
             raise ProtocolError("the receipt draft does not match this aggregator's decision")
         if self.behaviour == "byzantine":
             return
