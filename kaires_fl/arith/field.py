@@ -329,6 +329,31 @@ class PrimeField:
         return cls.elements(pow(cls.GENERATOR, cls.GEN_ORDER // n, cls.MODULUS))
 
 
+def _integer_array(values: Any) -> np.ndarray:
+    """``values`` as a numpy array of integer dtype (bool/int/uint) or of Python objects.
+
+    Lists of ints that fit 64 bits become integer arrays (the vectorised path); anything
+    numpy would turn into floats (a real float, or ints mixing signs beyond int64) becomes
+    an object array, checked element by element by the caller. Raises EncodingError for
+    arrays of any other dtype.
+    """
+    if isinstance(values, np.ndarray | np.generic):
+        arr = np.asarray(values)
+        if arr.dtype.kind not in "biuO":
+            raise EncodingError(
+                f"field elements must be integers, got dtype {arr.dtype}; "
+                "convert real values with kaires_fl.arith.encoding first"
+            )
+        return arr
+    try:
+        guess = np.asarray(values)
+    except (ValueError, OverflowError):
+        guess = None
+    if guess is not None and guess.dtype.kind in "biu":
+        return guess
+    return np.array(values, dtype=object)
+
+
 class Field64(PrimeField):
     """p = 2^64 − 2^32 + 1 (Goldilocks), ``uint64`` elements, numba kernels."""
 
@@ -346,34 +371,18 @@ class Field64(PrimeField):
             return np.array(values % p, dtype=_U64)
         if type(values) is np.uint64:
             return np.array(int(values) % p, dtype=_U64)
-        if isinstance(values, np.ndarray | np.generic):
-            arr = np.asarray(values)
-            if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:  # also non-native byte order
-                out = np.empty(arr.shape, np.uint64)
-                kern.reduce_v(_flat(arr.astype(np.uint64, copy=False)), _flat(out))
-                return out
-            if arr.dtype.kind == "b" or arr.dtype.kind == "u":
-                return arr.astype(np.uint64)
-            if arr.dtype.kind == "i":
-                a64 = arr.astype(np.int64)
-                # 2^64 + x − EPS = p + x for negative x (|x| ≤ 2^63 < p).
-                u = a64.astype(np.uint64)
-                return np.where(a64 < 0, u - kern.EPS, u)
-            if arr.dtype.kind != "O":
-                raise EncodingError(
-                    f"field elements must be integers, got dtype {arr.dtype}; "
-                    "convert real values with kaires_fl.arith.encoding first"
-                )
-        else:
-            # Lists of ints that fit 64 bits take the vectorised path; anything numpy turns
-            # into floats (a real float, or ints mixing signs beyond int64) goes the exact way.
-            try:
-                guess = np.asarray(values)
-            except (ValueError, OverflowError):
-                guess = None
-            if guess is not None and guess.dtype.kind in "biu":
-                return cls.elements(guess)
-            arr = np.array(values, dtype=object)
+        arr = _integer_array(values)
+        if arr.dtype.kind == "u" and arr.dtype.itemsize == 8:  # also non-native byte order
+            out = np.empty(arr.shape, np.uint64)
+            kern.reduce_v(_flat(arr.astype(np.uint64, copy=False)), _flat(out))
+            return out
+        if arr.dtype.kind in "bu":
+            return arr.astype(np.uint64)
+        if arr.dtype.kind == "i":
+            a64 = arr.astype(np.int64)
+            # 2^64 + x − EPS = p + x for negative x (|x| ≤ 2^63 < p).
+            u = a64.astype(np.uint64)
+            return np.where(a64 < 0, u - kern.EPS, u)
         flat = [_int_or_error(v) % p for v in arr.reshape(-1)]
         return np.array(flat, dtype=np.uint64).reshape(arr.shape)
 
@@ -546,25 +555,9 @@ class Field128(PrimeField):
     @classmethod
     def elements(cls, values: Any) -> np.ndarray:
         p = cls.MODULUS
-        if isinstance(values, np.ndarray | np.generic):
-            arr = np.asarray(values)
-            if arr.dtype.kind in "biu":
-                return np.asarray(arr.astype(object) % p, dtype=object).reshape(arr.shape)
-            if arr.dtype.kind != "O":
-                raise EncodingError(
-                    f"field elements must be integers, got dtype {arr.dtype}; "
-                    "convert real values with kaires_fl.arith.encoding first"
-                )
-        else:
-            # Lists of ints that fit 64 bits take the vectorised path; anything numpy turns
-            # into floats (a real float, or ints mixing signs beyond int64) goes the exact way.
-            try:
-                guess = np.asarray(values)
-            except (ValueError, OverflowError):
-                guess = None
-            if guess is not None and guess.dtype.kind in "biu":
-                return cls.elements(guess)
-            arr = np.array(values, dtype=object)
+        arr = _integer_array(values)
+        if arr.dtype.kind in "biu":
+            return np.asarray(arr.astype(object) % p, dtype=object).reshape(arr.shape)
         out = np.empty(arr.shape, dtype=object)
         out.reshape(-1)[:] = [_int_or_error(v) % p for v in arr.reshape(-1)]
         return out
