@@ -296,6 +296,21 @@ class Statistic:
 
     # shared checks ----------------------------------------------------------------
 
+    def _set_sizes(
+        self, granularity: str, max_rows: int | None, max_measurements: int | None
+    ) -> None:
+        """Set ``granularity``, ``max_rows`` (provider granularity: the policy's row cap,
+        required) and ``max_measurements`` (default: providers or records per job)."""
+        self.granularity = _check_granularity(granularity)
+        if granularity == "provider":
+            if max_rows is None:
+                raise ConfigError("provider granularity needs max_rows (the policy's row cap)")
+            self.max_rows = _positive_int(max_rows, "max_rows")
+            default = DEFAULT_MAX_PROVIDERS
+        else:
+            default = DEFAULT_MAX_RECORDS
+        self.max_measurements = _positive_int(max_measurements or default, "max_measurements")
+
     def _fit_field(self, sizes: Any) -> Any:
         """First field whose circuit can sum ``max_measurements`` outputs without wrapping."""
         for F in _FIELDS:
@@ -572,15 +587,7 @@ class CountStats(Statistic):
         max_rows: int | None = None,
         max_measurements: int | None = None,
     ) -> None:
-        self.granularity = _check_granularity(granularity)
-        if granularity == "provider":
-            if max_rows is None:
-                raise ConfigError("provider granularity needs max_rows (the policy's row cap)")
-            self.max_rows = _positive_int(max_rows, "max_rows")
-            default = DEFAULT_MAX_PROVIDERS
-        else:
-            default = DEFAULT_MAX_RECORDS
-        self.max_measurements = _positive_int(max_measurements or default, "max_measurements")
+        self._set_sizes(granularity, max_rows, max_measurements)
         self.field = self._fit_field(f"max_rows={self.max_rows}")
 
     def params(self) -> dict[str, Any]:
@@ -745,15 +752,7 @@ class HistogramStats(Statistic):
         self.column = int(column)
         if self.column < 0:
             raise ConfigError(f"column must be ≥ 0, got {column!r}")
-        self.granularity = _check_granularity(granularity)
-        if granularity == "provider":
-            if max_rows is None:
-                raise ConfigError("provider granularity needs max_rows (the policy's row cap)")
-            self.max_rows = _positive_int(max_rows, "max_rows")
-            default = DEFAULT_MAX_PROVIDERS
-        else:
-            default = DEFAULT_MAX_RECORDS
-        self.max_measurements = _positive_int(max_measurements or default, "max_measurements")
+        self._set_sizes(granularity, max_rows, max_measurements)
         self.field = self._fit_field(f"{e.size - 1} bins, max_rows={self.max_rows}")
 
     @property
