@@ -1,0 +1,211 @@
+"""One typed schema for every protocol message (msgspec Structs).
+
+Every message a peer can send is a :class:`Message`: a frozen msgspec Struct whose fields
+carry declared types, ranges and size limits. The wire format is its canonical MessagePack
+encoding (:func:`encode`: fields in declaration order, dict keys sorted), and what a
+signature covers is that encoding of *every* field but the signature itself, behind a
+domain-separating context (:func:`signing_bytes`) — type tags, field-element tags, shapes
+and lengths included, so nothing a relay can change (a dtype, a shape, a field name) is
+left outside a signature. Decoding (:func:`decode`) validates types, ranges and sizes and
+raises :class:`~kaires_fl.errors.EncodingError` — never another exception — so a service
+can refuse a malformed message without dying.
+
+Structs have no ``__dict__``: nothing (a cached digest, a flag) can be attached to a
+message after it is built, and frozen ones cannot be mutated in place.
+
+Pre-declared field types:
+
+* :data:`Index` (party indices), :data:`Count`, :data:`U64`, :data:`Hex32` (ids and
+  hashes), :data:`Bytes32`, :data:`PublicKey`, :data:`Signature` (64 bytes, or empty while
+  unsigned), :data:`Label` (short user-chosen strings);
+* :class:`Elements`: a field-element array with its field and shape (decoded lazily with
+  :meth:`Elements.array`, which checks that every element is canonical);
+* :class:`~kaires_fl.crypto.group.Point` and :class:`~kaires_fl.crypto.group.Scalar`
+  (32 bytes on the wire, validated on decode by their ``from_bytes``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+import numpy as np
+
+from kaires_fl.crypto.group import Point, Scalar
+from kaires_fl.crypto.sign import Identity, is_valid
+from kaires_fl.errors import EncodingError
+
+#: Largest encoded message a decoder accepts (bytes). A submission part of a 10^6-parameter
+#: update is ≈ 8 MB per proof repetition; 256 MiB leaves room for batches of them.
+MAX_MESSAGE_BYTES = 256 * 2**20
+#: Largest field-element array (elements) one message may carry.
+MAX_ELEMENTS = 2**25
+#: Largest number of dimensions of an :class:`Elements` array.
+MAX_DIMS = 3
+
+Index = Annotated[int, msgspec.Meta(ge=0, lt=2**16)]
+Count = Annotated[int, msgspec.Meta(ge=0, lt=2**40)]
+U64 = Annotated[int, msgspec.Meta(ge=0, lt=2**64)]
+Hex32 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+Bytes32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+PublicKey = Bytes32
+Signature = Annotated[bytes, msgspec.Meta(max_length=64)]
+Label = Annotated[str, msgspec.Meta(max_length=256)]
+Blob = Annotated[bytes, msgspec.Meta(max_length=MAX_MESSAGE_BYTES)]
+
+FIELDS: dict[str, Any] = {}
+
+
+def _fields() -> dict[str, Any]:
+    if not FIELDS:
+        from kaires_fl.arith.field import Field64, Field128
+
+        FIELDS.update({"Field64": Field64, "Field128": Field128})
+    return FIELDS
+
+
+class Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag=True):
+    """Base of every protocol message; the tag (the class name) travels on the wire."""
+
+
+class Elements(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A field-element array: ``field`` name, ``shape`` and canonical little-endian bytes.
+
+    Post (after decoding): ``len(data) == prod(shape) · element size`` and the shape has at
+    most :data:`MAX_DIMS` dimensions and :data:`MAX_ELEMENTS` elements. Whether every
+    element is canonical (< p) is checked by :meth:`array`.
+    """
+
+    field: Literal["Field64", "Field128"]
+    shape: Annotated[
+        tuple[Annotated[int, msgspec.Meta(ge=0, le=MAX_ELEMENTS)], ...],
+        msgspec.Meta(max_length=MAX_DIMS),
+    ]
+    data: Blob
+
+    def __post_init__(self) -> None:
+        n = math.prod(self.shape)
+        if n > MAX_ELEMENTS:
+            raise EncodingError(f"{n} elements exceed the limit of {MAX_ELEMENTS}")
+        size = 8 if self.field == "Field64" else 16
+        if len(self.data) != n * size:
+            raise EncodingError(
+                f"{len(self.data)} bytes do not hold {n} {self.field} elements of shape "
+                f"{self.shape}"
+            )
+
+    @classmethod
+    def of(cls, F: Any, array: Any) -> Elements:
+        """Encode ``array`` (elements of field ``F``)."""
+        a = np.asarray(array, dtype=F.DTYPE)
+        return cls(F.__name__, tuple(int(d) for d in a.shape), F.encode(a))
+
+    def array(self, F: Any | None = None) -> np.ndarray:
+        """The elements as a new array of their field's dtype.
+
+        Raises ``EncodingError`` if ``F`` is given and is not this array's field, or if an
+        element is not canonical.
+        """
+        if F is not None and F.__name__ != self.field:
+            raise EncodingError(
+                f"expected {F.__name__} elements, got {self.field}: the sender used another "
+                "field than the job's circuit"
+            )
+        return _fields()[self.field].decode(self.data, self.shape)
+
+    def expect(self, F: Any, shape: Sequence[int]) -> np.ndarray:
+        """:meth:`array`, checking the field and the exact ``shape`` (else ``EncodingError``)."""
+        if tuple(self.shape) != tuple(shape):
+            raise EncodingError(
+                f"expected {F.__name__} elements of shape {tuple(shape)}, got {self.shape}"
+            )
+        return self.array(F)
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, Point | Scalar):
+        return obj.to_bytes()
+    if isinstance(obj, np.integer):
+        return int(obj)
+    raise NotImplementedError(f"{type(obj).__name__} is not part of the message schema")
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Point or type_ is Scalar:
+        if not isinstance(obj, bytes):
+            raise ValueError(f"a {type_.__name__} is 32 bytes on the wire")
+        try:
+            return type_.from_bytes(obj)
+        except EncodingError as exc:
+            raise ValueError(str(exc)) from None
+    raise NotImplementedError(f"{type_!r} is not part of the message schema")
+
+
+_ENCODER = msgspec.msgpack.Encoder(enc_hook=_enc_hook, order="deterministic")
+_DECODERS: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+T = TypeVar("T")
+
+
+def encode(msg: Any) -> bytes:
+    """The canonical encoding of ``msg`` (a :class:`Message`, or any schema value)."""
+    return _ENCODER.encode(msg)
+
+
+def decode(data: bytes, type_: type[T] | Any) -> T:
+    """Decode and validate ``data`` as ``type_`` (a Message class, or a Union of them).
+
+    Raises ``EncodingError`` saying what is wrong for oversized, truncated, mistyped,
+    out-of-range or unknown-field input; never another exception.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise EncodingError(f"a message is bytes, got {type(data).__name__}")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise EncodingError(
+            f"message of {len(data)} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit"
+        )
+    dec = _DECODERS.get(type_)
+    if dec is None:
+        dec = _DECODERS[type_] = msgspec.msgpack.Decoder(type_, dec_hook=_dec_hook)
+    try:
+        return dec.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise EncodingError(f"malformed {getattr(type_, '__name__', 'message')}: {exc}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise EncodingError(
+            f"malformed {getattr(type_, '__name__', 'message')}: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def roundtrip(msg: T) -> T:
+    """``decode(encode(msg), type(msg))``: what a receiver sees of ``msg``."""
+    return decode(encode(msg), type(msg))
+
+
+def signing_bytes(msg: Any, context: bytes) -> bytes:
+    """What a signature over ``msg`` covers: ``context`` and the canonical encoding of every
+    field of ``msg`` with ``signature`` emptied (type tag included)."""
+    if hasattr(msg, "signature"):
+        msg = msgspec.structs.replace(msg, signature=b"")
+    return len(context).to_bytes(2, "little") + context + encode(msg)
+
+
+def sign(msg: T, identity: Identity, context: bytes) -> T:
+    """``msg`` with its ``signature`` field set by ``identity`` under ``context``."""
+    return msgspec.structs.replace(  # type: ignore[type-var]
+        msg, signature=identity.sign(context, signing_bytes(msg, context))
+    )
+
+
+def verify(msg: Any, public: bytes, context: bytes) -> bool:
+    """Whether ``msg.signature`` is ``public``'s signature over :func:`signing_bytes`."""
+    sig = getattr(msg, "signature", b"")
+    if not isinstance(sig, bytes) or len(sig) != 64:
+        return False
+    try:
+        body = signing_bytes(msg, context)
+    except (TypeError, ValueError, NotImplementedError, OverflowError):
+        return False
+    return is_valid(public, context, body, sig)
