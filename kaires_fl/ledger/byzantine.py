@@ -8,6 +8,8 @@ Behaviours (:data:`BEHAVIOURS`):
   (bad signatures, validly signed votes for random blocks, bogus view changes, a huge
   claimed height, forged sync answers), while following the protocol otherwise;
 - ``"silent"``: receives but never sends (a crash that keeps its timers);
+- ``"backdate"``: as leader, dates its blocks just after the previous block (as far in
+  the past as monotonic time allows), e.g. to authorise a job on an expired policy;
 - ``"byzantine"``: ``"equivocate"`` and ``"garbage"`` together (what
   ``LocalCommittee(faults={"ledger": {i: "byzantine"}})`` asks for).
 """
@@ -33,7 +35,7 @@ from kaires_fl.ledger.consensus import (
 )
 from kaires_fl.ledger.node import LedgerNode
 
-BEHAVIOURS = ("equivocate", "garbage", "silent", "byzantine")
+BEHAVIOURS = ("equivocate", "garbage", "silent", "backdate", "byzantine")
 
 
 class ByzantineNode(LedgerNode):
@@ -54,6 +56,11 @@ class ByzantineNode(LedgerNode):
         if self.behaviour in ("garbage", "byzantine") and isinstance(msg, SyncResponse):
             msg = SyncResponse(tuple(_forge(b, c) for b, c in msg.blocks), msg.more)
         super()._send(dst, msg)
+
+    def _block_time(self) -> int:
+        if self.behaviour == "backdate":
+            return self.last_time + 1
+        return super()._block_time()
 
     def _sign_vote(self, phase: str, view: int, block_hash: bytes) -> Vote:
         h = self.height + 1

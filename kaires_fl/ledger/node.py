@@ -352,8 +352,7 @@ class LedgerNode:
         elif not self.mempool:
             return
         if block is None:
-            time_ms = max(self.last_time + 1, int(self.t.now() * 1000))
-            block, view = self.build_block(time_ms)
+            block, view = self.build_block(self._block_time())
             if not block.txs and v == 0:
                 return
             self.blocks[block.hash] = block
@@ -366,10 +365,43 @@ class LedgerNode:
         self.signed.add(("proposal", self.index, self.height + 1, v, block.hash, sig))
         self._send_proposal(Proposal(self.height + 1, v, block, self.index, justification, sig))
 
+    def _block_time(self) -> int:
+        """The time of a new block: this node's clock, and later than the last block."""
+        return max(self.last_time + 1, int(self.t.now() * 1000))
+
     def _send_proposal(self, p: Proposal) -> None:
         self._broadcast(p)
 
     # -- validation -------------------------------------------------------------------
+    def check_timely(self, block: Block) -> None:
+        """Refuse a new block whose time is not this node's clock within the allowed skew.
+
+        A block's time decides policy expiry (``expires_time_ms``), so one leader must not
+        choose it: an honest node prepares a freshly built block only if
+        ``|time_ms - now_ms| <= max_clock_skew_ms``. A block is final only with 2f + 1
+        prepares, hence with f + 1 honest ones: its time is within the skew of an honest
+        clock at the moment it was prepared. (Re-proposals of a prepared block and
+        certified blocks are not checked again: a quorum already did.)
+
+        Raises
+        ------
+        ProtocolError
+            if the time leads or lags this node's clock by more than the skew.
+        """
+        now_ms = int(self.t.now() * 1000)
+        skew = self.config.max_clock_skew_ms
+        t = block.header.time_ms
+        if t > now_ms + skew:
+            raise ProtocolError(
+                f"block time {t} ms is {t - now_ms} ms ahead of this node's clock (skew "
+                f"allowed {skew} ms): the leader's clock is wrong or it is Byzantine"
+            )
+        if t < now_ms - skew:
+            raise ProtocolError(
+                f"block time {t} ms lags this node's clock by {now_ms - t} ms (skew allowed "
+                f"{skew} ms): a backdated block could authorise an expired policy"
+            )
+
     def validate(self, block: Block, certified: bool = False) -> StateView:
         """Re-execute ``block`` on the committed state; returns the executed overlay.
 
@@ -400,8 +432,6 @@ class LedgerNode:
             raise ProtocolError("block does not extend this node's last final block")
         if hd.time_ms <= self.last_time:
             raise ProtocolError("block time does not increase")
-        if not certified and hd.time_ms > self.t.now() * 1000 + self.config.max_clock_skew_ms:
-            raise ProtocolError("block time is too far in the future")
         if not 0 <= hd.proposer < self.n:
             raise ProtocolError("block proposer is not in the roster")
         block.check_body()
@@ -431,6 +461,8 @@ class LedgerNode:
             return  # equivocation: keep the first
         if p.view > 0 or ("proposal", p.proposer, p.height, p.view, h, p.sig) not in self.signed:
             p.check(self.genesis)
+        if p.view == 0 or p.required_block() is None:
+            self.check_timely(p.block)
         self.validate(p.block)
         if p.view > self.view:
             self._set_view(p.view)
