@@ -31,8 +31,15 @@ from kaires_fl.ledger.block import (
     tx_leaf,
 )
 from kaires_fl.ledger.contracts import DEFAULT_REGISTRY, ContractRegistry, check_counter, execute_tx
-from kaires_fl.ledger.encoding import canonical, decode_canonical, hex_bytes
-from kaires_fl.ledger.merkle import verify_path, verify_state_proof
+from kaires_fl.ledger.encoding import (
+    canonical,
+    decode_canonical,
+    expect_fields,
+    expect_list,
+    expect_str,
+    hex_bytes,
+)
+from kaires_fl.ledger.merkle import BUCKET_BITS, verify_path, verify_state_proof
 from kaires_fl.ledger.state import State, StateView
 from kaires_fl.ledger.tx import Tx
 
@@ -46,10 +53,14 @@ def verify_chain(
 ) -> int:
     """Verify a chain from block 1 on against ``genesis``; returns the last height.
 
+    Pre: none on ``blocks`` (they may come from anyone). Post: every block up to the
+    returned height is final on ``genesis``'s chain.
+
     Raises
     ------
     AuditError
-        ``"block h: <why>"`` for the first block that fails.
+        ``"block h: <why>"`` for the first block that fails (malformed or oversized
+        records included) — never another exception.
     """
     prev_hash = genesis.hash
     prev_time = genesis.time_ms
@@ -59,7 +70,7 @@ def verify_chain(
     for item in blocks:
         expected = height + 1
         try:
-            block, cert = decode_certified(item) if isinstance(item, (bytes, bytearray)) else item
+            block, cert = _certified(item)
             hd = block.header
             if hd.height != expected:
                 raise AuditError(f"has height {hd.height}, expected {expected}")
@@ -81,8 +92,26 @@ def verify_chain(
             raise AuditError(f"block {expected}: {exc}") from exc
         except KairesError as exc:
             raise AuditError(f"block {expected}: {type(exc).__name__}: {exc}") from exc
+        except (TypeError, ValueError, OverflowError, AttributeError, RecursionError) as exc:
+            # Only reachable with hand-built (Block, Certificate) objects of wrong types;
+            # records from bytes are validated by the decoders.
+            raise AuditError(f"block {expected}: malformed: {type(exc).__name__}: {exc}") from exc
         prev_hash, prev_time, height = block.hash, hd.time_ms, expected
     return height
+
+
+def _certified(item: Any) -> tuple[Block, Certificate]:
+    """A (block, certificate) pair from a stored record or a pair of objects."""
+    if isinstance(item, bytes | bytearray | memoryview):
+        return decode_certified(bytes(item))
+    if (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], Block)
+        and isinstance(item[1], Certificate)
+    ):
+        return item
+    raise AuditError(f"expected a stored block record (bytes), got {type(item).__name__}")
 
 
 def _replay(state: State, block: Block, registry: ContractRegistry) -> None:
@@ -130,8 +159,10 @@ class BlockProof:
 
     @classmethod
     def from_obj(cls, o: Any) -> BlockProof:
+        """A block proof from its decoded record; raises EncodingError on any bad field."""
         if o is None:
             return cls(None, None)
+        o = expect_fields(o, "block proof", {"header", "cert"})
         return cls(BlockHeader.from_obj(o["header"]), Certificate.from_obj(o["cert"]))
 
 
@@ -171,16 +202,36 @@ class TxProof:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TxProof:
-        try:
-            o = decode_canonical(data)
-            return cls(
-                BlockProof.from_obj(o["block"]),
-                Tx.from_obj(o["tx"]),
-                TxResult(bool(o["result"][0]), str(o["result"][1])),
-                tuple((bool(left), hex_bytes(h, 32, "path hash")) for left, h in o["path"]),
-            )
-        except (KeyError, TypeError, IndexError, ValueError) as exc:
-            raise EncodingError(f"malformed transaction proof: {exc}") from exc
+        """Inverse of :meth:`to_bytes`, for bytes from anyone.
+
+        Raises
+        ------
+        EncodingError
+            if ``data`` is not a canonical, well-typed transaction proof.
+        """
+        o = expect_fields(decode_canonical(data), "transaction proof", _TX_PROOF_FIELDS)
+        r = o["result"]
+        if type(r) is not list or len(r) != 2 or type(r[0]) is not bool:
+            raise EncodingError("transaction proof result is [ok: bool, reason: str]")
+        path = []
+        for step in expect_list(o["path"], "Merkle path", MAX_PATH):
+            if type(step) is not list or len(step) != 2 or type(step[0]) is not bool:
+                raise EncodingError("a Merkle path step is [left: bool, hash: hex]")
+            path.append((step[0], hex_bytes(step[1], 32, "path hash")))
+        return cls(
+            BlockProof.from_obj(o["block"]),
+            Tx.from_obj(o["tx"]),
+            TxResult(r[0], expect_str(r[1], "tx result reason")),
+            tuple(path),
+        )
+
+
+#: Longest Merkle path a proof may carry (a block of up to 2^64 transactions).
+MAX_PATH = 64
+#: Most (key, value hash) pairs a state proof's bucket may hold.
+MAX_BUCKET = 1 << 20
+_TX_PROOF_FIELDS = frozenset({"block", "tx", "result", "path"})
+_STATE_PROOF_FIELDS = frozenset({"block", "key", "value", "pairs", "siblings"})
 
 
 @dataclass(frozen=True)
@@ -217,17 +268,27 @@ class StateProof:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> StateProof:
-        try:
-            o = decode_canonical(data)
-            return cls(
-                BlockProof.from_obj(o["block"]),
-                o["key"],
-                o["value"],
-                tuple((k, hex_bytes(v, 32, "value hash")) for k, v in o["pairs"]),
-                tuple(hex_bytes(s, 32, "sibling") for s in o["siblings"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EncodingError(f"malformed state proof: {exc}") from exc
+        """Inverse of :meth:`to_bytes`, for bytes from anyone.
+
+        Raises
+        ------
+        EncodingError
+            if ``data`` is not a canonical, well-typed state proof.
+        """
+        o = expect_fields(decode_canonical(data), "state proof", _STATE_PROOF_FIELDS)
+        pairs = []
+        for pair in expect_list(o["pairs"], "state proof bucket", MAX_BUCKET):
+            if type(pair) is not list or len(pair) != 2:
+                raise EncodingError("a state proof pair is [key, value hash]")
+            pairs.append((expect_str(pair[0], "state key"), hex_bytes(pair[1], 32, "value hash")))
+        siblings = expect_list(o["siblings"], "state proof siblings", BUCKET_BITS)
+        return cls(
+            BlockProof.from_obj(o["block"]),
+            expect_str(o["key"], "state key"),
+            o["value"],
+            tuple(pairs),
+            tuple(hex_bytes(sib, 32, "sibling") for sib in siblings),
+        )
 
 
 def verify_job(proof: StateProof, genesis: Genesis, job_id: str) -> dict[str, Any]:

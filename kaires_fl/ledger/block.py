@@ -20,11 +20,29 @@ from typing import Any
 
 from kaires_fl.crypto.sign import H, verify
 from kaires_fl.errors import AuditError, ConfigError, EncodingError, InvalidProof
-from kaires_fl.ledger.encoding import canonical, decode_canonical, hex_bytes
+from kaires_fl.ledger.encoding import (
+    canonical,
+    decode_canonical,
+    expect_fields,
+    expect_int,
+    expect_list,
+    expect_str,
+    hex_bytes,
+)
 from kaires_fl.ledger.merkle import merkle_root
 from kaires_fl.ledger.tx import Tx
 
 COMMIT_CONTEXT = b"kaires/ledger/commit"
+#: Largest roster (and certificate) a decoder accepts.
+MAX_ROSTER = 1 << 16
+#: Most transactions a block record may hold.
+MAX_BLOCK_TXS = 1 << 20
+_GENESIS_FIELDS = frozenset({"f", "name", "roster", "state", "time_ms"})
+_HEADER_FIELDS = frozenset(
+    {"chain", "height", "n_txs", "prev", "proposer", "state_root", "time_ms", "tx_root"}
+)
+_BLOCK_FIELDS = frozenset({"header", "results", "txs"})
+_CERT_FIELDS = frozenset({"block", "height", "view", "votes"})
 
 
 def quorum_size(n: int, f: int) -> int:
@@ -76,11 +94,20 @@ class Genesis:
 
     @classmethod
     def decode(cls, data: bytes) -> Genesis:
-        o = decode_canonical(data)
+        o = expect_fields(decode_canonical(data), "genesis record", _GENESIS_FIELDS)
+        roster = expect_list(o["roster"], "genesis roster", MAX_ROSTER)
+        if type(o["state"]) is not dict:
+            raise EncodingError("genesis state must be an object")
         try:
-            return cls(o["name"], tuple(o["roster"]), o["f"], o["time_ms"], o["state"])
-        except (KeyError, TypeError) as exc:
-            raise EncodingError(f"malformed genesis record: {exc}") from exc
+            return cls(
+                expect_str(o["name"], "genesis name", 256),
+                tuple(expect_str(k, "roster key", 64) for k in roster),
+                expect_int(o["f"], "genesis f", 0, MAX_ROSTER),
+                expect_int(o["time_ms"], "genesis time"),
+                o["state"],
+            )
+        except ConfigError as exc:
+            raise EncodingError(f"genesis record is not a valid ledger: {exc}") from exc
 
     @cached_property
     def hash(self) -> bytes:
@@ -116,22 +143,18 @@ class BlockHeader:
 
     @classmethod
     def from_obj(cls, o: Any) -> BlockHeader:
-        try:
-            h = cls(
-                o["chain"],
-                o["height"],
-                o["prev"],
-                o["time_ms"],
-                o["proposer"],
-                o["n_txs"],
-                o["tx_root"],
-                o["state_root"],
-            )
-        except (KeyError, TypeError) as exc:
-            raise EncodingError(f"malformed block header: {exc}") from exc
-        if len(o) != 8:
-            raise EncodingError("malformed block header: unexpected fields")
-        return h
+        """A header from its decoded record; raises EncodingError on any bad field."""
+        o = expect_fields(o, "block header", _HEADER_FIELDS)
+        return cls(
+            expect_str(o["chain"], "block chain", 64),
+            expect_int(o["height"], "block height"),
+            expect_str(o["prev"], "block prev", 64),
+            expect_int(o["time_ms"], "block time"),
+            expect_int(o["proposer"], "block proposer", 0, MAX_ROSTER),
+            expect_int(o["n_txs"], "block n_txs", 0, MAX_BLOCK_TXS),
+            expect_str(o["tx_root"], "block tx_root", 64),
+            expect_str(o["state_root"], "block state_root", 64),
+        )
 
     @cached_property
     def hash(self) -> bytes:
@@ -195,17 +218,22 @@ class Block:
 
     @classmethod
     def from_obj(cls, o: Any) -> Block:
-        try:
-            res = tuple(TxResult(bool(ok), str(reason)) for ok, reason in o["results"])
-            if any(not isinstance(r[0], bool) or not isinstance(r[1], str) for r in o["results"]):
-                raise EncodingError("malformed tx result")
-            return cls(
-                BlockHeader.from_obj(o["header"]),
-                tuple(Tx.from_obj(t) for t in o["txs"]),
-                res,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EncodingError(f"malformed block record: {exc}") from exc
+        """A block from its decoded record; raises EncodingError on any bad field."""
+        o = expect_fields(o, "block record", _BLOCK_FIELDS)
+        results = []
+        for r in expect_list(o["results"], "block results", MAX_BLOCK_TXS):
+            if type(r) is not list or len(r) != 2 or type(r[0]) is not bool:
+                raise EncodingError(f"a tx result is [ok: bool, reason: str], got {r!r:.40}")
+            results.append(TxResult(r[0], expect_str(r[1], "tx result reason")))
+        txs = tuple(Tx.from_obj(t) for t in expect_list(o["txs"], "block txs", MAX_BLOCK_TXS))
+        return cls(BlockHeader.from_obj(o["header"]), txs, tuple(results))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Block:
+        """Inverse of :attr:`encoded`; raises EncodingError on any non-canonical byte."""
+        block = cls.from_obj(decode_canonical(data))
+        block.__dict__["encoded"] = bytes(data)
+        return block
 
 
 def commit_message(chain: str, height: int, view: int, block_hash: bytes) -> bytes:
@@ -262,15 +290,24 @@ class Certificate:
 
     @classmethod
     def from_obj(cls, o: Any) -> Certificate:
-        try:
-            return cls(
-                o["height"],
-                o["view"],
-                hex_bytes(o["block"], 32, "block hash"),
-                tuple((int(i), hex_bytes(s, 64, "vote signature")) for i, s in o["votes"]),
+        """A certificate from its decoded record; raises EncodingError on any bad field."""
+        o = expect_fields(o, "certificate", _CERT_FIELDS)
+        votes = []
+        for v in expect_list(o["votes"], "certificate votes", MAX_ROSTER):
+            if type(v) is not list or len(v) != 2:
+                raise EncodingError(f"a certificate vote is [index, signature], got {v!r:.40}")
+            votes.append(
+                (
+                    expect_int(v[0], "certificate signer", 0, MAX_ROSTER),
+                    hex_bytes(v[1], 64, "vote signature"),
+                )
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EncodingError(f"malformed certificate: {exc}") from exc
+        return cls(
+            expect_int(o["height"], "certificate height"),
+            expect_int(o["view"], "certificate view"),
+            hex_bytes(o["block"], 32, "block hash"),
+            tuple(votes),
+        )
 
 
 def encode_certified(block: Block, cert: Certificate) -> bytes:

@@ -17,7 +17,14 @@ from typing import Any
 
 from kaires_fl.crypto.sign import H, Identity, verify
 from kaires_fl.errors import EncodingError, InvalidProof, LedgerError
-from kaires_fl.ledger.encoding import canonical, hex_bytes
+from kaires_fl.ledger.encoding import (
+    canonical,
+    expect_fields,
+    expect_int,
+    expect_list,
+    expect_str,
+    hex_bytes,
+)
 
 TX_CONTEXT = b"kaires/ledger/tx"
 
@@ -98,28 +105,29 @@ class Tx:
 
     @classmethod
     def from_obj(cls, obj: Any) -> Tx:
-        try:
-            tx = cls(
-                chain=obj["chain"],
-                kind=obj["kind"],
-                payload=obj["payload"],
-                signers=tuple(obj["signers"]),
-                counter=obj["counter"],
-                signatures=tuple(obj["signatures"]),
-            )
-            ok = (
-                len(obj) == 6
-                and isinstance(tx.chain, str)
-                and isinstance(tx.kind, str)
-                and isinstance(tx.counter, int)
-                and not isinstance(tx.counter, bool)
-                and all(isinstance(s, str) for s in tx.signers + tx.signatures)
-            )
-        except (KeyError, TypeError) as exc:
-            raise EncodingError(f"malformed transaction record: {exc}") from exc
-        if not ok:
-            raise EncodingError("malformed transaction record: wrong field set or types")
-        return tx
+        """A transaction from its decoded record (e.g. from a peer).
+
+        Raises
+        ------
+        EncodingError
+            if a field is missing, extra, of the wrong type or out of range.
+        """
+        o = expect_fields(obj, "transaction record", _TX_FIELDS)
+        signers = expect_list(o["signers"], "tx signers", MAX_SIGNERS)
+        signatures = expect_list(o["signatures"], "tx signatures", MAX_SIGNERS)
+        return cls(
+            chain=expect_str(o["chain"], "tx chain", 128),
+            kind=expect_str(o["kind"], "tx kind", 256),
+            payload=o["payload"],
+            signers=tuple(expect_str(k, "tx signer", 128) for k in signers),
+            counter=expect_int(o["counter"], "tx counter"),
+            signatures=tuple(expect_str(k, "tx signature", 256) for k in signatures),
+        )
+
+
+_TX_FIELDS = frozenset({"chain", "counter", "kind", "payload", "signatures", "signers"})
+#: Most signers one transaction may have.
+MAX_SIGNERS = 256
 
 
 def make_tx(

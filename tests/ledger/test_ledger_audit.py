@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ledger_world import ident, key, make_ledger, policy_payload
+from ledger_world import COMMITTEE, ident, key, make_ledger, pol, policy_payload
 
 from kaires_fl.crypto.sign import H
 from kaires_fl.errors import AuditError, EncodingError
@@ -41,7 +41,7 @@ def chain() -> LocalLedger:
     L = make_ledger(4, balances={key(BOB): 100})
     c = L.client()
     c.execute(ALICE, "darc.create", policy_payload(ALICE, "alice", [BOB], price=3))
-    c.execute(BOB, "job.create", job_payload("mean", ["alice"], AGG, 2, "ab" * 32))
+    c.execute(BOB, "job.create", job_payload("mean", [pol(ALICE, "alice")], COMMITTEE, "ab" * 32))
     c.execute(BOB, "coin.transfer", {"to": key(ALICE), "amount": 7})
     L.run_for(0.1)
     return L
@@ -123,7 +123,7 @@ def test_tx_proof_verifies_offline_and_rejects_tampering(chain: LocalLedger) -> 
     with pytest.raises((AuditError, EncodingError)):
         TxProof.from_bytes(bytes(blob)).verify(chain.genesis)
     short_path = {**decode_canonical(proof.to_bytes()), "path": [[True]]}
-    with pytest.raises(EncodingError, match="malformed transaction proof"):
+    with pytest.raises(EncodingError, match="Merkle path step"):
         TxProof.from_bytes(canonical(short_path))
 
 
@@ -133,8 +133,9 @@ def test_state_and_job_proofs(chain: LocalLedger) -> None:
     job_id = b2.txs[0].id
     p = c.prove_job(job_id)
     j = verify_job(StateProof.from_bytes(p.to_bytes()), chain.genesis, job_id)
-    assert j["providers"] == ["alice"] and j["aggregators"] == AGG and j["height"] == 2
-    assert j["consumer"] == key(BOB) and j["threshold"] == 2
+    assert j["providers"] == [pol(ALICE, "alice")] and j["aggregators"] == AGG
+    assert j["height"] == 2 and j["committee"] == COMMITTEE
+    assert j["consumer"] == key(BOB) and j["threshold"] == 3
     with pytest.raises(AuditError, match=r"not job"):
         verify_job(p, chain.genesis, "00" * 32)
     with pytest.raises(AuditError, match=r"does not hold the claimed value"):
@@ -150,7 +151,7 @@ def test_state_and_job_proofs(chain: LocalLedger) -> None:
     with pytest.raises(AuditError):
         p.verify(other.genesis)
     other.close()
-    acc = c.accesses("alice")
+    acc = c.accesses(pol(ALICE, "alice"))
     assert len(acc) == 1 and acc[0].value["job"] == job_id
     assert acc[0].verify(chain.genesis)["consumer"] == key(BOB)
     assert c.balance(ALICE) == 7 and c.balance(BOB) == 100 - 3 - 7
