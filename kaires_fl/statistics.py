@@ -299,8 +299,9 @@ class Statistic:
     def _set_sizes(
         self, granularity: str, max_rows: int | None, max_measurements: int | None
     ) -> None:
-        """Set ``granularity``, ``max_rows`` (provider granularity: the policy's row cap,
-        required) and ``max_measurements`` (default: providers or records per job)."""
+        """Set ``granularity``, ``max_rows`` (the policy's row cap per provider: required in
+        provider granularity, optional in record granularity, where it bounds each
+        provider's batch) and ``max_measurements`` (default: providers or records per job)."""
         self.granularity = _check_granularity(granularity)
         if granularity == "provider":
             if max_rows is None:
@@ -308,6 +309,7 @@ class Statistic:
             self.max_rows = _positive_int(max_rows, "max_rows")
             default = DEFAULT_MAX_PROVIDERS
         else:
+            self.max_rows = 0 if max_rows is None else _positive_int(max_rows, "max_rows")
             default = DEFAULT_MAX_RECORDS
         self.max_measurements = _positive_int(max_measurements or default, "max_measurements")
 
@@ -335,7 +337,26 @@ class Statistic:
                 f"a provider has {n} rows but the policy's row cap is max_rows={self.max_rows}; "
                 "raise max_rows (the bound every provider-level sum is range-checked against)"
             )
+        if self.granularity == "record" and n > self.max_batch:
+            raise ConfigError(
+                f"a provider has {n} rows but a job of this statistic admits at most "
+                f"{self.max_batch} records per provider (max_rows={self.max_rows or None}, "
+                f"max_measurements={self.max_measurements}); raise them or split the data"
+            )
 
+    @property
+    def max_batch(self) -> int:
+        """Most measurements ONE provider may submit: 1 in provider granularity (its local
+        statistic counts once), else its row cap ``max_rows`` (when set) and never more
+        than ``max_measurements``. Aggregators refuse a larger batch
+        (:func:`kaires_fl.aggregation.submission.max_batch`)."""
+        if self.granularity != "record":
+            return 1
+        if self.max_rows:
+            return min(self.max_rows, self.max_measurements)
+        return self.max_measurements
+
+    #: The policy's row cap per provider (0: none, record granularity only).
     max_rows: int = 0
 
 
@@ -360,7 +381,8 @@ class LinearRegressionStats(Statistic):
     n_features : d.
     x_bounds, y_bounds : declared bounds ([lo, hi] for every feature, or one pair per feature).
     granularity : ``"provider"`` or ``"record"``.
-    max_rows : (provider) the policy's row cap per provider.
+    max_rows : the policy's row cap per provider (required in provider granularity; in
+        record granularity optional, it bounds each provider's batch of records).
     max_measurements : accepted measurements the job may sum (providers, or records).
     frac_bits : (provider) fractional bits f of the fixed-point sums (None: automatic).
     bits : (record) quantisation bits b of each value (None: automatic).
@@ -424,6 +446,7 @@ class LinearRegressionStats(Statistic):
             self._center, self._exp = pow2_frame(self._bounds)
             self._iu = np.triu_indices(d + 2)
         else:
+            self.max_rows = 0 if max_rows is None else _positive_int(max_rows, "max_rows")
             self.max_measurements = _positive_int(
                 max_measurements or DEFAULT_MAX_RECORDS, "max_measurements"
             )
@@ -444,6 +467,8 @@ class LinearRegressionStats(Statistic):
             out.update(max_rows=self.max_rows, frac_bits=self.frac_bits)
         else:
             out.update(bits=self.bits)
+            if self.max_rows:
+                out.update(max_rows=self.max_rows)
         return out
 
     def _build_circuit(self, field: Any) -> Any:
@@ -595,7 +620,7 @@ class CountStats(Statistic):
             "granularity": self.granularity,
             "max_measurements": self.max_measurements,
         }
-        if self.granularity == "provider":
+        if self.max_rows:
             out["max_rows"] = self.max_rows
         return out
 
@@ -668,8 +693,8 @@ class MeanVarianceStats(Statistic):
         )
         self.max_measurements = self._reg.max_measurements
         self.field = self._reg.field
+        self.max_rows = self._reg.max_rows
         if granularity == "provider":
-            self.max_rows = self._reg.max_rows
             self._f, self.bits = self._reg._f, self._reg.bits
             self._center, self._exp = pow2_frame(self.bounds)
         else:
@@ -766,7 +791,7 @@ class HistogramStats(Statistic):
             "granularity": self.granularity,
             "max_measurements": self.max_measurements,
         }
-        if self.granularity == "provider":
+        if self.max_rows:
             out["max_rows"] = self.max_rows
         return out
 

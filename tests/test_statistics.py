@@ -307,3 +307,30 @@ def test_parameter_errors() -> None:
         HistogramStats([0, 0, 1])
     with pytest.raises(ConfigError, match="needs targets y"):
         LinearRegressionStats(2, [-1, 1], [-1, 1], max_rows=3).measurements(np.zeros((2, 2)))
+
+
+def test_each_statistic_declares_its_batch_limit() -> None:
+    """B = 1 in provider granularity; the record row cap (else max_measurements) in record
+    granularity; the record cap is part of the params every party rebuilds."""
+    assert CountStats("provider", max_rows=50).max_batch == 1
+    assert LinearRegressionStats(2, [-1, 1], [-1, 1], max_rows=50).max_batch == 1
+    assert MeanVarianceStats(2, [-1, 1], "provider", max_rows=9).max_batch == 1
+    assert HistogramStats([0, 1], granularity="provider", max_rows=3).max_batch == 1
+    assert CountStats("record", max_measurements=64).max_batch == 64
+    capped = [
+        CountStats("record", max_rows=8, max_measurements=64),
+        HistogramStats([0, 1, 2], granularity="record", max_rows=8, max_measurements=64),
+        LinearRegressionStats(2, [-1, 1], [-1, 1], "record", max_rows=8, max_measurements=64),
+        MeanVarianceStats(2, [-1, 1], "record", max_rows=8, max_measurements=64),
+    ]
+    for s in capped:
+        assert s.max_batch == 8
+        kind, params = json.loads(json.dumps(s.spec()))
+        assert params["max_rows"] == 8 and from_params(kind, params).max_batch == 8
+        s.measurements(np.zeros((8, 2)), np.zeros(8))
+        with pytest.raises(ConfigError, match="at most 8 records per provider"):
+            s.measurements(np.zeros((9, 2)), np.zeros(9))
+    # no record cap given: the params are unchanged (same circuit id as before)
+    assert "max_rows" not in CountStats("record").params()
+    with pytest.raises(ConfigError, match="max_rows must be a positive integer"):
+        CountStats("record", max_rows=0)

@@ -19,42 +19,107 @@ The keys themselves are CALYPSO-written to the trustees by the caller
 
 from __future__ import annotations
 
+import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 
+from kaires_fl import schema
 from kaires_fl.arith import sharing
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto import envelope
-from kaires_fl.crypto.sign import H, Identity, verify
-from kaires_fl.errors import EncodingError, InvalidProof, InvalidSubmission
-from kaires_fl.ledger.encoding import canonical
+from kaires_fl.crypto.sign import H, Identity, is_valid
+from kaires_fl.errors import ConfigError, EncodingError, InvalidProof, InvalidSubmission
 
 MANIFEST_CONTEXT = b"kaires/aggregation/manifest"
 
 #: Provider fault behaviours understood by :func:`seal_parts` (simulation and tests).
 PROVIDER_FAULTS = ("out_of_range", "inconsistent_shares", "bad_proof")
 
+#: Most aggregators (parts per submission) a manifest may name.
+MAX_PARTS = 1024
+#: Largest batch a manifest may declare at all (a job's own limit, :func:`max_batch`, is
+#: far lower: 1 in provider granularity, the row cap in record granularity).
+MAX_BATCH = 2**32
 
-@dataclass(frozen=True)
-class Manifest:
-    """What a provider signs about one submission (all bytes as lowercase hex)."""
+#: Ids a manifest names (job, provider policy, circuit, write): the ledger's id alphabet.
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")]
+Batch = Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH)]
+Hashes = Annotated[tuple[schema.Hex32, ...], msgspec.Meta(min_length=1, max_length=MAX_PARTS)]
+Parts = Annotated[tuple[schema.Blob, ...], msgspec.Meta(min_length=1, max_length=MAX_PARTS)]
 
-    job: str
-    provider: str  # the provider's policy id on the ledger
-    signer: str  # the provider's Ed25519 key (its policy's owner)
-    batch: int
-    circuit: str
-    meas_parts: tuple[str, ...]
-    proof_parts: tuple[str, ...]
-    key_commits: tuple[str, ...]
-    write: str
+_ID = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+
+
+def _bad(what: str, value: Any, want: str) -> EncodingError:
+    shown = repr(value)
+    return EncodingError(
+        f"manifest field {what} = {shown[:80]}{'…' if len(shown) > 80 else ''} is not "
+        f"{want}; the provider must sign a manifest built by sign_manifest"
+    )
+
+
+def _check_manifest_fields(m: Manifest) -> None:
+    """Every field of ``m`` has its declared type, range and size (else ``EncodingError``).
+
+    Decoding checks the same through the schema; this also covers a manifest built in
+    Python (msgspec does not validate constructor arguments).
+    """
+    for what in ("job", "provider", "circuit", "write"):
+        v = getattr(m, what)
+        if type(v) is not str or _ID.fullmatch(v) is None:
+            raise _bad(what, v, "an id of 1-128 characters [A-Za-z0-9_.:/-]")
+    if type(m.signer) is not str or _HEX32.fullmatch(m.signer) is None:
+        raise _bad("signer", m.signer, "a 64-character lowercase hex Ed25519 key")
+    if type(m.batch) is not int or not 1 <= m.batch <= MAX_BATCH:
+        raise _bad("batch", m.batch, f"an integer in [1, {MAX_BATCH}]")
+    n = len(m.meas_parts) if type(m.meas_parts) is tuple else -1
+    for what in ("meas_parts", "proof_parts", "key_commits"):
+        v = getattr(m, what)
+        if (
+            type(v) is not tuple
+            or not 1 <= len(v) <= MAX_PARTS
+            or len(v) != n
+            or not all(type(h) is str and _HEX32.fullmatch(h) is not None for h in v)
+        ):
+            raise _bad(
+                what,
+                v,
+                f"a tuple of {max(n, 1)}..{MAX_PARTS} 32-byte hex digests, one per aggregator "
+                "(as many as meas_parts)",
+            )
+
+
+class Manifest(schema.Message, frozen=True):
+    """What a provider signs about one submission (hashes, keys and ids as lowercase hex).
+
+    A schema message: every field has a declared type, range and size, checked when the
+    manifest is built or decoded (``EncodingError``). The signature (carried by
+    :class:`SealedSubmission`) covers the canonical encoding of every field
+    (:func:`manifest_signing_bytes`), and :attr:`hash` is computed from that encoding on
+    every access: nothing derived from the fields is cached on the object.
+    """
+
+    job: Id
+    provider: Id  # the provider's policy id on the ledger
+    signer: schema.Hex32  # the provider's Ed25519 key (its policy's owner)
+    batch: Batch
+    circuit: Id
+    meas_parts: Hashes
+    proof_parts: Hashes
+    key_commits: Hashes
+    write: Id
+
+    def __post_init__(self) -> None:
+        _check_manifest_fields(self)
 
     def to_obj(self) -> dict[str, Any]:
+        """The manifest as a JSON-ready dict (inverse: :meth:`from_obj`)."""
         return {
             "job": self.job,
             "provider": self.provider,
@@ -67,26 +132,67 @@ class Manifest:
             "write": self.write,
         }
 
+    @classmethod
+    def from_obj(cls, obj: Any) -> Manifest:
+        """The manifest from :meth:`to_obj`'s dict; ``EncodingError`` if anything is off."""
+        try:
+            return msgspec.convert(obj, cls)
+        except msgspec.ValidationError as exc:
+            raise EncodingError(f"malformed manifest: {exc}") from None
+
     def body(self) -> bytes:
-        return canonical(self.to_obj())
+        """The canonical encoding of every field (what the hash and signature cover)."""
+        return schema.encode(self)
 
-    @cached_property
+    @property
     def hash(self) -> bytes:
-        return H(MANIFEST_CONTEXT, self.body())
+        """H(context, canonical encoding): the id the inputs record (never cached)."""
+        return H(MANIFEST_CONTEXT, schema.encode(self))
 
 
-@dataclass(frozen=True)
-class SealedSubmission:
+def manifest_signing_bytes(m: Manifest) -> bytes:
+    """What the provider's manifest signature covers (:func:`schema.signing_bytes`)."""
+    return schema.signing_bytes(m, MANIFEST_CONTEXT)
+
+
+class SealedSubmission(schema.Message, frozen=True):
     """A provider's submission as the coordinator sees it: nothing in it is plaintext.
 
     ``meas_parts[i]`` / ``proof_parts[i]`` are AEAD blobs only aggregator ``i`` can open
-    (after the trustees release ``k_i``); ``signature`` is the provider's over the manifest.
+    (after the trustees release ``k_i``); ``signature`` is the provider's over the manifest
+    (:func:`manifest_signing_bytes`). The wire form is :meth:`to_bytes` /
+    :meth:`from_bytes` (the schema's canonical encoding; decoding raises ``EncodingError``).
     """
 
     manifest: Manifest
-    signature: bytes
-    meas_parts: tuple[bytes, ...]
-    proof_parts: tuple[bytes, ...]
+    signature: schema.Signature
+    meas_parts: Parts
+    proof_parts: Parts
+
+    def __post_init__(self) -> None:
+        if type(self.manifest) is not Manifest:
+            raise EncodingError("a sealed submission carries a Manifest")
+        if type(self.signature) is not bytes or len(self.signature) > 64:
+            raise EncodingError("a manifest signature is at most 64 bytes")
+        for what in ("meas_parts", "proof_parts"):
+            v = getattr(self, what)
+            if (
+                type(v) is not tuple
+                or not 1 <= len(v) <= MAX_PARTS
+                or not all(type(b) is bytes for b in v)
+            ):
+                raise EncodingError(
+                    f"{what} must be a tuple of 1..{MAX_PARTS} bytes values (one per aggregator)"
+                )
+
+    def to_bytes(self) -> bytes:
+        """The canonical wire encoding (each part copied once)."""
+        return schema.encode(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SealedSubmission:
+        """Decode and validate a submission (``EncodingError`` for anything malformed)."""
+        return schema.decode(data, cls)
 
     def only(self, i: int) -> SealedSubmission:
         """The submission as aggregator ``i`` gets it: its own two parts, the others empty."""
@@ -102,38 +208,120 @@ class SealedSubmission:
             else self
         )
 
-    def check(self, n: int, parts: Sequence[int] | None = None) -> None:
-        """Check the signature and that the parts (all, or ``parts``) match the manifest.
+    def check(
+        self, n: int, parts: Sequence[int] | None = None, max_batch: int | None = None
+    ) -> None:
+        """Check the submission's form, its signature, its batch size and that the parts
+        (all, or ``parts``) match the manifest.
+
+        Pre: ``n`` is the job's number of aggregators; ``max_batch`` the job's largest
+        admissible batch (:func:`max_batch`; None: only the schema's limit).
+        Post: the manifest is well formed and signed by ``manifest.signer``, it names ``n``
+        parts, ``1 ≤ batch ≤ max_batch``, and every checked part hashes to its entry.
 
         Raises
         ------
         InvalidSubmission
-            naming what does not match (the coordinator or the network altered it, or the
-            provider is faulty).
+            naming the provider and what does not match (the coordinator or the network
+            altered it, or the provider is faulty); never another exception.
         """
         m = self.manifest
+        who = _who(m)
         try:
-            verify(bytes.fromhex(m.signer), MANIFEST_CONTEXT, m.body(), self.signature)
-        except (InvalidProof, ValueError) as exc:
+            self.__post_init__()
+            _check_manifest_fields(m)
+        except (EncodingError, AttributeError, TypeError) as exc:
+            raise InvalidSubmission(f"malformed submission of {who}: {exc}") from None
+        try:
+            signed = manifest_signing_bytes(m)
+        except (TypeError, ValueError, OverflowError, NotImplementedError) as exc:
+            raise InvalidSubmission(f"manifest of {who} has no canonical encoding: {exc}") from None
+        if not is_valid(bytes.fromhex(m.signer), MANIFEST_CONTEXT, signed, self.signature):
             raise InvalidSubmission(
-                f"manifest of provider {m.provider[:16]}… is not signed by it: {exc}"
-            ) from exc
-        if not (
-            len(m.meas_parts) == len(m.proof_parts) == len(m.key_commits) == n
-            and len(self.meas_parts) == len(self.proof_parts) == n
-        ):
+                f"manifest of {who} is not signed by its signer {m.signer[:16]}…: the "
+                "manifest or its signature was altered (or signed by another key)"
+            )
+        if not (len(m.meas_parts) == n and len(self.meas_parts) == len(self.proof_parts) == n):
             raise InvalidSubmission(
-                f"submission of {m.provider[:16]}… has parts for "
-                f"{len(m.meas_parts)} aggregators, the committee has {n}"
+                f"submission of {who} has parts for {len(m.meas_parts)} aggregators, the "
+                f"committee has {n}"
+            )
+        if max_batch is not None and not 1 <= m.batch <= max_batch:
+            raise InvalidSubmission(
+                f"provider {who} submitted a batch of {m.batch} measurements; this job "
+                f"admits 1..{max_batch} per provider (1 for provider-granularity statistics "
+                "and model updates, the row cap for record granularity): refused"
             )
         for i in range(n) if parts is None else parts:
+            if not 0 <= i < n:
+                raise InvalidSubmission(f"part {i} does not exist in a committee of {n}")
             if part_hash(self.meas_parts[i]).hex() != m.meas_parts[i] or (
                 part_hash(self.proof_parts[i]).hex() != m.proof_parts[i]
             ):
                 raise InvalidSubmission(
-                    f"part {i} of provider {m.provider[:16]}…'s submission does not match "
-                    "its signed manifest: it was altered in transit"
+                    f"part {i} of {who}'s submission does not match its signed manifest: "
+                    "it was altered in transit"
                 )
+
+
+def _who(m: Any) -> str:
+    p = getattr(m, "provider", "?")
+    return repr(p[:64]) if isinstance(p, str) else "an unnamed provider"
+
+
+def max_batch(statistic: Any, job: Mapping[str, Any] | None = None) -> int:
+    """The largest batch (measurements) one provider may submit to a job of ``statistic``.
+
+    1 for provider-granularity statistics and model updates (each provider's local
+    statistic counts once); the statistic's record row cap (``max_rows``, else its
+    ``max_measurements``) in record granularity. ``job`` (the committed job entry) may
+    lower it with ``params["max_batch"]``.
+
+    Raises
+    ------
+    ConfigError
+        for a statistic that declares no known granularity (refused rather than unbounded).
+    """
+    g = getattr(statistic, "granularity", None)
+    if g == "provider":
+        cap = 1
+    elif g == "record":
+        cap = int(statistic.max_batch)
+    else:
+        raise ConfigError(
+            f"statistic {type(statistic).__name__} declares granularity {g!r}; a job needs "
+            "'provider' or 'record' to bound each provider's batch"
+        )
+    if job is not None:
+        lim = job.get("params", {}).get("max_batch")
+        if type(lim) is int and lim >= 1:
+            cap = min(cap, lim)
+    return cap
+
+
+def check_for_job(
+    sub: SealedSubmission,
+    job: Mapping[str, Any],
+    *,
+    statistic: Any,
+    circuit: str | None = None,
+    parts: Sequence[int] | None = None,
+) -> None:
+    """Every check of ``sub`` against committed ``job`` that needs no ledger read.
+
+    The form, signature and parts (:meth:`SealedSubmission.check` with ``n`` the job's
+    aggregators and :func:`max_batch`), and that the manifest names this job, one of its
+    providers and its ``circuit`` id (when given). Raises ``InvalidSubmission`` only.
+    """
+    sub.check(len(job["aggregators"]), parts=parts, max_batch=max_batch(statistic, job))
+    m = sub.manifest
+    if m.job != job["id"] or m.provider not in job["providers"]:
+        raise InvalidSubmission(
+            f"submission of {_who(m)} is not for job {str(job['id'])[:16]}… or its provider "
+            "is not in the job"
+        )
+    if circuit is not None and m.circuit != circuit:
+        raise InvalidSubmission(f"submission of {_who(m)} is for another circuit than the job's")
 
 
 @dataclass
@@ -281,7 +469,7 @@ def sign_manifest(
         key_commits=tuple(c.hex() for c in parts.key_commits),
         write=write,
     )
-    sig = identity.sign(MANIFEST_CONTEXT, m.body())
+    sig = identity.sign(MANIFEST_CONTEXT, manifest_signing_bytes(m))
     return SealedSubmission(m, sig, tuple(parts.meas_parts), tuple(parts.proof_parts))
 
 

@@ -1,12 +1,24 @@
-"""Sealed submissions: sealing, opening, manifest checks, tampering, provider faults."""
+"""Sealed submissions: sealing, opening, manifest checks, tampering, provider faults, the
+schema (wire form, canonical hash and signature), batch limits, and decoder fuzzing."""
 
 from __future__ import annotations
 
+import contextlib
+
+import msgspec
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from kaires_fl import schema
 from kaires_fl.aggregation.submission import (
+    MANIFEST_CONTEXT,
+    Manifest,
+    SealedSubmission,
+    check_for_job,
     joint_rand_seed,
+    max_batch,
     open_part,
     part_hash,
     seal_parts,
@@ -15,8 +27,9 @@ from kaires_fl.aggregation.submission import (
 from kaires_fl.arith import sharing
 from kaires_fl.arith.circuits import SumVec
 from kaires_fl.arith.flp import FlpBBCGGI19
-from kaires_fl.crypto.sign import Identity
-from kaires_fl.errors import EncodingError, InvalidSubmission
+from kaires_fl.crypto.sign import H, Identity
+from kaires_fl.errors import ConfigError, EncodingError, InvalidSubmission
+from kaires_fl.statistics import CountStats, HistogramStats
 
 N, T = 4, 1
 FLP = FlpBBCGGI19(SumVec(3, 4))
@@ -141,3 +154,191 @@ def test_bad_inputs_raise_typed_errors() -> None:
             t=T,
             keys=[b"k"],
         )
+
+
+# ------------------------------------------------------------ schema, wire form, batch limits
+
+JOB = "a" * 64
+
+
+def _signed(batch: int = 1, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    ident = Identity.generate()
+    parts = seal_parts(FLP, _meas(rng, batch), job=JOB, provider="p", circuit="c", n=N, t=T)
+    return ident, sign_manifest(ident, parts, job=JOB, provider="p", circuit="c", write="w")
+
+
+def test_wire_form_round_trips_and_keeps_the_signature() -> None:
+    _, sub = _signed(batch=3)
+    back = SealedSubmission.from_bytes(sub.to_bytes())
+    assert back == sub and back.manifest.hash == sub.manifest.hash
+    back.check(N, max_batch=3)
+    assert Manifest.from_obj(sub.manifest.to_obj()) == sub.manifest
+
+
+def test_manifest_hash_is_the_hash_of_its_canonical_encoding() -> None:
+    _, sub = _signed()
+    m = sub.manifest
+    assert m.hash == H(MANIFEST_CONTEXT, schema.encode(m))
+    # every field is covered: changing any one changes the hash and breaks the signature
+    for name, value in [
+        ("job", "b" * 64),
+        ("provider", "q"),
+        ("signer", "0" * 64),
+        ("batch", 2),
+        ("circuit", "d"),
+        ("meas_parts", (m.proof_parts[0], *m.meas_parts[1:])),
+        ("proof_parts", (m.meas_parts[0], *m.proof_parts[1:])),
+        ("key_commits", (m.meas_parts[0], *m.key_commits[1:])),
+        ("write", "x"),
+    ]:
+        other = msgspec.structs.replace(m, **{name: value})
+        assert other.hash != m.hash, name
+        with pytest.raises(InvalidSubmission, match="not signed"):
+            SealedSubmission(other, sub.signature, sub.meas_parts, sub.proof_parts).check(N)
+
+
+def test_batch_outside_the_job_limit_is_refused_naming_provider_and_limit() -> None:
+    _, sub = _signed(batch=5)
+    sub.check(N, max_batch=5)
+    with pytest.raises(InvalidSubmission, match=r"'p' submitted a batch of 5.*1\.\.1"):
+        sub.check(N, max_batch=1)
+    with pytest.raises(InvalidSubmission, match="batch of 5"):
+        sub.only(1).check(N, parts=[1], max_batch=4)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("batch", -1),
+        ("batch", 0),
+        ("batch", 2**70),
+        ("batch", "3"),
+        ("batch", 1.5),
+        ("batch", True),
+        ("job", ""),
+        ("job", "a b"),
+        ("signer", "AB" * 32),
+        ("meas_parts", ("00" * 32,) * (N - 1)),
+        ("key_commits", ("zz" * 32,) * N),
+        ("write", None),
+    ],
+)
+def test_malformed_manifest_fields_raise_encoding_errors(field: str, value: object) -> None:
+    _, sub = _signed()
+    obj = sub.manifest.to_obj()
+    obj[field] = value
+    with pytest.raises(EncodingError):
+        Manifest.from_obj(obj)
+    with pytest.raises(EncodingError):
+        Manifest(**{**sub.manifest.to_obj(), field: value})
+
+
+def test_a_manifest_built_in_python_must_use_tuples() -> None:
+    _, sub = _signed()
+    with pytest.raises(EncodingError, match="meas_parts"):
+        Manifest(**sub.manifest.to_obj())  # lists, as in to_obj()
+
+
+def test_check_for_job_ties_the_manifest_to_the_job() -> None:
+    _, sub = _signed(batch=2)
+    job = {"id": JOB, "aggregators": ["0" * 64] * N, "providers": ["p"], "params": {}}
+    rec = CountStats("record", max_rows=2)
+    check_for_job(sub, job, statistic=rec, circuit="c")
+    with pytest.raises(InvalidSubmission, match="batch of 2"):
+        check_for_job(sub, job, statistic=CountStats("provider", max_rows=9))
+    with pytest.raises(InvalidSubmission, match="batch of 2"):
+        check_for_job(sub, {**job, "params": {"max_batch": 1}}, statistic=rec)
+    with pytest.raises(InvalidSubmission, match="another circuit"):
+        check_for_job(sub, job, statistic=rec, circuit="e")
+    with pytest.raises(InvalidSubmission, match="not for job"):
+        check_for_job(sub, {**job, "providers": ["q"]}, statistic=rec)
+    with pytest.raises(InvalidSubmission, match="committee has 5"):
+        check_for_job(sub, {**job, "aggregators": ["0" * 64] * 5}, statistic=rec)
+
+
+def test_max_batch_per_granularity() -> None:
+    assert max_batch(CountStats("provider", max_rows=100)) == 1
+    assert max_batch(HistogramStats([0, 1, 2], granularity="provider", max_rows=3)) == 1
+    assert max_batch(CountStats("record", max_measurements=1000)) == 1000
+    assert max_batch(CountStats("record", max_rows=10, max_measurements=1000)) == 10
+    assert max_batch(CountStats("record", max_rows=10), {"params": {"max_batch": 4}}) == 4
+
+    class NoGranularity:
+        pass
+
+    with pytest.raises(ConfigError, match="granularity"):
+        max_batch(NoGranularity())
+
+
+def _wire_mutations(data: bytes, positions: list[int], values: list[int]) -> bytes:
+    b = bytearray(data)
+    for p, v in zip(positions, values, strict=False):
+        b[p % len(b)] = v
+    return bytes(b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2048))
+def test_fuzz_arbitrary_bytes_decode_to_a_submission_or_encoding_error(data: bytes) -> None:
+    try:
+        sub = SealedSubmission.from_bytes(data)
+    except EncodingError:
+        return
+    with contextlib.suppress(InvalidSubmission):
+        sub.check(N, max_batch=1)
+
+
+_, _FUZZ_SUB = _signed(batch=2)
+_FUZZ_BYTES = _FUZZ_SUB.to_bytes()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.integers(0, 2**31), min_size=1, max_size=6),
+    st.lists(st.integers(0, 255), min_size=1, max_size=6),
+    st.integers(0, 64),
+)
+def test_fuzz_mutated_submissions_are_refused_with_typed_errors(
+    positions: list[int], values: list[int], cut: int
+) -> None:
+    data = _wire_mutations(_FUZZ_BYTES, positions, values)
+    if cut:
+        data = data[:-cut]
+    try:
+        sub = SealedSubmission.from_bytes(data)
+    except EncodingError:
+        return
+    try:
+        sub.check(N, max_batch=2)
+    except InvalidSubmission:
+        return
+    assert sub == _FUZZ_SUB  # only an unchanged submission passes every check
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from([*_FUZZ_SUB.manifest.to_obj(), "type", "extra"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(-(2**80), 2**80),
+            st.floats(allow_nan=True),
+            st.text(max_size=80),
+            st.binary(max_size=40),
+            st.lists(st.text(max_size=70), max_size=5),
+        ),
+    )
+)
+def test_fuzz_manifest_objects_give_encoding_errors(patch: dict) -> None:
+    obj = {**_FUZZ_SUB.manifest.to_obj(), **patch}
+    try:
+        m = Manifest.from_obj(obj)
+    except EncodingError:
+        return
+    sub = SealedSubmission(m, _FUZZ_SUB.signature, _FUZZ_SUB.meas_parts, _FUZZ_SUB.proof_parts)
+    try:
+        sub.check(N, max_batch=2)
+    except InvalidSubmission:
+        assert m != _FUZZ_SUB.manifest
