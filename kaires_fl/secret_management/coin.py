@@ -16,8 +16,8 @@ can know the coin.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
+from kaires_fl import schema
 from kaires_fl.crypto import elgamal
 from kaires_fl.crypto.elgamal import ExponentShare
 from kaires_fl.crypto.group import Point, Scalar, hash_to_point
@@ -39,13 +39,12 @@ def coin_context(lts_id: str, job_id: str, root: str) -> bytes:
     return H(_CTX_TAG, lts_id.encode(), job_id.encode(), root.encode())
 
 
-@dataclass(frozen=True)
-class CoinShare:
+class CoinShare(schema.Message, frozen=True):
     """Trustee ``trustee``'s coin share for ``job`` (with inputs root ``root``)."""
 
-    trustee: int
-    job: str
-    root: str
+    trustee: schema.Index
+    job: schema.Hex32
+    root: schema.Hex32
     share: ExponentShare
 
 
@@ -88,6 +87,8 @@ def combine_coin(
     for j, cs in shares.items():
         if cs is None:
             faulty[j] = "no coin share (silent)"
+        elif not isinstance(cs, CoinShare) or not isinstance(cs.share, ExponentShare):
+            faulty[j] = f"answered with a {type(cs).__name__}, not a coin share"
         elif cs.trustee != j or cs.job != job_id or cs.root != root:
             faulty[j] = "coin share made for another trustee, job or inputs root"
         else:

@@ -20,7 +20,7 @@ from typing import Any
 from kaires_fl.crypto.elgamal import RecipientKey
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import H, Identity
-from kaires_fl.errors import AccessDenied, ConfigError
+from kaires_fl.errors import AccessDenied, ConfigError, KairesError
 from kaires_fl.ledger.darc import darc_key
 from kaires_fl.ledger.jobs import job_key
 from kaires_fl.secret_management.coin import combine_coin
@@ -43,8 +43,10 @@ from kaires_fl.secret_management.release import (
     Refusal,
     ReleaseRequest,
     ReleaseResult,
+    SealedAnswer,
     combine_release,
     evidence_keys,
+    open_answer,
     read_payload,
     writes_from_evidence,
 )
@@ -225,7 +227,7 @@ class TrusteeCommittee:
         ProtocolError
             if fewer than t + 1 valid shares arrive for some key.
         """
-        payload = read_payload(self.lts.id, job_id, slot, reader_key.public, writes)
+        payload = read_payload(self.lts.id, job_id, slot, reader_key, writes)
         read_id = client.execute(reader, READ_KIND, payload).tx_id
         return self.fetch(client, read_id, reader_key, timeout=timeout)
 
@@ -241,9 +243,10 @@ class TrusteeCommittee:
         keys = evidence_keys(self.lts.id, read_id, read["job"], read["writes"])
         evidence = prove_entries(client, keys)
         endpoint = client.network.endpoint(f"reader-{read_id[:12]}")
-        answers = collect_answers(
+        sealed = collect_answers(
             client.network, endpoint, self.addresses, ReleaseRequest(read_id, evidence), timeout
         )
+        answers = {j: _opened(a, reader_key, read_id, j) for j, a in sealed.items()}
         refusals = [a for a in answers.values() if isinstance(a, Refusal)]
         if refusals and len(refusals) > len(answers) - (self.lts.t + 1):
             raise AccessDenied(
@@ -296,6 +299,18 @@ class TrusteeCommittee:
             if isinstance(a, Refusal):
                 faulty[j] = f"refused: {a.reason}"
         return seed, dict(sorted(faulty.items()))
+
+
+def _opened(answer: Any, reader_key: EnvelopeKeyPair, read_id: str, j: int) -> Any:
+    """A trustee's answer as the reader sees it: sealed answers opened (a plain Refusal —
+    sent before the read was known — kept; anything else that does not open is kept as
+    is, so combine_release names its sender faulty)."""
+    if isinstance(answer, SealedAnswer) and answer.read == read_id and answer.trustee == j:
+        try:
+            return open_answer(answer, reader_key)
+        except KairesError:
+            return answer
+    return answer
 
 
 # --- provider / coordinator --------------------------------------------------------------------

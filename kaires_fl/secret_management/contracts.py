@@ -160,12 +160,38 @@ def job_reader(job: Mapping[str, Any], slot: str) -> tuple[str, str]:
 # --- checks shared by the contracts and the trustees ---------------------------------------
 
 
+def job_slots(job: Mapping[str, Any]) -> set[str]:
+    """The aggregator slots a write for ``job`` must cover: one per aggregator."""
+    return {f"aggregator:{i}" for i in range(len(job["aggregators"]))}
+
+
+def check_write_slots(write_id: str, slots: Sequence[str], job: Mapping[str, Any]) -> None:
+    """Raise AccessDenied unless a write's ``slots`` cover every aggregator of ``job``.
+
+    Exactly the job's aggregator slots, each once, plus optionally ``"consumer"``: a write
+    missing a slot would have that aggregator's (batched) read refused and the aggregator
+    blamed; one with a slot beyond the job's aggregators names a reader that does not
+    exist.
+    """
+    need = job_slots(job)
+    have = list(slots)
+    missing = sorted(need - set(have))
+    extra = sorted(set(have) - need - {"consumer"})
+    if missing or extra or len(set(have)) != len(have):
+        raise AccessDenied(
+            f"write {write_id[:16]}… must carry one key for each of the job's "
+            f"{len(need)} aggregators (and optionally the consumer): missing {missing}, "
+            f"unknown {extra}; write again for every slot"
+        )
+
+
 def check_write_for_job(
     write_id: str, write: Mapping[str, Any], job: Mapping[str, Any], slot: str | None, lts_id: str
 ) -> None:
     """Raise AccessDenied unless ``job`` may read ``slot`` of ``write`` (see :func:`check_read`).
 
-    ``slot=None`` checks the write as a whole (used when the inputs are closed).
+    ``slot=None`` checks the write as a whole (used when the inputs are closed). Either way
+    the write must cover every slot of the job (:func:`check_write_slots`).
     """
     w = write_id[:16]
     if write["lts"] != lts_id:
@@ -188,8 +214,10 @@ def check_write_for_job(
             f"{job['id'][:16]}… was authorised under v{allowed} (a policy change, e.g. a "
             "revocation, came in between); commit a new job"
         )
-    if slot is not None and slot not in {s for s, _ in write["keys"]}:
+    slots = [s for s, _ in write["keys"]]
+    if slot is not None and slot not in slots:
         raise AccessDenied(f"write {w}… has no key for slot {slot!r}")
+    check_write_slots(write_id, slots, job)
 
 
 def check_read(
@@ -199,7 +227,7 @@ def check_read(
     writes: Mapping[str, Mapping[str, Any] | None],
     lts_id: str,
     signers: Sequence[str],
-) -> None:
+) -> Point:
     """Every condition for releasing the keys of ``read`` (used on commit and by trustees).
 
     ``job``, ``inputs`` and ``writes[id]`` are the ledger entries (None if absent);
@@ -211,8 +239,15 @@ def check_read(
     AccessDenied
         naming the first condition that fails: job not committed, inputs not closed,
         reader or recipient key not the job's, a write not in the job's inputs, not under
-        this LTS, for another job, of a provider the job does not include, or made under a
-        later policy version than the job was authorised under.
+        this LTS, for another job, of a provider the job does not include, made under a
+        later policy version than the job was authorised under or not covering every slot
+        of the job — or the read's proof of knowledge of its recipient key fails
+        (:func:`.release.verify_reader_key`).
+
+    Returns
+    -------
+    Point
+        the recipient's group key Y, whose knowledge the read proved.
     """
     if job is None:
         raise AccessDenied(
@@ -250,9 +285,26 @@ def check_read(
         if w is None:
             raise AccessDenied(f"write {str(wid)[:16]}… is not on the ledger")
         check_write_for_job(wid, w, job, slot, lts_id)
+    if read.get("lts") != lts_id:
+        raise AccessDenied(f"the read is for LTS {str(read.get('lts'))[:16]}…, not {lts_id[:16]}…")
+    from kaires_fl.secret_management.release import verify_reader_key
+
+    return verify_reader_key(read)
 
 
 # --- contracts -----------------------------------------------------------------------------
+
+
+def inputs_quorum(job: Mapping[str, Any]) -> int:
+    """Aggregator signatures that may close ``job``'s inputs without its consumer: 2t + 1.
+
+    t is the most faults the job's n aggregators tolerate (n ≥ 3t + 1); a registered
+    committee's t when the job names one (``params["degree"]``), never fewer than the
+    BFT bound for n, so a consumer's parameters cannot lower it.
+    """
+    n = len(job["aggregators"])
+    t = (n - 1) // 3
+    return min(n, 2 * t + 1)
 
 
 def lts_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
@@ -360,12 +412,10 @@ def write_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
             raise LedgerError(
                 f"calypso.write: job {entry.job[:16]}… does not include provider {entry.policy!r}"
             )
-        for slot, _ in entry.keys:
-            if slot != "consumer" and int(slot.split(":")[1]) >= len(job["aggregators"]):
-                raise LedgerError(
-                    f"calypso.write: job {entry.job[:16]}… has {len(job['aggregators'])} "
-                    f"aggregators, there is no slot {slot!r}"
-                )
+        try:
+            check_write_slots(env.tx_id, [slot for slot, _ in entry.keys], job)
+        except AccessDenied as exc:
+            raise LedgerError(f"calypso.write: {exc}") from exc
     try:
         verify_write(entry, _point(lts["X"], "collective key"))
     except InvalidProof as exc:
@@ -388,19 +438,33 @@ def inputs_close(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         raise LedgerError(f"calypso.inputs: job {str(p['job'])[:16]}… is not committed")
     if view.get(inputs_key(p["job"])) is not None:
         raise LedgerError(f"calypso.inputs: the inputs of job {p['job'][:16]}… are already closed")
-    if job["consumer"] not in env.signers and not set(job["aggregators"]) & set(env.signers):
+    by_consumer = job["consumer"] in env.signers
+    aggs = set(job["aggregators"])
+    quorum = inputs_quorum(job)
+    co_signed = len(aggs & set(env.signers))
+    if not by_consumer and co_signed < quorum:
         raise LedgerError(
-            "calypso.inputs must be signed by the job's consumer or one of its aggregators"
+            f"calypso.inputs must be signed by the job's consumer, or co-signed by at least "
+            f"{quorum} of its {len(aggs)} aggregators (2t + 1); got {co_signed}"
         )
     mans, writes = p["manifests"], p["writes"]
     if not isinstance(mans, list) or not isinstance(writes, list):
         raise LedgerError("calypso.inputs: manifests and writes are lists")
+    if len(mans) != len(writes):
+        raise LedgerError(
+            f"calypso.inputs: one manifest per write ({len(mans)} manifests, {len(writes)} writes)"
+        )
+    if not writes and not by_consumer:
+        raise LedgerError(
+            "calypso.inputs: an empty submission set can only be closed by the consumer (to "
+            "end its job with a refund)"
+        )
     for m in mans:
         hex_bytes(m, 32, "manifest hash")
     if len(set(writes)) != len(writes) or len(set(mans)) != len(mans):
         raise LedgerError("calypso.inputs: manifests and writes must be distinct")
     for w in writes:
-        entry = view.get(write_key(w)) if isinstance(w, str) else None
+        entry = view.get(write_key(w)) if isinstance(w, str) and _HEX32.match(w) else None
         if entry is None:
             raise LedgerError(f"calypso.inputs: write {str(w)[:16]}… is not on the ledger")
         try:
@@ -420,10 +484,20 @@ def inputs_close(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
 
 def read_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     p = tx.payload
-    if not isinstance(p, dict) or set(p) != {"job", "slot", "recipient", "writes", "lts"}:
-        raise LedgerError("calypso.read payload needs exactly job, slot, recipient, writes, lts")
-    if not isinstance(p["writes"], list) or len(set(p["writes"])) != len(p["writes"]):
+    if not isinstance(p, dict) or set(p) != {"job", "slot", "recipient", "writes", "lts", "pok"}:
+        raise LedgerError(
+            "calypso.read payload needs exactly job, slot, recipient, writes, lts, pok (the "
+            "reader's proof of knowledge of its key); use read_payload()"
+        )
+    if (
+        not isinstance(p["writes"], list)
+        or not all(isinstance(w, str) and _HEX32.match(w) for w in p["writes"])
+        or len(set(p["writes"])) != len(p["writes"])
+    ):
         raise LedgerError("calypso.read: 'writes' is a list of distinct write ids")
+    for k in ("job", "lts", "recipient"):
+        if not isinstance(p[k], str) or not _HEX32.match(p[k]):
+            raise LedgerError(f"calypso.read: {k!r} is 64 lowercase hex characters")
     if view.get(lts_key(p["lts"])) is None:
         raise LedgerError(f"calypso.read: LTS {str(p['lts'])[:16]}… is not on the ledger")
     job = view.get(job_key(p["job"]))

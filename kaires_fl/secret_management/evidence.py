@@ -1,70 +1,224 @@
 """Ledger evidence a trustee checks on its own: state entries proven against one final block.
 
-A :class:`StateEvidence` is a set of the ledger's
-:class:`~kaires_fl.ledger.audit.StateProof` s that all hang off the same final block.
-:meth:`StateEvidence.verify` needs only the genesis block: it checks that block's
-certificate (2f + 1 roster signatures) once and every entry's Merkle path to its state
-root, and returns the proven entries (None for a proven absence). Requiring one block
-makes the entries a consistent snapshot (e.g. "inputs closed" and "job committed" hold
-at the same height). Nothing from the requester is trusted.
+A :class:`StateEvidence` is one final block (its header and its certificate of 2f + 1
+roster signatures) and a list of state entries, each with its Merkle path to that block's
+state root. :meth:`StateEvidence.verify` needs only the genesis block: it checks the
+certificate once and every entry's path, and returns the proven entries (None for a proven
+absence). One block for all entries makes them a consistent snapshot (e.g. "inputs closed"
+and "job committed" hold at the same height). Nothing from the requester is trusted.
+
+It is a schema message (:mod:`kaires_fl.schema`): the block travels as the canonical
+encoding of the ledger's :class:`~kaires_fl.ledger.audit.BlockProof` and each value as the
+exact canonical bytes the state tree hashes, so decoding validates sizes and types and the
+Merkle check runs on the bytes received.
+
+Freshness. :meth:`StateEvidence.verify` with ``max_age_ms`` and ``now_ms`` refuses a block
+whose (BFT) time is older than ``now_ms − max_age_ms``: a trustee does not act on a
+snapshot taken before, say, a job's receipt or a policy change that happened since.
+A :class:`BlockCache` remembers verified certificates (a final block stays final, so its
+certificate is checked once per trustee) and the newest block time seen, which bounds
+the age of evidence for a trustee without a clock.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from kaires_fl.errors import AuditError, EncodingError, InvalidProof
-from kaires_fl.ledger.audit import StateProof
+import msgspec
+
+from kaires_fl import schema
+from kaires_fl.errors import AuditError, EncodingError, InvalidProof, KairesError
+from kaires_fl.ledger.audit import BlockProof, StateProof
 from kaires_fl.ledger.block import Genesis
-from kaires_fl.ledger.encoding import canonical
+from kaires_fl.ledger.encoding import canonical, decode_canonical
 from kaires_fl.ledger.merkle import verify_state_proof
 
-__all__ = ["StateEvidence", "prove_entries"]
+__all__ = ["BlockCache", "ProvenEntry", "StateEvidence", "prove_entries"]
+
+#: Longest state key an entry may name (characters).
+MAX_KEY = 512
+#: Most entries one evidence may carry (a batched read of many writes proves each).
+MAX_ENTRIES = 2**16
+StateKey = Annotated[str, msgspec.Meta(max_length=MAX_KEY)]
 
 
-@dataclass(frozen=True)
-class StateEvidence:
-    """State proofs of several keys, all against one final block."""
+class ProvenEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One state entry: its key, its canonical value bytes (None: absent), its Merkle path."""
 
-    proofs: tuple[StateProof, ...]
+    key: StateKey
+    value: schema.Blob | None
+    pairs: Annotated[tuple[tuple[StateKey, schema.Bytes32], ...], msgspec.Meta(max_length=4096)]
+    siblings: Annotated[tuple[schema.Bytes32, ...], msgspec.Meta(max_length=64)]
 
-    @property
-    def height(self) -> int:
-        return self.proofs[0].height if self.proofs else 0
 
-    def verify(self, genesis: Genesis) -> dict[str, Any]:
-        """Check everything against ``genesis``; returns ``{key: value or None}``.
+class BlockCache:
+    """A trustee's memory of verified final blocks (bounded) and of the newest one seen.
+
+    ``blocks`` maps the SHA-256 of a verified block proof's encoding (header and
+    certificate) to (state root, height, time_ms): the same bytes need no second check.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self.blocks: OrderedDict[bytes, tuple[bytes, int, int]] = OrderedDict()
+        self.newest_time_ms = 0
+        self.newest_height = 0
+
+    def get(self, header_hash: bytes) -> tuple[bytes, int, int] | None:
+        return self.blocks.get(header_hash)
+
+    def put(self, header_hash: bytes, root: bytes, height: int, time_ms: int) -> None:
+        self.blocks[header_hash] = (root, height, time_ms)
+        while len(self.blocks) > self.size:
+            self.blocks.popitem(last=False)
+        if height > self.newest_height:
+            self.newest_height, self.newest_time_ms = height, max(self.newest_time_ms, time_ms)
+
+
+class StateEvidence(schema.Message, frozen=True):
+    """State entries proven against one final block (see the module docstring).
+
+    ``block`` is the canonical encoding of a :class:`~kaires_fl.ledger.audit.BlockProof`
+    (``b"null"``: the genesis state).
+    """
+
+    block: schema.Blob
+    entries: Annotated[tuple[ProvenEntry, ...], msgspec.Meta(max_length=MAX_ENTRIES)]
+
+    @classmethod
+    def of(cls, proofs: Iterable[StateProof]) -> StateEvidence:
+        """Evidence from the ledger's state proofs, which must all be against one block.
 
         Raises
         ------
         InvalidProof
-            if the evidence is empty, mixes blocks, or a certificate, chain, Merkle path
-            or value is wrong (the message says which); fetch fresh evidence from an
-            honest ledger node.
+            if there is no proof or they are against different blocks.
+        """
+        proofs = tuple(proofs)
+        if not proofs:
+            raise InvalidProof("no state proofs: evidence proves at least one entry")
+        block = proofs[0].block
+        if any(p.block != block for p in proofs[1:]):
+            raise InvalidProof(
+                "the state proofs are against different blocks; prove every entry at one "
+                "final block (prove_entries)"
+            )
+        return cls(
+            canonical(block.to_obj()),
+            tuple(
+                ProvenEntry(
+                    p.key,
+                    None if p.value is None else canonical(p.value),
+                    tuple((k, bytes(v)) for k, v in p.pairs),
+                    tuple(bytes(s) for s in p.siblings),
+                )
+                for p in proofs
+            ),
+        )
+
+    @property
+    def proofs(self) -> tuple[StateProof, ...]:
+        """The entries as the ledger's :class:`StateProof` s (decoded; EncodingError)."""
+        bp = _block_proof(self.block)
+        return tuple(
+            StateProof(
+                bp,
+                e.key,
+                None if e.value is None else decode_canonical(e.value),
+                e.pairs,
+                e.siblings,
+            )
+            for e in self.entries
+        )
+
+    @property
+    def height(self) -> int:
+        """Height of the evidence's block (0: genesis); 0 if the block does not decode."""
+        try:
+            return _block_proof(self.block).height
+        except KairesError:
+            return 0
+
+    def verify(
+        self,
+        genesis: Genesis,
+        *,
+        cache: BlockCache | None = None,
+        now_ms: float | None = None,
+        max_age_ms: float | None = None,
+    ) -> dict[str, Any]:
+        """Check everything against ``genesis``; returns ``{key: value or None}``.
+
+        With ``max_age_ms``, the block's time must be at least ``ref − max_age_ms``, where
+        ``ref`` is the later of ``now_ms`` and the newest block time ``cache`` has seen.
+        ``cache`` saves the certificate check of a block already verified and records the
+        newest block.
+
+        Raises
+        ------
+        InvalidProof
+            if the evidence is empty, stale, or a certificate, chain, Merkle path or value
+            is wrong (the message says which); fetch fresh evidence from an honest ledger
+            node.
         """
         try:
-            if not self.proofs:
+            if not self.entries:
                 raise AuditError("no state proofs")
-            block = self.proofs[0].block
-            root = block.verify(genesis)
+            key = hashlib.sha256(self.block).digest()
+            got = cache.get(key) if cache is not None else None
+            if got is None:
+                got = _verified_block(_block_proof(self.block), genesis)
+                if cache is not None:
+                    cache.put(key, *got)
+            root, height, time_ms = got
             out: dict[str, Any] = {}
-            for p in self.proofs:
-                if p.block != block:
-                    raise AuditError("the state proofs are against different blocks")
-                raw = None if p.value is None else canonical(p.value)
-                verify_state_proof(p.key, raw, p.pairs, p.siblings, root)
-                out[p.key] = p.value
-        except (AuditError, EncodingError, ValueError, TypeError) as exc:
+            for e in self.entries:
+                verify_state_proof(e.key, e.value, e.pairs, e.siblings, root)
+                out[e.key] = None if e.value is None else decode_canonical(e.value)
+        except (AuditError, EncodingError, ValueError, TypeError, KeyError) as exc:
             raise InvalidProof(
-                f"ledger evidence at height {self.height} does not verify from the genesis "
-                f"block: {exc}; fetch fresh evidence from an honest ledger node"
+                f"ledger evidence does not verify from the genesis block: {exc}; fetch fresh "
+                "evidence from an honest ledger node"
             ) from exc
+        if max_age_ms is not None:
+            refs = [r for r in (now_ms, cache.newest_time_ms if cache else None) if r]
+            ref = max(refs) if refs else None
+            if ref is not None and time_ms < ref - max_age_ms:
+                raise InvalidProof(
+                    f"stale ledger evidence: its block (height {height}) is "
+                    f"{(ref - time_ms) / 1000:.1f} s old, more than the {max_age_ms / 1000:.1f} s "
+                    "allowed (a policy change, revocation or receipt may have come since); "
+                    "prove the entries again at the latest final block"
+                )
         return out
 
     def to_bytes(self) -> bytes:
-        return canonical([p.to_bytes().decode("ascii") for p in self.proofs])
+        return schema.encode(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StateEvidence:
+        """Decode and validate (EncodingError on anything malformed)."""
+        return schema.decode(data, cls)
+
+
+def _block_proof(raw: bytes) -> BlockProof:
+    try:
+        return BlockProof.from_obj(decode_canonical(raw))
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise EncodingError(f"malformed block proof in ledger evidence: {exc!r}") from None
+
+
+def _verified_block(bp: BlockProof, genesis: Genesis) -> tuple[bytes, int, int]:
+    """(state root, height, time_ms) of a final block, its certificate checked."""
+    hd = bp.header
+    if hd is None:
+        return bp.verify(genesis), 0, int(genesis.time_ms)
+    if not isinstance(hd.height, int) or not isinstance(hd.time_ms, int):
+        raise EncodingError("block header height and time must be integers")
+    return bp.verify(genesis), hd.height, hd.time_ms
 
 
 def prove_entries(client: Any, keys: Iterable[str], attempts: int = 5) -> StateEvidence:
@@ -79,5 +233,5 @@ def prove_entries(client: Any, keys: Iterable[str], attempts: int = 5) -> StateE
         # prove_many reads (and decodes) the final block once for all keys.
         proofs = tuple(prove_many(keys)) if prove_many else tuple(client.prove(k) for k in keys)
         if len({p.block for p in proofs}) <= 1:
-            return StateEvidence(proofs)
+            return StateEvidence.of(proofs)
     raise InvalidProof("the ledger kept moving while proving; retry the release request")

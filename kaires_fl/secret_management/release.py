@@ -2,23 +2,33 @@
 
 1. The reader (aggregator i, or the consumer) commits a ``calypso.read`` transaction
    naming the job, its slot, its X25519 key and the writes it needs (one read for a whole
-   batch; :func:`read_payload`). The ledger checks it (:func:`.contracts.check_read`); the
-   committed read *is* the record of the release.
+   batch; :func:`read_payload`), with a **proof of knowledge of its group key** y
+   (Y = y·G derived from the X25519 key; a Schnorr proof under strong Fiat–Shamir bound
+   to the LTS, job, slot, key and every write: :func:`prove_reader_key`). The ledger
+   checks it (:func:`.contracts.check_read`); the committed read *is* the record of the
+   release.
 2. It sends every trustee a :class:`ReleaseRequest`: the read id plus
-   :class:`~.evidence.StateEvidence` for the read, the job, its inputs, the writes and the
-   LTS entry, all proven against one final block.
+   :class:`~.evidence.StateEvidence` for the read, the job, its inputs and the writes, all
+   proven against one recent final block.
 3. Every trustee verifies the evidence from the genesis block and repeats every check
-   itself, then answers straight to the reader with a :class:`ReleaseResponse`: for each
-   write, its share x_j·(U + Y) re-encrypted to the recipient key Y the *job* names, with
-   ONE batched DLEQ proof against X_j for all of them
-   (:func:`~kaires_fl.crypto.proofs.dleq_batch_prove`; per-share proofs are still
-   accepted) — or a :class:`Refusal` saying why.
+   itself (the proof of knowledge included), then answers the reader with a
+   :class:`ReleaseResponse` — for each write its share x_j·(U + Y) re-encrypted to the
+   recipient key Y the *job* names, with ONE batched DLEQ proof against X_j for all of
+   them — or a :class:`Refusal`, **sealed to the reader's X25519 key**
+   (:class:`SealedAnswer`, opened with :func:`open_answer`), so nobody on the way sees
+   the shares.
 4. :func:`combine_release` verifies every answer (2K + O(1) scalar multiplications per
-   trustee for K writes, against 3K + K fixed-base ones with per-share proofs). A trustee
-   whose batch proof fails is faulty; its shares are then checked one by one against the
-   Lagrange interpolation of t + 1 verified trustees' shares, so the message names the
-   wrong shares. It names the trustees whose shares are wrong, missing or refused, and
-   recovers each key from any t + 1 valid shares.
+   trustee for K writes). A trustee whose batch proof fails is faulty; its shares are then
+   checked one by one against the Lagrange interpolation of t + 1 verified trustees'
+   shares, so the message names the wrong shares. It names the trustees whose shares are
+   wrong, missing or refused, and recovers each key from any t + 1 valid shares.
+
+Why the proof of knowledge (issue 9, finding 2). Trustees return x_j·(U + Y), so
+Σ λ_j x_j(U + Y) = x·U + x·Y. Without it, anyone able to name a recipient key in a job
+could choose Y = U_victim − r·G and write U = r·G in its own job: the trustees would
+return x·U_victim, the key of a write the attacker has no grant for. Knowing log Y is
+impossible for such a Y (it would give log U_victim), and with it x·U + y·X is the only
+thing the shares reveal.
 
 Shares are re-encrypted to the job's key for the reader (the group key derived from its
 X25519 key, :meth:`~kaires_fl.crypto.elgamal.RecipientKey.from_x25519`), so a share is
@@ -30,22 +40,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
+
+from kaires_fl import schema
 from kaires_fl.crypto import elgamal
-from kaires_fl.crypto.elgamal import ExponentShare, RecipientKey
+from kaires_fl.crypto.elgamal import RecipientKey
+from kaires_fl.crypto.envelope import EnvelopeKeyPair, open_sealed, seal_to
 from kaires_fl.crypto.group import L, Point, Scalar, multi_scalar_mult
-from kaires_fl.crypto.proofs import DLEQProof
+from kaires_fl.crypto.proofs import DLEQProof, SchnorrProof, schnorr_prove, schnorr_verify
 from kaires_fl.crypto.sign import H
 from kaires_fl.crypto.vss import lagrange_coefficients
-from kaires_fl.errors import EncodingError, InvalidProof, ProtocolError
+from kaires_fl.errors import AccessDenied, ConfigError, EncodingError, InvalidProof, ProtocolError
 from kaires_fl.ledger.encoding import hex_bytes
 from kaires_fl.secret_management.contracts import (
     inputs_key,
     read_key,
     write_key,
 )
-from kaires_fl.secret_management.evidence import StateEvidence
+from kaires_fl.secret_management.evidence import MAX_ENTRIES, StateEvidence
 from kaires_fl.secret_management.write import (
     WriteEntry,
     check_slot,
@@ -60,13 +74,23 @@ __all__ = [
     "ReleaseRequest",
     "ReleaseResponse",
     "ReleaseResult",
+    "SealedAnswer",
     "combine_release",
     "evidence_keys",
+    "open_answer",
+    "prove_reader_key",
     "read_payload",
+    "read_pok_context",
     "release_context",
+    "seal_answer",
+    "verify_reader_key",
 ]
 
 _RELEASE_TAG = b"kaires-fl/calypso/release/v1"
+_READ_POK_TAG = b"kaires-fl/calypso/read-pok/v1"
+_ANSWER_TAG = b"kaires-fl/calypso/sealed-answer/v1"
+#: Longest refusal reason a trustee sends (characters).
+MAX_REASON = 4096
 
 
 @dataclass(frozen=True)
@@ -101,19 +125,105 @@ class LtsInfo:
             raise EncodingError(f"malformed LTS entry: {exc}") from exc
 
 
+# ---- the reader's proof of knowledge of its key ----------------------------------------------
+def read_pok_context(
+    lts_id: str, job_id: str, slot: str, recipient: str, writes: Sequence[str]
+) -> bytes:
+    """What a read's proof of knowledge is bound to: LTS, job, slot, recipient, every write."""
+    return H(
+        _READ_POK_TAG,
+        str(lts_id).encode(),
+        str(job_id).encode(),
+        str(slot).encode(),
+        str(recipient).encode(),
+        len(writes).to_bytes(8, "little"),
+        *(str(w).encode() for w in writes),
+    )
+
+
+def prove_reader_key(
+    keypair: EnvelopeKeyPair, lts_id: str, job_id: str, slot: str, writes: Sequence[str]
+) -> bytes:
+    """The reader's Schnorr proof of knowledge of y (Y = y·G from its X25519 key), 64 bytes."""
+    rk = RecipientKey.from_x25519(keypair)
+    ctx = read_pok_context(lts_id, job_id, slot, keypair.public.hex(), writes)
+    return schnorr_prove(rk.secret, ctx, statement=rk.public).to_bytes()
+
+
+def verify_reader_key(read: Mapping[str, Any]) -> Point:
+    """Check a read's proof of knowledge of its recipient key; returns that key Y.
+
+    ``read`` is a ``calypso.read`` payload or entry (``lts``, ``job``, ``slot``,
+    ``recipient``, ``writes``, ``pok``). Y is decoded without the subgroup check: the
+    proof's verification multiplies Y by a non-zero challenge, which libsodium refuses for
+    any point outside the prime-order group.
+
+    Raises
+    ------
+    AccessDenied
+        if the proof is missing, malformed or does not verify (the reader does not know
+        the key it asks the trustees to re-encrypt to: the related-key attack).
+    """
+    try:
+        Y = elgamal.recipient_point_from_x25519(
+            bytes.fromhex(read["recipient"]), subgroup_check=False
+        )
+        proof = SchnorrProof.from_bytes(hex_bytes(read.get("pok"), 64, "pok"))
+        if not proof.challenge:
+            raise InvalidProof("zero challenge")
+        ctx = read_pok_context(
+            read["lts"], read["job"], read["slot"], read["recipient"], read["writes"]
+        )
+        schnorr_verify(proof, Y, ctx)
+    except (InvalidProof, EncodingError, ValueError, TypeError, KeyError) as exc:
+        raise AccessDenied(
+            "the read carries no valid proof of knowledge of its recipient key (bound to "
+            f"this LTS, job, slot and writes): {exc}; a reader must prove it holds the key "
+            "the shares are re-encrypted to (read_payload with the reader's EnvelopeKeyPair)"
+        ) from None
+    return Y
+
+
 def read_payload(
-    lts_id: str, job_id: str, slot: str, recipient: bytes, writes: Sequence[str]
+    lts_id: str,
+    job_id: str,
+    slot: str,
+    recipient: EnvelopeKeyPair | bytes,
+    writes: Sequence[str],
+    *,
+    pok: bytes | None = None,
 ) -> dict[str, Any]:
-    """Payload of the reader's ``calypso.read`` transaction (``recipient``: X25519 public key)."""
+    """Payload of the reader's ``calypso.read`` transaction.
+
+    ``recipient`` is the reader's :class:`~kaires_fl.crypto.envelope.EnvelopeKeyPair`
+    (its X25519 public key goes in the read, with a proof of knowledge of the derived
+    group key). Passing only the 32-byte public key requires an explicit ``pok``.
+
+    Raises
+    ------
+    ConfigError
+        if only a public key is given without ``pok``.
+    EncodingError
+        on a bad slot, key length or repeated writes.
+    """
     check_slot(slot)
-    if len(recipient) != 32 or not writes or len(set(writes)) != len(writes):
+    public = recipient.public if isinstance(recipient, EnvelopeKeyPair) else bytes(recipient)
+    if len(public) != 32 or not writes or len(set(writes)) != len(writes):
         raise EncodingError("a read names a 32-byte X25519 recipient key and distinct writes")
+    if pok is None:
+        if not isinstance(recipient, EnvelopeKeyPair):
+            raise ConfigError(
+                "read_payload needs the reader's EnvelopeKeyPair (not only its public key): "
+                "a read carries a proof of knowledge of the reader's key"
+            )
+        pok = prove_reader_key(recipient, lts_id, job_id, slot, writes)
     return {
         "lts": lts_id,
         "job": job_id,
         "slot": slot,
-        "recipient": recipient.hex(),
+        "recipient": public.hex(),
         "writes": list(writes),
+        "pok": bytes(pok).hex(),
     }
 
 
@@ -129,45 +239,91 @@ def release_context(lts_id: str, job_id: str, write_id: str, slot: str) -> bytes
     return H(_RELEASE_TAG, lts_id.encode(), job_id.encode(), write_id.encode(), slot.encode())
 
 
-@dataclass(frozen=True)
-class ReleaseRequest:
+# ---- messages ---------------------------------------------------------------------------------
+class ReleaseRequest(schema.Message, frozen=True):
     """Reader → every trustee: release the keys of committed read ``read_id``."""
 
-    read_id: str
+    read_id: schema.Hex32
     evidence: StateEvidence
 
 
 @dataclass(frozen=True)
 class ReencryptedValue:
-    """A re-encrypted share x_j·(U + Y) whose proof is its response's batch proof."""
+    """A re-encrypted share x_j·(U + Y): with its own DLEQ ``proof``, or covered by its
+    response's batch proof (``proof`` None)."""
 
     value: Point
+    proof: DLEQProof | None = None
 
 
-@dataclass(frozen=True)
-class ReleaseResponse:
+class ReleaseResponse(schema.Message, frozen=True):
     """Trustee → reader: one re-encrypted share per write of the read, in the read's order.
 
-    With ``batch_proof`` (what trustees send) the shares are :class:`ReencryptedValue` s
-    and one batched DLEQ proof covers them all
-    (:func:`~kaires_fl.crypto.elgamal.reencrypt_batch`); without it each share is an
-    :class:`~kaires_fl.crypto.elgamal.ExponentShare` with its own DLEQ proof.
+    With ``batch_proof`` (what trustees send) one batched DLEQ proof covers every value
+    (:func:`~kaires_fl.crypto.elgamal.reencrypt_batch`); without it each value carries its
+    own DLEQ proof.
     """
 
-    trustee: int
-    read_id: str
-    shares: tuple[tuple[str, ExponentShare | ReencryptedValue], ...]
+    trustee: schema.Index
+    read_id: schema.Hex32
+    shares: Annotated[
+        tuple[tuple[schema.Hex32, ReencryptedValue], ...], msgspec.Meta(max_length=MAX_ENTRIES)
+    ]
     batch_proof: DLEQProof | None = None
 
 
-@dataclass(frozen=True)
-class Refusal:
-    """Trustee → reader: the release was refused; ``error`` is the error class name."""
+class Refusal(schema.Message, frozen=True):
+    """Trustee → requester: refused; ``error`` is the error class name, ``read_id`` the
+    read (or job, for a coin) the request named."""
 
-    trustee: int
-    read_id: str
-    error: str
-    reason: str
+    trustee: schema.Index
+    read_id: schema.Label
+    error: schema.Label
+    reason: Annotated[str, msgspec.Meta(max_length=MAX_REASON)]
+
+
+class SealedAnswer(schema.Message, frozen=True):
+    """Trustee → reader: a :class:`ReleaseResponse` or :class:`Refusal` sealed to the
+    reader's X25519 key (the one the read names), bound to ``read`` and ``trustee``."""
+
+    read: schema.Hex32
+    trustee: schema.Index
+    blob: schema.Blob
+
+
+def _answer_aad(read: str, trustee: int) -> bytes:
+    return H(_ANSWER_TAG, read.encode(), trustee.to_bytes(2, "little"))
+
+
+def refusal(trustee: int, about: str, exc: BaseException) -> Refusal:
+    """A :class:`Refusal` for ``exc`` (reason truncated to the schema's bound)."""
+    return Refusal(trustee, str(about)[:256], type(exc).__name__, str(exc)[:MAX_REASON])
+
+
+def seal_answer(answer: ReleaseResponse | Refusal, read: str, recipient: bytes) -> SealedAnswer:
+    """Trustee step: seal ``answer`` to ``recipient`` (the read's X25519 key)."""
+    aad = _answer_aad(read, answer.trustee)
+    return SealedAnswer(read, answer.trustee, seal_to(recipient, schema.encode(answer), aad))
+
+
+def open_answer(msg: SealedAnswer, keypair: EnvelopeKeyPair) -> ReleaseResponse | Refusal:
+    """Reader step: open a trustee's sealed answer.
+
+    Raises
+    ------
+    InvalidProof
+        if the envelope was altered, is for another reader, read or trustee, or holds an
+        answer naming another read or trustee.
+    EncodingError
+        if it does not hold a well-formed answer.
+    """
+    if not isinstance(msg, SealedAnswer):
+        raise EncodingError(f"expected a SealedAnswer, got {type(msg).__name__}")
+    raw = open_sealed(keypair, bytes(msg.blob), _answer_aad(msg.read, msg.trustee))
+    answer = schema.decode(raw, ReleaseResponse | Refusal)
+    if answer.trustee != msg.trustee or answer.read_id != msg.read:
+        raise InvalidProof("sealed answer holds an answer for another trustee or read: discard it")
+    return answer
 
 
 @dataclass(frozen=True)
@@ -232,6 +388,8 @@ def combine_release(
             faulty[j] = "no answer (silent)"
         elif isinstance(resp, Refusal):
             refused[j] = f"{resp.error}: {resp.reason}"
+        elif not isinstance(resp, ReleaseResponse):
+            faulty[j] = f"answered with a {type(resp).__name__}, not a release response"
         elif resp.trustee != j or resp.read_id != read_id:
             faulty[j] = "answered for another trustee index or another read"
         elif [w for w, _ in resp.shares] != order and (
@@ -308,10 +466,13 @@ def _verify_answer(
     for k, w in enumerate(order):
         share = got[w]
         try:
-            if not isinstance(share, ExponentShare):
-                raise EncodingError("not an exponent share")
+            if not isinstance(share, ReencryptedValue) or not isinstance(share.proof, DLEQProof):
+                raise EncodingError("not a re-encrypted value with its DLEQ proof")
             elgamal.verify_exponent_share(
-                share, bases[k], X_j, elgamal.reencryption_context(Y, ctxs[k])
+                elgamal.ExponentShare(share.value, share.proof),
+                bases[k],
+                X_j,
+                elgamal.reencryption_context(Y, ctxs[k]),
             )
         except (InvalidProof, EncodingError, ProtocolError):
             return out, f"invalid re-encrypted share or DLEQ proof for write {w[:16]}…"
