@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +113,8 @@ class CommitteeConnection:
 
     @property
     def description(self) -> dict[str, Any]:
-        """The committee providers pin: LTS id, aggregator keys, Shamir degree."""
+        """The committee providers pin: LTS id, aggregator keys, Shamir degree (a provider
+        recomputes the registry id from them: ``provider.committee_id_of``)."""
         c = self.committee
         return {
             "lts": c.lts_id,
@@ -124,39 +125,66 @@ class CommitteeConnection:
 
     @property
     def description_bytes(self) -> bytes:
-        from kaires_fl.ledger.encoding import canonical
-
-        return bytes(canonical(self.description))
+        return wire.encode_committee(self.description)
 
     @property
     def consumer_public(self) -> str:
         return str(self.consumer.public)
 
     # -- step 0: providers' policies --------------------------------------------------------
-    def enrol(self, replies: Mapping[int, Mapping[str, Any]]) -> dict[int, str]:
+    def enrol(
+        self,
+        replies: Mapping[int, Mapping[str, Any]],
+        challenges: Mapping[int, bytes] | None = None,
+        taken: Collection[str] = (),
+    ) -> dict[int, str]:
         """Relay the providers' signed policy transactions (those not yet on the ledger).
 
-        ``replies`` maps a Flower node id to its enrolment record. Returns node id →
-        policy id for the nodes enrolled. A reply whose policy tx is not signed by the
-        key it claims, or that the ledger refuses, is left out (logged by the caller).
+        ``replies`` maps a Flower node id to its reply record (``enrolment``: a
+        :class:`~kaires_fl.strategies.wire.Enrolment`), ``challenges`` a node id
+        to the challenge it was sent, ``taken`` the policy ids already enrolled (by other
+        nodes). Returns node id → policy id for the nodes enrolled. A reply is left out
+        (reason in ``enrol_errors``) unless its ``enrol-sig`` is the enrolling key's
+        signature of its own challenge and node id (a reply replayed by another node
+        fails), its policy tx is a ``darc.create`` of its policy signed by that key, and
+        no other node enrols the same policy.
         """
+        from kaires_fl.crypto.sign import verify
         from kaires_fl.ledger.darc import darc_key
+
+        from .provider import ENROL_CONTEXT, enrol_message
 
         out: dict[int, str] = {}
         txs = []
         self.enrol_errors: dict[int, str] = {}
+        seen = set(taken)
         for node, rec in replies.items():
             try:
-                tx = wire.decode_tx(bytes(rec["policy-tx"]))
+                enrolment = wire.decode_enrolment(rec.get(wire.ENROLMENT))
+                public, pid = enrolment.public, enrolment.policy
+                tx = wire.decode_tx(enrolment.policy_tx)
                 tx.verify_signatures()
-                pid = str(rec["policy"])
                 if tx.kind != "darc.create" or tx.payload.get("id") != pid:
                     raise InvalidSubmission("the enrolment tx is not a darc.create of its policy")
-                if tx.sender != str(rec["public"]):
-                    raise InvalidSubmission("the policy tx is not signed by the enrolling key")
+                if tx.sender != public or tx.chain != self.client.chain:
+                    raise InvalidSubmission(
+                        "the policy tx is not signed by the enrolling key for this ledger"
+                    )
+                challenge = b"" if challenges is None else challenges.get(node)
+                if challenge is None:
+                    raise InvalidSubmission("a reply from a node that was not asked to enrol")
+                verify(
+                    bytes.fromhex(public),
+                    ENROL_CONTEXT,
+                    enrol_message(self.client.chain, challenge, node),
+                    enrolment.signature,
+                )
+                if pid in seen:
+                    raise InvalidSubmission(f"policy {pid!r} is already enrolled by another node")
             except Exception as exc:  # a malformed reply from one node must not stop others
-                self.enrol_errors[node] = f"bad enrolment: {exc}"
+                self.enrol_errors[node] = f"bad enrolment: {type(exc).__name__}: {exc}"
                 continue
+            seen.add(pid)
             self.committee.coordinator.note("relay-tx", tx)
             existing = self.client.get(darc_key(pid))
             if existing is None:
@@ -165,6 +193,11 @@ class CommitteeConnection:
                 self.enrol_errors[node] = f"policy {pid!r} exists and belongs to another key"
                 continue
             out[node] = pid
+        if txs and getattr(self.committee, "registration", False):
+            # simulation: the LocalCommittee governs its roster and admits the new providers
+            from kaires_fl.ledger.identities import PROVIDER
+
+            self.committee.ledger.admit(PROVIDER, [t.sender for _, _, t in txs])
         if txs:
             ids = self.client.submit_many([t for _, _, t in txs])
             for (node, pid, _), c in zip(txs, self.client.wait(ids, proof=False), strict=True):
@@ -188,12 +221,7 @@ class CommitteeConnection:
 
         c = self.committee
         payload = self.consumer.job_payload(
-            statistic,
-            list(policy_ids),
-            [a.public.hex() for a in c.aggregator_ids],
-            [k.public.hex() for k in c.aggregator_keys],
-            c.threshold,
-            min_providers=c.min_providers,
+            statistic, list(policy_ids), c.committee_id, min_providers=c.min_providers
         )
         tx = self.client.sign(self.consumer.identity, "job.create", payload)
         c.coordinator.note("relay-tx", tx)
@@ -266,8 +294,10 @@ class CommitteeConnection:
 
         ``submissions`` maps a policy id to its ``(write-tx, submission)``: the write's
         bytes and the submission as bytes or as :func:`~.wire.submission_record` fields. A
-        submission that is malformed, not from an included provider, or whose write the
-        ledger refuses is *refused* (reason recorded) and not aggregated.
+        submission that is malformed, declares a batch above the statistic's
+        (:func:`~kaires_fl.aggregation.submission.max_batch`: 1 for a model update), is not
+        from an included provider, or whose write the ledger refuses is *refused* (reason
+        recorded) and not aggregated.
         """
         c = self.committee
         timings: dict[str, float] = {}
@@ -276,13 +306,18 @@ class CommitteeConnection:
         writes, subs = [], []
         senders: set[str] = set()
         n = len(job["aggregators"])
+        from kaires_fl.aggregation.submission import max_batch
+
+        cap = max_batch(statistic, job)
         for pid, (wtx_b, sub_b) in submissions.items():
             try:
                 if pid not in job["providers"]:
                     raise InvalidSubmission(f"{pid} is not included in the job")
                 wtx = wire.decode_tx(wtx_b)
                 sub = wire.decode_submission(sub_b)
-                sub.check(n)
+                # B = 1 for model updates and provider-granularity statistics, the row cap
+                # for records: a provider's batch counts its data once (issue 9, #6)
+                sub.check(n, max_batch=cap)
                 if sub.manifest.provider != pid or sub.manifest.job != job["id"]:
                     raise InvalidSubmission("the manifest names another provider or job")
                 if sub.manifest.write != wtx.id or wtx.kind != "calypso.write":

@@ -11,16 +11,20 @@ What changes (one round = one Kaires job, protocol.md):
 - ``configure_train`` commits a ``"model_update"`` job for the sampled providers on the
   ledger (the ledger checks every provider's policy) and sends each node the global
   model plus the job, its state proofs, the genesis block and the committee description.
-- The clients reply with sealed submissions (:mod:`kaires_fl.strategies.update`: clipped,
-  weighted, fixed-point, proven ‖v‖ ≤ 1, Shamir-shared, sealed to the aggregators).
+- The clients reply with sealed submissions (:mod:`kaires_fl.strategies.update`: each
+  client clips its update, applies its own weight w = min(n, W)/W and proves, on shares,
+  w ∈ [0, 1] and ‖v‖ ≤ w; fixed point, Shamir-shared, sealed to the aggregators).
 - ``aggregate_train`` relays them to the committee; the aggregators verify the proofs on
   shares (an over-norm or malformed update is rejected, not averaged in), sum the accepted
-  ones and seal the sum to the consumer; the ServerApp opens only that sum and computes
+  ones and seal the sum to the consumer; the ServerApp opens only that sum, which carries
+  both C·Σ v and Σ w, and computes
 
       global + C·Σ v / Σ w      (v, w of the accepted providers)
 
   which is FedAvg's weighted average of the updates when no update exceeds ``clip_norm``
-  and no ``num-examples`` exceeds the weight cap W (weights are min(n, W)/W).
+  and no ``num-examples`` exceeds the weight cap W (``num_examples_cap``, configured by
+  the consumer: never derived from what clients claim). A client lying about its
+  examples gets at most weight 1.
 
 Per-client train metrics are not forwarded (they would leak per-client information); the
 round's MetricRecord reports ``kaires-accepted``, ``kaires-rejected`` and
@@ -99,18 +103,25 @@ class KairesFlowerBase:
         todo = [n for n in node_ids if n not in self.enrolled]
         if not todo:
             return
+        import secrets
+
         conn = self.committee
-        cfg = ConfigRecord(
-            {
-                wire.PHASE: wire.PHASE_ENROL,
-                wire.GENESIS: conn.genesis_bytes,
-                wire.CONSUMER: conn.consumer_public,
-                wire.COMMITTEE: conn.description_bytes,
-            }
-        )
+        challenges = {n: secrets.token_bytes(32) for n in todo}
         msgs = [
             Message(
-                content=RecordDict({self.configrecord_key: cfg}),
+                content=RecordDict(
+                    {
+                        self.configrecord_key: ConfigRecord(
+                            {
+                                wire.PHASE: wire.PHASE_ENROL,
+                                wire.GENESIS: conn.genesis_bytes,
+                                wire.CONSUMER: conn.consumer_public,
+                                wire.COMMITTEE: conn.description_bytes,
+                                wire.CHALLENGE: challenges[n],
+                            }
+                        )
+                    }
+                ),
                 message_type=self.enrol_message_type,
                 dst_node_id=n,
             )
@@ -120,16 +131,20 @@ class KairesFlowerBase:
         records: dict[int, Any] = {}
         for r in replies:
             node = r.metadata.src_node_id
+            if node not in challenges or node in records:
+                continue  # not asked, or a second reply: ignored
             if r.has_error():
                 self.enrol_refusals[node] = str(r.error.reason)
             elif wire.REPLY in r.content.config_records:
                 records[node] = r.content.config_records[wire.REPLY]
             else:
                 self.enrol_refusals[node] = "no Kaires enrolment in the reply: add kaires_mod"
-        done = conn.enrol(records)
+        taken = {pid for pid, _ in self.enrolled.values()}
+        done = conn.enrol(records, challenges, taken)
         self.enrol_refusals.update(getattr(conn, "enrol_errors", {}))
         for node, pid in done.items():
-            self.enrolled[node] = (pid, str(records[node]["public"]))
+            self.enrolled[node] = (pid, wire.decode_enrolment(records[node][wire.ENROLMENT]).public)
+            self.enrol_refusals.pop(node, None)
         for node, why in self.enrol_refusals.items():
             log(WARNING, "kaires: node %s not enrolled: %s", node, why)
         if not self.enrolled:
@@ -219,6 +234,9 @@ class KairesFlowerBase:
                 continue
             rec = r.content.config_records.get(wire.REPLY)
             pid = info["nodes"].get(node)
+            if pid in subs:  # one node per policy (enrolment): a second reply is dropped
+                refusals[node] = "a second reply for the same policy: dropped"
+                continue
             if rec is None or pid is None or rec.get("policy") != pid:
                 refusals[node] = "reply without a sealed submission for its policy"
                 continue
@@ -250,8 +268,10 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
     clip_norm:
         C: every update is scaled to ‖Δ‖₂ ≤ C before it is proven bounded.
     num_examples_cap:
-        W: weights are min(num-examples, W); default: the largest weight claimed in the
-        previous round (1024 in the first round).
+        W (required): a provider's weight is min(num-examples, W)/W, applied and proven by
+        the provider itself. Use the largest number of examples one client may count
+        for (``1``: every client with at least one example weighs the same). It is never
+        derived from clients' claims (issue 9, #12).
     frac_bits:
         Fixed-point fractional bits of the update (default: the most the field allows).
     """
@@ -293,9 +313,18 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
 
             raise ConfigError(f"clip_norm must be positive and finite, got {clip_norm}")
         self.clip_norm = float(clip_norm)
-        self.num_examples_cap = num_examples_cap
+        cap = float("nan") if num_examples_cap is None else float(num_examples_cap)
+        if not (cap > 0 and math.isfinite(cap)):
+            from kaires_fl.errors import ConfigError
+
+            raise ConfigError(
+                f"KairesFedAvg weights clients by {weighted_by_key!r}: set num_examples_cap=W, "
+                "the most examples one client may count for (its weight is min(n, W)/W, "
+                "proven in [0, 1]; 1 weighs every client the same); W is never derived from "
+                f"the clients' claims. Got {num_examples_cap!r}"
+            )
+        self.num_examples_cap = cap
         self.frac_bits = frac_bits
-        self._last_weights: list[float] = []
         self._current: ArrayRecord | None = None
 
     def summary(self) -> None:
@@ -306,11 +335,6 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         """FedAvg's ``start``, after enrolling the connected nodes as Kaires providers."""
         self.enrol_nodes(grid, grid.get_node_ids())
         return super().start(grid, initial_arrays, *args, **kwargs)
-
-    def _weight_cap(self) -> float:
-        if self.num_examples_cap is not None:
-            return float(self.num_examples_cap)
-        return max(self._last_weights, default=1024.0) or 1.0
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -330,7 +354,7 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         stat = ModelUpdateStats(
             length,
             clip_norm=self.clip_norm,
-            weight_cap=self._weight_cap(),
+            weight_cap=self.num_examples_cap,
             frac_bits=self.frac_bits if self.frac_bits is not None else auto_frac_bits(length),
         )
         self._current = arrays
@@ -347,16 +371,8 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         info = self.kaires_rounds.get(server_round)
         if info is None or info.get("job") is None or self._current is None:
             return None, None
-        subs, metrics, refusals = self.collect(server_round, replies)
+        subs, _, refusals = self.collect(server_round, replies)
         stat = info["statistic"]
-        claimed = {}
-        for pid, m in metrics.items():
-            try:
-                claimed[pid] = float(m[self.weighted_by_key]) if m is not None else 0.0
-            except (KeyError, TypeError, ValueError):
-                claimed[pid] = 0.0
-            if not (math.isfinite(claimed[pid]) and claimed[pid] >= 0):
-                claimed[pid] = 0.0  # a client's bad claim must not abort the ServerApp run
         res = self.aggregate_job(server_round, stat, subs)
         log(
             INFO,
@@ -367,8 +383,6 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             len(res.refused) + len(refusals),
             res.faulty_aggregators,
         )
-        self._last_weights = [claimed.get(p, 0.0) for p in res.accepted]
-        total_w = sum(stat.weight(claimed.get(p, 0.0)) for p in res.accepted)
         metrics_out = MetricRecord(
             {
                 "kaires-accepted": len(res.accepted),
@@ -376,7 +390,9 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
                 "kaires-refused": len(res.refused) + len(refusals),
             }
         )
-        if res.aggregate is None or total_w <= 0:
+        # Σ w comes from the aggregate itself (proven per provider), not from claims.
+        total_w = 0.0 if res.aggregate is None else float(res.aggregate["weight"])
+        if res.aggregate is None or not total_w > 0:
             log(WARNING, "kaires: round %s produced no aggregate: %s", server_round, res.why)
             return None, metrics_out
         from .update import flatten, unflatten

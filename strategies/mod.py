@@ -9,9 +9,10 @@ message carrying a Kaires phase it
 2. ``job``: verifies the job offline (:meth:`FlowerProvider.check_job`: genesis, committee,
    state proofs, its own policy), runs the user's handler, turns its reply into the job's
    measurements, and replies with its CALYPSO write and sealed submission **instead of**
-   the handler's arrays. For ``"model_update"`` jobs (KairesFedAvg) the measurement is the
-   clipped, weighted update ``trained − global`` (num-examples from the handler's
-   MetricRecord, key ``num-examples``); for a statistic job (KairesStatsStrategy) the
+   the handler's arrays and metrics. For ``"model_update"`` jobs (KairesFedAvg) the
+   measurement is the clipped update ``trained − global`` weighted by the provider itself
+   with w = min(n, W)/W, and w, both proven (n from the handler's MetricRecord, key
+   ``num-examples``; n stays on the client); for a statistic job (KairesStatsStrategy) the
    handler returns its local data as an ArrayRecord with arrays ``"X"`` and ``"y"``.
 
 Any other train or query message is refused: a Kaires provider never sends plaintext
@@ -28,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
 from . import wire
@@ -55,18 +56,26 @@ def _refuse(msg: Message, reason: str) -> Message:
 
 
 def make_kaires_mod(
-    policy: PolicyFn | None = None, fault: FaultFn | None = None
+    policy: PolicyFn | None = None, fault: FaultFn | None = None, simulation: bool = False
 ) -> Callable[[Message, Context, ClientAppCallable], Message]:
     """A ``kaires_mod`` with a custom provider policy and (for simulation) fault.
 
     Parameters
     ----------
+    simulation:
+        Allow the simulation-only conveniences (trust on first use of the ledger, committee
+        and LTS; keys derived from the public ``kaires-seed``; granting the enrolling
+        consumer), each logged as a warning; also enabled by ``kaires-simulation = true``
+        in the node config. Off: a node without ``kaires-key``, trust anchors and
+        ``kaires-grants`` in its node config refuses, saying which setting to add
+        (:mod:`kaires_fl.strategies.provider`).
     policy:
         ``context -> ProviderPolicy`` (default: from the node/run config, see
         :mod:`kaires_fl.strategies.provider`).
     fault:
-        ``context -> None | "over_norm" | "out_of_range" | "inconsistent_shares" |
-        "bad_proof"``: a deliberately malicious provider, for tests and demos.
+        ``context -> None | "over_norm" | "underweight" | "batch_inflation" |
+        "out_of_range" | "inconsistent_shares" | "bad_proof"``: a deliberately malicious
+        provider, for tests and demos (:data:`~kaires_fl.strategies.provider.FLOWER_FAULTS`).
     """
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -90,47 +99,50 @@ def make_kaires_mod(
                 context,
                 None if policy is None else policy(context),
                 None if fault is None else fault(context),
+                simulation,
             )
             assert config is not None  # phase was read from it
             if phase == wire.PHASE_ENROL:
-                return _reply(msg, provider.enrol(context, config), None)
+                return _reply(msg, provider.enrol(context, config))
             offer = provider.check_job(context, config)
         except KairesError as exc:
             return _refuse(msg, f"{type(exc).__name__}: {exc}")
-        except (KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:  # service boundary: the ServerApp's bytes are untrusted
             return _refuse(msg, f"malformed Kaires message ({type(exc).__name__}: {exc})")
         out = call_next(msg, context)
         if out.has_error():
             return out
         try:
-            meas, num_examples = _measurements(provider, offer, msg, out)
+            meas = _measurements(provider, offer, msg, out)
             record = provider.seal(offer, meas)
         except KairesError as exc:
             return _refuse(msg, f"{type(exc).__name__}: {exc}")
-        return _reply(msg, record, num_examples)
+        return _reply(msg, record)
 
     mod.__name__ = "kaires_mod"
     mod.__doc__ = __doc__
     return mod
 
 
-def _reply(msg: Message, record: dict[str, Any], num_examples: float | None) -> Message:
-    content = RecordDict({wire.REPLY: ConfigRecord(record)})
-    if num_examples is not None:
-        config = _config(msg)
-        key = "num-examples" if config is None else str(config.get(wire.WEIGHT_KEY, "num-examples"))
-        content["metrics"] = MetricRecord({key: num_examples})
-    return Message(content, reply_to=msg)
+def _reply(msg: Message, record: dict[str, Any]) -> Message:
+    """The Kaires reply: only the record (no metrics: a model update's weight is private,
+    proven inside the measurement)."""
+    return Message(RecordDict({wire.REPLY: ConfigRecord(record)}), reply_to=msg)
 
 
-def _measurements(provider: Any, offer: Any, msg: Message, out: Message) -> tuple[Any, Any]:
+def _measurements(provider: Any, offer: Any, msg: Message, out: Message) -> Any:
     """The job's measurements from the handler's reply (see the module docstring)."""
     import numpy as np
 
     from kaires_fl.aggregation.job import job_statistic
     from kaires_fl.errors import ConfigError
 
-    from .update import ModelUpdateStats, flatten, over_norm_measurements
+    from .update import (
+        ModelUpdateStats,
+        flatten,
+        over_norm_measurements,
+        underweight_measurements,
+    )
 
     statistic = job_statistic(offer.job)
     arrays = list(out.content.array_records.values())
@@ -152,8 +164,15 @@ def _measurements(provider: Any, offer: Any, msg: Message, out: Message) -> tupl
             raise ConfigError(f"the train handler's reply has no {key!r} metric (the weight)")
         delta = flatten(arrays[0].to_numpy_ndarrays()) - flatten(sent[0].to_numpy_ndarrays())
         if provider.fault == "over_norm":
-            return over_norm_measurements(statistic), n
-        return statistic.measurements(delta, n), n
+            return over_norm_measurements(statistic)
+        if provider.fault == "underweight":
+            return underweight_measurements(statistic, delta)
+        meas = statistic.measurements(delta, n)
+        if provider.fault == "batch_inflation":
+            from .provider import INFLATED_BATCH
+
+            return np.repeat(meas, INFLATED_BATCH, axis=0)
+        return meas
     if len(arrays) != 1 or "X" not in arrays[0]:
         raise ConfigError(
             f"a {statistic.kind} job needs the handler to reply with an ArrayRecord holding "
@@ -166,10 +185,11 @@ def _measurements(provider: Any, offer: Any, msg: Message, out: Message) -> tupl
     if provider.fault == "over_norm":
         meas = np.asarray(meas).copy()
         meas[:, 0] = statistic.field.add(meas[:, 0], statistic.field.elements(2))
-    return meas, None
+    return meas
 
 
-#: The default mod: provider identity, policy and trust anchors from the node/run config.
+#: The default mod: provider identity, policy and trust anchors from the node config
+#: (simulation-only conveniences refused unless ``kaires-simulation = true`` there).
 kaires_mod = make_kaires_mod()
 
 __all__ = ["REFUSED", "kaires_mod", "make_kaires_mod"]

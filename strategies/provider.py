@@ -4,12 +4,13 @@ A Flower client never talks to the Kaires committees. Everything it needs reache
 the ServerApp's messages, and it trusts none of it without a proof:
 
 - the ledger's **genesis block**, whose hash must be the chain id the provider trusts
-  (``kaires-trusted-chain-id`` in the node or run config; otherwise pinned at enrolment and kept
-  in the node's Context state: trust on first use, for simulation);
-- the **committee** (LTS id, aggregators' Ed25519 and X25519 keys, Shamir degree), whose
-  hash must be the one it trusts (``kaires-trusted-committee`` in the config; otherwise pinned at
-  enrolment). Without this check a coordinator could name aggregators it controls, or an
-  LTS it holds the key of, and open the provider's shares;
+  (``kaires-trusted-chain-id`` in the node config);
+- the **aggregation committee** (aggregators' Ed25519 and X25519 keys, Shamir degree t),
+  whose registry id (:func:`kaires_fl.ledger.committees.committee_id`) must be the one it
+  trusts (``kaires-trusted-committee``) and which its policy names (``terms["committees"]``:
+  the ledger refuses a job on any other committee), and the **LTS** id
+  (``kaires-trusted-lts``). Without these checks a coordinator could name aggregators it
+  controls, or an LTS it holds the key of, and open the provider's shares;
 - for each job, **state proofs** (verifiable offline from the genesis block) of the job
   entry, the LTS entry, the provider's own policy and its transaction counter.
 
@@ -19,9 +20,18 @@ with the job's statistic, CALYPSO-writes one key per aggregator (a ``calypso.wri
 transaction it signs; the ServerApp only relays it) and seals its shares
 (:mod:`kaires_fl.aggregation.submission`).
 
-Identities: ``kaires-key`` (64 hex chars: an Ed25519 seed) in the node config, or in
-simulation a key derived from ``kaires-seed`` (run config) and the provider's label
-(``kaires-provider`` in the node config, default ``node-<partition-id>``).
+Node configuration (``flower-supernode --node-config``; security settings are read from
+the node config only, never from the run config, which the ServerApp's side chooses):
+``kaires-key`` (64 hex chars: an Ed25519 seed), ``kaires-trusted-chain-id``,
+``kaires-trusted-committee``, ``kaires-trusted-lts``, ``kaires-grants`` (comma-separated
+consumer keys), ``kaires-provider`` (label, default ``node-<partition-id>``).
+
+**Simulation only** (``kaires-simulation = true`` in the node config, or
+``make_kaires_mod(simulation=True)``): a missing trust anchor is pinned at enrolment in
+the node's Context state (trust on first use), a missing key is derived from the
+*public* seed ``kaires-seed`` (run config) and the label, and a missing grant list grants
+the consumer that enrols the node. Outside simulation each of these is refused with a
+ConfigError naming the setting to add; in simulation each use is logged as a warning.
 """
 
 from __future__ import annotations
@@ -37,35 +47,85 @@ from . import wire
 #: The run-config seed that simulated providers derive their keys from when none is set.
 DEFAULT_SEED = "kaires-flower-simulation"
 #: Fault behaviours a simulated provider can be given (tests and demos).
-FLOWER_FAULTS = ("over_norm", "out_of_range", "inconsistent_shares", "bad_proof")
+FLOWER_FAULTS = (
+    "over_norm",
+    "underweight",
+    "batch_inflation",
+    "out_of_range",
+    "inconsistent_shares",
+    "bad_proof",
+)
+#: How many copies of its measurement a ``"batch_inflation"`` provider submits.
+INFLATED_BATCH = 50
 
 
 @dataclass
 class ProviderPolicy:
     """What a provider allows: the consumers it grants (hex Ed25519 keys; None = the
-    consumer that asks at enrolment, trust on first use) and its policy terms."""
+    consumer that asks at enrolment, trust on first use: simulation only) and its policy
+    terms (``min_providers`` / ``max_jobs`` None: the ledger's safe defaults,
+    :func:`kaires_fl.ledger.darc.data_terms`)."""
 
     grants: Sequence[str] | None = None
     statistics: Sequence[str] = ("*",)
     price: int = 0
-    min_providers: int = 1
+    min_providers: int | None = None
     max_jobs: int | None = None
 
+    def terms(self, payee: str, committees: Sequence[str]) -> dict[str, Any]:
+        """The policy's ledger terms, naming the aggregation ``committees`` it accepts."""
+        from kaires_fl.ledger.darc import data_terms
 
-def committee_hash(desc: Mapping[str, Any]) -> str:
-    """Hash of a committee description (LTS id, aggregator keys, degree)."""
-    from kaires_fl.crypto.sign import H
-    from kaires_fl.ledger.encoding import canonical
-
-    obj = {k: desc[k] for k in ("lts", "aggregators", "aggregator_keys", "degree")}
-    return H(b"kaires/flower/committee", canonical(obj)).hex()
+        kw: dict[str, Any] = {}
+        if self.min_providers is not None:
+            kw["min_providers"] = self.min_providers
+        if self.max_jobs is not None:
+            kw["max_jobs"] = self.max_jobs
+        return data_terms(
+            payee,
+            statistics=list(self.statistics),
+            price=self.price,
+            committees=list(committees),
+            **kw,
+        )
 
 
 def _config_value(context: Any, key: str) -> Any:
-    for source in (context.node_config, context.run_config):
-        if key in source:
-            return source[key]
-    return None
+    """A node-config setting (the node operator's), or None."""
+    v = context.node_config.get(key)
+    return None if v in (None, "") else v
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("1", "true", "yes")
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_simulation(what: str) -> None:
+    """Log once per process that a simulation-only convenience is in use."""
+    if what in _WARNED:
+        return
+    _WARNED.add(what)
+    from logging import WARNING
+
+    from flwr.supercore import log
+
+    log(WARNING, "kaires_mod SIMULATION ONLY: %s — never use this in a deployment", what)
+
+
+def _simulation_only(simulation: bool, what: str, setting: str) -> None:
+    """Allow a simulation-only convenience (warned), or refuse it with a ConfigError."""
+    if simulation:
+        _warn_simulation(what)
+        return
+    from kaires_fl.errors import ConfigError
+
+    raise ConfigError(
+        f"{what} is a simulation-only convenience: set {setting} in the node config "
+        "(flower-supernode --node-config), or kaires-simulation = true in a simulation"
+    )
 
 
 @dataclass
@@ -76,15 +136,27 @@ class FlowerProvider:
     identity: Any
     policy: ProviderPolicy = field(default_factory=ProviderPolicy)
     fault: str | None = None
+    simulation: bool = False
 
     @classmethod
     def from_context(
-        cls, context: Any, policy: ProviderPolicy | None = None, fault: str | None = None
+        cls,
+        context: Any,
+        policy: ProviderPolicy | None = None,
+        fault: str | None = None,
+        simulation: bool = False,
     ) -> FlowerProvider:
-        """The provider of the node running ``context`` (module docstring)."""
+        """The provider of the node running ``context`` (module docstring).
+
+        Raises
+        ------
+        ConfigError
+            on a malformed ``kaires-key``, or a simulation-only default outside simulation.
+        """
         from kaires_fl.crypto.sign import H, Identity
         from kaires_fl.errors import ConfigError
 
+        simulation = simulation or _flag(_config_value(context, "kaires-simulation"))
         label = _config_value(context, "kaires-provider")
         if label is None:
             pid = context.node_config.get("partition-id")
@@ -99,24 +171,29 @@ class FlowerProvider:
                 raise ConfigError("kaires-key must be 64 hex characters (a 32-byte Ed25519 seed)")
             ident = Identity.from_seed(seed)
         else:
-            run_seed = str(_config_value(context, "kaires-seed") or DEFAULT_SEED)
+            _simulation_only(
+                simulation, "a provider key derived from the public kaires-seed", "kaires-key"
+            )
+            run_seed = str(context.run_config.get("kaires-seed") or DEFAULT_SEED)
             ident = Identity.from_seed(
                 H(b"kaires/flower/provider", run_seed.encode(), str(label).encode())
             )
         if policy is None:
             grants = _config_value(context, "kaires-grants")
             policy = ProviderPolicy(
-                grants=None if grants in (None, "") else [g.strip() for g in str(grants).split(",")]
+                grants=None if grants is None else [g.strip() for g in str(grants).split(",")]
             )
         if fault is not None and fault not in FLOWER_FAULTS:
             raise ConfigError(f"unknown provider fault {fault!r}; use one of {FLOWER_FAULTS}")
-        return cls(str(label), ident, policy, fault)
+        return cls(str(label), ident, policy, fault, simulation)
 
     @property
     def policy_id(self) -> str:
-        from kaires_fl.roles.provider import policy_id_for
+        """``provider.flwr.<label>.<public key>``: bound to this provider's key, so no other
+        node can register (squat) it."""
+        from kaires_fl.ledger.darc import bound_policy_id
 
-        return policy_id_for(f"flwr.{self.label}")
+        return bound_policy_id(f"provider.flwr.{self.label}", self.public)
 
     @property
     def public(self) -> str:
@@ -126,9 +203,10 @@ class FlowerProvider:
     @staticmethod
     def trusted(context: Any, key: str) -> str | None:
         """A configured trust anchor (``kaires-trusted-chain-id`` /
-        ``kaires-trusted-committee``) or the one pinned at enrolment in the node's state."""
+        ``kaires-trusted-committee`` / ``kaires-trusted-lts``) or the one pinned at
+        enrolment (simulation) in the node's state."""
         v = _config_value(context, key)
-        if v not in (None, ""):
+        if v is not None:
             return str(v)
         rec = context.state.config_records.get("kaires")
         return None if rec is None or key not in rec else str(rec[key])
@@ -153,8 +231,8 @@ class FlowerProvider:
         if want is None:
             raise InvalidProof(
                 "no trusted ledger: this provider was never enrolled and has no "
-                "kaires-trusted-chain-id in its config; enrol it first (KairesFedAvg does) or "
-                "configure the chain id"
+                "kaires-trusted-chain-id in its node config; configure the chain id (or, in a "
+                "simulation, enrol it first: KairesFedAvg does)"
             )
         if genesis.chain_id != want:
             raise InvalidProof(
@@ -165,9 +243,13 @@ class FlowerProvider:
 
     # -- enrolment -----------------------------------------------------------------------
     def enrol(self, context: Any, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Pin the ledger and committee (unless configured) and sign this provider's policy.
+        """Check (or, in simulation, pin) the ledger, the committee and the LTS, and sign
+        this provider's policy and the enrolment challenge.
 
-        Returns the reply record: ``public``, ``policy``, ``policy-tx``.
+        Returns the reply record: ``enrolment`` = :class:`~kaires_fl.strategies.wire.
+        Enrolment` (key, policy id, signed ``darc.create`` and the signature of
+        :func:`enrol_message`: the challenge and this Flower node's id, so the reply cannot
+        be replayed by another node).
         """
         from kaires_fl.errors import InvalidProof
         from kaires_fl.ledger.block import Genesis
@@ -175,40 +257,44 @@ class FlowerProvider:
         from kaires_fl.roles.provider import use_rule
 
         genesis = Genesis.decode(bytes(config[wire.GENESIS]))
-        desc = _committee_from_config(config)
+        desc = committee_from_config(config)
+        cid = committee_id_of(desc)
         for key, value in (
             ("kaires-trusted-chain-id", genesis.chain_id),
-            ("kaires-trusted-committee", committee_hash(desc)),
+            ("kaires-trusted-committee", cid),
+            ("kaires-trusted-lts", str(desc["lts"])),
         ):
             want = self.trusted(context, key)
             if want is None:
+                _simulation_only(self.simulation, f"trust on first use of {key}", key)
                 self.pin(context, key, value)
             elif want != value:
                 raise InvalidProof(
                     f"enrolment names {key} {value[:16]}…, but this provider trusts "
-                    f"{want[:16]}…: refusing to enrol with another ledger or committee"
+                    f"{want[:16]}…: refusing to enrol with another ledger, committee or LTS"
                 )
         grants = self.policy.grants
         if grants is None:
+            _simulation_only(
+                self.simulation, "granting whichever consumer enrols the node", "kaires-grants"
+            )
             grants = [str(config[wire.CONSUMER])]
-        from kaires_fl.ledger.darc import data_terms
-
         payload = {
             "id": self.policy_id,
             "rules": {"_evolve": f"ed25519:{self.public}", "use": use_rule(list(grants))},
-            "terms": data_terms(
-                self.public,
-                statistics=list(self.policy.statistics),
-                max_jobs=self.policy.max_jobs,
-                min_providers=self.policy.min_providers,
-                price=self.policy.price,
-            ),
+            "terms": self.policy.terms(self.public, [cid]),
         }
         tx = make_tx(genesis.chain_id, "darc.create", payload, 1, self.identity)
+        challenge = config.get(wire.CHALLENGE)
+        if not isinstance(challenge, bytes) or len(challenge) != 32:
+            raise InvalidProof("an enrolment needs a 32-byte challenge (kaires.challenge)")
+        sig = self.identity.sign(
+            ENROL_CONTEXT, enrol_message(genesis.chain_id, challenge, int(context.node_id))
+        )
         return {
-            "public": self.public,
-            "policy": self.policy_id,
-            "policy-tx": wire.encode_tx(tx),
+            wire.ENROLMENT: wire.encode_enrolment(
+                self.public, self.policy_id, wire.encode_tx(tx), sig
+            )
         }
 
     # -- one job -------------------------------------------------------------------------
@@ -240,20 +326,31 @@ class FlowerProvider:
         if "job" not in proofs:
             raise InvalidProof(f"job {job_id[:16]}… comes without its ledger proof: refused")
         job = verify_job(proofs["job"], genesis, job_id)
+        cid = self.trusted(context, "kaires-trusted-committee")
+        lts_id = self.trusted(context, "kaires-trusted-lts")
         try:
-            desc = _committee_from_config(config)
-        except (EncodingError, KeyError, TypeError, ValueError) as exc:
-            raise InvalidProof(f"job {job_id[:16]}… comes without its committee: {exc}") from exc
-        named = {
-            "lts": desc.get("lts"),
-            "aggregators": job["aggregators"],
-            "aggregator_keys": job["params"].get("aggregator_keys"),
-            "degree": job["params"].get("degree"),
-        }
-        if committee_hash(named) != self.trusted(context, "kaires-trusted-committee"):
+            named = committee_id_of(
+                {
+                    "aggregators": job["aggregators"],
+                    "aggregator_keys": job["params"].get("aggregator_keys"),
+                    "degree": job["params"].get("degree"),
+                }
+            )
+        except (EncodingError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidProof(f"job {job_id[:16]}… names no valid committee: {exc}") from exc
+        if cid is None or named != cid or job.get("committee", cid) != cid:
             raise InvalidProof(
-                f"job {job_id[:16]}… names an aggregation committee or LTS this provider does "
-                "not trust: refused (its shares would go to unknown aggregators)"
+                f"job {job_id[:16]}… names an aggregation committee this provider does not "
+                "trust: refused (its shares would go to unknown aggregators)"
+            )
+        try:
+            desc = committee_from_config(config)
+        except EncodingError as exc:
+            raise InvalidProof(f"job {job_id[:16]}… comes without its committee: {exc}") from exc
+        if lts_id is None or desc["lts"] != lts_id or job["params"].get("lts", lts_id) != lts_id:
+            raise InvalidProof(
+                f"job {job_id[:16]}… names an LTS this provider does not trust: refused (its "
+                "keys would be written to an unknown secret-management committee)"
             )
         pid = self.policy_id
         if pid in job.get("excluded", {}):
@@ -277,7 +374,6 @@ class FlowerProvider:
                 f"provider {self.label}'s policy does not allow statistic {job['statistic']!r}"
                 f" (it allows {stats}): no data sent"
             )
-        lts_id = str(desc["lts"])
         entries = {}
         for name, key in (
             ("lts", lts_key(lts_id)),
@@ -308,6 +404,7 @@ class FlowerProvider:
         :func:`~kaires_fl.strategies.wire.submission_record` fields.
         """
         from kaires_fl.aggregation.job import flp_for, job_statistic
+        from kaires_fl.aggregation.submission import PROVIDER_FAULTS
         from kaires_fl.ledger.tx import make_tx
         from kaires_fl.roles.provider import seal_submission
 
@@ -324,7 +421,7 @@ class FlowerProvider:
             sign_write=lambda kind, payload: make_tx(
                 offer.genesis.chain_id, kind, payload, offer.counter, self.identity
             ),
-            fault=self.fault if self.fault != "over_norm" else None,
+            fault=self.fault if self.fault in PROVIDER_FAULTS else None,
         )
         return {
             "policy": self.policy_id,
@@ -346,13 +443,63 @@ class JobOffer:
     counter: int
 
 
-def _committee_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    from kaires_fl.ledger.encoding import decode_canonical
-
-    desc = decode_canonical(bytes(config[wire.COMMITTEE]))
-    if not isinstance(desc, dict):
-        raise ValueError("the committee description must be a mapping")
-    return dict(desc)
+ENROL_CONTEXT = b"kaires/flower/enrol"
 
 
-__all__ = ["DEFAULT_SEED", "FLOWER_FAULTS", "FlowerProvider", "JobOffer", "ProviderPolicy"]
+def enrol_message(chain: str, challenge: bytes, node_id: int) -> bytes:
+    """What a provider signs at enrolment: the ledger, the ServerApp's fresh challenge and
+    the Flower node id the reply comes from (a replayed reply fails at another node)."""
+    from kaires_fl.ledger.encoding import canonical
+
+    return bytes(canonical({"chain": chain, "challenge": challenge.hex(), "node": int(node_id)}))
+
+
+def committee_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The committee description of a Kaires message (``lts``, ``aggregators``,
+    ``aggregator_keys``, ``degree``: :func:`~kaires_fl.strategies.wire.decode_committee`).
+
+    Raises
+    ------
+    EncodingError
+        if it is missing or malformed.
+    """
+    return wire.decode_committee(config.get(wire.COMMITTEE))
+
+
+def committee_id_of(desc: Mapping[str, Any]) -> str:
+    """The registry id (:func:`kaires_fl.ledger.committees.committee_id`) of the committee
+    a description or job names (``aggregators``, ``aggregator_keys``, ``degree``).
+
+    Raises
+    ------
+    EncodingError
+        if the keys are not two equally long lists of hex keys or the degree not an int.
+    """
+    from kaires_fl.errors import EncodingError
+    from kaires_fl.ledger.committees import committee_id
+
+    signs, boxes, t = desc.get("aggregators"), desc.get("aggregator_keys"), desc.get("degree")
+    if (
+        not isinstance(signs, list)
+        or not isinstance(boxes, list)
+        or len(signs) != len(boxes)
+        or not signs
+        or not all(isinstance(k, str) for k in [*signs, *boxes])
+        or not isinstance(t, int)
+        or isinstance(t, bool)
+    ):
+        raise EncodingError("a committee is equally many aggregator keys and an integer degree")
+    return committee_id(signs, boxes, t)
+
+
+__all__ = [
+    "DEFAULT_SEED",
+    "ENROL_CONTEXT",
+    "FLOWER_FAULTS",
+    "FlowerProvider",
+    "JobOffer",
+    "ProviderPolicy",
+    "committee_from_config",
+    "committee_id_of",
+    "enrol_message",
+]

@@ -1,19 +1,20 @@
 """The model-update statistic of :class:`~kaires_fl.strategies.KairesFedAvg`.
 
 One Flower round of KairesFedAvg is one Kaires job whose statistic is ``"model_update"``:
-each provider submits ONE fixed-point vector
+each provider submits ONE fixed-point measurement, its weighted update and its weight
 
-    v = w · clip(Δ / C, 1),   w = min(n, W) / W,
+    (v, w),   w = min(n, W) / W ∈ [0, 1],   v = w · clip(Δ / C, 1),
 
 where Δ is its flattened model update (trained − global parameters), C the clipping norm,
-n its number of training examples and W the round's weight cap (all public job parameters
-except Δ and n). The validity circuit is :class:`~kaires_fl.arith.circuits.BoundedL2Vec`
-with bound ``1 − 2^-frac_bits`` (:func:`proven_bound`), so every accepted submission has
-‖v‖₂ ≤ 1: a malicious provider can move the
-aggregate by at most C·(its weight share), exactly like the largest honest update. The
-aggregators sum the accepted v's; the consumer (the ServerApp) gets ``C·Σ v`` and divides
-by ``Σ w`` over the accepted providers (their claimed weights are public, as in FedAvg,
-and capped at W).
+n its number of training examples and W the weight cap, fixed by the consumer's
+configuration and recorded in the job (C, W public; Δ, n, w and v private). The validity
+circuit is :class:`WeightedBoundedL2Vec`: every bit is a bit, w ∈ [0, 1 − 2^-f] and
+**‖v‖₂ ≤ w**, proven on shares. The aggregators sum the accepted measurements; the
+consumer (the ServerApp) gets (C·Σ v, Σ w) from the aggregate itself and sets
+``global + C·Σ v / Σ w``. No weight claimed in a message is trusted: a lying client can
+at most give itself weight 1 (the weight of a client with ≥ W examples) and move the
+average by at most C·1/Σ w, and the new global model moves by at most C in total
+(‖Σ v‖ ≤ Σ w).
 
 Importing this module registers the kind in :data:`kaires_fl.statistics.KINDS`, so every
 party that rebuilds a job's statistic from the ledger (``from_params``) finds it.
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from kaires_fl import statistics as _stats
-from kaires_fl.arith import circuits
+from kaires_fl.arith import circuits, flp
 from kaires_fl.arith.field import Field64
 from kaires_fl.errors import ConfigError, EncodingError
 
@@ -48,8 +49,132 @@ def proven_bound(frac_bits: int) -> float:
     return 1.0 - 2.0 ** -int(frac_bits)
 
 
+def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
+    """Little-endian bits of non-negative ints: ``(...)`` → ``(..., bits)`` uint64."""
+    v = np.asarray(values, dtype=np.uint64)
+    return (v[..., None] >> np.arange(bits, dtype=np.uint64)) & np.uint64(1)
+
+
+class WeightedBoundedL2Vec(circuits.BoundedL2Vec):
+    """A fixed-point weight w ∈ [0, 1 − 2^-f] and vector v with ‖v‖₂ ≤ w (``f`` =
+    ``frac_bits``).
+
+    Entries a_i = round(v_i·2^f) are offset-encoded as e_i = a_i + A (A = 2^f − 1,
+    f + 1 bits each, as :class:`~kaires_fl.arith.circuits.BoundedL2Vec` with bound
+    ``proven_bound(f)``); the weight ω = round(w·2^f) takes f bits; the slack
+    s = ω² − Σ a_i² takes 2f bits. Measurement: entry bits, weight bits, slack bits (each
+    integer least significant bit first).
+
+    Checks (outputs of ``eval``, zero iff valid): every bit is a bit (combined by powers of
+    the joint randomness, as BoundedL2Vec), and Σ a_i² + s − ω² = 0 — one ParallelSum(Mul)
+    over the L + 1 pairs (a_i, a_i) and (ω, −ω). Since L·4^(f+1) + 2^(2f) < p and ω² < p
+    (checked), the equation holds over the integers, so Σ a_i² ≤ ω². Output: (e, ω), so
+    the aggregate carries Σ v and Σ w; ``decode`` returns them as one float64 vector
+    (Σ v then Σ w).
+
+    Pre: ``length ≥ 1``, ``frac_bits ≥ 1``. Post: ``MEAS_LEN = L·(f+1) + f + 2f``,
+    ``OUTPUT_LEN = L + 1``.
+    """
+
+    def __init__(self, length: int, frac_bits: int, field: Any = Field64) -> None:
+        super().__init__(length, frac_bits, proven_bound(frac_bits), field=field)
+        # BoundedL2Vec set A = 2^f − 1, entry_bits = f + 1, norm bits = 2f and checked
+        # L·4^(f+1) + 2^(2f) < p; the weight adds f bits and one pair to the norm gadget.
+        self.weight_bits = int(frac_bits)
+        self._weights_at = self.length * self.entry_bits
+        self._slack_at = self._weights_at + self.weight_bits
+        n_bits = self._slack_at + self.norm_bits
+        self.n_bits = n_bits
+        self.chunk_length = circuits.best_chunk_length(n_bits)
+        self.norm_chunk_length = circuits.best_chunk_length(self.length + 1)
+        self.MEAS_LEN = n_bits
+        self.OUTPUT_LEN = self.length + 1
+        self.GADGETS = [
+            flp.ParallelSum(flp.Mul(), self.chunk_length),
+            flp.ParallelSum(flp.Mul(), self.norm_chunk_length),
+        ]
+        self.GADGET_CALLS = [
+            math.ceil(n_bits / self.chunk_length),
+            math.ceil((self.length + 1) / self.norm_chunk_length),
+        ]
+        self._terms = n_bits
+        self._pow2w = field.elements([1 << k for k in range(self.weight_bits)])
+        self.max_weight = (1 << self.weight_bits) - 1  # ω ≤ 2^f − 1 = A
+
+    def __repr__(self) -> str:
+        return f"WeightedBoundedL2Vec(length={self.length}, frac_bits={self.frac_bits})"
+
+    def _weight(self, meas: np.ndarray) -> np.ndarray:
+        return flp.dot_groups(self.field, np.asarray(meas), self._pow2w, 1, start=self._weights_at)
+
+    def eval(
+        self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[flp.GadgetCall]
+    ) -> np.ndarray:
+        F = self.field
+        L = self.length
+        pw = flp.powers(F, joint_rand[:, 0], self.n_bits + 1)
+        buf = self._range_pairs(F, meas, pw, self.n_bits, self.chunk_length)
+        range_check = F.sum(gadgets[0](flp.as_calls(buf, self.chunk_length)), axis=-1)
+        centred = F.sub(self._entries(meas), F.elements(self.offset))
+        omega = self._weight(meas)
+        nbuf = flp.pair_buffer(F, meas.shape[0], L + 1, self.norm_chunk_length)
+        flp.fill_pairs(F, nbuf, 0, L, centred, centred)
+        flp.fill_pairs(F, nbuf, L, 1, omega, F.neg(omega))
+        norm = F.sum(gadgets[1](flp.as_calls(nbuf, self.norm_chunk_length)), axis=-1)
+        slack = flp.dot_groups(F, meas, self._pow2n, 1, start=self._slack_at)[:, 0]
+        return np.stack([range_check, F.add(norm, slack)], axis=-1)
+
+    def encode(self, measurement: Any) -> np.ndarray:
+        """``(..., L + 1)`` reals (v, then w) → ``(..., MEAS_LEN)`` elements.
+
+        Raises
+        ------
+        EncodingError
+            if w is not in [0, 1 − 2^-f] after rounding, or ‖v‖ > w after rounding (scale
+            v down first: :meth:`ModelUpdateStats.vector` does).
+        """
+        m = np.asarray(measurement, dtype=np.float64)
+        L = self.length
+        if m.shape[-1:] != (L + 1,) or not np.all(np.isfinite(m)):
+            raise EncodingError(
+                f"WeightedBoundedL2Vec measurement must be finite reals of shape (..., {L + 1})"
+                " (the vector, then the weight)"
+            )
+        scale = 2.0**self.frac_bits
+        omega = np.round(m[..., L] * scale).astype(np.int64)
+        if np.any(omega < 0) or np.any(omega > self.max_weight):
+            raise EncodingError(f"the weight must be in [0, {self.max_weight / scale}]")
+        a = np.round(m[..., :L] * scale).astype(np.int64)
+        if np.any(np.abs(a) > self.offset):
+            raise EncodingError("an entry exceeds the weight; scale the vector down first")
+        sq = np.sum(a.astype(object) ** 2, axis=-1)
+        w2 = omega.astype(object) ** 2
+        if np.any(sq > w2):
+            raise EncodingError(
+                "the L2 norm of the vector exceeds its weight after rounding to "
+                f"{self.frac_bits} fractional bits; scale the vector down first"
+            )
+        e = (a + self.offset).astype(np.uint64)
+        slack = np.asarray(w2 - sq, dtype=np.uint64)
+        ebits = _bits_of(e, self.entry_bits).reshape(*m.shape[:-1], -1)
+        wbits = _bits_of(omega.astype(np.uint64), self.weight_bits)
+        nbits = _bits_of(slack, self.norm_bits)
+        return self.field.elements(np.concatenate([ebits, wbits, nbits], axis=-1))
+
+    def truncate(self, meas: np.ndarray) -> np.ndarray:
+        meas = np.asarray(meas)
+        return np.concatenate([self._entries(meas), self._weight(meas)], axis=-1)
+
+    def decode(self, output: np.ndarray, num_measurements: int) -> np.ndarray:
+        """(Σ v, Σ w) as one float64 vector of length L + 1."""
+        ints = np.asarray(self.field.to_ints(output), dtype=object)
+        ints[: self.length] -= num_measurements * self.offset
+        return (ints / 2.0**self.frac_bits).astype(np.float64)
+
+
 class ModelUpdateStats(_stats.Statistic):
-    """A clipped, weighted model update proven to have L2 norm ≤ 1 (see module docstring).
+    """A clipped, weighted model update and its weight, proven ‖v‖₂ ≤ w ≤ 1 (module
+    docstring).
 
     Parameters
     ----------
@@ -58,9 +183,11 @@ class ModelUpdateStats(_stats.Statistic):
     clip_norm:
         C: updates are scaled down to ‖Δ‖₂ ≤ C before encoding.
     weight_cap:
-        W: a provider's weight is min(num-examples, W) / W ∈ [0, 1].
+        W: a provider's weight is min(num-examples, W) / W ∈ [0, 1]; set by the consumer's
+        configuration, never derived from claims.
     frac_bits:
-        Fixed-point fractional bits of v (the field must hold ``length`` squared entries).
+        Fixed-point fractional bits of v and w (the field must hold ``length`` squared
+        entries).
     max_measurements:
         Most providers one aggregate may sum (checked against the field).
     """
@@ -106,61 +233,84 @@ class ModelUpdateStats(_stats.Statistic):
         }
 
     def _build_circuit(self, field: Any) -> Any:
-        return circuits.BoundedL2Vec(
-            self.length, self.frac_bits, proven_bound(self.frac_bits), field=field
-        )
+        return WeightedBoundedL2Vec(self.length, self.frac_bits, field=field)
 
     def weight(self, num_examples: float) -> float:
-        """w = min(n, W) / W: the public weight of a provider with ``num_examples``."""
+        """w = min(n, W) / W rounded down to the fixed-point step 2^-f and at most
+        1 − 2^-f (the circuit's largest weight): the provider's own weight.
+
+        Raises
+        ------
+        ConfigError
+            if ``num_examples`` is negative or not finite.
+        """
         n = float(num_examples)
         if not (n >= 0 and math.isfinite(n)):
             raise ConfigError(f"num-examples must be a finite number ≥ 0, got {num_examples}")
-        return min(n, self.weight_cap) / self.weight_cap
+        scale = 2.0**self.frac_bits
+        omega = min(math.floor(min(n, self.weight_cap) / self.weight_cap * scale), scale - 1)
+        return omega / scale
 
     def vector(self, update: Any, num_examples: float) -> np.ndarray:
-        """v = w · clip(Δ / C, 1), shrunk so that rounding cannot push ‖v‖ over the proven
-        bound ``1 − 2^-frac_bits``."""
+        """v = w · clip(Δ / C, 1), shrunk so that rounding cannot push ‖v‖ over w."""
         d = np.asarray(update, dtype=np.float64).reshape(-1)
         if d.shape[0] != self.length or not np.all(np.isfinite(d)):
             raise EncodingError(
                 f"the update must hold {self.length} finite numbers, got {d.shape[0]}"
             )
+        w = self.weight(num_examples)
         u = d / self.clip_norm
         # Rounding moves each entry by ≤ 2^-(f+1), so the norm by ≤ √length·2^-(f+1).
-        room = (
-            proven_bound(self.frac_bits)
-            - math.sqrt(self.length) * 2.0 ** -(self.frac_bits + 1)
-            - 1e-12
-        )
+        room = w - math.sqrt(self.length) * 2.0 ** -(self.frac_bits + 1) - 1e-12
         norm = float(np.linalg.norm(u))
-        if norm > room:
-            u = u * (room / norm)
-        return self.weight(num_examples) * u
+        if room <= 0:
+            return np.zeros_like(u)
+        if w * norm > room:
+            return u * (room / norm)
+        return w * u
+
+    def measurement(self, update: Any, num_examples: float) -> np.ndarray:
+        """The reals (v, w) the circuit encodes (length ``length + 1``)."""
+        return np.append(self.vector(update, num_examples), self.weight(num_examples))
 
     def measurements(self, X: Any, y: Any = None) -> np.ndarray:
         """``X``: the flattened update Δ; ``y``: num-examples (default W)."""
         n = self.weight_cap if y is None else float(np.asarray(y).reshape(-1)[0])
-        return np.asarray(self.circuit.encode(self.vector(X, n)[None, :]))
+        return np.asarray(self.circuit.encode(self.measurement(X, n)[None, :]))
 
     def decode(self, aggregate: np.ndarray, num_measurements: int) -> dict[str, Any]:
-        """``{"sum": C·Σ v}`` (float64, length ``length``)."""
+        """``{"sum": C·Σ v (float64, length ``length``), "weight": Σ w}``."""
         self._check_count(num_measurements)
         s = self.circuit.decode(np.asarray(aggregate), num_measurements)
-        return {"sum": np.asarray(s, dtype=np.float64) * self.clip_norm}
+        return {"sum": s[: self.length] * self.clip_norm, "weight": float(s[self.length])}
 
 
 def over_norm_measurements(stat: ModelUpdateStats) -> np.ndarray:
-    """A malicious provider's measurement: every entry at the range limit (‖v‖ = √length),
-    with the slack bits it cannot honestly fill left at zero. Each entry passes its range
-    check; the norm check fails, so BFT Prio must reject it (tests, robustness demos)."""
+    """A malicious provider's measurement: the largest weight, every entry at the range
+    limit (‖v‖ = √length·w), the slack bits it cannot honestly fill left at zero. Each
+    entry passes its range check; the norm check fails, so BFT Prio must reject it (tests,
+    robustness demos)."""
     c = stat.circuit
     F = c.field
     e = np.full((1, c.length), 2 * c.offset, dtype=np.uint64)
-    ebits = ((e[..., None] >> np.arange(c.entry_bits, dtype=np.uint64)) & np.uint64(1)).reshape(
-        1, -1
-    )
+    ebits = _bits_of(e, c.entry_bits).reshape(1, -1)
+    wbits = np.ones((1, c.weight_bits), dtype=np.uint64)
     nbits = np.zeros((1, c.norm_bits), dtype=np.uint64)
-    return np.asarray(F.elements(np.concatenate([ebits, nbits], axis=-1)))
+    return np.asarray(F.elements(np.concatenate([ebits, wbits, nbits], axis=-1)))
+
+
+def underweight_measurements(stat: ModelUpdateStats, update: Any) -> np.ndarray:
+    """A malicious provider's measurement: its update at full norm (‖v‖ ≈ 1) with the
+    smallest non-zero weight (2^-f), to pull the average by C/Σ w while adding nothing to
+    Σ w. Every bit is a bit; Σ a² + s = ω² fails, so BFT Prio must reject it."""
+    c = stat.circuit
+    u = np.asarray(update, dtype=np.float64).reshape(-1)
+    u = u / max(float(np.linalg.norm(u)), 1e-300) * (proven_bound(c.frac_bits) - 2.0**-c.frac_bits)
+    a = np.clip(np.round(u * 2.0**c.frac_bits), -c.offset, c.offset).astype(np.int64)
+    ebits = _bits_of((a + c.offset).astype(np.uint64)[None, :], c.entry_bits).reshape(1, -1)
+    wbits = _bits_of(np.array([1], dtype=np.uint64), c.weight_bits)
+    nbits = np.zeros((1, c.norm_bits), dtype=np.uint64)
+    return np.asarray(c.field.elements(np.concatenate([ebits, wbits, nbits], axis=-1)))
 
 
 _stats.KINDS.setdefault(ModelUpdateStats.kind, ModelUpdateStats)
@@ -186,4 +336,12 @@ def unflatten(vector: np.ndarray, like: Sequence[np.ndarray]) -> list[np.ndarray
     return out
 
 
-__all__ = ["ModelUpdateStats", "flatten", "over_norm_measurements", "proven_bound", "unflatten"]
+__all__ = [
+    "ModelUpdateStats",
+    "WeightedBoundedL2Vec",
+    "flatten",
+    "over_norm_measurements",
+    "proven_bound",
+    "underweight_measurements",
+    "unflatten",
+]

@@ -3,6 +3,13 @@
 The handler is exactly what a plain FedAvg app would have; ``kaires_mod`` verifies each
 job against the ledger and the provider's own policy, and replies with a sealed,
 proven-bounded submission instead of the trained arrays.
+
+This example is a simulation (``flwr run`` with the local simulation engine), so its mod
+allows the simulation-only conveniences (trust on first use of the ledger and committee,
+keys derived from the public ``kaires-seed``). A deployment uses ``kaires_mod`` and sets
+``kaires-key``, ``kaires-trusted-chain-id``, ``kaires-trusted-committee``,
+``kaires-trusted-lts`` and ``kaires-grants`` in each SuperNode's ``--node-config``
+(docs/flower.md).
 """
 
 from __future__ import annotations
@@ -10,9 +17,9 @@ from __future__ import annotations
 import task
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from kaires_fl.strategies import kaires_mod
+from kaires_fl.strategies import make_kaires_mod
 
-app = ClientApp(mods=[kaires_mod])
+app = ClientApp(mods=[make_kaires_mod(simulation=True)])
 
 
 @app.train()

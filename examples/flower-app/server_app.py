@@ -32,6 +32,7 @@ def main(grid: Grid, context: Context) -> None:
         min_available_nodes=int(rc.get("min-train-nodes", 10)),
         committee=CommitteeConnection.from_run_config(rc),
         clip_norm=float(rc.get("clip-norm", 10.0)),
+        num_examples_cap=float(rc.get("num-examples-cap", 1024)),
     )
     result = strategy.start(
         grid=grid,

@@ -19,8 +19,25 @@ if str(APP_DIR) not in sys.path:
 import task  # noqa: E402  (the example app's model and data)
 
 NUM_NODES = 10
+#: W of the tests' KairesFedAvg (every digits partition has fewer examples: FedAvg's weights).
+NUM_EXAMPLES_CAP = 1024
 #: A consumer key no test strategy holds (a provider granting only it denies the others).
 STRANGER = "ab" * 32
+
+
+def policy_id(pid: int) -> str:
+    """The policy id of simulated node ``pid`` (key derived from the default seed)."""
+    from flwr.app import Context, RecordDict
+    from kaires_fl.strategies.provider import FlowerProvider
+
+    ctx = Context(
+        run_id=1,
+        node_id=pid + 1,
+        node_config={"partition-id": pid},
+        state=RecordDict(),
+        run_config={},
+    )
+    return FlowerProvider.from_context(ctx, simulation=True).policy_id
 
 
 def diabetes_partition(pid: int, n: int = NUM_NODES) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +66,10 @@ def make_client_app(
         return None if f is None else f()
 
     app = ClientApp(
-        mods=[mod or make_kaires_mod(policy=policy, fault=lambda c: faults.get(pid(c)))]
+        mods=[
+            mod
+            or make_kaires_mod(policy=policy, fault=lambda c: faults.get(pid(c)), simulation=True)
+        ]
     )
 
     @app.train()

@@ -18,7 +18,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
-from kaires_fl.strategies import KairesFedAvg, KairesStatsStrategy, kaires_mod
+from kaires_fl.strategies import KairesFedAvg, KairesStatsStrategy, make_kaires_mod
 from sklearn.linear_model import LinearRegression
 
 from kaires_fl.simulation import LocalCommittee
@@ -56,6 +56,7 @@ def _mixed_client_app() -> ClientApp:
     """The same train handler twice: with kaires_mod (``train``) and without it
     (``train.plain``, for the plain FedAvg baseline); a query handler for statistics."""
     app = ClientApp()
+    kaires_mod = make_kaires_mod(simulation=True)
 
     def train(msg: Message, ctx: Context) -> Message:
         pid = int(ctx.node_config["partition-id"])
@@ -94,7 +95,11 @@ def test_kaires_fedavg_matches_fedavg_and_stats_match_sklearn() -> None:
         out["plain"] = plain.start(grid=grid, initial_arrays=init, num_rounds=ROUNDS).arrays
         committee = LocalCommittee()
         kaires = RecordingKairesFedAvg(
-            fraction_evaluate=0.0, min_available_nodes=N, min_train_nodes=N, committee=committee
+            fraction_evaluate=0.0,
+            min_available_nodes=N,
+            min_train_nodes=N,
+            committee=committee,
+            num_examples_cap=apps.NUM_EXAMPLES_CAP,
         )
         out["kaires"] = kaires.start(grid=grid, initial_arrays=init, num_rounds=ROUNDS).arrays
         out["strategy"] = kaires
@@ -143,6 +148,7 @@ def test_over_norm_client_and_byzantine_aggregator_over_ray() -> None:
             min_available_nodes=N,
             min_train_nodes=N,
             committee=LocalCommittee(faults={"aggregator": {1: "byzantine"}}),
+            num_examples_cap=apps.NUM_EXAMPLES_CAP,
         )
         init = ArrayRecord(apps.task.initial_arrays())
         out["arrays"] = s.start(grid=grid, initial_arrays=init, num_rounds=rounds).arrays
@@ -153,7 +159,7 @@ def test_over_norm_client_and_byzantine_aggregator_over_ray() -> None:
     s = out["strategy"]
     for r in range(1, rounds + 1):
         res = s.kaires_rounds[r]["result"]
-        assert set(res.rejected) == {"provider.flwr.node-0"}
+        assert set(res.rejected) == {apps.policy_id(0)}
         assert len(res.accepted) == N - 1
         assert 1 in res.faulty_aggregators
     # The result is FedAvg over the nine honest clients: the Byzantine aggregator changed

@@ -34,14 +34,17 @@ def test_vector_is_clipped_weighted_and_encodable() -> None:
     big = np.full(1000, 5.0)  # norm 158 ≫ C
     v = s.vector(big, 50)
     assert np.linalg.norm(v) <= 0.5 + 1e-12  # weight 1/2 times at most norm 1
-    assert s.weight(250) == 1.0 and s.weight(0) == 0.0
+    # w = min(n, W)/W in steps of 2^-f, at most 1 − 2^-f (the circuit's largest weight)
+    assert s.weight(250) == s.weight(100) == 1 - 2**-10 and s.weight(0) == 0.0
     meas = s.measurements(big, 250)  # rounding cannot push it over the bound
     assert meas.shape == (1, s.meas_len)
     # A small update passes through unclipped (up to the fixed-point step).
     d = np.linspace(-0.01, 0.01, 1000)
-    np.testing.assert_allclose(s.vector(d, 100) * 2.0, d, atol=0)
+    np.testing.assert_allclose(s.vector(d, 100) * 2.0 / s.weight(100), d, atol=1e-15)
     out = s.circuit.truncate(s.measurements(d, 100))
-    np.testing.assert_allclose(s.decode(out[0], 1)["sum"], d, atol=2.0 * 2.0**-10)
+    dec = s.decode(out[0], 1)
+    np.testing.assert_allclose(dec["sum"] / dec["weight"], d, atol=2.0 * 2.0**-10)
+    assert dec["weight"] == s.weight(100)
 
 
 def test_bad_parameters_and_inputs() -> None:
@@ -139,16 +142,19 @@ def test_proven_bound_saves_one_bit_per_entry_and_stays_at_most_one() -> None:
         c = s.circuit
         assert c.bound == proven_bound(f) < 1.0
         assert c.entry_bits == f + 1 and c.offset == 2**f - 1
-        assert 100 * (f + 1) + c.norm_bits == c.MEAS_LEN
+        # entries, then the weight (f bits), then the slack ω² − Σ a² (≤ 2f bits)
+        assert c.norm_bits == ((2**f - 1) ** 2).bit_length() <= 2 * f
+        assert 100 * (f + 1) + f + c.norm_bits == c.MEAS_LEN and c.OUTPUT_LEN == 101
     with pytest.raises(ConfigError):
         ModelUpdateStats(10, frac_bits=0)
     # The largest vector the clipping lets through still encodes (rounding cannot push it
     # over the proven bound), and its entries fill the range.
     s = ModelUpdateStats(4, frac_bits=8)
     v = s.vector(np.array([100.0, 0.0, 0.0, 0.0]), 1.0)
-    assert abs(v[0] - (proven_bound(8) - 2 * 2.0**-9)) < 1e-9  # room: √4·2^-(f+1)
+    assert abs(v[0] - (proven_bound(8) - 2 * 2.0**-9)) < 1e-9  # room: w − √4·2^-(f+1)
     s.measurements(np.array([100.0, 0.0, 0.0, 0.0]), 1.0)
     d = np.full(4, 5.0)  # every entry large: clipped by the norm, each at ≈ 1/2
     e = s.circuit.truncate(s.measurements(d, 1.0))
-    a = np.asarray(Field64.to_ints(e[0]), dtype=np.int64) - s.circuit.offset
-    assert int(np.sum(a * a)) <= s.circuit.norm_int
+    a = np.asarray(Field64.to_ints(e[0][:4]), dtype=np.int64) - s.circuit.offset
+    omega = int(Field64.to_ints(e[0][4:])[0])
+    assert omega == 2**8 - 1 and int(np.sum(a * a)) <= omega**2
