@@ -53,8 +53,9 @@ def _client_app() -> Any:
     from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
 
-    from kaires_fl.strategies import kaires_mod
+    from kaires_fl.strategies import make_kaires_mod
 
+    kaires_mod = make_kaires_mod(simulation=True)  # a simulation: trust on first use
     app = ClientApp()
 
     def train(msg: Message, ctx: Context) -> Message:
@@ -116,7 +117,7 @@ def run(quick: bool) -> dict[str, float]:
         kw["min_train_nodes"] = N_CLIENTS
         plain = _timed(PlainFedAvg)(**kw)
         plain.start(grid=grid, initial_arrays=init, num_rounds=rounds)
-        kaires = _timed(KairesFedAvg)(**kw)
+        kaires = _timed(KairesFedAvg)(**kw, num_examples_cap=1024)
         kaires.start(grid=grid, initial_arrays=init, num_rounds=rounds)
         out["plain"], out["kaires"] = plain.round_times, kaires.round_times
         out["committee"] = [
