@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -334,11 +333,18 @@ def test_provider_writing_another_key_than_committed_is_rejected_not_the_aggrega
     assert r.report["faulty_aggregators"] == {}, "the honest aggregator 1 was blamed"
     _check_sums(r.aggregate, [k for k in sorted(DATA) if k != "p4"])
     # The proof is what protects aggregator 1: forged or partial proofs prove nothing.
+    # It is a single-slot WrittenKeyProof (no y_i·X, no batched answers in it).
+    import msgspec
+
+    from kaires_fl import schema
+    from kaires_fl.secret_management.dispute import WrittenKeyProof
+
     work = c.aggregators[1].jobs[r.report["job"]].work
-    ((s, kp),) = work.key_proofs.items()
-    verifier = work.ctx.key_verifier
-    assert verifier.written_key(s, 1, kp) == work.unopened[s]
-    assert verifier.written_key(s, 1, replace(kp, y_x=kp.y_x + kp.y_x)) is None
-    assert verifier.written_key(s, 1, replace(kp, responses=kp.responses[:1])) is None
-    assert verifier.written_key(s, 2, kp) is None
+    ((s, blob),) = work.written_proofs.items()
+    written_key = work.ctx.written_key
+    assert written_key(s, 1, blob) == work.unopened[s]
+    kp = schema.decode(blob, WrittenKeyProof)
+    short = msgspec.structs.replace(kp, shares=kp.shares[:1])
+    assert written_key(s, 1, schema.encode(short)) is None
+    assert written_key(s, 2, blob) is None
     c.close()

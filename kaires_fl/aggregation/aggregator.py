@@ -18,11 +18,20 @@ degree t) of every submission's measurements, proofs and mask ``ρ``. It then
    the same public messages), sums ``truncate`` of its accepted shares and seals that
    share of the aggregate to the consumer.
 
-A part that does not open is disclosed in round 1, with a :class:`KeyProof` of the key the
-provider actually wrote when the released key is not the committed one.
+A part that does not open is disclosed in round 1 (its released key and blobs), with the
+single-slot ``WrittenKeyProof`` of the key the provider actually wrote when the released key
+is not the committed one; a disclosure then proves the provider at fault from what it signed.
 
-A disclosure exposes one share of one submission; for an honest provider only faulty
-aggregators (≤ t, whose shares the adversary has anyway) are ever flagged.
+Message discipline (DESIGN.md): every message is a :class:`kaires_fl.schema.Message` signed
+over the canonical encoding of all its fields (field, shape and dtype of every array
+included); a decision rests on ≥ n − t valid round-1 messages; openings correct wrong
+values only when the number present makes it unambiguous (:func:`correction_radius`) and
+otherwise only detect; an aggregator checks that its own messages are relayed unaltered and
+never decides a blame on itself. An honest aggregator discloses a part only when the
+provider is provably at fault: a part that does not open, or its own z flagged by an
+unambiguous decoding of a complete enough column (which, with at most t faulty
+aggregators, never happens for an honest provider). An undecodable column is rejected
+without any disclosure; an inconsistent column with too few values decides nothing.
 
 :class:`AggregatorJob` is one aggregator's state for one job (pure computation, no I/O);
 the service that moves its messages is :class:`kaires_fl.aggregation.job.AggregatorService`.
@@ -31,28 +40,32 @@ the service that moves its messages is :class:`kaires_fl.aggregation.job.Aggrega
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 
+from kaires_fl import schema
 from kaires_fl.aggregation.submission import (
+    Id,
     Manifest,
     PartShares,
     SealedSubmission,
     joint_rand_seed,
+    key_commit,
     open_part,
     part_hash,
 )
 from kaires_fl.arith import sharing
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto import envelope
-from kaires_fl.crypto.group import Point
-from kaires_fl.crypto.sign import H, Identity, is_valid
-from kaires_fl.errors import DecodingError, InvalidSubmission, KairesError, ProtocolError
+from kaires_fl.crypto.sign import H, Identity
+from kaires_fl.errors import DecodingError, EncodingError, InvalidSubmission, ProtocolError
 from kaires_fl.ledger.encoding import canonical
+from kaires_fl.schema import Blob, Bytes32, Count, Elements, Index, Signature
 
 PUBLISH_CONTEXT = b"kaires/aggregation/publish"
 REVEAL_CONTEXT = b"kaires/aggregation/reveal"
@@ -71,119 +84,6 @@ REASON_WRONG_KEY = "wrong_key_written"
 REASON_INCONSISTENT = "inconsistent_shares"
 REASON_INVALID_MEAS = "invalid_measurement"
 REASON_INVALID_PROOF = "invalid_proof"
-
-
-# ---------------------------------------------------------------------------- written keys
-
-WRITTEN_KEY_CONTEXT = b"kaires/aggregation/written-key"
-
-
-@dataclass(frozen=True)
-class KeyProof:
-    """Publicly verifiable decryption of the key written for aggregator i (one write).
-
-    ``responses``: t_T + 1 trustees' answers to aggregator i's read (``(j, response)``; each
-    holds x_j·(U_k + Y_i) for every write k of the read with its DLEQ proof — one per share
-    or one batched proof); ``y_x`` = y_i·X with ``proof`` that log_G(Y_i) = log_X(y_x).
-    Anyone then computes x·U = Σ λ_j x_j(U + Y_i) − y_i·X and unwraps the key the provider
-    wrote, without learning y_i — so an aggregator that cannot open its part proves that
-    the provider wrote a key other than the one it committed to.
-    """
-
-    responses: tuple[tuple[int, Any], ...]
-    y_x: Any
-    proof: Any
-
-
-class KeyVerifier:
-    """Checks :class:`KeyProof` s against the ledger's entries (decoded only when needed).
-
-    ``lts``: the LTS (``LtsInfo``); ``writes[s]``: (write id, ledger entry) of submission s;
-    ``recipients[i]``: aggregator i's X25519 key (hex) as the job names it.
-    """
-
-    def __init__(
-        self,
-        lts: Any,
-        job: str,
-        writes: Sequence[tuple[str, Mapping[str, Any]]],
-        recipients: Sequence[str],
-    ) -> None:
-        self.lts = lts
-        self.job = job
-        self.writes = list(writes)
-        self.recipients = recipients
-
-    def _slot(self, wid: str, entry: Mapping[str, Any], slot: str) -> tuple[Any, bytes, bytes]:
-        from kaires_fl.secret_management.release import release_context
-        from kaires_fl.secret_management.write import WriteEntry, write_label
-
-        e = WriteEntry.from_payload(
-            {
-                **{k: entry[k] for k in ("lts", "policy", "version", "job")},
-                "keys": [k for k in entry["keys"] if k[0] == slot],
-            }
-        )
-        label = write_label(e.lts, e.policy, e.version, e.job, slot)
-        return e.slot(slot), label, release_context(self.lts.id, self.job, wid, slot)
-
-    def _check_response(self, resp: Any, j: int, slot: str, Y: Any) -> None:
-        """Raise unless ``resp`` is trustee j's correct answer for ``slot`` (any proof form)."""
-        from kaires_fl.crypto import elgamal
-
-        by_id = dict(self.writes)
-        if getattr(resp, "batch_proof", None) is None:
-            for wid, share in resp.shares:
-                ct, _, context = self._slot(wid, by_id[wid], slot)
-                elgamal.verify_reencrypted_share(share, ct.U, Y, self.lts.public_shares[j], context)
-            return
-        slots = [self._slot(wid, by_id[wid], slot) for wid, _ in resp.shares]
-        elgamal.verify_reencrypted_batch(
-            [v.value for _, v in resp.shares],
-            resp.batch_proof,
-            elgamal.reencryption_bases([ct.U for ct, _, _ in slots], Y),
-            Y,
-            self.lts.public_shares[j],
-            [c for _, _, c in slots],
-        )
-
-    def written_key(self, s: int, i: int, kp: KeyProof) -> bytes | None:
-        """The key written for slot i of submission s, or None if the proof does not hold."""
-        from kaires_fl.crypto.elgamal import recipient_point_from_x25519, recover_key
-        from kaires_fl.crypto.group import multi_scalar_mult
-        from kaires_fl.crypto.proofs import dleq_verify
-        from kaires_fl.crypto.vss import lagrange_coefficients
-        from kaires_fl.secret_management.write import aggregator_slot
-
-        try:
-            slot = aggregator_slot(i)
-            wid, entry = self.writes[s]
-            ct, label, _ = self._slot(wid, entry, slot)
-            Y = recipient_point_from_x25519(bytes.fromhex(self.recipients[i]))
-            idx = sorted({j for j, _ in kp.responses})
-            if len(idx) != self.lts.t + 1 or len(kp.responses) != len(idx):
-                return None
-            values = []
-            for j, resp in sorted(kp.responses):
-                self._check_response(resp, j, slot, Y)
-                values.append(dict(resp.shares)[wid].value)
-            dleq_verify(kp.proof, Point.base(), Y, self.lts.X, kp.y_x, WRITTEN_KEY_CONTEXT)
-            xb = multi_scalar_mult(lagrange_coefficients(idx), values)
-            return recover_key(ct, xb - kp.y_x, label)
-        except (KairesError, KeyError, IndexError, ValueError, TypeError, AttributeError):
-            return None
-
-
-def prove_written_key(recipient: Any, lts: Any, responses: Mapping[int, Any]) -> KeyProof:
-    """Aggregator side of :class:`KeyProof`: ``responses`` are t_T + 1 trustees' verified
-    answers to its read; ``recipient`` its ``RecipientKey`` (y_i, Y_i)."""
-    from kaires_fl.crypto.proofs import dleq_prove
-
-    y_x = lts.X * recipient.secret
-    proof = dleq_prove(
-        recipient.secret, Point.base(), lts.X, WRITTEN_KEY_CONTEXT, recipient.public, y_x
-    )
-    return KeyProof(tuple(sorted(responses.items())), y_x, proof)
 
 
 # ---------------------------------------------------------------------------- job context
@@ -209,7 +109,12 @@ class JobContext:
     providers: tuple[str, ...]
     min_providers: int
     submissions: tuple[SealedSubmission, ...]
-    key_verifier: KeyVerifier | None = field(default=None, compare=False, repr=False)
+    #: ``written_key(s, i, proof_blob)``: the key the provider wrote for slot i of
+    #: submission s, from an encoded single-slot ``WrittenKeyProof`` (None if it does not
+    #: hold); None when no trustee committee is at hand (then such claims stay unproven).
+    written_key: Callable[[int, int, bytes], bytes | None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @cached_property
     def offsets(self) -> np.ndarray:
@@ -288,104 +193,59 @@ def consistency_value(
 
 # ---------------------------------------------------------------------------- messages
 
+#: Largest number of items (disclosures, relayed messages) in one message.
+MAX_ITEMS = 2**16
+#: Largest reason text a Failed message carries (characters).
+MAX_REASON = 4096
 
-def _cached_body(msg: Any, compute: Any) -> bytes:
-    """A message's signed digest, computed once per (immutable, in-process) message object."""
-    got = msg.__dict__.get("_body")
-    if got is None:
-        got = compute()
-        object.__setattr__(msg, "_body", got)
-    return got
-
-
-class _SignedMessage:
-    """Mixin: the cached digest never travels (a receiver that deserialises recomputes it)."""
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_body"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+JobId = Id
+#: A sealed-share hash (hex), or "" when nothing is released.
+ShareHash = Annotated[str, msgspec.Meta(pattern="^([0-9a-f]{64})?$")]
 
 
-#: A disclosed part: (submission, released key, measurement blob, proof blob, and — for a
-#: part that does not open — a KeyProof of the key the provider actually wrote, or None).
-Disclosure = tuple[int, bytes, bytes, bytes, "KeyProof | None"]
+class Disclosure(schema.Message, frozen=True):
+    """One disclosed part of one submission (a dispute's evidence, nothing else).
 
-
-def _disclosed(items: Sequence[Disclosure]) -> list[bytes]:
-    return [
-        H(str(s).encode(), k, part_hash(mb), part_hash(pb), _key_proof_bytes(kp))
-        for s, k, mb, pb, kp in items
-    ]
-
-
-def _key_proof_bytes(kp: KeyProof | None) -> bytes:
-    if kp is None:
-        return b""
-    parts = []
-    for j, resp in kp.responses:
-        parts.append(str(j).encode())
-        for wid, v in resp.shares:
-            parts.append(wid.encode() + v.value.to_bytes())
-        bp = getattr(resp, "batch_proof", None)
-        parts.append(bp.to_bytes() if bp is not None else b"")
-    return H(*parts, kp.y_x.to_bytes(), kp.proof.to_bytes())
-
-
-def _sig_ok(pub_hex: str, context: bytes, body: bytes, sig: bytes) -> bool:
-    return is_valid(bytes.fromhex(pub_hex), context, body, sig)
-
-
-@dataclass(frozen=True)
-class Published(_SignedMessage):
-    """Aggregator ``i``'s round-1 message: z per submission, verifier shares per record.
-
-    ``unopened`` lists each submission it could not open with the key it was released for
-    it and its two part blobs (anyone checks them against the signed manifest and retries
-    the opening).
+    ``key``: the key aggregator ``i`` was released for submission ``submission``; ``meas``
+    / ``proof``: its two part blobs (anyone checks them against the signed manifest and
+    reopens them); ``written``: for a part whose released key is not the committed one,
+    the encoded single-slot ``WrittenKeyProof`` (trustees' decryption shares of that one
+    slot) showing that the provider wrote that key — ``b""`` otherwise.
     """
 
-    job: str
-    aggregator: int
-    z: np.ndarray  # (S,)
-    verifier: np.ndarray  # (rows, VERIFIER_LEN)
-    unopened: tuple[Disclosure, ...]
-    signature: bytes = b""
-
-    def body(self) -> bytes:
-        return _cached_body(
-            self,
-            lambda: H(
-                PUBLISH_CONTEXT,
-                self.job.encode(),
-                self.aggregator.to_bytes(4, "little"),
-                np.ascontiguousarray(self.z).tobytes(),
-                np.ascontiguousarray(self.verifier).tobytes(),
-                *_disclosed(self.unopened),
-            ),
-        )
+    submission: Count
+    key: Bytes32
+    meas: Blob
+    proof: Blob
+    written: Blob = b""
 
 
-@dataclass(frozen=True)
-class Reveal(_SignedMessage):
+Disclosures = Annotated[tuple[Disclosure, ...], msgspec.Meta(max_length=MAX_ITEMS)]
+
+
+class Published(schema.Message, frozen=True):
+    """Aggregator ``i``'s round-1 message: z per submission, verifier shares per record.
+
+    ``z``: ``(S,)`` and ``verifier``: ``(rows, VERIFIER_LEN)`` elements of the job's field
+    (field, shape and every byte under the signature); ``unopened`` the submissions whose
+    part did not open with the key released for it.
+    """
+
+    job: JobId
+    aggregator: Index
+    z: Elements
+    verifier: Elements
+    unopened: Disclosures = ()
+    signature: Signature = b""
+
+
+class Reveal(schema.Message, frozen=True):
     """Aggregator ``i``'s justification: its released key for each disputed submission."""
 
-    job: str
-    aggregator: int
-    keys: tuple[Disclosure, ...]
-    signature: bytes = b""
-
-    def body(self) -> bytes:
-        return _cached_body(
-            self,
-            lambda: H(
-                REVEAL_CONTEXT,
-                self.job.encode(),
-                self.aggregator.to_bytes(4, "little"),
-                *_disclosed(self.keys),
-            ),
-        )
+    job: JobId
+    aggregator: Index
+    keys: Disclosures = ()
+    signature: Signature = b""
 
 
 @dataclass(frozen=True)
@@ -414,27 +274,14 @@ class Decision:
         }
 
 
-@dataclass(frozen=True)
-class ResultShare(_SignedMessage):
+class ResultShare(schema.Message, frozen=True):
     """Aggregator ``i``'s round-3 message: its decision and the hash of its sealed share."""
 
-    job: str
-    aggregator: int
-    decision: bytes  # canonical Decision.to_obj
-    share_hash: str  # hex hash of the sealed aggregate share ("" when nothing is released)
-    signature: bytes = b""
-
-    def body(self) -> bytes:
-        return _cached_body(
-            self,
-            lambda: H(
-                RESULT_CONTEXT,
-                self.job.encode(),
-                self.aggregator.to_bytes(4, "little"),
-                self.decision,
-                self.share_hash.encode(),
-            ),
-        )
+    job: JobId
+    aggregator: Index
+    decision: Blob  # canonical Decision.to_obj
+    share_hash: ShareHash  # hash of the sealed aggregate share ("" when nothing is released)
+    signature: Signature = b""
 
 
 def sealed_share_hash(blob: bytes) -> str:
@@ -443,6 +290,33 @@ def sealed_share_hash(blob: bytes) -> str:
 
 def share_aad(job: str, i: int) -> bytes:
     return H(b"kaires/aggregation/aggregate-share", job.encode(), i.to_bytes(4, "little"))
+
+
+_CONTEXTS: dict[type, bytes] = {
+    Published: PUBLISH_CONTEXT,
+    Reveal: REVEAL_CONTEXT,
+    ResultShare: RESULT_CONTEXT,
+}
+
+
+def sign_message(msg: Any, identity: Identity) -> Any:
+    """``msg`` (Published / Reveal / ResultShare) signed by ``identity`` over every field."""
+    return schema.sign(msg, identity, _CONTEXTS[type(msg)])
+
+
+def verify_signed(msg: Any, public_hex: str) -> bool:
+    """Whether ``msg`` (Published / Reveal / ResultShare) is signed by ``public_hex``.
+
+    Never raises: a message that is not one of these types, or whose fields do not encode,
+    does not verify.
+    """
+    context = _CONTEXTS.get(type(msg))
+    if context is None:
+        return False
+    try:
+        return schema.verify(msg, bytes.fromhex(public_hex), context)
+    except Exception:  # a peer's object: anything wrong means "not signed"
+        return False
 
 
 # ---------------------------------------------------------------------------- decisions
@@ -464,51 +338,288 @@ def _interpolate_at(
     return F.matmul(W, ys)
 
 
+def correction_radius(m: int, t: int, u: int) -> int | None:
+    """How many wrong shares an opening of ``m`` degree-t shares may correct, or None.
+
+    Pre: at most ``u`` of the ``m`` shares come from faulty aggregators not yet proven
+    faulty (``u = t −`` the number proven faulty). Post: ``u`` when ``m ≥ t + 1 + 2u``
+    (every pattern of at most u wrong shares then decodes to the one right polynomial, so
+    correcting is unambiguous); None otherwise — the opening may only *detect* an
+    inconsistency, never correct it (which shares are wrong is not determined: a relay
+    that withholds shares and a faulty aggregator could point the blame anywhere).
+    """
+    if m >= t + 1 + 2 * max(u, 0):
+        return max(u, 0)
+    return None
+
+
+def _consistent_columns(F: Any, Z: Mapping[int, np.ndarray], t: int) -> np.ndarray:
+    """Per column of the ``(k,)`` vectors ``Z[i]``: whether they lie on one degree-t poly."""
+    parties = sorted(Z)
+    if len(parties) <= t + 1:
+        return np.ones(next(iter(Z.values())).shape[0] if Z else 0, dtype=bool)
+    base, rest = parties[: t + 1], parties[t + 1 :]
+    expect = _interpolate_at(F, base, np.stack([Z[i] for i in base]), rest)
+    return np.all(expect == np.stack([Z[i] for i in rest]), axis=0)
+
+
+@dataclass
+class Disputes:
+    """Where the round-1 z values of each submission stand (:func:`find_disputes`).
+
+    ``flagged[s]``: the aggregators whose z for submission s is off the polynomial the
+    others determine unambiguously (each must justify it by disclosing its part);
+    ``undecodable``: submissions whose z cannot be within the correctable number of wrong
+    values of any degree-t polynomial although enough values are present to correct —
+    with at most t faulty aggregators that is the provider's fault (its shares are
+    inconsistent), and it is rejected *without any disclosure*; ``undecided``: submissions
+    whose z are inconsistent while too few values are present to say whose fault it is —
+    nobody can be blamed and nothing may be disclosed: the job cannot be decided.
+    """
+
+    flagged: dict[int, set[int]] = field(default_factory=dict)
+    undecodable: set[int] = field(default_factory=set)
+    undecided: set[int] = field(default_factory=set)
+
+
 def find_disputes(
-    F: Any, n: int, t: int, z: Mapping[int, np.ndarray], opened: Mapping[int, set[int]], S: int
-) -> tuple[dict[int, set[int]], set[int]]:
+    F: Any,
+    n: int,
+    t: int,
+    z: Mapping[int, np.ndarray],
+    opened: Mapping[int, set[int]],
+    S: int,
+    u: int | None = None,
+) -> Disputes:
     """Locate z values off the degree-t polynomial of each submission.
 
-    Pre: ``z[i]`` is ``(S,)`` for each present aggregator; ``opened[i]`` the submissions it
-    opened. Post: ``(flagged, undecodable)`` where ``flagged[s]`` is the set of aggregators
-    whose z for submission s is wrong, and ``undecodable`` the submissions whose z values
-    are not within ``(m − t − 1) // 2`` errors of any degree-t polynomial (there, every
-    aggregator holding a z is flagged: each must disclose its part).
+    Pre: ``z[i]`` is ``(S,)`` for each aggregator whose round-1 message is valid and not
+    proven faulty; ``opened[i]`` the submissions it opened; ``u`` (default ``t``) bounds the
+    faulty aggregators among them. Post: a :class:`Disputes` — a submission's column of m
+    values is corrected (radius :func:`correction_radius`) only when that is unambiguous,
+    else only checked. An honest provider's column never flags an honest aggregator and is
+    never undecodable when at most t aggregators are faulty.
     """
-    flagged: dict[int, set[int]] = {}
-    undecodable: set[int] = set()
-    # Group submissions by the set of aggregators holding a z for them (usually one group).
+    u = t if u is None else u
+    out = Disputes()
     groups: dict[tuple[int, ...], list[int]] = {}
     for s in range(S):
         groups.setdefault(tuple(i for i in sorted(z) if s in opened[i]), []).append(s)
     for parties, subs in groups.items():
+        m = len(parties)
+        if m < t + 1:
+            out.undecided.update(subs)
+            continue
         cols = np.asarray(subs)
         Z = {i: z[i][cols] for i in parties}
+        radius = correction_radius(m, t, u)
+        if radius is None:
+            ok = _consistent_columns(F, Z, t)
+            out.undecided.update(int(cols[c]) for c in np.flatnonzero(~ok))
+            continue
         try:
             _, bad = sharing.robust_reconstruct(F, Z, n, t)
         except DecodingError:
             bad = None
-        if bad is not None:
+        if bad is not None and len(bad) <= radius:
             if not bad:
                 continue
             good = [i for i in parties if i not in bad][: t + 1]
             expect = _interpolate_at(F, good, np.stack([Z[i] for i in good]), bad)
             for k, j in enumerate(bad):
                 for wrong_col in np.flatnonzero(expect[k] != Z[j]):
-                    flagged.setdefault(int(cols[wrong_col]), set()).add(j)
+                    out.flagged.setdefault(int(cols[wrong_col]), set()).add(j)
             continue
-        # Slow path (several errors in one submission): decode each submission alone.
+        # Slow path (errors in several places): decode each submission alone.
         for c, s in enumerate(subs):
             col = {i: Z[i][c : c + 1] for i in parties}
             try:
                 _, bad_s = sharing.robust_reconstruct(F, col, n, t)
             except DecodingError:
-                undecodable.add(s)
-                flagged[s] = set(parties)
+                out.undecodable.add(s)
                 continue
-            if bad_s:
-                flagged[s] = set(bad_s)
-    return flagged, undecodable
+            if len(bad_s) > radius:
+                out.undecodable.add(s)
+            elif bad_s:
+                out.flagged[s] = set(bad_s)
+    return out
+
+
+@dataclass
+class Round1:
+    """A job's checked round-1 messages (:func:`check_round1`).
+
+    ``messages``/``z``/``verifier``: the validly signed, well-formed messages and their
+    decoded arrays; ``proven``: aggregators proven faulty by what they signed (a malformed
+    message, two different messages).
+    """
+
+    messages: dict[int, Published] = field(default_factory=dict)
+    z: dict[int, np.ndarray] = field(default_factory=dict)
+    verifier: dict[int, np.ndarray] = field(default_factory=dict)
+    proven: dict[int, str] = field(default_factory=dict)
+
+
+def _items(msgs: Any) -> list[Any]:
+    if isinstance(msgs, Mapping):
+        return list(msgs.values())
+    return list(msgs)
+
+
+def check_round1(ctx: JobContext, messages: Any) -> Round1:
+    """Keep the round-1 messages that are validly signed by their claimed aggregator.
+
+    Pre: ``messages`` (a mapping or sequence) is what the coordinator relayed — anything.
+    Post: an unsigned, mis-signed or foreign message is ignored (it counts as missing: the
+    relay may have altered it, so nobody is blamed); a validly signed one whose fields do
+    not have the job's field and shapes, or a second, different one from the same signer,
+    proves its signer faulty. Never raises.
+    """
+    flp, F, n = ctx.flp, ctx.flp.field, ctx.n
+    S = len(ctx.submissions)
+    out = Round1()
+    signed: dict[int, bytes] = {}
+    for p in _items(messages):
+        if not isinstance(p, Published):
+            continue
+        i = p.aggregator
+        if type(i) is not int or not 0 <= i < n or p.job != ctx.job:
+            continue
+        if not verify_signed(p, ctx.aggregators[i]):
+            continue
+        enc = schema.encode(p)
+        if i in signed:
+            if signed[i] != enc:
+                out.proven[i] = "signed two different round-1 messages"
+            continue
+        signed[i] = enc
+        try:
+            z = p.z.expect(F, (S,))
+            verifier = p.verifier.expect(F, (ctx.rows, flp.VERIFIER_LEN))
+            subs = [d.submission for d in p.unopened]
+            if not all(type(s) is int and 0 <= s < S for s in subs) or len(set(subs)) != len(subs):
+                raise EncodingError("unopened submissions out of range or repeated")
+        except Exception as exc:  # a peer's signed message: it is at fault
+            out.proven.setdefault(i, f"malformed signed round-1 message ({type(exc).__name__})")
+            continue
+        out.messages[i], out.z[i], out.verifier[i] = p, z, verifier
+    for i in out.proven:
+        out.messages.pop(i, None)
+        out.z.pop(i, None)
+        out.verifier.pop(i, None)
+    return out
+
+
+@dataclass
+class Analysis:
+    """Round 1 as every aggregator reads it from the same messages (:func:`analyse_round1`)."""
+
+    round1: Round1
+    rejected: dict[int, str]
+    proven: dict[int, str]  # faulty, proven by their own signed messages
+    blamed: dict[int, str]  # faulty by what they failed to show (not a proof)
+    opened: dict[int, set[int]]
+    disputes: Disputes
+
+
+def analyse_round1(ctx: JobContext, published: Any) -> Analysis:
+    """The quorum check, the unopened parts and the z disputes of round 1.
+
+    Raises ``ProtocolError`` when fewer than n − t valid round-1 messages are present (a
+    decision needs them; a relay that withholds more only stops the job).
+    """
+    r1 = published if isinstance(published, Round1) else check_round1(ctx, published)
+    flp, n, t = ctx.flp, ctx.n, ctx.t
+    S = len(ctx.submissions)
+    if len(r1.messages) < max(n - t, t + 1):
+        raise ProtocolError(
+            f"job {ctx.job[:16]}…: only {len(r1.messages)} valid round-1 message(s) of "
+            f"{n}; a decision needs n − t = {n - t}. Nothing is decided or disclosed — "
+            "the relay withheld messages or more than t aggregators are faulty"
+        )
+    proven = dict(r1.proven)
+    blamed: dict[int, str] = {}
+    rejected: dict[int, str] = {}
+    opened = {i: set(range(S)) for i in r1.messages}
+    for i, p in r1.messages.items():
+        for d in p.unopened:
+            s = d.submission
+            opened[i].discard(s)
+            m = ctx.submissions[s].manifest
+            try:
+                if (
+                    part_hash(d.meas).hex() != m.meas_parts[i]
+                    or part_hash(d.proof).hex() != m.proof_parts[i]
+                ):
+                    proven.setdefault(i, "disclosed parts that do not match the signed manifest")
+                    continue
+                committed = key_commit(m.job, m.provider, i, d.key).hex() == m.key_commits[i]
+                open_part(flp, m, i, d.key, d.meas, d.proof, hashes_checked=True)
+            except InvalidSubmission:
+                if committed:
+                    rejected[s] = REASON_UNOPENABLE  # the committed key does not open it
+                elif (
+                    d.written
+                    and ctx.written_key is not None
+                    and ctx.written_key(s, i, d.written) == d.key
+                ):
+                    rejected[s] = REASON_WRONG_KEY  # proven: the provider wrote another key
+                else:
+                    blamed.setdefault(
+                        i, "claimed an unopenable part with a key that is not the committed one"
+                    )
+            except Exception:  # a signed disclosure that cannot be checked
+                proven.setdefault(i, "disclosed a part that cannot be checked")
+            else:
+                proven.setdefault(i, "claimed an openable part was unopenable")
+    parties = {i: r1.z[i] for i in r1.messages if i not in proven}
+    disputes = find_disputes(
+        flp.field,
+        n,
+        t,
+        parties,
+        {i: opened[i] for i in parties},
+        S,
+        u=max(t - len(proven), 0),
+    )
+    for s in list(disputes.flagged):
+        if s in rejected:
+            del disputes.flagged[s]
+    disputes.undecodable -= set(rejected)
+    disputes.undecided -= set(rejected)
+    return Analysis(r1, rejected, proven, blamed, opened, disputes)
+
+
+def undecided_error(ctx: JobContext, subs: set[int]) -> ProtocolError:
+    return ProtocolError(
+        f"job {ctx.job[:16]}…: the consistency values of {len(subs)} submission(s) disagree "
+        "while too few round-1 messages are present to tell whether a provider or an "
+        "aggregator is at fault; nothing is decided or disclosed (a relay that withholds "
+        "messages only stops the job) — rerun it with every aggregator's messages relayed"
+    )
+
+
+def check_own(relayed: Any, sent: Any) -> None:
+    """Raise ``ProtocolError`` unless ``sent`` is among ``relayed`` byte for byte.
+
+    An aggregator's own message missing from, or altered in, a set it is asked to act on
+    is the relay's fault: it then decides nothing and discloses nothing.
+    """
+    if sent is None:
+        return
+    mine = schema.encode(sent)
+    for m in _items(relayed):
+        if type(m) is type(sent) and getattr(m, "aggregator", None) == sent.aggregator:
+            try:
+                if schema.encode(m) == mine:
+                    return
+            except Exception:  # a relayed object that does not encode
+                continue
+    raise ProtocolError(
+        f"aggregator {sent.aggregator}'s own {type(sent).__name__} is missing or altered in "
+        "the set the coordinator relayed: the relay is at fault; nothing is decided or "
+        "disclosed"
+    )
 
 
 def _diagnose(flp: FlpBBCGGI19, verifier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -527,136 +638,141 @@ def _diagnose(flp: FlpBBCGGI19, verifier: np.ndarray) -> tuple[np.ndarray, np.nd
     return out_ok, gad_ok
 
 
+def _checked_reveals(ctx: JobContext, reveals: Any, parties: Any) -> tuple[dict, dict[int, str]]:
+    """Validly signed reveals of ``parties`` → {i: {s: Disclosure}}, and equivocators."""
+    out: dict[int, dict[int, Disclosure]] = {}
+    enc: dict[int, bytes] = {}
+    two: dict[int, str] = {}
+    for r in _items(reveals):
+        if not isinstance(r, Reveal):
+            continue
+        i = r.aggregator
+        if type(i) is not int or i not in parties or r.job != ctx.job:
+            continue
+        if not verify_signed(r, ctx.aggregators[i]):
+            continue
+        e = schema.encode(r)
+        if i in enc:
+            if e != enc[i]:
+                two[i] = "signed two different reveals"
+            continue
+        enc[i] = e
+        try:
+            out[i] = {d.submission: d for d in r.keys if isinstance(d, Disclosure)}
+        except Exception:
+            two[i] = "malformed signed reveal"
+    for i in two:
+        out.pop(i, None)
+    return out, two
+
+
 def decide_job(
     ctx: JobContext,
     coin: Coin,
-    published: Mapping[int, Published],
-    reveals: Mapping[int, Reveal],
+    published: Any,
+    reveals: Any,
+    *,
+    me: int | None = None,
+    sent: Sequence[Any] = (),
 ) -> Decision:
     """The job's accept/reject decision from the public messages (deterministic).
 
-    Pre: ``published``/``reveals`` hold the messages the coordinator relayed (signatures
-    not yet checked: bad ones count as missing). Post: every aggregator given the same
-    messages returns the same :class:`Decision`. Raises ``ProtocolError`` if more than t
-    aggregators are faulty (the verifier shares cannot be opened).
+    Pre: ``published``/``reveals`` hold the messages the coordinator relayed (a mapping or
+    sequence, or a :class:`Round1` already checked; signatures are checked here: bad ones
+    count as missing). ``me``: the deciding aggregator, whose ``sent`` messages (its
+    Published and Reveal) must be among them unaltered.
+    Post: every aggregator given the same messages returns the same :class:`Decision`; a
+    decision rests on ≥ n − t valid round-1 messages; openings correct errors only when
+    that is unambiguous (:func:`correction_radius`), otherwise they only detect.
+    Raises ``ProtocolError`` — deciding nothing — with fewer than n − t valid messages,
+    when an opening is inconsistent and cannot be corrected (more than t faulty
+    aggregators, or withheld messages), when ``me``'s own messages were altered, or when
+    the decision would blame ``me`` (an honest aggregator knows its messages are right:
+    more than t are faulty).
     """
     flp, F, n, t = ctx.flp, ctx.flp.field, ctx.n, ctx.t
     S = len(ctx.submissions)
-    faulty: dict[int, str] = {}
-    pub: dict[int, Published] = {}
-    for i in range(n):
-        p = published.get(i)
-        if p is None:
-            faulty[i] = "no response"
-        elif (
-            p.job != ctx.job
-            or p.aggregator != i
-            or not _sig_ok(ctx.aggregators[i], PUBLISH_CONTEXT, p.body(), p.signature)
-            or not isinstance(p.z, np.ndarray)
-            or not isinstance(p.verifier, np.ndarray)
-            or p.z.shape != (S,)
-            or p.verifier.shape != (ctx.rows, flp.VERIFIER_LEN)
-        ):
-            faulty[i] = "malformed or unsigned round-1 message"
-        else:
-            pub[i] = p
-    rejected: dict[int, str] = {}
-    # Unopenable parts: provable against the signed commitment, else the aggregator's fault.
-    opened = {i: set(range(S)) for i in pub}
-    for i, p in pub.items():
-        for s, key, mblob, pblob, kp in p.unopened:
-            if not 0 <= s < S:
-                faulty[i] = "malformed round-1 message"
-                continue
-            opened[i].discard(s)
-            sub = ctx.submissions[s]
-            m = sub.manifest
-            if (
-                part_hash(mblob).hex() != m.meas_parts[i]
-                or part_hash(pblob).hex() != m.proof_parts[i]
-            ):
-                faulty.setdefault(i, "disclosed parts that do not match the signed manifest")
-                continue
-            try:
-                open_part(flp, m, i, key, mblob, pblob, hashes_checked=True)
-            except InvalidSubmission as exc:
-                if "commitment" not in str(exc):
-                    rejected[s] = REASON_UNOPENABLE  # the committed key does not open it
-                elif (
-                    kp is not None
-                    and ctx.key_verifier is not None
-                    and ctx.key_verifier.written_key(s, i, kp) == key
-                ):
-                    rejected[s] = REASON_WRONG_KEY  # proven: the provider wrote another key
-                else:
-                    faulty.setdefault(
-                        i, "claimed an unopenable part with a key that is not the committed one"
-                    )
-            else:
-                faulty.setdefault(i, "claimed an openable part was unopenable")
-    for i in list(pub):
-        if i in faulty:
-            del pub[i]
-            del opened[i]
-    # Consistency of each submission's sharing (protocol.md §5.2).
-    flagged, _ = find_disputes(F, n, t, {i: p.z for i, p in pub.items()}, opened, S)
-    rev_keys: dict[int, dict[int, tuple[bytes, bytes, bytes]]] = {}
-    for i, r in reveals.items():
-        if (
-            i in pub
-            and r.job == ctx.job
-            and r.aggregator == i
-            and _sig_ok(ctx.aggregators[i], REVEAL_CONTEXT, r.body(), r.signature)
-        ):
-            rev_keys[i] = {d[0]: (d[1], d[2], d[3]) for d in r.keys}
-    for s, js in sorted(flagged.items()):
+    a = analyse_round1(ctx, published)
+    for msg in sent:
+        check_own(a.round1.messages if isinstance(msg, Published) else reveals, msg)
+    if a.disputes.undecided:
+        raise undecided_error(ctx, a.disputes.undecided)
+    proven, blamed, rejected = dict(a.proven), dict(a.blamed), dict(a.rejected)
+    pub = a.round1.messages
+    parties = [i for i in pub if i not in proven]
+    rev_keys, two = _checked_reveals(ctx, reveals, set(parties))
+    for i, why in two.items():
+        proven.setdefault(i, why)
+    for s in sorted(a.disputes.undecodable):
+        rejected.setdefault(s, REASON_INCONSISTENT)  # provider's fault; nothing disclosed
+    for s, js in sorted(a.disputes.flagged.items()):
         sub = ctx.submissions[s]
         truthful: set[int] = set()
         for j in sorted(js):
-            disclosed = rev_keys.get(j, {}).get(s)
-            if disclosed is None:
-                faulty.setdefault(
+            d = rev_keys.get(j, {}).get(s)
+            if d is None:
+                blamed.setdefault(
                     j, "published a consistency value off the polynomial and did not justify it"
                 )
                 continue
             try:
-                shares = open_part(flp, sub.manifest, j, *disclosed)
-            except InvalidSubmission:
-                faulty.setdefault(
+                shares = open_part(flp, sub.manifest, j, d.key, d.meas, d.proof)
+                right = bool(
+                    np.all(consistency_value(flp, coin, sub.manifest, shares) == a.round1.z[j][s])
+                )
+            except Exception:  # InvalidSubmission, or a malformed disclosure
+                proven.setdefault(
                     j,
                     "published a consistency value off the polynomial; the key it disclosed "
                     "does not open its part",
                 )
                 continue
-            if bool(np.all(consistency_value(flp, coin, sub.manifest, shares) == pub[j].z[s])):
+            if right:
                 truthful.add(j)
             else:
-                faulty.setdefault(
+                proven.setdefault(
                     j, "published a wrong consistency value (its disclosed part gives another)"
                 )
         # The z values now known to be computed from the parts as sent: the provider dealt
         # consistent shares iff they lie on one degree-t polynomial.
         known = {
-            i: pub[i].z[s : s + 1] for i in pub if s in opened[i] and (i not in js or i in truthful)
+            i: a.round1.z[i][s : s + 1]
+            for i in parties
+            if s in a.opened[i] and (i not in js or i in truthful)
         }
         if len(known) < t + 1 or not sharing.is_consistent(F, known, t):
             rejected.setdefault(s, REASON_INCONSISTENT)
     # FLP verification of the consistent submissions, on shares (protocol.md §5.3).
     live = [s for s in range(S) if s not in rejected]
-    voters = [i for i in pub if i not in faulty]
+    voters = [i for i in parties if i not in proven and i not in blamed]
     if live:
+        if len(voters) < n - t:
+            raise ProtocolError(
+                f"job {ctx.job[:16]}…: only {len(voters)} aggregator(s) left to open the "
+                f"verifier shares, n − t = {n - t} are needed; more than t = {t} aggregators "
+                "are faulty or their messages were withheld — nothing is decided"
+            )
         off = ctx.offsets
         rows = np.concatenate([np.arange(off[s], off[s + 1]) for s in live])
-        vshares = {i: pub[i].verifier[rows] for i in voters}
+        vshares = {i: a.round1.verifier[i][rows] for i in voters}
+        radius = correction_radius(len(voters), t, t - len(proven))
         try:
-            verifier, bad = sharing.robust_reconstruct(F, vshares, n, t)
+            if radius is None:
+                if not sharing.is_consistent(F, vshares, t):
+                    raise DecodingError("the verifier shares are inconsistent")
+                verifier, bad = sharing.reconstruct(F, vshares, t), []
+            else:
+                verifier, bad = sharing.robust_reconstruct(F, vshares, n, t)
+                if len(bad) > radius:
+                    raise DecodingError(f"{len(bad)} wrong verifier shares, at most {radius}")
         except DecodingError as exc:
             raise ProtocolError(
                 f"job {ctx.job[:16]}…: the verifier shares cannot be opened ({exc}); more than "
-                f"t = {ctx.t} aggregators are faulty — rerun the job with a healthy committee"
+                f"t = {ctx.t} aggregators are faulty or messages were withheld — nothing is "
+                "decided; rerun the job with a healthy committee"
             ) from exc
         for j in bad:
-            faulty.setdefault(j, "published wrong verifier shares")
+            proven.setdefault(j, "published wrong verifier shares")
         ok = flp.decide(verifier)
         _, gad_ok = _diagnose(flp, verifier)
         start = 0
@@ -666,6 +782,15 @@ def decide_job(
                 bad_gadget = not gad_ok[start : start + b].all()
                 rejected[s] = REASON_INVALID_PROOF if bad_gadget else REASON_INVALID_MEAS
             start += b
+    faulty = {i: "no response" for i in range(n) if i not in pub and i not in proven}
+    faulty.update(blamed)
+    faulty.update(proven)
+    if me is not None and me in faulty:
+        raise ProtocolError(
+            f"aggregator {me} would blame itself ({faulty[me]}): its own messages are right, "
+            "so more than t aggregators are faulty or the relay altered messages — nothing "
+            "is decided or disclosed"
+        )
     accepted_subs = [s for s in range(S) if s not in rejected]
     by_prov = {ctx.submissions[s].manifest.provider: s for s in range(S)}
     rej = {ctx.submissions[s].manifest.provider: r for s, r in rejected.items()}
@@ -715,8 +840,9 @@ class AggregatorJob:
         self.keys: dict[int, bytes] = {}
         self.shares: dict[int, PartShares] = {}
         self.unopened: dict[int, bytes] = {}
-        #: Proofs of the written key for parts that do not open (set by the service).
-        self.key_proofs: dict[int, KeyProof] = {}
+        #: Encoded single-slot WrittenKeyProofs of the key written for parts whose
+        #: released key is not the committed one (set by the service).
+        self.written_proofs: dict[int, bytes] = {}
         self.decision: Decision | None = None
         self.sealed_share: bytes | None = None
 
@@ -796,26 +922,31 @@ class AggregatorJob:
         msg = Published(
             ctx.job,
             self.index,
-            z,
-            verifier,
+            Elements.of(F, z),
+            Elements.of(F, verifier),
             tuple(self._disclose(s, k) for s, k in sorted(self.unopened.items())),
         )
-        return _signed(msg, self.identity, PUBLISH_CONTEXT)
+        return sign_message(msg, self.identity)
 
     # -- step 5, round 2
     def reveal(self, flagged: Mapping[int, set[int]]) -> Reveal:
-        """Keys of the submissions where this aggregator's z was disputed (maybe none)."""
+        """Keys of the submissions where this aggregator's z was disputed (maybe none).
+
+        Pre: ``flagged`` comes from :func:`analyse_round1` on a set holding this
+        aggregator's own message unaltered, with nothing undecided — then an honest
+        aggregator is flagged only for a provider at fault, and discloses only that part.
+        """
         mine = sorted(s for s, js in flagged.items() if self.index in js)
         keys = tuple(
             self._disclose(s, secrets.token_bytes(32) if self.byzantine else self.keys[s])
             for s in mine
         )
-        return _signed(Reveal(self.ctx.job, self.index, keys), self.identity, REVEAL_CONTEXT)
+        return sign_message(Reveal(self.ctx.job, self.index, keys), self.identity)
 
     def _disclose(self, s: int, key: bytes) -> Disclosure:
         sub = self.ctx.submissions[s]
-        kp = self.key_proofs.get(s) if s in self.unopened else None
-        return (s, key, sub.meas_parts[self.index], sub.proof_parts[self.index], kp)
+        written = self.written_proofs.get(s, b"") if s in self.unopened else b""
+        return Disclosure(s, key, sub.meas_parts[self.index], sub.proof_parts[self.index], written)
 
     # -- step 6
     def aggregate(self, decision: Decision) -> ResultShare:
@@ -840,15 +971,4 @@ class AggregatorJob:
         if self.byzantine:
             obj = {**obj, "accepted": [], "status": "failed", "why": "byzantine"}
         msg = ResultShare(ctx.job, self.index, canonical(obj), share_hash)
-        return _signed(msg, self.identity, RESULT_CONTEXT)
-
-
-def _signed(msg: Any, identity: Identity, context: bytes) -> Any:
-    from dataclasses import replace
-
-    return replace(msg, signature=identity.sign(context, msg.body()))
-
-
-def verify_signed(msg: Any, public_hex: str, context: bytes) -> bool:
-    """Whether ``msg`` (Published / Reveal / ResultShare) is signed by ``public_hex``."""
-    return _sig_ok(public_hex, context, msg.body(), msg.signature)
+        return sign_message(msg, self.identity)

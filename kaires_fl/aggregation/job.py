@@ -13,6 +13,9 @@ coordinator's view holds no provider plaintext. It cannot forge anything: submis
 are signed by providers, round messages and receipt signatures by aggregators, and the
 aggregators re-check the ledger before acting on what it says.
 
+Every message is a :class:`kaires_fl.schema.Message` (typed, size-bounded, signed over
+all its fields where it is signed); services accept the objects or their encoding.
+
 Rounds (protocol.md §3–§6): inputs closed → :class:`StartJob` → reads committed →
 :class:`ReadCommitted` (with the trustees' coin shares) → :class:`Published` →
 :class:`PublishedSet` → :class:`Reveal` → :class:`RevealSet` → :class:`ResultShare` →
@@ -22,50 +25,65 @@ Rounds (protocol.md §3–§6): inputs closed → :class:`StartJob` → reads co
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-import numpy as np
+import msgspec
 
+from kaires_fl import schema
 from kaires_fl.aggregation.aggregator import (
-    PUBLISH_CONTEXT,
-    REVEAL_CONTEXT,
+    MAX_ITEMS,
+    MAX_REASON,
     AggregatorJob,
     Coin,
     JobContext,
-    KeyProof,
-    KeyVerifier,
+    JobId,
     Published,
     ResultShare,
     Reveal,
+    Round1,
+    analyse_round1,
+    check_own,
+    check_round1,
     decide_job,
-    find_disputes,
-    prove_written_key,
+    sealed_share_hash,
+    undecided_error,
     verify_signed,
 )
-from kaires_fl.aggregation.submission import SealedSubmission, key_commit
+from kaires_fl.aggregation.submission import SealedSubmission, key_commit, max_batch
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto.elgamal import RecipientKey, recover_key
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.group import multi_scalar_mult
 from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.crypto.vss import lagrange_coefficients as vss_lagrange
-from kaires_fl.errors import InvalidSubmission, KairesError, ProtocolError
+from kaires_fl.errors import EncodingError, InvalidSubmission, KairesError, ProtocolError
 from kaires_fl.ledger.darc import darc_key
 from kaires_fl.ledger.encoding import canonical, decode_canonical
 from kaires_fl.ledger.jobs import job_key, receipt_key, sign_receipt
 from kaires_fl.ledger.tx import Tx
+from kaires_fl.schema import Blob, Hex32, Index
 from kaires_fl.secret_management.contracts import inputs_key, lts_key, read_key, write_key
+from kaires_fl.secret_management.dispute import (
+    DisputeShare,
+    WrittenKeyProof,
+    combine_dispute,
+    dispute_request,
+    written_key,
+)
 from kaires_fl.secret_management.evidence import prove_entries
 from kaires_fl.secret_management.release import (
     LtsInfo,
     Refusal,
     ReleaseRequest,
     ReleaseResponse,
+    SealedAnswer,
     combine_release,
     evidence_keys,
+    open_answer,
     read_payload,
 )
 from kaires_fl.secret_management.write import WriteEntry, aggregator_slot, write_label
@@ -103,79 +121,91 @@ def job_statistic(job: Mapping[str, Any]) -> Any:
 
 # ---------------------------------------------------------------------------- messages
 
+Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON)]
+SignatureHex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{128}$")]
+Submissions = Annotated[tuple[SealedSubmission, ...], msgspec.Meta(max_length=MAX_ITEMS)]
 
-@dataclass(frozen=True)
-class StartJob:
+
+class StartJob(schema.Message, frozen=True):
     """Coordinator → aggregators: the job's submissions, in the order of the inputs."""
 
-    job: str
-    submissions: tuple[SealedSubmission, ...]
+    job: JobId
+    submissions: Submissions
 
 
-@dataclass(frozen=True)
-class ReadSigned:
-    """Aggregator → coordinator: its signed ``calypso.read`` for all the job's writes."""
+class ReadSigned(schema.Message, frozen=True):
+    """Aggregator → coordinator: its signed ``calypso.read`` for all the job's writes.
 
-    job: str
-    aggregator: int
-    tx: Tx | None  # None when the job has no submission to read
+    ``tx``: the transaction's ``Tx.to_obj`` form (the ledger checks its signature), or
+    None when the job has no submission to read.
+    """
+
+    job: JobId
+    aggregator: Index
+    tx: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class ReadCommitted:
+class ReadCommitted(schema.Message, frozen=True):
     """Coordinator → aggregators: reads committed; the trustees' coin shares."""
 
-    job: str
-    coin_shares: tuple[tuple[int, Any], ...]
+    job: JobId
+    coin_shares: Annotated[tuple[tuple[Index, Any], ...], msgspec.Meta(max_length=MAX_ITEMS)]
 
 
-@dataclass(frozen=True)
-class PublishedSet:
-    job: str
-    messages: tuple[Published, ...]
+class PublishedSet(schema.Message, frozen=True):
+    job: JobId
+    messages: Annotated[tuple[Published, ...], msgspec.Meta(max_length=MAX_ITEMS)]
 
 
-@dataclass(frozen=True)
-class RevealSet:
-    job: str
-    messages: tuple[Reveal, ...]
+class RevealSet(schema.Message, frozen=True):
+    job: JobId
+    messages: Annotated[tuple[Reveal, ...], msgspec.Meta(max_length=MAX_ITEMS)]
 
 
-@dataclass(frozen=True)
-class ReceiptDraft:
-    job: str
-    receipt: Any
+class ReceiptDraft(schema.Message, frozen=True):
+    """Coordinator → aggregators: the receipt to sign (its canonical encoding)."""
+
+    job: JobId
+    receipt: Blob
 
 
-@dataclass(frozen=True)
-class ReceiptSignature:
-    job: str
-    aggregator: int
-    public: str
-    signature: str
+class ReceiptSignature(schema.Message, frozen=True):
+    job: JobId
+    aggregator: Index
+    public: Hex32
+    signature: SignatureHex
 
 
-@dataclass(frozen=True)
-class Deliver:
-    job: str
+class Deliver(schema.Message, frozen=True):
+    job: JobId
 
 
-@dataclass(frozen=True)
-class SealedShare:
+class SealedShare(schema.Message, frozen=True):
     """Aggregator → consumer (via the coordinator): its aggregate share sealed to the consumer."""
 
-    job: str
-    aggregator: int
-    blob: bytes
+    job: JobId
+    aggregator: Index
+    blob: Blob
 
 
-@dataclass(frozen=True)
-class Failed:
+class Failed(schema.Message, frozen=True):
     """Aggregator → coordinator: it cannot go on with the job, and why."""
 
-    job: str
-    aggregator: int
-    reason: str
+    job: JobId
+    aggregator: Index
+    reason: Reason
+
+
+#: What a peer may send an aggregator as bytes (decoded and validated by the schema).
+ToAggregator = StartJob | ReadCommitted | PublishedSet | RevealSet | ReceiptDraft | Deliver
+#: What an aggregator sends the coordinator.
+ToCoordinator = (
+    ReadSigned | Published | Reveal | ResultShare | ReceiptSignature | SealedShare | Failed
+)
+
+
+def _failed(job: str, i: int, reason: str) -> Failed:
+    return Failed(job, i, reason[:MAX_REASON])
 
 
 # ---------------------------------------------------------------------------- the service
@@ -186,6 +216,12 @@ class AggregatorService:
 
     ``ledger`` is its ledger client (reads, proofs, counters); ``trustees`` the trustees'
     addresses in LTS order; ``behaviour`` None, ``"crash"`` or ``"byzantine"``.
+
+    Service boundary: :meth:`on_message` accepts a message object or its schema encoding
+    (bytes), and never dies on a peer's message — any exception is caught, the job's
+    coordinator is told why (:class:`Failed`), and the service goes on. Round messages
+    of other aggregators are only trusted under their own signatures; a validly signed but
+    malformed one proves its signer faulty.
     """
 
     def __init__(
@@ -211,6 +247,8 @@ class AggregatorService:
         self.behaviour = behaviour
         self.release_timeout = release_timeout
         self.jobs: dict[str, _JobState] = {}
+        #: Exceptions caught at the service boundary (type name, message), for diagnosis.
+        self.errors: list[tuple[str, str]] = []
         transport.set_handler(self.on_message)
 
     @property
@@ -218,20 +256,28 @@ class AggregatorService:
         return self.identity.public.hex()
 
     def on_message(self, src: str, msg: Any) -> None:
-        job = getattr(msg, "job", None)
+        """Handle one message from ``src`` (an object or its bytes); never raises."""
         try:
+            if isinstance(msg, bytes | bytearray | memoryview):
+                msg = schema.decode(bytes(msg), ToAggregator | SealedAnswer | DisputeShare)
             self._dispatch(src, msg)
-        except KairesError as exc:
+        except Exception as exc:
+            self.errors.append((type(exc).__name__, str(exc)[:MAX_REASON]))
+            del self.errors[:-64]
+            job = getattr(msg, "job", None)
             if isinstance(job, str):
-                self.t.send(src, Failed(job, self.index, f"{type(exc).__name__}: {exc}"))
+                with contextlib.suppress(Exception):
+                    self.t.send(src, _failed(job, self.index, f"{type(exc).__name__}: {exc}"))
 
     def _dispatch(self, src: str, msg: Any) -> None:
         if isinstance(msg, StartJob):
             self._start(src, msg)
         elif isinstance(msg, ReadCommitted):
             self._release(src, msg)
-        elif isinstance(msg, ReleaseResponse | Refusal):
+        elif isinstance(msg, SealedAnswer | ReleaseResponse | Refusal):
             self._on_release(src, msg)
+        elif isinstance(msg, DisputeShare):
+            self._on_dispute_share(src, msg)
         elif isinstance(msg, PublishedSet):
             self._on_published(src, msg)
         elif isinstance(msg, RevealSet):
@@ -241,8 +287,16 @@ class AggregatorService:
         elif isinstance(msg, Deliver):
             self._on_deliver(src, msg)
 
+    def _job(self, job: Any) -> _JobState:
+        st = self.jobs.get(job) if isinstance(job, str) else None
+        if st is None:
+            raise ProtocolError(f"aggregator {self.index} has not started job {str(job)[:16]}…")
+        return st
+
     # -- step 3/4: check the submission set against the ledger; sign the read
     def _start(self, src: str, msg: StartJob) -> None:
+        if not isinstance(msg.job, str) or msg.job in self.jobs:
+            raise ProtocolError(f"job {str(msg.job)[:16]}… is already started (or malformed)")
         job = self.ledger.get(job_key(msg.job))
         inputs = self.ledger.get(inputs_key(msg.job))
         if job is None or job["status"] != "committed" or inputs is None:
@@ -258,9 +312,12 @@ class AggregatorService:
         flp = flp_for(stat)
         cid = circuit_id(job["statistic"], job["params"]["statistic"])
         n, t = len(job["aggregators"]), int(job["params"]["degree"])
-        subs = msg.submissions
+        cap = max_batch(stat, job)
+        subs = tuple(msg.submissions)
         for s in subs:
-            s.check(n, parts=[self.index])
+            if not isinstance(s, SealedSubmission):
+                raise InvalidSubmission("a StartJob carries sealed submissions only")
+            s.check(n, parts=[self.index], max_batch=cap)
             m = s.manifest
             if m.job != msg.job or m.circuit != cid or m.provider not in job["providers"]:
                 raise InvalidSubmission(
@@ -299,30 +356,45 @@ class AggregatorService:
             consumer_key=bytes.fromhex(job["consumer_key"]),
             providers=tuple(job["providers"]),
             min_providers=needed,
-            submissions=tuple(subs),
-            key_verifier=KeyVerifier(
-                LtsInfo.from_entry(self.ledger.get(lts_key(self.lts_id))),
-                msg.job,
-                [(s.manifest.write, self.ledger.get(write_key(s.manifest.write))) for s in subs],
-                job["params"]["aggregator_keys"],
-            ),
+            submissions=subs,
+            written_key=self._written_key_checker(msg.job, subs),
         )
         st = _JobState(ctx, AggregatorJob(ctx, self.index, self.identity, self.behaviour), stat)
         self.jobs[msg.job] = st
         writes = [s.manifest.write for s in subs]
         if writes:
             payload = read_payload(
-                self.lts_id, msg.job, aggregator_slot(self.index), self.keypair.public, writes
+                self.lts_id, msg.job, aggregator_slot(self.index), self.keypair, writes
             )
             tx = self.ledger.sign(self.identity, "calypso.read", payload)
             st.read_id = tx.id
-            self.t.send(src, ReadSigned(msg.job, self.index, tx))
+            self.t.send(src, ReadSigned(msg.job, self.index, tx.to_obj()))
         else:
             self.t.send(src, ReadSigned(msg.job, self.index, None))
 
+    def _written_key_checker(
+        self, job_id: str, subs: Sequence[SealedSubmission]
+    ) -> Callable[[int, int, bytes], bytes | None]:
+        """``(s, i, proof blob) → key``: checks a disclosed single-slot WrittenKeyProof."""
+
+        def check(s: int, i: int, blob: bytes) -> bytes | None:
+            try:
+                proof = schema.decode(bytes(blob), WrittenKeyProof)
+                m = subs[s].manifest
+                if proof.write != m.write or proof.slot != aggregator_slot(i):
+                    return None
+                lts = LtsInfo.from_entry(self.ledger.get(lts_key(self.lts_id)))
+                return written_key(proof, lts, self.ledger.get(write_key(m.write)), job_id)
+            except Exception:
+                return None
+
+        return check
+
     # -- step 4/5.1: key release and coin
     def _release(self, src: str, msg: ReadCommitted) -> None:
-        st = self.jobs[msg.job]
+        st = self._job(msg.job)
+        if st.coordinator:
+            raise ProtocolError(f"job {msg.job[:16]}…: the reads were already announced")
         st.coordinator = src
         st.coin_shares = dict(msg.coin_shares)
         if st.read_id is None:
@@ -337,12 +409,17 @@ class AggregatorService:
         self.t.broadcast(self.trustees, req)
         st.release_timer = self.t.call_later(self.release_timeout, lambda: self._combine(st))
 
-    def _on_release(self, src: str, msg: ReleaseResponse | Refusal) -> None:
+    def _on_release(self, src: str, msg: SealedAnswer | ReleaseResponse | Refusal) -> None:
         if src not in self.trustees:
+            return
+        if isinstance(msg, SealedAnswer):
+            msg = open_answer(msg, self.keypair)
+        j = self.trustees.index(src)
+        if msg.trustee != j:
             return
         for st in self.jobs.values():
             if st.read_id == msg.read_id and not st.released:
-                st.responses.setdefault(self.trustees.index(src), msg)
+                st.responses.setdefault(j, msg)
                 answered = [r for r in st.responses.values() if isinstance(r, ReleaseResponse)]
                 if len(answered) == st.lts.t + 1 and not st.fast_tried:
                     st.fast_tried = True
@@ -406,18 +483,6 @@ class AggregatorService:
             return None
         return keys
 
-    def _key_proof(self, st: _JobState, s: int) -> KeyProof | None:
-        """Proof of the key written for this aggregator's part s (when it does not open)."""
-        good = {
-            j: r
-            for j, r in sorted(st.responses.items())
-            if isinstance(r, ReleaseResponse) and j not in st.faulty_trustees
-        }
-        if st.lts is None or len(good) < st.lts.t + 1:
-            return None
-        chosen = dict(list(good.items())[: st.lts.t + 1])
-        return prove_written_key(self.recipient, st.lts, chosen)
-
     def _combine(self, st: _JobState) -> None:
         if st.released:
             return
@@ -434,7 +499,7 @@ class AggregatorService:
             )
         except KairesError as exc:
             st.released = True
-            self.t.send(st.coordinator, Failed(st.ctx.job, self.index, f"key release: {exc}"))
+            self.t.send(st.coordinator, _failed(st.ctx.job, self.index, f"key release: {exc}"))
             return
         st.faulty_trustees = dict(res.faulty)
         keys = {s: res.keys[sub.manifest.write] for s, sub in enumerate(st.ctx.submissions)}
@@ -461,78 +526,164 @@ class AggregatorService:
             inputs["root"],
         )
         st.coin = Coin(seed)
+        st.lts = st.lts or lts
         st.work.open_parts(keys, hashes_checked=True)
-        for s in st.work.unopened:
-            kp = self._key_proof(st, s)
-            if kp is not None:
-                st.work.key_proofs[s] = kp
-        self.t.send(st.coordinator, st.work.publish(st.coin))
+        # A part whose released key is not the committed one: the provider wrote another
+        # key. Ask the trustees for a single-slot decryption proving it (interface A), then
+        # publish (or publish unproven when they do not answer in time).
+        for s, key in sorted(st.work.unopened.items()):
+            m = ctx.submissions[s].manifest
+            if key_commit(m.job, m.provider, self.index, key).hex() == m.key_commits[self.index]:
+                continue
+            try:
+                req = dispute_request(
+                    self.ledger,
+                    self.identity,
+                    self.lts_id,
+                    ctx.job,
+                    st.read_id or "",
+                    m.write,
+                    aggregator_slot(self.index),
+                )
+            except Exception:  # no evidence at hand: the claim stays unproven
+                continue
+            st.disputes[m.write] = (s, {})
+            self.t.broadcast(self.trustees, req)
+        if st.disputes:
+            st.dispute_timer = self.t.call_later(self.release_timeout, lambda: self._publish(st))
+            return
+        self._publish(st)
+
+    def _on_dispute_share(self, src: str, msg: DisputeShare) -> None:
+        if src not in self.trustees or msg.trustee != self.trustees.index(src):
+            return
+        for st in self.jobs.values():
+            pending = st.disputes.get(msg.write)
+            if pending is None or st.sent_published is not None:
+                continue
+            s, shares = pending
+            shares.setdefault(msg.trustee, msg)
+            if len(shares) < st.lts.t + 1:
+                return
+            try:
+                proof, key, _ = combine_dispute(
+                    shares,
+                    st.lts,
+                    self.ledger.get(write_key(msg.write)),
+                    st.ctx.job,
+                    msg.write,
+                    aggregator_slot(self.index),
+                )
+            except KairesError:
+                if len(shares) < len(self.trustees):
+                    return  # wait for more answers
+            else:
+                if key == st.work.keys.get(s):
+                    st.work.written_proofs[s] = schema.encode(proof)
+            del st.disputes[msg.write]
+            if not st.disputes:
+                self._publish(st)
+            return
+
+    def _publish(self, st: _JobState) -> None:
+        """Round 1: send this aggregator's signed z and verifier shares (once)."""
+        if st.sent_published is not None:
+            return
+        if st.dispute_timer is not None:
+            st.dispute_timer.cancel()
+        assert st.coin is not None
+        st.sent_published = st.work.publish(st.coin)
+        self.t.send(st.coordinator, st.sent_published)
 
     # -- step 5.2: disputes
     def _on_published(self, src: str, msg: PublishedSet) -> None:
-        st = self.jobs[msg.job]
+        """Check the relayed round-1 set; disclose only where the provider is at fault.
+
+        Nothing is disclosed (a :class:`Failed` goes back instead) when this aggregator's
+        own message is missing or altered, when fewer than n − t valid messages are
+        present, or when a submission's z are inconsistent with too few values present to
+        tell whose fault it is.
+        """
+        st = self._job(msg.job)
+        if st.sent_published is None or st.sent_reveal is not None:
+            raise ProtocolError(f"job {msg.job[:16]}…: round-1 set out of turn")
         ctx = st.ctx
-        st.published = {
-            p.aggregator: p
-            for p in msg.messages
-            if 0 <= p.aggregator < ctx.n
-            and verify_signed(p, ctx.aggregators[p.aggregator], PUBLISH_CONTEXT)
-        }
-        opened = {
-            i: set(range(len(ctx.submissions))) - {d[0] for d in p.unopened}
-            for i, p in st.published.items()
-        }
-        good = {
-            i: p.z
-            for i, p in st.published.items()
-            if isinstance(p.z, np.ndarray) and p.z.shape == (len(ctx.submissions),)
-        }
-        flagged, _ = find_disputes(
-            ctx.flp.field, ctx.n, ctx.t, good, {i: opened[i] for i in good}, len(ctx.submissions)
-        )
-        self.t.send(src, st.work.reveal(flagged))
+        r1 = check_round1(ctx, msg.messages)
+        check_own(r1.messages, st.sent_published)
+        analysis = analyse_round1(ctx, r1)
+        if analysis.disputes.undecided:
+            raise undecided_error(ctx, analysis.disputes.undecided)
+        st.round1 = r1
+        st.sent_reveal = st.work.reveal(analysis.disputes.flagged)
+        self.t.send(src, st.sent_reveal)
 
     # -- step 5.3/6: decide, aggregate
     def _on_reveals(self, src: str, msg: RevealSet) -> None:
-        st = self.jobs[msg.job]
-        ctx = st.ctx
-        reveals = {
-            r.aggregator: r
-            for r in msg.messages
-            if 0 <= r.aggregator < ctx.n
-            and verify_signed(r, ctx.aggregators[r.aggregator], REVEAL_CONTEXT)
-        }
+        st = self._job(msg.job)
+        if st.round1 is None or st.sent_reveal is None or st.decision is not None:
+            raise ProtocolError(f"job {msg.job[:16]}…: reveal set out of turn")
         assert st.coin is not None
-        decision = decide_job(ctx, st.coin, st.published, reveals)
+        honest = self.behaviour != "byzantine"
+        sent = [st.sent_published] + ([st.sent_reveal] if st.sent_reveal.keys else [])
+        decision = decide_job(
+            st.ctx,
+            st.coin,
+            st.round1,
+            msg.messages,
+            me=self.index if honest else None,
+            sent=sent if honest else (),
+        )
         st.decision = decision
         self.t.send(src, st.work.aggregate(decision))
 
     def _on_draft(self, src: str, msg: ReceiptDraft) -> None:
-        st = self.jobs[msg.job]
-        r = msg.receipt
-        mine = decode_canonical(st.work_result_decision())
-        own = {k: r.get(k) for k in mine}
-        shares = r.get("shares", {})
-        share_ok = shares.get(self.public, "") == st.share_hash()
-        # The result hash it signs must be the one the shares give (the ledger does not check).
-        hash_ok = r.get("result_hash") == H(b"kaires/aggregation/result", canonical(shares)).hex()
-        if own != mine or not share_ok or not hash_ok:
+        st = self._job(msg.job)
+        if st.decision is None:
+            raise ProtocolError(f"job {msg.job[:16]}…: no decision to sign a receipt for")
+        r = decode_canonical(bytes(msg.receipt))
+        if not isinstance(r, dict):
+            raise ProtocolError("a receipt draft is a canonical JSON object")
+        if not self._receipt_is_mine(st, r):
             raise ProtocolError("the receipt draft does not match this aggregator's decision")
         if self.behaviour == "byzantine":
             return
         pub, sig = sign_receipt(self.identity, self.ledger.chain, msg.job, r)
         self.t.send(src, ReceiptSignature(msg.job, self.index, pub, sig))
 
+    def _receipt_is_mine(self, st: _JobState, r: Mapping[str, Any]) -> bool:
+        """Whether receipt ``r`` states this aggregator's decision (status, accepted,
+        rejected with reasons, faulty, counts) and names its sealed share's hash, and its
+        result hash is the hash of the shares it names."""
+        mine = st.decision.to_obj(st.ctx)
+        shares = r.get("shares", {})
+        if not isinstance(shares, dict):
+            return False
+        share_ok = shares.get(self.public, "") == st.share_hash()
+        hash_ok = r.get("result_hash") == H(b"kaires/aggregation/result", canonical(shares)).hex()
+        return {k: r.get(k) for k in mine} == mine and share_ok and hash_ok
+
     def _on_deliver(self, src: str, msg: Deliver) -> None:
-        st = self.jobs[msg.job]
+        """Hand over the sealed share only against a committed receipt that is exactly this
+        aggregator's decision, names its share, and carries the committee's quorum."""
+        st = self._job(msg.job)
         rec = self.ledger.get(receipt_key(msg.job))
         if rec is None or rec["receipt"]["status"] != "done":
             raise ProtocolError(
                 f"job {msg.job[:16]}… has no committed 'done' receipt: nothing is released"
             )
         blob = st.work.sealed_share
-        if blob is None or rec["receipt"].get("shares", {}).get(self.public) != st.share_hash():
-            raise ProtocolError("this aggregator's share is not the one the receipt names")
+        if blob is None or st.decision is None or not self._receipt_is_mine(st, rec["receipt"]):
+            raise ProtocolError(
+                "the committed receipt is not this aggregator's decision or does not name its "
+                "share: its share is not delivered"
+            )
+        quorum = 2 * st.ctx.t + 1
+        signers = set(rec.get("signatures", {})) & set(st.ctx.aggregators)
+        if len(signers) < quorum:
+            raise ProtocolError(
+                f"the committed receipt has {len(signers)} committee signatures, the "
+                f"committee's quorum is 2t + 1 = {quorum}: its share is not delivered"
+            )
         if self.behaviour == "byzantine":
             blob = blob[:-1] + bytes([blob[-1] ^ 1])
         self.t.send(src, SealedShare(msg.job, self.index, blob))
@@ -553,15 +704,15 @@ class _JobState:
     release_timer: Any = None
     faulty_trustees: dict[int, str] = field(default_factory=dict)
     coin: Coin | None = None
-    published: dict[int, Published] = field(default_factory=dict)
+    #: Pending single-slot disputes: write id → (submission, {trustee: DisputeShare}).
+    disputes: dict[str, tuple[int, dict[int, Any]]] = field(default_factory=dict)
+    dispute_timer: Any = None
+    sent_published: Published | None = None
+    sent_reveal: Reveal | None = None
+    round1: Round1 | None = None
     decision: Any = None
 
-    def work_result_decision(self) -> bytes:
-        return canonical(self.decision.to_obj(self.ctx))
-
     def share_hash(self) -> str:
-        from kaires_fl.aggregation.aggregator import sealed_share_hash
-
         blob = self.work.sealed_share
         return sealed_share_hash(blob) if blob is not None else ""
 
@@ -610,6 +761,11 @@ class Coordinator:
         transport.set_handler(self._on_message)
 
     def _on_message(self, src: str, msg: Any) -> None:
+        if isinstance(msg, bytes | bytearray | memoryview):
+            try:
+                msg = schema.decode(bytes(msg), ToCoordinator)
+            except EncodingError:
+                return
         self.log.append(LogEntry(self.t.now(), "in", src, msg))
         self.inbox.append((src, msg))
 
@@ -630,14 +786,19 @@ class Coordinator:
         key: Callable[[Any], Any] = lambda m: m.aggregator,
     ) -> dict[Any, Any]:
         """Drive the network until ``expected`` distinct answers of ``kind`` for ``job`` came
-        (or the round timed out); returns them by ``key`` (first answer wins)."""
+        (or the round timed out); returns them by ``key`` (first authentic answer wins).
+
+        Only authentic answers count (:meth:`_authentic`): from the claimed aggregator's
+        address and, for signed round messages, under its signature — so a forged early
+        message never displaces the real one.
+        """
         got: dict[Any, Any] = {}
         failed: dict[int, str] = {}
 
         def scan() -> bool:
             while self.inbox:
-                _src, m = self.inbox.pop(0)
-                if getattr(m, "job", None) != job:
+                src, m = self.inbox.pop(0)
+                if getattr(m, "job", None) != job or not self._authentic(src, m):
                     continue
                 if isinstance(m, Failed):
                     failed.setdefault(m.aggregator, m.reason)
@@ -649,6 +810,18 @@ class Coordinator:
         scan()
         self.failures.update(failed)
         return got
+
+    def _authentic(self, src: str, m: Any) -> bool:
+        """Whether ``m`` comes from the aggregator it names: sent from its address and, for a
+        signed message, signed by its key (the job's committee key ``aggregator_keys``)."""
+        i = getattr(m, "aggregator", None)
+        if type(i) is not int or not 0 <= i < len(self.aggregators) or src != self.aggregators[i]:
+            return False
+        if isinstance(m, Published | Reveal | ResultShare):
+            return i < len(self.aggregator_keys) and verify_signed(m, self.aggregator_keys[i])
+        if isinstance(m, ReceiptSignature):
+            return i < len(self.aggregator_keys) and m.public == self.aggregator_keys[i]
+        return True
 
     # -- admission
     def admit(
@@ -663,13 +836,14 @@ class Coordinator:
         fault of the provider's data, shares or proof — or of the relay.
         """
         n = len(job["aggregators"])
+        cap = max_batch(job_statistic(job), job)
         ok: list[SealedSubmission] = []
         dropped: dict[str, str] = {}
         seen: set[str] = set()
         for sub in submissions:
             m = sub.manifest
             try:
-                sub.check(n)
+                sub.check(n, max_batch=cap)
                 w = self.ledger.get(write_key(m.write))
                 if w is None or w["policy"] != m.provider or m.signer not in w["signers"]:
                     raise InvalidSubmission("its write is not the provider's committed write")
@@ -696,7 +870,16 @@ class Coordinator:
         "failures": {...}, "timings": {...}}``.
         """
         self.failures = {}
-        self.aggregator_keys = list(aggregator_keys)
+        job_rec = self.ledger.get(job_key(job_id))
+        if job_rec is None:
+            raise ProtocolError(f"job {job_id[:16]}… is not on the ledger: commit it first")
+        # The committee's keys and quorum come from the committed job, never from a caller.
+        self.aggregator_keys = list(job_rec["aggregators"])
+        if list(aggregator_keys) != self.aggregator_keys:
+            raise ProtocolError(
+                f"job {job_id[:16]}…: the aggregator keys given are not the job's committee"
+            )
+        quorum = int(job_rec["threshold"])
         timings: dict[str, float] = {}
         n = len(self.aggregators)
         clock = time.perf_counter()
@@ -710,7 +893,16 @@ class Coordinator:
         for i, a in enumerate(self.aggregators):
             self.send(a, StartJob(job_id, tuple(s.only(i) for s in submissions)))
         reads = self.collect(ReadSigned, job_id, n)
-        txs = [m.tx for m in reads.values() if m.tx is not None]
+        txs = []
+        for i, m in sorted(reads.items()):
+            if m.tx is None:
+                continue
+            try:
+                tx = Tx.from_obj(m.tx)
+            except Exception:  # a malformed tx from a peer: not relayed
+                continue
+            if tx.signers and tx.signers[0] == self.aggregator_keys[i]:
+                txs.append(tx)
         for tx in txs:
             self.note("relay-tx", tx)
         if txs:
@@ -727,18 +919,16 @@ class Coordinator:
         for i in published:
             self.send(self.aggregators[i], pubset)
         reveals = self.collect(Reveal, job_id, len(published))
-        revset = RevealSet(job_id, tuple(r for _, r in sorted(reveals.items()) if r.keys))
+        revset = RevealSet(job_id, tuple(r for _, r in sorted(reveals.items())))
         for i in published:
             self.send(self.aggregators[i], revset)
         results = self.collect(ResultShare, job_id, len(published))
         lap("decide_and_aggregate")
         receipt, agreeing = self._draft(job_id, results)
-        draft = ReceiptDraft(job_id, receipt)
+        draft = ReceiptDraft(job_id, canonical(receipt))
         for i in agreeing:
             self.send(self.aggregators[i], draft)
         sigs = self.collect(ReceiptSignature, job_id, len(agreeing))
-        job_rec = self.ledger.get(job_key(job_id))
-        quorum = int(job_rec["threshold"]) if job_rec else len(self.aggregators)
         if len(sigs) < quorum:
             raise ProtocolError(
                 f"job {job_id[:16]}…: only {len(sigs)} aggregator(s) signed the receipt, "

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import msgspec
 import numpy as np
 import pytest
 
 from kaires_fl.aggregation.aggregator import (
-    PUBLISH_CONTEXT,
     REASON_INCONSISTENT,
     REASON_INVALID_MEAS,
     REASON_INVALID_PROOF,
@@ -17,9 +17,10 @@ from kaires_fl.aggregation.aggregator import (
     AggregatorJob,
     Coin,
     JobContext,
+    analyse_round1,
     decide_job,
-    find_disputes,
     share_aad,
+    sign_message,
 )
 from kaires_fl.aggregation.submission import seal_parts, sign_manifest
 from kaires_fl.arith import sharing
@@ -29,6 +30,7 @@ from kaires_fl.crypto import envelope
 from kaires_fl.crypto.envelope import EnvelopeKeyPair, open_sealed
 from kaires_fl.crypto.sign import Identity
 from kaires_fl.errors import DecodingError, ProtocolError
+from kaires_fl.schema import Elements
 
 N, T = 4, 1
 FLP = FlpBBCGGI19(SumVec(3, 4))
@@ -75,8 +77,9 @@ def _job(faults: dict[int, str] | None = None, n_prov: int = 5, b: int = 4, seed
     return ctx, keys, values
 
 
-def _run(ctx, keys, behaviours=None, tamper=None, drop=()):
-    """All rounds among the aggregators; ``tamper(i, published) -> published`` lies."""
+def _run(ctx, keys, behaviours=None, tamper=None, drop=(), liars=()):
+    """All rounds among the aggregators; ``tamper(i, published) -> published`` lies (for the
+    aggregators in ``liars``, which then do not count as honest)."""
     coin = Coin(b"coin" * 8)
     jobs = {
         i: AggregatorJob(ctx, i, AGGS[i], (behaviours or {}).get(i))
@@ -88,17 +91,12 @@ def _run(ctx, keys, behaviours=None, tamper=None, drop=()):
     pubs = {i: j.publish(coin) for i, j in jobs.items()}
     if tamper is not None:
         pubs = {i: tamper(i, p) for i, p in pubs.items()}
-    flagged, _ = find_disputes(
-        F,
-        N,
-        T,
-        {i: p.z for i, p in pubs.items()},
-        {i: set(range(len(keys))) for i in pubs},
-        len(keys),
-    )
+    flagged = analyse_round1(ctx, pubs).disputes.flagged
     reveals = {i: j.reveal(flagged) for i, j in jobs.items()}
-    decisions = {i: decide_job(ctx, coin, pubs, reveals) for i in jobs}
-    honest = [i for i in jobs if (behaviours or {}).get(i) is None]
+    honest = [i for i in jobs if (behaviours or {}).get(i) is None and i not in liars]
+    decisions = {
+        i: decide_job(ctx, coin, pubs, reveals, me=i if i in honest else None) for i in jobs
+    }
     d = decisions[honest[0]]
     assert all(decisions[i] == d for i in honest), "honest aggregators disagree"
     results = {i: j.aggregate(d) for i, j in jobs.items()}
@@ -175,12 +173,12 @@ def test_aggregator_lying_about_one_consistency_value_is_blamed_not_the_provider
     def lie(i, p):
         if i != 0:
             return p
-        z = p.z.copy()
+        z = p.z.array(F)
         z[2] = F.add(z[2], F.ones(()))
-        bad = replace(p, z=z)  # re-signed: only the dispute and disclosure can catch it
-        return replace(bad, signature=AGGS[i].sign(PUBLISH_CONTEXT, bad.body()))
+        # re-signed: only the dispute and disclosure can catch it
+        return sign_message(msgspec.structs.replace(p, z=Elements.of(F, z)), AGGS[i])
 
-    d, _, _, _ = _run(ctx, keys, tamper=lie)
+    d, _, _, _ = _run(ctx, keys, tamper=lie, liars=(0,))
     assert [i for i, _ in d.faulty] == [0] and d.accepted == tuple(values)
     assert "wrong consistency value" in dict(d.faulty)[0]
 
@@ -194,12 +192,12 @@ def test_aggregator_that_signs_a_wrong_value_is_caught_by_the_disclosure() -> No
 
 
 def test_more_than_t_faulty_aggregators_cannot_pass_silently() -> None:
-    ctx, keys, values = _job()
+    ctx, keys, _ = _job()
     d, agg, _, results = _run(ctx, keys, {0: "byzantine", 1: "byzantine"})
-    assert agg is None
-    # Both liars are caught by their disclosures and no honest provider is blamed, but
-    # only 2 < 2t + 1 aggregators agree: the receipt cannot get its quorum.
-    assert sorted(i for i, _ in d.faulty) == [0, 1] and d.accepted == tuple(values)
+    # Beyond t faulty: no result, and the honest aggregators disclose nothing (every
+    # column is undecodable, which they never answer with a disclosure); only
+    # 2 < 2t + 1 aggregators agree, so no receipt can get its quorum.
+    assert agg is None and d.status == "failed"
     agree = [i for i, r in results.items() if r.decision == results[3].decision]
     assert len(agree) < 2 * T + 1
 
@@ -210,11 +208,11 @@ def test_undecodable_verifiers_raise() -> None:
     def garble(i, p):
         if i > 1:
             return p
-        bad = replace(p, verifier=F.random(p.verifier.shape))
-        return replace(bad, signature=AGGS[i].sign(PUBLISH_CONTEXT, bad.body()))
+        bad = Elements.of(F, F.random(p.verifier.shape))
+        return sign_message(msgspec.structs.replace(p, verifier=bad), AGGS[i])
 
     with pytest.raises(ProtocolError, match="more than"):
-        _run(ctx, keys, tamper=garble)
+        _run(ctx, keys, tamper=garble, liars=(0, 1))
 
 
 def test_too_few_accepted_providers_releases_nothing() -> None:
@@ -269,8 +267,8 @@ def test_signed_round1_message_with_a_non_array_verifier_blames_its_sender() -> 
     def as_list(i, p):
         if i != 0:
             return p
-        bad = replace(p, verifier=p.verifier.tolist())
-        return replace(bad, signature=AGGS[i].sign(PUBLISH_CONTEXT, bad.body()))
+        bad = msgspec.structs.replace(p, verifier=p.verifier.array(F).tolist())
+        return sign_message(bad, AGGS[i])
 
-    d, _, _, _ = _run(ctx, keys, tamper=as_list)
+    d, _, _, _ = _run(ctx, keys, tamper=as_list, liars=(0,))
     assert [i for i, _ in d.faulty] == [0] and d.accepted == tuple(values)
