@@ -34,7 +34,7 @@ def main(quiet: bool = False) -> int:
     """Run the demo and print it; ``quiet`` hides the progress bar. Returns 0 when the result
     matches scikit-learn and the audit passes."""
     from kaires_fl.estimators import KairesLinearRegression, split_rows
-    from kaires_fl.simulation import LocalCommittee, policy_id_for
+    from kaires_fl.simulation import LocalCommittee
 
     out: Callable[..., None] = print
     data = load_diabetes()
@@ -83,7 +83,7 @@ def main(quiet: bool = False) -> int:
         out(f"  ledger verified from genesis: {height} blocks, hash chain and 2f + 1 "
             "signatures per block")  # fmt: skip
         who = labels[0]
-        accesses = committee.client.accesses(policy_id_for(who))
+        accesses = committee.client.accesses(committee.provider(who).policy_id)
         out(f"  access records of {who} ({len(accesses)}), each checked against its proof:")
         for proof in accesses:
             entry: dict[str, Any] = proof.verify(ledger.genesis)

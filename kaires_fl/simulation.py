@@ -6,9 +6,12 @@ degree ``threshold``) — plus the untrusted coordinator, on a
 :class:`~kaires_fl.transport.memory.MemoryNetwork`. The same service code runs as on a
 real network; the network's clock is simulated, so timeouts cost no wall time.
 
-Set-up (genesis, DKG, the LTS on the ledger, balances) happens once per committee;
-providers' policies are created the first time a provider label is seen and reused by
-later jobs. :meth:`LocalCommittee.run_job` runs the whole flow of protocol.md for one
+Set-up (genesis, DKG, the LTS on the ledger, balances, the aggregation committee
+registered with ``committee.register``) happens once per committee; providers' policies
+are created the first time a provider label is seen — naming the registered committee,
+with the safe defaults (at least two providers per job, a finite job limit) unless
+given — and reused by later jobs. ``registration=True`` switches the ledger's
+provider/consumer allow-list on; the committee then admits its own parties. :meth:`LocalCommittee.run_job` runs the whole flow of protocol.md for one
 statistic over ``{provider label: (X, y)}``.
 
 Faults (``faults={"aggregator": {2: "byzantine"}, "provider": {5: "out_of_range"}}``):
@@ -39,7 +42,9 @@ from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.errors import AccessDenied, ConfigError, KairesError, LedgerError
 from kaires_fl.ledger.client import LocalLedger
-from kaires_fl.ledger.darc import darc_key
+from kaires_fl.ledger.committees import committee_id, register_payload
+from kaires_fl.ledger.darc import DEFAULT_MAX_JOBS, DEFAULT_MIN_PROVIDERS, darc_key
+from kaires_fl.ledger.identities import CONSUMER, PROVIDER
 from kaires_fl.ledger.jobs import job_key
 from kaires_fl.ledger.node import LedgerConfig
 from kaires_fl.roles.consumer import Consumer
@@ -111,8 +116,12 @@ class LocalCommittee:
         ``{role: {index: behaviour}}`` (module docstring).
     trustee_threshold:
         The trustees' threshold (default ``(n_trustees − 1) // 3``, at least 1 if n ≥ 3).
-    price, min_providers:
-        Default terms of the providers' policies created by this committee.
+    price, min_providers, max_jobs:
+        Default terms of the providers' policies created by this committee (defaults: free,
+        at least two providers per job, a finite number of jobs per policy).
+    registration:
+        Switch the ledger's provider/consumer allow-list on (the committee admits the
+        parties it creates); off by default in simulation.
     consumer_balance:
         Balance minted for the default consumer at genesis.
     """
@@ -127,7 +136,9 @@ class LocalCommittee:
         *,
         trustee_threshold: int | None = None,
         price: int = 0,
-        min_providers: int = 1,
+        min_providers: int = DEFAULT_MIN_PROVIDERS,
+        max_jobs: int | None = DEFAULT_MAX_JOBS,
+        registration: bool = False,
         consumer_balance: int = 10**9,
         seed: int = 0,
         round_timeout: float = 2.0,
@@ -152,7 +163,7 @@ class LocalCommittee:
                 )
         t0 = time.perf_counter()
         self.n_aggregators, self.threshold = n_aggregators, threshold
-        self.price, self.min_providers = price, min_providers
+        self.price, self.min_providers, self.max_jobs = price, min_providers, max_jobs
         self.network = MemoryNetwork(seed=seed)
         tag = str(seed).encode()
         self.bank = Identity.from_seed(H(b"kaires/sim/bank", tag))
@@ -171,11 +182,15 @@ class LocalCommittee:
                 i: _LEDGER_BYZANTINE for i, b in self.faults["ledger"].items() if b == "byzantine"
             },
             config=LedgerConfig(view_timeout=0.2),
+            registration=registration,
         )
+        self.registration = registration
         for i, b in self.faults["ledger"].items():
             if b == "crash":
                 self.ledger.crash(i)
         self.client = self.ledger.client("coordinator-ledger")
+        if registration:
+            self.ledger.admit(CONSUMER, [self.consumer.public])
         self.trustees = TrusteeCommittee.setup(
             self.client, n_trustees, t_T, faults=self.faults["trustee"], seed=tag
         )
@@ -188,6 +203,7 @@ class LocalCommittee:
             EnvelopeKeyPair.from_seed(H(b"kaires/sim/aggregator-x25519", tag, str(i).encode()))
             for i in range(n_aggregators)
         ]
+        self.committee_id = self.register_committee()
         self.aggregator_addresses = [f"aggregator-{i}" for i in range(n_aggregators)]
         self.aggregators: list[AggregatorService] = []
         for i in range(n_aggregators):
@@ -219,6 +235,23 @@ class LocalCommittee:
         self.setup_seconds = time.perf_counter() - t0
 
     # -- parties ---------------------------------------------------------------------------
+    def register_committee(self) -> str:
+        """Register the aggregation committee on the ledger (every member signs, each
+        proving knowledge of its re-encryption key); returns its id (idempotent)."""
+        members = list(zip(self.aggregator_ids, self.aggregator_keys, strict=True))
+        cid = committee_id(
+            [i.public.hex() for i, _ in members],
+            [k.public.hex() for _, k in members],
+            self.threshold,
+        )
+        if self.client.get(f"committee/{cid}") is None:
+            payload = register_payload(self.client.chain, members, self.threshold)
+            ids = [i for i, _ in members]
+            self._commit(
+                [self.client.sign(ids[0], "committee.register", payload, cosigners=ids[1:])]
+            )
+        return cid
+
     def provider(self, label: Any) -> Provider:
         """The provider named ``label`` (created with its policy on first use)."""
         return self.ensure_providers([label])[0]
@@ -231,14 +264,25 @@ class LocalCommittee:
         new = [str(lb) for lb in labels if str(lb) not in self.providers]
         txs = []
         consumers = [c.public for c in (grants or [self.consumer])]
-        for lb in dict.fromkeys(new):
-            p = Provider(lb, Identity.from_seed(H(b"kaires/sim/provider", lb.encode())))
-            self.providers[lb] = p
+        created = [
+            Provider(lb, Identity.from_seed(H(b"kaires/sim/provider", lb.encode())))
+            for lb in dict.fromkeys(new)
+        ]
+        if self.registration and created:
+            self.ledger.admit(PROVIDER, [p.public for p in created])
+        for p in created:
+            self.providers[p.label] = p
             txs.append(
                 self.client.sign(
                     p.identity,
                     "darc.create",
-                    p.policy_payload(consumers, price=self.price, min_providers=self.min_providers),
+                    p.policy_payload(
+                        consumers,
+                        price=self.price,
+                        min_providers=self.min_providers,
+                        max_jobs=self.max_jobs,
+                        committees=[self.committee_id],
+                    ),
                 )
             )
         self._commit(txs)
@@ -254,7 +298,8 @@ class LocalCommittee:
         max_jobs: int | None = None,
     ) -> None:
         """Evolve provider ``label``'s policy: grant exactly ``consumers`` (default: this
-        committee's consumer), with new terms. ``consumers=[]`` revokes every grant."""
+        committee's consumer), with new terms (None keeps the current one; the accepted
+        committees are kept). ``consumers=[]`` revokes every grant."""
         p = self.provider(label)
         cur = self.client.get(darc_key(p.policy_id))
         if cur is None:
@@ -265,8 +310,9 @@ class LocalCommittee:
             cs,
             price=terms["price"] if price is None else price,
             min_providers=terms["min_providers"] if min_providers is None else min_providers,
-            max_jobs=max_jobs,
+            max_jobs=terms["max_jobs"] if max_jobs is None else max_jobs,
             version=cur["version"] + 1,
+            committees=terms["committees"],
         )
         self.client.execute(p.identity, "darc.evolve", payload)
 
@@ -277,9 +323,12 @@ class LocalCommittee:
     def consumer_list(self, consumers: Sequence[Consumer] | None) -> list[Consumer]:
         return [self.consumer] if consumers is None else list(consumers)
 
-    def new_consumer(self, name: str, balance: int = 0) -> Consumer:
-        """A further consumer (no grant yet), funded with ``balance`` by the committee's bank."""
+    def new_consumer(self, name: str, balance: int = 0, *, admit: bool = True) -> Consumer:
+        """A further consumer (no grant yet), funded with ``balance`` by the committee's bank
+        (and, with the registration allow-list on, admitted unless ``admit`` is False)."""
         c = Consumer(name, Identity.from_seed(H(b"kaires/sim/consumer", name.encode())))
+        if self.registration and admit:
+            self.ledger.admit(CONSUMER, [c.public])
         if balance:
             self.client.execute(self.bank, "coin.transfer", {"to": c.public, "amount": balance})
         return c
@@ -359,9 +408,7 @@ class LocalCommittee:
         payload = consumer.job_payload(
             statistic,
             [p.policy_id for p in providers],
-            [a.public.hex() for a in self.aggregator_ids],
-            [k.public.hex() for k in self.aggregator_keys],
-            self.threshold,
+            self.committee_id,
             min_providers=self.min_providers,
         )
         tx = self.client.sign(consumer.identity, "job.create", payload)

@@ -10,10 +10,16 @@ Each circuit is a :class:`~kaires_fl.arith.flp.Valid` with
 * ``max_measurements()``: how many outputs may be summed before the field could wrap.
 
 Range checks are the bit test b·(b − 1) = 0 for every bit, batched through a
-``ParallelSum(Mul, chunk_length)`` gadget and combined by powers r, r², … of one
-joint-randomness element r per proof (the circuit's own soundness error is then the number
-of combined terms over |F|; see ``docs/proofs.md``). ``chunk_length`` defaults to the value
+``ParallelSum(Mul, chunk_length)`` gadget. As in draft-irtf-cfrg-vdaf-12, every gadget
+call m has its own joint-randomness element r_m and weighs the j-th check of its chunk by
+r_m^(j+1): the output Σ_m Σ_j r_m^(j+1)·e_{m,j} has degree chunk_length in the joint
+randomness (``joint_rand_degree``), so an invalid measurement passes for at most a
+chunk_length/|F| fraction of joint randomness — instead of (number of checks)/|F| with
+powers of one element (see ``docs/proofs.md``). ``chunk_length`` defaults to the value
 that minimises the proof length (≈ √(number of bit checks)).
+
+:func:`soundness_table` renders the soundness of the reference circuits (``DOC_CIRCUITS``)
+for ``docs/proofs.md``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import numpy as np
 
 from kaires_fl.arith.field import Field64
 from kaires_fl.arith.flp import (
+    FlpBBCGGI19,
     Gadget,
     GadgetCall,
     Mul,
@@ -38,6 +45,7 @@ from kaires_fl.arith.flp import (
     next_power_of_2,
     pair_buffer,
     powers,
+    soundness_bound,
 )
 from kaires_fl.errors import ConfigError, EncodingError
 
@@ -87,8 +95,21 @@ def _as_ints(values: Any, what: str) -> np.ndarray:
     raise EncodingError(f"{what} must be integers; got dtype {arr.dtype}")
 
 
+def call_weights(F: Any, joint_rand: np.ndarray, pairs: int, chunk: int) -> np.ndarray:
+    """Weights ``(1|B, pairs)`` of the checks fed to ParallelSum(Mul, chunk): pair i, in
+    call m = i // chunk at slot j = i % chunk, is weighed by r_m^(j+1), r_m = joint_rand[:, m].
+
+    Pre: ``joint_rand`` is ``(1|B, ≥ ⌈pairs/chunk⌉)``. The combination Σ r_m^(j+1)·e_{m,j}
+    of the checks e has degree ``chunk`` in the joint randomness (draft-12's SumVec).
+    """
+    calls = -(-pairs // chunk)
+    pw = powers(F, joint_rand[:, :calls], chunk + 1)  # (R, calls, chunk + 1): r_m^0..r_m^chunk
+    w = np.ascontiguousarray(pw[:, :, 1:]).reshape(pw.shape[0], calls * chunk)
+    return w if calls * chunk == pairs else np.ascontiguousarray(w[:, :pairs])
+
+
 class _BitsCircuit(Valid):
-    """Shared parts: range checks of bit vectors combined by powers of one element r."""
+    """Shared parts: range checks of bit vectors, one joint-randomness element per call."""
 
     field: Any = Field64
 
@@ -96,19 +117,45 @@ class _BitsCircuit(Valid):
         self.field = field
 
     def _range_pairs(
-        self, F: Any, meas: np.ndarray, pw: np.ndarray, n: int, chunk: int, extra: int = 0
-    ) -> np.ndarray:
-        """Pair buffer holding (r^(k+1)·b_k, b_k − 1) for the first n entries of meas (their
-        products vanish iff every b_k is a bit), with room for ``extra`` more pairs; pw holds
-        the powers r^0, r^1, … of the joint randomness."""
+        self, F: Any, meas: np.ndarray, joint_rand: np.ndarray, n: int, chunk: int, extra: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(buf, w)``: the pair buffer of ParallelSum(Mul, chunk) holding (w_k·b_k, b_k − 1)
+        for the first n entries of meas (the weighted products vanish for every weight iff
+        every b_k is a bit), with room for ``extra`` more pairs, and the weights
+        w = :func:`call_weights` of all n + extra pairs (for the caller's extra checks).
+
+        Pre: the circuit declared ``_pairs = n + extra`` checks, ``chunk_length = chunk`` and
+        ``JOINT_RAND_LEN = GADGET_CALLS[0]`` (:meth:`check_layout`).
+        """
+        w = call_weights(F, joint_rand, n + extra, chunk)
         buf = pair_buffer(F, meas.shape[0], n + extra, chunk)
-        fill_pairs(F, buf, 0, n, meas, meas, w=pw, w_start=1, b_const=1)
-        return buf
+        fill_pairs(F, buf, 0, n, meas, meas, w=w, b_const=1)
+        return buf, w
 
-    def joint_rand_error_terms(self) -> int:
-        return self._terms
+    def joint_rand_degree(self) -> int:
+        """chunk_length: every check of a call is weighed by a power ≤ chunk of its element."""
+        return min(self._pairs, self.chunk_length) if self._pairs else 0
 
-    _terms: int = 0
+    def check_layout(self) -> None:
+        """Raise ``ConfigError`` unless the range-check gadget (``GADGETS[0]``) has one
+        joint-randomness element per call and ``_pairs`` checks in chunks of
+        ``chunk_length`` — what :meth:`joint_rand_degree` (hence the soundness bound)
+        assumes. Subclasses that change the layout must update all three."""
+        if not self._pairs:
+            if self.JOINT_RAND_LEN:
+                raise ConfigError(f"{self!r} declares joint randomness but no range checks")
+            return
+        calls = -(-self._pairs // self.chunk_length)
+        if self.GADGET_CALLS[0] != calls or calls != self.JOINT_RAND_LEN:
+            raise ConfigError(
+                f"{self!r}: {self._pairs} checks in chunks of {self.chunk_length} make {calls} "
+                f"calls, but GADGET_CALLS[0] = {self.GADGET_CALLS[0]} and JOINT_RAND_LEN = "
+                f"{self.JOINT_RAND_LEN}; set _pairs, GADGET_CALLS[0] and JOINT_RAND_LEN "
+                "together (one joint-randomness element per call, see call_weights)"
+            )
+
+    _pairs: int = 0
+    chunk_length: int = 1
 
 
 # ------------------------------------------------------------------------------ Count
@@ -125,7 +172,6 @@ class Count(_BitsCircuit):
         self.EVAL_OUTPUT_LEN = 1
         self.GADGETS: list[Gadget] = [Mul()]
         self.GADGET_CALLS = [1]
-        self._terms = 0
 
     def __repr__(self) -> str:
         return "Count()"
@@ -168,11 +214,11 @@ class Sum(_BitsCircuit):
         self.chunk_length = chunk_length or best_chunk_length(bits)
         self.MEAS_LEN = bits
         self.OUTPUT_LEN = 1
-        self.JOINT_RAND_LEN = 1
         self.EVAL_OUTPUT_LEN = 1
         self.GADGETS = [ParallelSum(Mul(), self.chunk_length)]
         self.GADGET_CALLS = [math.ceil(bits / self.chunk_length)]
-        self._terms = bits
+        self.JOINT_RAND_LEN = self.GADGET_CALLS[0]
+        self._pairs = bits
         self._pow2 = field.elements([1 << k for k in range(bits)])
 
     def __repr__(self) -> str:
@@ -182,8 +228,7 @@ class Sum(_BitsCircuit):
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
-        pw = powers(F, joint_rand[:, 0], self.bits + 1)
-        buf = self._range_pairs(F, meas, pw, self.bits, self.chunk_length)
+        buf, _ = self._range_pairs(F, meas, joint_rand, self.bits, self.chunk_length)
         return F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
@@ -220,11 +265,11 @@ class SumVec(_BitsCircuit):
         self.chunk_length = chunk_length or best_chunk_length(n)
         self.MEAS_LEN = n
         self.OUTPUT_LEN = length
-        self.JOINT_RAND_LEN = 1
         self.EVAL_OUTPUT_LEN = 1
         self.GADGETS = [ParallelSum(Mul(), self.chunk_length)]
         self.GADGET_CALLS = [math.ceil(n / self.chunk_length)]
-        self._terms = n
+        self.JOINT_RAND_LEN = self.GADGET_CALLS[0]
+        self._pairs = n
         self._pow2 = field.elements([1 << k for k in range(bits)])
 
     def __repr__(self) -> str:
@@ -234,8 +279,7 @@ class SumVec(_BitsCircuit):
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
-        pw = powers(F, joint_rand[:, 0], self.MEAS_LEN + 1)
-        buf = self._range_pairs(F, meas, pw, self.MEAS_LEN, self.chunk_length)
+        buf, _ = self._range_pairs(F, meas, joint_rand, self.MEAS_LEN, self.chunk_length)
         return F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
@@ -274,11 +318,11 @@ class Histogram(_BitsCircuit):
         self.chunk_length = chunk_length or best_chunk_length(length)
         self.MEAS_LEN = length
         self.OUTPUT_LEN = length
-        self.JOINT_RAND_LEN = 1
         self.EVAL_OUTPUT_LEN = 2
         self.GADGETS = [ParallelSum(Mul(), self.chunk_length)]
         self.GADGET_CALLS = [math.ceil(length / self.chunk_length)]
-        self._terms = length
+        self.JOINT_RAND_LEN = self.GADGET_CALLS[0]
+        self._pairs = length
 
     def __repr__(self) -> str:
         return f"Histogram(length={self.length}, chunk_length={self.chunk_length})"
@@ -287,8 +331,7 @@ class Histogram(_BitsCircuit):
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
-        pw = powers(F, joint_rand[:, 0], self.length + 1)
-        buf = self._range_pairs(F, meas, pw, self.length, self.chunk_length)
+        buf, _ = self._range_pairs(F, meas, joint_rand, self.length, self.chunk_length)
         range_check = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
         sum_check = F.sub(F.sum(meas, axis=-1), F.ones(()))
         return np.stack([range_check, sum_check], axis=-1)
@@ -321,8 +364,9 @@ class LinearRegressionRecord(_BitsCircuit):
     then the products z_i·z_j for i ≤ j in row-major order (``np.triu_indices(d+1)``) —
     that is every x_i·x_j (i ≤ j), every x_i·y and y·y.
 
-    Circuit: Σ_k r^k·b_k(b_k − 1) + Σ_m r^(K+m)·(z_i·z_j − p_m) = 0 with one
-    ParallelSum(Mul) gadget for all K + T products (z_i is Σ_k 2^k b_{i,k}, affine).
+    Circuit: Σ_k w_k·b_k(b_k − 1) + Σ_m w_(K+m)·(z_i·z_j − p_m) = 0 with one
+    ParallelSum(Mul) gadget for all K + T products (z_i is Σ_k 2^k b_{i,k}, affine) and w
+    the per-call powers of :func:`call_weights`.
 
     Output (OUTPUT_LEN = (d+1) + T + 1): z (so Σx, Σy), the products (XᵀX upper triangle,
     Xᵀy, Σy²) and the constant 1 (so the count). ``decode`` returns a dict of Python ints:
@@ -349,11 +393,11 @@ class LinearRegressionRecord(_BitsCircuit):
         self.chunk_length = chunk_length or best_chunk_length(pairs)
         self.MEAS_LEN = self.n_bits + self.n_prods
         self.OUTPUT_LEN = self.n_vars + self.n_prods + 1
-        self.JOINT_RAND_LEN = 1
         self.EVAL_OUTPUT_LEN = 1
         self.GADGETS = [ParallelSum(Mul(), self.chunk_length)]
         self.GADGET_CALLS = [math.ceil(pairs / self.chunk_length)]
-        self._terms = pairs
+        self.JOINT_RAND_LEN = self.GADGET_CALLS[0]
+        self._pairs = pairs
         self._pow2 = field.elements([1 << k for k in range(bits)])
 
     def __repr__(self) -> str:
@@ -370,13 +414,12 @@ class LinearRegressionRecord(_BitsCircuit):
     ) -> np.ndarray:
         F = self.field
         K = self.n_bits
-        pw = powers(F, joint_rand[:, 0], self.MEAS_LEN + 1)
         z = self._z(meas)
-        buf = self._range_pairs(F, meas, pw, K, self.chunk_length, extra=self.n_prods)
+        buf, w = self._range_pairs(F, meas, joint_rand, K, self.chunk_length, extra=self.n_prods)
         iu = self._iu
-        fill_pairs(F, buf, K, self.n_prods, z, z, w=pw, w_start=K + 1, a_index=iu[0], b_index=iu[1])
+        fill_pairs(F, buf, K, self.n_prods, z, z, w=w, w_start=K, a_index=iu[0], b_index=iu[1])
         total = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
-        claimed = dot_rows(F, meas, pw, start=K, w_start=K + 1)
+        claimed = dot_rows(F, meas, w, start=K, w_start=K)
         return F.sub(total, claimed)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
@@ -443,7 +486,7 @@ class BoundedL2Vec(_BitsCircuit):
     slack s = N − Σ a_i² (``norm_bits`` bits). Measurement: the entry bits (``entry_bits``
     each, least significant first), then the slack bits.
 
-    Gadgets: ParallelSum(Mul) for the bit checks (combined by powers of r) and
+    Gadgets: ParallelSum(Mul) for the bit checks (one joint-randomness element per call) and
     ParallelSum(Mul) for Σ a_i·a_i. Outputs (combined by query randomness): the range check
     and Σ a_i² + s − N. Since length·2^(2·entry_bits) + 2^norm_bits < p (checked), the
     second equation cannot be met by wrapping around the field. Output: e (offset form);
@@ -483,7 +526,6 @@ class BoundedL2Vec(_BitsCircuit):
         self.norm_chunk_length = norm_chunk_length or best_chunk_length(length)
         self.MEAS_LEN = n_bits
         self.OUTPUT_LEN = length
-        self.JOINT_RAND_LEN = 1
         self.EVAL_OUTPUT_LEN = 2
         self.GADGETS = [
             ParallelSum(Mul(), self.chunk_length),
@@ -493,7 +535,8 @@ class BoundedL2Vec(_BitsCircuit):
             math.ceil(n_bits / self.chunk_length),
             math.ceil(length / self.norm_chunk_length),
         ]
-        self._terms = n_bits
+        self.JOINT_RAND_LEN = self.GADGET_CALLS[0]
+        self._pairs = n_bits
         self._pow2e = field.elements([1 << k for k in range(self.entry_bits)])
         self._pow2n = field.elements([1 << k for k in range(self.norm_bits)])
 
@@ -507,8 +550,7 @@ class BoundedL2Vec(_BitsCircuit):
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
-        pw = powers(F, joint_rand[:, 0], self.n_bits + 1)
-        buf = self._range_pairs(F, meas, pw, self.n_bits, self.chunk_length)
+        buf, _ = self._range_pairs(F, meas, joint_rand, self.n_bits, self.chunk_length)
         range_check = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
         centred = F.sub(self._entries(meas), F.elements(self.offset))
         nbuf = pair_buffer(F, meas.shape[0], self.length, self.norm_chunk_length)
@@ -551,3 +593,53 @@ class BoundedL2Vec(_BitsCircuit):
 
     def max_measurements(self) -> int:
         return (self.field.MODULUS - 1) // (2 * self.offset)
+
+
+# ------------------------------------------------------------------ soundness table
+
+
+def doc_circuits() -> list[Valid]:
+    """The circuits ``docs/proofs.md`` tabulates: every circuit the statistics and the
+    Flower strategies build, at their usual sizes and up to 10^6-entry vectors (model
+    updates: bound 1 − 2^-f, ``strategies.update.proven_bound``, at the default f = 16 and
+    at ``auto_frac_bits(10^6)`` = 20)."""
+    return [
+        Count(),
+        Sum(32),
+        SumVec(1000, 1),
+        SumVec(100_000, 8),
+        SumVec(1_000_000, 8),
+        Histogram(1000),
+        Histogram(1_000_000),
+        LinearRegressionRecord(14, 14),
+        LinearRegressionRecord(100, 14),
+        BoundedL2Vec(1000, 14, 1.0),
+        BoundedL2Vec(100_000, 16, 1 - 2.0**-16),
+        BoundedL2Vec(1_000_000, 16, 1 - 2.0**-16),
+        BoundedL2Vec(1_000_000, 20, 1 - 2.0**-20),
+    ]
+
+
+def _log2(x: float) -> str:
+    return "0" if x == 0 else f"2^{math.log2(x):.1f}"
+
+
+def soundness_table(circuits: list[Valid] | None = None) -> str:
+    """Markdown table of :func:`~kaires_fl.arith.flp.soundness_bound` for ``circuits``
+    (default :func:`doc_circuits`) at the default number of proofs — the table of
+    ``docs/proofs.md``, which a test compares with this output."""
+    rows = [
+        "| circuit | MEAS_LEN | calls / P | JOINT_RAND_LEN | δ (offline) | ε (online) "
+        "| proofs | bound, q = 2^64 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for valid in circuits if circuits is not None else doc_circuits():
+        flp = FlpBBCGGI19(valid)
+        b = soundness_bound(valid, flp.proofs)
+        calls = ", ".join(f"{lay.calls} / {lay.P}" for lay in flp.layouts)
+        rows.append(
+            f"| `{valid!r}` | {valid.MEAS_LEN} | {calls} | {valid.JOINT_RAND_LEN} "
+            f"| {_log2(b.joint_rand_error)} | {_log2(b.query_error)} | {b.proofs} "
+            f"| {_log2(b.error)} |"
+        )
+    return "\n".join(rows) + "\n"

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -44,6 +45,10 @@ from kaires_fl.errors import ConfigError, EncodingError, ProtocolError
 
 #: Target soundness error (log2) used to choose the default number of proofs.
 TARGET_SOUNDNESS_LOG2 = -64.0
+#: log2 of the hash evaluations a provider may spend grinding its joint randomness offline.
+OFFLINE_QUERIES_LOG2 = 64.0
+#: Most repetitions :func:`choose_proofs` tries before it gives up.
+MAX_PROOFS = 16
 
 
 def next_power_of_2(n: int) -> int:
@@ -679,8 +684,11 @@ class Valid:
       ``meas`` and in the gadget outputs, with constants added in full;
     * ``encode`` / ``truncate`` / ``decode`` (batched over leading axes; ``truncate`` is
       affine, constants in full);
-    * ``joint_rand_error_terms()``: the degree in the joint randomness of the random
-      combinations the circuit forms (its own soundness error is that over |F|).
+    * ``joint_rand_degree()``: for any fixed invalid measurement, the total degree of the
+      circuit output as a polynomial in the joint randomness (0 without joint
+      randomness). By Schwartz–Zippel a uniform joint randomness makes every output of an
+      invalid measurement vanish with probability at most that degree over |F|; this is
+      the part of the soundness error a prover can grind offline (:func:`soundness_bound`).
     """
 
     field: Any
@@ -705,8 +713,13 @@ class Valid:
     def decode(self, output: np.ndarray, num_measurements: int) -> Any:
         raise NotImplementedError
 
-    def joint_rand_error_terms(self) -> int:
+    def joint_rand_degree(self) -> int:
+        """Degree of the output in the joint randomness (see the class docstring)."""
         return 0
+
+    def check_layout(self) -> None:
+        """Raise ``ConfigError`` if the declared sizes contradict what
+        :meth:`joint_rand_degree` assumes (called by :class:`FlpBBCGGI19`)."""
 
     def check(self, meas: np.ndarray, joint_rand: np.ndarray | None = None) -> np.ndarray:
         """Evaluate the circuit directly (no proof): True where every output is zero.
@@ -773,6 +786,117 @@ class _GadgetLayout:
         self.verifier_len = gadget.ARITY + 1
 
 
+# ------------------------------------------------------------------------- soundness
+
+
+@dataclass(frozen=True)
+class SoundnessBound:
+    """The soundness bound of ``proofs`` repetitions of the FLP for one circuit.
+
+    ``query_error``: ε, the chance that one repetition accepts a measurement whose circuit
+    output is nonzero for its joint randomness; it is over the query randomness, which
+    comes from the coin fixed after the inputs close, so it cannot be ground.
+    ``joint_rand_error``: δ, the chance that a uniform joint randomness makes every
+    circuit output of an invalid measurement vanish (then an honest proof passes); the
+    joint randomness is a hash of the provider's own shares, so it can be ground with
+    ``offline_queries`` hash evaluations. ``error``: the bound on the chance that an
+    invalid measurement is accepted (see :func:`soundness_bound`).
+    """
+
+    circuit: str
+    field_bits: int
+    proofs: int
+    query_error: float
+    joint_rand_error: float
+    offline_queries_log2: float
+    error: float
+
+    @property
+    def error_log2(self) -> float:
+        """log2 of ``error`` (−inf for a zero bound)."""
+        return math.log2(self.error) if self.error > 0 else -math.inf
+
+    @property
+    def query_error_log2(self) -> float:
+        return math.log2(self.query_error) if self.query_error > 0 else -math.inf
+
+    @property
+    def joint_rand_error_log2(self) -> float:
+        return math.log2(self.joint_rand_error) if self.joint_rand_error > 0 else -math.inf
+
+
+def soundness_bound(
+    valid: Valid,
+    proofs: int,
+    offline_queries_log2: float = OFFLINE_QUERIES_LOG2,
+    joint_rand_space: int | None = None,
+) -> SoundnessBound:
+    """Soundness bound of ``proofs`` repetitions of the FLP for ``valid`` against a prover
+    that grinds its joint randomness offline with q = 2^offline_queries_log2 hashes.
+
+    Per repetition (``docs/proofs.md`` has the derivation)::
+
+        ε = min(1, Σ_gadgets DEGREE·(P − 1)/(|F| − P) + [EVAL_OUTPUT_LEN > 1]/|F|)
+        δ = min(1, joint_rand_degree / |S|)        (S: where joint randomness is drawn, F)
+
+    A prover that hashes q candidate submissions and sends the one whose joint randomness
+    makes the most repetitions vanish (J of k) passes the other k − J with probability
+    ≤ ε each, so::
+
+        Pr[accept] ≤ E[ε^(k − J)] ≤ ε^k + Σ_{j=1..k} min(1, q·C(k, j)·δ^j)·ε^(k − j).
+
+    Without joint randomness (δ = 0) this is ε^k. ``joint_rand_space`` replaces |F| in δ
+    (a deliberately weakened joint randomness, for tests).
+    Pre: proofs ≥ 1. Post: a :class:`SoundnessBound`.
+    """
+    if proofs < 1:
+        raise ConfigError("proofs must be ≥ 1")
+    p = valid.field.MODULUS
+    eps = 0.0
+    for g, calls in zip(valid.GADGETS, valid.GADGET_CALLS, strict=True):
+        P = next_power_of_2(calls + 1)
+        eps += g.DEGREE * (P - 1) / (p - P)
+    if valid.EVAL_OUTPUT_LEN > 1:
+        eps += 1 / p
+    eps = min(1.0, eps)
+    space = p if joint_rand_space is None else int(joint_rand_space)
+    deg = valid.joint_rand_degree() if valid.JOINT_RAND_LEN else 0
+    delta = min(1.0, deg / space)
+    q = 2.0**offline_queries_log2
+    err = eps**proofs
+    if delta > 0:
+        for j in range(1, proofs + 1):
+            err += min(1.0, q * math.comb(proofs, j) * delta**j) * eps ** (proofs - j)
+    return SoundnessBound(
+        circuit=repr(valid),
+        field_bits=p.bit_length(),
+        proofs=proofs,
+        query_error=eps,
+        joint_rand_error=delta,
+        offline_queries_log2=offline_queries_log2,
+        error=min(1.0, err),
+    )
+
+
+def choose_proofs(
+    valid: Valid,
+    target_log2: float = TARGET_SOUNDNESS_LOG2,
+    offline_queries_log2: float = OFFLINE_QUERIES_LOG2,
+) -> int:
+    """The least number of repetitions whose :func:`soundness_bound` is ≤ 2^target_log2.
+
+    Raises ``ConfigError`` when even ``MAX_PROOFS`` do not suffice (use a larger field).
+    """
+    for k in range(1, MAX_PROOFS + 1):
+        if soundness_bound(valid, k, offline_queries_log2).error_log2 <= target_log2:
+            return k
+    raise ConfigError(
+        f"{valid!r} cannot reach soundness 2^{target_log2:g} over {valid.field.__name__} with "
+        f"≤ {MAX_PROOFS} proofs against 2^{offline_queries_log2:g} offline hash evaluations; "
+        "use Field128 or smaller gadget domains (chunk_length)"
+    )
+
+
 class FlpBBCGGI19:
     """The FLP of BBCGGI19 for a validity circuit, batched, with ``proofs`` repetitions.
 
@@ -786,6 +910,7 @@ class FlpBBCGGI19:
         self.field = F = valid.field
         if len(valid.GADGETS) != len(valid.GADGET_CALLS):
             raise ConfigError("a circuit needs one call count per gadget")
+        valid.check_layout()
         self.layouts = [
             _GadgetLayout(g, c) for g, c in zip(valid.GADGETS, valid.GADGET_CALLS, strict=True)
         ]
@@ -795,9 +920,8 @@ class FlpBBCGGI19:
                     f"{F.__name__} has no NTT domain of size {lay.N} for {lay.gadget!r}; "
                     "use fewer gadget calls (a larger chunk_length)"
                 )
-        one_err = self.single_proof_error_log2()
         if proofs is None:
-            proofs = max(1, math.ceil(TARGET_SOUNDNESS_LOG2 / one_err))
+            proofs = choose_proofs(valid)
         if proofs < 1:
             raise ConfigError("proofs must be ≥ 1")
         self.proofs = proofs
@@ -819,24 +943,16 @@ class FlpBBCGGI19:
 
     # -------------------------------------------------------------- soundness
 
-    def single_proof_error_log2(self) -> float:
-        """log2 of the soundness error of one repetition.
+    def soundness(self, offline_queries_log2: float = OFFLINE_QUERIES_LOG2) -> SoundnessBound:
+        """The soundness bound of this FLP (all repetitions) against a grinding prover.
 
-        ε₁ = Σ_gadgets DEGREE·(P−1)/(|F|−P)  (Schwartz–Zippel on G(wire(x)) − gadget_poly(x),
-        t uniform outside the P-th roots of unity)
-        + [EVAL_OUTPUT_LEN > 1]/|F|          (random combination of the circuit outputs)
-        + joint_rand_error_terms/|F|         (the circuit's own random combinations).
+        See :func:`soundness_bound` and ``docs/proofs.md``.
         """
-        p = self.field.MODULUS
-        err = sum(lay.gadget.DEGREE * (lay.P - 1) / (p - lay.P) for lay in self.layouts)
-        if self.valid.EVAL_OUTPUT_LEN > 1:
-            err += 1 / p
-        err += self.valid.joint_rand_error_terms() / p
-        return math.log2(err)
+        return soundness_bound(self.valid, self.proofs, offline_queries_log2)
 
     def soundness_error_log2(self) -> float:
-        """log2 of the soundness error of all repetitions: proofs · log2(ε₁)."""
-        return self.proofs * self.single_proof_error_log2()
+        """log2 of :meth:`soundness` ``.error`` (q = 2^64 offline hash evaluations)."""
+        return self.soundness().error_log2
 
     # -------------------------------------------------------------- randomness helpers
 

@@ -22,8 +22,18 @@ import statistics
 import time
 
 from kaires_fl.bench import best_time
+from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import H, Identity
-from kaires_fl.ledger import LedgerConfig, LocalLedger, data_terms, job_payload, verify_chain
+from kaires_fl.ledger import (
+    LedgerConfig,
+    LocalLedger,
+    bound_policy_id,
+    committee_id,
+    data_terms,
+    job_payload,
+    register_payload,
+    verify_chain,
+)
 
 LATENCY_BATCH = 10
 
@@ -32,11 +42,24 @@ def _ident(*parts: bytes) -> Identity:
     return Identity.from_seed(H(b"bench-ledger", *parts))
 
 
-def _policy(i: int, p: Identity, use: str, version: int | None, price: int) -> dict:
+def _pid(i: int, p: Identity) -> str:
+    return bound_policy_id(f"prov{i}", p.public.hex())
+
+
+def _policy(
+    i: int, p: Identity, use: str, version: int | None, price: int, committee: str
+) -> dict:
     body = {
-        "id": f"prov{i}",
+        "id": _pid(i, p),
         "rules": {"_evolve": f"ed25519:{p.public.hex()}", "use": use},
-        "terms": data_terms(p.public.hex(), ["mean"], price=price),
+        "terms": data_terms(
+            p.public.hex(),
+            ["mean"],
+            price=price,
+            min_providers=1,
+            max_jobs=None,
+            committees=[committee],
+        ),
     }
     return body if version is None else {**body, "version": version}
 
@@ -49,9 +72,21 @@ def run(quick: bool = False) -> dict[str, float]:
     c = L.client()
     consumers = [_ident(b"consumer", str(i).encode()) for i in range(20)]
     provs = [_ident(b"provider", str(i).encode()) for i in range(n_prov)]
-    aggs = [_ident(b"agg", str(i).encode()).public.hex() for i in range(4)]
+    aggs = [_ident(b"agg", str(i).encode()) for i in range(4)]
+    boxes = [EnvelopeKeyPair.from_seed(H(b"bench-ledger/box", bytes([i]))) for i in range(4)]
+    cid = committee_id([a.public.hex() for a in aggs], [b.public.hex() for b in boxes], 1)
+    reg = c.sign(
+        aggs[0],
+        "committee.register",
+        register_payload(c.chain, list(zip(aggs, boxes, strict=True)), 1),
+        cosigners=aggs[1:],
+    )
+    c.wait(c.submit_many([reg]), proof=False)
     use = " | ".join(f"ed25519:{k.public.hex()}" for k in consumers)
-    setup = [c.sign(p, "darc.create", _policy(i, p, use, None, 0)) for i, p in enumerate(provs)]
+    pids = [_pid(i, p) for i, p in enumerate(provs)]
+    setup = [
+        c.sign(p, "darc.create", _policy(i, p, use, None, 0, cid)) for i, p in enumerate(provs)
+    ]
     c.wait(c.submit_many(setup), timeout=600.0, proof=False)
 
     # Latency under light load: one small batch at a time.
@@ -62,7 +97,7 @@ def run(quick: bool = False) -> dict[str, float]:
             c.sign(
                 who,
                 "job.create",
-                job_payload("mean", [f"prov{(r + k) % n_prov}"], aggs, 3, "ab" * 32),
+                job_payload("mean", [pids[(r + k) % n_prov]], cid, "ab" * 32),
             )
             for k in range(LATENCY_BATCH)
         ]
@@ -75,11 +110,11 @@ def run(quick: bool = False) -> dict[str, float]:
 
     # Throughput: every provider re-prices its policy (a new version) and consumers
     # submit jobs over 5 providers each, all at once.
-    txs = [c.sign(p, "darc.evolve", _policy(i, p, use, 1, 0)) for i, p in enumerate(provs)]
+    txs = [c.sign(p, "darc.evolve", _policy(i, p, use, 1, 0, cid)) for i, p in enumerate(provs)]
     for j in range(n_jobs):
         who = consumers[j % len(consumers)]
-        chosen = [f"prov{(j + k) % n_prov}" for k in range(5)]
-        txs.append(c.sign(who, "job.create", job_payload("mean", chosen, aggs, 3, "ab" * 32)))
+        chosen = [pids[(j + k) % n_prov] for k in range(5)]
+        txs.append(c.sign(who, "job.create", job_payload("mean", chosen, cid, "ab" * 32)))
     t0, c0 = time.perf_counter(), time.process_time()
     done = c.wait(c.submit_many(txs), timeout=600.0, proof=False)
     dt, dc = time.perf_counter() - t0, time.process_time() - c0

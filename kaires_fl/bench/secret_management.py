@@ -32,7 +32,15 @@ from kaires_fl.bench import best_time
 from kaires_fl.crypto.elgamal import RecipientKey
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import H, Identity
-from kaires_fl.ledger import LedgerConfig, LocalLedger, data_terms, job_payload
+from kaires_fl.ledger import (
+    LedgerConfig,
+    LocalLedger,
+    bound_policy_id,
+    committee_id,
+    data_terms,
+    job_payload,
+    register_payload,
+)
 from kaires_fl.ledger.darc import darc_key
 from kaires_fl.secret_management import (
     READ_KIND,
@@ -63,39 +71,40 @@ def _setup(n_keys: int) -> dict[str, Any]:
     committee = TrusteeCommittee.setup(client, 4, 1, name="bench-trustee")
     consumer, provider = _ident("consumer"), _ident("provider")
     agg, agg_key = _ident("aggregator"), EnvelopeKeyPair.from_seed(H(b"bench/agg-x25519"))
+    cid = committee_id([agg.public.hex()], [agg_key.public.hex()], 0)
+    client.execute(agg, "committee.register", register_payload(client.chain, [(agg, agg_key)], 0))
+    pid = bound_policy_id("bench-policy", provider.public.hex())
     client.execute(
         provider,
         "darc.create",
         {
-            "id": "bench-policy",
+            "id": pid,
             "rules": {
                 "_evolve": f"ed25519:{provider.public.hex()}",
                 "use": f"ed25519:{consumer.public.hex()}",
             },
-            "terms": data_terms(provider.public.hex()),
+            "terms": data_terms(provider.public.hex(), min_providers=1, committees=[cid]),
         },
     )
     payload = job_payload(
         "count",
-        ["bench-policy"],
-        [agg.public.hex()],
-        1,
+        [pid],
+        cid,
         EnvelopeKeyPair.from_seed(H(b"bench/consumer-x25519")).public.hex(),
-        params={"aggregator_keys": [agg_key.public.hex()]},
     )
     job = client.execute(consumer, "job.create", payload).tx_id
-    version = int((client.get(darc_key("bench-policy")) or {})["version"])
+    version = int((client.get(darc_key(pid)) or {})["version"])
     txs = []
     for _ in range(n_keys):
         entry, _keys = make_write(
-            committee.lts.X, committee.lts.id, "bench-policy", version, job, ["aggregator:0"]
+            committee.lts.X, committee.lts.id, pid, version, job, ["aggregator:0"]
         )
         txs.append(client.sign(provider, WRITE_KIND, entry.to_payload()))
     client.submit_many(txs)
     client.wait([tx.id for tx in txs], timeout=60.0, proof=False)
     writes = [tx.id for tx in txs]
     close_inputs(client, consumer, job, [H(w.encode()).hex() for w in writes], writes)
-    rp = read_payload(committee.lts.id, job, "aggregator:0", agg_key.public, writes)
+    rp = read_payload(committee.lts.id, job, "aggregator:0", agg_key, writes)
     read_id = client.execute(agg, READ_KIND, rp).tx_id
     return {
         "client": client,

@@ -45,11 +45,19 @@ Contracts (``kind`` → function; see :mod:`kaires_fl.ledger.contracts`)::
 
 Core contracts and their state entries:
 
-- ``darc.create`` / ``darc.evolve`` → ``darc/<id>`` (rules, ``terms`` via ``data_terms``);
-  ``check_rule(view, darc_id, action, signers)``, ``evaluate(expr, signers, view)``.
-- ``job.create`` (payload via ``job_payload``) → ``job/<tx id>``,
+- ``committee.register`` (payload via ``register_payload``, signed by every member) →
+  ``committee/<committee_id(...)>`` = members' keys, n, t (n >= 3t + 1), quorum 2t + 1.
+- ``darc.create`` / ``darc.evolve`` → ``darc/<id>`` (rules, ``terms`` via ``data_terms``,
+  naming the accepted ``committees``; a data policy's id is ``bound_policy_id(name,
+  owner)``); ``check_rule(view, darc_id, action, signers)``, ``evaluate(expr, signers, view)``.
+- ``job.create`` (payload via ``job_payload(statistic, providers, committee, ...)``) →
+  ``job/<tx id>`` (aggregators, keys, degree and quorum filled from the committee),
   ``access/<provider>/<job>``, ``usage/<provider>``, escrow from ``bal/<consumer>``.
-- ``job.receipt`` (signatures via ``sign_receipt``) → ``receipt/<job>``, payments/refunds.
+- ``job.receipt`` (signatures via ``sign_receipt``; the committee's quorum) →
+  ``receipt/<job>``, payments/refunds.
+- ``identity.admit`` / ``identity.require`` (roster quorum) → ``ident/<role>/<key>``,
+  ``registration``: the provider/consumer allow-list (``make_genesis(registration=True)``,
+  the default outside simulation; ``LocalLedger(registration=False)`` by default).
 - ``coin.transfer`` → ``bal/<key>``. Counters: ``ctr/<key>`` (written by the executor).
 
 Notes
@@ -78,6 +86,13 @@ from kaires_fl.ledger.audit import BlockProof, StateProof, TxProof, verify_chain
 from kaires_fl.ledger.block import Block, BlockHeader, Certificate, Genesis, TxResult
 from kaires_fl.ledger.client import Committed, LedgerClient, LocalLedger, make_genesis
 from kaires_fl.ledger.coin import balance_key, coin_transfer
+from kaires_fl.ledger.committees import (
+    committee_id,
+    committee_key,
+    committee_register,
+    member_pok,
+    register_payload,
+)
 from kaires_fl.ledger.contracts import (
     DEFAULT_REGISTRY,
     Contract,
@@ -85,7 +100,15 @@ from kaires_fl.ledger.contracts import (
     TxEnv,
     register_contract,
 )
-from kaires_fl.ledger.darc import check_rule, darc_create, darc_evolve, data_terms, evaluate
+from kaires_fl.ledger.darc import (
+    bound_policy_id,
+    check_rule,
+    darc_create,
+    darc_evolve,
+    data_terms,
+    evaluate,
+)
+from kaires_fl.ledger.identities import ident_key, identity_admit, identity_require
 from kaires_fl.ledger.jobs import (
     access_key,
     job_create,
@@ -104,6 +127,9 @@ register_contract("darc.evolve", darc_evolve)
 register_contract("job.create", job_create)
 register_contract("job.receipt", job_receipt)
 register_contract("coin.transfer", coin_transfer)
+register_contract("committee.register", committee_register)
+register_contract("identity.admit", identity_admit)
+register_contract("identity.require", identity_require)
 
 __all__ = [
     "DEFAULT_REGISTRY",
@@ -127,15 +153,21 @@ __all__ = [
     "TxResult",
     "access_key",
     "balance_key",
+    "bound_policy_id",
     "check_rule",
+    "committee_id",
+    "committee_key",
     "data_terms",
     "evaluate",
+    "ident_key",
     "job_key",
     "job_payload",
     "make_genesis",
     "make_tx",
+    "member_pok",
     "receipt_key",
     "register_contract",
+    "register_payload",
     "sign_receipt",
     "verify_chain",
     "verify_job",

@@ -25,6 +25,7 @@ from kaires_fl.ledger.block import Block, Certificate, Genesis, TxResult
 from kaires_fl.ledger.coin import balance_key
 from kaires_fl.ledger.consensus import TxGossip
 from kaires_fl.ledger.contracts import ContractRegistry, counter_key, dry_run
+from kaires_fl.ledger.identities import REGISTRATION_KEY, registration_entry
 from kaires_fl.ledger.merkle import merkle_path
 from kaires_fl.ledger.node import LedgerConfig, LedgerNode
 from kaires_fl.ledger.state import StateView
@@ -40,11 +41,18 @@ def make_genesis(
     state: Mapping[str, Any] | None = None,
     name: str = "kaires",
     time_ms: int = 0,
+    registration: bool = True,
 ) -> Genesis:
-    """Genesis block: node keys, ``f`` (default (n-1)//3), minted ``balances``, extra state."""
+    """Genesis block: node keys, ``f`` (default (n-1)//3), minted ``balances``, extra state.
+
+    ``registration`` (default on): providers and consumers must be admitted by the roster
+    (``identity.admit``, quorum n − f) before they own a data policy or create a job; the
+    roster can switch it off with ``identity.require``. Simulations pass False.
+    """
     keys = tuple(k.hex() if isinstance(k, bytes) else k for k in roster)
     f = (len(keys) - 1) // 3 if f is None else f
     st: dict[str, Any] = dict(state or {})
+    st.setdefault(REGISTRATION_KEY, registration_entry(keys, f, registration))
     for who, amount in (balances or {}).items():
         pub = who.hex() if isinstance(who, bytes) else who
         if not isinstance(amount, int) or amount < 0:
@@ -82,6 +90,9 @@ class LocalLedger:
         this object, so :meth:`restart` finds it again (the stand-in for a disk).
     byzantine:
         ``{index: behaviour}`` from :data:`kaires_fl.ledger.byzantine.BEHAVIOURS`.
+    registration:
+        Whether providers and consumers must be admitted by the roster (default off in
+        this in-process simulation; see :func:`make_genesis`). :meth:`admit` admits them.
     """
 
     def __init__(
@@ -98,6 +109,7 @@ class LocalLedger:
         db_paths: Sequence[str] | None = None,
         byzantine: Mapping[int, str] | None = None,
         name: str = "kaires",
+        registration: bool = False,
     ) -> None:
         self.network = network or MemoryNetwork(seed=seed)
         self.identities = [
@@ -106,7 +118,14 @@ class LocalLedger:
             )
             for i in range(n)
         ]
-        self.genesis = make_genesis([i.public for i in self.identities], f, balances, state, name)
+        self.genesis = make_genesis(
+            [i.public for i in self.identities],
+            f,
+            balances,
+            state,
+            name,
+            registration=registration,
+        )
         self.config = config or LedgerConfig()
         self.registry = registry
         self.byzantine = dict(byzantine or {})
@@ -169,6 +188,19 @@ class LocalLedger:
             self.committed.setdefault(tx.id, (block.height, i))
         for cb in list(self.on_commit):
             cb(block, cert)
+
+    def admit(self, role: str, keys: Sequence[bytes | str], admit: bool = True) -> None:
+        """Admit (or remove) ``keys`` as ``role`` ("provider" / "consumer") on the
+        registration allow-list, signed by a quorum of this ledger's roster."""
+        reg = self.genesis.state.get(REGISTRATION_KEY) or {}
+        quorum = int(reg.get("quorum", self.n - self.genesis.f))
+        ids = self.identities[:quorum]
+        payload = {
+            "role": role,
+            "keys": [k.hex() if isinstance(k, bytes) else k for k in keys],
+            "admit": admit,
+        }
+        self.client("roster").execute(ids[0], "identity.admit", payload, cosigners=ids[1:])
 
     # -- fault injection ----------------------------------------------------------------
     def crash(self, i: int) -> None:

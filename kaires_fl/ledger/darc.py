@@ -20,6 +20,15 @@ Expressions (CALYPSO's DARC rules)::
 Contracts: ``darc.create`` (payload ``{"id", "rules", "terms"}``, signed to satisfy its
 own ``_evolve``) and ``darc.evolve`` (payload ``{"id", "version", "rules", "terms"}``,
 ``version`` = old + 1).
+
+Owner-bound ids: an id ending in ``.<64 hex>`` (:func:`bound_policy_id`) belongs to that
+Ed25519 key; every create or evolve of it must be signed by that key, and a data policy
+(one with ``terms``) must have such an id. A predictable id (``provider.<label>``)
+therefore cannot be squatted: the squatter's own id differs from the owner's.
+
+Registration allow-list: when the ledger's registration policy requires it
+(:mod:`kaires_fl.ledger.identities`), the owner of a data policy must be an admitted
+provider.
 """
 
 from __future__ import annotations
@@ -29,20 +38,53 @@ from collections.abc import Collection, Mapping
 from functools import lru_cache
 from typing import Any
 
+from kaires_fl.crypto.sign import H
 from kaires_fl.errors import LedgerError
 from kaires_fl.ledger.contracts import TxEnv
+from kaires_fl.ledger.identities import PROVIDER, check_registered
 from kaires_fl.ledger.state import StateView
 from kaires_fl.ledger.tx import Tx
 
-_TOKEN = re.compile(r"\s*(ed25519:[0-9a-f]{64}|darc:[A-Za-z0-9_.:/-]+|threshold<\d+/\d+,|[|&(),>])")
+_TOKEN = re.compile(r"\s*(ed25519:[0-9a-f]{64}|darc:[A-Za-z0-9_.:/-]+|threshold<\d{1,4}/\d{1,4},|[|&(),>])")
 _ID = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
+_HEX32 = re.compile(r"^[0-9a-f]{64}$")
 MAX_DEPTH = 8
+#: Longest rule expression and deepest nesting a policy may use (bounds parsing).
+MAX_RULE_CHARS = 1 << 17
+MAX_NESTING = 32
+#: Defaults of :func:`data_terms`: a job needs at least two providers, and a policy
+#: answers a bounded number of jobs (bounds differencing across jobs; see threat-model).
+DEFAULT_MIN_PROVIDERS = 2
+DEFAULT_MAX_JOBS = 100
+#: Most committees one policy may name.
+MAX_COMMITTEES = 64
 
 Expr = tuple[Any, ...]
 
 
 def darc_key(darc_id: str) -> str:
     return f"darc/{darc_id}"
+
+
+def policy_owner(darc_id: str) -> str | None:
+    """The owner key (hex) an id is bound to (``<name>.<64 hex>``), or None if unbound."""
+    if len(darc_id) > 65 and darc_id[-65] == "." and _HEX32.match(darc_id[-64:]):
+        return darc_id[-64:]
+    return None
+
+
+def bound_policy_id(name: str, owner: str) -> str:
+    """A policy id bound to ``owner`` (hex Ed25519 key): ``<name>.<owner>``.
+
+    ``name`` is sanitised to the id alphabet and shortened (with a hash suffix, so distinct
+    long names stay distinct) to fit the 128-character id limit.
+    """
+    if not _HEX32.match(owner):
+        raise LedgerError(f"a policy owner is a hex Ed25519 key, got {owner!r}")
+    text = re.sub(r"[^A-Za-z0-9_.:/-]", "_", name) or "policy"
+    if len(text) > 63:
+        text = text[:50] + "-" + H(name.encode()).hex()[:12]
+    return f"{text}.{owner}"
 
 
 @lru_cache(maxsize=4096)
@@ -54,18 +96,24 @@ def parse_expr(text: str) -> Expr:
     LedgerError
         naming the offending position if ``text`` is not a valid expression.
     """
+    if not isinstance(text, str) or len(text) > MAX_RULE_CHARS:
+        raise LedgerError(
+            f"a rule expression is a string of at most {MAX_RULE_CHARS} characters; "
+            "delegate long allow-lists to other policies (darc:<id>)"
+        )
     tokens: list[str] = []
     pos = 0
     text_s = text.rstrip()
     while pos < len(text_s):
         m = _TOKEN.match(text_s, pos)
         if m is None:
-            raise LedgerError(f"rule expression {text!r}: cannot parse at position {pos}")
+            raise LedgerError(f"rule expression {text[:80]!r}: cannot parse at position {pos}")
         tokens.append(m.group(1))
         pos = m.end()
     if not tokens:
         raise LedgerError("empty rule expression (to allow nobody, omit the rule)")
     i = 0
+    nesting = 0
 
     def peek() -> str | None:
         return tokens[i] if i < len(tokens) else None
@@ -73,10 +121,10 @@ def parse_expr(text: str) -> Expr:
     def take(expected: str | None = None) -> str:
         nonlocal i
         if i >= len(tokens):
-            raise LedgerError(f"rule expression {text!r} ends early")
+            raise LedgerError(f"rule expression {text[:80]!r} ends early")
         t = tokens[i]
         if expected is not None and t != expected:
-            raise LedgerError(f"rule expression {text!r}: expected {expected!r}, found {t!r}")
+            raise LedgerError(f"rule expression {text[:80]!r}: expected {expected!r}, found {t!r}")
         i += 1
         return t
 
@@ -99,7 +147,12 @@ def parse_expr(text: str) -> Expr:
         return parts[0] if len(parts) == 1 else ("and", *parts)
 
     def atom() -> Expr:
+        nonlocal nesting
         t = take()
+        if t == "(" or t.startswith("threshold<"):
+            nesting += 1
+            if nesting > MAX_NESTING:
+                raise LedgerError(f"rule expression nests deeper than {MAX_NESTING} levels")
         if t.startswith("ed25519:"):
             return ("key", t[8:])
         if t.startswith("darc:"):
@@ -107,6 +160,7 @@ def parse_expr(text: str) -> Expr:
         if t == "(":
             e = expr()
             take(")")
+            nesting -= 1
             return e
         if t.startswith("threshold<"):
             m_s, n_s = t[10:-1].split("/")
@@ -116,17 +170,18 @@ def parse_expr(text: str) -> Expr:
                 take()
                 ops.append(expr())
             take(">")
+            nesting -= 1
             if len(ops) != n or not 1 <= m <= n:
                 raise LedgerError(
-                    f"rule expression {text!r}: threshold<{m}/{n}> needs 1 <= m <= n and "
+                    f"rule expression {text[:80]!r}: threshold<{m}/{n}> needs 1 <= m <= n and "
                     f"exactly n = {n} operands, got {len(ops)}"
                 )
             return ("thr", m, *ops)
-        raise LedgerError(f"rule expression {text!r}: unexpected {t!r}")
+        raise LedgerError(f"rule expression {text[:80]!r}: unexpected {t!r}")
 
     tree = expr()
     if i != len(tokens):
-        raise LedgerError(f"rule expression {text!r}: trailing {tokens[i]!r}")
+        raise LedgerError(f"rule expression {text[:80]!r}: trailing {tokens[i]!r}")
     return tree
 
 
@@ -188,6 +243,7 @@ TERM_FIELDS: dict[str, type | tuple[type, ...]] = {
     "min_providers": int,
     "price": int,
     "payee": str,
+    "committees": list,
 }
 
 
@@ -197,7 +253,9 @@ def check_terms(terms: Any) -> None:
     ``statistics`` (kinds allowed, ``"*"`` = any), ``max_jobs`` (None = unlimited),
     ``expires_height`` / ``expires_time_ms`` (None = never; a job is allowed while
     ``height <= expires_height`` and ``time <= expires_time_ms``), ``min_providers``
-    (>= 1), ``price`` per job (>= 0), ``payee`` (hex key paid for accepted data).
+    (>= 1), ``price`` per job (>= 0), ``payee`` (hex key paid for accepted data),
+    ``committees`` (ids of the registered aggregation committees a job may use; at most
+    :data:`MAX_COMMITTEES`, distinct; empty = no job).
     """
     if terms is None:
         return
@@ -217,18 +275,34 @@ def check_terms(terms: Any) -> None:
         raise LedgerError("policy term max_jobs must be >= 0 or None")
     if not re.fullmatch(r"[0-9a-f]{64}", terms["payee"]):
         raise LedgerError("policy term 'payee' must be a hex Ed25519 public key")
+    cs = terms["committees"]
+    if (
+        len(cs) > MAX_COMMITTEES
+        or not all(isinstance(c, str) and _HEX32.match(c) for c in cs)
+        or len(set(cs)) != len(cs)
+    ):
+        raise LedgerError(
+            f"policy term 'committees' must list at most {MAX_COMMITTEES} distinct committee "
+            "ids (64 hex chars each; see committees.committee_id)"
+        )
 
 
 def data_terms(
     payee: str,
     statistics: Collection[str] = ("*",),
-    max_jobs: int | None = None,
+    max_jobs: int | None = DEFAULT_MAX_JOBS,
     expires_height: int | None = None,
     expires_time_ms: int | None = None,
-    min_providers: int = 1,
+    min_providers: int = DEFAULT_MIN_PROVIDERS,
     price: int = 0,
+    committees: Collection[str] = (),
 ) -> dict[str, Any]:
-    """Build a data policy's ``terms`` (validated)."""
+    """Build a data policy's ``terms`` (validated; see :func:`check_terms`).
+
+    Defaults are the safe ones: at least :data:`DEFAULT_MIN_PROVIDERS` providers per job,
+    at most :data:`DEFAULT_MAX_JOBS` jobs (``max_jobs=None`` is unlimited, on request), and
+    no committee (name the ones you accept in ``committees``).
+    """
     t = {
         "statistics": list(statistics),
         "max_jobs": max_jobs,
@@ -237,6 +311,7 @@ def data_terms(
         "min_providers": min_providers,
         "price": price,
         "payee": payee,
+        "committees": list(committees),
     }
     check_terms(t)
     return t
@@ -263,8 +338,30 @@ def _entry(darc_id: str, version: int, payload: Mapping[str, Any], env: TxEnv) -
     }
 
 
+def _check_owner(darc_id: str, terms: Any, view: StateView, env: TxEnv) -> None:
+    """An owner-bound id needs its owner's signature; a data policy needs a bound id whose
+    owner is an admitted provider (when the ledger requires registration)."""
+    owner = policy_owner(darc_id)
+    if owner is None:
+        if terms is not None:
+            raise LedgerError(
+                f"data policy id {darc_id!r} is not bound to its owner: use "
+                "bound_policy_id(name, owner key) (an unbound id could be squatted)"
+            )
+        return
+    if owner not in env.signers:
+        raise LedgerError(
+            f"policy id {darc_id[:40]}… is bound to key {owner[:16]}…, which did not sign: only "
+            "that key may create or change it"
+        )
+    if terms is not None:
+        check_registered(view, owner, PROVIDER)
+
+
 def darc_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     p = tx.payload
+    if not isinstance(p, dict) or "id" not in p or "rules" not in p:
+        raise LedgerError("darc.create payload is {'id', 'rules', 'terms'}")
     darc_id = p["id"]
     if not isinstance(darc_id, str) or not _ID.match(darc_id):
         raise LedgerError(f"policy id {darc_id!r} must match {_ID.pattern}")
@@ -276,6 +373,7 @@ def darc_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         raise LedgerError(f"policy {darc_id!r} already exists: evolve it instead")
     _check_rules(p["rules"])
     check_terms(p.get("terms"))
+    _check_owner(darc_id, p.get("terms"), view, env)
     if not evaluate(p["rules"]["_evolve"], env.signers, view):
         raise LedgerError(f"policy {darc_id!r}: the creator must satisfy its own '_evolve' rule")
     return {darc_key(darc_id): _entry(darc_id, 0, p, env)}
@@ -283,7 +381,16 @@ def darc_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
 
 def darc_evolve(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     p = tx.payload
+    if not isinstance(p, dict) or not {"id", "version", "rules"} <= set(p) or set(p) - {
+        "id",
+        "version",
+        "rules",
+        "terms",
+    }:
+        raise LedgerError("darc.evolve payload is {'id', 'version', 'rules', 'terms'}")
     darc_id = p["id"]
+    if not isinstance(darc_id, str):
+        raise LedgerError(f"policy id must be a string, got {darc_id!r}")
     old = check_rule(view, darc_id, "_evolve", env.signers)
     if p["version"] != old["version"] + 1:
         raise LedgerError(
@@ -291,4 +398,5 @@ def darc_evolve(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         )
     _check_rules(p["rules"])
     check_terms(p.get("terms"))
+    _check_owner(darc_id, p.get("terms"), view, env)
     return {darc_key(darc_id): _entry(darc_id, p["version"], p, env)}

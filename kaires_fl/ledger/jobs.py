@@ -3,12 +3,20 @@
 ``job.create`` — the consumer (tx sender) asks for a computation. Payload::
 
     {"statistic": str, "params": {...}, "providers": [policy id, ...],
-     "aggregators": [hex Ed25519 key, ...], "threshold": int,
-     "consumer_key": hex, "min_providers": int, "on_excluded": "exclude" | "refuse"}
+     "committee": committee id, "consumer_key": hex,
+     "min_providers": int, "on_excluded": "exclude" | "refuse"}
+
+The committee must be registered (:mod:`kaires_fl.ledger.committees`); the consumer
+chooses neither the aggregators, their keys, the degree nor the receipt quorum: the
+ledger fills them from the registry (``aggregators``, ``params["aggregator_keys"]``,
+``params["degree"]`` = t, ``threshold`` = 2t + 1, ``committee``). A payload carrying any
+of them is refused. With the registration allow-list on, the consumer must be admitted.
 
 At commit time every named provider's policy is checked (:func:`policy_denies`):
-providers it does not allow are excluded with the reason recorded (or, with
-``"refuse"``, the job is refused). The job is refused if fewer providers remain than
+providers it does not allow — wrong consumer, statistic, job limit, expiry, a committee
+the policy does not name ("committee not accepted by the policy"), an owner removed
+from the allow-list — are excluded with the reason recorded (or, with ``"refuse"``,
+the job is refused). The job is refused if fewer providers remain than
 ``max(min_providers, every included policy's min_providers)`` or if the consumer
 cannot pay Σ prices of the included providers, which are escrowed. Writes
 ``job/<id>`` (id = tx id), ``access/<provider>/<id>`` for each included provider,
@@ -20,10 +28,10 @@ cannot pay Σ prices of the included providers, which are escrowed. Writes
      "rejected": [...], "result_hash": hex, "faulty": [...], ...},
      "signatures": {hex key: hex sig}}
 
-It needs ``threshold`` valid signatures (:func:`sign_receipt`) from the job's
-aggregators; anyone may submit it. ``done`` pays each accepted provider's price to its
-payee and refunds the rest to the consumer; ``failed`` refunds everything. One
-receipt per job.
+It needs the committee's quorum (2t + 1) of valid signatures of distinct members
+(:func:`sign_receipt`); anyone may submit it. ``done`` pays each accepted provider's
+price to its payee and refunds the rest to the consumer; ``failed`` refunds
+everything. One receipt per job.
 """
 
 from __future__ import annotations
@@ -34,9 +42,11 @@ from typing import Any
 from kaires_fl.crypto.sign import H, Identity, verify
 from kaires_fl.errors import EncodingError, InvalidProof, LedgerError
 from kaires_fl.ledger.coin import balance, balance_key
+from kaires_fl.ledger.committees import get_committee
 from kaires_fl.ledger.contracts import TxEnv
-from kaires_fl.ledger.darc import darc_key, evaluate
+from kaires_fl.ledger.darc import darc_key, evaluate, policy_owner
 from kaires_fl.ledger.encoding import canonical, hex_bytes
+from kaires_fl.ledger.identities import CONSUMER, PROVIDER, check_registered, registration_required
 from kaires_fl.ledger.state import StateView
 from kaires_fl.ledger.tx import Tx
 
@@ -60,15 +70,36 @@ def receipt_key(job_id: str) -> str:
     return f"receipt/{job_id}"
 
 
+#: The exclusion reason of a provider whose policy does not name the job's committee.
+COMMITTEE_NOT_ACCEPTED = "committee not accepted by the policy"
+
+
 def policy_denies(
-    view: StateView, provider: str, statistic: str, signers: tuple[str, ...], env: TxEnv
+    view: StateView,
+    provider: str,
+    statistic: str,
+    signers: tuple[str, ...],
+    env: TxEnv,
+    committee: str | None = None,
 ) -> str | None:
-    """Why ``provider``'s current policy refuses this job (None if it allows it)."""
-    return _policy_denies(view.get(darc_key(provider)), view, provider, statistic, signers, env)
+    """Why ``provider``'s current policy refuses this job (None if it allows it).
+
+    ``committee`` (an id) is checked against the policy's accepted committees when given.
+    """
+    return _policy_denies(
+        view.get(darc_key(provider)), view, provider, statistic, signers, env, committee
+    )
 
 
 def _policy_denies(
-    d: Any, view: StateView, provider: str, statistic: str, signers: tuple[str, ...], env: TxEnv
+    d: Any,
+    view: StateView,
+    provider: str,
+    statistic: str,
+    signers: tuple[str, ...],
+    env: TxEnv,
+    committee: str | None = None,
+    registration: bool | None = None,
 ) -> str | None:
     if d is None:
         return f"provider {provider!r} has no policy on the ledger"
@@ -88,12 +119,33 @@ def _policy_denies(
         return f"policy {provider!r} v{v} expired at height {terms['expires_height']}"
     if terms["expires_time_ms"] is not None and env.time_ms > terms["expires_time_ms"]:
         return f"policy {provider!r} v{v} expired at time {terms['expires_time_ms']} ms"
+    if committee is not None and committee not in terms["committees"]:
+        return f"policy {provider!r} v{v}: {COMMITTEE_NOT_ACCEPTED} ({committee[:16]}…)"
+    if registration is None:
+        registration = registration_required(view)
+    if registration:
+        owner = policy_owner(provider)
+        try:
+            check_registered(view, owner or "", PROVIDER)
+        except LedgerError:
+            return f"policy {provider!r}: its owner is not on the registration allow-list"
     return None
 
 
+_COMMITTEE_FIELDS = ("aggregators", "threshold")
+_COMMITTEE_PARAMS = ("aggregator_keys", "degree")
+MAX_JOB_PROVIDERS = 4096
+
+
 def _check_job_payload(p: Any) -> None:
-    need = {"statistic", "params", "providers", "aggregators", "threshold", "consumer_key"}
+    """Validate a ``job.create`` payload's shape (LedgerError saying what is wrong)."""
+    need = {"statistic", "params", "providers", "committee", "consumer_key"}
     allowed = need | {"min_providers", "on_excluded"}
+    if isinstance(p, dict) and any(k in p for k in _COMMITTEE_FIELDS):
+        raise LedgerError(
+            "job.create takes no 'aggregators' or 'threshold': name a registered committee "
+            "('committee': id); the ledger fills its members, degree and receipt quorum"
+        )
     if not isinstance(p, dict) or not need <= set(p) or not set(p) <= allowed:
         raise LedgerError(
             f"job payload needs fields {sorted(need)} (optional: min_providers, "
@@ -101,19 +153,25 @@ def _check_job_payload(p: Any) -> None:
         )
     if not isinstance(p["statistic"], str) or not isinstance(p["params"], dict):
         raise LedgerError("job 'statistic' must be a string and 'params' a dict")
-    provs, aggs = p["providers"], p["aggregators"]
-    if not isinstance(provs, list) or not provs or len(set(provs)) != len(provs):
-        raise LedgerError("job 'providers' must be a non-empty list of distinct policy ids")
+    if any(k in p["params"] for k in _COMMITTEE_PARAMS):
+        raise LedgerError(
+            "job 'params' may not set 'aggregator_keys' or 'degree': they come from the "
+            "registered committee, the consumer chooses neither"
+        )
+    provs = p["providers"]
     if (
-        not isinstance(aggs, list)
-        or not aggs
-        or len(set(aggs)) != len(aggs)
-        or not all(isinstance(a, str) and _HEX32.match(a) for a in aggs)
+        not isinstance(provs, list)
+        or not 1 <= len(provs) <= MAX_JOB_PROVIDERS
+        or not all(isinstance(x, str) for x in provs)
+        or len(set(provs)) != len(provs)
     ):
-        raise LedgerError("job 'aggregators' must be distinct hex Ed25519 keys")
-    t = p["threshold"]
-    if not isinstance(t, int) or isinstance(t, bool) or not 1 <= t <= len(aggs):
-        raise LedgerError(f"job 'threshold' must be in 1..{len(aggs)}, got {t!r}")
+        raise LedgerError(
+            f"job 'providers' must be a non-empty list of at most {MAX_JOB_PROVIDERS} "
+            "distinct policy ids"
+        )
+    c = p["committee"]
+    if not isinstance(c, str) or not _HEX32.match(c):
+        raise LedgerError("job 'committee' must be a registered committee id (64 hex chars)")
     if not isinstance(p["consumer_key"], str):
         raise LedgerError("job 'consumer_key' must be a hex string")
     hex_bytes(p["consumer_key"], None, "consumer_key")
@@ -127,20 +185,18 @@ def _check_job_payload(p: Any) -> None:
 def job_payload(
     statistic: str,
     providers: list[str],
-    aggregators: list[str],
-    threshold: int,
+    committee: str,
     consumer_key: str,
     params: dict[str, Any] | None = None,
     min_providers: int = 1,
     on_excluded: str = "exclude",
 ) -> dict[str, Any]:
-    """Build a ``job.create`` payload (validated)."""
+    """Build a ``job.create`` payload (validated) for registered ``committee`` (an id)."""
     p = {
         "statistic": statistic,
         "params": params or {},
         "providers": list(providers),
-        "aggregators": list(aggregators),
-        "threshold": threshold,
+        "committee": committee,
         "consumer_key": consumer_key,
         "min_providers": min_providers,
         "on_excluded": on_excluded,
@@ -150,16 +206,23 @@ def job_payload(
 
 
 def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
+    """Contract ``job.create`` (module docstring)."""
     p = tx.payload
     _check_job_payload(p)
+    check_registered(view, tx.sender, CONSUMER)
+    cid = p["committee"]
+    committee = get_committee(view, cid)
     job_id = env.tx_id
     included: list[str] = []
     excluded: dict[str, str] = {}
     escrow: dict[str, dict[str, Any]] = {}
     needed = p.get("min_providers", 1)
+    registration = registration_required(view)
     for prov in p["providers"]:
         d = view.get(darc_key(prov))
-        reason = _policy_denies(d, view, prov, p["statistic"], env.signers, env)
+        reason = _policy_denies(
+            d, view, prov, p["statistic"], env.signers, env, cid, registration
+        )
         if reason is not None or d is None:
             excluded[prov] = reason or "no policy"
             continue
@@ -185,11 +248,16 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         "id": job_id,
         "consumer": tx.sender,
         "statistic": p["statistic"],
-        "params": p["params"],
+        "params": {
+            **p["params"],
+            "aggregator_keys": [m["box"] for m in committee["members"]],
+            "degree": committee["t"],
+        },
         "providers": included,
         "excluded": excluded,
-        "aggregators": p["aggregators"],
-        "threshold": p["threshold"],
+        "committee": cid,
+        "aggregators": [m["sign"] for m in committee["members"]],
+        "threshold": committee["quorum"],
         "consumer_key": p["consumer_key"],
         "escrow": escrow,
         "escrow_total": total,
@@ -225,8 +293,13 @@ def sign_receipt(identity: Identity, chain: str, job_id: str, receipt: Any) -> t
 
 
 def job_receipt(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
+    """Contract ``job.receipt`` (module docstring): needs the committee's quorum."""
     p = tx.payload
+    if not isinstance(p, dict) or set(p) != {"job", "receipt", "signatures"}:
+        raise LedgerError("job.receipt payload is {'job', 'receipt', 'signatures'}")
     job_id, receipt, sigs = p["job"], p["receipt"], p["signatures"]
+    if not isinstance(job_id, str) or not _HEX32.match(job_id):
+        raise LedgerError("receipt 'job' must be a job id (64 hex chars)")
     job = view.get(job_key(job_id))
     if job is None:
         raise LedgerError(f"receipt for unknown job {job_id!r}: commit the job first")
@@ -239,6 +312,8 @@ def job_receipt(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
             raise LedgerError(f"receipt field {k!r} must be a list")
     if not isinstance(receipt.get("result_hash"), str):
         raise LedgerError("receipt field 'result_hash' must be a hex string")
+    if not all(isinstance(x, str) for k in ("accepted", "rejected") for x in receipt[k]):
+        raise LedgerError("receipt accepted/rejected lists must hold policy ids (strings)")
     acc, rej = set(receipt["accepted"]), set(receipt["rejected"])
     incl = set(job["providers"])
     if not acc <= incl or not rej <= incl or acc & rej:
@@ -253,14 +328,18 @@ def job_receipt(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     for pub, sig in sigs.items():
         if pub not in aggs:
             raise LedgerError(f"receipt signed by {pub[:16]}…, not an aggregator of the job")
+        if not isinstance(sig, str):
+            raise LedgerError(f"receipt signature of aggregator {pub[:16]}… is not hex")
         try:
             verify(hex_bytes(pub, 32, "key"), RECEIPT_CONTEXT, msg, hex_bytes(sig, 64, "sig"))
         except (InvalidProof, EncodingError) as exc:
             raise LedgerError(f"receipt signature of aggregator {pub[:16]}… is invalid") from exc
         good += 1
-    if good < job["threshold"]:
+    quorum = int(job["threshold"])  # the committee's 2t + 1, filled at job.create
+    if good < quorum:
         raise LedgerError(
-            f"receipt has {good} aggregator signatures, the job requires {job['threshold']}"
+            f"receipt has {good} valid signatures of distinct committee members, the "
+            f"committee's quorum is {quorum} (2t + 1)"
         )
     pay: dict[str, int] = {}
     refund = 0

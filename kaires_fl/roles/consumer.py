@@ -1,8 +1,9 @@
 """The data consumer: asks for a job on the ledger and opens the aggregate it is sealed.
 
-The consumer signs the ``job.create`` transaction (statistic, providers, aggregator
-committee and their keys, its own X25519 key; the ledger checks every provider's policy
-and escrows the prices) and the ``calypso.inputs`` transaction that closes the
+The consumer signs the ``job.create`` transaction (statistic, providers, the id of a
+registered aggregation committee, its own X25519 key; the ledger fills the committee's
+keys, degree and receipt quorum from its registry, checks every provider's policy — it
+must name that committee — and escrows the prices) and the ``calypso.inputs`` transaction that closes the
 submission set. It receives the aggregators' shares of the aggregate sealed to its key
 *only after* the receipt is committed, checks each against the receipt, and reconstructs
 robustly: up to t crashed or Byzantine aggregators change nothing (protocol.md §7).
@@ -42,25 +43,21 @@ class Consumer:
         self,
         statistic: Any,
         providers: Sequence[str],
-        aggregators: Sequence[str],
-        aggregator_keys: Sequence[str],
-        degree: int,
+        committee: str,
         min_providers: int = 1,
     ) -> dict[str, Any]:
-        """``job.create`` payload; the receipt needs 2t + 1 aggregator signatures."""
+        """``job.create`` payload for the providers' policy ids and a registered committee id.
+
+        The consumer chooses neither the aggregators nor the degree nor the receipt quorum:
+        the ledger fills them from the committee registry (2t + 1 receipt signatures).
+        """
         kind, params = statistic.spec()
         return job_payload(
             kind,
             list(providers),
-            list(aggregators),
-            min(len(aggregators), 2 * degree + 1),
+            committee,
             self.keypair.public.hex(),
-            params={
-                "statistic": params,
-                "aggregator_keys": list(aggregator_keys),
-                "degree": degree,
-                "min_providers": min_providers,
-            },
+            params={"statistic": params, "min_providers": min_providers},
             min_providers=min_providers,
         )
 

@@ -27,7 +27,13 @@ from kaires_fl.aggregation.submission import (
 from kaires_fl.crypto.group import Point
 from kaires_fl.crypto.sign import Identity
 from kaires_fl.errors import ConfigError
-from kaires_fl.ledger.darc import darc_key, data_terms
+from kaires_fl.ledger.darc import (
+    DEFAULT_MAX_JOBS,
+    DEFAULT_MIN_PROVIDERS,
+    bound_policy_id,
+    darc_key,
+    data_terms,
+)
 from kaires_fl.ledger.tx import Tx
 from kaires_fl.secret_management.contracts import lts_key
 from kaires_fl.secret_management.write import WRITE_KIND, aggregator_slot, make_write
@@ -35,10 +41,11 @@ from kaires_fl.secret_management.write import WRITE_KIND, aggregator_slot, make_
 NOBODY = "ed25519:" + "0" * 64
 
 
-def policy_id_for(label: Any) -> str:
-    """The ledger id of provider ``label``'s data policy."""
+def policy_id_for(label: Any, owner: str) -> str:
+    """The ledger id of provider ``label``'s data policy, bound to its ``owner`` key (hex):
+    nobody else can create it, so a predictable label cannot be squatted."""
     text = re.sub(r"[^A-Za-z0-9_.:/-]", "_", str(label))
-    return f"provider.{text}"[:128]
+    return bound_policy_id(f"provider.{text}", owner)
 
 
 def use_rule(consumers: Sequence[str]) -> str:
@@ -62,7 +69,7 @@ class Provider:
 
     @property
     def policy_id(self) -> str:
-        return policy_id_for(self.label)
+        return policy_id_for(self.label, self.public)
 
     @property
     def public(self) -> str:
@@ -73,13 +80,15 @@ class Provider:
         consumers: Sequence[str],
         *,
         price: int = 0,
-        min_providers: int = 1,
+        min_providers: int = DEFAULT_MIN_PROVIDERS,
         statistics: Sequence[str] = ("*",),
-        max_jobs: int | None = None,
+        max_jobs: int | None = DEFAULT_MAX_JOBS,
         version: int | None = None,
+        committees: Sequence[str] = (),
     ) -> dict[str, Any]:
         """Payload of ``darc.create`` (``version`` None) or ``darc.evolve`` (a revocation or
-        a change of grants/terms is just a new version)."""
+        a change of grants/terms is just a new version). ``committees``: the ids of the
+        registered aggregation committees this provider accepts for its jobs."""
         p: dict[str, Any] = {
             "id": self.policy_id,
             "rules": {"_evolve": f"ed25519:{self.public}", "use": use_rule(consumers)},
@@ -89,6 +98,7 @@ class Provider:
                 max_jobs=max_jobs,
                 min_providers=min_providers,
                 price=price,
+                committees=committees,
             ),
         }
         if version is not None:

@@ -61,6 +61,23 @@ def ref_gadget_inputs(valid: Valid, meas: np.ndarray, jr: np.ndarray) -> list[np
     return [np.concatenate(c.inputs, axis=1)[0] for c in calls]
 
 
+def ref_sumvec_inputs(meas: list[int], jr: list[int], chunk: int) -> list[list[int]]:
+    """ParallelSum(Mul, chunk) inputs of SumVec straight from draft-12's definition, in
+    ints: call m, slot j holds (r_m^(j+1)·b, b − 1) for b = meas[m·chunk + j] (pairs past
+    the end stay (0, 0)); left factors first, then right ones."""
+    calls = -(-len(meas) // chunk)
+    rows = []
+    for m in range(calls):
+        left, right = [0] * chunk, [0] * chunk
+        for j in range(chunk):
+            i = m * chunk + j
+            if i < len(meas):
+                left[j] = pow(jr[m], j + 1, p) * meas[i] % p
+                right[j] = (meas[i] - 1) % p
+        rows.append(left + right)
+    return rows
+
+
 def ref_prove_parallel_sum_mul(valid: Valid, meas: np.ndarray, seeds: list[int], jr: np.ndarray):
     """Proof of one repetition for a circuit with one ParallelSum(Mul) gadget, in ints."""
     (inp,) = ref_gadget_inputs(valid, meas, jr)
@@ -88,7 +105,11 @@ def test_prove_and_query_match_python_int_reference(length: int, bits: int, seed
     meas = valid.encode(rng.integers(0, 2**bits, (length,)))
     meas[0] = F.random((), rng=rng)  # any input: the proof is still defined
     pr = F.random((flp.PROVE_RAND_LEN,), rng=rng)
-    jr = F.random((1,), rng=rng)
+    jr = F.random((flp.JOINT_RAND_LEN,), rng=rng)
+    assert valid.GADGET_CALLS[0] == flp.JOINT_RAND_LEN  # one element per gadget call
+    (inp,) = ref_gadget_inputs(valid, meas, jr)
+    ref_inp = ref_sumvec_inputs([int(x) for x in meas], [int(x) for x in jr], 2)
+    assert [[int(x) for x in row] for row in inp] == ref_inp
     proof = flp.prove(meas, pr, jr)
     gpoly, wires, P = ref_prove_parallel_sum_mul(valid, meas, [int(x) for x in pr], jr)
     L = valid.GADGETS[0].ARITY
@@ -148,7 +169,7 @@ class Ternary(Valid):
         rp = powers(F, joint_rand[:, 0], self.n + 1)[:, 1:]
         return F.sum(F.mul(out, rp), axis=-1)[:, None]
 
-    def joint_rand_error_terms(self) -> int:
+    def joint_rand_degree(self) -> int:
         return self.n
 
 
@@ -282,28 +303,66 @@ def test_query_point_in_domain_is_refused() -> None:
     assert not np.array_equal(qr, flp.derive_query_rand(b"job-2"))
 
 
-@pytest.mark.parametrize(
-    "valid",
-    [
-        cc.Count(),
-        cc.Sum(32),
-        cc.SumVec(1000, 1),
-        cc.SumVec(100_000, 8),
-        cc.Histogram(50),
-        cc.LinearRegressionRecord(14, 14),
-        cc.BoundedL2Vec(1000, 14, 1.0),
-    ],
-    ids=repr,
-)
+def independent_bound(valid: Valid, k: int, q: float = 2.0**64) -> float:
+    """The docs/proofs.md bound recomputed from the circuit's parameters alone: every
+    gadget here is ParallelSum(Mul) or Mul (degree 2), and the range checks weigh slot j of
+    call m by r_m^(j+1), so δ = chunk/p."""
+    eps = 0.0
+    for calls in valid.GADGET_CALLS:
+        P = 1 << calls.bit_length()  # next power of two ≥ calls + 1
+        eps += 2 * (P - 1) / (p - P)
+    eps += (valid.EVAL_OUTPUT_LEN == 2) / p
+    if valid.JOINT_RAND_LEN == 0:
+        return eps**k
+    delta = valid.chunk_length / p  # type: ignore[attr-defined]  (chunk < checks here)
+    return eps**k + sum(
+        min(1.0, q * math.comb(k, j) * delta**j) * eps ** (k - j) for j in range(1, k + 1)
+    )
+
+
+@pytest.mark.parametrize("valid", cc.doc_circuits(), ids=repr)
 def test_default_repetitions_reach_target(valid: Valid) -> None:
+    """Soundness: every circuit up to 10^6-entry vectors is ≤ 2^-64 against a prover that
+    grinds its joint randomness with 2^64 hashes, with the least number of proofs."""
     flp = FlpBBCGGI19(valid)
-    one = flp.single_proof_error_log2()
-    assert flp.soundness_error_log2() <= -64
-    assert flp.proofs == 1 or (flp.proofs - 1) * one > -64  # the least count that suffices
-    # the formula: Σ DEGREE·(P−1)/(p−P) + [EVAL_OUTPUT_LEN > 1]/p + terms/p
-    expect = sum(lay.gadget.DEGREE * (lay.P - 1) / (p - lay.P) for lay in flp.layouts)
-    expect += (valid.EVAL_OUTPUT_LEN > 1) / p + valid.joint_rand_error_terms() / p
-    assert math.isclose(one, math.log2(expect))
+    bound = flp.soundness()
+    assert bound.error_log2 <= -64
+    assert math.isclose(bound.error, independent_bound(valid, flp.proofs), rel_tol=1e-9)
+    assert flp.proofs == 1 or independent_bound(valid, flp.proofs - 1) > 2.0**-64
+    if valid.JOINT_RAND_LEN:
+        assert flp.proofs >= 3  # draft-12: Field64 with joint randomness needs ≥ 3 proofs
+        assert valid.GADGET_CALLS[0] == valid.JOINT_RAND_LEN  # one element per call
+
+
+def test_soundness_table_in_docs_is_generated() -> None:
+    """docs/proofs.md's soundness table is the output of circuits.soundness_table()."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "proofs.md").read_text()
+    begin, end = "<!-- soundness-table:begin -->\n", "<!-- soundness-table:end -->"
+    assert begin in doc and end in doc, "docs/proofs.md lost its soundness-table markers"
+    table = doc[doc.index(begin) + len(begin) : doc.index(end)]
+    assert table == cc.soundness_table(), (
+        "docs/proofs.md is stale: paste the output of python -c 'from kaires_fl.arith."
+        'circuits import soundness_table; print(soundness_table(), end="")\''
+    )
+
+
+def test_bound_formula_edge_cases() -> None:
+    """ε^k without joint randomness; the offline term grows with q; ConfigError when no
+    number of proofs suffices."""
+    from kaires_fl.arith.flp import choose_proofs, soundness_bound
+
+    c = cc.Count()
+    b = soundness_bound(c, 2)
+    assert b.joint_rand_error == 0 and math.isclose(b.error, (2 / (p - 2)) ** 2)
+    sv = cc.SumVec(1000, 1)
+    low = soundness_bound(sv, 3, offline_queries_log2=0).error
+    high = soundness_bound(sv, 3, offline_queries_log2=64).error
+    assert low < high
+    assert soundness_bound(sv, 2).error_log2 > -64  # two proofs over Field64 are not enough
+    with pytest.raises(ConfigError, match="cannot reach soundness"):
+        choose_proofs(sv, target_log2=-2000)
 
 
 def test_bad_shapes_and_dtypes_raise_typed_errors() -> None:
@@ -338,7 +397,8 @@ def test_bad_shapes_and_dtypes_raise_typed_errors() -> None:
 def test_field128_generic_path(make) -> None:  # type: ignore[no-untyped-def]
     valid, values = make()
     flp = FlpBBCGGI19(valid)
-    assert flp.proofs == 1  # |F| ≈ 2^128: one proof already reaches 2^-64
+    # |F| ≈ 2^128: ε alone is far below 2^-64, but q·δ = 2^64·chunk/|F| is not for chunk ≥ 2
+    assert flp.proofs <= 2 and flp.soundness().error_log2 <= -64
     meas = valid.encode(values)
     jr = Field128.random((flp.JOINT_RAND_LEN,))
     qr = Field128.random((flp.QUERY_RAND_LEN,))

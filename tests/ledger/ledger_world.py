@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
+from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.ledger import LedgerConfig, LocalLedger, data_terms
+from kaires_fl.ledger.committees import committee_id, committee_key, quorum_of
+from kaires_fl.ledger.darc import bound_policy_id, policy_owner
 
 FAST = LedgerConfig(view_timeout=0.05, max_timeout=1.0, status_interval=0.05)
 
@@ -25,9 +28,27 @@ def rule(*ids: Identity) -> str:
     return " | ".join(f"ed25519:{key(i)}" for i in ids)
 
 
+# The aggregation committee every test ledger has registered at genesis (n = 4, t = 1).
+AGGS = [ident(f"agg{i}") for i in range(4)]
+AGG_BOXES = [EnvelopeKeyPair.from_seed(H(b"test-agg-box", str(i).encode())) for i in range(4)]
+COMMITTEE = committee_id([key(a) for a in AGGS], [b.public.hex() for b in AGG_BOXES], 1)
+
+
+def committee_state() -> dict[str, Any]:
+    members = [{"sign": key(a), "box": b.public.hex()} for a, b in zip(AGGS, AGG_BOXES)]
+    return {committee_key(COMMITTEE): {"members": members, "n": 4, "t": 1, "quorum": quorum_of(1)}}
+
+
+def pol(owner: Identity, name: str) -> str:
+    """The owner-bound policy id of ``owner``'s policy ``name``."""
+    return bound_policy_id(name, key(owner))
+
+
 def policy_payload(owner: Identity, pid: str, consumers: list[Identity], **terms: Any) -> dict:
+    terms.setdefault("committees", [COMMITTEE])
+    terms.setdefault("min_providers", 1)
     return {
-        "id": pid,
+        "id": pid if policy_owner(pid) else pol(owner, pid),
         "rules": {"_evolve": rule(owner), "use": rule(*consumers)},
         "terms": data_terms(key(owner), **terms),
     }
@@ -35,6 +56,7 @@ def policy_payload(owner: Identity, pid: str, consumers: list[Identity], **terms
 
 def make_ledger(n: int = 4, **kw: Any) -> LocalLedger:
     kw.setdefault("config", FAST)
+    kw.setdefault("state", committee_state())
     return LocalLedger(n, **kw)
 
 

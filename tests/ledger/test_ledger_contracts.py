@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from ledger_world import FAST, ident, key, make_ledger, policy_payload, rule
+from ledger_world import AGGS, COMMITTEE, FAST, ident, key, make_ledger, pol, policy_payload, rule
 
 from kaires_fl.errors import ConfigError, LedgerError
 from kaires_fl.ledger import (
@@ -23,8 +23,8 @@ from kaires_fl.ledger.contracts import DEFAULT_REGISTRY
 from kaires_fl.ledger.darc import check_rule, evaluate, parse_expr
 
 ALICE, BOB, CAROL, DAVE, EVE = (ident(n) for n in ("alice", "bob", "carol", "dave", "eve"))
-AGGS = [ident(f"agg{i}") for i in range(4)]
 AGG_KEYS = [key(a) for a in AGGS]
+PA, PD, PE = pol(ALICE, "alice"), pol(DAVE, "dave"), pol(EVE, "eve")
 
 
 def state_root(L: LocalLedger) -> bytes:
@@ -32,13 +32,13 @@ def state_root(L: LocalLedger) -> bytes:
 
 
 def job(providers: list[str], statistic: str = "mean", **kw: object) -> dict:
-    return job_payload(statistic, providers, AGG_KEYS, 2, "ab" * 32, **kw)  # type: ignore[arg-type]
+    return job_payload(statistic, providers, COMMITTEE, "ab" * 32, **kw)  # type: ignore[arg-type]
 
 
 # -- signatures and counters -------------------------------------------------------------
 def test_unsigned_wrongly_signed_and_replayed_rejected(ledger: LocalLedger) -> None:
     c = ledger.client()
-    tx = c.sign(ALICE, "darc.create", policy_payload(ALICE, "alice", [BOB]))
+    tx = c.sign(ALICE, "darc.create", policy_payload(ALICE, PA, [BOB]))
     unsigned = replace(tx, signatures=())
     with pytest.raises(LedgerError, match=r"signers but 0 signatures"):
         c.submit(unsigned)
@@ -123,30 +123,30 @@ def test_darc_evolve_needs_previous_evolve_rule(ledger: LocalLedger) -> None:
 # -- jobs, policies at commit time ------------------------------------------------------------
 def test_job_checks_policies_at_commit_time_and_revocation(ledger: LocalLedger) -> None:
     c = ledger.client()
-    c.execute(ALICE, "darc.create", policy_payload(ALICE, "alice", [BOB], statistics=["mean"]))
-    c.execute(DAVE, "darc.create", policy_payload(DAVE, "dave", [BOB, CAROL]))
-    r = c.execute(BOB, "job.create", job(["alice", "dave", "nobody"]))
+    c.execute(ALICE, "darc.create", policy_payload(ALICE, PA, [BOB], statistics=["mean"]))
+    c.execute(DAVE, "darc.create", policy_payload(DAVE, PD, [BOB, CAROL]))
+    r = c.execute(BOB, "job.create", job([PA, PD, "nobody"]))
     j = c.get(f"job/{r.tx_id}")
-    assert j["providers"] == ["alice", "dave"] and j["status"] == "committed"
+    assert j["providers"] == [PA, PD] and j["status"] == "committed"
     assert "no policy" in j["excluded"]["nobody"]
-    r2 = c.execute(CAROL, "job.create", job(["alice", "dave"]))
+    r2 = c.execute(CAROL, "job.create", job([PA, PD]))
     j2 = c.get(f"job/{r2.tx_id}")
-    assert j2["providers"] == ["dave"] and "does not allow this consumer" in j2["excluded"]["alice"]
-    r3 = c.execute(BOB, "job.create", job(["alice", "dave"], statistic="histogram"))
-    assert "statistic 'histogram'" in c.get(f"job/{r3.tx_id}")["excluded"]["alice"]
+    assert j2["providers"] == [PD] and "does not allow this consumer" in j2["excluded"][PA]
+    r3 = c.execute(BOB, "job.create", job([PA, PD], statistic="histogram"))
+    assert "statistic 'histogram'" in c.get(f"job/{r3.tx_id}")["excluded"][PA]
     # revocation: a new version without Bob
-    revoked = policy_payload(ALICE, "alice", [CAROL])
+    revoked = policy_payload(ALICE, PA, [CAROL])
     c.execute(ALICE, "darc.evolve", {**revoked, "version": 1})
-    r4 = c.execute(BOB, "job.create", job(["alice", "dave"]))
+    r4 = c.execute(BOB, "job.create", job([PA, PD]))
     j4 = c.get(f"job/{r4.tx_id}")
-    assert j4["providers"] == ["dave"] and "v1 does not allow" in j4["excluded"]["alice"]
+    assert j4["providers"] == [PD] and "v1 does not allow" in j4["excluded"][PA]
     # refusing instead of excluding; state unchanged on refusal
     root = state_root(ledger)
     with pytest.raises(LedgerError, match=r"providers excluded"):
-        c.execute(BOB, "job.create", job(["alice", "dave"], on_excluded="refuse"))
+        c.execute(BOB, "job.create", job([PA, PD], on_excluded="refuse"))
     assert state_root(ledger) == root
     # the earlier accesses are still listed, with proofs; the revoked job is not
-    acc = c.accesses("alice")
+    acc = c.accesses(PA)
     assert {p.value["job"] for p in acc} == {r.tx_id}
     for p in acc:
         p.verify(ledger.genesis)
@@ -154,43 +154,43 @@ def test_job_checks_policies_at_commit_time_and_revocation(ledger: LocalLedger) 
 
 def test_min_providers_refusal_is_recorded(ledger: LocalLedger) -> None:
     c = ledger.client()
-    c.execute(ALICE, "darc.create", policy_payload(ALICE, "alice", [BOB], max_jobs=1))
-    c.execute(EVE, "darc.create", policy_payload(EVE, "eve", [BOB], min_providers=3))
+    c.execute(ALICE, "darc.create", policy_payload(ALICE, PA, [BOB], max_jobs=1))
+    c.execute(EVE, "darc.create", policy_payload(EVE, PE, [BOB], min_providers=3))
     with pytest.raises(LedgerError, match=r"at least 3 required"):
-        c.execute(BOB, "job.create", job(["alice", "eve"]))
+        c.execute(BOB, "job.create", job([PA, PE]))
     # a job refused inside a block is recorded there with its reason
-    tx = c.sign(BOB, "job.create", job(["alice", "eve"]))
+    tx = c.sign(BOB, "job.create", job([PA, PE]))
     c.submit(tx, check=False)
     got = c.wait([tx.id])[0]
     assert not got.result.ok and "at least 3 required" in got.result.reason
     got.proof.verify(ledger.genesis)  # type: ignore[union-attr]
-    assert c.get(f"job/{tx.id}") is None and c.get("usage/alice") is None
-    r = c.execute(BOB, "job.create", job(["alice"]))
-    assert c.get("usage/alice") == 1 and c.get(f"job/{r.tx_id}")["providers"] == ["alice"]
+    assert c.get(f"job/{tx.id}") is None and c.get(f"usage/{PA}") is None
+    r = c.execute(BOB, "job.create", job([PA]))
+    assert c.get(f"usage/{PA}") == 1 and c.get(f"job/{r.tx_id}")["providers"] == [PA]
     with pytest.raises(LedgerError, match=r"allows 1 jobs, already used 1"):
-        c.execute(BOB, "job.create", job(["alice"]))
+        c.execute(BOB, "job.create", job([PA]))
 
 
 def test_expiry_excludes_provider() -> None:
     L = make_ledger(4, balances={key(BOB): 10})
     c = L.client()
-    c.execute(DAVE, "darc.create", policy_payload(DAVE, "dave", [BOB], expires_height=1))
-    c.execute(ALICE, "darc.create", policy_payload(ALICE, "alice", [BOB]))
-    r = c.execute(BOB, "job.create", job(["dave", "alice"]))
+    c.execute(DAVE, "darc.create", policy_payload(DAVE, PD, [BOB], expires_height=1))
+    c.execute(ALICE, "darc.create", policy_payload(ALICE, PA, [BOB]))
+    r = c.execute(BOB, "job.create", job([PD, PA]))
     j = c.get(f"job/{r.tx_id}")
-    assert j["providers"] == ["alice"] and "expired at height 1" in j["excluded"]["dave"]
+    assert j["providers"] == [PA] and "expired at height 1" in j["excluded"][PD]
     L.close()
 
 
 # -- escrow, payments, refunds ------------------------------------------------------------
 def _three_priced(L: LocalLedger) -> None:
     c = L.client()
-    for owner, pid, price in ((ALICE, "alice", 10), (DAVE, "dave", 20), (EVE, "eve", 30)):
+    for owner, pid, price in ((ALICE, PA, 10), (DAVE, PD, 20), (EVE, PE, 30)):
         c.execute(owner, "darc.create", policy_payload(owner, pid, [BOB, DAVE], price=price))
 
 
 def _receipt(
-    c, job_id: str, status: str, accepted: list[str], rejected: list[str], signers=AGGS[:2]
+    c, job_id: str, status: str, accepted: list[str], rejected: list[str], signers=AGGS[:3]
 ) -> dict:
     rec = {
         "status": status,
@@ -207,18 +207,18 @@ def test_escrow_payment_and_refund_arithmetic(ledger: LocalLedger) -> None:
     c = ledger.client()
     _three_priced(ledger)
     supply = sum(c.balance(k) for k in (BOB, ALICE, DAVE, EVE))
-    r = c.execute(BOB, "job.create", job(["alice", "dave", "eve"]))
+    r = c.execute(BOB, "job.create", job([PA, PD, PE]))
     assert c.balance(BOB) == 1000 - 60
     assert c.get(f"job/{r.tx_id}")["escrow_total"] == 60
-    c.execute(AGGS[3], "job.receipt", _receipt(c, r.tx_id, "done", ["alice", "eve"], ["dave"]))
+    c.execute(AGGS[3], "job.receipt", _receipt(c, r.tx_id, "done", [PA, PE], [PD]))
     assert (c.balance(ALICE), c.balance(DAVE), c.balance(EVE)) == (10, 0, 30)
     assert c.balance(BOB) == 1000 - 40
     assert sum(c.balance(k) for k in (BOB, ALICE, DAVE, EVE)) == supply
     assert c.get(f"job/{r.tx_id}")["status"] == "done"
     with pytest.raises(LedgerError, match=r"already has a receipt"):
-        c.execute(AGGS[0], "job.receipt", _receipt(c, r.tx_id, "done", ["dave"], []))
+        c.execute(AGGS[0], "job.receipt", _receipt(c, r.tx_id, "done", [PD], []))
     # a failed job refunds everything
-    r2 = c.execute(BOB, "job.create", job(["alice", "dave", "eve"]))
+    r2 = c.execute(BOB, "job.create", job([PA, PD, PE]))
     assert c.balance(BOB) == 960 - 60
     c.execute(AGGS[0], "job.receipt", _receipt(c, r2.tx_id, "failed", [], []))
     assert c.balance(BOB) == 960 and c.balance(ALICE) == 10
@@ -230,13 +230,13 @@ def test_insufficient_balance_refused(ledger: LocalLedger) -> None:
     _three_priced(ledger)
     root = state_root(ledger)
     with pytest.raises(LedgerError, match=r"insufficient balance: consumer .* has 0, .* sum to 60"):
-        c.execute(DAVE, "job.create", job(["alice", "dave", "eve"]))
+        c.execute(DAVE, "job.create", job([PA, PD, PE]))
     c.execute(
-        ALICE, "darc.evolve", {**policy_payload(ALICE, "alice", [CAROL], price=10), "version": 1}
+        ALICE, "darc.evolve", {**policy_payload(ALICE, PA, [CAROL], price=10), "version": 1}
     )
     root = state_root(ledger)
     with pytest.raises(LedgerError, match=r"has 5, .* sum to 10"):
-        c.execute(CAROL, "job.create", job(["alice"]))
+        c.execute(CAROL, "job.create", job([PA]))
     assert state_root(ledger) == root and c.balance(CAROL) == 5
     with pytest.raises(LedgerError, match=r"insufficient balance"):
         c.execute(CAROL, "coin.transfer", {"to": key(ALICE), "amount": 6})
@@ -247,23 +247,23 @@ def test_insufficient_balance_refused(ledger: LocalLedger) -> None:
 def test_receipt_signatures(ledger: LocalLedger) -> None:
     c = ledger.client()
     _three_priced(ledger)
-    r = c.execute(BOB, "job.create", job(["alice"]))
-    with pytest.raises(LedgerError, match=r"has 1 aggregator signatures, the job requires 2"):
+    r = c.execute(BOB, "job.create", job([PA]))
+    with pytest.raises(LedgerError, match=r"has 2 valid signatures .* quorum is 3"):
         c.execute(
-            AGGS[0], "job.receipt", _receipt(c, r.tx_id, "done", ["alice"], [], signers=AGGS[:1])
+            AGGS[0], "job.receipt", _receipt(c, r.tx_id, "done", [PA], [], signers=AGGS[:2])
         )
     with pytest.raises(LedgerError, match=r"not an aggregator"):
         c.execute(
             AGGS[0],
             "job.receipt",
-            _receipt(c, r.tx_id, "done", ["alice"], [], signers=[AGGS[0], EVE]),
+            _receipt(c, r.tx_id, "done", [PA], [], signers=[AGGS[0], EVE]),
         )
-    bad = _receipt(c, r.tx_id, "done", ["alice"], [])
+    bad = _receipt(c, r.tx_id, "done", [PA], [])
     bad["receipt"]["accepted"] = []  # signatures no longer match the content
     with pytest.raises(LedgerError, match=r"invalid"):
         c.execute(AGGS[0], "job.receipt", bad)
     with pytest.raises(LedgerError, match=r"subsets of the job's providers"):
-        c.execute(AGGS[0], "job.receipt", _receipt(c, r.tx_id, "done", ["dave"], []))
+        c.execute(AGGS[0], "job.receipt", _receipt(c, r.tx_id, "done", [PD], []))
     with pytest.raises(LedgerError, match=r"unknown job"):
         c.execute(AGGS[0], "job.receipt", _receipt(c, "ff" * 32, "done", [], []))
     assert c.balance(ALICE) == 0 and c.get(f"job/{r.tx_id}")["status"] == "committed"
@@ -284,13 +284,13 @@ def test_registered_contract_reads_other_entries() -> None:
         register_contract("darc.create", lambda v, t, e: {})
     L = LocalLedger(4, registry=reg, config=FAST)
     c = L.client()
-    with pytest.raises(LedgerError, match=r"policy 'alice' does not exist"):
-        c.execute(BOB, "test.note", {"policy": "alice"})
-    c.execute(ALICE, "darc.create", policy_payload(ALICE, "alice", [BOB]))
-    r = c.execute(BOB, "test.note", {"policy": "alice"})
-    assert c.get(f"note/{r.tx_id}") == {"policy": "alice", "height": r.height}
+    with pytest.raises(LedgerError, match=r"policy '.*' does not exist"):
+        c.execute(BOB, "test.note", {"policy": PA})
+    c.execute(ALICE, "darc.create", policy_payload(ALICE, PA, [BOB]))
+    r = c.execute(BOB, "test.note", {"policy": PA})
+    assert c.get(f"note/{r.tx_id}") == {"policy": PA, "height": r.height}
     with pytest.raises(LedgerError, match=r"not satisfied"):
-        c.execute(CAROL, "test.note", {"policy": "alice"})
+        c.execute(CAROL, "test.note", {"policy": PA})
     assert L.verify(replay=True) == r.height
     L.close()
 

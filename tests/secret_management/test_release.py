@@ -205,7 +205,7 @@ def test_revoked_policy(world):
     w.create_policy("carol", [w.consumer])
     w.evolve_policy("carol", [])  # revocation
     job = w.create_job(["alice", "carol"])
-    assert "carol" in w.client.get(job_key(job))["excluded"]
+    assert w.pid("carol") in w.client.get(job_key(job))["excluded"]
     wc, _ = w.write("carol", "")  # an offline write under the revoking version
     wa, _ = w.write("alice", job)
     mans = [H(b"manifest", x.encode()).hex() for x in (wa, wc)]
@@ -355,12 +355,12 @@ def test_write_contract_rejects_ciphertext_moved_to_another_policy(world):
     w = world
     lts = w.committee.lts
     job = w.create_job(["alice", "bob"])
-    va = w.client.get(darc_key("alice"))["version"]
-    entry, _ = make_write(lts.X, lts.id, "alice", va, job, ["aggregator:0"])
+    va = w.client.get(darc_key(w.pid("alice")))["version"]
+    entry, _ = make_write(lts.X, lts.id, w.pid("alice"), va, job, ["aggregator:0"])
     moved = {
         **entry.to_payload(),
-        "policy": "bob",
-        "version": w.client.get(darc_key("bob"))["version"],
+        "policy": w.pid("bob"),
+        "version": w.client.get(darc_key(w.pid("bob")))["version"],
     }
     with pytest.raises(LedgerError, match="write proof of slot 'aggregator:0' fails"):
         _refused(w).execute(w.providers["bob"], WRITE_KIND, moved)
@@ -369,7 +369,7 @@ def test_write_contract_rejects_ciphertext_moved_to_another_policy(world):
         _refused(w).execute(w.providers["bob"], WRITE_KIND, entry.to_payload())
     # a write for a job that does not include the provider is refused
     job2 = w.create_job(["bob"])
-    e2, _ = make_write(lts.X, lts.id, "alice", va, job2, ["aggregator:0"])
+    e2, _ = make_write(lts.X, lts.id, w.pid("alice"), va, job2, ["aggregator:0"])
     with pytest.raises(LedgerError, match="does not include provider"):
         _refused(w).execute(w.providers["alice"], WRITE_KIND, e2.to_payload())
 
