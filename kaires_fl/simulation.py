@@ -11,8 +11,9 @@ registered with ``committee.register``) happens once per committee; providers' p
 are created the first time a provider label is seen — naming the registered committee,
 with the safe defaults (at least two providers per job, a finite job limit) unless
 given — and reused by later jobs. ``registration=True`` switches the ledger's
-provider/consumer allow-list on; the committee then admits its own parties. :meth:`LocalCommittee.run_job` runs the whole flow of protocol.md for one
-statistic over ``{provider label: (X, y)}``.
+provider/consumer allow-list on; the committee then admits its own parties.
+:meth:`LocalCommittee.run_job` runs the whole flow of protocol.md for one statistic over
+``{provider label: (X, y)}``.
 
 Faults (``faults={"aggregator": {2: "byzantine"}, "provider": {5: "out_of_range"}}``):
 

@@ -62,17 +62,17 @@ class WeightedBoundedL2Vec(circuits.BoundedL2Vec):
     Entries a_i = round(v_i·2^f) are offset-encoded as e_i = a_i + A (A = 2^f − 1,
     f + 1 bits each, as :class:`~kaires_fl.arith.circuits.BoundedL2Vec` with bound
     ``proven_bound(f)``); the weight ω = round(w·2^f) takes f bits; the slack
-    s = ω² − Σ a_i² takes 2f bits. Measurement: entry bits, weight bits, slack bits (each
-    integer least significant bit first).
+    s = ω² − Σ a_i² takes the bits of (2^f − 1)² (2f for f ≥ 2). Measurement: entry bits,
+    weight bits, slack bits (each integer least significant bit first).
 
-    Checks (outputs of ``eval``, zero iff valid): every bit is a bit (combined by powers of
-    the joint randomness, as BoundedL2Vec), and Σ a_i² + s − ω² = 0 — one ParallelSum(Mul)
-    over the L + 1 pairs (a_i, a_i) and (ω, −ω). Since L·4^(f+1) + 2^(2f) < p and ω² < p
-    (checked), the equation holds over the integers, so Σ a_i² ≤ ω². Output: (e, ω), so
-    the aggregate carries Σ v and Σ w; ``decode`` returns them as one float64 vector
-    (Σ v then Σ w).
+    Checks (outputs of ``eval``, zero iff valid): every bit is a bit (weighed by one
+    joint-randomness element per gadget call, as BoundedL2Vec), and Σ a_i² + s − ω² = 0 —
+    one ParallelSum(Mul) over the L + 1 pairs (a_i, a_i) and (ω, −ω). Since
+    L·4^(f+1) + 2^(2f) < p and ω² < p (checked), the equation holds over the integers, so
+    Σ a_i² ≤ ω². Output: (e, ω), so the aggregate carries Σ v and Σ w; ``decode`` returns
+    them as one float64 vector (Σ v then Σ w).
 
-    Pre: ``length ≥ 1``, ``frac_bits ≥ 1``. Post: ``MEAS_LEN = L·(f+1) + f + 2f``,
+    Pre: ``length ≥ 1``, ``frac_bits ≥ 1``. Post: ``MEAS_LEN = L·(f+1) + f + norm_bits``,
     ``OUTPUT_LEN = L + 1``.
     """
 
@@ -97,7 +97,10 @@ class WeightedBoundedL2Vec(circuits.BoundedL2Vec):
             math.ceil(n_bits / self.chunk_length),
             math.ceil((self.length + 1) / self.norm_chunk_length),
         ]
-        self._terms = n_bits
+        # one joint-randomness element per range-check call (circuits.call_weights)
+        self.JOINT_RAND_LEN = self.GADGET_CALLS[0]
+        self._pairs = n_bits
+        self.check_layout()
         self._pow2w = field.elements([1 << k for k in range(self.weight_bits)])
         self.max_weight = (1 << self.weight_bits) - 1  # ω ≤ 2^f − 1 = A
 
@@ -112,8 +115,7 @@ class WeightedBoundedL2Vec(circuits.BoundedL2Vec):
     ) -> np.ndarray:
         F = self.field
         L = self.length
-        pw = flp.powers(F, joint_rand[:, 0], self.n_bits + 1)
-        buf = self._range_pairs(F, meas, pw, self.n_bits, self.chunk_length)
+        buf, _ = self._range_pairs(F, meas, joint_rand, self.n_bits, self.chunk_length)
         range_check = F.sum(gadgets[0](flp.as_calls(buf, self.chunk_length)), axis=-1)
         centred = F.sub(self._entries(meas), F.elements(self.offset))
         omega = self._weight(meas)

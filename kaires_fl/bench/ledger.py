@@ -46,9 +46,7 @@ def _pid(i: int, p: Identity) -> str:
     return bound_policy_id(f"prov{i}", p.public.hex())
 
 
-def _policy(
-    i: int, p: Identity, use: str, version: int | None, price: int, committee: str
-) -> dict:
+def _policy(i: int, p: Identity, use: str, version: int | None, price: int, committee: str) -> dict:
     body = {
         "id": _pid(i, p),
         "rules": {"_evolve": f"ed25519:{p.public.hex()}", "use": use},

@@ -77,7 +77,11 @@ def member_pok(chain: str, cid: str, sign: str, box: EnvelopeKeyPair) -> str:
     cannot be replayed for another committee, ledger or member.
     """
     rk = RecipientKey.from_x25519(box)
-    return schnorr_prove(rk.secret, _pok_context(chain, cid, sign), statement=rk.public).to_bytes().hex()
+    return (
+        schnorr_prove(rk.secret, _pok_context(chain, cid, sign), statement=rk.public)
+        .to_bytes()
+        .hex()
+    )
 
 
 def register_payload(

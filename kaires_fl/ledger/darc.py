@@ -45,7 +45,9 @@ from kaires_fl.ledger.identities import PROVIDER, check_registered
 from kaires_fl.ledger.state import StateView
 from kaires_fl.ledger.tx import Tx
 
-_TOKEN = re.compile(r"\s*(ed25519:[0-9a-f]{64}|darc:[A-Za-z0-9_.:/-]+|threshold<\d{1,4}/\d{1,4},|[|&(),>])")
+_TOKEN = re.compile(
+    r"\s*(ed25519:[0-9a-f]{64}|darc:[A-Za-z0-9_.:/-]+|threshold<\d{1,4}/\d{1,4},|[|&(),>])"
+)
 _ID = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
 _HEX32 = re.compile(r"^[0-9a-f]{64}$")
 MAX_DEPTH = 8
@@ -379,14 +381,13 @@ def darc_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     return {darc_key(darc_id): _entry(darc_id, 0, p, env)}
 
 
+_EVOLVE_NEED = {"id", "version", "rules"}
+_EVOLVE_FIELDS = _EVOLVE_NEED | {"terms"}
+
+
 def darc_evolve(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     p = tx.payload
-    if not isinstance(p, dict) or not {"id", "version", "rules"} <= set(p) or set(p) - {
-        "id",
-        "version",
-        "rules",
-        "terms",
-    }:
+    if not isinstance(p, dict) or not _EVOLVE_NEED <= set(p) <= _EVOLVE_FIELDS:
         raise LedgerError("darc.evolve payload is {'id', 'version', 'rules', 'terms'}")
     darc_id = p["id"]
     if not isinstance(darc_id, str):

@@ -220,9 +220,7 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     registration = registration_required(view)
     for prov in p["providers"]:
         d = view.get(darc_key(prov))
-        reason = _policy_denies(
-            d, view, prov, p["statistic"], env.signers, env, cid, registration
-        )
+        reason = _policy_denies(d, view, prov, p["statistic"], env.signers, env, cid, registration)
         if reason is not None or d is None:
             excluded[prov] = reason or "no policy"
             continue

@@ -3,10 +3,10 @@
 The consumer signs the ``job.create`` transaction (statistic, providers, the id of a
 registered aggregation committee, its own X25519 key; the ledger fills the committee's
 keys, degree and receipt quorum from its registry, checks every provider's policy — it
-must name that committee — and escrows the prices) and the ``calypso.inputs`` transaction that closes the
-submission set. It receives the aggregators' shares of the aggregate sealed to its key
-*only after* the receipt is committed, checks each against the receipt, and reconstructs
-robustly: up to t crashed or Byzantine aggregators change nothing (protocol.md §7).
+must name that committee — and escrows the prices) and the ``calypso.inputs``
+transaction that closes the submission set. It receives the aggregators' shares of the
+aggregate sealed to its key *only after* the receipt is committed, checks each against the
+receipt, and reconstructs robustly: up to t crashed or Byzantine aggregators change nothing (protocol.md §7).
 """
 
 from __future__ import annotations

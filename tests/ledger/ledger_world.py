@@ -35,7 +35,9 @@ COMMITTEE = committee_id([key(a) for a in AGGS], [b.public.hex() for b in AGG_BO
 
 
 def committee_state() -> dict[str, Any]:
-    members = [{"sign": key(a), "box": b.public.hex()} for a, b in zip(AGGS, AGG_BOXES)]
+    members = [
+        {"sign": key(a), "box": b.public.hex()} for a, b in zip(AGGS, AGG_BOXES, strict=True)
+    ]
     return {committee_key(COMMITTEE): {"members": members, "n": 4, "t": 1, "quorum": quorum_of(1)}}
 
 

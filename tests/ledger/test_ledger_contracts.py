@@ -231,9 +231,7 @@ def test_insufficient_balance_refused(ledger: LocalLedger) -> None:
     root = state_root(ledger)
     with pytest.raises(LedgerError, match=r"insufficient balance: consumer .* has 0, .* sum to 60"):
         c.execute(DAVE, "job.create", job([PA, PD, PE]))
-    c.execute(
-        ALICE, "darc.evolve", {**policy_payload(ALICE, PA, [CAROL], price=10), "version": 1}
-    )
+    c.execute(ALICE, "darc.evolve", {**policy_payload(ALICE, PA, [CAROL], price=10), "version": 1})
     root = state_root(ledger)
     with pytest.raises(LedgerError, match=r"has 5, .* sum to 10"):
         c.execute(CAROL, "job.create", job([PA]))
@@ -249,9 +247,7 @@ def test_receipt_signatures(ledger: LocalLedger) -> None:
     _three_priced(ledger)
     r = c.execute(BOB, "job.create", job([PA]))
     with pytest.raises(LedgerError, match=r"has 2 valid signatures .* quorum is 3"):
-        c.execute(
-            AGGS[0], "job.receipt", _receipt(c, r.tx_id, "done", [PA], [], signers=AGGS[:2])
-        )
+        c.execute(AGGS[0], "job.receipt", _receipt(c, r.tx_id, "done", [PA], [], signers=AGGS[:2]))
     with pytest.raises(LedgerError, match=r"not an aggregator"):
         c.execute(
             AGGS[0],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kaires_fl.strategies import wire
 from kaires_fl.strategies.fedavg import auto_frac_bits
 from kaires_fl.strategies.update import (
@@ -158,3 +160,48 @@ def test_proven_bound_saves_one_bit_per_entry_and_stays_at_most_one() -> None:
     a = np.asarray(Field64.to_ints(e[0][:4]), dtype=np.int64) - s.circuit.offset
     omega = int(Field64.to_ints(e[0][4:])[0])
     assert omega == 2**8 - 1 and int(np.sum(a * a)) <= omega**2
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    entries=st.lists(st.integers(-15, 15), min_size=6, max_size=6),
+    omega=st.integers(0, 15),
+    slack=st.integers(0, 2**8 - 1),
+)
+def test_weighted_circuit_accepts_exactly_norm_at_most_weight(
+    entries: list[int], omega: int, slack: int
+) -> None:
+    """Robustness (#12): for any bits a provider can put in the measurement (entries a,
+    weight ω, slack s, f = 4), the circuit holds iff Σ a² + s = ω² — so an accepted
+    measurement has ‖v‖ ≤ w; in particular no weight-0 submission carries a vector."""
+    c = ModelUpdateStats(6, frac_bits=4).circuit
+    F = Field64
+    a = np.array(entries, dtype=np.int64)
+    e = (a + c.offset).astype(np.uint64)
+    bits = np.concatenate(
+        [
+            ((e[:, None] >> np.arange(c.entry_bits, dtype=np.uint64)) & 1).reshape(-1),
+            (np.uint64(omega) >> np.arange(c.weight_bits, dtype=np.uint64)) & 1,
+            (np.uint64(slack) >> np.arange(c.norm_bits, dtype=np.uint64)) & 1,
+        ]
+    )
+    meas = F.elements(bits[None, :])
+    jr = F.random((1, c.JOINT_RAND_LEN))
+    fits = int(np.sum(a * a)) + slack == omega * omega and slack < 2**c.norm_bits
+    assert bool(c.check(meas, jr)[0]) == fits
+    if fits:
+        out = c.decode(c.truncate(meas)[0], 1)
+        assert np.linalg.norm(out[:6]) <= out[6] + 1e-12
+
+
+def test_weighted_aggregate_carries_the_sum_of_weights() -> None:
+    s = ModelUpdateStats(16, clip_norm=1.0, weight_cap=10, frac_bits=12)
+    rng = np.random.default_rng(3)
+    ups = [rng.normal(size=16) * 0.1 for _ in range(3)]
+    ns = [2, 5, 40]
+    meas = np.concatenate([s.measurements(u, n) for u, n in zip(ups, ns, strict=True)])
+    total = Field64.sum(s.circuit.truncate(meas), axis=0)
+    dec = s.decode(total, 3)
+    assert dec["weight"] == sum(s.weight(n) for n in ns)
+    want = sum(s.weight(n) * u for u, n in zip(ups, ns, strict=True))
+    np.testing.assert_allclose(dec["sum"], want, atol=3 * 2.0**-12)
