@@ -6,7 +6,8 @@ keys, degree and receipt quorum from its registry, checks every provider's polic
 must name that committee — and escrows the prices) and the ``calypso.inputs``
 transaction that closes the submission set. It receives the aggregators' shares of the
 aggregate sealed to its key *only after* the receipt is committed, checks each against the
-receipt, and reconstructs robustly: up to t crashed or Byzantine aggregators change nothing (protocol.md §7).
+receipt, and reconstructs robustly: up to t crashed or Byzantine aggregators change
+nothing (protocol.md §7).
 """
 
 from __future__ import annotations
