@@ -178,7 +178,17 @@ class StateEvidence(schema.Message, frozen=True):
             for e in self.entries:
                 verify_state_proof(e.key, e.value, e.pairs, e.siblings, root)
                 out[e.key] = None if e.value is None else decode_canonical(e.value)
-        except (AuditError, EncodingError, ValueError, TypeError, KeyError) as exc:
+        except (
+            AuditError,
+            EncodingError,
+            ValueError,
+            TypeError,
+            KeyError,
+            IndexError,
+            AttributeError,
+            OverflowError,
+            RecursionError,
+        ) as exc:
             raise InvalidProof(
                 f"ledger evidence does not verify from the genesis block: {exc}; fetch fresh "
                 "evidence from an honest ledger node"

@@ -506,10 +506,11 @@ class TrusteeNode:
     ``on_message`` accepts a :data:`TrusteeRequest` object or its schema encoding (bytes).
     Anything else, anything undecodable and any exception while handling a request is
     answered by a :class:`~.release.Refusal` (when the request names what it is about) or
-    dropped; the node goes on serving. Release answers are sealed to the reader
-    (:class:`~.release.SealedAnswer`) when :attr:`seal_answers` is True (the default).
-    ``faulty`` records authenticated requesters (a dispute request that verifies) whose
-    request made the handler fail unexpectedly.
+    dropped, and counted in :attr:`refused`; the node goes on serving. Requests are not
+    authenticated by the transport (the ledger evidence and, for a dispute, the request's
+    signature are what authorise them), so no sender is recorded as faulty here. Release
+    answers are sealed to the reader (:class:`~.release.SealedAnswer`) when
+    :attr:`seal_answers` is True (the default).
     """
 
     #: Seal release answers to the read's X25519 key (interface B).
@@ -518,8 +519,7 @@ class TrusteeNode:
     def __init__(self, trustee: Trustee, transport: Transport) -> None:
         self.trustee = trustee
         self.transport = transport
-        self.faulty: dict[str, str] = {}
-        self.dropped = 0
+        self.refused = 0
         if trustee.clock is None:
             trustee.clock = transport.now
         transport.set_handler(self.on_message)
@@ -529,16 +529,17 @@ class TrusteeNode:
         try:
             answer = self._answer(src, msg)
         except Exception as exc:  # the service boundary: never die on a peer
-            self.dropped += 1
-            answer = self._refusal(msg, exc)
-            if isinstance(msg, DisputeRequest) and not isinstance(exc, KairesError):
-                self.faulty[src] = f"{type(exc).__name__}: {exc}"[:256]
+            self.refused += 1
+            try:
+                answer = self._refusal(msg, exc)
+            except Exception:  # a request that cannot even be named is dropped
+                answer = None
         if answer is None:
             return
         try:
             self.transport.send(src, answer)
         except Exception:  # a transport failure must not stop the service
-            self.dropped += 1
+            self.refused += 1
 
     def _answer(self, src: str, msg: Any) -> Any:
         if isinstance(msg, bytes | bytearray | memoryview):
