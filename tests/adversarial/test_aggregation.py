@@ -1,0 +1,481 @@
+"""Adversarial tests of BFT Prio aggregation (issue 9: findings 1, 3, 4, 5, 7, 9/10, and the
+coordinator's first-wins collection).
+
+Each attacker plays with its role's capabilities only: the coordinator relays, drops,
+relabels and reorders messages; a Byzantine aggregator signs whatever it likes with its own
+key; a consumer drives the job and drafts receipts. Honest aggregators run unchanged code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kaires_fl import schema
+from kaires_fl.aggregation import job as job_mod
+from kaires_fl.aggregation.aggregator import (
+    REASON_INVALID_MEAS,
+    AggregatorJob,
+    Coin,
+    JobContext,
+    Published,
+    Reveal,
+    analyse_round1,
+    decide_job,
+    sign_message,
+)
+from kaires_fl.aggregation.job import (
+    Deliver,
+    PublishedSet,
+    ReceiptSignature,
+    RevealSet,
+    SealedShare,
+)
+from kaires_fl.aggregation.submission import seal_parts, sign_manifest
+from kaires_fl.arith.circuits import SumVec
+from kaires_fl.arith.flp import FlpBBCGGI19
+from kaires_fl.crypto.envelope import EnvelopeKeyPair
+from kaires_fl.crypto.sign import Identity
+from kaires_fl.errors import KairesError, ProtocolError
+from kaires_fl.ledger.jobs import sign_receipt
+from kaires_fl.schema import Elements
+from kaires_fl.simulation import LocalCommittee
+from kaires_fl.statistics import LinearRegressionStats
+
+D = 2
+STAT = LinearRegressionStats(
+    D, [-1, 1], [-1, 1], granularity="provider", max_rows=100, max_measurements=32
+)
+RNG = np.random.default_rng(9)
+DATA = {f"p{i}": (RNG.uniform(-1, 1, (8, D)), RNG.uniform(-1, 1, 8)) for i in range(5)}
+
+
+def _sums(labels: list[str]) -> np.ndarray:
+    X = np.concatenate([DATA[k][0] for k in labels])
+    return X.T @ X
+
+
+def _disclosures(c: LocalCommittee) -> list[Any]:
+    """Every key an aggregator disclosed through the coordinator (round 1 or 2)."""
+    out = []
+    for e in c.coordinator.log:
+        m = e.message
+        if isinstance(m, Reveal):
+            out.extend(m.keys)
+        elif isinstance(m, Published):
+            out.extend(m.unopened)
+    return out
+
+
+def _relay(c: LocalCommittee, rewrite: Any) -> None:
+    """Make the coordinator rewrite what it sends: ``rewrite(dst, msg) -> msg | None``."""
+    real = c.coordinator.send
+
+    def send(dst: str, msg: Any) -> None:
+        msg = rewrite(dst, msg)
+        if msg is not None:
+            real(dst, msg)
+
+    c.coordinator.send = send  # type: ignore[method-assign]
+
+
+# ----------------------------------------------------------------------------- finding 1
+
+
+def test_coordinator_relabelling_round1_messages_discloses_nothing_and_blames_no_one() -> None:
+    """Privacy (finding 1): the coordinator alone relays two honest round-1 messages with
+    their z relabelled (another shape, same bytes). The signature covers field, shape and
+    bytes, so the relabelled messages are not signed: with fewer than n − t valid messages
+    no honest aggregator decides, flags itself, or discloses a key."""
+    c = LocalCommittee()
+
+    def relabel(dst: str, msg: Any) -> Any:
+        if not isinstance(msg, PublishedSet):
+            return msg
+        out = []
+        for p in msg.messages:
+            if p.aggregator in (1, 2):
+                z = p.z
+                p = msgspec.structs.replace(p, z=Elements(z.field, (*z.shape, 1), z.data))
+            out.append(p)
+        return PublishedSet(msg.job, tuple(out))
+
+    _relay(c, relabel)
+    with pytest.raises(ProtocolError):
+        c.run_job(STAT, DATA)
+    assert _disclosures(c) == [], "an honest aggregator disclosed a key"
+    for svc in c.aggregators:
+        for st_ in svc.jobs.values():
+            assert st_.decision is None
+            assert st_.sent_reveal is None
+    c.close()
+
+
+# ----------------------------------------------------------------------------- finding 4
+
+
+def test_coordinator_and_a_byzantine_aggregator_withholding_and_corrupting_disclose_nothing() -> (
+    None
+):
+    """Privacy (finding 4): the coordinator withholds honest aggregator 3's round-1 message
+    and Byzantine aggregator 0 (signing with its own key) corrupts its z for the victim's
+    submission. The victim's column is inconsistent with only n − t values present: nobody
+    can be blamed, so nothing is decided and no honest holder discloses its key."""
+    c = LocalCommittee()
+    byz = c.aggregators[0]
+    victim = c.provider("p2").policy_id
+
+    def attack(dst: str, msg: Any) -> Any:
+        if not isinstance(msg, PublishedSet):
+            return msg
+        out = []
+        for p in msg.messages:
+            if p.aggregator == 3:
+                continue  # withheld
+            if p.aggregator == 0:
+                st_ = byz.jobs[msg.job]
+                s = [x.manifest.provider for x in st_.ctx.submissions].index(victim)
+                F = st_.ctx.flp.field
+                z = p.z.array(F)
+                z[s] = F.add(z[s], F.ones(()))
+                p = sign_message(msgspec.structs.replace(p, z=Elements.of(F, z)), byz.identity)
+            out.append(p)
+        return PublishedSet(msg.job, tuple(out))
+
+    _relay(c, attack)
+    with pytest.raises(ProtocolError):
+        c.run_job(STAT, DATA)
+    assert _disclosures(c) == [], "an honest aggregator disclosed the victim's key"
+    assert not any(isinstance(e.message, SealedShare) for e in c.coordinator.log)
+    c.close()
+
+
+# ----------------------------------------------------------------------------- finding 5
+
+
+def _core_job(faults: dict[int, str] | None = None) -> tuple[JobContext, list, list]:
+    flp = FlpBBCGGI19(SumVec(3, 4))
+    aggs = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(4)]
+    subs, keys = [], []
+    for p in range(4):
+        v = np.random.default_rng(p).integers(0, 16, (2, 3))
+        parts = seal_parts(
+            flp,
+            flp.valid.encode(v),
+            job="job",
+            provider=f"p{p}",
+            circuit="c",
+            n=4,
+            t=1,
+            fault=(faults or {}).get(p),
+        )
+        subs.append(
+            sign_manifest(
+                Identity.generate(), parts, job="job", provider=f"p{p}", circuit="c", write=f"w{p}"
+            )
+        )
+        keys.append(parts.keys)
+    ctx = JobContext(
+        job="job",
+        chain="chain",
+        flp=flp,
+        circuit="c",
+        n=4,
+        t=1,
+        aggregators=tuple(a.public.hex() for a in aggs),
+        consumer_key=EnvelopeKeyPair.generate().public,
+        providers=tuple(f"p{p}" for p in range(4)),
+        min_providers=1,
+        submissions=tuple(subs),
+    )
+    return ctx, keys, aggs
+
+
+def test_decisions_from_t_plus_one_messages_are_refused() -> None:
+    """Robustness (finding 5): the coordinator relays only t + 1 = 2 round-1 messages — an
+    honest one and a Byzantine one whose verifier shares it chose so that the out-of-range
+    provider's rows open to a passing verifier. Honest aggregators refuse to decide from
+    fewer than n − t messages instead of accepting the out-of-range value."""
+    ctx, keys, aggs = _core_job({1: "out_of_range"})
+    coin = Coin(b"coin" * 8)
+    F = ctx.flp.field
+    jobs = {i: AggregatorJob(ctx, i, aggs[i]) for i in range(4)}
+    for i, j in jobs.items():
+        j.open_parts({s: keys[s][i] for s in range(4)})
+    pubs = {i: j.publish(coin) for i, j in jobs.items()}
+    # Byzantine aggregator 0: its verifier share on the line through (x=2, honest 1's share)
+    # and (x=0, zero), so that the two shares open to the zero verifier, which passes.
+    v1 = pubs[1].verifier.array(F)
+    forged = F.mul(v1, F.inv(F.elements(2)))  # q(1) = v1 / 2
+    relayed = {
+        0: sign_message(msgspec.structs.replace(pubs[0], verifier=Elements.of(F, forged)), aggs[0]),
+        1: pubs[1],
+    }
+    assert ctx.flp.decide(F.zeros((2, ctx.flp.VERIFIER_LEN))).all()
+    with pytest.raises(ProtocolError, match="n − t"):
+        decide_job(ctx, coin, relayed, {}, me=1)
+    with pytest.raises(ProtocolError, match="n − t"):
+        analyse_round1(ctx, relayed)
+    # With every message the out-of-range provider is rejected and the liar named.
+    allp = {**pubs, 0: relayed[0]}
+    d = decide_job(ctx, coin, allp, {}, me=1)
+    assert dict(d.rejected)["p1"] == REASON_INVALID_MEAS and [i for i, _ in d.faulty] == [0]
+
+
+def test_two_byzantine_aggregators_forging_a_passing_verifier_get_no_result() -> None:
+    """Robustness (finding 5, honest coordinator): Byzantine aggregators 0 and 1 send early
+    round-1 messages claiming to be aggregators 2 and 3 (to displace theirs, first-wins) and
+    zero verifier shares for an out-of-range provider's rows. The coordinator keeps only
+    authentic messages, so all four real ones are opened together: the forgery is beyond
+    the code's reach and the job gives no result rather than a wrong one."""
+    c = LocalCommittee(faults={"provider": {1: "out_of_range"}})
+    bad = c.provider("p1").policy_id
+    for k in (0, 1):
+        svc = c.aggregators[k]
+        real_release = svc._release
+
+        def release(src: str, msg: Any, svc: Any = svc, real: Any = real_release) -> None:
+            real(src, msg)
+            st_ = svc.jobs[msg.job]
+            F, flp = st_.ctx.flp.field, st_.ctx.flp
+            S = len(st_.ctx.submissions)
+            for victim in (2, 3):
+                fake = Published(
+                    msg.job,
+                    victim,
+                    Elements.of(F, F.zeros((S,))),
+                    Elements.of(F, F.zeros((st_.ctx.rows, flp.VERIFIER_LEN))),
+                )
+                svc.t.send(src, sign_message(fake, svc.identity))
+
+        def publish(st_: Any, svc: Any = svc) -> None:
+            if st_.sent_published is not None:
+                return
+            p = st_.work.publish(st_.coin)
+            F = st_.ctx.flp.field
+            s = [x.manifest.provider for x in st_.ctx.submissions].index(bad)
+            off = st_.ctx.offsets
+            v = p.verifier.array(F)
+            v[off[s] : off[s + 1]] = 0
+            st_.sent_published = sign_message(
+                msgspec.structs.replace(p, verifier=Elements.of(F, v)), svc.identity
+            )
+            svc.t.send(st_.coordinator, st_.sent_published)
+
+        svc._release = release  # type: ignore[method-assign]
+        svc._publish = publish  # type: ignore[method-assign]
+    try:
+        r = c.run_job(STAT, DATA)
+    except ProtocolError:
+        r = None
+    if r is not None:  # only acceptable if the out-of-range provider was still rejected
+        assert "p1" in r.report["rejected"]
+    c.close()
+
+
+# ----------------------------------------------------------------------------- collection
+
+
+def test_forged_early_message_does_not_displace_the_real_one() -> None:
+    """Robustness: aggregator 0 sends the coordinator an early round-1 message claiming to
+    be aggregator 2's, signed with its own key. The coordinator keeps only messages signed
+    by the aggregator they name, so aggregator 2's real message is used and nobody is
+    blamed (first-wins by claimed index used to make aggregator 2 'not respond')."""
+    c = LocalCommittee()
+    svc = c.aggregators[0]
+    real_release = svc._release
+
+    def release(src: str, msg: Any) -> None:
+        real_release(src, msg)
+        st_ = svc.jobs[msg.job]
+        F, flp = st_.ctx.flp.field, st_.ctx.flp
+        fake = Published(
+            msg.job,
+            2,
+            Elements.of(F, F.zeros((len(st_.ctx.submissions),))),
+            Elements.of(F, F.zeros((st_.ctx.rows, flp.VERIFIER_LEN))),
+        )
+        svc.t.send(src, sign_message(fake, svc.identity))
+
+    svc._release = release  # type: ignore[method-assign]
+    r = c.run_job(STAT, DATA)
+    assert r.report["faulty_aggregators"] == {} and r.report["status"] == "done"
+    np.testing.assert_allclose(np.array(r.aggregate["xtx"], float), _sums(sorted(DATA)), atol=1e-8)
+    c.close()
+
+
+# ----------------------------------------------------------------------------- finding 7
+
+
+def test_no_share_is_delivered_against_a_receipt_that_is_not_the_own_decision() -> None:
+    """Fairness (finding 7): the consumer (driving the job) gives aggregators 2 and 3 a
+    round-1 set without aggregator 0's message, so their decision names 0 as silent, gets
+    it signed by them and by colluding aggregator 0, names honest aggregator 1's share in
+    it, commits it and asks 1 to deliver. Aggregator 1's decision is not that receipt: it
+    hands over nothing."""
+    c = LocalCommittee()
+    coord = c.coordinator
+    byz = c.aggregators[0]
+    h1 = c.aggregators[1]
+    state: dict[str, Any] = {}
+
+    def split(dst: str, msg: Any) -> Any:
+        if isinstance(msg, PublishedSet) and dst in (coord.aggregators[2], coord.aggregators[3]):
+            return PublishedSet(msg.job, tuple(p for p in msg.messages if p.aggregator != 0))
+        if isinstance(msg, RevealSet) and dst == coord.aggregators[0]:
+            return None  # aggregator 0 sits out the vote, so 2 and 3 form the majority
+        if isinstance(msg, Deliver) and dst == coord.aggregators[2]:
+            coord.t.send(coord.aggregators[1], msg)  # also ask aggregator 1
+        return msg
+
+    real_draft, real_collect = coord._draft, coord.collect
+
+    def draft(job_id: str, results: Any) -> Any:
+        receipt, agreeing = real_draft(job_id, results)
+        # name aggregator 1's share too (its hash came in its ResultShare)
+        shares = dict(receipt["shares"])
+        shares[coord.aggregator_keys[1]] = results[1].share_hash
+        from kaires_fl.crypto.sign import H
+        from kaires_fl.ledger.encoding import canonical
+
+        receipt["shares"] = shares
+        receipt["result_hash"] = H(b"kaires/aggregation/result", canonical(shares)).hex()
+        state["receipt"] = receipt
+        return receipt, agreeing
+
+    def collect(kind: Any, job: str, expected: int, timeout: Any = None, key: Any = None):
+        got = (
+            real_collect(kind, job, expected, timeout)
+            if key is None
+            else real_collect(kind, job, expected, timeout, key)
+        )
+        if kind is ReceiptSignature:  # the colluding aggregator signs the consumer's receipt
+            pub, sig = sign_receipt(byz.identity, c.client.chain, job, state["receipt"])
+            got[0] = ReceiptSignature(job, 0, pub, sig)
+        return got
+
+    _relay(c, split)
+    coord._draft = draft  # type: ignore[method-assign]
+    coord.collect = collect  # type: ignore[method-assign]
+    # (the consumer may then lack shares: aggregator 1's refusal ends its collection early)
+    with pytest.raises(ProtocolError):
+        c.run_job(STAT, DATA)
+    c.network.run_until(lambda: False, 1.0)
+    assert state["receipt"]["status"] == "done"
+    delivered = {
+        e.message.aggregator
+        for e in coord.log
+        if e.direction == "in" and isinstance(e.message, SealedShare)
+    }
+    assert 1 not in delivered, "aggregator 1 delivered against a receipt it did not decide"
+    assert any("not this aggregator's decision" in why for _, why in h1.errors)
+    c.close()
+
+
+# ----------------------------------------------------------------------------- findings 9/10
+
+
+def test_validly_signed_round1_message_with_a_wrongly_typed_field_blames_only_its_signer() -> None:
+    """Robustness (finding 10): Byzantine aggregator 0 signs a round-1 message whose
+    ``aggregator`` is the string "0" and another whose verifier is a list. Every honest
+    aggregator's decision goes on; the well-typed liar is named, the others ignored."""
+    ctx, keys, aggs = _core_job()
+    coin = Coin(b"coin" * 8)
+    F = ctx.flp.field
+    jobs = {i: AggregatorJob(ctx, i, aggs[i]) for i in range(4)}
+    for i, j in jobs.items():
+        j.open_parts({s: keys[s][i] for s in range(4)})
+    pubs = {i: j.publish(coin) for i, j in jobs.items()}
+    typed = sign_message(msgspec.structs.replace(pubs[0], aggregator="0"), aggs[0])
+    listy = sign_message(
+        msgspec.structs.replace(pubs[0], verifier=pubs[0].verifier.array(F).tolist()), aggs[0]
+    )
+    for bad in (typed, listy):
+        msgs = [bad, pubs[1], pubs[2], pubs[3]]
+        d = decide_job(ctx, coin, msgs, [], me=1)
+        assert d.accepted == ("p0", "p1", "p2", "p3") and [i for i, _ in d.faulty] == [0]
+
+
+@pytest.fixture(scope="module")
+def served() -> Any:
+    """A committee that ran one job, with the encoded messages its aggregators received."""
+    c = LocalCommittee()
+    r = c.run_job(STAT, DATA)
+    sent = [
+        schema.encode(e.message)
+        for e in c.coordinator.log
+        if e.direction == "out" and isinstance(e.message, job_mod.ToAggregator)
+    ]
+    yield c, r, sent
+    c.close()
+
+
+def _survives(c: LocalCommittee) -> None:
+    r = c.run_job(STAT, DATA)
+    assert r.report["status"] == "done" and r.report["faulty_aggregators"] == {}
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_fuzz_aggregator_on_message_never_dies(served: Any, data: Any) -> None:
+    """Robustness (findings 9/10): arbitrary bytes, mutated encodings of real coordinator
+    messages and arbitrary objects never raise out of ``AggregatorService.on_message``."""
+    c, _, sent = served
+    svc = c.aggregators[data.draw(st.integers(0, len(c.aggregators) - 1))]
+    kind = data.draw(st.sampled_from(["bytes", "mutated", "object"]))
+    if kind == "bytes":
+        payload: Any = data.draw(st.binary(max_size=512))
+    elif kind == "mutated":
+        raw = bytearray(data.draw(st.sampled_from(sent)))
+        for _ in range(data.draw(st.integers(1, 8))):
+            k = data.draw(st.integers(0, len(raw) - 1))
+            raw[k] = data.draw(st.integers(0, 255))
+        payload = bytes(raw[: data.draw(st.integers(0, len(raw)))])
+    else:
+        job = data.draw(st.sampled_from([*svc.jobs, "x", 5, None]))
+        payload = data.draw(
+            st.sampled_from(
+                [
+                    PublishedSet(job, (None, 3, "z")),  # type: ignore[arg-type]
+                    RevealSet(job, ({"a": 1},)),  # type: ignore[arg-type]
+                    job_mod.ReceiptDraft(job, b"\xff\x00"),
+                    job_mod.ReceiptDraft(job, b"[1, 2]"),
+                    Deliver(job),
+                    job_mod.StartJob(job, (b"junk",)),  # type: ignore[arg-type]
+                    job_mod.ReadCommitted(job, ((0, "share"),)),
+                    object(),
+                ]
+            )
+        )
+    svc.on_message(c.coordinator.aggregators[0], payload)  # must not raise
+
+
+def test_the_service_still_works_after_the_fuzz(served: Any) -> None:
+    """Robustness: after hostile messages, the aggregators still run a job correctly."""
+    c, _, sent = served
+    for svc in c.aggregators:
+        for raw in sent:
+            svc.on_message("coordinator", raw[: len(raw) // 2])
+            svc.on_message("coordinator", raw)  # a replayed message of a finished job
+    _survives(c)
+
+
+def test_decoding_peer_bytes_raises_only_typed_errors() -> None:
+    """Robustness: the aggregation schema decodes hostile bytes into EncodingError only."""
+
+    @given(st.binary(max_size=256))
+    @settings(max_examples=200, deadline=None)
+    def run(raw: bytes) -> None:
+        for t in (job_mod.ToAggregator, job_mod.ToCoordinator):
+            with contextlib.suppress(KairesError):  # anything else fails the test
+                schema.decode(raw, t)
+
+    run()
