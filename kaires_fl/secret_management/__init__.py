@@ -5,11 +5,16 @@ DKG (:mod:`.dkg`, Gennaro et al.'s Pedersen/Feldman DKG with complaints; bad dea
 excluded and named). Providers CALYPSO-write per-aggregator keys to X, bound to their
 policy and the job (:mod:`.write`); the ledger checks the write proof on commit
 (:mod:`.contracts`). A reader named by a committed job commits a read, and **every**
-trustee checks the ledger evidence itself before re-encrypting its shares to the reader's
-key with one batched DLEQ proof per read (:mod:`.trustee`); the reader verifies each
-trustee's batch, locates and names the bad shares and combines any t + 1
-(:mod:`.release`). The trustees also run a threshold VRF giving each job a coin once its
-inputs are closed (:mod:`.coin`).
+trustee checks the (fresh) ledger evidence and the reader's proof of knowledge of its key
+itself before re-encrypting its shares to the reader's key with one batched DLEQ proof per
+read, sealed to the reader (:mod:`.trustee`); the reader verifies each trustee's batch,
+locates and names the bad shares and combines any t + 1 (:mod:`.release`). A single
+(write, slot) key can be decrypted publicly for a dispute (:mod:`.dispute`). The trustees
+also run a threshold VRF giving each job a coin once its inputs are closed (:mod:`.coin`).
+
+Old trustees after a reshare: :meth:`TrusteeCommittee.reshare` stops the old nodes, but
+their DKG shares are not erased by the protocol (an operator must delete them); t + 1 old
+shares still reconstruct x. Proactive refresh with verified erasure is not implemented.
 
 Public API (what the aggregation, provider and consumer roles call)
 -------------------------------------------------------------------
@@ -34,13 +39,22 @@ ledger's default registry. ``client`` is a
                                     [aggregator_slot(i) for i in range(n_aggs)])
     # keys: {"aggregator:<i>": 32-byte key}; write_id goes in the manifest
 
-    # coordinator / consumer / an aggregator (step 3): inputs closed
+    # consumer (or 2t + 1 aggregators co-signing) (step 3): inputs closed
     root = close_inputs(client, signer: Identity, job_id, manifests: [hex], writes: [ids])
 
     # aggregator i (step 4): one batched release for all its keys
     res = committee.release(client, reader: Identity, reader_key: EnvelopeKeyPair,
                             job_id, aggregator_slot(i), write_ids, *, timeout=1.0)
     res.keys[write_id] -> bytes ; res.faulty -> {trustee: reason} ; res.refused
+
+    # a reader's own read (what an aggregator service does): the payload proves knowledge
+    # of its key; answers arrive as SealedAnswer, opened with open_answer(msg, keypair)
+    payload = read_payload(lts.id, job_id, slot, keypair, write_ids)
+
+    # dispute decryption of one (write, slot): see kaires_fl.secret_management.dispute
+    req = dispute_request(client, identity, lts.id, job_id, read_id, write_id, slot)
+    proof, key, faulty = combine_dispute(shares, lts, write_entry, job_id, write_id, slot)
+    key = written_key(proof, lts, write_entry, job_id)      # anyone, InvalidProof if bad
 
     # coin (step 5.1)
     seed, faulty = committee.coin(client, job_id, *, timeout=1.0)   # 32-byte seed
@@ -77,6 +91,14 @@ from kaires_fl.secret_management.contracts import (
     read_key,
     write_key,
 )
+from kaires_fl.secret_management.dispute import (
+    DisputeRequest,
+    DisputeShare,
+    WrittenKeyProof,
+    combine_dispute,
+    dispute_request,
+    written_key,
+)
 from kaires_fl.secret_management.dkg import DkgResult, make_participants, run_dkg
 from kaires_fl.secret_management.evidence import StateEvidence, prove_entries
 from kaires_fl.secret_management.release import (
@@ -85,8 +107,10 @@ from kaires_fl.secret_management.release import (
     ReleaseRequest,
     ReleaseResponse,
     ReleaseResult,
+    SealedAnswer,
     combine_release,
     evidence_keys,
+    open_answer,
     read_payload,
 )
 from kaires_fl.secret_management.reshare import run_reshare
@@ -113,23 +137,29 @@ __all__ = [
     "WRITE_KIND",
     "CoinRequest",
     "CoinShare",
+    "DisputeRequest",
+    "DisputeShare",
     "DkgResult",
     "LtsInfo",
     "Refusal",
     "ReleaseRequest",
     "ReleaseResponse",
     "ReleaseResult",
+    "SealedAnswer",
     "StateEvidence",
     "Trustee",
     "TrusteeCommittee",
     "TrusteeNode",
     "WriteEntry",
+    "WrittenKeyProof",
     "aggregator_slot",
     "check_read",
     "close_inputs",
     "coin_share",
     "combine_coin",
+    "combine_dispute",
     "combine_release",
+    "dispute_request",
     "evidence_keys",
     "inputs_key",
     "inputs_root",
@@ -138,6 +168,7 @@ __all__ = [
     "make_participants",
     "make_trustee",
     "make_write",
+    "open_answer",
     "prove_entries",
     "provider_write",
     "read_key",
@@ -146,4 +177,5 @@ __all__ = [
     "run_reshare",
     "verify_write",
     "write_key",
+    "written_key",
 ]

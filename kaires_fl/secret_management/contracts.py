@@ -21,23 +21,29 @@ State entries (all values JSON, bytes as lowercase hex):
   and its signers satisfy its ``calypso.write`` rule (``_evolve`` if it has none); every
   write proof verifies for its label (so a ciphertext moved from another policy, job or
   slot is refused); for a job-bound write, the job is committed, includes the policy and
-  each slot names one of its readers.
+  the write carries exactly one key per aggregator slot of the job (and optionally
+  ``consumer``).
 
 ``calypso/inputs/<job>`` — ``calypso.inputs``: inputs closed (protocol step 3)::
 
     {"job", "manifests": [hex …], "writes": [write id …], "root", "height"}
 
-  Signed by the job's consumer or one of its aggregators, once per job; ``root`` is
+  Signed by the job's consumer, or co-signed by at least :func:`inputs_quorum` (2t + 1)
+  of its aggregators, once per job; one manifest per write, both distinct; every write
+  usable by the job (:func:`check_write_for_job`, which requires a key for every
+  aggregator slot); only the consumer may close an empty set. ``root`` is
   :func:`inputs_root` (the coin is evaluated on it).
 
 ``calypso/read/<id>`` — ``calypso.read``: a reader's request for keys, the record of the
 release (nothing is released without it)::
 
-    {"job", "slot", "recipient", "writes": [write id …], "reader", "height"}
+    {"lts", "job", "slot", "recipient", "writes": [write id …], "pok", "reader", "height"}
 
   Signed by the reader the job names for ``slot`` (aggregator i's Ed25519 key, or the
-  consumer); ``recipient`` must be the X25519 key the job names for that reader; the
-  checks of :func:`check_read` must pass (the trustees repeat them on their own).
+  consumer); ``recipient`` must be the X25519 key the job names for that reader and
+  ``pok`` the reader's proof of knowledge of the derived group key, bound to the LTS, job,
+  slot, key and writes (:func:`.release.prove_reader_key`); the checks of
+  :func:`check_read` must pass (the trustees repeat them on their own).
 
 Reader keys: the consumer's is the job's ``consumer_key``; aggregator i's is
 ``job["params"]["aggregator_keys"][i]`` (X25519, hex) — the job must name them there.
@@ -298,9 +304,8 @@ def check_read(
 def inputs_quorum(job: Mapping[str, Any]) -> int:
     """Aggregator signatures that may close ``job``'s inputs without its consumer: 2t + 1.
 
-    t is the most faults the job's n aggregators tolerate (n ≥ 3t + 1); a registered
-    committee's t when the job names one (``params["degree"]``), never fewer than the
-    BFT bound for n, so a consumer's parameters cannot lower it.
+    t = ⌊(n − 1)/3⌋, the most faults n aggregators tolerate (n ≥ 3t + 1), whatever the
+    job's parameters say, so a consumer's choice cannot lower it.
     """
     n = len(job["aggregators"])
     t = (n - 1) // 3
