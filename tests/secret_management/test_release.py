@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import pytest
 from trustee_world import ident, make_world
 
@@ -50,7 +51,7 @@ def test_happy_path_batched_release_every_slot(job_world):
 def test_release_is_recorded_on_the_ledger(job_world):
     w, job, written = job_world
     ids = list(written)
-    payload = read_payload(w.committee.lts.id, job, "aggregator:2", w.agg_keys[2].public, ids)
+    payload = read_payload(w.committee.lts.id, job, "aggregator:2", w.agg_keys[2], ids)
     read_id = w.client.execute(w.aggregators[2], READ_KIND, payload).tx_id
     entry = w.client.get(read_key(read_id))
     assert entry["recipient"] == w.agg_keys[2].public.hex()
@@ -142,7 +143,7 @@ def test_no_committed_job(world):
     w = world
     wa, _ = w.write("alice", "")
     fake_job = H(b"no such job").hex()
-    payload = read_payload(w.committee.lts.id, fake_job, "aggregator:0", w.agg_keys[0].public, [wa])
+    payload = read_payload(w.committee.lts.id, fake_job, "aggregator:0", w.agg_keys[0], [wa])
     with pytest.raises(LedgerError, match="not committed"):
         _refused(w).execute(w.aggregators[0], READ_KIND, payload)
     read_id, reason = _forced_read(w, w.aggregators[0], payload)
@@ -157,7 +158,7 @@ def test_job_for_another_recipient(job_world):
     ids = list(written)
     mallory = EnvelopeKeyPair.from_seed(H(b"mallory"))
     # aggregator 0 asks for its keys to go to another key: the ledger refuses ...
-    payload = read_payload(w.committee.lts.id, job, "aggregator:0", mallory.public, ids)
+    payload = read_payload(w.committee.lts.id, job, "aggregator:0", mallory, ids)
     with pytest.raises(LedgerError, match="recipient key"):
         _refused(w).execute(w.aggregators[0], READ_KIND, payload)
     read_id, _ = _forced_read(w, w.aggregators[0], payload)
@@ -165,7 +166,7 @@ def test_job_for_another_recipient(job_world):
     errs = _ask_all(w, read_id, ev)
     assert all("not committed" in str(e) for e in errs)
     # ... and an outsider cannot read slot 0 even with aggregator 0's key named
-    payload = read_payload(w.committee.lts.id, job, "aggregator:0", w.agg_keys[0].public, ids)
+    payload = read_payload(w.committee.lts.id, job, "aggregator:0", w.agg_keys[0], ids)
     with pytest.raises(LedgerError, match="not signed by that reader"):
         _refused(w).execute(ident("outsider"), READ_KIND, payload)
 
@@ -174,7 +175,7 @@ def test_read_cannot_be_redirected(job_world):
     """A committed read's shares are re-encrypted to the job's key, useless to anyone else."""
     w, job, written = job_world
     ids = list(written)
-    payload = read_payload(w.committee.lts.id, job, "aggregator:1", w.agg_keys[1].public, ids)
+    payload = read_payload(w.committee.lts.id, job, "aggregator:1", w.agg_keys[1], ids)
     read_id = w.client.execute(w.aggregators[1], READ_KIND, payload).tx_id
     with pytest.raises(ProtocolError, match="not the one the read names"):
         w.committee.fetch(w.client, read_id, w.agg_keys[2])
@@ -185,9 +186,9 @@ def test_refused_read_is_not_released_even_with_other_evidence(job_world):
     w, job, written = job_world
     ids = list(written)
     mallory = EnvelopeKeyPair.from_seed(H(b"mallory2"))
-    payload = read_payload(w.committee.lts.id, job, "aggregator:0", mallory.public, ids)
+    payload = read_payload(w.committee.lts.id, job, "aggregator:0", mallory, ids)
     read_id, _ = _forced_read(w, w.aggregators[0], payload)
-    good = read_payload(w.committee.lts.id, job, "aggregator:0", w.agg_keys[0].public, ids)
+    good = read_payload(w.committee.lts.id, job, "aggregator:0", w.agg_keys[0], ids)
     good_id = w.client.execute(w.aggregators[0], READ_KIND, good).tx_id
     ev_good = prove_entries(w.client, evidence_keys(w.committee.lts.id, good_id, job, ids))
     errs = _ask_all(w, read_id, ev_good)
@@ -212,7 +213,7 @@ def test_revoked_policy(world):
     with pytest.raises(LedgerError, match="not usable"):
         close_inputs(_refused(w), w.consumer, job, mans, [wa, wc])
     w.close(job, [wa])
-    payload = read_payload(w.committee.lts.id, job, "aggregator:0", w.agg_keys[0].public, [wc])
+    payload = read_payload(w.committee.lts.id, job, "aggregator:0", w.agg_keys[0], [wc])
     with pytest.raises(LedgerError):
         _refused(w).execute(w.aggregators[0], READ_KIND, payload)
     read_id, reason = _forced_read(w, w.aggregators[0], payload)
@@ -239,9 +240,7 @@ def test_job_from_before_revocation_replayed():
         w.client, w.aggregators[0], w.agg_keys[0], old_job, "aggregator:0", [w_old]
     )
     assert ok.keys[w_old] == k_old["aggregator:0"]
-    payload = read_payload(
-        w.committee.lts.id, old_job, "aggregator:0", w.agg_keys[0].public, [w_new]
-    )
+    payload = read_payload(w.committee.lts.id, old_job, "aggregator:0", w.agg_keys[0], [w_new])
     with pytest.raises(LedgerError, match="not among the closed inputs"):
         _refused(w).execute(w.aggregators[0], READ_KIND, payload)
     read_id, _ = _forced_read(w, w.aggregators[0], payload)
@@ -259,7 +258,7 @@ def test_job_from_before_revocation_replayed():
 def test_forged_evidence(job_world):
     w, job, written = job_world
     ids = list(written)
-    payload = read_payload(w.committee.lts.id, job, "aggregator:3", w.agg_keys[3].public, ids)
+    payload = read_payload(w.committee.lts.id, job, "aggregator:3", w.agg_keys[3], ids)
     read_id = w.client.execute(w.aggregators[3], READ_KIND, payload).tx_id
     ev = prove_entries(w.client, evidence_keys(w.committee.lts.id, read_id, job, ids))
     # 1. change the proven read entry's recipient
@@ -271,12 +270,20 @@ def test_forged_evidence(job_world):
     forged_block = dataclasses.replace(blk, cert=forged_cert)
     # 3. claim the inputs are absent / another job
     cases = [
-        StateEvidence((forged_read, *ev.proofs[1:])),
-        StateEvidence(tuple(dataclasses.replace(p, block=forged_block) for p in ev.proofs)),
-        StateEvidence(
+        StateEvidence.of((forged_read, *ev.proofs[1:])),
+        StateEvidence.of(tuple(dataclasses.replace(p, block=forged_block) for p in ev.proofs)),
+        StateEvidence.of(
             (ev.proofs[0], dataclasses.replace(ev.proofs[1], value=None), *ev.proofs[2:])
         ),
-        StateEvidence(ev.proofs[:1]),
+        StateEvidence.of(ev.proofs[:1]),
+        # 4. an entry whose value bytes were swapped for another entry's
+        msgspec.structs.replace(
+            ev,
+            entries=(
+                msgspec.structs.replace(ev.entries[0], value=ev.entries[1].value),
+                *ev.entries[1:],
+            ),
+        ),
     ]
     for case in cases:
         errs = _ask_all(w, read_id, case)
@@ -289,9 +296,7 @@ def test_evidence_from_another_ledger_is_refused(job_world):
     ojob = other.create_job(["alice"])
     ow, _ = other.write("alice", ojob)
     other.close(ojob, [ow])
-    payload = read_payload(
-        other.committee.lts.id, ojob, "aggregator:0", other.agg_keys[0].public, [ow]
-    )
+    payload = read_payload(other.committee.lts.id, ojob, "aggregator:0", other.agg_keys[0], [ow])
     rid = other.client.execute(other.aggregators[0], READ_KIND, payload).tx_id
     ev = prove_entries(other.client, evidence_keys(other.committee.lts.id, rid, ojob, [ow]))
     errs = _ask_all(w, rid, ev)
@@ -356,7 +361,9 @@ def test_write_contract_rejects_ciphertext_moved_to_another_policy(world):
     lts = w.committee.lts
     job = w.create_job(["alice", "bob"])
     va = w.client.get(darc_key(w.pid("alice")))["version"]
-    entry, _ = make_write(lts.X, lts.id, w.pid("alice"), va, job, ["aggregator:0"])
+    entry, _ = make_write(
+        lts.X, lts.id, w.pid("alice"), va, job, [f"aggregator:{i}" for i in range(4)]
+    )
     moved = {
         **entry.to_payload(),
         "policy": w.pid("bob"),
@@ -369,7 +376,9 @@ def test_write_contract_rejects_ciphertext_moved_to_another_policy(world):
         _refused(w).execute(w.providers["bob"], WRITE_KIND, entry.to_payload())
     # a write for a job that does not include the provider is refused
     job2 = w.create_job(["bob"])
-    e2, _ = make_write(lts.X, lts.id, w.pid("alice"), va, job2, ["aggregator:0"])
+    e2, _ = make_write(
+        lts.X, lts.id, w.pid("alice"), va, job2, [f"aggregator:{i}" for i in range(4)]
+    )
     with pytest.raises(LedgerError, match="does not include provider"):
         _refused(w).execute(w.providers["alice"], WRITE_KIND, e2.to_payload())
 
@@ -399,6 +408,6 @@ def test_read_must_be_sent_by_the_reader(job_world):
     refuses a read in which the job's reader is only a co-signer."""
     w, job, written = job_world
     ids = list(written)
-    payload = read_payload(w.committee.lts.id, job, "aggregator:3", w.agg_keys[3].public, ids)
+    payload = read_payload(w.committee.lts.id, job, "aggregator:3", w.agg_keys[3], ids)
     with pytest.raises(LedgerError, match="not signed by that reader"):
         _refused(w).execute(ident("outsider"), READ_KIND, payload, cosigners=[w.aggregators[3]])

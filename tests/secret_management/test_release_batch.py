@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import pytest
 from trustee_world import make_world
 
@@ -31,9 +32,7 @@ def _three_writes(faults, seed, n_trustees=4, t=1):
 
 
 def _answers(w, job, ids, slot=0):
-    payload = read_payload(
-        w.committee.lts.id, job, f"aggregator:{slot}", w.agg_keys[slot].public, ids
-    )
+    payload = read_payload(w.committee.lts.id, job, f"aggregator:{slot}", w.agg_keys[slot], ids)
     read_id = w.client.execute(w.aggregators[slot], READ_KIND, payload).tx_id
     ev = prove_entries(w.client, evidence_keys(w.committee.lts.id, read_id, job, ids))
     req = ReleaseRequest(read_id, ev)
@@ -83,9 +82,9 @@ def test_tampered_batch_answers_are_named():
     bad = dict(answers)
     # reordered shares (the batch proof covers the read's order), a value swapped in from
     # another trustee, and a share that is not a point
-    bad[0] = dataclasses.replace(a0, shares=(s[1], s[0], s[2]))
-    bad[1] = dataclasses.replace(a1, shares=(a1.shares[0], a0.shares[1], a1.shares[2]))
-    bad[3] = dataclasses.replace(a3, shares=(*a3.shares[:2], (ids[2], ReencryptedValue(b"x"))))
+    bad[0] = msgspec.structs.replace(a0, shares=(s[1], s[0], s[2]))
+    bad[1] = msgspec.structs.replace(a1, shares=(a1.shares[0], a0.shares[1], a1.shares[2]))
+    bad[3] = msgspec.structs.replace(a3, shares=(*a3.shares[:2], (ids[2], ReencryptedValue(b"x"))))
     with pytest.raises(ProtocolError, match="t \\+ 1"):
         combine_release(bad, read_id, read, writes, w.committee.lts, rcpt)
     bad[3] = a3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import pytest
 
 from kaires_fl.crypto.elgamal import RecipientKey, combine, reencrypt_share
@@ -113,7 +114,7 @@ def test_coin_unique_from_any_t_plus_1(dkg):
 def test_coin_names_wrong_and_silent_trustees(dkg):
     _, pubs = _pub(dkg)
     good = {j: coin_share(j, dkg[j].share, pubs[j], "L", "J", "R") for j in range(4)}
-    wrong_value = dataclasses.replace(
+    wrong_value = msgspec.structs.replace(
         good[1], share=dataclasses.replace(good[1].share, value=good[1].share.value + Point.base())
     )
     wrong_root = coin_share(2, dkg[2].share, pubs[2], "L", "J", "R2")

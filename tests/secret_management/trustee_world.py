@@ -91,7 +91,12 @@ class World:
     def write(self, provider: str, job: str) -> tuple[str, dict[str, bytes]]:
         slots = [aggregator_slot(i) for i in range(len(self.aggregators))] + ["consumer"]
         return provider_write(
-            self.client, self.providers[provider], self.committee.lts, self.pid(provider), job, slots
+            self.client,
+            self.providers[provider],
+            self.committee.lts,
+            self.pid(provider),
+            job,
+            slots,
         )
 
     def close(self, job: str, writes: list[str]) -> str:
@@ -99,8 +104,10 @@ class World:
         return close_inputs(self.client, self.consumer, job, mans, writes)
 
 
-def make_world(n_trustees: int = 4, t: int = 1, faults=None, dkg_faults=None, seed=0) -> World:
-    ledger = LocalLedger(n=4, seed=seed, config=LedgerConfig(view_timeout=0.05))
+def make_world(
+    n_trustees: int = 4, t: int = 1, faults=None, dkg_faults=None, seed=0, registry=None
+) -> World:
+    ledger = LocalLedger(n=4, seed=seed, config=LedgerConfig(view_timeout=0.05), registry=registry)
     client = ledger.client()
     committee = TrusteeCommittee.setup(
         client, n_trustees, t, faults=faults, dkg_faults=dkg_faults, seed=str(seed).encode()
