@@ -313,10 +313,14 @@ class AggregatorService:
         cid = circuit_id(job["statistic"], job["params"]["statistic"])
         n, t = len(job["aggregators"]), int(job["params"]["degree"])
         cap = max_batch(stat, job)
+        # One canonical order (by manifest hash, as the inputs record them) whatever order
+        # the relay chose: a relay that sent each aggregator another order would otherwise
+        # misalign the z columns and make honest aggregators look off the polynomial.
         subs = tuple(msg.submissions)
+        if not all(isinstance(s, SealedSubmission) for s in subs):
+            raise InvalidSubmission("a StartJob carries sealed submissions only")
+        subs = tuple(sorted(subs, key=lambda s: s.manifest.hash))
         for s in subs:
-            if not isinstance(s, SealedSubmission):
-                raise InvalidSubmission("a StartJob carries sealed submissions only")
             s.check(n, parts=[self.index], max_batch=cap)
             m = s.manifest
             if m.job != msg.job or m.circuit != cid or m.provider not in job["providers"]:

@@ -117,6 +117,25 @@ def test_coordinator_relabelling_round1_messages_discloses_nothing_and_blames_no
     c.close()
 
 
+def test_coordinator_reordering_submissions_for_one_aggregator_discloses_nothing() -> None:
+    """Privacy: the coordinator sends aggregator 3 the job's submissions in another order.
+    Every aggregator sorts them canonically (as the closed inputs list them), so the z
+    columns stay aligned: nobody is flagged, nothing is disclosed, the result is right."""
+    c = LocalCommittee()
+    victim = c.coordinator.aggregators[3]
+
+    def reorder(dst: str, msg: Any) -> Any:
+        if isinstance(msg, job_mod.StartJob) and dst == victim:
+            return job_mod.StartJob(msg.job, tuple(reversed(msg.submissions)))
+        return msg
+
+    _relay(c, reorder)
+    r = c.run_job(STAT, DATA)
+    assert _disclosures(c) == [] and r.report["faulty_aggregators"] == {}
+    np.testing.assert_allclose(np.array(r.aggregate["xtx"], float), _sums(sorted(DATA)), atol=1e-8)
+    c.close()
+
+
 # ----------------------------------------------------------------------------- finding 4
 
 
