@@ -118,6 +118,7 @@ def _replay(state: State, block: Block, registry: ContractRegistry) -> None:
     view = StateView(state)
     hd = block.header
     for i, (tx, res) in enumerate(zip(block.txs, block.results, strict=True)):
+        tx.check_bounds()
         tx.verify_signatures()
         check_counter(view, tx)
         mine = execute_tx(view, tx, registry, hd.height, hd.time_ms)

@@ -14,12 +14,16 @@ final: no header chain is needed to check an inclusion proof.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from kaires_fl.crypto.sign import H, verify
-from kaires_fl.errors import AuditError, ConfigError, EncodingError, InvalidProof
+import msgspec
+
+from kaires_fl import schema
+from kaires_fl.crypto.sign import H
+from kaires_fl.errors import AuditError, ConfigError, EncodingError
 from kaires_fl.ledger.encoding import (
     canonical,
     decode_canonical,
@@ -32,7 +36,6 @@ from kaires_fl.ledger.encoding import (
 from kaires_fl.ledger.merkle import merkle_root
 from kaires_fl.ledger.tx import Tx
 
-COMMIT_CONTEXT = b"kaires/ledger/commit"
 #: Largest roster (and certificate) a decoder accepts.
 MAX_ROSTER = 1 << 16
 #: Most transactions a block record may hold.
@@ -75,6 +78,11 @@ class Genesis:
     @property
     def n(self) -> int:
         return len(self.roster)
+
+    @cached_property
+    def roster_keys(self) -> tuple[bytes, ...]:
+        """The roster's public keys as bytes."""
+        return tuple(bytes.fromhex(k) for k in self.roster)
 
     @property
     def quorum(self) -> int:
@@ -236,10 +244,55 @@ class Block:
         return block
 
 
-def commit_message(chain: str, height: int, view: int, block_hash: bytes) -> bytes:
-    return H(
-        b"commit", chain.encode(), height.to_bytes(8, "big"), view.to_bytes(8, "big"), block_hash
-    )
+def consensus_context(kind: str, chain: str) -> bytes:
+    """Signing context of consensus message ``kind`` ("vote", "view", "proposal") on
+    ``chain``: a signature on one ledger is worth nothing on another."""
+    return b"kaires/ledger/" + kind.encode() + b"/" + chain.encode()
+
+
+class Vote(schema.Message, frozen=True):
+    """A roster node's prepare or commit vote for block ``block_hash`` at (height, view).
+
+    Signed with :func:`kaires_fl.schema.sign` under ``consensus_context("vote", chain)``.
+    A quorum of commit signatures is a block's :class:`Certificate`, which keeps only
+    (voter, signature) pairs and rebuilds each vote to check it.
+    """
+
+    phase: Literal["prepare", "commit"]
+    height: U63
+    view: U63
+    block_hash: schema.Bytes32
+    voter: schema.Index
+    signature: schema.Signature = b""
+
+
+#: A height, view or time on the wire (schema.U64's bound does not fit msgspec's int64
+#: constraints, so the ledger uses 63 bits, which is also what its records allow).
+U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
+_DECODED: OrderedDict[bytes, Block] = OrderedDict()
+_DECODED_MAX = 64
+
+
+def decode_block(data: bytes) -> Block:
+    """:meth:`Block.from_bytes`, memoised on the bytes (decoding is a pure function of
+    them and a Block is immutable): every node of an in-process committee that receives
+    the same proposal shares one decoding. Raises EncodingError like ``from_bytes``."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    block = _DECODED.get(data)
+    if block is None:
+        block = Block.from_bytes(data)
+        remember_block(block)
+    return block
+
+
+def remember_block(block: Block) -> None:
+    """Make ``decode_block(block.encoded)`` return ``block`` (the sender's own decoding)."""
+    _DECODED[block.encoded] = block
+    if len(_DECODED) > _DECODED_MAX:
+        _DECODED.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -263,17 +316,17 @@ class Certificate:
         if block_hash is not None and block_hash != self.block_hash:
             raise AuditError(f"certificate of height {self.height} is for another block")
         seen: set[int] = set()
-        msg = commit_message(genesis.chain_id, self.height, self.view, self.block_hash)
+        ctx = consensus_context("vote", genesis.chain_id)
+        keys, n = genesis.roster_keys, genesis.n
         for idx, sig in self.votes:
-            if not 0 <= idx < genesis.n or idx in seen:
+            if not 0 <= idx < n or idx in seen:
                 raise AuditError(f"certificate signer index {idx} is unknown or repeated")
             seen.add(idx)
-            try:
-                verify(bytes.fromhex(genesis.roster[idx]), COMMIT_CONTEXT, msg, sig)
-            except InvalidProof as exc:
+            vote = Vote("commit", self.height, self.view, self.block_hash, idx, sig)
+            if not schema.verify(vote, keys[idx], ctx):
                 raise AuditError(
                     f"certificate signature of node {idx} on height {self.height} is invalid"
-                ) from exc
+                )
         if len(seen) < genesis.quorum:
             raise AuditError(
                 f"certificate of height {self.height} has {len(seen)} signatures, "

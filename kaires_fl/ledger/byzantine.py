@@ -8,6 +8,8 @@ Behaviours (:data:`BEHAVIOURS`):
   (bad signatures, validly signed votes for random blocks, bogus view changes, a huge
   claimed height, forged sync answers), while following the protocol otherwise;
 - ``"silent"``: receives but never sends (a crash that keeps its timers);
+- ``"badblock"``: as leader, signs and proposes blocks whose state root is wrong (they
+  do not re-execute); honest nodes refuse them and record it as faulty;
 - ``"backdate"``: as leader, dates its blocks just after the previous block (as far in
   the past as monotonic time allows), e.g. to authorise a job on an expired policy;
 - ``"byzantine"``: ``"equivocate"`` and ``"garbage"`` together (what
@@ -20,22 +22,27 @@ import os
 from dataclasses import replace
 from typing import Any
 
+from kaires_fl import schema
 from kaires_fl.errors import ConfigError
-from kaires_fl.ledger.block import Block, BlockHeader, Certificate
+from kaires_fl.ledger.block import (
+    Block,
+    BlockHeader,
+    decode_block,
+    decode_certified,
+    encode_certified,
+    remember_block,
+)
 from kaires_fl.ledger.consensus import (
-    PROPOSAL_CONTEXT,
     Proposal,
     Status,
     SyncRequest,
     SyncResponse,
     ViewChange,
     Vote,
-    vote_context,
-    vote_message,
 )
 from kaires_fl.ledger.node import LedgerNode
 
-BEHAVIOURS = ("equivocate", "garbage", "silent", "backdate", "byzantine")
+BEHAVIOURS = ("equivocate", "garbage", "silent", "backdate", "badblock", "byzantine")
 
 
 class ByzantineNode(LedgerNode):
@@ -54,7 +61,7 @@ class ByzantineNode(LedgerNode):
         if self.behaviour == "silent":
             return
         if self.behaviour in ("garbage", "byzantine") and isinstance(msg, SyncResponse):
-            msg = SyncResponse(tuple(_forge(b, c) for b, c in msg.blocks), msg.more)
+            msg = SyncResponse(tuple(_forge(raw) for raw in msg.blocks), msg.more)
         super()._send(dst, msg)
 
     def _block_time(self) -> int:
@@ -63,29 +70,43 @@ class ByzantineNode(LedgerNode):
         return super()._block_time()
 
     def _sign_vote(self, phase: str, view: int, block_hash: bytes) -> Vote:
-        h = self.height + 1
-        sig = self.identity.sign(
-            vote_context(phase), vote_message(self.chain, phase, h, view, block_hash)
-        )
-        return Vote(phase, h, view, block_hash, self.index, sig)
+        vote = Vote(phase, self.height + 1, view, block_hash, self.index)  # type: ignore[arg-type]
+        return schema.sign(vote, self.identity, self.contexts["vote"])
 
     def _send_proposal(self, p: Proposal) -> None:
+        if self.behaviour == "badblock":
+            block = decode_block(p.block)
+            bad = Block(
+                replace(block.header, state_root=os.urandom(32).hex()), block.txs, block.results
+            )
+            super()._send_proposal(
+                schema.sign(
+                    Proposal(p.height, p.view, p.proposer, bad.encoded, p.justification),
+                    self.identity,
+                    self.contexts["proposal"],
+                )
+            )
+            return
         if self.behaviour not in ("equivocate", "byzantine"):
             super()._send_proposal(p)
             return
-        other = replace(p.block.header, time_ms=p.block.header.time_ms + 1)
-        twin = Block(other, p.block.txs, p.block.results)
-        sig = self.identity.sign(
-            PROPOSAL_CONTEXT, Proposal.message(self.chain, p.height, p.view, twin.hash)
+        block = decode_block(p.block)
+        other = replace(block.header, time_ms=block.header.time_ms + 1)
+        twin = Block(other, block.txs, block.results)
+        remember_block(twin)
+        p2 = schema.sign(
+            Proposal(p.height, p.view, p.proposer, twin.encoded, p.justification),
+            self.identity,
+            self.contexts["proposal"],
         )
-        p2 = Proposal(p.height, p.view, twin, p.proposer, p.justification, sig)
         others = [a for i, a in enumerate(self.peers) if i != self.index]
         half = (len(others) + 1) // 2
         for group, prop in ((others[:half], p), (others[half:], p2)):
             for dst in group:
                 self.t.send(dst, prop)
                 for phase in ("prepare", "commit"):
-                    self.t.send(dst, self._sign_vote(phase, p.view, prop.block.hash))
+                    bh = decode_block(prop.block).hash
+                    self.t.send(dst, self._sign_vote(phase, p.view, bh))
 
     def on_message(self, src: str, msg: Any) -> None:
         super().on_message(src, msg)
@@ -93,18 +114,18 @@ class ByzantineNode(LedgerNode):
         if (
             self.behaviour not in ("garbage", "byzantine")
             or src == me
-            or not isinstance(msg, (Proposal, Vote, ViewChange))
+            or not isinstance(msg, Proposal | Vote | ViewChange)
         ):
             return
         h, v = msg.height, msg.view
         junk = os.urandom(32)
-        bh = (
-            msg.block.hash
-            if isinstance(msg, Proposal)
-            else msg.block_hash
-            if isinstance(msg, Vote)
-            else junk
-        )
+        if isinstance(msg, Proposal):
+            try:
+                bh = decode_block(msg.block).hash
+            except Exception:
+                bh = junk
+        else:
+            bh = msg.block_hash if isinstance(msg, Vote) else junk
         for dst in self.peers:
             if dst == me:
                 continue
@@ -112,11 +133,13 @@ class ByzantineNode(LedgerNode):
                 self.t.send(dst, Vote(phase, h, v, bh, self.index, os.urandom(64)))
                 self.t.send(dst, self._sign_vote(phase, v, junk))
             self.t.send(dst, ViewChange(h, v + 1, self.index, None, os.urandom(64)))
+            self.t.send(dst, os.urandom(40))  # undecodable bytes
+            self.t.send(dst, schema.encode(Status(2**64 - 1, self.index)))
             self.t.send(dst, Status(self.height + 1000, self.index))
             self.t.send(dst, SyncRequest(1, self.index))
 
 
-def _forge(block: Block, cert: Certificate) -> tuple[Block, Certificate]:
-    hd = block.header
-    fake: BlockHeader = replace(hd, state_root=os.urandom(32).hex())
-    return Block(fake, block.txs, block.results), cert
+def _forge(raw: bytes) -> bytes:
+    block, cert = decode_certified(raw)
+    fake: BlockHeader = replace(block.header, state_root=os.urandom(32).hex())
+    return encode_certified(Block(fake, block.txs, block.results), cert)

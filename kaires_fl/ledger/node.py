@@ -12,19 +12,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kaires_fl import schema
 from kaires_fl.crypto.sign import Identity
-from kaires_fl.errors import AuditError, EncodingError, InvalidProof, LedgerError, ProtocolError
+from kaires_fl.errors import (
+    AuditError,
+    EncodingError,
+    InvalidProof,
+    KairesError,
+    LedgerError,
+    ProtocolError,
+)
 from kaires_fl.ledger.block import (
     Block,
     BlockHeader,
     Certificate,
     Genesis,
     TxResult,
+    consensus_context,
+    decode_block,
+    decode_certified,
+    remember_block,
     tx_leaf,
 )
 from kaires_fl.ledger.consensus import (
-    PROPOSAL_CONTEXT,
-    VIEWCHANGE_CONTEXT,
+    LedgerMessage,
     PreparedCert,
     Proposal,
     Status,
@@ -33,9 +44,9 @@ from kaires_fl.ledger.consensus import (
     TxGossip,
     ViewChange,
     Vote,
+    best_prepared,
+    check_vote,
     leader_of,
-    vote_context,
-    vote_message,
 )
 from kaires_fl.ledger.contracts import (
     DEFAULT_REGISTRY,
@@ -44,7 +55,7 @@ from kaires_fl.ledger.contracts import (
     counter_key,
     execute_tx,
 )
-from kaires_fl.ledger.encoding import canonical, decode_canonical
+from kaires_fl.ledger.encoding import canonical
 from kaires_fl.ledger.merkle import merkle_root
 from kaires_fl.ledger.state import State, StateView
 from kaires_fl.ledger.store import Store
@@ -72,21 +83,6 @@ class LedgerConfig:
     max_clock_skew_ms: int = 5000
     sync_batch: int = 64
     mempool_limit: int = 200_000
-
-
-def prepared_record(p: PreparedCert) -> bytes:
-    """``canonical({"block", "view", "votes"})`` of a prepared certificate, assembled
-    from the block's cached encoding (keys in sorted order)."""
-    votes = canonical([[i, s.hex()] for i, s in p.votes])
-    return (
-        b'{"block":'
-        + p.block.encoded
-        + b',"view":'
-        + canonical(p.view)
-        + b',"votes":'
-        + votes
-        + b"}"
-    )
 
 
 def genesis_entries(genesis: Genesis) -> dict[str, bytes]:
@@ -144,6 +140,14 @@ class LedgerNode:
         self.verified: set[tuple[str, tuple[str, ...]]] = set()
         self.on_commit: list[Callable[[LedgerNode, Block, Certificate], None]] = []
         self.ignored = 0  # messages dropped as malformed, forged or out of place
+        #: Roster nodes whose *signed* message failed processing: index -> (count, last
+        #: reason). Evidence for operators (a Byzantine node, or a node whose chain or
+        #: clock disagrees with this one's); the node itself goes on.
+        self.faulty: dict[int, tuple[int, str]] = {}
+        self._signer: int | None = None  # signer of the message being handled, once checked
+        self._depth = 0  # nesting of on_message (a commit replays queued messages)
+        self._subscriber_error: Exception | None = None
+        self.contexts = {k: consensus_context(k, self.chain) for k in ("vote", "view", "proposal")}
         self._future: list[tuple[str, Any]] = []
         self._last_sync = -1e9
         self._behind_since: float | None = None
@@ -163,6 +167,7 @@ class LedgerNode:
         self.my_votes: dict[tuple[str, int], bytes] = {}
         self.votes: dict[tuple[str, int, bytes], dict[int, bytes]] = {}
         self.prepared: PreparedCert | None = None
+        self.prepared_block: Block | None = None
         self.vcs: dict[int, dict[int, ViewChange]] = {}
         self.highest_vc: dict[int, int] = {}
         self.proposed: set[int] = set()
@@ -184,13 +189,9 @@ class LedgerNode:
             elif key.startswith("proposed/"):
                 self.proposed.add(int(key.split("/")[1]))
             elif key == "prepared":
-                o = decode_canonical(value)
-                self.prepared = PreparedCert(
-                    o["view"],
-                    Block.from_obj(o["block"]),
-                    tuple((int(i), bytes.fromhex(s)) for i, s in o["votes"]),
-                )
-                self.blocks[self.prepared.block.hash] = self.prepared.block
+                self.prepared = schema.decode(value, PreparedCert)
+                self.prepared_block = decode_block(self.prepared.block)
+                self.blocks[self.prepared_block.hash] = self.prepared_block
 
     def _persist(self, records: dict[str, bytes]) -> None:
         self.store.put_consensus(self.height + 1, records)
@@ -203,20 +204,53 @@ class LedgerNode:
         self.t.send(dst, msg)
 
     def on_message(self, src: str, msg: Any) -> None:
-        """Transport handler: malformed or forged messages are counted and ignored."""
+        """Transport handler and service boundary: never raises.
+
+        ``msg`` is a :data:`~kaires_fl.ledger.consensus.LedgerMessage` or its encoding
+        (``bytes``, decoded and validated with :func:`kaires_fl.schema.decode`). Anything
+        that goes wrong while handling it — malformed, forged, out of place, or an
+        unexpected exception — is counted in ``ignored``; if the message was signed by a
+        roster node and its signature checked, that node is recorded in ``faulty``.
+        """
+        outer, self._signer = self._signer, None
+        self._depth += 1
         try:
+            if isinstance(msg, bytes | bytearray | memoryview):
+                msg = schema.decode(msg, LedgerMessage)
             self._dispatch(src, msg)
-        except _BAD_INPUT as exc:
-            self.ignored += 1
-            log.debug("node %d ignored %s from %s: %s", self.index, type(msg).__name__, src, exc)
+        except Exception as exc:
+            self._refuse(src, msg, exc)
+        finally:
+            self._signer = outer
+            self._depth -= 1
+        if self._depth == 0 and self._subscriber_error is not None:
+            err, self._subscriber_error = self._subscriber_error, None
+            raise err  # a local on_commit subscriber failed (not the peer's doing)
+
+    def _refuse(self, src: str, msg: Any, exc: Exception) -> None:
+        """Count a refused message; blame its signer if its signature was checked."""
+        self.ignored += 1
+        reason = f"{type(exc).__name__}: {exc}"
+        signer = self._signer
+        if signer is not None and signer != self.index:
+            count = self.faulty.get(signer, (0, ""))[0]
+            self.faulty[signer] = (count + 1, reason[:500])
+        what = type(msg).__name__
+        if isinstance(exc, KairesError):
+            log.debug("node %d ignored %s from %s: %s", self.index, what, src, reason)
+        else:
+            log.warning(
+                "node %d: unexpected %s handling %s from %s (ignored)",
+                self.index,
+                reason,
+                what,
+                src,
+                exc_info=True,
+            )
 
     def _dispatch(self, src: str, msg: Any) -> None:
         if isinstance(msg, TxGossip):
-            for tx in msg.txs:
-                try:
-                    self.add_tx(tx)  # type: ignore[arg-type]
-                except LedgerError:
-                    self.ignored += 1
+            self._on_tx_gossip(msg)
             return
         if isinstance(msg, Status):
             if msg.height > self.height:
@@ -234,7 +268,7 @@ class LedgerNode:
         if isinstance(msg, SyncResponse):
             self._on_sync_response(src, msg)
             return
-        if not isinstance(msg, (Proposal, Vote, ViewChange)):
+        if not isinstance(msg, Proposal | Vote | ViewChange):
             raise ProtocolError(f"unexpected message type {type(msg).__name__}")
         h = msg.height
         if h <= self.height:
@@ -253,6 +287,17 @@ class LedgerNode:
             self._on_view_change(msg)
 
     # -- mempool ----------------------------------------------------------------------
+    def _on_tx_gossip(self, msg: TxGossip) -> None:
+        """Admit each gossiped transaction; a bad one is counted in ``ignored`` and does
+        not stop the others."""
+        if not isinstance(msg.txs, tuple | list):
+            raise ProtocolError("TxGossip.txs is not a sequence of transactions")
+        for tx in msg.txs:
+            try:
+                self.add_tx(tx)
+            except (LedgerError, EncodingError):
+                self.ignored += 1
+
     def add_tx(self, tx: Tx) -> None:
         """Admit a transaction to the mempool after checking its chain, signatures and counter.
 
@@ -263,6 +308,7 @@ class LedgerNode:
         """
         if not isinstance(tx, Tx):
             raise LedgerError("not a transaction")
+        tx.check_bounds()
         if tx.id in self.mempool:
             return
         if tx.chain != self.chain:
@@ -343,12 +389,9 @@ class LedgerNode:
             if len(vcs) < self.quorum:
                 return
             justification = tuple(vcs[i] for i in sorted(vcs))
-            best = None
-            for vc in justification:
-                if vc.prepared is not None and (best is None or vc.prepared.view > best.view):
-                    best = vc.prepared
+            best = best_prepared(justification)
             if best is not None:
-                block = best.block
+                block = decode_block(best.block)
         elif not self.mempool:
             return
         if block is None:
@@ -359,11 +402,14 @@ class LedgerNode:
             self.executed[block.hash] = view
         self.proposed.add(v)
         self._persist({f"proposed/{v}": block.hash})
-        sig = self.identity.sign(
-            PROPOSAL_CONTEXT, Proposal.message(self.chain, self.height + 1, v, block.hash)
+        remember_block(block)
+        p = schema.sign(
+            Proposal(self.height + 1, v, self.index, block.encoded, justification),
+            self.identity,
+            self.contexts["proposal"],
         )
-        self.signed.add(("proposal", self.index, self.height + 1, v, block.hash, sig))
-        self._send_proposal(Proposal(self.height + 1, v, block, self.index, justification, sig))
+        self.signed.add(("proposal", self.index, p.height, v, block.hash, p.signature))
+        self._send_proposal(p)
 
     def _block_time(self) -> int:
         """The time of a new block: this node's clock, and later than the last block."""
@@ -439,6 +485,7 @@ class LedgerNode:
         for tx, res in zip(block.txs, block.results, strict=True):
             if tx.chain != self.chain:
                 raise ProtocolError("block holds a tx of another chain")
+            tx.check_bounds()
             if (tx.id, tx.signatures) not in self.verified:
                 tx.verify_signatures()
                 self.verified.add((tx.id, tx.signatures))
@@ -456,14 +503,17 @@ class LedgerNode:
     def _on_proposal(self, p: Proposal) -> None:
         if p.view < self.view:
             return
-        h = p.block.hash
+        block = decode_block(p.block)
+        h = block.hash
         if self.accepted.get(p.view, h) != h or self.my_votes.get(("prepare", p.view), h) != h:
             return  # equivocation: keep the first
-        if p.view > 0 or ("proposal", p.proposer, p.height, p.view, h, p.sig) not in self.signed:
-            p.check(self.genesis)
+        own = ("proposal", p.proposer, p.height, p.view, h, p.signature)
+        if p.view > 0 or own not in self.signed:
+            p.check(self.genesis, block)
+        self._signer = p.proposer
         if p.view == 0 or p.required_block() is None:
-            self.check_timely(p.block)
-        self.validate(p.block)
+            self.check_timely(block)
+        self.validate(block)
         if p.view > self.view:
             self._set_view(p.view)
         self.accepted[p.view] = h
@@ -483,21 +533,24 @@ class LedgerNode:
         self.my_votes[(phase, view)] = block_hash
         self._persist({**(records or {}), f"vote/{phase}/{view}": block_hash})
         h = self.height + 1
-        sig = self.identity.sign(
-            vote_context(phase), vote_message(self.chain, phase, h, view, block_hash)
+        vote = schema.sign(
+            Vote(phase, h, view, block_hash, self.index),  # type: ignore[arg-type]
+            self.identity,
+            self.contexts["vote"],
         )
-        self.signed.add(("vote", self.index, phase, h, view, block_hash, sig))
-        self._broadcast(Vote(phase, h, view, block_hash, self.index, sig))
+        self.signed.add(("vote", self.index, phase, h, view, block_hash, vote.signature))
+        self._broadcast(vote)
 
     def _on_vote(self, v: Vote) -> None:
         key = (v.phase, v.view, v.block_hash)
         got = self.votes.get(key)
         if got is not None and v.voter in got:
             return
-        own = ("vote", v.voter, v.phase, v.height, v.view, v.block_hash, v.sig)
+        own = ("vote", v.voter, v.phase, v.height, v.view, v.block_hash, v.signature)
         if own not in self.signed:
-            v.check(self.genesis)
-        self.votes.setdefault(key, {})[v.voter] = v.sig
+            check_vote(v, self.genesis)
+        self._signer = v.voter
+        self.votes.setdefault(key, {})[v.voter] = v.signature
         self._ensure_timer()
         if v.phase == "prepare":
             self._check_prepared(v.view, v.block_hash)
@@ -513,8 +566,9 @@ class LedgerNode:
         records: dict[str, bytes] = {}
         if self.prepared is None or self.prepared.view < view:
             chosen = tuple(sorted(votes.items())[: self.quorum])
-            self.prepared = PreparedCert(view, self.blocks[block_hash], chosen)
-            records["prepared"] = prepared_record(self.prepared)
+            self.prepared_block = self.blocks[block_hash]
+            self.prepared = PreparedCert.of(view, self.prepared_block, chosen)
+            records["prepared"] = schema.encode(self.prepared)
         self._vote("commit", view, block_hash, records)
 
     def _check_committed(self, view: int, block_hash: bytes) -> None:
@@ -564,11 +618,12 @@ class LedgerNode:
         if view <= self.view:
             return
         self._set_view(view)
-        h = self.height + 1
-        sig = self.identity.sign(
-            VIEWCHANGE_CONTEXT, ViewChange.message(self.chain, h, view, self.prepared)
+        vc = schema.sign(
+            ViewChange(self.height + 1, view, self.index, self.prepared),
+            self.identity,
+            self.contexts["view"],
         )
-        self._broadcast(ViewChange(h, view, self.index, self.prepared, sig))
+        self._broadcast(vc)
         for phase, vv, bh in list(self.votes):
             if vv == view and phase == "prepare":
                 self._check_prepared(vv, bh)
@@ -578,9 +633,11 @@ class LedgerNode:
         if vc.view < self.view or vc.voter in self.vcs.get(vc.view, {}):
             return
         vc.check(self.genesis)
+        self._signer = vc.voter
         self.vcs.setdefault(vc.view, {})[vc.voter] = vc
         if vc.prepared is not None:
-            self.blocks.setdefault(vc.prepared.block.hash, vc.prepared.block)
+            block = decode_block(vc.prepared.block)
+            self.blocks.setdefault(block.hash, block)
         self.highest_vc[vc.voter] = max(self.highest_vc.get(vc.voter, 0), vc.view)
         ahead = sorted((v for v in self.highest_vc.values() if v > self.view), reverse=True)
         if len(ahead) > self.genesis.f:
@@ -589,6 +646,16 @@ class LedgerNode:
 
     # -- commit -----------------------------------------------------------------------
     def _finalize(self, block: Block, cert: Certificate, view: StateView) -> None:
+        self._depth += 1
+        try:
+            self._commit(block, cert, view)
+        finally:
+            self._depth -= 1
+        if self._depth == 0 and self._subscriber_error is not None:
+            err, self._subscriber_error = self._subscriber_error, None
+            raise err  # a local on_commit subscriber failed; the node itself is consistent
+
+    def _commit(self, block: Block, cert: Certificate, view: StateView) -> None:
         self.store.commit_block(block, cert, view.writes)
         view.commit(block.height)
         self.height = block.height
@@ -609,7 +676,10 @@ class LedgerNode:
         self._reset_height()
         self._behind_since = None
         for cb in list(self.on_commit):
-            cb(self, block, cert)
+            try:
+                cb(self, block, cert)
+            except Exception as exc:
+                self._subscriber_error = self._subscriber_error or exc
         future, self._future = self._future, []
         for src, msg in future:
             self.on_message(src, msg)
@@ -639,7 +709,7 @@ class LedgerNode:
         stop = min(self.height, req.start + self.config.sync_batch - 1)
         blocks = []
         for h in range(req.start, stop + 1):
-            rec = self.store.block(h)
+            rec = self.store.raw_block(h)
             if rec is None:
                 break
             blocks.append(rec)
@@ -647,7 +717,8 @@ class LedgerNode:
 
     def _on_sync_response(self, src: str, resp: SyncResponse) -> None:
         applied = False
-        for block, cert in resp.blocks:
+        for raw in resp.blocks:
+            block, cert = decode_certified(raw)
             if block.height != self.height + 1:
                 continue
             cert.verify(self.genesis, block.hash)

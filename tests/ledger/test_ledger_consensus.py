@@ -9,6 +9,7 @@ from ledger_world import assert_agreement, ident, make_ledger, rule
 
 from kaires_fl.errors import LedgerError, ProtocolError
 from kaires_fl.ledger import LocalLedger, Tx
+from kaires_fl.ledger.block import decode_block
 from kaires_fl.ledger.consensus import Proposal, Vote, leader_of
 from kaires_fl.ledger.store import Store
 from kaires_fl.transport import Envelope, LinkFaults
@@ -79,7 +80,7 @@ def test_equivocating_leader_never_two_final_blocks(n: int) -> None:
     def spy(env: Envelope) -> bool:
         if isinstance(env.payload, Proposal) and env.src == L.addresses[byz]:
             seen.setdefault((env.payload.height, env.payload.view), set()).add(
-                env.payload.block.hash
+                decode_block(env.payload.block).hash
             )
         return True
 
@@ -188,7 +189,9 @@ def test_votes_persisted_before_sending_survive_restart() -> None:
     assert nd2 is not None
     for k, v in voted.items():
         assert nd2.my_votes[k] == v
-    assert nd2.prepared is not None and nd2.prepared.block.hash == voted[("commit", 0)]
+    assert nd2.prepared is not None and nd2.prepared_block is not None
+    assert nd2.prepared_block.hash == voted[("commit", 0)]
+    assert decode_block(nd2.prepared.block) is nd2.prepared_block
     remove()
     res = c.wait([t.id for t in txs], timeout=10.0, proof=False)
     assert res[0].height == 1

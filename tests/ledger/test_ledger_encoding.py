@@ -88,23 +88,24 @@ def test_decode_keeps_big_integers_exact() -> None:
     assert not math.isnan(decode_canonical(b"1.5"))
 
 
-def test_prepared_record_is_the_canonical_encoding() -> None:
+def test_prepared_record_round_trips_through_the_schema() -> None:
     from ledger_world import ident
 
+    from kaires_fl import schema
     from kaires_fl.crypto.sign import H
     from kaires_fl.ledger import Block, BlockHeader, TxResult, make_tx
+    from kaires_fl.ledger.block import decode_block
     from kaires_fl.ledger.consensus import PreparedCert
-    from kaires_fl.ledger.node import prepared_record
     from kaires_fl.ledger.tx import Tx
 
     tx: Tx = make_tx("c" * 64, "coin.transfer", {"to": "ab", "amount": 1}, 1, ident("p"))
     hd = BlockHeader("c" * 64, 3, "0" * 64, 5, 1, 1, H(b"t").hex(), H(b"s").hex())
-    p = PreparedCert(2, Block(hd, (tx,), (TxResult(False, "no"),)), ((0, b"\x01" * 64),))
-    expected = canonical(
-        {"view": 2, "block": p.block.to_obj(), "votes": [[0, (b"\x01" * 64).hex()]]}
-    )
-    assert prepared_record(p) == expected
-    assert decode_canonical(prepared_record(p))["view"] == 2
+    block = Block(hd, (tx,), (TxResult(False, "no"),))
+    p = PreparedCert.of(2, block, ((0, b"\x01" * 64),))
+    again = schema.decode(schema.encode(p), PreparedCert)
+    assert again == p and again.view == 2
+    assert again.block == block.encoded == canonical(block.to_obj())
+    assert decode_block(again.block).hash == block.hash
 
 
 def test_signed_tx_hash_is_the_hash_of_its_body() -> None:

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 from ledger_world import FAST, ident, key, make_ledger
 
+from kaires_fl import schema
 from kaires_fl.ledger import consensus
-from kaires_fl.ledger.consensus import Vote, vote_context, vote_message
+from kaires_fl.ledger.consensus import Vote
 from kaires_fl.ledger.tx import make_tx
 
 
@@ -29,11 +30,11 @@ def test_replayed_own_signature_under_another_voter_is_refused() -> None:
     L = make_ledger(4, balances={key(ident("bob")): 10}, config=FAST)
     node, block_hash = _block_in_flight(L)
     h = node.height + 1
-    sig = node.identity.sign(
-        vote_context("commit"), vote_message(node.chain, "commit", h, node.view, block_hash)
+    mine = schema.sign(
+        Vote("commit", h, node.view, block_hash, 0), node.identity, node.contexts["vote"]
     )
     # Node 0's genuine signature, claimed by node 3: must be checked and refused.
-    forged = Vote("commit", h, node.view, block_hash, 3, sig)
+    forged = Vote("commit", h, node.view, block_hash, 3, mine.signature)
     before = node.ignored
     node.on_message(node.peers[3], forged)
     assert node.ignored == before + 1
@@ -45,13 +46,13 @@ def test_own_echo_is_not_reverified_but_everything_commits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[int] = []
-    real = consensus.verify
+    real = schema.verify
 
-    def counting(*a: Any) -> None:
+    def counting(*a: Any) -> bool:
         calls.append(1)
-        real(*a)
+        return real(*a)
 
-    monkeypatch.setattr(consensus, "verify", counting)
+    monkeypatch.setattr(consensus.schema, "verify", counting)
     L = make_ledger(4, balances={key(ident("bob")): 10}, config=FAST)
     c = L.client()
     done = c.execute(ident("bob"), "coin.transfer", {"to": key(ident("x")), "amount": 1})
