@@ -348,3 +348,31 @@ def test_provider_writing_another_key_than_committed_is_rejected_not_the_aggrega
     assert written_key(s, 1, schema.encode(short)) is None
     assert written_key(s, 2, blob) is None
     c.close()
+
+
+def test_committee_is_registered_named_and_the_allow_list_admits_its_parties() -> None:
+    """Privacy (interface C, finding 13): LocalCommittee registers its aggregation committee
+    at set-up and names it in its policies; the committed job carries the registry's
+    members, keys, degree and quorum (2t + 1), not numbers the consumer chose. With the
+    allow-list on, the committee admits its own parties and a consumer the roster did not
+    admit is refused even with a grant and a balance."""
+    c = LocalCommittee(registration=True)
+    try:
+        small = {k: DATA[k] for k in ("p0", "p1", "p2")}
+        r = c.run_job(STAT, small)
+        _check_sums(r.aggregate, sorted(small))
+        job = c.client.get(f"job/{r.report['job']}")
+        assert job["committee"] == c.committee_id and job["threshold"] == 2 * c.threshold + 1
+        assert job["aggregators"] == [a.public.hex() for a in c.aggregator_ids]
+        assert job["params"]["aggregator_keys"] == [k.public.hex() for k in c.aggregator_keys]
+        assert job["params"]["degree"] == c.threshold
+        terms = c.client.get(f"darc/{c.provider('p0').policy_id}")["terms"]
+        assert terms["committees"] == [c.committee_id]
+        assert terms["min_providers"] >= 2 and terms["max_jobs"] is not None
+        mallory = c.new_consumer("mallory", balance=1000, admit=False)
+        for lb in small:
+            c.set_policy(lb, [c.consumer, mallory])
+        with pytest.raises(AccessDenied, match="allow-list"):
+            c.run_job(STAT, small, consumer=mallory)
+    finally:
+        c.close()

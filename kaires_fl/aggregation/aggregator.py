@@ -342,14 +342,20 @@ def correction_radius(m: int, t: int, u: int) -> int | None:
     """How many wrong shares an opening of ``m`` degree-t shares may correct, or None.
 
     Pre: at most ``u`` of the ``m`` shares come from faulty aggregators not yet proven
-    faulty (``u = t −`` the number proven faulty). Post: ``u`` when ``m ≥ t + 1 + 2u``
-    (every pattern of at most u wrong shares then decodes to the one right polynomial, so
-    correcting is unambiguous); None otherwise — the opening may only *detect* an
-    inconsistency, never correct it (which shares are wrong is not determined: a relay
-    that withholds shares and a faulty aggregator could point the blame anywhere).
+    faulty (``u = t −`` the number proven faulty by what they signed). Post:
+
+    * ``u`` when ``m ≥ 3t + 1`` (every pattern of at most u ≤ t wrong shares then decodes to
+      the one right polynomial: correcting is unambiguous);
+    * ``0`` when ``u = 0`` (every share present is from an honest aggregator: nothing to
+      correct, and an inconsistency can only be the dealer's);
+    * None otherwise: the opening may only *detect* an inconsistency, never correct it or
+      blame anyone for it — which shares are wrong is not determined (a relay withholding
+      shares and a faulty aggregator could point the blame anywhere).
     """
-    if m >= t + 1 + 2 * max(u, 0):
+    if m >= 3 * t + 1:
         return max(u, 0)
+    if u <= 0:
+        return 0
     return None
 
 
