@@ -37,8 +37,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
+
+from kaires_fl import schema
 from kaires_fl.crypto import vss
 from kaires_fl.crypto.envelope import EnvelopeKeyPair, open_sealed, seal_to
 from kaires_fl.crypto.group import H_POINT, L, Point, Scalar
@@ -99,55 +102,96 @@ def _interpolate_coeffs(points: Sequence[tuple[int, int]]) -> list[int]:
 # --- messages --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Deal:
+#: Most trustees a DKG message may describe (bounds every list in it).
+MAX_TRUSTEES = 1024
+_Points = Annotated[tuple[Point, ...], msgspec.Meta(max_length=MAX_TRUSTEES)]
+_Pairs = Annotated[
+    tuple[tuple[schema.Index, Scalar, Scalar], ...], msgspec.Meta(max_length=MAX_TRUSTEES)
+]
+
+
+def _pairs(shares: Mapping[int, tuple[Scalar, Scalar]]) -> tuple[tuple[int, Scalar, Scalar], ...]:
+    return tuple((j, s, b) for j, (s, b) in sorted(shares.items()))
+
+
+class _SharePairs:
+    """``shares``: the (index → (share, blinding)) view of a message's ``pairs``."""
+
+    pairs: tuple[tuple[int, Scalar, Scalar], ...]
+
+    @property
+    def shares(self) -> dict[int, tuple[Scalar, Scalar]]:
+        return {j: (s, b) for j, s, b in self.pairs}
+
+
+class Deal(schema.Message, frozen=True):
     """Round 1 broadcast: Pedersen commitments and one sealed share pair per trustee."""
 
-    dealer: int
-    commitments: tuple[Point, ...]
-    sealed_shares: tuple[bytes, ...]
+    dealer: schema.Index
+    commitments: _Points
+    sealed_shares: Annotated[
+        tuple[Annotated[bytes, msgspec.Meta(max_length=256)], ...],
+        msgspec.Meta(max_length=MAX_TRUSTEES),
+    ]
 
 
-@dataclass(frozen=True)
-class Complaint:
+class Complaint(schema.Message, frozen=True):
     """Round 2 broadcast: ``complainer`` got no valid share from ``dealer``."""
 
-    complainer: int
-    dealer: int
+    complainer: schema.Index
+    dealer: schema.Index
 
 
-@dataclass(frozen=True)
-class Justification:
-    """Round 3 broadcast: the dealer's answer, the share pair in clear for each complainer."""
+class Complaints(schema.Message, frozen=True):
+    """Round 2 body: a trustee's complaints (possibly none)."""
 
-    dealer: int
-    shares: Mapping[int, tuple[Scalar, Scalar]]
+    items: Annotated[tuple[Complaint, ...], msgspec.Meta(max_length=MAX_TRUSTEES)]
 
 
-@dataclass(frozen=True)
-class Extraction:
+class Justification(_SharePairs, schema.Message, frozen=True):
+    """Round 3 broadcast: the dealer's answer, the share pair in clear for each complainer
+    (``pairs``: (complainer, share, blinding); :attr:`shares` maps them)."""
+
+    dealer: schema.Index
+    pairs: _Pairs
+
+    @classmethod
+    def of(cls, dealer: int, shares: Mapping[int, tuple[Scalar, Scalar]]) -> Justification:
+        return cls(dealer, _pairs(shares))
+
+
+class Extraction(schema.Message, frozen=True):
     """Round 4 broadcast: Feldman commitments A_k = a_k·G of a qualified dealer."""
 
-    dealer: int
-    commitments: tuple[Point, ...]
+    dealer: schema.Index
+    commitments: _Points
 
 
-@dataclass(frozen=True)
-class ExtractionComplaint:
+class ExtractionComplaint(schema.Message, frozen=True):
     """Round 4 evidence: a share pair consistent with E_d but not with A_d."""
 
-    complainer: int
-    dealer: int
+    complainer: schema.Index
+    dealer: schema.Index
     share: Scalar
     blinding: Scalar
 
 
-@dataclass(frozen=True)
-class Reveal:
-    """Round 5 broadcast: a trustee's share pairs of the dealers to reconstruct."""
+class ExtractionComplaints(schema.Message, frozen=True):
+    """Round 5 body: a trustee's extraction complaints (possibly none)."""
 
-    sender: int
-    shares: Mapping[int, tuple[Scalar, Scalar]]
+    items: Annotated[tuple[ExtractionComplaint, ...], msgspec.Meta(max_length=MAX_TRUSTEES)]
+
+
+class Reveal(_SharePairs, schema.Message, frozen=True):
+    """Round 6 broadcast: a trustee's share pairs of the dealers to reconstruct
+    (``pairs``: (dealer, share, blinding); :attr:`shares` maps them)."""
+
+    sender: schema.Index
+    pairs: _Pairs
+
+    @classmethod
+    def of(cls, sender: int, shares: Mapping[int, tuple[Scalar, Scalar]]) -> Reveal:
+        return cls(sender, _pairs(shares))
 
 
 @dataclass(frozen=True)
@@ -285,7 +329,7 @@ class DkgParticipant:
         against = sorted({c.complainer for c in complaints if c.dealer == self.index})
         if not against:
             return None
-        return Justification(self.index, {j: self._share_pair(j) for j in against})
+        return Justification.of(self.index, {j: self._share_pair(j) for j in against})
 
     def receive_justifications(
         self, complaints: Sequence[Complaint], justifications: Mapping[int, Justification]
@@ -385,7 +429,7 @@ class DkgParticipant:
         """Publish my share pairs of the dealers that must be reconstructed."""
         if not self._to_reconstruct:
             return None
-        return Reveal(self.index, {d: self._mine[d] for d in sorted(self._to_reconstruct)})
+        return Reveal.of(self.index, {d: self._mine[d] for d in sorted(self._to_reconstruct)})
 
     def finalize(self, reveals: Mapping[int, Reveal]) -> DkgResult:
         """Reconstruct what is needed and compute x_j, X and every X_j.
@@ -589,14 +633,17 @@ def run_dkg(participants: Sequence[DkgParticipant]) -> dict[int, DkgResult]:
 # --- on a transport ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DkgMessage:
+#: What a DKG round message may carry.
+DkgBody = Deal | Complaints | Justification | Extraction | ExtractionComplaints | Reveal | None
+
+
+class DkgMessage(schema.Message, frozen=True):
     """One round's broadcast of one trustee over the transport (``body`` may be None)."""
 
-    session: bytes
-    round: int
-    sender: int
-    body: Any
+    session: Annotated[bytes, msgspec.Meta(max_length=64)]
+    round: schema.Index
+    sender: schema.Index
+    body: DkgBody
 
 
 class DkgNode:
@@ -635,19 +682,31 @@ class DkgNode:
         self.done = False
         self._complaints: list[Complaint] = []
         self._extractions: dict[int, Extraction] = {}
+        self.dropped = 0
         transport.set_handler(self.on_message)
 
     def on_message(self, src: str, msg: Any) -> None:
-        if not isinstance(msg, DkgMessage) or msg.session != self.p.session:
-            return
+        """Store one round message (bytes or a :class:`DkgMessage`); never raises.
+
+        Every message is validated by the schema (an object is re-decoded from its
+        encoding), so a round step only ever sees well-typed bodies; anything else is
+        dropped and counted in :attr:`dropped`.
+        """
         try:
+            raw = msg if isinstance(msg, bytes | bytearray | memoryview) else schema.encode(msg)
+            msg = schema.decode(bytes(raw), DkgMessage)
+            if msg.session != self.p.session or src not in self.addresses:
+                return
             sender = self.addresses.index(src)
-        except ValueError:
-            return
-        if msg.sender == sender and msg.round in self.inbox:
-            self.inbox[msg.round].setdefault(sender, msg.body)
+            if msg.sender == sender and msg.round in self.inbox:
+                self.inbox[msg.round].setdefault(sender, msg.body)
+        except Exception:  # the service boundary: a peer's message never stops the node
+            self.dropped += 1
 
     def _send(self, rnd: int, body: Any) -> None:
+        if isinstance(body, list | tuple):
+            items = tuple(body)
+            body = ExtractionComplaints(items) if rnd == 5 else Complaints(items)
         self.t.broadcast(self.addresses, DkgMessage(self.p.session, rnd, self.p.index, body))
 
     def start(self) -> None:
@@ -660,6 +719,8 @@ class DkgNode:
             self._advance()
         except ProtocolError as exc:
             self._finish(None, exc)
+        except Exception as exc:  # a bug or an unforeseen input ends this run, named
+            self._finish(None, ProtocolError(f"DKG round {self._round} failed: {exc!r}"))
 
     def _advance(self) -> None:
         self._round += 1
@@ -673,8 +734,8 @@ class DkgNode:
             self._complaints = [
                 c
                 for sender, cs in sorted(self.inbox[2].items())
-                for c in (cs or ())
-                if isinstance(c, Complaint) and c.complainer == sender
+                for c in (cs.items if isinstance(cs, Complaints) else ())
+                if c.complainer == sender
             ]
             self._send(3, self.p.justify(self._complaints))
         elif r == 4:
@@ -696,8 +757,8 @@ class DkgNode:
             evidence = [
                 ev
                 for sender, evs in sorted(self.inbox[5].items())
-                for ev in (evs or ())
-                if isinstance(ev, ExtractionComplaint) and ev.complainer == sender
+                for ev in (evs.items if isinstance(evs, ExtractionComplaints) else ())
+                if ev.complainer == sender
             ]
             self.p.receive_extraction_complaints(self._extractions, evidence)
             self._send(6, self.p.reveal())

@@ -25,13 +25,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 
+import msgspec
+
+from kaires_fl import schema
 from kaires_fl.crypto.envelope import EnvelopeKeyPair, open_sealed, seal_to
 from kaires_fl.crypto.group import Point, Scalar, multi_scalar_mult
 from kaires_fl.crypto.sign import H
 from kaires_fl.crypto.vss import commitment_at, evaluate, lagrange_coefficients, random_polynomial
 from kaires_fl.errors import ConfigError, EncodingError, InvalidProof, ProtocolError
-from kaires_fl.secret_management.dkg import Complaint, DkgResult, Justification, check_dkg_params
+from kaires_fl.secret_management.dkg import (
+    MAX_TRUSTEES,
+    Complaint,
+    DkgResult,
+    Justification,
+    check_dkg_params,
+)
 from kaires_fl.secret_management.release import LtsInfo
 
 __all__ = ["ReshareDeal", "ReshareDealer", "ReshareReceiver", "run_reshare"]
@@ -43,13 +53,15 @@ def _aad(session: bytes, dealer: int, recipient: int) -> bytes:
     return H(_AAD, session, dealer.to_bytes(4, "little"), recipient.to_bytes(4, "little"))
 
 
-@dataclass(frozen=True)
-class ReshareDeal:
+class ReshareDeal(schema.Message, frozen=True):
     """Old trustee ``dealer``'s broadcast: Feldman commitments and sealed new shares."""
 
-    dealer: int
-    commitments: tuple[Point, ...]
-    sealed_shares: tuple[bytes, ...]
+    dealer: schema.Index
+    commitments: Annotated[tuple[Point, ...], msgspec.Meta(max_length=MAX_TRUSTEES)]
+    sealed_shares: Annotated[
+        tuple[Annotated[bytes, msgspec.Meta(max_length=256)], ...],
+        msgspec.Meta(max_length=MAX_TRUSTEES),
+    ]
 
 
 @dataclass
@@ -79,7 +91,7 @@ class ReshareDealer:
         ks = sorted({c.complainer for c in complaints if c.dealer == self.old.index})
         if not ks:
             return None
-        return Justification(self.old.index, {k: (self._share_for(k), Scalar(0)) for k in ks})
+        return Justification.of(self.old.index, {k: (self._share_for(k), Scalar(0)) for k in ks})
 
 
 @dataclass

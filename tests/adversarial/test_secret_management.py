@@ -338,3 +338,44 @@ def test_malformed_coin_request_does_not_kill_the_trustee():
         w.client.network, ep, w.committee.addresses, CoinRequest(lts.id, job, ev)
     )
     assert all(type(a).__name__ == "CoinShare" for a in good.values())
+
+
+def test_a_byzantine_dkg_peer_cannot_stop_honest_trustees():
+    """Robustness: a trustee that sends mistyped round bodies in every round (an integer
+    where the complaints go, wrong field types, undecodable bytes) is dropped at each honest
+    node's boundary; the honest trustees finish the DKG, agree, and name it only as silent
+    (on the old code the integer body crashed every honest node's round step)."""
+    from kaires_fl.crypto.group import Scalar
+    from kaires_fl.secret_management.dkg import (
+        DkgMessage,
+        DkgNode,
+        Justification,
+        Reveal,
+        make_participants,
+    )
+    from kaires_fl.transport.memory import MemoryNetwork
+
+    net = MemoryNetwork(seed=8)
+    addrs = [f"t{j}" for j in range(4)]
+    ps = make_participants(4, 1, session=b"byz")
+    nodes = [DkgNode(p, net.endpoint(a), addrs) for p, a in zip(ps[:3], addrs[:3], strict=True)]
+    bad = net.endpoint("t3")
+    junk = [
+        DkgMessage(b"byz", 2, 3, 12345),
+        DkgMessage(b"byz", 3, 3, Justification(3, "not pairs")),
+        DkgMessage(b"byz", 5, 3, [1, 2]),
+        DkgMessage(b"byz", 6, 3, Reveal(3, ((0, "x", Scalar(1)),))),
+        b"\x93\x01\x02",
+        schema.encode(DkgMessage(b"byz", 1, 3, None))[:-1],
+    ]
+    for nd in nodes:
+        nd.start()
+    for k in range(7):
+        net.schedule(0.05 * k + 0.01, lambda: [bad.broadcast(addrs[:3], m) for m in junk])
+    net.run_until(lambda: all(nd.done for nd in nodes), 1.0)
+    assert all(nd.done and nd.error is None for nd in nodes)
+    results = [nd.result for nd in nodes]
+    assert len({r.transcript for r in results}) == 1
+    assert results[0].qual == (0, 1, 2)
+    assert set(results[0].faulty) == {3} and "silent" in results[0].faulty[3]
+    assert all(nd.dropped >= len(junk) for nd in nodes)

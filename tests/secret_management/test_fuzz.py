@@ -192,3 +192,19 @@ def test_trustee_still_answers_after_fuzzing(fw):
 def test_write_payload_decoder(obj):
     with contextlib.suppress(EncodingError):
         WriteEntry.from_payload(obj)
+
+
+@SETTINGS
+@given(data=st.binary(max_size=300), edits=EDITS)
+def test_dkg_node_on_message_never_raises(data, edits):
+    from kaires_fl.crypto.group import Scalar
+    from kaires_fl.secret_management.dkg import DkgMessage, DkgNode, Reveal, make_participants
+    from kaires_fl.transport.memory import MemoryNetwork
+
+    net = MemoryNetwork(seed=1)
+    addrs = [f"t{j}" for j in range(4)]
+    node = DkgNode(make_participants(4, 1, session=b"f")[0], net.endpoint("t0"), addrs)
+    valid = schema.encode(DkgMessage(b"f", 6, 1, Reveal.of(1, {0: (Scalar(1), Scalar(2))})))
+    for msg in (data, _mutate(valid, edits), DkgMessage(b"f", 2, 1, "junk"), object()):
+        node.on_message("t1", msg)
+    assert all(isinstance(m, Reveal | None) or m is None for m in node.inbox[6].values())
