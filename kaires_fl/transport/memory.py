@@ -18,6 +18,13 @@ Faults (all seeded, hence reproducible):
   it reloads from its own storage);
 - :meth:`add_filter`: an arbitrary predicate on envelopes (targeted drops in tests).
 
+With ``wire=True`` every :class:`kaires_fl.schema.Message` payload is encoded with
+:func:`kaires_fl.schema.encode` when sent and decoded (validated) again for delivery, so
+receivers see what a real network would hand their decoder (a fresh object, no shared
+state with the sender, nothing outside the schema); a payload that does not encode raises
+at the sender as on a network, one that does not decode is dropped (``stats["undecodable"]``).
+Other payloads pass by reference as in the default mode.
+
 Handlers may call :meth:`run_until` recursively (a service waiting for a ledger
 commit); the loop is re-entrant.
 """
@@ -31,7 +38,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kaires_fl.errors import ConfigError, ProtocolError
+from kaires_fl import schema
+from kaires_fl.errors import ConfigError, EncodingError, ProtocolError
 from kaires_fl.transport.base import Envelope, Handler, Timer, Transport
 
 
@@ -98,20 +106,23 @@ class MemoryNetwork:
         Seed of the fault-injection randomness.
     latency:
         Base one-way delay of every message (seconds of simulated time).
+    wire:
+        Round-trip every schema message through its wire encoding (see module docstring).
     """
 
-    def __init__(self, seed: int = 0, latency: float = 0.001) -> None:
+    def __init__(self, seed: int = 0, latency: float = 0.001, wire: bool = False) -> None:
         if latency < 0:
             raise ConfigError(f"latency must be >= 0, got {latency}")
         self.now = 0.0
         self.latency = latency
+        self.wire = wire
         self.rng = random.Random(seed)
         self.endpoints: dict[str, MemoryEndpoint] = {}
         self.crashed: set[str] = set()
         self.faults: dict[tuple[str | None, str | None], LinkFaults] = {}
         self.filters: list[Callable[[Envelope], bool]] = []
         self.groups: list[frozenset[str]] | None = None
-        self.stats = {"sent": 0, "delivered": 0, "dropped": 0, "duplicated": 0}
+        self.stats = {"sent": 0, "delivered": 0, "dropped": 0, "duplicated": 0, "undecodable": 0}
         self._queue: list[tuple[float, int, Any]] = []
         self._seq = itertools.count()
 
@@ -186,8 +197,27 @@ class MemoryNetwork:
             f.get((src, dst)) or f.get((src, None)) or f.get((None, dst)) or f.get((None, None))
         ) or NO_FAULTS
 
+    def _over_the_wire(self, payload: schema.Message) -> schema.Message | None:
+        """``decode(encode(payload))`` (None if it does not decode); raises EncodingError
+        if it does not encode."""
+        try:
+            data = schema.encode(payload)
+        except (TypeError, ValueError, OverflowError, NotImplementedError) as exc:
+            raise EncodingError(
+                f"{type(payload).__name__} does not encode to the wire: {exc}"
+            ) from exc
+        try:
+            return schema.decode(data, type(payload))
+        except EncodingError:
+            self.stats["undecodable"] += 1
+            return None
+
     def _send(self, src: str, dst: str, payload: Any) -> None:
         self.stats["sent"] += 1
+        if self.wire and isinstance(payload, schema.Message):
+            payload = self._over_the_wire(payload)
+            if payload is None:
+                return
         if not self.reachable(src, dst):
             self.stats["dropped"] += 1
             return
