@@ -8,6 +8,7 @@ another exception, and keeps working afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import Any
 
@@ -86,10 +87,8 @@ DECODERS = {
 
 
 def _only_typed(fn: Any, data: Any) -> None:
-    try:
+    with contextlib.suppress(KairesError):
         fn(data)
-    except KairesError:
-        pass
 
 
 def test_valid_encodings_decode() -> None:
@@ -188,15 +187,22 @@ def test_kaires_mod_refuses_malformed_messages_and_keeps_working(
         assert not reply.content.array_records
 
 
-def test_kaires_mod_still_answers_a_valid_job_after_fuzzing() -> None:
-    reply = _client_reply(dict(_world()["job_config"]))
-    # the job was answered before (the counter moved on), so the provider may refuse on
-    # its ledger proof; it must answer with a Kaires refusal or a sealed reply
-    assert (
-        (reply.has_error()
-        and "kaires_mod refused" in reply.error.reason)
-        or (wire.SUBMISSION in reply.content.config_records[wire.REPLY])
-    )
+def test_kaires_mod_still_answers_a_valid_enrolment_after_fuzzing() -> None:
+    """The mod is not dead after the fuzzing: a valid enrolment gets a signed Enrolment."""
+    import secrets
+
+    conn = _world()["strategy"].committee
+    cfg = {
+        wire.PHASE: wire.PHASE_ENROL,
+        wire.GENESIS: conn.genesis_bytes,
+        wire.CONSUMER: conn.consumer_public,
+        wire.COMMITTEE: conn.description_bytes,
+        wire.CHALLENGE: secrets.token_bytes(32),
+    }
+    reply = _client_reply(cfg)
+    assert not reply.has_error(), reply.error.reason
+    enrolment = wire.decode_enrolment(reply.content.config_records[wire.REPLY][wire.ENROLMENT])
+    assert enrolment.policy == _world()["strategy"].enrolled[1][0]
 
 
 @FUZZ
