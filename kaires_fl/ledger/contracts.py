@@ -16,7 +16,9 @@ build new values, e.g. ``{**entry, "status": "done"}``. Register one with
 of a ledger must have the same registry.
 
 The executor (:func:`execute_tx`) checks the sender's counter (``ctr/<sender>``, must be
-last + 1), runs the contract, and on success writes its entries plus the new counter.
+last + 1), runs the contract, and on success writes its entries (all or none) plus the new
+counter. Any exception a contract raises (but MemoryError) is a rejection recorded with
+its reason: a peer's payload can never stop a node's block execution.
 A transaction rejected by its contract inside a block still consumes its counter (the
 refusal is on the ledger and cannot be replayed); nothing else is written.
 """
@@ -130,9 +132,14 @@ def execute_tx(
         result = TxResult(True, "")
     except (LedgerError, EncodingError) as exc:
         result = TxResult(False, f"{type(exc).__name__}: {exc}")
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        # A malformed payload reaching a contract: record it as a rejection.
-        result = TxResult(False, f"malformed {tx.kind!r} payload: {type(exc).__name__}: {exc}")
+    except MemoryError:
+        raise  # not the transaction's doing, and not deterministic across nodes
+    except Exception as exc:  # a contract must never stop a block
+        # A malformed payload reaching a contract (or a contract's own typed error that
+        # is not a LedgerError): deterministic on every node, recorded as a rejection.
+        result = TxResult(
+            False, f"malformed {tx.kind!r} payload: {type(exc).__name__}: {str(exc)[:512]}"
+        )
     view.put_all({counter_key(tx.sender): tx.counter})
     return result
 

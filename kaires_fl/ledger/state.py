@@ -103,13 +103,15 @@ class StateView:
         return sorted(ks)
 
     def put_all(self, writes: Mapping[str, Any | None]) -> None:
-        for k, v in writes.items():
-            if v is None:
-                self.writes[k] = None
+        """Apply ``writes`` (None deletes) atomically: every value is encoded first, so a
+        value that is not canonical JSON (EncodingError) leaves the view unchanged."""
+        encoded = {k: None if v is None else canonical(v) for k, v in writes.items()}
+        for k, raw in encoded.items():
+            self.writes[k] = raw
+            if raw is None:
                 self.objs.pop(k, None)
             else:
-                self.writes[k] = canonical(v)
-                self.objs[k] = v
+                self.objs[k] = writes[k]
         self._prepared = None
 
     def copy(self) -> StateView:

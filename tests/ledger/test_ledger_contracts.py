@@ -298,3 +298,34 @@ def test_contract_cannot_write_counters() -> None:
     with pytest.raises(LedgerError, match=r"may not write entry"):
         L.client().execute(BOB, "evil", {})
     L.close()
+
+
+def test_a_raising_contract_is_a_recorded_rejection_and_writes_nothing() -> None:
+    """Robustness: whatever a contract raises on a payload (a typed error that is not a
+    LedgerError, a RecursionError, a non-canonical value among its writes) is recorded as
+    the tx's rejection on every node, the counter is consumed, no partial write survives,
+    and the ledger goes on committing."""
+    from kaires_fl.errors import InvalidProof
+
+    def proof_fails(view, tx, env):
+        raise InvalidProof("forged")
+
+    def recurse(view, tx, env):
+        return recurse(view, tx, env)
+
+    reg = DEFAULT_REGISTRY.copy()
+    reg.register("t.proof", proof_fails)
+    reg.register("t.recurse", recurse)
+    reg.register("t.half", lambda view, tx, env: {"a/1": 1, "a/2": float("nan")})
+    L = LocalLedger(4, registry=reg, config=FAST)
+    c = L.client()
+    txs = [c.sign(BOB, kind, {}) for kind in ("t.proof", "t.recurse", "t.half")]
+    done = c.wait(c.submit_many(txs), proof=False)
+    reasons = [d.result.reason for d in done]
+    assert not any(d.result.ok for d in done)
+    assert "InvalidProof: forged" in reasons[0] and "RecursionError" in reasons[1]
+    assert "EncodingError" in reasons[2] and c.get("a/1") is None
+    assert c.get(f"ctr/{key(BOB)}") == 3  # every refused tx consumed its counter
+    c.execute(ALICE, "darc.create", {"id": "after", "rules": {"_evolve": rule(ALICE)}})
+    assert L.verify(replay=True) >= 1
+    L.close()
