@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from kaires_fl import schema
-from kaires_fl.errors import ProtocolError
-from kaires_fl.ledger import LedgerConfig, job_payload
+from kaires_fl.errors import AuditError, EncodingError, ProtocolError
+from kaires_fl.ledger import LedgerConfig, StateProof, TxProof, job_payload, verify_chain
 from kaires_fl.ledger.consensus import (
     Proposal,
     Status,
@@ -26,6 +26,7 @@ from kaires_fl.ledger.consensus import (
     Vote,
     leader_of,
 )
+from kaires_fl.ledger.encoding import canonical, decode_canonical
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))
 from ledger_world import (
@@ -155,4 +156,38 @@ def test_leader_signing_an_invalid_block_is_recorded_faulty_and_skipped() -> Non
         count, reason = nd.faulty[byz]
         assert count >= 1 and "state root" in reason
         assert all(i == byz for i in nd.faulty)
+    L.close()
+
+
+def test_forged_proofs_and_records_raise_only_typed_errors() -> None:
+    """Robustness: whoever ships a chain record or an inclusion proof (a coordinator, a
+    provider, a reader presenting evidence to trustees) cannot crash the verifier with a
+    RecursionError, OverflowError or AttributeError: a huge height, a non-string state
+    key or a deeply nested record gives EncodingError/AuditError, so a service can
+    refuse it and go on."""
+    L = make_ledger(4, config=CONFIG)
+    c = L.client()
+    alice = ident("adv-alice")
+    done = c.execute(alice, "darc.create", {"id": "p", "rules": {"_evolve": rule(alice)}})
+    g = L.genesis
+    tx_proof = decode_canonical(c.prove_tx(done.tx_id).to_bytes())
+    state_proof = decode_canonical(c.prove("darc/p").to_bytes())
+    raw = c.raw_blocks()[-1]
+    record = decode_canonical(raw)
+    blk = tx_proof["block"]
+    huge = {
+        "header": {**blk["header"], "height": 2**70},
+        "cert": {**blk["cert"], "height": 2**70},
+    }
+    forged = [
+        lambda: TxProof.from_bytes(canonical({**tx_proof, "block": huge})).verify(g),
+        lambda: StateProof.from_bytes(canonical({**state_proof, "key": 5})).verify(g),
+        lambda: StateProof.from_bytes(b"[" * 100_000 + b"]" * 100_000).verify(g),
+        lambda: verify_chain([b'{"block":' + b"[" * 100_000 + b"]" * 100_000 + b"}"], g),
+        lambda: verify_chain([canonical({**record, "cert": {**record["cert"], "view": 2**64}})], g),
+    ]
+    for attempt in forged:
+        with pytest.raises((EncodingError, AuditError)):
+            attempt()
+    assert verify_chain(c.raw_blocks(), g) >= 1  # the genuine records still verify
     L.close()
