@@ -121,6 +121,8 @@ class _SharePairs:
 
     @property
     def shares(self) -> dict[int, tuple[Scalar, Scalar]]:
+        if isinstance(self.pairs, Mapping):  # built in process from a mapping
+            return dict(self.pairs)
         return {j: (s, b) for j, s, b in self.pairs}
 
 

@@ -86,7 +86,24 @@ class StateEvidence(schema.Message, frozen=True):
     """
 
     block: schema.Blob
-    entries: Annotated[tuple[ProvenEntry, ...], msgspec.Meta(max_length=MAX_ENTRIES)]
+    entries: Annotated[tuple[ProvenEntry, ...], msgspec.Meta(max_length=MAX_ENTRIES)] = ()
+
+    def normalized(self) -> StateEvidence:
+        """This evidence; built in process the old way (``StateEvidence(proofs)``, a
+        sequence of :class:`StateProof` s in place of ``block``) it is converted with
+        :meth:`of` (InvalidProof if that is not possible)."""
+        if isinstance(self.block, bytes | bytearray):
+            return self
+        try:
+            proofs = tuple(self.block)
+        except TypeError:
+            raise InvalidProof("evidence holds neither a block nor state proofs") from None
+        if not all(isinstance(p, StateProof) for p in proofs):
+            raise InvalidProof("evidence holds something else than state proofs")
+        try:
+            return StateEvidence.of(proofs)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InvalidProof(f"evidence holds malformed state proofs: {exc!r}") from None
 
     @classmethod
     def of(cls, proofs: Iterable[StateProof]) -> StateEvidence:
@@ -122,6 +139,8 @@ class StateEvidence(schema.Message, frozen=True):
     @property
     def proofs(self) -> tuple[StateProof, ...]:
         """The entries as the ledger's :class:`StateProof` s (decoded; EncodingError)."""
+        if not isinstance(self.block, bytes | bytearray):
+            return tuple(self.block)
         bp = _block_proof(self.block)
         return tuple(
             StateProof(
@@ -138,7 +157,7 @@ class StateEvidence(schema.Message, frozen=True):
     def height(self) -> int:
         """Height of the evidence's block (0: genesis); 0 if the block does not decode."""
         try:
-            return _block_proof(self.block).height
+            return _block_proof(self.normalized().block).height
         except KairesError:
             return 0
 
@@ -165,17 +184,18 @@ class StateEvidence(schema.Message, frozen=True):
             node.
         """
         try:
-            if not self.entries:
+            ev = self.normalized()
+            if not ev.entries:
                 raise AuditError("no state proofs")
-            key = hashlib.sha256(self.block).digest()
+            key = hashlib.sha256(ev.block).digest()
             got = cache.get(key) if cache is not None else None
             if got is None:
-                got = _verified_block(_block_proof(self.block), genesis)
+                got = _verified_block(_block_proof(ev.block), genesis)
                 if cache is not None:
                     cache.put(key, *got)
             root, height, time_ms = got
             out: dict[str, Any] = {}
-            for e in self.entries:
+            for e in ev.entries:
                 verify_state_proof(e.key, e.value, e.pairs, e.siblings, root)
                 out[e.key] = None if e.value is None else decode_canonical(e.value)
         except (
@@ -243,5 +263,8 @@ def prove_entries(client: Any, keys: Iterable[str], attempts: int = 5) -> StateE
         # prove_many reads (and decodes) the final block once for all keys.
         proofs = tuple(prove_many(keys)) if prove_many else tuple(client.prove(k) for k in keys)
         if len({p.block for p in proofs}) <= 1:
+            try:
             return StateEvidence.of(proofs)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InvalidProof(f"evidence holds malformed state proofs: {exc!r}") from None
     raise InvalidProof("the ledger kept moving while proving; retry the release request")
