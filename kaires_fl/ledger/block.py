@@ -272,7 +272,10 @@ U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 _DECODED: OrderedDict[bytes, Block] = OrderedDict()
-_DECODED_MAX = 64
+#: Total record bytes the decoding memo may hold (blocks from a Byzantine leader can be
+#: large; the memo must not become a way to exhaust memory).
+_DECODED_MAX_BYTES = 64 * 2**20
+_decoded_bytes = 0
 
 
 def decode_block(data: bytes) -> Block:
@@ -280,6 +283,8 @@ def decode_block(data: bytes) -> Block:
     them and a Block is immutable): every node of an in-process committee that receives
     the same proposal shares one decoding. Raises EncodingError like ``from_bytes``."""
     if type(data) is not bytes:
+        if not isinstance(data, bytearray | memoryview):
+            raise EncodingError(f"a block record is bytes, got {type(data).__name__}")
         data = bytes(data)
     block = _DECODED.get(data)
     if block is None:
@@ -290,9 +295,15 @@ def decode_block(data: bytes) -> Block:
 
 def remember_block(block: Block) -> None:
     """Make ``decode_block(block.encoded)`` return ``block`` (the sender's own decoding)."""
-    _DECODED[block.encoded] = block
-    if len(_DECODED) > _DECODED_MAX:
-        _DECODED.popitem(last=False)
+    global _decoded_bytes
+    data = block.encoded
+    if len(data) > _DECODED_MAX_BYTES // 4 or data in _DECODED:
+        return
+    _DECODED[data] = block
+    _decoded_bytes += len(data)
+    while _decoded_bytes > _DECODED_MAX_BYTES:
+        old, _ = _DECODED.popitem(last=False)
+        _decoded_bytes -= len(old)
 
 
 @dataclass(frozen=True)

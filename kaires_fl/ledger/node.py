@@ -480,6 +480,7 @@ class LedgerNode:
             raise ProtocolError("block time does not increase")
         if not 0 <= hd.proposer < self.n:
             raise ProtocolError("block proposer is not in the roster")
+
         block.check_body()
         view = StateView(self.state)
         for tx, res in zip(block.txs, block.results, strict=True):
@@ -513,6 +514,11 @@ class LedgerNode:
         self._signer = p.proposer
         if p.view == 0 or p.required_block() is None:
             self.check_timely(block)
+            if len(block.txs) > self.config.max_block_txs:
+                raise ProtocolError(
+                    f"proposed block holds {len(block.txs)} txs, more than max_block_txs = "
+                    f"{self.config.max_block_txs}"
+                )
         self.validate(block)
         if p.view > self.view:
             self._set_view(p.view)
