@@ -340,9 +340,13 @@ def _entry(darc_id: str, version: int, payload: Mapping[str, Any], env: TxEnv) -
     }
 
 
-def _check_owner(darc_id: str, terms: Any, view: StateView, env: TxEnv) -> None:
-    """An owner-bound id needs its owner's signature; a data policy needs a bound id whose
-    owner is an admitted provider (when the ledger requires registration)."""
+def _check_owner(
+    darc_id: str, terms: Any, view: StateView, env: TxEnv, old_terms: Any = None
+) -> None:
+    """An owner-bound id needs its owner's signature; a data policy needs a bound id, and
+    a new one (created, or terms added to a policy without) an owner admitted as a provider
+    when the ledger requires registration. A removed owner may still change its policy
+    (e.g. revoke grants); ``job.create`` excludes it anyway."""
     owner = policy_owner(darc_id)
     if owner is None:
         if terms is not None:
@@ -356,7 +360,7 @@ def _check_owner(darc_id: str, terms: Any, view: StateView, env: TxEnv) -> None:
             f"policy id {darc_id[:40]}… is bound to key {owner[:16]}…, which did not sign: only "
             "that key may create or change it"
         )
-    if terms is not None:
+    if terms is not None and old_terms is None:
         check_registered(view, owner, PROVIDER)
 
 
@@ -399,5 +403,5 @@ def darc_evolve(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         )
     _check_rules(p["rules"])
     check_terms(p.get("terms"))
-    _check_owner(darc_id, p.get("terms"), view, env)
+    _check_owner(darc_id, p.get("terms"), view, env, old.get("terms"))
     return {darc_key(darc_id): _entry(darc_id, p["version"], p, env)}

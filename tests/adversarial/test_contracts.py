@@ -310,6 +310,10 @@ def test_unlisted_identity_cannot_register_when_the_allow_list_is_on() -> None:
         L.admit("provider", [key(DAVE)], admit=False)
         job = c.get(f"job/{c.execute(BOB, 'job.create', p).tx_id}")
         assert job["providers"] == [pid(ALICE)] and "allow-list" in job["excluded"][pid(DAVE)]
+        # the removed provider can still withdraw its grants (provider consent)
+        revoke = policy(DAVE, [], min_providers=1)
+        revoke["rules"]["use"] = "ed25519:" + "0" * 64
+        c.execute(DAVE, "darc.evolve", {**revoke, "version": 1})
     finally:
         L.close()
 
