@@ -36,14 +36,12 @@ from kaires_fl.arith.flp import (
     Gadget,
     GadgetCall,
     Mul,
+    PairInputs,
     ParallelSum,
     Valid,
-    as_calls,
     dot_groups,
     dot_rows,
-    fill_pairs,
     next_power_of_2,
-    pair_buffer,
     powers,
     soundness_bound,
 )
@@ -117,20 +115,27 @@ class _BitsCircuit(Valid):
         self.field = field
 
     def _range_pairs(
-        self, F: Any, meas: np.ndarray, joint_rand: np.ndarray, n: int, chunk: int, extra: int = 0
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(buf, w)``: the pair buffer of ParallelSum(Mul, chunk) holding (w_k·b_k, b_k − 1)
-        for the first n entries of meas (the weighted products vanish for every weight iff
-        every b_k is a bit), with room for ``extra`` more pairs, and the weights
-        w = :func:`call_weights` of all n + extra pairs (for the caller's extra checks).
+        self,
+        call: GadgetCall,
+        meas: np.ndarray,
+        joint_rand: np.ndarray,
+        n: int,
+        extra: int = 0,
+    ) -> tuple[PairInputs, np.ndarray]:
+        """``(pairs, w)``: inputs of the ParallelSum(Mul, chunk) gadget ``call`` holding
+        (w_k·b_k, b_k − 1) for the first n entries of meas (the weighted products vanish for
+        every weight iff every b_k is a bit), with room for ``extra`` more pairs, and the
+        weights w = :func:`call_weights` of all n + extra pairs (for the caller's extra
+        checks). Evaluate with ``call.call_pairs(pairs)``.
 
-        Pre: the circuit declared ``_pairs = n + extra`` checks, ``chunk_length = chunk`` and
-        ``JOINT_RAND_LEN = GADGET_CALLS[0]`` (:meth:`check_layout`).
+        Pre: the circuit declared ``_pairs = n + extra`` checks, ``chunk_length`` = the
+        gadget's chunk and ``JOINT_RAND_LEN = GADGET_CALLS[0]`` (:meth:`check_layout`).
         """
-        w = call_weights(F, joint_rand, n + extra, chunk)
-        buf = pair_buffer(F, meas.shape[0], n + extra, chunk)
-        fill_pairs(F, buf, 0, n, meas, meas, w=w, b_const=1)
-        return buf, w
+        chunk = call.gadget.count  # type: ignore[attr-defined]
+        w = call_weights(call.F, joint_rand, n + extra, chunk)
+        pairs = call.pairs(n + extra, chunk)
+        pairs.fill(0, n, meas, meas, w=w, b_const=1)
+        return pairs, w
 
     def joint_rand_degree(self) -> int:
         """chunk_length: every check of a call is weighed by a power ≤ chunk of its element."""
@@ -228,8 +233,8 @@ class Sum(_BitsCircuit):
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
-        buf, _ = self._range_pairs(F, meas, joint_rand, self.bits, self.chunk_length)
-        return F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)[:, None]
+        pairs, _ = self._range_pairs(gadgets[0], meas, joint_rand, self.bits)
+        return F.sum(gadgets[0].call_pairs(pairs), axis=-1)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
         v = _as_ints(measurement, "Sum measurement")
@@ -279,8 +284,8 @@ class SumVec(_BitsCircuit):
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
-        buf, _ = self._range_pairs(F, meas, joint_rand, self.MEAS_LEN, self.chunk_length)
-        return F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)[:, None]
+        pairs, _ = self._range_pairs(gadgets[0], meas, joint_rand, self.MEAS_LEN)
+        return F.sum(gadgets[0].call_pairs(pairs), axis=-1)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
         v = _as_ints(measurement, "SumVec measurement")
@@ -331,8 +336,8 @@ class Histogram(_BitsCircuit):
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
         F = self.field
-        buf, _ = self._range_pairs(F, meas, joint_rand, self.length, self.chunk_length)
-        range_check = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
+        pairs, _ = self._range_pairs(gadgets[0], meas, joint_rand, self.length)
+        range_check = F.sum(gadgets[0].call_pairs(pairs), axis=-1)
         sum_check = F.sub(F.sum(meas, axis=-1), F.ones(()))
         return np.stack([range_check, sum_check], axis=-1)
 
@@ -412,13 +417,29 @@ class LinearRegressionRecord(_BitsCircuit):
     def eval(
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
+        return self._eval_z(meas, self._z(meas), joint_rand, gadgets)
+
+    def eval_reps(
+        self,
+        meas: np.ndarray,
+        joint_rands: list[np.ndarray],
+        gadget_lists: list[list[GadgetCall]],
+    ) -> list[np.ndarray]:
+        """``eval`` per repetition, z decoded from the bits once."""
+        z = self._z(meas)
+        return [
+            self._eval_z(meas, z, jr, g) for jr, g in zip(joint_rands, gadget_lists, strict=True)
+        ]
+
+    def _eval_z(
+        self, meas: np.ndarray, z: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
+    ) -> np.ndarray:
         F = self.field
         K = self.n_bits
-        z = self._z(meas)
-        buf, w = self._range_pairs(F, meas, joint_rand, K, self.chunk_length, extra=self.n_prods)
+        pairs, w = self._range_pairs(gadgets[0], meas, joint_rand, K, extra=self.n_prods)
         iu = self._iu
-        fill_pairs(F, buf, K, self.n_prods, z, z, w=w, w_start=K, a_index=iu[0], b_index=iu[1])
-        total = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
+        pairs.fill(K, self.n_prods, z, z, w=w, w_start=K, a_index=iu[0], b_index=iu[1])
+        total = F.sum(gadgets[0].call_pairs(pairs), axis=-1)
         claimed = dot_rows(F, meas, w, start=K, w_start=K)
         return F.sub(total, claimed)[:, None]
 
@@ -549,16 +570,43 @@ class BoundedL2Vec(_BitsCircuit):
     def eval(
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
+        return self._eval_pre(meas, self._norm_terms(meas), joint_rand, gadgets)
+
+    def eval_reps(
+        self,
+        meas: np.ndarray,
+        joint_rands: list[np.ndarray],
+        gadget_lists: list[list[GadgetCall]],
+    ) -> list[np.ndarray]:
+        """``eval`` per repetition, the entries and the slack decoded once."""
+        pre = self._norm_terms(meas)
+        return [
+            self._eval_pre(meas, pre, jr, g)
+            for jr, g in zip(joint_rands, gadget_lists, strict=True)
+        ]
+
+    def _norm_terms(self, meas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(a_i = e_i − A, s − N): what the norm check needs, independent of randomness."""
         F = self.field
-        buf, _ = self._range_pairs(F, meas, joint_rand, self.n_bits, self.chunk_length)
-        range_check = F.sum(gadgets[0](as_calls(buf, self.chunk_length)), axis=-1)
         centred = F.sub(self._entries(meas), F.elements(self.offset))
-        nbuf = pair_buffer(F, meas.shape[0], self.length, self.norm_chunk_length)
-        fill_pairs(F, nbuf, 0, self.length, centred, centred)
-        norm = F.sum(gadgets[1](as_calls(nbuf, self.norm_chunk_length)), axis=-1)
         slack = dot_groups(F, meas, self._pow2n, 1, start=self.length * self.entry_bits)[:, 0]
-        norm_check = F.sub(F.add(norm, slack), F.elements(self.norm_int))
-        return np.stack([range_check, norm_check], axis=-1)
+        return centred, F.sub(slack, F.elements(self.norm_int))
+
+    def _eval_pre(
+        self,
+        meas: np.ndarray,
+        pre: tuple[np.ndarray, np.ndarray],
+        joint_rand: np.ndarray,
+        gadgets: list[GadgetCall],
+    ) -> np.ndarray:
+        F = self.field
+        centred, slack_minus_n = pre
+        pairs, _ = self._range_pairs(gadgets[0], meas, joint_rand, self.n_bits)
+        range_check = F.sum(gadgets[0].call_pairs(pairs), axis=-1)
+        npairs = gadgets[1].pairs(self.length, self.norm_chunk_length)
+        npairs.fill(0, self.length, centred, centred)
+        norm = F.sum(gadgets[1].call_pairs(npairs), axis=-1)
+        return np.stack([range_check, F.add(norm, slack_minus_n)], axis=-1)
 
     def encode(self, measurement: Any) -> np.ndarray:
         v = np.asarray(measurement, dtype=np.float64)

@@ -221,6 +221,95 @@ def _k_fill_pairs_run(
             k += run
 
 
+@njit(cache=True, inline="always")
+def _acc_run(lo: np.ndarray, hi: np.ndarray, t: np.ndarray, off: int, chunk: int) -> None:
+    """lo/hi[j] += 32-bit halves of Σ t[k] over the k with (off + k) % chunk = j."""
+    n = t.shape[0]
+    k = 0
+    while k < n:
+        j0 = (off + k) % chunk
+        run = min(chunk - j0, n - k)
+        dl = lo[j0 : j0 + run]
+        dh = hi[j0 : j0 + run]
+        src = t[k : k + run]
+        for j in range(run):
+            dl[j] += src[j] & kern.M32
+            dh[j] += src[j] >> kern.S32
+        k += run
+
+
+@njit(cache=True)
+def _k_pairs_at(
+    acc: np.ndarray,
+    off: int,
+    chunk: int,
+    a: np.ndarray,
+    a0: int,
+    ai: np.ndarray,
+    b: np.ndarray,
+    b0: int,
+    bi: np.ndarray,
+    bc: np.uint64,
+    vw: np.ndarray,
+    vl: np.ndarray,
+) -> None:
+    """Wire values at t of pairs off + k (k < n = len(vl[0])) of ParallelSum(Mul, chunk),
+    added into acc (B, 2·chunk): acc[r, j] += Σ a[r|0, ia_k]·vw[r|0, k] and
+    acc[r, chunk + j] += Σ (b[r|0, ib_k] − bc)·vl[r|0, k] over the pairs k in slot
+    j = (off + k) % chunk, where ia_k = ai[k] if ai is non-empty else a0 + k (likewise ib).
+    ``_k_fill_pairs`` and ``_k_wire_eval`` fused (vw = weight·L_(m+1)(t), vl = L_(m+1)(t)
+    for the pair's call m): no pair buffer, one product per factor."""
+    B = acc.shape[0]
+    n = vl.shape[1]
+    loa = np.zeros(chunk, dtype=np.uint64)
+    hia = np.zeros(chunk, dtype=np.uint64)
+    lob = np.zeros(chunk, dtype=np.uint64)
+    hib = np.zeros(chunk, dtype=np.uint64)
+    ta = np.empty(n, dtype=np.uint64)
+    tb = np.empty(n, dtype=np.uint64)
+    ga = np.empty(n, dtype=np.uint64)
+    ashared = a.shape[0] == 1
+    bshared = b.shape[0] == 1
+    wshared = vw.shape[0] == 1
+    lshared = vl.shape[0] == 1
+    gather_a = ai.shape[0] > 0
+    gather_b = bi.shape[0] > 0
+    for r in range(B):
+        ar = a[0 if ashared else r]
+        br = b[0 if bshared else r]
+        wr = vw[0 if wshared else r]
+        lr = vl[0 if lshared else r]
+        if gather_a:
+            for k in range(n):
+                ga[k] = ar[ai[k]]
+            for k in range(n):
+                ta[k] = kern.mulmod(ga[k], wr[k])
+        else:
+            src = ar[a0 : a0 + n]
+            for k in range(n):
+                ta[k] = kern.mulmod(src[k], wr[k])
+        if gather_b:
+            for k in range(n):
+                ga[k] = br[bi[k]]
+            for k in range(n):
+                tb[k] = kern.mulmod(kern.submod(ga[k], bc), lr[k])
+        else:
+            src = br[b0 : b0 + n]
+            for k in range(n):
+                tb[k] = kern.mulmod(kern.submod(src[k], bc), lr[k])
+        _acc_run(loa, hia, ta, off, chunk)
+        _acc_run(lob, hib, tb, off, chunk)
+        for j in range(chunk):
+            if loa[j] != kern.ZERO or hia[j] != kern.ZERO:
+                acc[r, j] = kern.addmod(acc[r, j], _acc_reduce(hia[j], loa[j]))
+                loa[j] = kern.ZERO
+                hia[j] = kern.ZERO
+            if lob[j] != kern.ZERO or hib[j] != kern.ZERO:
+                acc[r, chunk + j] = kern.addmod(acc[r, chunk + j], _acc_reduce(hib[j], lob[j]))
+                lob[j] = kern.ZERO
+                hib[j] = kern.ZERO
+
+
 @njit(cache=True)
 def _k_wire_eval(inp: np.ndarray, seeds: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """Wire polynomials at t from their values: out[b, l] = seeds[b, l]·w[0] + Σ_k
@@ -630,8 +719,77 @@ class ParallelSum(Gadget):
 # ------------------------------------------------------------------ validity circuits
 
 
+class PairInputs:
+    """Inputs of ParallelSum(Mul, chunk) built pair by pair (see :meth:`GadgetCall.pairs`).
+
+    ``fill`` takes the arguments of :func:`fill_pairs`. This one holds the pair buffer
+    ``(B, calls, 2, chunk)``; the verifier's variant never materialises it.
+    """
+
+    def __init__(self, F: Any, batch: int, pairs: int, chunk: int) -> None:
+        self.F = F
+        self.pairs = pairs
+        self.chunk = chunk
+        self.calls = -(-pairs // chunk)
+        self.buf = pair_buffer(F, batch, pairs, chunk)
+
+    def fill(self, off: int, n: int, a: np.ndarray, b: np.ndarray, **kw: Any) -> None:
+        """Pairs off..off+n−1 ← (a·w, b − b_const), as :func:`fill_pairs`."""
+        if off < 0 or off + n > self.pairs:
+            raise ConfigError(f"pairs {off}..{off + n} outside the {self.pairs} declared")
+        fill_pairs(self.F, self.buf, off, n, a, b, **kw)
+
+
+class _PairsAtT(PairInputs):
+    """Verifier's pair inputs: each ``fill`` adds the pairs' contribution to the wire
+    polynomials at the query point straight into the call's accumulator (Field64)."""
+
+    def __init__(self, call: _QueryCall, pairs: int, chunk: int) -> None:
+        self.F = call.F
+        self.pairs = pairs
+        self.chunk = chunk
+        self.calls = -(-pairs // chunk)
+        self.call = call
+        self.start = call.calls  # index of this block's first gadget call
+        self.batch = call.batch
+
+    def fill(
+        self,
+        off: int,
+        n: int,
+        a: np.ndarray,
+        b: np.ndarray,
+        w: np.ndarray | None = None,
+        b_const: int = 0,
+        a_start: int = 0,
+        b_start: int = 0,
+        a_index: np.ndarray | None = None,
+        b_index: np.ndarray | None = None,
+        w_start: int = 0,
+    ) -> None:
+        if off < 0 or off + n > self.pairs:
+            raise ConfigError(f"pairs {off}..{off + n} outside the {self.pairs} declared")
+        F = self.F
+        none = np.empty(0, dtype=np.int64)
+        ai = none if a_index is None else np.asarray(a_index, np.int64)
+        bi = none if b_index is None else np.asarray(b_index, np.int64)
+        if (a_index is not None and ai.shape != (n,)) or (b_index is not None and bi.shape != (n,)):
+            raise ConfigError("fill: index arrays must have length n")
+        calls_of = self.start + 1 + (off + np.arange(n)) // self.chunk  # α-index of each pair
+        vl = np.ascontiguousarray(self.call.weights[:, calls_of])  # L_(m+1)(t): (1|B, n)
+        vw = vl if w is None else mul_rows(F, _c(w[:, w_start : w_start + n]), vl)
+        bc = np.uint64(0) if b_const == 0 else np.uint64(F.elements(b_const)[()])
+        _k_pairs_at(
+            self.call.acc, off, self.chunk, _c(a), a_start, ai, _c(b), b_start, bi, bc, _c(vw), vl
+        )
+
+
 class GadgetCall:
-    """What a circuit calls: ``call(inp (B, k, ARITY)) -> (B, k)`` for k calls at once."""
+    """What a circuit calls: ``call(inp (B, k, ARITY)) -> (B, k)`` for k calls at once.
+
+    ParallelSum(Mul) inputs can also be built pair by pair: ``buf = call.pairs(n, chunk)``,
+    ``buf.fill(...)``, ``out = call.call_pairs(buf)`` (the verifier then skips the buffer).
+    """
 
     def __init__(self, F: Any, gadget: Gadget, batch: int) -> None:
         self.F = F
@@ -655,21 +813,67 @@ class GadgetCall:
     def __call__(self, inp: np.ndarray) -> np.ndarray:
         return self.gadget.eval(self.F, self.record(inp))
 
+    def pairs(self, pairs: int, chunk: int) -> PairInputs:
+        """Empty inputs for ⌈pairs/chunk⌉ calls of this ParallelSum(Mul, chunk) gadget."""
+        if not (isinstance(self.gadget, ParallelSum) and isinstance(self.gadget.sub, Mul)):
+            raise ConfigError(f"pairs() needs a ParallelSum(Mul, ·) gadget, not {self.gadget!r}")
+        if self.gadget.count != chunk:
+            raise ConfigError(f"pairs(): chunk {chunk} ≠ the gadget's {self.gadget.count}")
+        return PairInputs(self.F, self.batch, pairs, chunk)
+
+    def call_pairs(self, inputs: PairInputs) -> np.ndarray:
+        """Call the gadget on every call of ``inputs``: outputs ``(B, calls)``."""
+        return self(as_calls(inputs.buf))
+
 
 class _QueryCall(GadgetCall):
-    """Gadget outputs replaced by the gadget polynomial at α^1, α^2, … (call order)."""
+    """Gadget outputs replaced by the gadget polynomial at α^1, α^2, … (call order); the
+    inputs are folded into the wire polynomials at the query point as they arrive
+    (``acc`` = Σ_k inputs of call k · L_(k+1)(t), ``weights`` the Lagrange weights at t)."""
 
-    def __init__(self, F: Any, gadget: Gadget, batch: int, outputs: np.ndarray) -> None:
+    def __init__(
+        self, F: Any, gadget: Gadget, batch: int, outputs: np.ndarray, weights: np.ndarray
+    ) -> None:
         super().__init__(F, gadget, batch)
         self.outputs = outputs  # (B or 1, P) evaluations at α^0..α^(P-1)
+        self.weights = weights  # (B or 1, P) Lagrange weights at t
+        self.acc = zeros(F, (batch, gadget.ARITY))
 
-    def __call__(self, inp: np.ndarray) -> np.ndarray:
-        start = self.calls
-        k = self.record(inp).shape[1]
+    def _outputs(self, start: int, k: int) -> np.ndarray:
         out = self.outputs[:, 1 + start : 1 + start + k]
         if out.shape[1] != k:
             raise ConfigError(f"gadget {self.gadget!r} called more often than declared")
         return np.broadcast_to(out, (self.batch, k))
+
+    def __call__(self, inp: np.ndarray) -> np.ndarray:
+        start = self.calls
+        inp = self.record(inp)
+        k = inp.shape[1]
+        out = self._outputs(start, k)
+        self.inputs.clear()  # folded into acc below: nothing is kept
+        F = self.F
+        w = self.weights[:, start : start + 1 + k]  # w[:, 0] multiplies the zero seeds
+        if _is64(F):
+            part = np.empty(self.acc.shape, dtype=np.uint64)
+            seeds0 = np.zeros(self.acc.shape, dtype=np.uint64)
+            _k_wire_eval(_c(inp), seeds0, np.ascontiguousarray(w), part)
+        else:
+            part = F.sum(F.mul(inp, w[:, 1:, None]), axis=1)
+        self.acc = F.add(self.acc, part)
+        return out
+
+    def pairs(self, pairs: int, chunk: int) -> PairInputs:
+        base = super().pairs(pairs, chunk)
+        return _PairsAtT(self, pairs, chunk) if _is64(self.F) else base
+
+    def call_pairs(self, inputs: PairInputs) -> np.ndarray:
+        if isinstance(inputs, _PairsAtT):
+            if inputs.call is not self or inputs.start != self.calls:
+                raise ConfigError("call_pairs: inputs built for another call of the gadget")
+            out = self._outputs(self.calls, inputs.calls)
+            self.calls += inputs.calls
+            return out
+        return super().call_pairs(inputs)
 
 
 class Valid:
@@ -716,6 +920,16 @@ class Valid:
     def joint_rand_degree(self) -> int:
         """Degree of the output in the joint randomness (see the class docstring)."""
         return 0
+
+    def eval_reps(
+        self,
+        meas: np.ndarray,
+        joint_rands: list[np.ndarray],
+        gadget_lists: list[list[GadgetCall]],
+    ) -> list[np.ndarray]:
+        """``eval`` for each repetition (same measurement); circuits override it to share
+        work that does not depend on the joint randomness."""
+        return [self.eval(meas, jr, g) for jr, g in zip(joint_rands, gadget_lists, strict=True)]
 
     def check_layout(self) -> None:
         """Raise ``ConfigError`` if the declared sizes contradict what
@@ -1027,10 +1241,10 @@ class FlpBBCGGI19:
         F = self.field
         B = meas2.shape[0]
         parts = []
-        for rep in range(self.proofs):
-            jr_rep = jr[:, rep * self._jr1 : (rep + 1) * self._jr1]
-            calls = [GadgetCall(F, g, B) for g in self.valid.GADGETS]
-            self.valid.eval(meas2, jr_rep, calls)
+        jrs = [jr[:, rep * self._jr1 : (rep + 1) * self._jr1] for rep in range(self.proofs)]
+        call_lists = [[GadgetCall(F, g, B) for g in self.valid.GADGETS] for _ in jrs]
+        self.valid.eval_reps(meas2, jrs, call_lists)
+        for rep, calls in enumerate(call_lists):
             off = rep * self._pr1
             for lay, call in zip(self.layouts, calls, strict=True):
                 L = lay.gadget.ARITY
@@ -1098,22 +1312,16 @@ class FlpBBCGGI19:
     def _wires_at(
         self, call: GadgetCall, lay: _GadgetLayout, seeds: np.ndarray, weights: np.ndarray
     ) -> np.ndarray:
-        """Wire polynomials at t ``(B, ARITY)`` from Lagrange weights ``(1|B, P)``."""
+        """Wire polynomials at t ``(B, ARITY)``: the seeds times L_0(t) plus the inputs the
+        query call folded in (``_QueryCall.acc``)."""
         F = self.field
-        if not _is64(F):
-            wires = self._wires(call, lay, seeds)
-            return F.sum(F.mul(wires, weights[:, None, :]), axis=-1)
         if call.calls != lay.calls:
-            self._wires(call, lay, seeds)  # raises the explanatory ConfigError
-        inp = call.inputs[0] if len(call.inputs) == 1 else np.concatenate(call.inputs, axis=1)
-        out = np.empty(seeds.shape, dtype=np.uint64)
-        _k_wire_eval(
-            np.ascontiguousarray(inp),
-            np.ascontiguousarray(seeds),
-            np.ascontiguousarray(weights[:, : lay.calls + 1]),
-            out,
-        )
-        return out
+            raise ConfigError(
+                f"circuit {self.valid!r} called {lay.gadget!r} {call.calls} times; "
+                f"declared {lay.calls}"
+            )
+        assert isinstance(call, _QueryCall)
+        return F.add(call.acc, F.mul(seeds, weights[:, :1]))
 
     # -------------------------------------------------------------- query
 
@@ -1158,31 +1366,36 @@ class FlpBBCGGI19:
         B = meas2.shape[0]
         out = []
         poff = 0
+        jrs, reps = [], []
         for rep in range(self.proofs):
-            jr_rep = jr[:, rep * self._jr1 : (rep + 1) * self._jr1]
+            jrs.append(jr[:, rep * self._jr1 : (rep + 1) * self._jr1])
             qr_rep = qr[:, rep * self._qr1 : (rep + 1) * self._qr1]
             seeds_l: list[np.ndarray] = []
             gpoly_l: list[np.ndarray] = []
+            weights_l: list[np.ndarray] = []
             calls: list[GadgetCall] = []
-            for lay in self.layouts:
+            for g, lay in enumerate(self.layouts):
                 L = lay.gadget.ARITY
                 seeds = proof2[:, poff : poff + L]
                 gpoly = proof2[:, poff + L : poff + lay.proof_len]
                 poff += lay.proof_len
                 # gadget polynomial on the P-th roots: fold mod x^P − 1, then one NTT
                 folded = _fold(F, gpoly, lay.P)
-                calls.append(_QueryCall(F, lay.gadget, B, poly.ntt(F, folded)))
+                weights = _lagrange_at(F, qr_rep[:, g], lay.P)  # (B|1, P)
+                calls.append(_QueryCall(F, lay.gadget, B, poly.ntt(F, folded), weights))
                 seeds_l.append(seeds)
                 gpoly_l.append(gpoly)
-            v = self.valid.eval(meas2, jr_rep, calls)  # (B, EVAL_OUTPUT_LEN)
+                weights_l.append(weights)
+            reps.append((qr_rep, seeds_l, gpoly_l, weights_l, calls))
+        outs = self.valid.eval_reps(meas2, jrs, [r[-1] for r in reps])  # (B, EVAL_OUTPUT_LEN)
+        for v, (qr_rep, seeds_l, gpoly_l, weights_l, calls) in zip(outs, reps, strict=True):
             if self.valid.EVAL_OUTPUT_LEN > 1:
                 coef = qr_rep[:, len(self.layouts) :]
                 v = F.sum(F.mul(v, coef), axis=-1)[:, None]
             out.append(v)
             for g, lay in enumerate(self.layouts):
                 t = qr_rep[:, g]
-                weights = _lagrange_at(F, t, lay.P)  # (B|1, P)
-                out.append(self._wires_at(calls[g], lay, seeds_l[g], weights))
+                out.append(self._wires_at(calls[g], lay, seeds_l[g], weights_l[g]))
                 tpow = powers(F, t, lay.poly_len)  # (B|1, poly_len)
                 out.append(dot_rows(F, gpoly_l[g], tpow)[:, None])
         return np.concatenate(out, axis=1)

@@ -542,3 +542,36 @@ def test_dot_groups_powers_of_two_against_ints(K: int) -> None:
         for r in range(4)
     ]
     assert [[int(x) for x in row] for row in dot_groups(F, a, w2, G, start=2)] == exp2
+
+
+@pytest.mark.parametrize(
+    "valid",
+    [
+        cc.Sum(9),
+        cc.SumVec(37, 3),
+        cc.Histogram(20),
+        cc.LinearRegressionRecord(3, 5),
+        cc.BoundedL2Vec(10, 4, 1.0),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("shared", [True, False])
+def test_fused_query_equals_pair_buffer_path(valid: Valid, shared: bool, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The verifier's fused pair inputs (wires at t accumulated, no buffer) give the same
+    verifier as the materialised pair buffer, valid and tampered records alike."""
+    from kaires_fl.arith import flp as flp_mod
+
+    flp = FlpBBCGGI19(valid)
+    B = 6
+    meas = F.random((B, valid.MEAS_LEN), rng=RNG)  # arbitrary inputs: the map is affine
+    shape = (flp.JOINT_RAND_LEN,) if shared else (B, flp.JOINT_RAND_LEN)
+    jr = F.random(shape, rng=RNG)
+    proof = F.random((B, flp.PROOF_LEN), rng=RNG)
+    qr = (
+        flp.derive_query_rand(b"fused")
+        if shared
+        else np.stack([flp.derive_query_rand(bytes([i])) for i in range(B)])
+    )
+    fused = flp.query(meas, proof, qr, jr)
+    monkeypatch.setattr(flp_mod._QueryCall, "pairs", flp_mod.GadgetCall.pairs)
+    assert np.array_equal(fused, flp.query(meas, proof, qr, jr))
