@@ -55,13 +55,13 @@ def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
     return (v[..., None] >> np.arange(bits, dtype=np.uint64)) & np.uint64(1)
 
 
-class WeightedBoundedL2Vec(circuits.BoundedL2Vec):
+class WeightedBoundedL2Vec(circuits._BitsCircuit):
     """A fixed-point weight w ∈ [0, 1 − 2^-f] and vector v with ‖v‖₂ ≤ w (``f`` =
     ``frac_bits``).
 
     Entries a_i = round(v_i·2^f) are offset-encoded as e_i = a_i + A (A = 2^f − 1,
-    f + 1 bits each, as :class:`~kaires_fl.arith.circuits.BoundedL2Vec` with bound
-    ``proven_bound(f)``); the weight ω = round(w·2^f) takes f bits; the slack
+    f + 1 bits each, the layout of :class:`~kaires_fl.arith.circuits.BoundedL2Vec` with
+    bound ``proven_bound(f)``); the weight ω = round(w·2^f) takes f bits; the slack
     s = ω² − Σ a_i² takes the bits of (2^f − 1)² (2f for f ≥ 2). Measurement: entry bits,
     weight bits, slack bits (each integer least significant bit first).
 
@@ -77,54 +77,103 @@ class WeightedBoundedL2Vec(circuits.BoundedL2Vec):
     """
 
     def __init__(self, length: int, frac_bits: int, field: Any = Field64) -> None:
-        super().__init__(length, frac_bits, proven_bound(frac_bits), field=field)
-        # BoundedL2Vec set A = 2^f − 1, entry_bits = f + 1, norm bits = 2f and checked
-        # L·4^(f+1) + 2^(2f) < p; the weight adds f bits and one pair to the norm gadget.
-        self.weight_bits = int(frac_bits)
-        self._weights_at = self.length * self.entry_bits
+        if int(length) < 1 or int(frac_bits) < 1:
+            raise ConfigError("WeightedBoundedL2Vec needs length ≥ 1 and frac_bits ≥ 1")
+        self.field = field
+        self.length = L = int(length)
+        self.frac_bits = f = int(frac_bits)
+        self.bound = proven_bound(f)
+        self.offset = (1 << f) - 1  # A: the largest |a_i| and the largest ω
+        self.max_weight = self.offset
+        self.entry_bits = (2 * self.offset).bit_length()  # f + 1
+        self.weight_bits = f
+        self.norm_bits = (self.offset**2).bit_length()  # slack s ≤ ω² ≤ A²
+        if L * 4**self.entry_bits + 2**self.norm_bits >= field.MODULUS:
+            raise ConfigError(
+                f"WeightedBoundedL2Vec(length={L}, frac_bits={f}) could wrap "
+                f"{field.__name__}: lower frac_bits or length"
+            )
+        self._weights_at = L * self.entry_bits
         self._slack_at = self._weights_at + self.weight_bits
-        n_bits = self._slack_at + self.norm_bits
-        self.n_bits = n_bits
+        self.n_bits = n_bits = self._slack_at + self.norm_bits
         self.chunk_length = circuits.best_chunk_length(n_bits)
-        self.norm_chunk_length = circuits.best_chunk_length(self.length + 1)
+        self.norm_chunk_length = circuits.best_chunk_length(L + 1)
         self.MEAS_LEN = n_bits
-        self.OUTPUT_LEN = self.length + 1
+        self.OUTPUT_LEN = L + 1
+        self.EVAL_OUTPUT_LEN = 2
         self.GADGETS = [
             flp.ParallelSum(flp.Mul(), self.chunk_length),
             flp.ParallelSum(flp.Mul(), self.norm_chunk_length),
         ]
         self.GADGET_CALLS = [
             math.ceil(n_bits / self.chunk_length),
-            math.ceil((self.length + 1) / self.norm_chunk_length),
+            math.ceil((L + 1) / self.norm_chunk_length),
         ]
         # one joint-randomness element per range-check call (circuits.call_weights)
         self.JOINT_RAND_LEN = self.GADGET_CALLS[0]
         self._pairs = n_bits
         self.check_layout()
+        self._pow2e = field.elements([1 << k for k in range(self.entry_bits)])
         self._pow2w = field.elements([1 << k for k in range(self.weight_bits)])
-        self.max_weight = (1 << self.weight_bits) - 1  # ω ≤ 2^f − 1 = A
+        self._pow2n = field.elements([1 << k for k in range(self.norm_bits)])
 
     def __repr__(self) -> str:
         return f"WeightedBoundedL2Vec(length={self.length}, frac_bits={self.frac_bits})"
 
+    def _entries(self, meas: np.ndarray) -> np.ndarray:
+        return flp.dot_groups(self.field, np.asarray(meas), self._pow2e, self.length)
+
     def _weight(self, meas: np.ndarray) -> np.ndarray:
         return flp.dot_groups(self.field, np.asarray(meas), self._pow2w, 1, start=self._weights_at)
+
+    def _norm_terms(
+        self, meas: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(a_i, ω, −ω, s): what the norm check needs, independent of the randomness."""
+        F = self.field
+        centred = F.sub(self._entries(meas), F.elements(self.offset))
+        omega = self._weight(meas)
+        slack = flp.dot_groups(F, meas, self._pow2n, 1, start=self._slack_at)[:, 0]
+        return centred, omega, F.neg(omega), slack
+
+    def _eval_pre(
+        self,
+        meas: np.ndarray,
+        pre: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        joint_rand: np.ndarray,
+        gadgets: list[flp.GadgetCall],
+    ) -> np.ndarray:
+        F = self.field
+        L = self.length
+        centred, omega, neg_omega, slack = pre
+        bits, _ = self._range_pairs(gadgets[0], meas, joint_rand, self.n_bits)
+        range_check = F.sum(gadgets[0].call_pairs(bits), axis=-1)
+        norm_pairs = gadgets[1].pairs(L + 1, self.norm_chunk_length)
+        norm_pairs.fill(0, L, centred, centred)
+        norm_pairs.fill(L, 1, omega, neg_omega)
+        norm = F.sum(gadgets[1].call_pairs(norm_pairs), axis=-1)
+        return np.stack([range_check, F.add(norm, slack)], axis=-1)
 
     def eval(
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[flp.GadgetCall]
     ) -> np.ndarray:
-        F = self.field
-        L = self.length
-        buf, _ = self._range_pairs(F, meas, joint_rand, self.n_bits, self.chunk_length)
-        range_check = F.sum(gadgets[0](flp.as_calls(buf, self.chunk_length)), axis=-1)
-        centred = F.sub(self._entries(meas), F.elements(self.offset))
-        omega = self._weight(meas)
-        nbuf = flp.pair_buffer(F, meas.shape[0], L + 1, self.norm_chunk_length)
-        flp.fill_pairs(F, nbuf, 0, L, centred, centred)
-        flp.fill_pairs(F, nbuf, L, 1, omega, F.neg(omega))
-        norm = F.sum(gadgets[1](flp.as_calls(nbuf, self.norm_chunk_length)), axis=-1)
-        slack = flp.dot_groups(F, meas, self._pow2n, 1, start=self._slack_at)[:, 0]
-        return np.stack([range_check, F.add(norm, slack)], axis=-1)
+        return self._eval_pre(meas, self._norm_terms(meas), joint_rand, gadgets)
+
+    def eval_reps(
+        self,
+        meas: np.ndarray,
+        joint_rands: list[np.ndarray],
+        gadget_lists: list[list[flp.GadgetCall]],
+    ) -> list[np.ndarray]:
+        """``eval`` per proof repetition, the entries, weight and slack decoded once."""
+        pre = self._norm_terms(meas)
+        return [
+            self._eval_pre(meas, pre, jr, g)
+            for jr, g in zip(joint_rands, gadget_lists, strict=True)
+        ]
+
+    def max_measurements(self) -> int:
+        return (self.field.MODULUS - 1) // (2 * self.offset)
 
     def encode(self, measurement: Any) -> np.ndarray:
         """``(..., L + 1)`` reals (v, then w) → ``(..., MEAS_LEN)`` elements.

@@ -57,11 +57,17 @@ def _honest_fedavg(rounds: int, nodes: list[int]) -> np.ndarray:
     return np.concatenate([a.ravel() for a in arrays])
 
 
-def _claiming_app(claims: dict[int, float], push: dict[int, float] | None = None) -> ClientApp:
+def _claiming_app(
+    claims: dict[int, float], push: dict[int, float] | None = None, fault: str | None = None
+) -> ClientApp:
     """The example's ClientApp, where node ``p`` claims ``claims[p]`` examples and (if in
-    ``push``) returns the global model plus ``push[p]`` in every parameter."""
+    ``push``) returns the global model plus ``push[p]`` in every parameter; node 0 runs
+    the mod's ``fault`` (if any)."""
     push = push or {}
-    app = ClientApp(mods=[make_kaires_mod(simulation=True)])
+    mod = make_kaires_mod(
+        simulation=True, fault=lambda c: fault if c.node_config["partition-id"] == 0 else None
+    )
+    app = ClientApp(mods=[mod])
 
     @app.train()
     def train(msg: Message, ctx: Context) -> Message:
@@ -140,13 +146,17 @@ def test_batch_inflated_model_update_is_refused() -> None:
     global model is FedAvg over the honest clients. On 40b7995 the batch was summed: one
     client moved the global model 712 against a per-client bound of ≈ 4.2."""
     committee = LocalCommittee()
-    grid = LocalGrid(apps.make_client_app(faults={0: "batch_inflation"}), N)
+    app = _claiming_app({0: 1e15}, push={0: 50.0}, fault="batch_inflation")
+    grid = LocalGrid(app, N)
     s = _strategy(committee)
     final = _run(s, grid, 1)
     res = s.kaires_rounds[1]["result"]
     assert apps.policy_id(0) in res.refused and "batch" in res.refused[apps.policy_id(0)]
     assert apps.policy_id(0) not in res.accepted and len(res.accepted) == N - 1
-    np.testing.assert_allclose(final, _honest_fedavg(1, list(range(1, N))), atol=1e-4)
+    # the attacker moved the global model by nothing (accepted, 50 copies of its clipped
+    # push would have moved it by ≈ 50·C/(50 + Σw) ≈ C, here 10)
+    honest = _honest_fedavg(1, list(range(1, N)))
+    assert np.linalg.norm(final - honest) <= 1e-3
 
 
 def _replaying_app(victim_record: dict, victim_policy: str) -> ClientApp:
