@@ -75,9 +75,15 @@ def leader_of(height: int, view: int, n: int) -> int:
     return (height + view) % n
 
 
+def roster_index(i: object, genesis: Genesis) -> bool:
+    """Whether ``i`` is a roster position (an int in [0, n): in-process messages are not
+    validated by a decoder, and ``roster[-1]`` must not be a second name for a node)."""
+    return type(i) is int and 0 <= i < genesis.n
+
+
 def check_vote(vote: Vote, genesis: Genesis) -> None:
     """Raises ProtocolError unless ``vote`` is signed by roster node ``vote.voter``."""
-    if vote.voter >= genesis.n or not schema.verify(
+    if not roster_index(vote.voter, genesis) or not schema.verify(
         vote, bytes.fromhex(genesis.roster[vote.voter]), consensus_context("vote", genesis.chain_id)
     ):
         raise ProtocolError(
@@ -132,7 +138,7 @@ class ViewChange(schema.Message, frozen=True):
     def check(self, genesis: Genesis) -> None:
         """Raises ProtocolError unless well formed, signed by ``voter``, with a valid
         prepared certificate from an earlier view (if any)."""
-        if self.voter >= genesis.n or self.view < 1:
+        if not roster_index(self.voter, genesis) or self.view < 1:
             raise ProtocolError(f"malformed view change from node {self.voter}")
         if not schema.verify(
             self,
@@ -176,7 +182,9 @@ class Proposal(schema.Message, frozen=True):
             if the proposal is not from the view's leader, badly signed, or unjustified
             (or does not re-propose the highest prepared block of its justification).
         """
-        if self.proposer != leader_of(self.height, self.view, genesis.n):
+        if not roster_index(self.proposer, genesis) or self.proposer != leader_of(
+            self.height, self.view, genesis.n
+        ):
             raise ProtocolError(f"node {self.proposer} is not the leader of view {self.view}")
         if block.height != self.height:
             raise ProtocolError("proposal height does not match its block")

@@ -62,3 +62,20 @@ def test_own_echo_is_not_reverified_but_everything_commits(
     # prepare and commit votes of the 3 other nodes, never its own.
     assert len(calls) <= 3 + 4 * 3 * 2
     L.close()
+
+
+def test_a_vote_under_a_negative_voter_index_is_refused() -> None:
+    """roster[-1] is the last node: its signature under voter -1 must not count twice."""
+    L = make_ledger(4, balances={key(ident("bob")): 10}, config=FAST)
+    node, block_hash = _block_in_flight(L)
+    last = L.nodes[3]
+    assert last is not None
+    h = node.height + 1
+    alias = schema.sign(
+        Vote("commit", h, node.view, block_hash, -1), last.identity, last.contexts["vote"]
+    )
+    before = node.ignored
+    node.on_message(node.peers[3], alias)
+    assert node.ignored == before + 1
+    assert -1 not in node.votes.get(("commit", node.view, block_hash), {})
+    L.close()
