@@ -447,3 +447,38 @@ def test_valid_payloads_are_accepted() -> None:
         tx = make_tx(CHAIN, kind, payload, 1, BOB)
         env = TxEnv(CHAIN, STATE.height + 1, 10**12, tx.id, SIGNERS)
         assert CONTRACTS[kind](StateView(STATE), tx, env), kind
+
+
+def test_deeply_nested_rule_is_refused_and_the_ledger_goes_on(world) -> None:
+    """Robustness: a peer's darc.create whose rule nests 5000 parentheses used to raise
+    RecursionError inside block execution (not a rejection the executor recorded); it is
+    now refused with a LedgerError on every node and the next transaction commits."""
+    _, c = world
+    deep = "(" * 5000 + f"ed25519:{key(EVE)}" + ")" * 5000
+    tx = c.sign(EVE, "darc.create", {"id": "deep", "rules": {"_evolve": deep}})
+    (got,) = c.wait(c.submit_many([tx]), proof=False)
+    assert not got.result.ok and "nests deeper" in got.result.reason
+    assert c.execute(
+        EVE, "darc.create", {"id": "flat", "rules": {"_evolve": f"ed25519:{key(EVE)}"}}
+    )
+
+
+TOKENS = st.sampled_from(
+    ["(", ")", "|", "&", ",", ">", "threshold<1/2,", "threshold<9999/1,", "darc:x",
+     f"ed25519:{'ab' * 32}", "ed25519:zz", " ", "threshold<", "darc:"]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(TOKENS, max_size=40), noise=st.text(max_size=8))
+def test_rule_parser_raises_only_ledger_errors(parts: list[str], noise: str) -> None:
+    """Robustness: any rule text parses to a tree or raises LedgerError, and a parsed rule
+    evaluates to a bool for any signer set."""
+    from kaires_fl.ledger.darc import evaluate, parse_expr
+
+    for text in ("".join(parts), "".join(parts) + noise):
+        try:
+            tree = parse_expr(text)
+        except LedgerError:
+            continue
+        assert isinstance(evaluate(tree, {"ab" * 32}, StateView(STATE)), bool)
