@@ -348,3 +348,19 @@ def test_replayed_or_second_write_refused_before_relay() -> None:
         conn.admit_write(fresh, set())  # re-countered without the signer: bad signature
     with pytest.raises(LedgerError, match="already wrote"):
         conn.admit_write(old, {old.sender})
+
+
+def test_round_with_the_registration_allow_list_on() -> None:
+    """A LocalCommittee with the allow-list on: the simulation's roster admits the Flower
+    providers it enrols (their policies would be refused otherwise) and the round runs."""
+    committee = LocalCommittee(registration=True)
+    s = KairesFedAvg(
+        fraction_evaluate=0.0,
+        min_available_nodes=3,
+        min_train_nodes=3,
+        committee=committee,
+        num_examples_cap=apps.NUM_EXAMPLES_CAP,
+    )
+    _run(s, LocalGrid(apps.make_client_app(), 3), 1)
+    res = s.kaires_rounds[1]["result"]
+    assert res.status == "done" and len(res.accepted) == 3 and not s.enrol_refusals
