@@ -117,6 +117,8 @@ def make_kaires_mod(
             record = provider.seal(offer, meas)
         except KairesError as exc:
             return _refuse(msg, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # e.g. arrays from the ServerApp that do not fit the reply
+            return _refuse(msg, f"cannot encode the reply ({type(exc).__name__}: {exc})")
         return _reply(msg, record)
 
     mod.__name__ = "kaires_mod"
