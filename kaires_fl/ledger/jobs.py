@@ -174,7 +174,7 @@ def _check_job_payload(p: Any) -> None:
         raise LedgerError("job 'committee' must be a registered committee id (64 hex chars)")
     if not isinstance(p["consumer_key"], str):
         raise LedgerError("job 'consumer_key' must be a hex string")
-    hex_bytes(p["consumer_key"], None, "consumer_key")
+    hex_bytes(p["consumer_key"], 32, "consumer_key (X25519 public key)")
     if p.get("on_excluded", "exclude") not in ("exclude", "refuse"):
         raise LedgerError("job 'on_excluded' must be 'exclude' or 'refuse'")
     mp = p.get("min_providers", 1)
