@@ -496,7 +496,7 @@ class LinearRegressionStats(Statistic):
         fix = "widen x_bounds / y_bounds (policy bounds)"
         check_within(Xa, self.x_bounds, self._names[:-1], fix)
         check_within(ya[:, None], self.y_bounds, self._names[-1:], fix)
-        if one_provider:
+        if one_provider and self.granularity == "provider":
             self._check_rows(Xa.shape[0])
         return Xa, ya
 
@@ -536,7 +536,9 @@ class LinearRegressionStats(Statistic):
             v = self.local_moments(X, y)
             ints = _fixed_point(v, self._f, self.bits)
             return self.circuit.encode(ints[None, :])
-        return self.circuit.encode(self.quantise(X, y))
+        q = self.quantise(X, y)
+        self._check_rows(q.shape[0])  # one provider's batch of records
+        return self.circuit.encode(q)
 
     def decode(self, aggregate: np.ndarray, num_measurements: int) -> dict[str, Any]:
         """Returns ``n``, ``x_mean`` (d,), ``y_mean``, centred ``sxx`` (d, d), ``sxy`` (d,),

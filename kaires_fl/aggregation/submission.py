@@ -496,6 +496,10 @@ def open_part(
     """
     F = flp.field
     job, prov, B = manifest.job, manifest.provider, manifest.batch
+    if not 0 <= i < len(manifest.key_commits) or len(key) != 32:
+        raise InvalidSubmission(
+            f"no part {i} (or a key of {len(key)} bytes) in the manifest of {prov[:16]}…"
+        )
     if key_commit(job, prov, i, key).hex() != manifest.key_commits[i]:
         raise InvalidSubmission(
             f"released key {i} of provider {prov[:16]}… does not match its signed commitment: "

@@ -21,12 +21,14 @@ from kaires_fl.aggregation.job import circuit_id, flp_for
 from kaires_fl.aggregation.submission import (
     PROVIDER_FAULTS,
     SealedSubmission,
+    max_batch,
     seal_parts,
     sign_manifest,
 )
 from kaires_fl.crypto.group import Point
 from kaires_fl.crypto.sign import Identity
-from kaires_fl.errors import ConfigError
+from kaires_fl.errors import AccessDenied, ConfigError
+from kaires_fl.ledger.committees import committee_key
 from kaires_fl.ledger.darc import (
     DEFAULT_MAX_JOBS,
     DEFAULT_MIN_PROVIDERS,
@@ -34,6 +36,7 @@ from kaires_fl.ledger.darc import (
     darc_key,
     data_terms,
 )
+from kaires_fl.ledger.jobs import job_key
 from kaires_fl.ledger.tx import Tx
 from kaires_fl.secret_management.contracts import lts_key
 from kaires_fl.secret_management.write import WRITE_KIND, aggregator_slot, make_write
@@ -119,11 +122,43 @@ class Provider:
     ) -> tuple[Tx, SealedSubmission]:
         """Sealed submission of the encoded rows ``meas`` for committed ``job`` (§2).
 
+        Pre: ``job`` is the committed job entry, as on the ledger (re-read and compared: a
+        relayed copy cannot change it), it includes this provider, its committee is one
+        this provider's policy accepts and the job's
+        aggregators, keys and degree are that registered committee's
+        (:func:`check_job_committee`); ``meas`` holds 1..``max_batch(statistic, job)`` rows.
         Returns the signed ``calypso.write`` transaction (to be committed before the inputs
         close) and the submission (for the coordinator).
+
+        Raises
+        ------
+        AccessDenied
+            if the job is not the committed one or does not include this provider, if it
+            names a committee the policy does not accept, or one whose
+            registered members, keys or degree differ from the job's (nothing is written).
+        ConfigError
+            if ``meas`` is an empty batch or larger than the job admits.
         """
-        lts = ledger.get(lts_key(lts_id))
+        committed = ledger.get(job_key(str(job.get("id"))))
+        if committed is None or committed != job or committed.get("status") != "committed":
+            raise AccessDenied(
+                f"provider {self.label}: job {str(job.get('id'))[:16]}… is not a committed job "
+                "on the ledger, or differs from it: nothing sent (a relay altered it?)"
+            )
+        if self.policy_id not in committed["providers"]:
+            raise AccessDenied(f"provider {self.label} is not included in the job: nothing sent")
+        job = committed
         policy = ledger.get(darc_key(self.policy_id))
+        cid = job.get("committee")
+        committee = ledger.get(committee_key(cid)) if isinstance(cid, str) else None
+        check_job_committee(job, policy, committee)
+        cap = max_batch(statistic, job)
+        if not 1 <= len(meas) <= cap:
+            raise ConfigError(
+                f"provider {self.label}: {len(meas)} measurements for a job that admits "
+                f"1..{cap} per provider (provider granularity: exactly one); nothing sent"
+            )
+        lts = ledger.get(lts_key(lts_id))
         return seal_submission(
             self.identity,
             self.policy_id,
@@ -133,9 +168,68 @@ class Provider:
             lts_id=lts_id,
             lts_X=lts["X"],
             policy_version=int(policy["version"]),
+            committee=committee,
             sign_write=lambda kind, payload: ledger.sign(self.identity, kind, payload),
             fault=self.fault,
         )
+
+
+def check_job_committee(
+    job: Mapping[str, Any], policy: Mapping[str, Any] | None, committee: Mapping[str, Any] | None
+) -> tuple[int, int]:
+    """Check, before sealing, that committed ``job`` uses a committee ``policy`` accepts.
+
+    Pre: ``policy`` is this provider's own data policy entry and ``committee`` the ledger's
+    entry ``committee/<job["committee"]>`` (None if absent).
+    Post: returns ``(n, t)`` of the REGISTERED committee — the number of shares and the
+    Shamir degree the provider deals — after checking that the job names exactly its
+    members (Ed25519 keys, in order), their X25519 keys and its degree, and that
+    n ≥ 3t + 1. A consumer therefore cannot make a provider deal shares to keys, a number
+    of aggregators or a degree of its choosing.
+
+    Raises
+    ------
+    AccessDenied
+        if the policy has no terms, the job names no committee or one the policy does not
+        list in ``terms["committees"]``, the committee is not registered, or the job's
+        aggregators, keys or degree are not the registered committee's.
+    """
+    terms = (policy or {}).get("terms") or {}
+    accepted = terms.get("committees") or ()
+    cid = job.get("committee")
+    short = f"{cid[:16]}…" if isinstance(cid, str) else repr(cid)
+    if not isinstance(cid, str) or cid not in accepted:
+        raise AccessDenied(
+            f"job {str(job.get('id', ''))[:16]}… names aggregation committee {short}, which "
+            f"this provider's policy does not accept (it accepts {len(accepted)} committee(s)); "
+            "nothing sent. Add the committee to the policy's 'committees' to take part"
+        )
+    if committee is None:
+        raise AccessDenied(f"committee {short} is not registered on the ledger: nothing sent")
+    try:
+        members = list(committee["members"])
+        signs = [str(m["sign"]) for m in members]
+        boxes = [str(m["box"]) for m in members]
+        n, t = len(members), int(committee["t"])
+        ok_shape = int(committee["n"]) == n and t >= 0 and n >= 3 * t + 1
+        params = job["params"]
+        same = (
+            list(job["aggregators"]) == signs
+            and list(params["aggregator_keys"]) == boxes
+            and int(params["degree"]) == t
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AccessDenied(
+            f"committee {short} or the job is malformed ({exc}): nothing sent"
+        ) from None
+    if not ok_shape:
+        raise AccessDenied(f"committee {short} is not a BFT committee (n ≥ 3t + 1): nothing sent")
+    if not same:
+        raise AccessDenied(
+            f"job {str(job.get('id', ''))[:16]}… lists aggregators, keys or a degree other "
+            f"than registered committee {short}'s: nothing sent"
+        )
+    return n, t
 
 
 def seal_submission(
@@ -150,6 +244,7 @@ def seal_submission(
     policy_version: int,
     sign_write: Callable[[str, Any], Tx],
     fault: str | None = None,
+    committee: Mapping[str, Any] | None = None,
 ) -> tuple[Tx, SealedSubmission]:
     """The CALYPSO write and the sealed submission of ``meas`` for committed ``job`` (§2).
 
@@ -157,9 +252,19 @@ def seal_submission(
     provider's policy version; the Shamir-shared rows and proof are sealed under those keys
     and the manifest is signed. ``sign_write(kind, payload)`` signs the write transaction
     (through a ledger client online, or with a known counter offline, as a Flower client).
+
+    ``committee``: the registered committee entry the caller checked the job against
+    (:func:`check_job_committee`); n and t are then the registry's (and must be the job's).
+    Without it they are the job's, which the caller must have pinned itself (the Flower
+    client checks the job's committee against the one it trusts).
     """
     n = len(job["aggregators"])
     t = int(job["params"]["degree"])
+    if committee is not None and (len(committee["members"]), int(committee["t"])) != (n, t):
+        raise AccessDenied(
+            f"job {str(job['id'])[:16]}… deals {n} shares of degree {t}, its registered "
+            f"committee has n = {len(committee['members'])}, t = {committee['t']}: nothing sent"
+        )
     X_point = Point.from_bytes(bytes.fromhex(lts_X), allow_identity=False)
     slots = [aggregator_slot(i) for i in range(n)]
     entry, plain = make_write(X_point, lts_id, policy_id, policy_version, job["id"], slots)

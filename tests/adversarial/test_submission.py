@@ -21,7 +21,7 @@ from kaires_fl.aggregation.submission import (
 from kaires_fl.arith.circuits import SumVec
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto.sign import H, Identity, is_valid
-from kaires_fl.errors import EncodingError, InvalidSubmission
+from kaires_fl.errors import AccessDenied, EncodingError, InvalidSubmission
 from kaires_fl.roles import provider as provider_mod
 from kaires_fl.simulation import LocalCommittee
 from kaires_fl.statistics import CountStats
@@ -101,6 +101,21 @@ def _others_count(cheater: str) -> int:
     return sum(r for k, r in ROWS.items() if k != cheater)
 
 
+def test_batch_inflation_in_provider_granularity_is_refused_alone(committee: Any) -> None:
+    """Robustness: a provider's local statistic counts once (B = 1 in provider granularity).
+    A provider that seals its count 50 times (each a valid count, with a valid proof) is
+    refused alone, naming the batch and the limit; the others' count is exact."""
+    _cheat(committee, "p3", _Inflate(50))
+    try:
+        r = committee.run_job(STAT, DATA)
+    finally:
+        del committee.provider("p3").submit
+    assert r.report["status"] == "done"
+    assert "p3" not in r.report["accepted"] and sorted(r.report["accepted"]) == ["p0", "p1", "p2"]
+    assert "batch of 50" in r.report["rejected"]["p3"] and "1..1" in r.report["rejected"]["p3"]
+    assert r.aggregate == {"count": _others_count("p3")}
+
+
 @pytest.mark.parametrize("value", [-1, 0, 2**64 - 1, "3", 1.5])
 def test_out_of_range_batch_in_a_signed_manifest_is_refused_and_the_job_goes_on(
     committee: Any, value: Any
@@ -178,3 +193,69 @@ def test_a_manifest_mutated_after_signing_no_longer_verifies_and_has_a_new_hash(
         sub.check(4)
     with pytest.raises(AttributeError):
         m.batch = 2  # type: ignore[misc]
+
+
+def test_provider_deals_shares_only_to_a_registered_committee_its_policy_accepts(
+    committee: Any,
+) -> None:
+    """Privacy: a provider seals its shares only for the committed job, only to the
+    registered committee its own policy accepts, with that committee's n and t. A relay
+    (coordinator) that hands it the job with its own aggregators and degree 0, or naming a
+    committee the attacker registered itself, or a job whose committee the provider no
+    longer accepts, gets AccessDenied before anything is written or sealed."""
+    from kaires_fl.crypto.envelope import EnvelopeKeyPair
+    from kaires_fl.ledger.committees import committee_id, register_payload
+    from kaires_fl.ledger.jobs import job_key
+
+    client = committee.client
+    victim, other = committee.ensure_providers(["v", "p0"])
+    consumer = committee.consumer
+    payload = consumer.job_payload(
+        STAT, [victim.policy_id, other.policy_id], committee.committee_id, min_providers=2
+    )
+    done = client.execute(consumer.identity, "job.create", payload)
+    assert done.result.ok, done.result.reason
+    job = client.get(job_key(done.tx_id))
+    assert victim.policy_id in job["providers"]
+    meas = victim.measure(STAT, np.zeros((5, 2)), None)
+
+    def submit(j: Any) -> Any:
+        return victim.submit(client, j, STAT, meas, committee.lts_id)
+
+    # The attacker's own committee, registered on the ledger with keys it holds.
+    members = [(Identity.generate(), EnvelopeKeyPair.generate()) for _ in range(4)]
+    ids = [i for i, _ in members]
+    payload = register_payload(client.chain, members, 1)
+    client.execute(ids[0], "committee.register", payload, cosigners=ids[1:])
+    c2 = committee_id([i.public.hex() for i in ids], [k.public.hex() for _, k in members], 1)
+    mine = {
+        "aggregators": [i.public.hex() for i in ids],
+        "params": {**job["params"], "aggregator_keys": [k.public.hex() for _, k in members]},
+    }
+    relayed = [
+        {**job, **mine, "params": {**mine["params"], "degree": 0}},  # its keys, degree 0
+        {**job, **mine, "committee": c2},  # a registered committee the policy never named
+        {**job, "params": {**job["params"], "degree": 0}},  # the right keys, degree 0
+    ]
+    for forged in relayed:
+        with pytest.raises(AccessDenied, match="nothing sent"):
+            submit(forged)
+    # The relay cannot bypass the ledger either: the committee check alone refuses them.
+    for forged in relayed:
+        with pytest.raises(AccessDenied):
+            provider_mod.check_job_committee(
+                forged,
+                client.get(provider_mod.darc_key(victim.policy_id)),
+                client.get(provider_mod.committee_key(forged["committee"])),
+            )
+    # The provider drops the committee from its policy: the committed job is refused.
+    cur = client.get(provider_mod.darc_key(victim.policy_id))
+    client.execute(
+        victim.identity,
+        "darc.evolve",
+        victim.policy_payload(
+            [committee.consumer.public], committees=[], version=cur["version"] + 1
+        ),
+    )
+    with pytest.raises(AccessDenied, match="does not accept"):
+        submit(job)
