@@ -140,21 +140,56 @@ def test_underweight_update_is_rejected() -> None:
     np.testing.assert_allclose(final, _honest_fedavg(2, list(range(1, N))), atol=1e-4)
 
 
-def test_batch_inflated_model_update_is_refused() -> None:
-    """Robustness (#6): a Flower client that seals its (valid) update 50 times in one
-    submission (batch 50) is refused before aggregation (a model update has B = 1); the
-    global model is FedAvg over the honest clients. On 40b7995 the batch was summed: one
-    client moved the global model 712 against a per-client bound of ≈ 4.2."""
+def _inflating_app(copies: int = 50) -> ClientApp:
+    """Node 0 runs its own mod (built from the public provider pieces, with its own key):
+    it checks the job as an honest provider would, then seals ``copies`` copies of a
+    pushed update (+50 per parameter, 10^15 examples claimed) in one submission."""
+    from kaires_fl.strategies.provider import FlowerProvider
+
+    from kaires_fl.aggregation.job import job_statistic
+
+    def attacker(msg: Message, ctx: Context, call_next):
+        from flwr.app import ConfigRecord
+
+        cfg = msg.content.config_records["config"]
+        p = FlowerProvider.from_context(ctx, simulation=True)
+        if cfg.get(wire.PHASE) == wire.PHASE_ENROL:
+            return Message(RecordDict({wire.REPLY: ConfigRecord(p.enrol(ctx, cfg))}), reply_to=msg)
+        offer = p.check_job(ctx, cfg)
+        stat = job_statistic(offer.job)
+        meas = stat.measurements(np.full(stat.length, 50.0), 1e15)
+        rec = p.seal(offer, np.repeat(meas, copies, axis=0))
+        return Message(RecordDict({wire.REPLY: ConfigRecord(rec)}), reply_to=msg)
+
+    bad = ClientApp(mods=[attacker])
+
+    @bad.train()
+    def train(msg: Message, ctx: Context) -> Message:  # never reached: the mod answers
+        return Message(RecordDict(), reply_to=msg)
+
+    honest = apps.make_client_app()
+    return lambda m, c: (bad if c.node_config["partition-id"] == 0 else honest)(m, c)
+
+
+@pytest.mark.parametrize("how", ["own-mod", "fault-hook"])
+def test_batch_inflated_model_update_is_refused(how: str) -> None:
+    """Robustness (#6): a Flower client that seals a valid, pushed update 50 times in one
+    submission (batch 50) is refused before aggregation (a model update has B = 1) and
+    moves the global model by nothing: it equals FedAvg over the honest clients. On
+    40b7995 the batch was summed: the same attack (own mod) moved the model 396 away from
+    honest FedAvg in one round (the review measured 712 against a per-client bound of
+    ≈ 4.2)."""
     committee = LocalCommittee()
-    app = _claiming_app({0: 1e15}, push={0: 50.0}, fault="batch_inflation")
+    if how == "own-mod":
+        app = _inflating_app()
+    else:
+        app = _claiming_app({0: 1e15}, push={0: 50.0}, fault="batch_inflation")
     grid = LocalGrid(app, N)
     s = _strategy(committee)
     final = _run(s, grid, 1)
     res = s.kaires_rounds[1]["result"]
     assert apps.policy_id(0) in res.refused and "batch" in res.refused[apps.policy_id(0)]
     assert apps.policy_id(0) not in res.accepted and len(res.accepted) == N - 1
-    # the attacker moved the global model by nothing (accepted, 50 copies of its clipped
-    # push would have moved it by ≈ 50·C/(50 + Σw) ≈ C, here 10)
     honest = _honest_fedavg(1, list(range(1, N)))
     assert np.linalg.norm(final - honest) <= 1e-3
 
@@ -188,8 +223,9 @@ def test_replayed_enrolment_cannot_take_over_another_nodes_policy() -> None:
     """Fairness (suspected finding, confirmed): node 10 replays node 1's public enrolment
     reply (its signed darc.create) and then answers jobs under node 1's policy. The reply
     is bound to a fresh challenge and the node id, so node 10 is not enrolled and node 1's
-    submission is aggregated (on 40b7995 node 10 was enrolled as node 1's policy and its
-    garbage reply overwrote node 1's submission: node 1 was dropped from the round)."""
+    submission is aggregated (checked on 40b7995: node 10 was enrolled under node 1's
+    policy and its garbage reply replaced node 1's submission, which was refused: node 1
+    was dropped from the round)."""
     committee = LocalCommittee()
     grid = LocalGrid(apps.make_client_app(), N)
     first = _strategy(committee)
