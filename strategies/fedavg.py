@@ -2,12 +2,15 @@
 
 A drop-in subclass of :class:`flwr.serverapp.strategy.FedAvg` (same constructor
 arguments, sampling, minimum nodes, ``start(grid, initial_arrays, num_rounds, ...)``,
-weighting by ``num-examples``). Use it with ``ClientApp(mods=[kaires_mod])``.
+weighting by ``num-examples``), plus the required weight cap ``num_examples_cap``. Use it
+with ``ClientApp(mods=[kaires_mod])``.
 
 What changes (one round = one Kaires job, protocol.md):
 
-- ``start`` first **enrols** the nodes: each one's ``kaires_mod`` pins the ledger and the
-  committee and returns its policy, signed by itself; the ServerApp relays it.
+- ``start`` first **enrols** the nodes: each one's ``kaires_mod`` checks the ledger, the
+  committee and the LTS against its node config (or pins them, in simulation only) and
+  returns its policy, signed by itself, and its signature of a fresh per-node challenge;
+  the ServerApp checks that signature and relays the policy.
 - ``configure_train`` commits a ``"model_update"`` job for the sampled providers on the
   ledger (the ledger checks every provider's policy) and sends each node the global
   model plus the job, its state proofs, the genesis block and the committee description.
