@@ -5,8 +5,11 @@
     from kaires_fl.strategies import KairesFedAvg, KairesStatsStrategy, kaires_mod
 
     client_app = ClientApp(mods=[kaires_mod])          # unchanged train handler
-    strategy = KairesFedAvg(min_available_nodes=10)    # FedAvg's arguments
+    strategy = KairesFedAvg(min_available_nodes=10, num_examples_cap=1024)  # + FedAvg's
     strategy.start(grid=grid, initial_arrays=arrays, num_rounds=3)
+
+A deployed node configures its key, trust anchors and grants in its node config; a
+simulation uses ``make_kaires_mod(simulation=True)`` (docs/flower.md).
 
 Importing this package imports Flower but none of Kaires' cryptography: that is loaded
 on first use (the ServerApp's first round, a client's first Kaires message), so Ray
