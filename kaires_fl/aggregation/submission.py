@@ -299,6 +299,45 @@ def max_batch(statistic: Any, job: Mapping[str, Any] | None = None) -> int:
     return cap
 
 
+def fit_job_total(
+    submissions: Sequence[SealedSubmission], statistic: Any
+) -> tuple[list[SealedSubmission], dict[str, str]]:
+    """Keep the submissions whose batches sum to at most ``statistic.max_measurements``.
+
+    The statistic's field is sized for that many measurements: more could wrap the sums
+    (or fail the consumer's decoding after everyone was paid). While the total is too
+    large, the submission with the largest batch is dropped (ties: the larger provider
+    id), so one provider inflating its batch is dropped rather than honest ones. Call it
+    at admission (after the per-submission :meth:`SealedSubmission.check`) and, on the
+    closed inputs, in every aggregator (the same deterministic rule gives every honest
+    aggregator the same set).
+
+    Returns ``(kept in the given order, {provider: reason} for the dropped)``.
+    """
+    cap = int(getattr(statistic, "max_measurements", 0) or 0)
+    batches = [int(s.manifest.batch) for s in submissions]
+    total = sum(batches)
+    dropped: dict[str, str] = {}
+    if cap <= 0 or total <= cap:
+        return list(submissions), dropped
+    order = sorted(
+        range(len(submissions)),
+        key=lambda k: (batches[k], submissions[k].manifest.provider),
+        reverse=True,
+    )
+    out: set[int] = set()
+    for k in order:
+        if total <= cap:
+            break
+        out.add(k)
+        total -= batches[k]
+        dropped[submissions[k].manifest.provider] = (
+            f"submission refused: its batch of {batches[k]} takes the job over the "
+            f"{cap} measurements its statistic is sized for"
+        )
+    return [s for k, s in enumerate(submissions) if k not in out], dropped
+
+
 def check_for_job(
     sub: SealedSubmission,
     job: Mapping[str, Any],

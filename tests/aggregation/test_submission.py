@@ -17,6 +17,7 @@ from kaires_fl.aggregation.submission import (
     Manifest,
     SealedSubmission,
     check_for_job,
+    fit_job_total,
     joint_rand_seed,
     max_batch,
     open_part,
@@ -342,3 +343,22 @@ def test_fuzz_manifest_objects_give_encoding_errors(patch: dict) -> None:
         sub.check(N, max_batch=2)
     except InvalidSubmission:
         assert m != _FUZZ_SUB.manifest
+
+
+def test_fit_job_total_drops_the_largest_batches_first() -> None:
+    rec = CountStats("record", max_measurements=8)
+    subs = [_signed(batch=b, seed=b)[1] for b in (2, 6, 3)]
+    subs = [
+        SealedSubmission(
+            msgspec.structs.replace(s.manifest, provider=f"p{k}"),
+            s.signature,
+            s.meas_parts,
+            s.proof_parts,
+        )
+        for k, s in enumerate(subs)
+    ]
+    kept, dropped = fit_job_total(subs, rec)
+    assert [s.manifest.provider for s in kept] == ["p0", "p2"]
+    assert list(dropped) == ["p1"] and "batch of 6" in dropped["p1"]
+    kept, dropped = fit_job_total(subs, CountStats("record", max_measurements=11))
+    assert kept == subs and dropped == {}
