@@ -216,7 +216,7 @@ class LedgerNode:
         self._depth += 1
         try:
             if isinstance(msg, bytes | bytearray | memoryview):
-                msg = schema.decode(msg, LedgerMessage)
+                msg = schema.decode(bytes(msg), LedgerMessage)
             self._dispatch(src, msg)
         except Exception as exc:
             self._refuse(src, msg, exc)

@@ -7,9 +7,12 @@ timer with :meth:`Transport.call_later` and reacts when it fires. Time is read f
 :meth:`Transport.now` (seconds), never from the wall clock, so the same code runs on
 the simulated clock of :mod:`kaires_fl.transport.memory` and on a real network.
 
-Payloads are immutable values (frozen dataclasses, tuples, bytes). The in-memory
-transport passes them by reference; a network transport serialises them, so a
-payload must not rely on identity or be mutated after it is sent.
+Payloads are immutable values: protocol messages are :class:`kaires_fl.schema.Message`
+structs (their canonical encoding is the wire format), other values are frozen
+dataclasses, tuples or bytes. The in-memory transport passes them by reference (or, with
+``MemoryNetwork(wire=True)``, through their wire encoding); a network transport
+serialises them, so a payload must not rely on identity or be mutated after it is sent,
+and a handler must accept the bytes of a message as well as the message.
 """
 
 from __future__ import annotations
