@@ -612,7 +612,7 @@ class AggregatorService:
         if st.sent_published is None or st.sent_reveal is not None:
             raise ProtocolError(f"job {msg.job[:16]}…: round-1 set out of turn")
         ctx = st.ctx
-        r1 = check_round1(ctx, msg.messages)
+        r1 = check_round1(ctx, msg.messages, own=st.sent_published)
         check_own(r1.messages, st.sent_published)
         analysis = analyse_round1(ctx, r1)
         if analysis.disputes.undecided:
