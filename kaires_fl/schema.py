@@ -15,7 +15,7 @@ message after it is built, and frozen ones cannot be mutated in place.
 
 Pre-declared field types:
 
-* :data:`Index` (party indices), :data:`Count`, :data:`U64`, :data:`Hex32` (ids and
+* :data:`Index` (party indices), :data:`Count`, :data:`U63`, :data:`Hex32` (ids and
   hashes), :data:`Bytes32`, :data:`PublicKey`, :data:`Signature` (64 bytes, or empty while
   unsigned), :data:`Label` (short user-chosen strings);
 * :class:`Elements`: a field-element array with its field and shape (decoded lazily with
@@ -47,7 +47,8 @@ MAX_DIMS = 3
 
 Index = Annotated[int, msgspec.Meta(ge=0, lt=2**16)]
 Count = Annotated[int, msgspec.Meta(ge=0, lt=2**40)]
-U64 = Annotated[int, msgspec.Meta(ge=0, lt=2**64)]
+#: Non-negative int64 (msgspec bounds must fit an int64).
+U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Hex32 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
 Bytes32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 PublicKey = Bytes32
