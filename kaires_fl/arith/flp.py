@@ -164,14 +164,17 @@ def _k_fill_pairs(
             m = i // chunk
             j0 = i - m * chunk
             run = min(chunk - j0, n - k)
+            dst_a = out[r, m, 0, j0 : j0 + run]
+            dst_b = out[r, m, 1, j0 : j0 + run]
+            for j in range(run):  # gather first: the arithmetic below then vectorises
+                dst_a[j] = a[ra, ai[k + j]]
+                dst_b[j] = b[rb, bi[k + j]]
             if use_w:
+                src_w = w[rw, w0 + k : w0 + k + run]
                 for j in range(run):
-                    out[r, m, 0, j0 + j] = kern.mulmod(a[ra, ai[k + j]], w[rw, w0 + k + j])
-            else:
-                for j in range(run):
-                    out[r, m, 0, j0 + j] = a[ra, ai[k + j]]
+                    dst_a[j] = kern.mulmod(dst_a[j], src_w[j])
             for j in range(run):
-                out[r, m, 1, j0 + j] = kern.submod(b[rb, bi[k + j]], bc)
+                dst_b[j] = kern.submod(dst_b[j], bc)
             k += run
 
 
@@ -378,19 +381,39 @@ def _butterflies_rows(W: np.ndarray, tw: np.ndarray) -> None:
     """Radix-2 NTT along axis 0 of W (n, A) whose rows are in bit-reversed order; every
     butterfly runs over whole rows, so the inner loops vectorise."""
     n, A = W.shape
+    if A == 1:  # a single column: plain 1-D butterflies (no per-butterfly row views)
+        _butterflies_vec(W.reshape(n), tw)
+        return
     h = 1
     while h < n:
         step = n // (2 * h)
         for start in range(0, n, 2 * h):
             for k in range(h):
                 w = tw[k * step]
-                u = W[start + k]
-                v = W[start + k + h]
+                iu = start + k
+                iv = iu + h
                 for col in range(A):
-                    x = u[col]
-                    y = kern.mulmod(v[col], w)
-                    u[col] = kern.addmod(x, y)
-                    v[col] = kern.submod(x, y)
+                    x = W[iu, col]
+                    y = kern.mulmod(W[iv, col], w)
+                    W[iu, col] = kern.addmod(x, y)
+                    W[iv, col] = kern.submod(x, y)
+        h *= 2
+
+
+@njit(cache=True, inline="always")
+def _butterflies_vec(v: np.ndarray, tw: np.ndarray) -> None:
+    """Radix-2 NTT of a vector in bit-reversed order (``_butterflies_rows`` for one column)."""
+    n = v.shape[0]
+    h = 1
+    while h < n:
+        step = n // (2 * h)
+        for start in range(0, n, 2 * h):
+            for k in range(h):
+                w = tw[k * step]
+                x = v[start + k]
+                y = kern.mulmod(v[start + k + h], w)
+                v[start + k] = kern.addmod(x, y)
+                v[start + k + h] = kern.submod(x, y)
         h *= 2
 
 
@@ -406,10 +429,15 @@ def _pair_dot(row: np.ndarray, c: int) -> np.uint64:
     return _acc_reduce(hi, lo)
 
 
+#: Records the prover kernel transforms side by side (wider rows amortise the butterflies).
+_PROVE_GROUP = 8
+
+
 @njit(cache=True)
 def _k_prove_psmul(
     inp: np.ndarray,
     seeds: np.ndarray,
+    outs: np.ndarray,
     itw: np.ndarray,
     tw: np.ndarray,
     rev: np.ndarray,
@@ -417,48 +445,60 @@ def _k_prove_psmul(
     itw2: np.ndarray,
     rev2: np.ndarray,
     inv2: np.ndarray,
+    group: int,
     out: np.ndarray,
 ) -> None:
-    """Gadget polynomial of ParallelSum(Mul, c), one record at a time, in cache.
+    """Gadget polynomial of ParallelSum(Mul, c), ``group`` records at a time, in cache.
 
-    inp (B, M, 2c) call inputs, seeds (B, 2c) wire seeds → out (B, 2P − 1) coefficients of
-    g(x) = Σ_j a_j(x)·b_j(x), a_j/b_j the wires through the seed (at α^0) and the inputs
-    (at α^1..α^M) over the P-th roots α^k. g is evaluated on the 2P-th roots ω^i: at
-    even i = 2k from the wire values, at odd i = 2k + 1 from the wires moved to the coset
-    ω·α^k (iNTT, scale by shift[m] = ω^m/P, NTT — all 2c wires at once, row-wise); one
-    iNTT of size 2P (scaled by inv2[0]) gives the coefficients. itw/tw/rev: size-P
-    inverse/forward twiddles and bit reversal; itw2/rev2: size 2P.
+    inp (B, M, 2c) call inputs, seeds (B, 2c) wire seeds, outs (B, M) the gadget outputs
+    → out (B, 2P − 1) coefficients of g(x) = Σ_j a_j(x)·b_j(x), a_j/b_j the wires through
+    the seed (at α^0) and the inputs (at α^1..α^M) over the P-th roots α^k. g is
+    evaluated on the 2P-th roots ω^i: at even i = 2k from the wire values (the seeds'
+    product, the outputs, then zeros), at odd i = 2k + 1 from the wires moved to the coset
+    ω·α^k (iNTT, scale by shift[m] = ω^m/P, NTT — the 2c wires of ``group`` records side
+    by side, row-wise); one iNTT of size 2P per record (side by side too, scaled by
+    inv2[0]) gives the coefficients. itw/tw/rev: size-P inverse/forward twiddles and bit
+    reversal; itw2/rev2: size 2P.
     """
     B, M, A = inp.shape
     c = A // 2
     P = rev.shape[0]
     N = rev2.shape[0]
-    W1 = np.empty((P, A), dtype=np.uint64)
-    W2 = np.empty((P, A), dtype=np.uint64)
-    g = np.empty(N, dtype=np.uint64)
-    ge = np.empty(P, dtype=np.uint64)
-    for r in range(B):
-        W1[rev[0]] = seeds[r]
-        for k in range(M):
-            W1[rev[k + 1]] = inp[r, k]
-        for k in range(M + 1, P):
-            W1[rev[k]] = kern.ZERO
-        for k in range(P):
-            ge[k] = _pair_dot(W1[rev[k]], c)
+    for r0 in range(0, B, group):
+        G = min(group, B - r0)
+        W1 = np.zeros((P, G * A), dtype=np.uint64)
+        W2 = np.empty((P, G * A), dtype=np.uint64)
+        g = np.empty((N, G), dtype=np.uint64)
+        for q in range(G):
+            r = r0 + q
+            base = q * A
+            row = W1[rev[0]]
+            for col in range(A):
+                row[base + col] = seeds[r, col]
+            for k in range(M):
+                row = W1[rev[k + 1]]
+                src = inp[r, k]
+                for col in range(A):
+                    row[base + col] = src[col]
+            g[rev2[0], q] = _pair_dot(seeds[r], c)
+            for k in range(1, P):
+                g[rev2[2 * k], q] = outs[r, k - 1] if k <= M else kern.ZERO
         _butterflies_rows(W1, itw)  # coefficients (times P), natural order
         for m in range(P):
             dst = W2[rev[m]]
             src = W1[m]
             sm = shift[m]
-            for col in range(A):
+            for col in range(G * A):
                 dst[col] = kern.mulmod(src[col], sm)
         _butterflies_rows(W2, tw)  # wire values at ω·α^k, natural order
         for k in range(P):
-            g[rev2[2 * k]] = ge[k]
-            g[rev2[2 * k + 1]] = _pair_dot(W2[k], c)
-        _butterflies_rows(g.reshape(N, 1), itw2)
-        for k in range(out.shape[1]):
-            out[r, k] = kern.mulmod(g[k], inv2[0])
+            row = W2[k]
+            for q in range(G):
+                g[rev2[2 * k + 1], q] = _pair_dot(row[q * A : (q + 1) * A], c)
+        _butterflies_rows(g, itw2)
+        for q in range(G):
+            for k in range(out.shape[1]):
+                out[r0 + q, k] = kern.mulmod(g[k, q], inv2[0])
 
 
 def _is_psmul(gadget: Gadget) -> bool:
@@ -796,6 +836,7 @@ class GadgetCall:
         self.gadget = gadget
         self.batch = batch
         self.inputs: list[np.ndarray] = []
+        self.results: list[np.ndarray] = []  # gadget outputs (B, k) per call of __call__
         self.calls = 0
 
     def record(self, inp: np.ndarray) -> np.ndarray:
@@ -804,14 +845,17 @@ class GadgetCall:
                 f"gadget {self.gadget!r} called with inputs of shape {inp.shape}; "
                 f"expected (B, k, {self.gadget.ARITY})"
             )
-        inp = np.broadcast_to(inp, (self.batch, inp.shape[1], inp.shape[2]))
+        if inp.shape[0] != self.batch:
+            inp = np.broadcast_to(inp, (self.batch, inp.shape[1], inp.shape[2]))
         self.inputs.append(inp)
         k = inp.shape[1]
         self.calls += k
         return inp
 
     def __call__(self, inp: np.ndarray) -> np.ndarray:
-        return self.gadget.eval(self.F, self.record(inp))
+        out = self.gadget.eval(self.F, self.record(inp))
+        self.results.append(out)
+        return out
 
     def pairs(self, pairs: int, chunk: int) -> PairInputs:
         """Empty inputs for ⌈pairs/chunk⌉ calls of this ParallelSum(Mul, chunk) gadget."""
@@ -1267,9 +1311,13 @@ class FlpBBCGGI19:
         """Gadget polynomial ``(B, poly_len)`` of a ParallelSum(Mul) gadget (Field64), by
         ``_k_prove_psmul``: no wire grid is materialised."""
         inp = call.inputs[0] if len(call.inputs) == 1 else np.concatenate(call.inputs, axis=1)
+        outs = call.results[0] if len(call.results) == 1 else np.concatenate(call.results, axis=1)
         out = np.empty((seeds.shape[0], lay.poly_len), dtype=np.uint64)
         itw, tw, rev, shift, itw2, rev2, inv2 = _psmul_tables(lay.P)
-        _k_prove_psmul(_c(inp), _c(seeds), itw, tw, rev, shift, itw2, rev2, inv2, out)
+        group = _PROVE_GROUP if lay.P * lay.gadget.ARITY <= 4096 else 1
+        _k_prove_psmul(
+            _c(inp), _c(seeds), _c(outs), itw, tw, rev, shift, itw2, rev2, inv2, group, out
+        )
         return out
 
     def _extend(self, lay: _GadgetLayout, wires: np.ndarray) -> np.ndarray:
@@ -1490,8 +1538,24 @@ def _fold(F: Any, c: np.ndarray, P: int) -> np.ndarray:
 def _lagrange_at(F: Any, t: np.ndarray, P: int) -> np.ndarray:
     """Lagrange basis over the P-th roots of unity at t: ``(len(t), P)``.
 
-    L_k(t) = (t^P − 1)·α^k / (P·(t − α^k)); t must lie outside the domain.
+    L_k(t) = (t^P − 1)·α^k / (P·(t − α^k)); t must lie outside the domain. One shared
+    Field64 point (a job's query randomness, the same for all its submissions) is cached;
+    the result is then read-only.
     """
+    if _is64(F) and t.shape == (1,):
+        return _lagrange_at_64(int(t[0]), P)
+    return _lagrange_rows(F, t, P)
+
+
+@lru_cache(maxsize=64)
+def _lagrange_at_64(t: int, P: int) -> np.ndarray:
+    out = _lagrange_rows(Field64, Field64.elements([t]), P)
+    out.flags.writeable = False
+    return out
+
+
+def _lagrange_rows(F: Any, t: np.ndarray, P: int) -> np.ndarray:
+    """:func:`_lagrange_at` without the cache."""
     alpha = F.root_of_unity(P)
     dom = powers(F, np.asarray(alpha, dtype=F.DTYPE), P)  # α^0..α^(P-1)
     diff = F.sub(t[:, None], dom[None, :])
