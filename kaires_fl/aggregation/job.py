@@ -66,6 +66,7 @@ from kaires_fl.ledger.encoding import canonical, decode_canonical
 from kaires_fl.ledger.jobs import job_key, receipt_key, sign_receipt
 from kaires_fl.ledger.tx import Tx
 from kaires_fl.schema import Blob, Hex32, Index
+from kaires_fl.secret_management.coin import CoinShare
 from kaires_fl.secret_management.contracts import inputs_key, lts_key, read_key, write_key
 from kaires_fl.secret_management.dispute import (
     DisputeShare,
@@ -149,7 +150,9 @@ class ReadCommitted(schema.Message, frozen=True):
     """Coordinator → aggregators: reads committed; the trustees' coin shares."""
 
     job: JobId
-    coin_shares: Annotated[tuple[tuple[Index, Any], ...], msgspec.Meta(max_length=MAX_ITEMS)]
+    coin_shares: Annotated[
+        tuple[tuple[Index, CoinShare | None], ...], msgspec.Meta(max_length=MAX_ITEMS)
+    ]
 
 
 class PublishedSet(schema.Message, frozen=True):
@@ -262,12 +265,37 @@ class AggregatorService:
                 msg = schema.decode(bytes(msg), ToAggregator | SealedAnswer | DisputeShare)
             self._dispatch(src, msg)
         except Exception as exc:
-            self.errors.append((type(exc).__name__, str(exc)[:MAX_REASON]))
-            del self.errors[:-64]
-            job = getattr(msg, "job", None)
-            if isinstance(job, str):
-                with contextlib.suppress(Exception):
-                    self.t.send(src, _failed(job, self.index, f"{type(exc).__name__}: {exc}"))
+            with contextlib.suppress(Exception):
+                self._report_failure(src, msg, exc)
+
+    def _report_failure(self, src: str, msg: Any, exc: Exception) -> None:
+        """Record ``exc`` and tell the job's coordinator (or the sender) why (:class:`Failed`)."""
+        self.errors.append((type(exc).__name__, str(exc)[:MAX_REASON]))
+        del self.errors[:-64]
+        job = getattr(msg, "job", None)
+        if not isinstance(job, str):
+            job = self._job_of_answer(msg)
+        if not isinstance(job, str):
+            return
+        st = self.jobs.get(job)
+        if st is None:
+            to = src  # e.g. a StartJob this aggregator refused
+        elif src == st.coordinator or src in self.trustees:
+            to = st.coordinator  # the job's own step failed: its coordinator must know
+        else:
+            return  # a stranger's message about the job: nothing to tell the coordinator
+        self.t.send(to, _failed(job, self.index, f"{type(exc).__name__}: {exc}"))
+
+    def _job_of_answer(self, msg: Any) -> str | None:
+        """The job a trustee's answer (naming a read or a write) belongs to, if any."""
+        read = getattr(msg, "read_id", None) or getattr(msg, "read", None)
+        write = getattr(msg, "write", None)
+        for job, st in self.jobs.items():
+            if (read is not None and read == st.read_id) or (
+                write is not None and write in st.disputes
+            ):
+                return job
+        return None
 
     def _dispatch(self, src: str, msg: Any) -> None:
         if isinstance(msg, StartJob):
@@ -287,10 +315,14 @@ class AggregatorService:
         elif isinstance(msg, Deliver):
             self._on_deliver(src, msg)
 
-    def _job(self, job: Any) -> _JobState:
+    def _job(self, job: Any, src: str | None = None) -> _JobState:
+        """The state of a started ``job``; with ``src``, the message must come from the job's
+        coordinator (the sender of its StartJob)."""
         st = self.jobs.get(job) if isinstance(job, str) else None
         if st is None:
             raise ProtocolError(f"aggregator {self.index} has not started job {str(job)[:16]}…")
+        if src is not None and src != st.coordinator:
+            raise ProtocolError(f"a message about job {job[:16]}… not from its coordinator")
         return st
 
     # -- step 3/4: check the submission set against the ledger; sign the read
@@ -364,6 +396,7 @@ class AggregatorService:
             written_key=self._written_key_checker(msg.job, subs),
         )
         st = _JobState(ctx, AggregatorJob(ctx, self.index, self.identity, self.behaviour), stat)
+        st.coordinator = src
         self.jobs[msg.job] = st
         writes = [s.manifest.write for s in subs]
         if writes:
@@ -396,10 +429,10 @@ class AggregatorService:
 
     # -- step 4/5.1: key release and coin
     def _release(self, src: str, msg: ReadCommitted) -> None:
-        st = self._job(msg.job)
-        if st.coordinator:
+        st = self._job(msg.job, src)
+        if st.announced:
             raise ProtocolError(f"job {msg.job[:16]}…: the reads were already announced")
-        st.coordinator = src
+        st.announced = True
         st.coin_shares = dict(msg.coin_shares)
         if st.read_id is None:
             self._opened(st, {})
@@ -608,7 +641,7 @@ class AggregatorService:
         present, or when a submission's z are inconsistent with too few values present to
         tell whose fault it is.
         """
-        st = self._job(msg.job)
+        st = self._job(msg.job, src)
         if st.sent_published is None or st.sent_reveal is not None:
             raise ProtocolError(f"job {msg.job[:16]}…: round-1 set out of turn")
         ctx = st.ctx
@@ -623,7 +656,7 @@ class AggregatorService:
 
     # -- step 5.3/6: decide, aggregate
     def _on_reveals(self, src: str, msg: RevealSet) -> None:
-        st = self._job(msg.job)
+        st = self._job(msg.job, src)
         if st.round1 is None or st.sent_reveal is None or st.decision is not None:
             raise ProtocolError(f"job {msg.job[:16]}…: reveal set out of turn")
         assert st.coin is not None
@@ -641,7 +674,7 @@ class AggregatorService:
         self.t.send(src, st.work.aggregate(decision))
 
     def _on_draft(self, src: str, msg: ReceiptDraft) -> None:
-        st = self._job(msg.job)
+        st = self._job(msg.job, src)
         if st.decision is None:
             raise ProtocolError(f"job {msg.job[:16]}…: no decision to sign a receipt for")
         r = decode_canonical(bytes(msg.receipt))
@@ -669,7 +702,7 @@ class AggregatorService:
     def _on_deliver(self, src: str, msg: Deliver) -> None:
         """Hand over the sealed share only against a committed receipt that is exactly this
         aggregator's decision, names its share, and carries the committee's quorum."""
-        st = self._job(msg.job)
+        st = self._job(msg.job, src)
         rec = self.ledger.get(receipt_key(msg.job))
         if rec is None or rec["receipt"]["status"] != "done":
             raise ProtocolError(
@@ -700,6 +733,7 @@ class _JobState:
     statistic: Any
     read_id: str | None = None
     coordinator: str = ""
+    announced: bool = False
     coin_shares: dict[int, Any] = field(default_factory=dict)
     responses: dict[int, Any] = field(default_factory=dict)
     released: bool = False
@@ -802,12 +836,16 @@ class Coordinator:
         def scan() -> bool:
             while self.inbox:
                 src, m = self.inbox.pop(0)
-                if getattr(m, "job", None) != job or not self._authentic(src, m):
+                try:
+                    mj = getattr(m, "job", None)
+                    if not isinstance(mj, str) or mj != job or not self._authentic(src, m):
+                        continue
+                    if isinstance(m, Failed):
+                        failed.setdefault(m.aggregator, str(m.reason)[:MAX_REASON])
+                    elif isinstance(m, kind):
+                        got.setdefault(key(m), m)
+                except Exception:  # a peer's malformed object: dropped
                     continue
-                if isinstance(m, Failed):
-                    failed.setdefault(m.aggregator, m.reason)
-                elif isinstance(m, kind):
-                    got.setdefault(key(m), m)
             return len(got) + len(failed) >= expected
 
         self.network.run_until(scan, timeout if timeout is not None else self.round_timeout)
@@ -978,8 +1016,18 @@ class Coordinator:
             raise ProtocolError(
                 f"job {job_id[:16]}…: no aggregator produced a result; failures: {self.failures}"
             )
-        body, agreeing = max(groups.items(), key=lambda kv: len(kv[1]))
-        receipt = decode_canonical(body)
+        receipt: Any = None
+        agreeing: list[int] = []
+        for body, members in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+            try:
+                receipt = decode_canonical(bytes(body))
+            except Exception:  # a (Byzantine) decision that is not a receipt body
+                continue
+            if isinstance(receipt, dict):
+                agreeing = members
+                break
+        if not isinstance(receipt, dict):
+            raise ProtocolError(f"job {job_id[:16]}…: no aggregator produced a valid decision")
         shares = {
             self.aggregator_keys[i]: results[i].share_hash
             for i in sorted(agreeing)

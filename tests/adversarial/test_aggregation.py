@@ -474,7 +474,8 @@ def test_fuzz_aggregator_on_message_never_dies(served: Any, data: Any) -> None:
                 ]
             )
         )
-    svc.on_message(c.coordinator.aggregators[0], payload)  # must not raise
+    src = data.draw(st.sampled_from(["coordinator", c.coordinator.aggregators[0]]))
+    svc.on_message(src, payload)  # must not raise
 
 
 def test_the_service_still_works_after_the_fuzz(served: Any) -> None:
@@ -498,3 +499,50 @@ def test_decoding_peer_bytes_raises_only_typed_errors() -> None:
                 schema.decode(raw, t)
 
     run()
+
+
+def test_coordinator_survives_junk_from_a_byzantine_aggregator() -> None:
+    """Robustness: Byzantine aggregator 0 floods the coordinator with junk — raw bytes,
+    wrongly typed fields, messages naming other aggregators or no job — while the job
+    runs. The coordinator drops what is not authentic and the job is unaffected."""
+    c = LocalCommittee()
+    svc = c.aggregators[0]
+    real_release = svc._release
+
+    def release(src: str, msg: Any) -> None:
+        real_release(src, msg)
+        junk: list[Any] = [
+            b"\xc1\xff",
+            schema.encode(job_mod.Failed(msg.job, 2, "forged")),
+            job_mod.Failed(msg.job, "2", 5),  # type: ignore[arg-type]
+            job_mod.Failed(np.arange(3), 0, "x"),  # type: ignore[arg-type]
+            job_mod.ReadSigned(msg.job, 0, {"not": "a tx"}),
+            object(),
+            None,
+        ]
+        for j in junk:
+            svc.t.send(src, j)
+
+    svc._release = release  # type: ignore[method-assign]
+    r = c.run_job(STAT, DATA)
+    assert r.report["status"] == "done"
+    np.testing.assert_allclose(np.array(r.aggregate["xtx"], float), _sums(sorted(DATA)), atol=1e-8)
+    c.close()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=64), st.integers(), st.none()), max_size=5))
+def test_fuzz_coordinator_collect_never_dies(junk: list[Any]) -> None:
+    """Robustness: whatever reaches the coordinator's inbox, ``collect`` returns."""
+    from kaires_fl.transport.memory import MemoryNetwork
+
+    net = MemoryNetwork()
+    coord = job_mod.Coordinator(
+        net.endpoint("coordinator"), net, None, ["a0", "a1"], [], Identity.generate(), 0.01
+    )
+    coord.aggregator_keys = [Identity.generate().public.hex()] * 2
+    for k, j in enumerate(junk):
+        coord._on_message("a0" if k % 2 else "x", j)
+        coord._on_message("a1", job_mod.Failed("ab" * 32, 1, j))  # type: ignore[arg-type]
+    got = coord.collect(Published, "ab" * 32, 2)
+    assert got == {}
