@@ -85,6 +85,7 @@ REASON_WRONG_KEY = "wrong_key_written"
 REASON_INCONSISTENT = "inconsistent_shares"
 REASON_INVALID_MEAS = "invalid_measurement"
 REASON_INVALID_PROOF = "invalid_proof"
+REASON_OVER_TOTAL = "over_job_total"
 
 
 # ---------------------------------------------------------------------------- job context
@@ -110,6 +111,9 @@ class JobContext:
     providers: tuple[str, ...]
     min_providers: int
     submissions: tuple[SealedSubmission, ...]
+    #: Closed inputs left out by the job-total rule (``submission.fit_job_total``):
+    #: (provider, why); rejected with :data:`REASON_OVER_TOTAL`.
+    excluded: tuple[tuple[str, str], ...] = ()
     #: ``written_key(s, i, proof_blob)``: the key the provider wrote for slot i of
     #: submission s, from an encoded single-slot ``WrittenKeyProof`` (None if it does not
     #: hold); None when no trustee committee is at hand (then such claims stay unproven).
@@ -861,6 +865,8 @@ def decide_job(
     for prov in ctx.providers:
         if prov not in by_prov:
             rej[prov] = REASON_MISSING
+    for prov, _why in ctx.excluded:
+        rej[prov] = REASON_OVER_TOTAL
     accepted = sorted(ctx.submissions[s].manifest.provider for s in accepted_subs)
     status, why = "done", ""
     if len(accepted) < ctx.min_providers:

@@ -53,7 +53,12 @@ from kaires_fl.aggregation.aggregator import (
     undecided_error,
     verify_signed,
 )
-from kaires_fl.aggregation.submission import SealedSubmission, key_commit, max_batch
+from kaires_fl.aggregation.submission import (
+    SealedSubmission,
+    fit_job_total,
+    key_commit,
+    max_batch,
+)
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto.elgamal import RecipientKey, recover_key
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
@@ -376,6 +381,10 @@ class AggregatorService:
             )
         if len({s.manifest.provider for s in subs}) != len(subs):
             raise ProtocolError("two submissions of one provider in the closed inputs")
+        # The same deterministic job-total rule as at admission: every honest aggregator
+        # leaves out the same submissions (whose sum would exceed what the field is sized for).
+        kept, over = fit_job_total(subs, stat)
+        subs = tuple(kept)
         needed = int(job["params"].get("min_providers", 1))
         for p in job["providers"]:
             d = self.ledger.get(darc_key(p))
@@ -393,6 +402,7 @@ class AggregatorService:
             providers=tuple(job["providers"]),
             min_providers=needed,
             submissions=subs,
+            excluded=tuple(sorted(over.items())),
             written_key=self._written_key_checker(msg.job, subs),
         )
         st = _JobState(ctx, AggregatorJob(ctx, self.index, self.identity, self.behaviour), stat)
@@ -896,6 +906,8 @@ class Coordinator:
                 continue
             seen.add(m.provider)
             ok.append(sub)
+        ok, over = fit_job_total(ok, job_statistic(job))
+        dropped.update(over)
         return ok, dropped
 
     # -- the job

@@ -546,3 +546,27 @@ def test_fuzz_coordinator_collect_never_dies(junk: list[Any]) -> None:
         coord._on_message("a1", job_mod.Failed("ab" * 32, 1, j))  # type: ignore[arg-type]
     got = coord.collect(Published, "ab" * 32, 2)
     assert got == {}
+
+
+def test_inputs_over_the_job_total_are_left_out_by_every_aggregator() -> None:
+    """Robustness (finding 6): the consumer closes the inputs with every submission although
+    their batches sum past what the statistic's field is sized for. Every aggregator applies
+    the same job-total rule to the closed inputs: the largest batches are left out (and
+    named), the rest is summed exactly."""
+    from kaires_fl.statistics import CountStats
+
+    stat = CountStats("record", max_rows=100, max_measurements=30)
+    rows = {f"p{i}": 10 + i for i in range(4)}
+    data = {k: (np.zeros((r, 2)), None) for k, r in rows.items()}
+    c = LocalCommittee()
+    real_admit = c.coordinator.admit
+
+    def admit_everything(job: Any, subs: Any) -> Any:
+        real_admit(job, subs)
+        return list(subs), {}
+
+    c.coordinator.admit = admit_everything  # type: ignore[method-assign]
+    r = c.run_job(stat, data)
+    assert r.report["rejected"] == {"p3": "over_job_total", "p2": "over_job_total"}
+    assert r.aggregate["count"] == 21 and r.report["faulty_aggregators"] == {}
+    c.close()
