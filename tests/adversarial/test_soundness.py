@@ -171,3 +171,22 @@ def test_one_joint_randomness_element_per_call_limits_grinding() -> None:
     vanish = {tuple(int(v) for v in row) for row in grid[out]}
     assert vanish == {(a, b) for a in (0, r0) for b in range(SPACE)}
     assert valid.joint_rand_degree() == 2
+
+
+@pytest.mark.parametrize("length", [100_000, 1_000_000])
+def test_flower_model_update_circuit_meets_2_to_minus_64(length: int) -> None:
+    """Robustness: the circuit Flower clients actually prove for a model update
+    (WeightedBoundedL2Vec, at the default frac_bits and at auto_frac_bits) is ≤ 2^-64
+    against 2^64 offline hash evaluations with its default number of proofs, and its
+    declared layout is the one the bound assumes (one joint-randomness element per call)."""
+    from strategies.fedavg import auto_frac_bits
+    from strategies.update import DEFAULT_FRAC_BITS, WeightedBoundedL2Vec
+
+    for f in {DEFAULT_FRAC_BITS, auto_frac_bits(length)}:
+        valid = WeightedBoundedL2Vec(length, f)
+        valid.check_layout()
+        flp = FlpBBCGGI19(valid)
+        bound = flp.soundness()
+        assert bound.error_log2 <= -64, (valid, bound)
+        assert bound.joint_rand_error == pytest.approx(valid.chunk_length / p)
+        assert valid.GADGET_CALLS[0] == valid.JOINT_RAND_LEN
