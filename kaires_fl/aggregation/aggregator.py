@@ -569,10 +569,11 @@ def check_round1(ctx: JobContext, messages: Any, own: Published | None = None) -
             out.proven.setdefault(i, f"malformed signed round-1 message ({type(exc).__name__})")
             continue
         out.messages[i], out.z[i], out.verifier[i] = p, z, verifier
-    for i in out.proven:
-        out.messages.pop(i, None)
-        out.z.pop(i, None)
-        out.verifier.pop(i, None)
+    keep = sorted(i for i in out.messages if i not in out.proven)  # one order for everyone
+    out.messages = {i: out.messages[i] for i in keep}
+    out.z = {i: out.z[i] for i in keep}
+    out.verifier = {i: out.verifier[i] for i in keep}
+    out.proven = dict(sorted(out.proven.items()))
     return out
 
 
@@ -824,11 +825,12 @@ def decide_job(
         rows = np.concatenate([np.arange(off[s], off[s + 1]) for s in live])
         vshares = {i: a.round1.verifier[i][rows] for i in voters}
         radius = correction_radius(len(voters), t, t - len(proven))
+        bad: list[int] = []
         try:
             if radius is None:
                 if not sharing.is_consistent(F, vshares, t):
                     raise DecodingError("the verifier shares are inconsistent")
-                verifier, bad = sharing.reconstruct(F, vshares, t), []
+                verifier = sharing.reconstruct(F, vshares, t)
             else:
                 verifier, bad = sharing.robust_reconstruct(F, vshares, n, t)
                 if len(bad) > radius:

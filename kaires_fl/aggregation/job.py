@@ -426,7 +426,7 @@ class AggregatorService:
 
         def check(s: int, i: int, blob: bytes) -> bytes | None:
             try:
-                proof = schema.decode(bytes(blob), WrittenKeyProof)
+                proof: WrittenKeyProof = schema.decode(bytes(blob), WrittenKeyProof)
                 m = subs[s].manifest
                 if proof.write != m.write or proof.slot != aggregator_slot(i):
                     return None
