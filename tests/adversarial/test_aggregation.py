@@ -570,3 +570,61 @@ def test_inputs_over_the_job_total_are_left_out_by_every_aggregator() -> None:
     assert r.report["rejected"] == {"p3": "over_job_total", "p2": "over_job_total"}
     assert r.aggregate["count"] == 21 and r.report["faulty_aggregators"] == {}
     c.close()
+
+
+_CORE = _core_job()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_fuzz_decide_job_on_signed_mutated_messages(data: Any) -> None:
+    """Robustness (findings 9/10): Byzantine aggregator 0 signs round-1 and reveal messages
+    with arbitrary fields (indices, shapes, fields, disclosures); honest aggregator 1's
+    decision either stands without blaming an honest aggregator or is a ProtocolError —
+    never another exception."""
+    from kaires_fl.aggregation.aggregator import Disclosure
+
+    ctx, keys, aggs = _CORE
+    coin = Coin(b"coin" * 8)
+    jobs = {i: AggregatorJob(ctx, i, aggs[i]) for i in range(4)}
+    for i, j in jobs.items():
+        j.open_parts({s: keys[s][i] for s in range(4)})
+    pubs = {i: j.publish(coin) for i, j in jobs.items()}
+    p = pubs[0]
+    field = data.draw(st.sampled_from(["z", "verifier", "unopened", "aggregator", "job"]))
+    if field in ("z", "verifier"):
+        shape = tuple(data.draw(st.lists(st.integers(0, 5), max_size=3)))
+        n = int(np.prod(shape)) if shape else 1
+        raw = data.draw(st.binary(min_size=8 * n, max_size=8 * n))
+        p = msgspec.structs.replace(p, **{field: Elements("Field64", shape, raw)})
+    elif field == "unopened":
+        d = Disclosure(
+            data.draw(st.integers(0, 10)),
+            data.draw(st.binary(min_size=32, max_size=32)),
+            data.draw(st.binary(max_size=40)),
+            data.draw(st.binary(max_size=40)),
+            data.draw(st.binary(max_size=40)),
+        )
+        p = msgspec.structs.replace(p, unopened=(d,) * data.draw(st.integers(1, 2)))
+    elif field == "aggregator":
+        p = msgspec.structs.replace(p, aggregator=data.draw(st.integers(0, 7)))
+    else:
+        p = msgspec.structs.replace(p, job=data.draw(st.text(max_size=8)))
+    forged = sign_message(p, aggs[0])
+    rev = sign_message(
+        Reveal(
+            ctx.job,
+            0,
+            tuple(
+                Disclosure(s, b"\x00" * 32, b"", b"")
+                for s in data.draw(st.lists(st.integers(0, 6), max_size=3))
+            ),
+        ),
+        aggs[0],
+    )
+    try:
+        d = decide_job(ctx, coin, [forged, pubs[1], pubs[2], pubs[3]], [rev], me=1)
+    except ProtocolError:
+        return
+    assert {i for i, _ in d.faulty} <= {0}
+    assert d.accepted == ("p0", "p1", "p2", "p3")
