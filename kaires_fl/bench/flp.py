@@ -6,7 +6,9 @@
 * ``linreg_record_verify_per_s``: LinearRegressionRecord(d=14, bits=14) records verified
   per second by one aggregator — ``query`` on its share plus ``decide`` on the opened
   verifier — batched, one query point and one joint randomness for the batch, the default
-  number of proofs (soundness ≤ 2^-64). Target ≥ 50,000/s.
+  number of proofs (``choose_proofs``: soundness ≤ 2^-64 against 2^64 offline hash
+  evaluations, 3 over Field64 for any circuit with joint randomness; ``linreg_proofs``).
+  Target ≥ 50,000/s.
 * ``linreg_record_verify_cpu_per_s``: the same from the process's CPU time, which equals the
   wall time on an idle core and stays meaningful on a shared, loaded machine.
 * ``linreg_record_prove_per_s``: the provider's side, for scale.
