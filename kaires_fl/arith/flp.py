@@ -602,6 +602,37 @@ def as_calls(buf: np.ndarray, chunk: int | None = None) -> np.ndarray:
     return buf.reshape(buf.shape[0], buf.shape[1], -1)
 
 
+def _check_pair_sources(
+    room: int,
+    off: int,
+    n: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    w: np.ndarray | None,
+    a_start: int,
+    b_start: int,
+    a_index: np.ndarray | None,
+    b_index: np.ndarray | None,
+    w_start: int,
+) -> None:
+    """Raise ``ConfigError`` unless pairs off..off+n−1 fit in ``room`` and every column the
+    kernels read exists (they do not check bounds)."""
+    if off < 0 or n < 0 or off + n > room:
+        raise ConfigError(f"pairs {off}..{off + n} outside the {room} available")
+    for name, arr, start, idx in (("a", a, a_start, a_index), ("b", b, b_start, b_index)):
+        if arr.ndim != 2:
+            raise ConfigError(f"fill: {name} must be (1|B, ·)")
+        if idx is None:
+            if start < 0 or start + n > arr.shape[1]:
+                raise ConfigError(f"fill: {name}[{start}:{start + n}] outside {arr.shape}")
+        else:
+            ix = np.asarray(idx)
+            if ix.shape != (n,) or (n and (ix.min() < 0 or ix.max() >= arr.shape[1])):
+                raise ConfigError(f"fill: {name} index array must be n indices into {arr.shape}")
+    if w is not None and (w.ndim != 2 or w_start < 0 or w_start + n > w.shape[1]):
+        raise ConfigError(f"fill: w[:, {w_start}:{w_start + n}] outside {w.shape}")
+
+
 def fill_pairs(
     F: Any,
     buf: np.ndarray,
@@ -623,10 +654,17 @@ def fill_pairs(
     a, b, w are ``(1|B, ...)`` (rows broadcast); w is optional. Gathering through the index
     arrays avoids materialising permuted copies of a and b.
     """
+    _check_pair_sources(
+        buf.shape[1] * buf.shape[3], off, n, a, b, w, a_start, b_start, a_index, b_index, w_start
+    )
+    if _is64(F) and a_index is None and b_index is None:
+        use_w = w is not None
+        wa = _c(w) if w is not None else np.ones((1, 1), dtype=np.uint64)
+        bc = kern.ZERO if b_const == 0 else np.uint64(F.elements(b_const)[()])
+        _k_fill_pairs_run(buf, off, _c(a), a_start, wa, w_start, use_w, _c(b), b_start, bc, n)
+        return
     ai = np.arange(a_start, a_start + n) if a_index is None else np.asarray(a_index, np.int64)
     bi = np.arange(b_start, b_start + n) if b_index is None else np.asarray(b_index, np.int64)
-    if ai.shape != (n,) or bi.shape != (n,):
-        raise ConfigError("fill_pairs: index arrays must have length n")
     if _is64(F):
         use_w = w is not None
         wa = _c(w) if w is not None else np.ones((1, 1), dtype=np.uint64)
@@ -807,14 +845,13 @@ class _PairsAtT(PairInputs):
         b_index: np.ndarray | None = None,
         w_start: int = 0,
     ) -> None:
-        if off < 0 or off + n > self.pairs:
-            raise ConfigError(f"pairs {off}..{off + n} outside the {self.pairs} declared")
+        _check_pair_sources(
+            self.pairs, off, n, a, b, w, a_start, b_start, a_index, b_index, w_start
+        )
         F = self.F
         none = np.empty(0, dtype=np.int64)
         ai = none if a_index is None else np.asarray(a_index, np.int64)
         bi = none if b_index is None else np.asarray(b_index, np.int64)
-        if (a_index is not None and ai.shape != (n,)) or (b_index is not None and bi.shape != (n,)):
-            raise ConfigError("fill: index arrays must have length n")
         calls_of = self.start + 1 + (off + np.arange(n)) // self.chunk  # α-index of each pair
         vl = np.ascontiguousarray(self.call.weights[:, calls_of])  # L_(m+1)(t): (1|B, n)
         vw = vl if w is None else mul_rows(F, _c(w[:, w_start : w_start + n]), vl)

@@ -575,3 +575,26 @@ def test_fused_query_equals_pair_buffer_path(valid: Valid, shared: bool, monkeyp
     fused = flp.query(meas, proof, qr, jr)
     monkeypatch.setattr(flp_mod._QueryCall, "pairs", flp_mod.GadgetCall.pairs)
     assert np.array_equal(fused, flp.query(meas, proof, qr, jr))
+
+
+def test_pair_fills_outside_their_sources_raise_config_error() -> None:
+    """The kernels do not check bounds: every fill checks its columns first, in the
+    prover's buffer and in the verifier's fused path alike."""
+    from kaires_fl.arith.flp import GadgetCall, _QueryCall
+
+    g = ParallelSum(Mul(), 4)
+    a = F.random((2, 6), rng=RNG)
+    w = F.random((1, 3), rng=RNG)
+    prover = GadgetCall(F, g, 2)
+    verifier = _QueryCall(F, g, 2, F.random((1, 4), rng=RNG), F.random((1, 4), rng=RNG))
+    for call in (prover, verifier):
+        pairs = call.pairs(8, 4)
+        for kw in (
+            {"off": 0, "n": 4, "w": w},  # w too short
+            {"off": 0, "n": 7, "a_start": 0},  # a too short
+            {"off": 6, "n": 4},  # beyond the declared pairs
+            {"off": 0, "n": 2, "a_index": np.array([0, 6])},  # index out of range
+        ):
+            with pytest.raises(ConfigError):
+                pairs.fill(a=a, b=a, **kw)
+        pairs.fill(0, 3, a, a, w=w, b_const=1)  # in range: fine
