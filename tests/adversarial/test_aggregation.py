@@ -628,3 +628,22 @@ def test_fuzz_decide_job_on_signed_mutated_messages(data: Any) -> None:
         return
     assert {i for i, _ in d.faulty} <= {0}
     assert d.accepted == ("p0", "p1", "p2", "p3")
+
+
+def test_equivocating_aggregator_is_proven_faulty_and_changes_nothing() -> None:
+    """Robustness: Byzantine aggregator 0 signs two different round-1 messages and the
+    relay passes both on. Two signatures of one key prove it faulty; the honest
+    aggregators decide without it and accept every honest provider."""
+    ctx, keys, aggs = _core_job()
+    coin = Coin(b"coin" * 8)
+    F = ctx.flp.field
+    jobs = {i: AggregatorJob(ctx, i, aggs[i]) for i in range(4)}
+    for i, j in jobs.items():
+        j.open_parts({s: keys[s][i] for s in range(4)})
+    pubs = {i: j.publish(coin) for i, j in jobs.items()}
+    z = pubs[0].z.array(F)
+    z[0] = F.add(z[0], F.ones(()))
+    other = sign_message(msgspec.structs.replace(pubs[0], z=Elements.of(F, z)), aggs[0])
+    d = decide_job(ctx, coin, [pubs[0], other, pubs[1], pubs[2], pubs[3]], [], me=2)
+    assert dict(d.faulty) == {0: "signed two different round-1 messages"}
+    assert d.accepted == ("p0", "p1", "p2", "p3")
