@@ -259,3 +259,24 @@ def test_provider_deals_shares_only_to_a_registered_committee_its_policy_accepts
     )
     with pytest.raises(AccessDenied, match="does not accept"):
         submit(job)
+
+
+def test_record_batches_cannot_take_the_job_past_its_measurement_budget(
+    committee: Any,
+) -> None:
+    """Robustness/fairness: in record granularity each batch is within the row cap, but a
+    provider inflating its batch must not take the job's total past what the statistic's
+    field is sized for (the sums could wrap, or the consumer's decoding fail after everyone
+    was paid). The largest batch is dropped; the others' count is exact."""
+    stat = CountStats("record", max_measurements=64)
+    rows = {"p0": 10, "p1": 11, "p2": 12, "p3": 12}
+    data = {k: (np.zeros((r, 2)), None) for k, r in rows.items()}
+    _cheat(committee, "p3", _Inflate(5))  # 60 valid records, each within max_batch = 64
+    try:
+        r = committee.run_job(stat, data)
+    finally:
+        del committee.provider("p3").submit
+    assert r.report["status"] == "done"
+    assert sorted(r.report["accepted"]) == ["p0", "p1", "p2"]
+    assert "batch of 60" in r.report["rejected"]["p3"]
+    assert r.aggregate == {"count": 33}
