@@ -465,11 +465,14 @@ def _k_prove_psmul(
     P = rev.shape[0]
     N = rev2.shape[0]
     for r0 in range(0, B, group):
-        G = min(group, B - r0)
-        W1 = np.zeros((P, G * A), dtype=np.uint64)
-        W2 = np.empty((P, G * A), dtype=np.uint64)
-        g = np.empty((N, G), dtype=np.uint64)
-        for q in range(G):
+        gs = min(group, B - r0)
+        if r0 == 0 or gs < group:
+            W1 = np.empty((P, gs * A), dtype=np.uint64)
+            W2 = np.empty((P, gs * A), dtype=np.uint64)
+            g = np.empty((N, gs), dtype=np.uint64)
+        for k in range(M + 1, P):
+            W1[rev[k]] = kern.ZERO  # padding calls: zero wires
+        for q in range(gs):
             r = r0 + q
             base = q * A
             row = W1[rev[0]]
@@ -488,15 +491,15 @@ def _k_prove_psmul(
             dst = W2[rev[m]]
             src = W1[m]
             sm = shift[m]
-            for col in range(G * A):
+            for col in range(gs * A):
                 dst[col] = kern.mulmod(src[col], sm)
         _butterflies_rows(W2, tw)  # wire values at ω·α^k, natural order
         for k in range(P):
             row = W2[k]
-            for q in range(G):
+            for q in range(gs):
                 g[rev2[2 * k + 1], q] = _pair_dot(row[q * A : (q + 1) * A], c)
         _butterflies_rows(g, itw2)
-        for q in range(G):
+        for q in range(gs):
             for k in range(out.shape[1]):
                 out[r0 + q, k] = kern.mulmod(g[k, q], inv2[0])
 
