@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,81 @@ def test_malformed_share_counts_as_faulty() -> None:
     accept, faulty = verify_shared(flp, ms, ps, qr, jr, n=4, t=1)
     assert accept.tolist() == expect.tolist()
     assert faulty == [3]
+
+
+_FUZZ_FLP = FlpBBCGGI19(cc.SumVec(5, 2, chunk_length=3))
+
+
+def _fuzz_array(data, length: int):  # type: ignore[no-untyped-def]
+    """A peer's array: right or wrong length, batch, dtype; canonical or not."""
+    from hypothesis import strategies as st
+
+    kind = data.draw(st.sampled_from(["ok", "len", "dtype", "scalar", "none", "batch"]))
+    B = data.draw(st.integers(1, 3))
+    if kind == "none":
+        return None
+    if kind == "scalar":
+        return np.uint64(data.draw(st.integers(0, 2**64 - 1)))
+    n = length if kind != "len" else data.draw(st.integers(0, 2 * length + 1))
+    vals = data.draw(st.lists(st.integers(0, 2**64 - 1), min_size=B * n, max_size=B * n))
+    arr = np.array(vals, dtype=np.uint64).reshape(B, n)
+    if kind == "dtype":
+        return arr.astype(data.draw(st.sampled_from([np.int64, np.float64, np.uint32, object])))
+    if kind == "batch":
+        return arr[:1] if B > 1 else np.concatenate([arr, arr])
+    return arr
+
+
+def test_fuzzed_peer_shares_give_typed_errors_or_blame() -> None:
+    """Robustness: arbitrary measurement/proof shares from up to n aggregators (wrong
+    shapes, dtypes, non-canonical elements, missing) make verify_shared return decisions
+    with the culprits named or raise a KairesError — never another exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kaires_fl.errors import KairesError
+
+    flp = _FUZZ_FLP
+    jr = flp.derive_joint_rand(b"fuzz")
+    qr = flp.derive_query_rand(b"fuzz")
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.data())
+    def run(data) -> None:  # type: ignore[no-untyped-def]
+        ms = {i: _fuzz_array(data, flp.MEAS_LEN) for i in range(4)}
+        ps = {i: _fuzz_array(data, flp.PROOF_LEN) for i in range(4)}
+        try:
+            accept, faulty = verify_shared(flp, ms, ps, qr, jr, 4, 1)
+        except KairesError:
+            return
+        assert accept.dtype == bool and all(0 <= i < 4 for i in faulty)
+
+    run()
+
+
+def test_fuzzed_opened_verifiers_give_typed_errors() -> None:
+    """Robustness: decide on an arbitrary opened verifier answers per record or raises a
+    KairesError; query on arbitrary shares likewise."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kaires_fl.errors import KairesError
+
+    flp = _FUZZ_FLP
+    jr = flp.derive_joint_rand(b"fuzz")
+    qr = flp.derive_query_rand(b"fuzz")
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.data())
+    def run(data) -> None:  # type: ignore[no-untyped-def]
+        ver = _fuzz_array(data, flp.VERIFIER_LEN)
+        try:
+            out = decide_opened(flp, ver)  # type: ignore[arg-type]
+            assert out.dtype == bool
+        except KairesError:
+            pass
+        m, p = _fuzz_array(data, flp.MEAS_LEN), _fuzz_array(data, flp.PROOF_LEN)
+        with contextlib.suppress(KairesError):
+            query_shares(flp, m, p, qr, jr)  # type: ignore[arg-type]
+
+    run()
