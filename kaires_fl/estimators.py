@@ -176,6 +176,16 @@ class _KairesLinearModel(RegressorMixin, BaseEstimator):
         rows = groups if provider is not None else [slice(g[0], g[-1] + 1) for g in groups]
         data = {lab: (X[r], y[r]) for lab, r in zip(labels, rows, strict=True)}
         committee = self.committee if self.committee is not None else _default_committee()
+        needed = int(getattr(committee, "min_providers", 1))
+        if len(labels) < needed:
+            if self.committee is None:
+                committee.close()
+            raise ConfigError(
+                f"{len(labels)} provider(s) from n_samples = {X.shape[0]}: every Kaires "
+                f"aggregate needs at least {needed} providers (the policies' min_providers), "
+                "so no single provider's data is released alone; pass more samples or more "
+                "provider labels"
+            )
         try:
             result = committee.run_job(stat, data, progress=self.progress)
         finally:
