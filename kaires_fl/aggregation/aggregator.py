@@ -787,8 +787,11 @@ def decide_job(
                 "are faulty or their messages were withheld — nothing is decided"
             )
         off = ctx.offsets
-        rows = np.concatenate([np.arange(off[s], off[s + 1]) for s in live])
-        vshares = {i: a.round1.verifier[i][rows] for i in voters}
+        if len(live) == S:  # the usual case: open every row, no copy of the verifiers
+            vshares = {i: a.round1.verifier[i] for i in voters}
+        else:
+            rows = np.concatenate([np.arange(off[s], off[s + 1]) for s in live])
+            vshares = {i: a.round1.verifier[i][rows] for i in voters}
         radius = correction_radius(len(voters), t, t - len(proven))
         bad: list[int] = []
         try:
