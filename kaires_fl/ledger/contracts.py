@@ -118,6 +118,11 @@ def check_counter(view: StateView, tx: Tx) -> None:
         )
 
 
+#: Longest recorded rejection reason (a contract's message may echo its payload; a block
+#: must stay within its byte budget whatever the transactions in it say).
+MAX_REASON_CHARS = 2048
+
+
 def execute_tx(
     view: StateView, tx: Tx, registry: ContractRegistry, height: int, time_ms: int
 ) -> TxResult:
@@ -131,7 +136,7 @@ def execute_tx(
         view.put_all(writes)
         result = TxResult(True, "")
     except (LedgerError, EncodingError) as exc:
-        result = TxResult(False, f"{type(exc).__name__}: {exc}")
+        result = TxResult(False, f"{type(exc).__name__}: {str(exc)[:MAX_REASON_CHARS]}")
     except MemoryError:
         raise  # not the transaction's doing, and not deterministic across nodes
     except Exception as exc:  # a contract must never stop a block

@@ -47,9 +47,11 @@ from kaires_fl.ledger.consensus import (
     best_prepared,
     check_vote,
     leader_of,
+    roster_index,
 )
 from kaires_fl.ledger.contracts import (
     DEFAULT_REGISTRY,
+    MAX_REASON_CHARS,
     ContractRegistry,
     check_counter,
     counter_key,
@@ -73,6 +75,13 @@ class LedgerConfig:
 
     ``view_timeout`` is the base time a node waits for progress before a view change
     (doubling per failed view up to ``max_timeout``); tests use small values.
+
+    Size bounds (bytes): a block holds at most ``max_block_bytes`` of canonical record,
+    and never more than :func:`block_byte_limit` allows, so that a new-view proposal
+    (the block plus a quorum of prepared blocks) and a sync response still fit one wire
+    message (:data:`kaires_fl.schema.MAX_MESSAGE_BYTES`); the mempool holds at most
+    ``mempool_max_bytes`` of transactions; a node queues at most ``future_per_signer``
+    roster-signed messages for the next heights per signer.
     """
 
     view_timeout: float = 0.5
@@ -83,6 +92,33 @@ class LedgerConfig:
     max_clock_skew_ms: int = 5000
     sync_batch: int = 64
     mempool_limit: int = 200_000
+    max_block_bytes: int = 32 * 2**20
+    mempool_max_bytes: int = 512 * 2**20
+    future_per_signer: int = 64
+
+
+#: Room left in a block's byte budget for its header and record framing.
+_BLOCK_OVERHEAD = 4096
+#: Most bytes a recorded rejection reason takes in a block record (escaped UTF-8).
+_REASON_ROOM = 24 * MAX_REASON_CHARS + 1024
+
+
+def block_byte_limit(config: LedgerConfig, quorum: int) -> int:
+    """Largest canonical block record (bytes) a node builds or prepares.
+
+    ``min(config.max_block_bytes, MAX_MESSAGE_BYTES // (quorum + 2))``: a new-view
+    proposal carries its block and up to ``quorum`` view changes, each with at most one
+    prepared block, and must still decode as one wire message (else no follower could
+    read it and the chain would stall at that height).
+    """
+    return max(1, min(int(config.max_block_bytes), schema.MAX_MESSAGE_BYTES // (quorum + 2)))
+
+
+def tx_record_bytes(tx: Tx, reason: str = "") -> int:
+    """An upper bound on the bytes ``tx`` (and a result ``reason``) add to a block record:
+    its canonical body, its signatures (128 hex characters each, quoted) and the reason
+    (at most 6 bytes per UTF-8 byte once escaped), plus framing."""
+    return len(tx.body()) + 160 * (len(tx.signatures) + 1) + 6 * len(reason.encode()) + 64
 
 
 def genesis_entries(genesis: Genesis) -> dict[str, bytes]:
@@ -136,6 +172,8 @@ class LedgerNode:
             self.last_hash = genesis.hash
             self.last_time = genesis.time_ms
         self.mempool: dict[str, Tx] = {}
+        self.mempool_bytes = 0  # Σ tx_record_bytes of the mempool (mempool_max_bytes)
+        self.block_bytes = block_byte_limit(self.config, self.quorum)
         # (tx id, signatures) already checked: the id does not cover the signatures.
         self.verified: set[tuple[str, tuple[str, ...]]] = set()
         self.on_commit: list[Callable[[LedgerNode, Block, Certificate], None]] = []
@@ -149,6 +187,7 @@ class LedgerNode:
         self._subscriber_error: Exception | None = None
         self.contexts = {k: consensus_context(k, self.chain) for k in ("vote", "view", "proposal")}
         self._future: list[tuple[str, Any]] = []
+        self._future_load: dict[int, tuple[int, int]] = {}  # signer -> (messages, bytes)
         self._last_sync = -1e9
         self._behind_since: float | None = None
         self._reset_height()
@@ -274,8 +313,8 @@ class LedgerNode:
         if h <= self.height:
             return
         if h > self.height + 1:
-            if len(self._future) < 10_000 and h <= self.height + 3:
-                self._future.append((src, msg))
+            if h <= self.height + 3:
+                self._queue_future(src, msg)
             if h > self.height + 2:
                 self._request_sync(src)
             return
@@ -285,6 +324,52 @@ class LedgerNode:
             self._on_vote(msg)
         else:
             self._on_view_change(msg)
+
+    def _queue_future(self, src: str, msg: Proposal | Vote | ViewChange) -> None:
+        """Keep a message for a coming height, replayed when this node gets there.
+
+        Only a message signed by the roster node it names is kept (an unauthenticated
+        peer cannot make a node hold anything), and at most ``future_per_signer``
+        messages and ``MAX_MESSAGE_BYTES`` of blocks per signer: a Byzantine node cannot
+        exhaust an honest node's memory with proposals for heights it has not reached.
+        Dropping a message costs at most liveness, which view changes and sync restore.
+        """
+        signer, size = self._future_signer(msg)
+        count, held = self._future_load.get(signer, (0, 0))
+        if count >= self.config.future_per_signer or held + size > schema.MAX_MESSAGE_BYTES:
+            raise ProtocolError(
+                f"node {signer} already has {count} messages ({held} bytes) queued for "
+                "coming heights: dropped"
+            )
+        self._future_load[signer] = (count + 1, held + size)
+        self._future.append((src, msg))
+
+    def _future_signer(self, msg: Proposal | Vote | ViewChange) -> tuple[int, int]:
+        """(checked signer, bytes of blocks it carries) of a message for a coming height.
+
+        Raises
+        ------
+        ProtocolError
+            unless the message is signed by the roster node it names (for a proposal: the
+            leader of its height and view).
+        """
+        g = self.genesis
+        if isinstance(msg, Vote):
+            check_vote(msg, g)
+            return msg.voter, 256
+        if isinstance(msg, ViewChange):
+            signer, ctx, size = msg.voter, self.contexts["view"], 256
+            if msg.prepared is not None:
+                size += len(msg.prepared.block)
+        else:
+            signer, ctx = msg.proposer, self.contexts["proposal"]
+            size = 256 + len(msg.block)
+            size += sum(len(vc.prepared.block) for vc in msg.justification if vc.prepared)
+            if roster_index(signer, g) and signer != leader_of(msg.height, msg.view, self.n):
+                raise ProtocolError(f"node {signer} is not the leader of view {msg.view}")
+        if not roster_index(signer, g) or not schema.verify(msg, g.roster_keys[signer], ctx):
+            raise ProtocolError(f"a message for a coming height is not signed by node {signer}")
+        return signer, size
 
     # -- mempool ----------------------------------------------------------------------
     def _on_tx_gossip(self, msg: TxGossip) -> None:
@@ -313,7 +398,16 @@ class LedgerNode:
             return
         if tx.chain != self.chain:
             raise LedgerError(f"tx {tx.id[:16]}… is for chain {tx.chain[:16]}…, not this ledger")
-        if len(self.mempool) >= self.config.mempool_limit:
+        size = tx_record_bytes(tx)
+        if size + _REASON_ROOM > self.block_bytes - _BLOCK_OVERHEAD:
+            raise LedgerError(
+                f"tx {tx.id[:16]}… takes {size} bytes of a block, more than a block of this "
+                f"ledger holds ({self.block_bytes - _BLOCK_OVERHEAD - _REASON_ROOM}): split it"
+            )
+        if (
+            len(self.mempool) >= self.config.mempool_limit
+            or self.mempool_bytes + size > self.config.mempool_max_bytes
+        ):
             raise LedgerError("mempool full: retry later")
         last = self.state.get(counter_key(tx.sender)) if tx.signers else None
         if tx.signers and tx.counter <= (last or 0):
@@ -324,8 +418,15 @@ class LedgerNode:
         tx.verify_signatures()
         self.verified.add((tx.id, tx.signatures))
         self.mempool[tx.id] = tx
+        self.mempool_bytes += size
         self._ensure_timer()
         self._schedule_propose()
+
+    def _drop_tx(self, tx_id: str) -> None:
+        """Remove a transaction from the mempool (if there), keeping its byte count."""
+        tx = self.mempool.pop(tx_id, None)
+        if tx is not None:
+            self.mempool_bytes -= tx_record_bytes(tx)
 
     # -- proposing --------------------------------------------------------------------
     def is_leader(self) -> bool:
@@ -345,14 +446,19 @@ class LedgerNode:
         self.propose_timer = self.t.call_later(delay, self._propose)
 
     def build_block(self, time_ms: int) -> tuple[Block, StateView]:
-        """Execute mempool transactions (in arrival order, counters in sequence) into a block."""
+        """Execute mempool transactions (in arrival order, counters in sequence) into a block
+        of at most ``max_block_txs`` transactions and :func:`block_byte_limit` bytes."""
         view = StateView(self.state)
         txs: list[Tx] = []
         results: list[TxResult] = []
         stale = []
         h = self.height + 1
+        room = self.block_bytes - _BLOCK_OVERHEAD
         for tx in self.mempool.values():
             if len(txs) >= self.config.max_block_txs:
+                break
+            # a tx's result reason is unknown before it runs: keep room for the longest
+            if tx_record_bytes(tx) + _REASON_ROOM > room:
                 break
             try:
                 check_counter(view, tx)
@@ -361,10 +467,12 @@ class LedgerNode:
                 if tx.counter <= last:
                     stale.append(tx.id)
                 continue
-            results.append(execute_tx(view, tx, self.registry, h, time_ms))
+            res = execute_tx(view, tx, self.registry, h, time_ms)
+            results.append(res)
             txs.append(tx)
+            room -= tx_record_bytes(tx, res.reason)
         for tid in stale:
-            self.mempool.pop(tid, None)
+            self._drop_tx(tid)
         header = BlockHeader(
             self.chain,
             h,
@@ -519,6 +627,12 @@ class LedgerNode:
                     f"proposed block holds {len(block.txs)} txs, more than max_block_txs = "
                     f"{self.config.max_block_txs}"
                 )
+            if len(block.encoded) > self.block_bytes:
+                raise ProtocolError(
+                    f"proposed block is {len(block.encoded)} bytes, more than this ledger's "
+                    f"{self.block_bytes}-byte blocks (a new-view proposal carrying it would "
+                    "not fit one wire message)"
+                )
         self.validate(block)
         if p.view > self.view:
             self._set_view(p.view)
@@ -603,10 +717,15 @@ class LedgerNode:
         if height != self.height or view != self.view:
             return
         if self.mempool:
-            # Peers that never got these txs could not notice the stall without them.
-            self._broadcast(
-                TxGossip(tuple(list(self.mempool.values())[: self.config.max_block_txs]))
-            )
+            # Peers that never got these txs could not notice the stall without them (as
+            # much as one block holds: the gossip must fit one wire message).
+            batch, room = [], self.block_bytes
+            for tx in self.mempool.values():
+                room -= tx_record_bytes(tx)
+                if len(batch) >= self.config.max_block_txs or (batch and room < 0):
+                    break
+                batch.append(tx)
+            self._broadcast(TxGossip(tuple(batch)))
         self._enter_view(view + 1)
 
     def _set_view(self, view: int) -> None:
@@ -668,14 +787,14 @@ class LedgerNode:
         self.last_hash = block.hash
         self.last_time = block.header.time_ms
         for tx in block.txs:
-            self.mempool.pop(tx.id, None)
+            self._drop_tx(tx.id)
             self.verified.discard((tx.id, tx.signatures))
         for tid in [
             t.id
             for t in self.mempool.values()
             if t.counter <= (self.state.get(counter_key(t.sender)) or 0)
         ]:
-            self.mempool.pop(tid, None)
+            self._drop_tx(tid)
         for tm in (self.timer, self.propose_timer):
             if tm is not None:
                 tm.cancel()
@@ -687,6 +806,7 @@ class LedgerNode:
             except Exception as exc:
                 self._subscriber_error = self._subscriber_error or exc
         future, self._future = self._future, []
+        self._future_load = {}
         for src, msg in future:
             self.on_message(src, msg)
         if self.mempool:
@@ -713,13 +833,17 @@ class LedgerNode:
         if req.start > self.height or req.start < 1:
             return
         stop = min(self.height, req.start + self.config.sync_batch - 1)
-        blocks = []
+        blocks: list[bytes] = []
+        # at least one block, and no more than half a wire message of them
+        room = schema.MAX_MESSAGE_BYTES // 2
         for h in range(req.start, stop + 1):
             rec = self.store.raw_block(h)
-            if rec is None:
+            if rec is None or (blocks and len(rec) > room):
                 break
+            room -= len(rec)
             blocks.append(rec)
-        self._send(src, SyncResponse(tuple(blocks), stop < self.height))
+        last = req.start + len(blocks) - 1
+        self._send(src, SyncResponse(tuple(blocks), last < self.height))
 
     def _on_sync_response(self, src: str, resp: SyncResponse) -> None:
         applied = False
