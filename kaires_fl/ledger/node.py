@@ -97,6 +97,9 @@ class LedgerConfig:
     future_per_signer: int = 64
 
 
+#: Votes for views further ahead of a node's own view are dropped (view changes, which
+#: every node keeps one of per peer, bring a node along to the view its peers are in).
+MAX_VIEWS_AHEAD = 64
 #: Room left in a block's byte budget for its header and record framing.
 _BLOCK_OVERHEAD = 4096
 #: Most bytes a recorded rejection reason takes in a block record (escaped UTF-8).
@@ -205,6 +208,10 @@ class LedgerNode:
         self.accepted: dict[int, bytes] = {}
         self.my_votes: dict[tuple[str, int], bytes] = {}
         self.votes: dict[tuple[str, int, bytes], dict[int, bytes]] = {}
+        # (phase, view, voter) -> the block hash that voter voted for: one vote per
+        # voter, phase and view is kept (an honest node casts no more), so a Byzantine
+        # node cannot grow ``votes`` with votes for made-up blocks.
+        self.vote_of: dict[tuple[str, int, int], bytes] = {}
         self.prepared: PreparedCert | None = None
         self.prepared_block: Block | None = None
         self.vcs: dict[int, dict[int, ViewChange]] = {}
@@ -666,10 +673,18 @@ class LedgerNode:
         got = self.votes.get(key)
         if got is not None and v.voter in got:
             return
+        if v.view > self.view + MAX_VIEWS_AHEAD:
+            # a view this node cannot reach without view changes, which bring it along
+            raise ProtocolError(f"vote for view {v.view}, far ahead of view {self.view}")
         own = ("vote", v.voter, v.phase, v.height, v.view, v.block_hash, v.signature)
         if own not in self.signed:
             check_vote(v, self.genesis)
         self._signer = v.voter
+        first = self.vote_of.setdefault((v.phase, v.view, v.voter), v.block_hash)
+        if first != v.block_hash:
+            raise ProtocolError(
+                f"node {v.voter} cast two {v.phase} votes in view {v.view} (equivocation)"
+            )
         self.votes.setdefault(key, {})[v.voter] = v.signature
         self._ensure_timer()
         if v.phase == "prepare":
@@ -757,8 +772,17 @@ class LedgerNode:
     def _on_view_change(self, vc: ViewChange) -> None:
         if vc.view < self.view or vc.voter in self.vcs.get(vc.view, {}):
             return
+        if type(vc.voter) is int and self.highest_vc.get(vc.voter, 0) > vc.view:
+            return  # superseded: that node already moved to a later view
         vc.check(self.genesis)
         self._signer = vc.voter
+        # Keep each node's latest view change only (an honest node never goes back): a
+        # Byzantine node's view changes for ever higher views cannot pile up.
+        old = self.highest_vc.get(vc.voter)
+        if old is not None and old in self.vcs:
+            self.vcs[old].pop(vc.voter, None)
+            if not self.vcs[old]:
+                del self.vcs[old]
         self.vcs.setdefault(vc.view, {})[vc.voter] = vc
         if vc.prepared is not None:
             block = decode_block(vc.prepared.block)

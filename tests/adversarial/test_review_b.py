@@ -166,3 +166,39 @@ def test_weighted_norm_check_cannot_wrap_the_field_at_the_largest_model() -> Non
     v *= 0.5 / np.linalg.norm(v)
     meas = c.encode(np.append(v, 0.75)[None, :])
     assert meas.shape == (1, c.MEAS_LEN)
+
+
+def test_a_byzantine_node_cannot_pile_up_votes_or_view_changes() -> None:
+    """Robustness (memory of a ledger node): a Byzantine roster node signs, with its own
+    key, prepare votes for thousands of made-up blocks and views, and view changes for
+    ever higher views. Before, an honest node kept every one of them for the height.
+    Now it keeps one vote per (phase, view) of each node, none for views far ahead of
+    its own, and each node's latest view change only; a second vote in the same view is
+    refused as equivocation and its signer recorded faulty. The ledger goes on."""
+    from kaires_fl.ledger.consensus import ViewChange
+    from kaires_fl.ledger.node import MAX_VIEWS_AHEAD
+
+    L = LocalLedger(4, config=FAST, state=committee_state())
+    node = L.nodes[0]
+    assert node is not None
+    byz = 2
+    key = L.identities[byz]
+    h = node.height + 1
+    vctx = consensus_context("vote", L.genesis.chain_id)
+    rng = np.random.default_rng(1)
+    for k in range(600):
+        view = k % 150
+        forged = Vote("prepare", h, view, rng.bytes(32), byz)
+        node.on_message("byz", schema.sign(forged, key, vctx))
+    kept = [key3 for key3, voters in node.votes.items() if byz in voters]
+    assert len(kept) <= MAX_VIEWS_AHEAD + 1
+    assert node.faulty[byz][0] >= 1 and "equivocation" in node.faulty[byz][1]
+    cctx = consensus_context("view", L.genesis.chain_id)
+    for view in range(1, 600):
+        node.on_message("byz", schema.sign(ViewChange(h, view, byz), key, cctx))
+    held = sum(1 for vcs in node.vcs.values() if byz in vcs)
+    assert held == 1 and node.view == 0  # one node alone moves nobody
+    c = L.client()
+    alice = ident("review-b-alice")
+    assert c.execute(alice, "darc.create", {"id": "a", "rules": {"_evolve": rule(alice)}}).result.ok
+    L.close()
