@@ -113,7 +113,11 @@ class TrusteeCommittee:
             for j in range(n)
         ]
         participants = make_participants(
-            n, t, behaviours=dkg_faults, session=H(b"dkg", name.encode(), seed)
+            n,
+            t,
+            behaviours=dkg_faults,
+            session=H(b"dkg", name.encode(), seed),
+            identities=identities,
         )
         addresses = [f"{name}-{j}" for j in range(n)]
         if network_dkg:

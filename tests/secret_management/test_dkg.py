@@ -106,13 +106,13 @@ def test_bad_parameters():
 def test_tampered_sealed_share_triggers_complaint_and_justification():
     ps = make_participants(4, 1)
     deals = {p.index: p.deal() for p in ps}
-    d0 = deals[0]
-    blob = bytearray(d0.sealed_shares[1])
+    sealed = {p.index: p.private_shares() for p in ps}
+    blob = bytearray(sealed[0][1])
     blob[-1] ^= 1
-    deals[0] = type(d0)(
-        d0.dealer, d0.commitments, (d0.sealed_shares[0], bytes(blob), *d0.sealed_shares[2:])
-    )
-    complaints = [c for p in ps for c in p.receive_deals(deals)]
+    sealed[0][1] = bytes(blob)
+    complaints = [
+        c for p in ps for c in p.receive_deals(deals, {d: s[p.index] for d, s in sealed.items()})
+    ]
     assert [(c.complainer, c.dealer) for c in complaints] == [(1, 0)]
     justs = {p.index: j for p in ps if (j := p.justify(complaints)) is not None}
     for p in ps:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from kaires_fl import schema
 from kaires_fl.crypto.group import Point
 from kaires_fl.crypto.vss import recover_secret
+from kaires_fl.secret_management.broadcast import Relay, Witness
 from kaires_fl.secret_management.dkg import (
     Deal,
     DkgMessage,
@@ -66,7 +68,11 @@ def test_dkg_node_ignores_spoofed_senders():
     addrs = [f"t{j}" for j in range(4)]
     ps = make_participants(4, 1, session=b"s3")
     mallory = net.endpoint("mallory")
-    mallory.broadcast(addrs, DkgMessage(b"s3", 1, 0, Deal(0, (), ())))
+    bogus = schema.encode(DkgMessage(b"s3", 1, 0, Deal(0, ())))
+    forged = Relay(b"s3", 1, 0, bogus, (Witness(0, b"\x01" * 64),))
+    mallory.broadcast(addrs, DkgMessage(b"s3", 1, 0, Deal(0, ())))  # bare: never accepted
+    mallory.broadcast(addrs, forged)  # not a trustee address
+    net.endpoint("t3").broadcast(addrs[:3], forged)  # a trustee relaying a forged chain
     res = run_dkg_on_network(net, ps, addrs)
     first = _agree(res, [0, 1, 2, 3], 1)
     assert first.faulty == {} and first.qual == (0, 1, 2, 3)
