@@ -1,0 +1,119 @@
+"""The job driver of :class:`~kaires_fl.simulation.LocalCommittee`, run against Nodes.
+
+:class:`NodeCommittee` reuses ``LocalCommittee``'s client-side code unchanged — provider
+policies, the job request, the sealed submissions, the untrusted coordinator, the coin
+and the consumer's result — but the ledger, trustees and aggregators are the services
+hosted by :class:`~kaires_fl.node.host.Node` s (their keys stay in the nodes). The driver
+holds only client keys (consumer, coordinator, providers) and reads the ledger through
+one ledger node (``via``), as a client connected to that node would.
+
+It runs on a network the caller drives with ``run_until`` (the in-memory network in
+tests). Networked clients (``connect("group.toml")`` over TCP) come with a later
+session; they will use the same driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from kaires_fl.aggregation.job import Coordinator
+from kaires_fl.crypto.envelope import EnvelopeKeyPair
+from kaires_fl.crypto.sign import H, Identity
+from kaires_fl.errors import ConfigError, ProtocolError
+from kaires_fl.ledger.client import LedgerClient
+from kaires_fl.ledger.darc import DEFAULT_MAX_JOBS, DEFAULT_MIN_PROVIDERS
+from kaires_fl.node.host import Node, NodeLedger
+from kaires_fl.roles.consumer import Consumer
+from kaires_fl.secret_management.release import LtsInfo
+from kaires_fl.simulation import ROLES, LocalCommittee
+
+
+@dataclass
+class _Trustees:
+    """What the driver needs of the trustee committee: the LTS and the addresses."""
+
+    lts: LtsInfo
+    addresses: list[str]
+
+
+class NodeCommittee(LocalCommittee):
+    """Run jobs (``run_job``) through ready Nodes; see the module docstring.
+
+    Parameters
+    ----------
+    nodes:
+        The committee's nodes (all ready: see :func:`~kaires_fl.node.host.bootstrap`).
+    via:
+        Index in ``nodes`` of the node whose ledger the driver reads.
+    seed:
+        Derives the driver's client keys (consumer, coordinator).
+    """
+
+    def __init__(
+        self,
+        nodes: list[Node],
+        *,
+        via: int = 0,
+        seed: int = 0,
+        price: int = 0,
+        min_providers: int = DEFAULT_MIN_PROVIDERS,
+        max_jobs: int | None = DEFAULT_MAX_JOBS,
+        round_timeout: float = 2.0,
+    ) -> None:
+        if not nodes or not all(nd.ready for nd in nodes):
+            raise ConfigError("NodeCommittee needs ready nodes: run bootstrap() first")
+        node = nodes[via]
+        group = node.group
+        if group.registration:
+            raise ConfigError(
+                "this driver cannot admit providers on a ledger with registration on "
+                "(admission over the network comes later); use a group without registration"
+            )
+        self.nodes = nodes
+        self.network = node.network
+        self.faults = {r: {} for r in ROLES}
+        self.n_aggregators, self.threshold = len(node.aggregator_addresses), group.threshold
+        self.price, self.min_providers, self.max_jobs = price, min_providers, max_jobs
+        self.registration = False
+        tag = str(seed).encode()
+        self.consumer = Consumer(
+            "consumer",
+            Identity.from_seed(H(b"kaires/node-driver/consumer", tag)),
+            EnvelopeKeyPair.from_seed(H(b"kaires/node-driver/consumer-x25519", tag)),
+        )
+        self.coordinator_id = Identity.from_seed(H(b"kaires/node-driver/coordinator", tag))
+        self.ledger = NodeLedger(
+            self.network, node.ledger_node, node.ledger_addresses, node.genesis
+        )
+        self.client = LedgerClient(self.ledger, "coordinator-ledger")  # type: ignore[arg-type]
+        assert node.lts is not None
+        self.trustees = _Trustees(node.lts, list(node.trustee_addresses))  # type: ignore[assignment]
+        self.lts_id = node.lts.id
+        self.committee_id = group.committee_id
+        if self.client.get(f"committee/{self.committee_id}") is None:
+            raise ProtocolError("the aggregation committee is not on the ledger")
+        self.aggregator_addresses = list(node.aggregator_addresses)
+        self.aggregators = []
+        self.coordinator = Coordinator(
+            self.network.endpoint("coordinator"),
+            self.network,
+            self.client,
+            self.aggregator_addresses,
+            self.trustees.addresses,
+            self.coordinator_id,
+            round_timeout=round_timeout,
+        )
+        self.providers = {}
+        self._trustee_faults = {}
+        self.setup_seconds = 0.0
+
+    def register_committee(self) -> str:
+        """The committee is registered in genesis (see :func:`~.host.group_genesis`)."""
+        return self.committee_id
+
+    def close(self) -> None:
+        """Nothing to close: the nodes belong to the caller."""
+
+
+__all__: list[Any] = ["NodeCommittee"]
