@@ -411,6 +411,7 @@ class LocalCommittee:
             [p.policy_id for p in providers],
             self.committee_id,
             min_providers=self.min_providers,
+            coordinator=self.coordinator.identity.public.hex(),
         )
         tx = self.client.sign(consumer.identity, "job.create", payload)
         self.coordinator.note("relay-tx", tx)

@@ -221,7 +221,11 @@ class CommitteeConnection:
 
         c = self.committee
         payload = self.consumer.job_payload(
-            statistic, list(policy_ids), c.committee_id, min_providers=c.min_providers
+            statistic,
+            list(policy_ids),
+            c.committee_id,
+            min_providers=c.min_providers,
+            coordinator=c.coordinator.identity.public.hex(),
         )
         tx = self.client.sign(self.consumer.identity, "job.create", payload)
         c.coordinator.note("relay-tx", tx)

@@ -62,7 +62,7 @@ from kaires_fl.aggregation.submission import (
 from kaires_fl.arith import sharing
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto import envelope
-from kaires_fl.crypto.sign import H, Identity
+from kaires_fl.crypto.sign import H, Identity, is_valid
 from kaires_fl.errors import DecodingError, EncodingError, InvalidSubmission, ProtocolError
 from kaires_fl.ledger.encoding import canonical
 from kaires_fl.schema import Blob, Bytes32, Count, Elements, Index, Signature
@@ -243,7 +243,7 @@ class Published(schema.Message, frozen=True):
     signature: Signature = b""
 
 
-class Reveal(schema.Message, frozen=True):
+class Reveal(schema.Message, frozen=True, tag="AggregatorReveal"):
     """Aggregator ``i``'s justification: its released key for each disputed submission."""
 
     job: JobId
@@ -470,6 +470,8 @@ class Round1:
     z: dict[int, np.ndarray] = field(default_factory=dict)
     verifier: dict[int, np.ndarray] = field(default_factory=dict)
     proven: dict[int, str] = field(default_factory=dict)
+    #: ``published_digest`` of each kept message (what its signature covers).
+    digests: dict[int, bytes] = field(default_factory=dict)
 
 
 def _encoded(msg: Any) -> bytes | None:
@@ -493,12 +495,51 @@ def _items(msgs: Any) -> list[Any]:
     return list(msgs)
 
 
-def check_round1(ctx: JobContext, messages: Any, own: Published | None = None) -> Round1:
+def published_digest(p: Any) -> bytes | None:
+    """What a round-1 signature covers: ``schema.signing_digest`` of ``p`` under the
+    publish context (every field but the signature), or None if ``p`` is not a
+    :class:`Published` that encodes. Computed once per relayed message and reused for the
+    aggregator's signature, the coordinator's relay signature and the own-message check."""
+    if not isinstance(p, Published):
+        return None
+    try:
+        return schema.signing_digest(p, PUBLISH_CONTEXT)
+    except Exception:
+        return None
+
+
+def _elements(e: Any, F: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``e.expect(F, shape)`` without copying a Field64 array: a read-only view of the
+    message's bytes, every element checked canonical (``EncodingError`` otherwise)."""
+    if (
+        F.__name__ == "Field64"
+        and isinstance(e, Elements)
+        and e.field == "Field64"
+        and tuple(e.shape) == tuple(shape)
+        and isinstance(e.data, bytes)
+        and np.little_endian
+    ):
+        v = np.frombuffer(e.data, dtype=np.uint64).reshape(shape)
+        if v.size and int(v.max()) >= int(F.MODULUS):
+            return e.expect(F, shape)  # raises, naming the offending element
+        return v
+    return e.expect(F, shape)
+
+
+def check_round1(
+    ctx: JobContext,
+    messages: Any,
+    own: Published | None = None,
+    digests: Sequence[bytes | None] | None = None,
+    own_digest: bytes | None = None,
+) -> Round1:
     """Keep the round-1 messages that are validly signed by their claimed aggregator.
 
     Pre: ``messages`` (a mapping or sequence) is what the coordinator relayed — anything;
-    ``own``: the checking aggregator's own message, if any (a relayed copy byte-identical to
-    it needs no signature check).
+    ``own``: the checking aggregator's own message, if any (a relayed copy with its digest
+    and signature needs no signature check); ``digests``: ``published_digest`` of each
+    item of ``messages`` if already computed (each is computed at most once);
+    ``own_digest``: that of ``own``.
     Post: an unsigned, mis-signed or foreign message is ignored (it counts as missing: the
     relay may have altered it, so nobody is blamed); a validly signed one whose fields do
     not have the job's field and shapes, or a second, different one from the same signer,
@@ -508,26 +549,38 @@ def check_round1(ctx: JobContext, messages: Any, own: Published | None = None) -
     S = len(ctx.submissions)
     out = Round1()
     first: dict[int, Published] = {}
-    own_enc: list[bytes | None] = []  # computed only if a relayed copy is not the object
-    for p in _items(messages):
+    items = _items(messages)
+    if digests is None or len(digests) != len(items):
+        digests = [None] * len(items)
+        fresh = True
+    else:
+        fresh = False
+    for k, p in enumerate(items):
         if not isinstance(p, Published):
             continue
         i = p.aggregator
         if type(i) is not int or not 0 <= i < n or p.job != ctx.job:
             continue
-        if own is not None and i == own.aggregator and (p is own or _same(p, own, own_enc)):
-            pass  # its own message, unaltered
-        elif not verify_signed(p, ctx.aggregators[i]):
+        d = published_digest(p) if fresh else digests[k]
+        if d is None:
+            continue
+        if own is not None and i == own.aggregator:
+            if own_digest is None:
+                own_digest = published_digest(own)
+            if p is not own and (d != own_digest or p.signature != own.signature):
+                continue  # not its own message as it sent it: the relay altered it
+        elif not _verify_digest(d, p.signature, ctx.aggregators[i], PUBLISH_CONTEXT):
             continue
         if i in first:
-            if p is not first[i] and _encoded(p) != _encoded(first[i]):
+            if d != out.digests[i]:
                 out.proven[i] = "signed two different round-1 messages"
             continue
         first[i] = p
+        out.digests[i] = d
         try:
-            z = p.z.expect(F, (S,))
-            verifier = p.verifier.expect(F, (ctx.rows, flp.VERIFIER_LEN))
-            subs = [d.submission for d in p.unopened]
+            z = _elements(p.z, F, (S,))
+            verifier = _elements(p.verifier, F, (ctx.rows, flp.VERIFIER_LEN))
+            subs = [d_.submission for d_ in p.unopened]
             if not all(type(s) is int and 0 <= s < S for s in subs) or len(set(subs)) != len(subs):
                 raise EncodingError("unopened submissions out of range or repeated")
         except Exception as exc:  # a peer's signed message: it is at fault
@@ -538,8 +591,19 @@ def check_round1(ctx: JobContext, messages: Any, own: Published | None = None) -
     out.messages = {i: out.messages[i] for i in keep}
     out.z = {i: out.z[i] for i in keep}
     out.verifier = {i: out.verifier[i] for i in keep}
+    out.digests = {i: out.digests[i] for i in keep}
     out.proven = dict(sorted(out.proven.items()))
     return out
+
+
+def _verify_digest(digest: bytes, sig: Any, public_hex: str, context: bytes) -> bool:
+    """Whether ``sig`` is ``public_hex``'s signature over ``digest`` (never raises)."""
+    if not isinstance(sig, bytes) or len(sig) != 64:
+        return False
+    try:
+        return is_valid(bytes.fromhex(public_hex), context, digest, sig)
+    except Exception:
+        return False
 
 
 @dataclass
@@ -639,6 +703,16 @@ def check_own(relayed: Any, sent: Any) -> None:
     """
     if sent is None:
         return
+    if isinstance(sent, Published) and isinstance(relayed, Round1):
+        # a checked set keeps, for each signer, one message with its digest
+        m = relayed.messages.get(sent.aggregator)
+        if m is sent or (
+            m is not None
+            and m.signature == sent.signature
+            and relayed.digests.get(sent.aggregator) == published_digest(sent)
+        ):
+            return
+        relayed = ()
     cache: list[bytes | None] = []
     for m in _items(relayed):
         if m is sent:
@@ -728,7 +802,7 @@ def decide_job(
     S = len(ctx.submissions)
     a = analyse_round1(ctx, published)
     for msg in sent:
-        check_own(a.round1.messages if isinstance(msg, Published) else reveals, msg)
+        check_own(a.round1 if isinstance(msg, Published) else reveals, msg)
     if a.disputes.undecided:
         raise undecided_error(ctx, a.disputes.undecided)
     proven, blamed, rejected = dict(a.proven), dict(a.blamed), dict(a.rejected)
@@ -885,6 +959,8 @@ class AggregatorJob:
         self.written_proofs: dict[int, bytes] = {}
         self.decision: Decision | None = None
         self.sealed_share: bytes | None = None
+        #: ``published_digest`` of the round-1 message it signed (set by :meth:`publish`).
+        self.sent_digest: bytes | None = None
 
     # -- step 4: open the parts with the released keys
     def open_parts(self, keys: Mapping[int, bytes], hashes_checked: bool = False) -> None:
@@ -966,7 +1042,11 @@ class AggregatorJob:
             Elements.of(F, verifier),
             tuple(self._disclose(s, k) for s, k in sorted(self.unopened.items())),
         )
-        return sign_message(msg, self.identity)
+        # schema.sign's signature, keeping the digest (the own-message check compares it)
+        digest = published_digest(msg)
+        assert digest is not None
+        self.sent_digest = digest
+        return msgspec.structs.replace(msg, signature=self.identity.sign(PUBLISH_CONTEXT, digest))
 
     # -- step 5, round 2
     def reveal(self, flagged: Mapping[int, set[int]]) -> Reveal:

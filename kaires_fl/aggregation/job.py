@@ -26,6 +26,7 @@ Rounds (protocol.md §3–§6): inputs closed → :class:`StartJob` → reads co
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from kaires_fl import schema
 from kaires_fl.aggregation.aggregator import (
     MAX_ITEMS,
     MAX_REASON,
+    PUBLISH_CONTEXT,
     AggregatorJob,
     Coin,
     JobContext,
@@ -45,10 +47,12 @@ from kaires_fl.aggregation.aggregator import (
     ResultShare,
     Reveal,
     Round1,
+    _verify_digest,
     analyse_round1,
     check_own,
     check_round1,
     decide_job,
+    published_digest,
     sealed_share_hash,
     undecided_error,
     verify_signed,
@@ -63,14 +67,14 @@ from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto.elgamal import RecipientKey, recover_key
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.group import multi_scalar_mult
-from kaires_fl.crypto.sign import H, Identity
+from kaires_fl.crypto.sign import H, Identity, is_valid
 from kaires_fl.crypto.vss import lagrange_coefficients as vss_lagrange
 from kaires_fl.errors import EncodingError, InvalidSubmission, KairesError, ProtocolError
 from kaires_fl.ledger.darc import darc_key
 from kaires_fl.ledger.encoding import canonical, decode_canonical
 from kaires_fl.ledger.jobs import job_key, receipt_key, sign_receipt
 from kaires_fl.ledger.tx import Tx
-from kaires_fl.schema import Blob, Hex32, Index
+from kaires_fl.schema import Blob, Hex32, Index, Signature
 from kaires_fl.secret_management.coin import CoinShare
 from kaires_fl.secret_management.contracts import inputs_key, lts_key, read_key, write_key
 from kaires_fl.secret_management.dispute import (
@@ -133,10 +137,16 @@ Submissions = Annotated[tuple[SealedSubmission, ...], msgspec.Meta(max_length=MA
 
 
 class StartJob(schema.Message, frozen=True):
-    """Coordinator → aggregators: the job's submissions, in the order of the inputs."""
+    """Coordinator → aggregators: the job's submissions, in the order of the inputs.
+
+    Like every coordinator → aggregator message, signed by the coordinator key the
+    committed job names (:func:`sign_coordinator`): aggregators take a job's messages from
+    that key only, so a stranger relaying first cannot take the job over.
+    """
 
     job: JobId
     submissions: Submissions
+    signature: Signature = b""
 
 
 class ReadSigned(schema.Message, frozen=True):
@@ -158,16 +168,22 @@ class ReadCommitted(schema.Message, frozen=True):
     coin_shares: Annotated[
         tuple[tuple[Index, CoinShare | None], ...], msgspec.Meta(max_length=MAX_ITEMS)
     ]
+    signature: Signature = b""
 
 
 class PublishedSet(schema.Message, frozen=True):
+    """Coordinator → aggregators: the round-1 messages it relays (signed over their
+    digests and signatures: :func:`relay_digest`)."""
+
     job: JobId
     messages: Annotated[tuple[Published, ...], msgspec.Meta(max_length=MAX_ITEMS)]
+    signature: Signature = b""
 
 
 class RevealSet(schema.Message, frozen=True):
     job: JobId
     messages: Annotated[tuple[Reveal, ...], msgspec.Meta(max_length=MAX_ITEMS)]
+    signature: Signature = b""
 
 
 class ReceiptDraft(schema.Message, frozen=True):
@@ -175,6 +191,7 @@ class ReceiptDraft(schema.Message, frozen=True):
 
     job: JobId
     receipt: Blob
+    signature: Signature = b""
 
 
 class ReceiptSignature(schema.Message, frozen=True):
@@ -186,6 +203,7 @@ class ReceiptSignature(schema.Message, frozen=True):
 
 class Deliver(schema.Message, frozen=True):
     job: JobId
+    signature: Signature = b""
 
 
 class SealedShare(schema.Message, frozen=True):
@@ -214,6 +232,76 @@ ToCoordinator = (
 
 def _failed(job: str, i: int, reason: str) -> Failed:
     return Failed(job, i, reason[:MAX_REASON])
+
+
+#: Context of the coordinator's signatures (the type tag separates the message kinds).
+COORDINATOR_CONTEXT = b"kaires/aggregation/coordinator"
+#: The coordinator's messages to the aggregators (each signed by the job's coordinator key).
+COORDINATOR_MESSAGES = (StartJob, ReadCommitted, PublishedSet, RevealSet, ReceiptDraft, Deliver)
+
+
+def relay_digest(msg: PublishedSet, digests: Sequence[bytes | None] | None = None) -> bytes | None:
+    """What the coordinator signs of a :class:`PublishedSet`: its job and, in order, each
+    relayed message's ``published_digest`` (every field but its signature) and signature —
+    every field of the set, without hashing the multi-MB messages a second time (the
+    receiver computes their digests once, for their own signatures too).
+
+    ``digests``: the messages' digests if at hand. None when a message does not encode.
+    """
+    items = list(msg.messages)
+    ds = list(digests) if digests is not None else [published_digest(p) for p in items]
+    if len(ds) != len(items) or any(d is None for d in ds):
+        return None
+    h = hashlib.sha256(b"kaires/aggregation/published-set")
+    h.update(schema.encode(msg.job))
+    h.update(len(items).to_bytes(4, "little"))
+    for p, d in zip(items, ds, strict=True):
+        sig = p.signature if isinstance(p.signature, bytes) else b""
+        h.update(d)  # type: ignore[arg-type]
+        h.update(len(sig).to_bytes(1, "little") + sig)
+    return h.digest()
+
+
+def sign_coordinator(msg: Any, identity: Identity, digests: Sequence[Any] | None = None) -> Any:
+    """``msg`` (one of :data:`COORDINATOR_MESSAGES`) signed by the coordinator ``identity``:
+    over every field by ``schema.sign``, a :class:`PublishedSet` over :func:`relay_digest`."""
+    if isinstance(msg, PublishedSet):
+        d = relay_digest(msg, digests)
+        if d is None:
+            raise ProtocolError("a round-1 set holding a message that does not encode")
+        return msgspec.structs.replace(msg, signature=identity.sign(COORDINATOR_CONTEXT, d))
+    return schema.sign(msg, identity, COORDINATOR_CONTEXT)
+
+
+def verify_coordinator(
+    msg: Any, public_hex: str, digests: Sequence[bytes | None] | None = None
+) -> bool:
+    """Whether ``msg`` is signed by the coordinator key ``public_hex`` (never raises)."""
+    try:
+        public = bytes.fromhex(public_hex)
+        if isinstance(msg, PublishedSet):
+            d = relay_digest(msg, digests)
+            sig = msg.signature
+            return (
+                d is not None
+                and isinstance(sig, bytes)
+                and len(sig) == 64
+                and is_valid(public, COORDINATOR_CONTEXT, d, sig)
+            )
+        if not isinstance(msg, COORDINATOR_MESSAGES):
+            return False
+        return schema.verify(msg, public, COORDINATOR_CONTEXT)
+    except Exception:
+        return False
+
+
+def job_coordinator(job: Mapping[str, Any]) -> str:
+    """The Ed25519 key (hex) the committed ``job`` names as its coordinator (the consumer's
+    when the job names none)."""
+    key = job.get("coordinator") or job.get("consumer")
+    if not isinstance(key, str):
+        raise ProtocolError("the committed job names no coordinator key")
+    return key
 
 
 # ---------------------------------------------------------------------------- the service
@@ -285,7 +373,7 @@ class AggregatorService:
         st = self.jobs.get(job)
         if st is None:
             to = src  # e.g. a StartJob this aggregator refused
-        elif src == st.coordinator or src in self.trustees:
+        elif src in self.trustees or verify_coordinator(msg, st.coordinator_key):
             to = st.coordinator  # the job's own step failed: its coordinator must know
         else:
             return  # a stranger's message about the job: nothing to tell the coordinator
@@ -320,24 +408,48 @@ class AggregatorService:
         elif isinstance(msg, Deliver):
             self._on_deliver(src, msg)
 
-    def _job(self, job: Any, src: str | None = None) -> _JobState:
-        """The state of a started ``job``; with ``src``, the message must come from the job's
-        coordinator (the sender of its StartJob)."""
+    def _job(self, msg: Any, src: str, digests: Sequence[bytes | None] | None = None) -> _JobState:
+        """The state of the started job of coordinator message ``msg`` from ``src``.
+
+        ``msg`` must be signed by the coordinator key the committed job names (addresses are
+        not authenticated; keys are). Replies go to the address of the last authentic
+        coordinator message. ``digests``: of a PublishedSet's messages, if at hand.
+        """
+        job = msg.job
         st = self.jobs.get(job) if isinstance(job, str) else None
         if st is None:
             raise ProtocolError(f"aggregator {self.index} has not started job {str(job)[:16]}…")
-        if src is not None and src != st.coordinator:
-            raise ProtocolError(f"a message about job {job[:16]}… not from its coordinator")
+        if not verify_coordinator(msg, st.coordinator_key, digests):
+            raise ProtocolError(
+                f"a {type(msg).__name__} about job {job[:16]}… is not signed by the job's "
+                "coordinator key: ignored"
+            )
+        st.coordinator = src
         return st
 
     # -- step 3/4: check the submission set against the ledger; sign the read
     def _start(self, src: str, msg: StartJob) -> None:
-        if not isinstance(msg.job, str) or msg.job in self.jobs:
-            raise ProtocolError(f"job {str(msg.job)[:16]}… is already started (or malformed)")
+        if not isinstance(msg.job, str):
+            raise ProtocolError("a StartJob names no job")
+        st0 = self.jobs.get(msg.job)
+        if st0 is not None:
+            # The coordinator's StartJob again (e.g. first replayed by a stranger): answer it
+            # where it now comes from; anything else about a started job is refused.
+            self._job(msg, src)
+            if st0.read_signed is None or schema.encode(msg) != st0.start_encoding:
+                raise ProtocolError(f"job {msg.job[:16]}… is already started")
+            self.t.send(src, st0.read_signed)
+            return
         job = self.ledger.get(job_key(msg.job))
         inputs = self.ledger.get(inputs_key(msg.job))
         if job is None or job["status"] != "committed" or inputs is None:
             raise ProtocolError(f"job {msg.job[:16]}… is not committed with closed inputs")
+        coordinator_key = job_coordinator(job)
+        if not verify_coordinator(msg, coordinator_key):
+            raise ProtocolError(
+                f"the StartJob of job {msg.job[:16]}… is not signed by the coordinator key the "
+                "job names: whoever sends it first does not become the job's coordinator"
+            )
         if (
             self.public not in job["aggregators"]
             or job["aggregators"].index(self.public) != self.index
@@ -407,6 +519,8 @@ class AggregatorService:
         )
         st = _JobState(ctx, AggregatorJob(ctx, self.index, self.identity, self.behaviour), stat)
         st.coordinator = src
+        st.coordinator_key = coordinator_key
+        st.start_encoding = schema.encode(msg)
         self.jobs[msg.job] = st
         writes = [s.manifest.write for s in subs]
         if writes:
@@ -415,9 +529,10 @@ class AggregatorService:
             )
             tx = self.ledger.sign(self.identity, "calypso.read", payload)
             st.read_id = tx.id
-            self.t.send(src, ReadSigned(msg.job, self.index, tx.to_obj()))
+            st.read_signed = ReadSigned(msg.job, self.index, tx.to_obj())
         else:
-            self.t.send(src, ReadSigned(msg.job, self.index, None))
+            st.read_signed = ReadSigned(msg.job, self.index, None)
+        self.t.send(src, st.read_signed)
 
     def _written_key_checker(
         self, job_id: str, subs: Sequence[SealedSubmission]
@@ -439,7 +554,7 @@ class AggregatorService:
 
     # -- step 4/5.1: key release and coin
     def _release(self, src: str, msg: ReadCommitted) -> None:
-        st = self._job(msg.job, src)
+        st = self._job(msg, src)
         if st.announced:
             raise ProtocolError(f"job {msg.job[:16]}…: the reads were already announced")
         st.announced = True
@@ -651,12 +766,27 @@ class AggregatorService:
         present, or when a submission's z are inconsistent with too few values present to
         tell whose fault it is.
         """
-        st = self._job(msg.job, src)
+        own = None
+        if isinstance(msg.job, str) and msg.job in self.jobs:
+            own = self.jobs[msg.job].sent_published
+        # each relayed message's digest, computed once: for the coordinator's signature, its
+        # signer's, and the own-message check (the own one is known from signing it)
+        digests = [
+            self.jobs[msg.job].work.sent_digest if p is own else published_digest(p)
+            for p in msg.messages
+        ]
+        st = self._job(msg, src, digests)
         if st.sent_published is None or st.sent_reveal is not None:
             raise ProtocolError(f"job {msg.job[:16]}…: round-1 set out of turn")
         ctx = st.ctx
-        r1 = check_round1(ctx, msg.messages, own=st.sent_published)
-        check_own(r1.messages, st.sent_published)
+        r1 = check_round1(
+            ctx,
+            msg.messages,
+            own=st.sent_published,
+            digests=digests,
+            own_digest=st.work.sent_digest,
+        )
+        check_own(r1, st.sent_published)
         analysis = analyse_round1(ctx, r1)
         if analysis.disputes.undecided:
             raise undecided_error(ctx, analysis.disputes.undecided)
@@ -666,7 +796,7 @@ class AggregatorService:
 
     # -- step 5.3/6: decide, aggregate
     def _on_reveals(self, src: str, msg: RevealSet) -> None:
-        st = self._job(msg.job, src)
+        st = self._job(msg, src)
         if st.round1 is None or st.sent_reveal is None or st.decision is not None:
             raise ProtocolError(f"job {msg.job[:16]}…: reveal set out of turn")
         assert st.coin is not None
@@ -684,7 +814,7 @@ class AggregatorService:
         self.t.send(src, st.work.aggregate(decision))
 
     def _on_draft(self, src: str, msg: ReceiptDraft) -> None:
-        st = self._job(msg.job, src)
+        st = self._job(msg, src)
         if st.decision is None:
             raise ProtocolError(f"job {msg.job[:16]}…: no decision to sign a receipt for")
         r = decode_canonical(bytes(msg.receipt))
@@ -712,7 +842,7 @@ class AggregatorService:
     def _on_deliver(self, src: str, msg: Deliver) -> None:
         """Hand over the sealed share only against a committed receipt that is exactly this
         aggregator's decision, names its share, and carries the committee's quorum."""
-        st = self._job(msg.job, src)
+        st = self._job(msg, src)
         rec = self.ledger.get(receipt_key(msg.job))
         if rec is None or rec["receipt"]["status"] != "done":
             raise ProtocolError(
@@ -742,7 +872,12 @@ class _JobState:
     work: AggregatorJob
     statistic: Any
     read_id: str | None = None
+    #: Address of the last authentic coordinator message (where replies go).
     coordinator: str = ""
+    #: The coordinator key the committed job names (every coordinator message is signed).
+    coordinator_key: str = ""
+    start_encoding: bytes = b""
+    read_signed: Any = None
     announced: bool = False
     coin_shares: dict[int, Any] = field(default_factory=dict)
     responses: dict[int, Any] = field(default_factory=dict)
@@ -804,6 +939,8 @@ class Coordinator:
         self.identity = identity
         self.round_timeout = round_timeout
         self.log: list[LogEntry] = []
+        #: id → (round-1 message, its digest), for the messages of the current job.
+        self._digests: dict[int, tuple[Any, bytes | None]] = {}
         self.failures: dict[int, str] = {}
         self.inbox: list[tuple[str, Any]] = []
         transport.set_handler(self._on_message)
@@ -818,8 +955,22 @@ class Coordinator:
         self.inbox.append((src, msg))
 
     def send(self, dst: str, msg: Any) -> None:
+        """Send ``msg`` to ``dst`` (logged); a message to an aggregator is signed with the
+        coordinator's key (the one the job names) unless it already is."""
+        if isinstance(msg, COORDINATOR_MESSAGES) and not msg.signature:
+            digests = None
+            if isinstance(msg, PublishedSet):
+                digests = [self._digest_of(p) for p in msg.messages]
+            msg = sign_coordinator(msg, self.identity, digests)
         self.log.append(LogEntry(self.t.now(), "out", dst, msg))
         self.t.send(dst, msg)
+
+    def _digest_of(self, p: Any) -> bytes | None:
+        """``published_digest(p)``, from the cache :meth:`_authentic` filled when possible."""
+        got = self._digests.get(id(p))
+        if got is not None and got[0] is p:
+            return got[1]
+        return published_digest(p)
 
     def note(self, what: str, obj: Any) -> None:
         """Record something the coordinator handled outside the network (txs it relays)."""
@@ -869,7 +1020,15 @@ class Coordinator:
         i = getattr(m, "aggregator", None)
         if type(i) is not int or not 0 <= i < len(self.aggregators) or src != self.aggregators[i]:
             return False
-        if isinstance(m, Published | Reveal | ResultShare):
+        if isinstance(m, Published):
+            d = published_digest(m)
+            self._digests[id(m)] = (m, d)
+            return (
+                d is not None
+                and i < len(self.aggregator_keys)
+                and _verify_digest(d, m.signature, self.aggregator_keys[i], PUBLISH_CONTEXT)
+            )
+        if isinstance(m, Reveal | ResultShare):
             return i < len(self.aggregator_keys) and verify_signed(m, self.aggregator_keys[i])
         if isinstance(m, ReceiptSignature):
             return i < len(self.aggregator_keys) and m.public == self.aggregator_keys[i]
@@ -924,9 +1083,16 @@ class Coordinator:
         "failures": {...}, "timings": {...}}``.
         """
         self.failures = {}
+        self._digests = {}
         job_rec = self.ledger.get(job_key(job_id))
         if job_rec is None:
             raise ProtocolError(f"job {job_id[:16]}… is not on the ledger: commit it first")
+        if job_coordinator(job_rec) != self.identity.public.hex():
+            raise ProtocolError(
+                f"job {job_id[:16]}… names another coordinator key: the aggregators take its "
+                "messages only from that key; commit the job with job_payload(..., "
+                "coordinator=<this coordinator's key>)"
+            )
         # The committee's keys and quorum come from the committed job, never from a caller.
         self.aggregator_keys = list(job_rec["aggregators"])
         if list(aggregator_keys) != self.aggregator_keys:

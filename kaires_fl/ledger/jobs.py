@@ -4,13 +4,17 @@
 
     {"statistic": str, "params": {...}, "providers": [policy id, ...],
      "committee": committee id, "consumer_key": hex,
-     "min_providers": int, "on_excluded": "exclude" | "refuse"}
+     "min_providers": int, "on_excluded": "exclude" | "refuse",
+     "coordinator": hex Ed25519 key (optional; default the consumer's)}
 
 The committee must be registered (:mod:`kaires_fl.ledger.committees`); the consumer
 chooses neither the aggregators, their keys, the degree nor the receipt quorum: the
 ledger fills them from the registry (``aggregators``, ``params["aggregator_keys"]``,
 ``params["degree"]`` = t, ``threshold`` = 2t + 1, ``committee``). A payload carrying any
-of them is refused. With the registration allow-list on, the consumer must be admitted.
+of them is refused. The job records its ``coordinator``: the Ed25519 key whose signature
+the aggregators require on every coordinator message of the job (the consumer's own key
+unless the payload names another) — whoever relays first cannot take the job over. With
+the registration allow-list on, the consumer must be admitted.
 
 At commit time every named provider's policy is checked (:func:`policy_denies`):
 providers it does not allow — wrong consumer, statistic, job limit, expiry, a committee
@@ -140,7 +144,7 @@ MAX_JOB_PROVIDERS = 4096
 def _check_job_payload(p: Any) -> None:
     """Validate a ``job.create`` payload's shape (LedgerError saying what is wrong)."""
     need = {"statistic", "params", "providers", "committee", "consumer_key"}
-    allowed = need | {"min_providers", "on_excluded"}
+    allowed = need | {"min_providers", "on_excluded", "coordinator"}
     if isinstance(p, dict) and any(k in p for k in _COMMITTEE_FIELDS):
         raise LedgerError(
             "job.create takes no 'aggregators' or 'threshold': name a registered committee "
@@ -175,6 +179,12 @@ def _check_job_payload(p: Any) -> None:
     if not isinstance(p["consumer_key"], str):
         raise LedgerError("job 'consumer_key' must be a hex string")
     hex_bytes(p["consumer_key"], 32, "consumer_key (X25519 public key)")
+    if "coordinator" in p and (
+        not isinstance(p["coordinator"], str) or not _HEX32.match(p["coordinator"])
+    ):
+        raise LedgerError(
+            "job 'coordinator' must be the coordinator's Ed25519 public key (64 hex chars)"
+        )
     if p.get("on_excluded", "exclude") not in ("exclude", "refuse"):
         raise LedgerError("job 'on_excluded' must be 'exclude' or 'refuse'")
     mp = p.get("min_providers", 1)
@@ -190,9 +200,14 @@ def job_payload(
     params: dict[str, Any] | None = None,
     min_providers: int = 1,
     on_excluded: str = "exclude",
+    coordinator: str | None = None,
 ) -> dict[str, Any]:
-    """Build a ``job.create`` payload (validated) for registered ``committee`` (an id)."""
-    p = {
+    """Build a ``job.create`` payload (validated) for registered ``committee`` (an id).
+
+    ``coordinator``: the Ed25519 key (hex) of the job's coordinator (default: the
+    consumer's, the tx sender).
+    """
+    p: dict[str, Any] = {
         "statistic": statistic,
         "params": params or {},
         "providers": list(providers),
@@ -201,6 +216,8 @@ def job_payload(
         "min_providers": min_providers,
         "on_excluded": on_excluded,
     }
+    if coordinator is not None:
+        p["coordinator"] = coordinator
     _check_job_payload(p)
     return p
 
@@ -257,6 +274,7 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         "aggregators": [m["sign"] for m in committee["members"]],
         "threshold": committee["quorum"],
         "consumer_key": p["consumer_key"],
+        "coordinator": p.get("coordinator", tx.sender),
         "escrow": escrow,
         "escrow_total": total,
         "status": "committed",

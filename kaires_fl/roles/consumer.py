@@ -46,11 +46,14 @@ class Consumer:
         providers: Sequence[str],
         committee: str,
         min_providers: int = 1,
+        coordinator: str | None = None,
     ) -> dict[str, Any]:
         """``job.create`` payload for the providers' policy ids and a registered committee id.
 
         The consumer chooses neither the aggregators nor the degree nor the receipt quorum:
         the ledger fills them from the committee registry (2t + 1 receipt signatures).
+        ``coordinator``: the Ed25519 key (hex) of the job's coordinator, the only one the
+        aggregators take the job's messages from (default: the consumer's own key).
         """
         kind, params = statistic.spec()
         return job_payload(
@@ -60,6 +63,7 @@ class Consumer:
             self.keypair.public.hex(),
             params={"statistic": params, "min_providers": min_providers},
             min_providers=min_providers,
+            coordinator=coordinator,
         )
 
     @staticmethod

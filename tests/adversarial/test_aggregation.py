@@ -350,7 +350,8 @@ def test_no_share_is_delivered_against_a_receipt_that_is_not_the_own_decision() 
         if isinstance(msg, RevealSet) and dst == coord.aggregators[0]:
             return None  # aggregator 0 sits out the vote, so 2 and 3 form the majority
         if isinstance(msg, Deliver) and dst == coord.aggregators[2]:
-            coord.t.send(coord.aggregators[1], msg)  # also ask aggregator 1
+            # also ask aggregator 1 (signed with the coordinator key the job names)
+            coord.t.send(coord.aggregators[1], job_mod.sign_coordinator(msg, coord.identity))
         return msg
 
     real_draft, real_collect = coord._draft, coord.collect
@@ -647,3 +648,160 @@ def test_equivocating_aggregator_is_proven_faulty_and_changes_nothing() -> None:
     d = decide_job(ctx, coin, [pubs[0], other, pubs[1], pubs[2], pubs[3]], [], me=2)
     assert dict(d.faulty) == {0: "signed two different round-1 messages"}
     assert d.accepted == ("p0", "p1", "p2", "p3")
+
+
+# ----------------------------------------------------------------------------- coordinator binding
+
+
+def test_a_stranger_relaying_first_does_not_become_the_coordinator() -> None:
+    """Robustness (coordinator binding): a stranger with its own Ed25519 key and network
+    address gets every coordinator message to the aggregators first — a StartJob with the
+    job's valid submissions, then a round-1 set of only n − t messages — signed with its
+    key. The committed job names the coordinator's key, so the aggregators ignore the
+    stranger (the first StartJob used to make its sender the job's coordinator and stall
+    the real one); a replay of the real coordinator's signed StartJob from the stranger's
+    address only gets it answered again. The job completes with nobody blamed."""
+    c = LocalCommittee()
+    mallory = Identity.from_seed(b"m" * 32)
+    stranger = c.network.endpoint("stranger")
+    heard: list[Any] = []
+    stranger.set_handler(lambda src, m: heard.append(m))
+
+    def first(dst: str, msg: Any) -> Any:
+        if isinstance(msg, job_mod.StartJob):
+            stranger.send(dst, job_mod.sign_coordinator(msg, mallory))  # its own key
+            # the real coordinator's signed bytes, observed and replayed from elsewhere
+            stranger.send(dst, job_mod.sign_coordinator(msg, c.coordinator.identity))
+        elif isinstance(msg, PublishedSet):
+            part = PublishedSet(msg.job, msg.messages[1:])  # n − t: a different set
+            stranger.send(dst, job_mod.sign_coordinator(part, mallory))
+        return msg
+
+    _relay(c, first)
+    r = c.run_job(STAT, DATA)
+    assert r.report["status"] == "done" and r.report["faulty_aggregators"] == {}
+    np.testing.assert_allclose(np.array(r.aggregate["xtx"], float), _sums(sorted(DATA)), atol=1e-8)
+    for svc in c.aggregators:
+        assert any("not signed by the coordinator key" in why for _, why in svc.errors)
+    assert any(isinstance(m, job_mod.Failed) for m in heard)  # told why, nothing else
+    c.close()
+
+
+def test_a_job_names_its_coordinator_key() -> None:
+    """Robustness (coordinator binding): the ledger records the coordinator key of a job
+    (default: the consumer's own); a coordinator holding another key refuses to drive it,
+    and no aggregator starts a job from a StartJob signed by another key."""
+    c = LocalCommittee()
+    r = c.run_job(STAT, DATA)
+    job = c.client.get(job_mod.job_key(r.report["job"]))
+    assert job["coordinator"] == c.coordinator.identity.public.hex()
+    payload = c.consumer.job_payload(STAT, ["a" * 64], c.committee_id)
+    assert "coordinator" not in payload  # the ledger then records the consumer's key
+    assert job_mod.job_coordinator({**job, "coordinator": None}) == job["consumer"]
+    other = job_mod.Coordinator(
+        c.network.endpoint("other"),
+        c.network,
+        c.client,
+        c.aggregator_addresses,
+        c.trustees.addresses,
+        Identity.from_seed(b"o" * 32),
+    )
+    with pytest.raises(ProtocolError, match="another coordinator key"):
+        other.run(r.report["job"], job["aggregators"], [], dict)
+    c.close()
+
+
+# ----------------------------------------------------------------------------- own messages
+
+
+def _no_disclosure_by(c: LocalCommittee, i: int) -> None:
+    for e in c.coordinator.log:
+        m = e.message
+        if e.direction == "in" and isinstance(m, Reveal | Published) and m.aggregator == i:
+            assert not getattr(m, "keys", ()) and not getattr(m, "unopened", ())
+
+
+def test_own_round1_message_altered_or_dropped_in_the_relayed_set() -> None:
+    """Privacy/Robustness: the coordinator relays to honest aggregator 1 a round-1 set in
+    which 1's OWN message is altered (a z changed, its signature kept) — and, in a second
+    job, dropped. Aggregator 1 sees its message is not the one it sent: it reveals and
+    decides nothing (no disclosure, no decision naming anybody), while the others, given
+    the true set, complete the job and blame nobody."""
+    for mode in ("alter", "drop"):
+        c = LocalCommittee()
+        victim = c.coordinator.aggregators[1]
+
+        def attack(dst: str, msg: Any, mode: str = mode, victim: str = victim, c: Any = c) -> Any:
+            if not isinstance(msg, PublishedSet) or dst != victim:
+                return msg
+            out = []
+            for p in msg.messages:
+                if p.aggregator == 1:
+                    if mode == "drop":
+                        continue
+                    F = c.aggregators[1].jobs[msg.job].ctx.flp.field
+                    z = p.z.array(F)
+                    z[0] = F.add(z[0], F.ones(()))
+                    p = msgspec.structs.replace(p, z=Elements.of(F, z))
+                out.append(p)
+            return PublishedSet(msg.job, tuple(out))
+
+        _relay(c, attack)
+        r = c.run_job(STAT, DATA)
+        st1 = next(iter(c.aggregators[1].jobs.values()))
+        assert st1.sent_reveal is None and st1.decision is None
+        assert any("own Published is missing or altered" in w for _, w in c.aggregators[1].errors)
+        _no_disclosure_by(c, 1)
+        for k in (0, 2, 3):
+            d = next(iter(c.aggregators[k].jobs.values())).decision
+            assert d is not None and d.faulty == () and d.status == "done"
+        assert r.report["status"] == "done"
+        c.close()
+
+
+def test_own_reveal_altered_or_dropped_in_the_relayed_set() -> None:
+    """Robustness: a provider deals aggregator 2 an inconsistent share, so 2 is flagged and
+    reveals its key for that submission (the provider is at fault). The coordinator then
+    relays to 2 a reveal set with 2's OWN reveal altered (its disclosure emptied, the
+    signature kept) — or dropped. Aggregator 2 decides nothing rather than blame itself
+    for not justifying; the others decide from the true reveals, reject the provider and
+    blame nobody."""
+    for mode in ("alter", "drop"):
+        c = LocalCommittee(faults={"provider": {1: "inconsistent_shares"}})
+        bad = c.provider("p1").policy_id
+        addr = c.coordinator.aggregators
+
+        def attack(dst: str, msg: Any, mode: str = mode, addr: Any = addr) -> Any:
+            if not isinstance(msg, RevealSet):
+                return msg
+            keyed = [r for r in msg.messages if r.keys]
+            if not keyed or dst != addr[keyed[0].aggregator]:
+                return msg
+            out = []
+            for r in msg.messages:
+                if r.keys:
+                    if mode == "drop":
+                        continue
+                    r = msgspec.structs.replace(r, keys=())
+                out.append(r)
+            return RevealSet(msg.job, tuple(out))
+
+        _relay(c, attack)
+        r = c.run_job(STAT, DATA)
+        revealed = [
+            e.message.aggregator
+            for e in c.coordinator.log
+            if e.direction == "in" and isinstance(e.message, Reveal) and e.message.keys
+        ]
+        assert len(revealed) == 1, "the provider's inconsistent share flags one aggregator"
+        j = revealed[0]
+        stj = next(iter(c.aggregators[j].jobs.values()))
+        assert stj.decision is None
+        assert any("own Reveal is missing or altered" in w for _, w in c.aggregators[j].errors)
+        for k in set(range(4)) - {j}:
+            d = next(iter(c.aggregators[k].jobs.values())).decision
+            assert d is not None and d.faulty == ()
+            assert dict(d.rejected)[bad] == "inconsistent_shares"
+        assert r.report["status"] == "done"
+        assert r.report["rejected"] == {"p1": "inconsistent_shares"}
+        c.close()
