@@ -1,11 +1,35 @@
-"""The ``kaires`` command: ``kaires demo``, ``kaires bench --json``."""
+"""The ``kaires`` command.
+
+``kaires demo``, ``kaires bench --json``, ``kaires --version``, and the committee files:
+``kaires node setup``, ``kaires group``, ``kaires committee init`` (see docs/deployment.md).
+A configuration error prints one line on stderr and exits with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import shutil
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from kaires_fl import __version__
+from kaires_fl.errors import KairesError
+
+if TYPE_CHECKING:
+    from kaires_fl.node.config import Group
+
+#: Exit status of a usage or configuration error.
+EXIT_CONFIG = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -32,10 +56,98 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.main(quiet=args.quiet)
 
 
+def _node_setup(args: argparse.Namespace) -> int:
+    from kaires_fl.node.config import PUBLIC_FILE, setup_node
+
+    entry = setup_node(args.dir, args.address, args.roles, args.name)
+    print(f"node {entry.name}: {Path(args.dir) / PUBLIC_FILE} (roles {','.join(entry.roles)})")
+    print(f"sign key {entry.sign}")
+    return 0
+
+
+def _print_group(group: Group, out: Path) -> None:
+    from kaires_fl.node.host import group_genesis
+
+    print(f"group {out}: {len(group.nodes)} nodes, id {group.id}")
+    print(f"chain id {group_genesis(group).chain_id}")
+    print(f"committee id {group.committee_id}")
+
+
+def _group(args: argparse.Namespace) -> int:
+    from kaires_fl.node.config import load_public, make_group, write_group
+
+    entries = [load_public(p) for p in args.public]
+    group = make_group(
+        entries,
+        args.threshold,
+        args.trustee_threshold,
+        registration=args.registration,
+        name=args.name,
+    )
+    write_group(group, args.out)
+    _print_group(group, Path(args.out))
+    return 0
+
+
+def _committee_init(args: argparse.Namespace) -> int:
+    from kaires_fl.errors import ConfigError
+    from kaires_fl.node.config import make_group, setup_node, write_group
+
+    n, base = args.nodes, args.base_port
+    if n < 1:
+        raise ConfigError(f"--nodes {n}: a committee needs at least one node")
+    if base < 1 or base + n - 1 > 65535:
+        raise ConfigError(f"--base-port {base}: ports {base}..{base + n - 1} must be in 1..65535")
+    root = Path(args.dir)
+    existing = [root / f"node-{i}" for i in range(n) if (root / f"node-{i}").exists()]
+    if existing or (root / "group.toml").exists():
+        where = existing[0] if existing else root / "group.toml"
+        raise ConfigError(f"{where} already exists; use an empty --dir (nothing is overwritten)")
+    created: list[Path] = []
+    try:
+        entries = []
+        for i in range(n):
+            created.append(root / f"node-{i}")
+            entries.append(
+                setup_node(created[-1], f"{args.host}:{base + i}", args.roles, f"node-{i}")
+            )
+        group = make_group(
+            entries, args.threshold, args.trustee_threshold, registration=args.registration
+        )
+        write_group(group, root / "group.toml")
+    except BaseException:
+        for d in created:  # only what this command created: nothing half-made is left
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+    _print_group(group, root / "group.toml")
+    return 0
+
+
+def _add_group_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threshold",
+        type=int,
+        default=None,
+        help="aggregators' Shamir degree t (n_aggregators >= 3t+1; default (n-1)//3)",
+    )
+    p.add_argument(
+        "--trustee-threshold",
+        type=int,
+        default=None,
+        help="trustees' threshold (n_trustees >= 2t+1; default max(1, (n-1)//3))",
+    )
+    p.add_argument(
+        "--registration",
+        action="store_true",
+        help="providers and consumers must be admitted by the ledger roster",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kaires`` console script."""
-    parser = argparse.ArgumentParser(prog="kaires", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="kaires", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"kaires {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p_demo = sub.add_parser("demo", help="run one whole Kaires job in-process and audit it")
     p_demo.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -47,8 +159,49 @@ def main(argv: list[str] | None = None) -> int:
     p_bench.add_argument("--quick", action="store_true", help="smaller sizes, for smoke tests")
     p_bench.set_defaults(func=_bench)
 
+    p_node = sub.add_parser("node", help="one node: set up its keys")
+    node_sub = p_node.add_subparsers(dest="node_command", required=True, parser_class=_Parser)
+    p_setup = node_sub.add_parser(
+        "setup", help="create DIR/private.toml (0600) and DIR/public.toml for one node"
+    )
+    p_setup.add_argument("--dir", required=True, help="the node directory (created)")
+    p_setup.add_argument("--address", required=True, help="HOST:PORT the node listens on")
+    p_setup.add_argument(
+        "--roles", default="ledger,trustee,aggregator", help="comma-separated roles"
+    )
+    p_setup.add_argument("--name", default=None, help="node name (default: the directory name)")
+    p_setup.set_defaults(func=_node_setup)
+
+    p_group = sub.add_parser("group", help="combine public.toml files into a group.toml")
+    p_group.add_argument("public", nargs="+", help="the nodes' public.toml files, in order")
+    p_group.add_argument("--out", required=True, help="the group file to write")
+    p_group.add_argument("--name", default="kaires", help="committee name")
+    _add_group_options(p_group)
+    p_group.set_defaults(func=_group)
+
+    p_comm = sub.add_parser("committee", help="a committee on one machine")
+    comm_sub = p_comm.add_subparsers(dest="committee_command", required=True, parser_class=_Parser)
+    p_init = comm_sub.add_parser(
+        "init", help="create DIR/node-0 … node-{N-1} and DIR/group.toml (one machine)"
+    )
+    p_init.add_argument("--dir", required=True, help="the committee directory")
+    p_init.add_argument("--nodes", type=int, required=True, help="number of nodes N")
+    p_init.add_argument("--base-port", type=int, default=7770, help="port of node-0 (default 7770)")
+    p_init.add_argument("--host", default="127.0.0.1", help="host of every node")
+    p_init.add_argument("--roles", default="ledger,trustee,aggregator", help="roles of every node")
+    _add_group_options(p_init)
+    p_init.set_defaults(func=_committee_init)
+
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KairesError as exc:
+        print(f"kaires: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"kaires: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
 
 
 if __name__ == "__main__":

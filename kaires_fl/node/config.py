@@ -364,7 +364,7 @@ class Group:
 
     @property
     def committee_id(self) -> str:
-        """The aggregation committee's ledger id (:func:`~kaires_fl.ledger.committees.committee_id`)."""
+        """The aggregation committee's ledger id (``ledger.committees.committee_id``)."""
         from kaires_fl.ledger.committees import committee_id
 
         aggs = self.with_role("aggregator")

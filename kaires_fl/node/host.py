@@ -637,9 +637,13 @@ class Node:
         if self.stopped:
             return
         try:
-            if self.trustee_index is not None and self.result is None and self.dkg is None:
-                if self.dkg_error is None:
-                    self._trustee_ep.broadcast(self.trustee_addresses, self._hello())
+            if (
+                self.trustee_index is not None
+                and self.result is None
+                and self.dkg is None
+                and self.dkg_error is None
+            ):
+                self._trustee_ep.broadcast(self.trustee_addresses, self._hello())
             self._tick_lts()
             if not self.ready:
                 self._start_services()
