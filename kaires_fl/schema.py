@@ -50,7 +50,7 @@ Index = Annotated[int, msgspec.Meta(ge=0, lt=2**16)]
 Count = Annotated[int, msgspec.Meta(ge=0, lt=2**40)]
 #: Non-negative int64 (msgspec bounds must fit an int64).
 U63 = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
-Hex32 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+Hex32 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]  # \Z: "$" lets "\n" in
 Bytes32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 PublicKey = Bytes32
 Signature = Annotated[bytes, msgspec.Meta(max_length=64)]

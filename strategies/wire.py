@@ -65,7 +65,7 @@ MAX_MEMBERS = 256
 MAX_PROOFS = 16
 
 _Keys = Annotated[tuple[schema.Hex32, ...], msgspec.Meta(min_length=1, max_length=MAX_MEMBERS)]
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+\Z")]
 
 
 class CommitteeDescription(schema.Message, frozen=True):

@@ -47,7 +47,7 @@ MAX_PARTS = 1024
 MAX_BATCH = 2**32
 
 #: Ids a manifest names (job, provider policy, circuit, write): the ledger's id alphabet.
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+$")]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+\Z")]
 Batch = Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH)]
 Hashes = Annotated[tuple[schema.Hex32, ...], msgspec.Meta(min_length=1, max_length=MAX_PARTS)]
 Parts = Annotated[tuple[schema.Blob, ...], msgspec.Meta(min_length=1, max_length=MAX_PARTS)]

@@ -202,3 +202,30 @@ def test_a_byzantine_node_cannot_pile_up_votes_or_view_changes() -> None:
     alice = ident("review-b-alice")
     assert c.execute(alice, "darc.create", {"id": "a", "rules": {"_evolve": rule(alice)}}).result.ok
     L.close()
+
+
+def test_hex_keys_and_ids_have_one_spelling_on_the_wire() -> None:
+    """Robustness (canonical messages): a key, hash or id field has exactly one accepted
+    spelling. msgspec matches a pattern with ``re.search``, where ``$`` also matches
+    before a final newline: "<64 hex>\\n" passed as a Hex32 key (and ``bytes.fromhex``
+    reads it as the same key), "<id>\\n" as an id. A peer (a Flower client, a
+    ServerApp) could then name one party by two different strings, past every check
+    that compares strings. Such fields now decode to an EncodingError."""
+    from kaires_fl.strategies import wire
+
+    from kaires_fl.errors import EncodingError
+
+    k = "ab" * 32
+    good = wire.CommitteeDescription("lts-1", (k,), (k,), 0)
+    assert wire.decode_committee(schema.encode(good))["aggregators"] == [k]
+    for bad in (
+        wire.CommitteeDescription("lts-1", (k + "\n",), (k,), 0),
+        wire.CommitteeDescription("lts-1\n", (k,), (k,), 0),
+    ):
+        with pytest.raises(EncodingError):
+            wire.decode_committee(schema.encode(bad))
+    enrol = wire.Enrolment(k + "\n", "p", b"tx", b"")
+    with pytest.raises(EncodingError):
+        wire.decode_enrolment(schema.encode(enrol))
+    with pytest.raises(EncodingError):
+        schema.decode(schema.encode(wire.Enrolment(k, "p\n", b"tx", b"")), wire.Enrolment)
