@@ -805,3 +805,227 @@ def test_own_reveal_altered_or_dropped_in_the_relayed_set() -> None:
         assert r.report["status"] == "done"
         assert r.report["rejected"] == {"p1": "inconsistent_shares"}
         c.close()
+
+
+# ----------------------------------------------------------------------------- finding 3
+
+
+def _bytes_of(m: Any) -> bytes:
+    """Every byte of an observed object (schema messages, txs, anything else by repr)."""
+    from kaires_fl.ledger.encoding import canonical
+
+    with contextlib.suppress(Exception):
+        return schema.encode(m)
+    with contextlib.suppress(Exception):
+        return canonical(m.to_obj())
+    return repr(m).encode()
+
+
+def _observed(c: LocalCommittee, tap: list[Any]) -> list[bytes]:
+    out = [_bytes_of(e.payload) for e in tap]
+    out += [_bytes_of(e.message) for e in c.coordinator.log]
+    return out
+
+
+def test_a_wrong_key_commitment_discloses_one_slot_of_one_write_and_nothing_else(
+    monkeypatch: Any,
+) -> None:
+    """Privacy (finding 3): provider p2 signs, for aggregator 1's slot, a key commitment
+    (and a part) under a key other than the one it wrote. Aggregator 1 proves it with a
+    single-slot WrittenKeyProof and p2 is rejected. What is published — the coordinator's
+    log and every message a passive observer sees on the network in this job and in a
+    later one — holds no y_i·X of any aggregator and no plaintext trustee answer; the
+    proof covers exactly (p2's write, aggregator 1's slot); trustees refuse, while the job
+    runs, a dispute for another slot, for a write outside the job, or from a non-member;
+    and nothing seen in either job opens aggregator 1's parts of the later job."""
+    from kaires_fl.aggregation.aggregator import REASON_WRONG_KEY
+    from kaires_fl.aggregation.submission import open_part
+    from kaires_fl.roles import provider as provider_mod
+    from kaires_fl.secret_management.dispute import WrittenKeyProof, dispute_request
+    from kaires_fl.secret_management.release import ReleaseResponse
+
+    c = LocalCommittee()
+    tap: list[Any] = []
+    c.network.add_filter(lambda env: tap.append(env) or True)  # a passive observer
+    cheat = c.provider("p2").policy_id
+    real_seal = provider_mod.seal_parts
+    rounds = {"n": 0}
+
+    def seal(flp: Any, meas: Any, *, provider: str, keys: Any, **kw: Any) -> Any:
+        if provider == cheat and rounds["n"] == 0:  # the cheat only in the first job
+            keys = list(keys)
+            keys[1] = bytes(32 * [7])  # commits and seals under a key it did not write
+        return real_seal(flp, meas, provider=provider, keys=keys, **kw)
+
+    monkeypatch.setattr(provider_mod, "seal_parts", seal)
+    agg1, trustees = c.aggregators[1], [n.trustee for n in c.trustees.nodes]
+    real_opened = agg1._opened
+    refusals: list[str] = []
+    first_write: dict[str, str] = {}
+
+    def opened(st_: Any, keys: Any) -> None:
+        real_opened(st_, keys)  # its genuine dispute request goes out
+        job = st_.ctx.job
+        w = next(s.manifest.write for s in st_.ctx.submissions if s.manifest.provider == cheat)
+        first_write.setdefault("w", w)
+        mallory = Identity.from_seed(b"s" * 32)
+        rogue = [
+            dispute_request(c.client, agg1.identity, c.lts_id, job, st_.read_id, w, "aggregator:2"),
+            dispute_request(c.client, mallory, c.lts_id, job, st_.read_id, w, "aggregator:1"),
+        ]
+        if rounds["n"] == 1:  # the first job's disputed write, asked for in the later job
+            rogue.append(
+                dispute_request(
+                    c.client,
+                    agg1.identity,
+                    c.lts_id,
+                    job,
+                    st_.read_id,
+                    first_write["w"],
+                    "aggregator:1",
+                )
+            )
+        for req in rogue:
+            for tr in trustees:
+                with pytest.raises(KairesError) as exc:
+                    tr.dispute(req)
+                refusals.append(type(exc.value).__name__)
+
+    agg1._opened = opened  # type: ignore[method-assign]
+    r1 = c.run_job(STAT, DATA)
+    assert r1.report["rejected"] == {"p2": REASON_WRONG_KEY}
+    assert r1.report["faulty_aggregators"] == {}
+    proofs = [
+        d.written
+        for e in c.coordinator.log
+        if isinstance(e.message, Published)
+        for d in e.message.unopened
+        if d.written
+    ]
+    assert len(proofs) == 1
+    proof = schema.decode(proofs[0], WrittenKeyProof)
+    assert (proof.write, proof.slot) == (first_write["w"], "aggregator:1")
+    assert {(s.write, s.slot) for s in proof.shares} == {(proof.write, proof.slot)}
+    # a later job of the same committee over the same providers
+    rounds["n"] = 1
+    tap_before = len(tap)
+    r2 = c.run_job(STAT, DATA)
+    assert r2.report["status"] == "done" and r2.report["rejected"] == {}
+    assert refusals and len(refusals) == len(trustees) * 5
+    seen = _observed(c, tap)
+    assert len(tap) > tap_before
+    lts = c.trustees.lts
+    for svc in c.aggregators:
+        yx = svc.recipient.shared_with(lts.X).to_bytes()
+        assert not any(yx in b or yx.hex().encode() in b for b in seen), "y_i·X published"
+    assert not any(isinstance(e.payload, ReleaseResponse) for e in tap)
+    # aggregator 1's parts of the later job: their keys appear nowhere, and nothing
+    # disclosed in either job opens them
+    st2 = agg1.jobs[r2.report["job"]]
+    disclosed = [
+        d.key
+        for e in c.coordinator.log
+        if isinstance(e.message, Published)
+        for d in e.message.unopened
+    ]
+    disclosed += [
+        d.key for e in c.coordinator.log if isinstance(e.message, Reveal) for d in e.message.keys
+    ]
+    for s, key in st2.work.keys.items():
+        assert not any(key in b or key.hex().encode() in b for b in seen)
+        m = st2.ctx.submissions[s]
+        for k in disclosed:
+            with pytest.raises(Exception):  # noqa: B017 — any failure to open
+                open_part(st2.ctx.flp, m.manifest, 1, k, m.meas_parts[1], m.proof_parts[1])
+    c.close()
+
+
+# ----------------------------------------------------------------------------- t + coordinator
+
+
+def _adversary_view(flp: Any, v: np.ndarray, leak: bool) -> dict[str, np.ndarray]:
+    """What the coordinator (every round message) and aggregator 0 (its key and opened
+    shares) see of one honest provider's submission of ``v``, as field-element features:
+    aggregator 0's shares, every public z, the opened verifier, and what reconstruction
+    from the shares it holds gives (degree k − 1 through its k share vectors). ``leak``:
+    the adversary also holds honest aggregator 1's shares (the control: t + 1 shares)."""
+    from kaires_fl.arith import sharing
+    from kaires_fl.arith.poly import lagrange_coefficients
+
+    F, n, t = flp.field, 4, 1
+    aggs = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(n)]
+    parts = seal_parts(flp, flp.valid.encode(v), job="job", provider="p", circuit="c", n=n, t=t)
+    sub = sign_manifest(Identity.generate(), parts, job="job", provider="p", circuit="c", write="w")
+    ctx = JobContext(
+        job="job",
+        chain="chain",
+        flp=flp,
+        circuit="c",
+        n=n,
+        t=t,
+        aggregators=tuple(a.public.hex() for a in aggs),
+        consumer_key=EnvelopeKeyPair.generate().public,
+        providers=("p",),
+        min_providers=1,
+        submissions=(sub,),
+    )
+    coin = Coin(np.random.default_rng().bytes(32))
+    jobs = [AggregatorJob(ctx, i, aggs[i]) for i in range(n)]
+    for i, j in enumerate(jobs):
+        j.open_parts({0: parts.keys[i]})
+    pubs = [j.publish(coin) for j in jobs]
+    verifier = sharing.reconstruct(F, {i: p.verifier.array(F) for i, p in enumerate(pubs)}, t)
+    held = [0, 1] if leak else [0]
+    meas = np.stack([jobs[i].shares[0].meas for i in held])
+    lam = lagrange_coefficients(F, F.elements([i + 1 for i in held]), F.elements(0))
+    return {
+        "meas share": jobs[0].shares[0].meas.ravel(),
+        "proof share": jobs[0].shares[0].proof.ravel(),
+        "z": np.concatenate([p.z.array(F) for p in pubs]),
+        "verifier": verifier.ravel(),
+        "reconstruction": F.sum(F.mul(lam.reshape(-1, 1, 1), meas), axis=0).ravel(),
+    }
+
+
+def _view_differs(flp: Any, a: np.ndarray, b: np.ndarray, leak: bool, trials: int) -> list[str]:
+    """Features whose distribution differs between the two measurements (two-sample
+    chi-square per coordinate over 8 buckets of the field, Bonferroni at 10^-4)."""
+    from scipy.stats import chi2_contingency
+
+    p = int(flp.field.MODULUS)
+    va = [_adversary_view(flp, a, leak) for _ in range(trials)]
+    vb = [_adversary_view(flp, b, leak) for _ in range(trials)]
+    coords = sum(x.size for x in va[0].values())
+    out = []
+    for name in va[0]:
+        A = np.stack([x[name] for x in va]).astype(object)
+        B = np.stack([x[name] for x in vb]).astype(object)
+        for k in range(A.shape[1]):
+            ba = np.array([int(x) * 8 // p for x in A[:, k]])
+            bb = np.array([int(x) * 8 // p for x in B[:, k]])
+            if len(set(A[:, k])) == 1 and len(set(B[:, k])) == 1:
+                if A[0, k] != B[0, k]:
+                    out.append(f"{name}[{k}] constant, differs")
+                continue
+            table = np.array([np.bincount(ba, minlength=8), np.bincount(bb, minlength=8)])
+            table = table[:, table.sum(axis=0) > 0]
+            if table.shape[1] < 2:
+                continue
+            if chi2_contingency(table).pvalue < 1e-4 / coords:
+                out.append(f"{name}[{k}]")
+    return out
+
+
+def test_t_aggregators_and_the_coordinator_learn_nothing_of_an_honest_measurement() -> None:
+    """Privacy (t aggregators + coordinator): the coordinator's full log (every z, every
+    verifier share, hence the opened verifier) and aggregator 0's state (its released key,
+    its opened shares) for an honest provider measuring (0, 0, 0) or (15, 15, 15) are
+    identically distributed: every feature the adversary can compute — its shares, the z
+    values, the opened verifier, reconstruction from the shares it holds — passes a
+    two-sample chi-square test between the two. The control, the same adversary also
+    holding one honest aggregator's shares (t + 1), is told apart at once."""
+    flp = FlpBBCGGI19(SumVec(3, 4))
+    a, b = np.zeros((1, 3), int), np.full((1, 3), 15)
+    assert _view_differs(flp, a, b, leak=False, trials=250) == []
+    leaked = _view_differs(flp, a, b, leak=True, trials=20)
+    assert leaked and all(x.startswith("reconstruction") for x in leaked)
