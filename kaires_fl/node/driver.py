@@ -14,6 +14,7 @@ session; they will use the same driver.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,10 @@ from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.errors import ConfigError, ProtocolError
 from kaires_fl.ledger.client import LedgerClient
-from kaires_fl.ledger.darc import DEFAULT_MAX_JOBS, DEFAULT_MIN_PROVIDERS
+from kaires_fl.ledger.darc import DEFAULT_MAX_JOBS, DEFAULT_MIN_PROVIDERS, darc_key
 from kaires_fl.node.host import Node, NodeLedger
 from kaires_fl.roles.consumer import Consumer
+from kaires_fl.roles.provider import Provider
 from kaires_fl.secret_management.release import LtsInfo
 from kaires_fl.simulation import ROLES, LocalCommittee
 
@@ -107,6 +109,18 @@ class NodeCommittee(LocalCommittee):
         self.providers = {}
         self._trustee_faults = {}
         self.setup_seconds = 0.0
+
+    def ensure_providers(
+        self, labels: Sequence[Any], grants: Sequence[Consumer] | None = None
+    ) -> list[Provider]:
+        """As :meth:`LocalCommittee.ensure_providers`, adopting providers whose policy is
+        already on the ledger (created by an earlier driver of the same committee)."""
+        for lb in dict.fromkeys(str(x) for x in labels):
+            if lb not in self.providers:
+                p = Provider(lb, Identity.from_seed(H(b"kaires/sim/provider", lb.encode())))
+                if self.client.get(darc_key(p.policy_id)) is not None:
+                    self.providers[lb] = p
+        return super().ensure_providers(labels, grants)
 
     def register_committee(self) -> str:
         """The committee is registered in genesis (see :func:`~.host.group_genesis`)."""
