@@ -857,17 +857,31 @@ class DkgNode:
                     self.inbox[rnd][sender] = m.body
 
     # rounds ------------------------------------------------------------------------------
-    def start(self) -> None:
-        """Round 1 now (deal: broadcast commitments, send sealed shares); each later round
-        when the previous one's broadcast is decided."""
-        self.rb.begin(self.t.now())
+    def start(self, at: float | None = None) -> None:
+        """Begin round 1 at transport time ``at`` (now if None or past).
+
+        Round 1 deals: broadcast the commitments, send the sealed shares point to point;
+        each later round starts when the previous one's broadcast is decided. On a real
+        network every trustee should be given the same ``at`` (an agreed start, e.g. a
+        ledger block time): the broadcast's sub-rounds assume the trustees' clocks differ
+        by less than ``round_time`` minus the network delay, and a trustee that starts
+        late is, to the others, a slow one.
+        """
+        now = self.t.now()
+        begin = now if at is None else at
+        self.rb.begin(begin)
+        if begin > now:
+            self.t.call_later(begin - now, self._deal)
+        else:
+            self._deal()
+
+    def _deal(self) -> None:
         deal = self.p.deal()
         for j, sealed in self.p.private_shares().items():
-            share = DealShare(self.p.session, self.p.index, j, sealed)
             if j == self.p.index:
                 self._shares[j] = sealed
             else:
-                self.t.send(self.addresses[j], share)
+                self.t.send(self.addresses[j], DealShare(self.p.session, self.p.index, j, sealed))
         self._send(1, deal)
         self._schedule()
 

@@ -381,3 +381,16 @@ def test_fuzzed_messages_at_a_node_never_stop_the_dkg(junk, edits, times, src):
         net.schedule(at, lambda k=k: inject(k))
     res = _run(net, nodes)
     _agree(res, [0, 1, 2, 3], 1)
+
+
+@pytest.mark.parametrize("skew", [0.0, 0.01])
+def test_agreed_start_time_and_clock_offsets_below_the_sub_round(skew):
+    """The trustees hear of the DKG at different times and begin at the agreed time (plus
+    a clock offset of up to 3·skew < round_time − latency): same key, nobody named."""
+    net, _, _, nodes = _world(4, 1, session=b"at", seed=4)
+    for k, nd in enumerate(nodes):
+        net.schedule(0.03 * k, lambda nd=nd, k=k: nd.start(at=0.2 + skew * k))
+    net.run_until(lambda: all(nd.done for nd in nodes), 2.0)
+    assert all(nd.done and nd.error is None for nd in nodes)
+    first = _agree({nd.p.index: nd.result for nd in nodes}, [0, 1, 2, 3], 1)
+    assert first.qual == (0, 1, 2, 3) and not first.faulty
