@@ -182,18 +182,44 @@ class Proposal(schema.Message, frozen=True):
             if the proposal is not from the view's leader, badly signed, or unjustified
             (or does not re-propose the highest prepared block of its justification).
         """
+        self.check_signed(genesis)
+        self.check_justified(genesis, block)
+
+    def check_signed(self, genesis: Genesis) -> None:
+        """The proposal comes from the leader of its height and view (its signature over
+        every field, the block's bytes included): checked before the block is decoded,
+        so nobody but that leader makes a node decode a block.
+
+        Raises
+        ------
+        ProtocolError
+            if the proposer is not that leader or the signature is not its.
+        """
         if not roster_index(self.proposer, genesis) or self.proposer != leader_of(
             self.height, self.view, genesis.n
         ):
             raise ProtocolError(f"node {self.proposer} is not the leader of view {self.view}")
-        if block.height != self.height:
-            raise ProtocolError("proposal height does not match its block")
         if not schema.verify(
             self,
-            bytes.fromhex(genesis.roster[self.proposer]),
+            genesis.roster_keys[self.proposer],
             consensus_context("proposal", genesis.chain_id),
         ):
             raise ProtocolError("proposal has a bad signature")
+
+    def check_justified(self, genesis: Genesis, block: Block) -> None:
+        """The block is for the proposal's height and, for view > 0, the proposal carries
+        a quorum of view changes and re-proposes their highest prepared block (if any).
+
+        Pre: ``block`` is ``decode_block(self.block)``; the signature was checked
+        (:meth:`check_signed`) or the proposal is the node's own.
+
+        Raises
+        ------
+        ProtocolError
+            if not.
+        """
+        if block.height != self.height:
+            raise ProtocolError("proposal height does not match its block")
         if self.view == 0:
             return
         voters: set[int] = set()

@@ -217,6 +217,7 @@ class LedgerNode:
         self.vcs: dict[int, dict[int, ViewChange]] = {}
         self.highest_vc: dict[int, int] = {}
         self.proposed: set[int] = set()
+        self._own_proposals: dict[int, tuple[bytes, bytes]] = {}  # view -> (block, sig)
         # Exact (kind, signer, fields…, signature) of what this node signed at this
         # height: its own broadcast comes back to it and needs no signature check (a
         # message naming another signer, or differing in any field, is checked).
@@ -369,11 +370,10 @@ class LedgerNode:
             if msg.prepared is not None:
                 size += len(msg.prepared.block)
         else:
-            signer, ctx = msg.proposer, self.contexts["proposal"]
+            msg.check_signed(g)
             size = 256 + len(msg.block)
             size += sum(len(vc.prepared.block) for vc in msg.justification if vc.prepared)
-            if roster_index(signer, g) and signer != leader_of(msg.height, msg.view, self.n):
-                raise ProtocolError(f"node {signer} is not the leader of view {msg.view}")
+            return msg.proposer, size
         if not roster_index(signer, g) or not schema.verify(msg, g.roster_keys[signer], ctx):
             raise ProtocolError(f"a message for a coming height is not signed by node {signer}")
         return signer, size
@@ -523,7 +523,7 @@ class LedgerNode:
             self.identity,
             self.contexts["proposal"],
         )
-        self.signed.add(("proposal", self.index, p.height, v, block.hash, p.signature))
+        self._own_proposals[v] = (p.block, p.signature)
         self._send_proposal(p)
 
     def _block_time(self) -> int:
@@ -619,14 +619,26 @@ class LedgerNode:
     def _on_proposal(self, p: Proposal) -> None:
         if p.view < self.view:
             return
+        # Signature and size before the block is decoded: an outsider's (or a leader's)
+        # forged or oversized block costs a hash, not a decoding.
+        own = p.proposer == self.index and self._own_proposals.get(p.view) == (
+            p.block,
+            p.signature,
+        )
+        if not own:
+            p.check_signed(self.genesis)
+        self._signer = p.proposer
+        limit = self.block_bytes if p.view == 0 else schema.MAX_MESSAGE_BYTES
+        if len(p.block) > limit:
+            raise ProtocolError(
+                f"proposed block of {len(p.block)} bytes is larger than this ledger's "
+                f"{limit}-byte blocks"
+            )
         block = decode_block(p.block)
         h = block.hash
         if self.accepted.get(p.view, h) != h or self.my_votes.get(("prepare", p.view), h) != h:
             return  # equivocation: keep the first
-        own = ("proposal", p.proposer, p.height, p.view, h, p.signature)
-        if p.view > 0 or own not in self.signed:
-            p.check(self.genesis, block)
-        self._signer = p.proposer
+        p.check_justified(self.genesis, block)
         if p.view == 0 or p.required_block() is None:
             self.check_timely(block)
             if len(block.txs) > self.config.max_block_txs:

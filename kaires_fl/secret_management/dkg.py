@@ -7,8 +7,12 @@ commitments first and only reveals the Feldman (public-key) commitments once the
 qualified dealers ``QUAL`` is fixed.
 
 Trustee ``j`` (0-based) sits at x = j + 1; every polynomial has degree ``t`` (threshold
-t + 1). Rounds, over an authenticated broadcast channel plus private channels (shares are
-sealed to the recipient's X25519 key with :func:`~kaires_fl.crypto.envelope.seal_to`):
+t + 1). Rounds, over a reliable broadcast channel plus private channels (shares are
+sealed to the recipient's X25519 key with :func:`~kaires_fl.crypto.envelope.seal_to`). In
+process (:func:`run_dkg`) the broadcast is ideal; on a network (:class:`DkgNode`) it is
+:mod:`~kaires_fl.secret_management.broadcast` (Dolev–Strong signed echo chains, agreement
+for n ≥ 2t + 1), so a trustee that signs two different messages in one round is named
+and, before QUAL is fixed, excluded:
 
 1. **deal** — dealer d picks f_d, f'_d of degree t, broadcasts Pedersen commitments
    E_{d,k} = a_{d,k}·G + b_{d,k}·H and sends (f_d(j+1), f'_d(j+1)) sealed to each j.

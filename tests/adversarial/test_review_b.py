@@ -229,3 +229,42 @@ def test_hex_keys_and_ids_have_one_spelling_on_the_wire() -> None:
         wire.decode_enrolment(schema.encode(enrol))
     with pytest.raises(EncodingError):
         schema.decode(schema.encode(wire.Enrolment(k, "p\n", b"tx", b"")), wire.Enrolment)
+
+
+def test_no_block_is_decoded_for_an_unsigned_or_oversized_proposal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Robustness (CPU and memory of a ledger node): decoding a block record is the most
+    expensive thing a proposal asks of a node. Before, a node decoded the block of any
+    proposal — from anyone, of any size up to a wire message — before checking who
+    signed it. Now the size bound and the leader's signature come first: an outsider's
+    forged proposals are refused without a decoding, and a leader's oversized view-0
+    block is refused unread with the leader recorded faulty."""
+    import kaires_fl.ledger.node as node_mod
+
+    L = LocalLedger(4, config=FAST, state=committee_state())
+    node = L.nodes[0]
+    assert node is not None
+    decoded: list[int] = []
+    real = node_mod.decode_block
+
+    def counting(data: bytes):  # type: ignore[no-untyped-def]
+        decoded.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(node_mod, "decode_block", counting)
+    h = node.height + 1
+    leader = leader_of(h, 0, 4)
+    junk = b"[" * 100_000
+    for _ in range(50):
+        node.on_message("mallory", Proposal(h, 0, leader, junk, (), b"\x01" * 64))
+    assert decoded == [] and node.faulty == {}
+    huge = b" " * (node.block_bytes + 1)
+    ctx = consensus_context("proposal", L.genesis.chain_id)
+    signed = schema.sign(Proposal(h, 0, leader, huge), L.identities[leader], ctx)
+    node.on_message("leader", signed)
+    assert decoded == [] and "larger than" in node.faulty.get(leader, (0, ""))[1]
+    c = L.client()
+    alice = ident("review-b-alice")
+    assert c.execute(alice, "darc.create", {"id": "a", "rules": {"_evolve": rule(alice)}}).result.ok
+    L.close()
