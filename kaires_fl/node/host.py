@@ -20,10 +20,13 @@ ledger ``ledger.sqlite`` and, for a trustee, ``dkg-share.toml``) and the committ
 Bootstrap, driven only by messages and the node's own keys (:meth:`Node._tick` every
 ``tick`` seconds):
 
-1. **start barrier** — a trustee without a share broadcasts :class:`NodeHello` to the
-   trustees (and answers a newcomer's hello at once); when it has heard all ``n``
-   trustees it starts its :class:`~kaires_fl.secret_management.dkg.DkgNode`. Starts are
-   thus within one message latency of each other (the DKG rounds are timed).
+1. **start barrier** — a trustee without a share broadcasts :class:`NodeHello` (with the
+   time it came up) to the trustees, and answers a newcomer's hello at once; when it has
+   heard all ``n`` trustees it starts its
+   :class:`~kaires_fl.secret_management.dkg.DkgNode` at the agreed time
+   ``max(arrival times) + start_delay`` — the same at every trustee, since the DKG's
+   broadcast rounds are timed (the transports' clocks must agree, as the ledger's block
+   times already require).
 2. **DKG** — on completion the share is persisted (mode 0600) before anything else.
 3. **LTS** — each trustee broadcasts a signed :class:`LtsApproval` of the digest of the
    ``calypso.lts`` payload its DKG produced; with approvals from all n (or n − t after
@@ -102,10 +105,12 @@ _Indices = Annotated[tuple[schema.Index, ...], msgspec.Meta(max_length=1024)]
 
 
 class NodeHello(schema.Message, frozen=True):
-    """Start barrier of the DKG: trustee ``index`` is up, has no share, and waits."""
+    """Start barrier of the DKG: trustee ``index`` is up since ``since_ms`` (its transport
+    clock, milliseconds), has no share, and waits."""
 
     session: schema.Bytes32
     index: schema.Index
+    since_ms: schema.U63
 
 
 class LtsApproval(schema.Message, frozen=True):
@@ -261,6 +266,9 @@ class Node:
     grace:
         Seconds a trustee waits for the last approvals before registering the LTS with
         n − t signers.
+    start_delay:
+        Margin (seconds) between the last trustee's arrival and the agreed DKG start
+        (default 4 ticks; it must exceed the time a hello takes to reach every trustee).
 
     Raises
     ------
@@ -279,6 +287,7 @@ class Node:
         dkg_round_time: float = 0.05,
         tick: float = 0.05,
         grace: float = 0.5,
+        start_delay: float | None = None,
     ) -> None:
         self.dir = Path(node_dir)
         self.group = group
@@ -294,6 +303,7 @@ class Node:
         self.entry: PublicEntry = entry
         self.name = entry.name
         self.tick, self.grace, self.dkg_round_time = tick, grace, dkg_round_time
+        self.start_delay = 4 * tick if start_delay is None else start_delay
         self.genesis = group_genesis(group)
         self.session = dkg_session(group)
         self.trustee_entries = group.with_role("trustee")
@@ -333,7 +343,9 @@ class Node:
         self.dkg_error: Exception | None = None
         self.trustee: Trustee | None = None
         self.trustee_node: TrusteeNode | None = None
-        self.hellos: set[int] = set()
+        self.hellos: dict[int, int] = {}  # trustee -> its since_ms
+        self._since_ms = int(network.endpoint(self.ledger_address).now() * 1000)
+        self.dkg_start_at: float | None = None
         self.approvals: dict[int, bytes] = {}
         self._first_approval: float | None = None
         self._decided = False
@@ -425,7 +437,7 @@ class Node:
     # -- 1. start barrier and DKG ----------------------------------------------------------
     def _hello(self) -> NodeHello:
         assert self.trustee_index is not None
-        return NodeHello(self.session, self.trustee_index)
+        return NodeHello(self.session, self.trustee_index, self._since_ms)
 
     def _on_hello(self, src: str, msg: NodeHello) -> None:
         if msg.session != self.session or not self._from_trustee(src, msg.index):
@@ -434,7 +446,8 @@ class Node:
             return
         if msg.index not in self.hellos and self.dkg is None:
             self._trustee_ep.send(src, self._hello())  # a newcomer hears us at once
-        self.hellos.add(msg.index)
+        if self.dkg is None:
+            self.hellos[msg.index] = msg.since_ms
         self._maybe_start_dkg()
 
     def _from_trustee(self, src: str, index: int) -> bool:
@@ -445,7 +458,7 @@ class Node:
             return
         n = len(self.trustee_entries)
         assert self.trustee_index is not None
-        self.hellos.add(self.trustee_index)
+        self.hellos[self.trustee_index] = self._since_ms
         if len(self.hellos) < n:
             return
         participant = DkgParticipant(
@@ -465,8 +478,14 @@ class Node:
             self.dkg_round_time,
             on_done=self._dkg_done,
         )
-        self._event(f"DKG started ({n} trustees, threshold {self.group.trustee_threshold})")
-        self.dkg.start()
+        # The agreed start: every trustee computes it from the same hellos (the last one up
+        # plus a margin), so their rounds line up whatever the message delays.
+        self.dkg_start_at = max(self.hellos.values()) / 1000.0 + self.start_delay
+        self._event(
+            f"DKG starts at {self.dkg_start_at:.3f} ({n} trustees, threshold "
+            f"{self.group.trustee_threshold})"
+        )
+        self.dkg.start(at=self.dkg_start_at)
 
     def _dkg_done(self, result: DkgResult | None, error: Exception | None) -> None:
         if result is None:

@@ -82,7 +82,7 @@ def test_junk_on_the_bootstrap_address_is_dropped(committee) -> None:  # type: i
     intruder = net.endpoint("intruder")
     before = nodes[0].refused
     intruder.send("trustee-0", b"\x00garbage\xff" * 10)
-    intruder.send("trustee-0", NodeHello(b"\x01" * 32, 0))
+    intruder.send("trustee-0", NodeHello(b"\x01" * 32, 0, 0))
     forged = LtsCosign(dkg_session(group), 1, (0, 1, 2, 3), 1, b"\x02" * 64)
     net.endpoint("trustee-1").send("trustee-0", forged)  # spoofed src, bad signature
     net.run_for(0.1)
@@ -152,6 +152,9 @@ def test_start_barrier_waits_for_a_late_trustee(tmp_path: Path) -> None:
     try:
         assert bootstrap(net, nodes, timeout=30.0)
         assert all(nd.result is not None for nd in nodes)
+        # one agreed start, after the last trustee came up
+        assert len({nd.dkg_start_at for nd in nodes}) == 1
+        assert nodes[0].dkg_start_at is not None and nodes[0].dkg_start_at >= 2.0
     finally:
         for nd in nodes:
             nd.stop()
