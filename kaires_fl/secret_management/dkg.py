@@ -675,34 +675,62 @@ def make_participants(
     ]
 
 
-def run_dkg(participants: Sequence[DkgParticipant]) -> dict[int, DkgResult]:
-    """Run the five rounds in-process over a synchronous broadcast (the reference driver).
-
-    Every broadcast is delivered unchanged to everyone and a missing message counts as
-    silence at the end of its round. Returns the result of every trustee that finished
-    (faulty ones may fail or finish; honest ones agree).
-    """
-    deals = {p.index: d for p in participants if (d := p.deal()) is not None}
-    sealed = {p.index: p.private_shares() for p in participants}
-    complaints = [
-        c
-        for p in participants
-        for c in p.receive_deals(deals, {d: s[p.index] for d, s in sealed.items() if p.index in s})
-    ]
-    justs = {p.index: j for p in participants if (j := p.justify(complaints)) is not None}
-    active = []
+def _ideal_broadcast(
+    participants: Sequence[DkgParticipant], rnd: int, sent: Mapping[int, Any]
+) -> dict[int, Any]:
+    """What the reliable broadcast decides in process for round ``rnd`` (sender → body):
+    a sender whose :meth:`~DkgParticipant.variants` differ is named at every participant
+    and counts as silent, as on the network; None bodies are dropped."""
+    out = {}
     for p in participants:
+        if p.index not in sent:
+            continue
+        body = sent[p.index]
+        variants = p.variants(rnd, body)
+        if any(v != variants[0] for v in variants[1:]):
+            for q in participants:
+                q.note_equivocation(
+                    p.index, rnd, f"equivocated in broadcast round {rnd}: signed two messages"
+                )
+        elif body is not None:
+            out[p.index] = body
+    return out
+
+
+def run_dkg(participants: Sequence[DkgParticipant]) -> dict[int, DkgResult]:
+    """Run the six rounds in-process over an ideal synchronous broadcast (the reference
+    driver).
+
+    Every broadcast is delivered unchanged to everyone, a missing message counts as
+    silence at the end of its round, and a sender with two versions of a message is named
+    as the network broadcast would name it. Returns the result of every trustee that
+    finished (faulty ones may fail or finish; honest ones agree).
+    """
+    ps = list(participants)
+    deals = _ideal_broadcast(ps, 1, {p.index: p.deal() for p in ps})
+    sealed = {p.index: p.private_shares() for p in ps}
+    raised = {
+        p.index: tuple(
+            p.receive_deals(deals, {d: s[p.index] for d, s in sealed.items() if p.index in s})
+        )
+        for p in ps
+    }
+    complaints = [c for cs in _ideal_broadcast(ps, 2, raised).values() for c in cs]
+    justs = _ideal_broadcast(ps, 3, {p.index: p.justify(complaints) for p in ps})
+    active = []
+    for p in ps:
         try:
             p.receive_justifications(complaints, justs)
             active.append(p)
         except ProtocolError:
             if not isinstance(p, SilentDealer):
                 raise
-    extractions = {p.index: e for p in active if (e := p.extract()) is not None}
-    evidence = [ev for p in active for ev in p.check_extractions(extractions)]
+    extractions = _ideal_broadcast(active, 4, {p.index: p.extract() for p in active})
+    found = {p.index: tuple(p.check_extractions(extractions)) for p in active}
+    evidence = [ev for evs in _ideal_broadcast(active, 5, found).values() for ev in evs]
     for p in active:
         p.receive_extraction_complaints(extractions, evidence)
-    reveals = {p.index: r for p in active if (r := p.reveal()) is not None}
+    reveals = _ideal_broadcast(active, 6, {p.index: p.reveal() for p in active})
     return {p.index: p.finalize(reveals) for p in active if not isinstance(p, SilentDealer)}
 
 

@@ -132,3 +132,14 @@ def test_interpolate_coeffs_matches_reference():
     coeffs = [5, 7, 11]
     pts = [(x, sum(c * x**k for k, c in enumerate(coeffs)) % L) for x in (2, 5, 9)]
     assert interpolate_coeffs(pts) == coeffs
+
+
+@pytest.mark.parametrize("n,t,d", [(3, 1, 0), (4, 1, 2), (7, 2, 5)])
+def test_equivocating_dealer_named_and_excluded_in_process(n, t, d):
+    """The in-process driver decides as the network broadcast does: a dealer with two
+    versions of its deal is named and left out of QUAL; the others agree on one key."""
+    behaviours = {d: "equivocate"}
+    res = run_dkg(make_participants(n, t, behaviours=behaviours))
+    first = _check_agreement(res, behaviours, n, t)
+    assert d not in first.qual and set(first.qual) == set(range(n)) - {d}
+    assert "equivocated in broadcast round 1" in first.faulty[d]
