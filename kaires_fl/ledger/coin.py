@@ -25,6 +25,8 @@ def balance(view: StateView, pub: str) -> int:
 
 def coin_transfer(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     """Payload ``{"to": hex key, "amount": int > 0}`` from the sender's balance."""
+    if not isinstance(tx.payload, dict) or set(tx.payload) != {"to", "amount"}:
+        raise LedgerError("coin.transfer payload is exactly {'to': hex key, 'amount': int > 0}")
     to, amount = tx.payload["to"], tx.payload["amount"]
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
         raise LedgerError(f"transfer amount must be a positive integer, got {amount!r}")

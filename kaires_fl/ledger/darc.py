@@ -34,8 +34,8 @@ provider.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
-from functools import lru_cache
 from typing import Any
 
 from kaires_fl.crypto.sign import H
@@ -89,15 +89,37 @@ def bound_policy_id(name: str, owner: str) -> str:
     return f"{text}.{owner}"
 
 
-@lru_cache(maxsize=4096)
+#: Parsed expressions kept (bounded by their total length, not their number: 4096
+#: maximal rules would otherwise pin half a gigabyte on every node).
+_PARSED: OrderedDict[str, Expr] = OrderedDict()
+_PARSED_CHARS = [0]
+MAX_PARSED_CHARS = 1 << 22
+
+
 def parse_expr(text: str) -> Expr:
-    """Parse a rule expression into a tree.
+    """Parse a rule expression into a tree (cached, at most :data:`MAX_PARSED_CHARS`).
 
     Raises
     ------
     LedgerError
         naming the offending position if ``text`` is not a valid expression.
     """
+    if isinstance(text, str):
+        tree = _PARSED.get(text)
+        if tree is not None:
+            _PARSED.move_to_end(text)
+            return tree
+    tree = _parse_expr(text)
+    if len(text) <= MAX_PARSED_CHARS // 16:
+        _PARSED[text] = tree
+        _PARSED_CHARS[0] += len(text)
+        while _PARSED_CHARS[0] > MAX_PARSED_CHARS:
+            old, _ = _PARSED.popitem(last=False)
+            _PARSED_CHARS[0] -= len(old)
+    return tree
+
+
+def _parse_expr(text: str) -> Expr:
     if not isinstance(text, str) or len(text) > MAX_RULE_CHARS:
         raise LedgerError(
             f"a rule expression is a string of at most {MAX_RULE_CHARS} characters; "
@@ -187,14 +209,52 @@ def parse_expr(text: str) -> Expr:
     return tree
 
 
+#: Most rule nodes one evaluation visits (``darc:`` references resolved once per depth):
+#: bounds the work a transaction's rules cost every node. A plain allow-list is one node.
+MAX_RULE_VISITS = 1 << 16
+
+
 def evaluate(
-    expr: str | Expr, signers: Collection[str], view: StateView | None = None, depth: int = 0
+    expr: str | Expr,
+    signers: Collection[str],
+    view: StateView | None = None,
+    depth: int = 0,
+    *,
+    budget: list[int] | None = None,
 ) -> bool:
     """Whether the set of ``signers`` (hex keys) satisfies ``expr``.
 
     ``view`` resolves ``darc:<id>`` references (their ``_sign`` rule); without it they
-    are false.
+    are false. Each referenced policy is evaluated once per depth (memoised), and at
+    most ``budget[0]`` nodes are visited (default :data:`MAX_RULE_VISITS`; pass one
+    list to share a budget across several evaluations, as ``job.create`` does).
+
+    Raises
+    ------
+    LedgerError
+        if the evaluation would visit more nodes than the budget allows (a rule, or a
+        chain of delegations, made to stall every ledger node).
     """
+    if budget is None:
+        budget = [MAX_RULE_VISITS]
+    memo: dict[tuple[str, int], bool] = {}
+    return _evaluate(expr, frozenset(signers), view, depth, budget, memo)
+
+
+def _evaluate(
+    expr: str | Expr,
+    signers: frozenset[str],
+    view: StateView | None,
+    depth: int,
+    budget: list[int],
+    memo: dict[tuple[str, int], bool],
+) -> bool:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise LedgerError(
+            "rule evaluation exceeds its budget of visited nodes: a rule (or its chain of "
+            "darc: delegations) is too costly; simplify the policy's rules"
+        )
     tree = parse_expr(expr) if isinstance(expr, str) else expr
     op = tree[0]
     if op == "key":
@@ -202,17 +262,22 @@ def evaluate(
     if op == "anyof":
         return not tree[1].isdisjoint(signers)
     if op == "or":
-        return any(evaluate(e, signers, view, depth) for e in tree[1:])
+        return any(_evaluate(e, signers, view, depth, budget, memo) for e in tree[1:])
     if op == "and":
-        return all(evaluate(e, signers, view, depth) for e in tree[1:])
+        return all(_evaluate(e, signers, view, depth, budget, memo) for e in tree[1:])
     if op == "thr":
-        return sum(evaluate(e, signers, view, depth) for e in tree[2:]) >= tree[1]
+        return sum(_evaluate(e, signers, view, depth, budget, memo) for e in tree[2:]) >= tree[1]
     if op == "darc":
         if view is None or depth >= MAX_DEPTH:
             return False
-        d = view.get(darc_key(tree[1]))
-        rule = None if d is None else d["rules"].get("_sign")
-        return rule is not None and evaluate(rule, signers, view, depth + 1)
+        key = (tree[1], depth)
+        got = memo.get(key)
+        if got is None:
+            d = view.get(darc_key(tree[1]))
+            rule = None if d is None else d["rules"].get("_sign")
+            got = rule is not None and _evaluate(rule, signers, view, depth + 1, budget, memo)
+            memo[key] = got
+        return got
     raise LedgerError(f"unknown rule node {op!r}")
 
 

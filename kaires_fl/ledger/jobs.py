@@ -21,7 +21,8 @@ providers it does not allow — wrong consumer, statistic, job limit, expiry, a 
 the policy does not name ("committee not accepted by the policy"), an owner removed
 from the allow-list — are excluded with the reason recorded (or, with ``"refuse"``,
 the job is refused). The job is refused if fewer providers remain than
-``max(min_providers, every included policy's min_providers)`` or if the consumer
+``max(min_providers, every included policy's min_providers)`` (counted in distinct
+policy owners, :func:`distinct_owners`) or if the consumer
 cannot pay Σ prices of the included providers, which are escrowed. Writes
 ``job/<id>`` (id = tx id), ``access/<provider>/<id>`` for each included provider,
 ``usage/<provider>`` (jobs counted against ``max_jobs``) and the consumer's balance.
@@ -104,6 +105,7 @@ def _policy_denies(
     env: TxEnv,
     committee: str | None = None,
     registration: bool | None = None,
+    budget: list[int] | None = None,
 ) -> str | None:
     if d is None:
         return f"provider {provider!r} has no policy on the ledger"
@@ -112,7 +114,7 @@ def _policy_denies(
     if terms is None:
         return f"policy {provider!r} v{v} has no data terms"
     rule = d["rules"].get("use")
-    if rule is None or not evaluate(rule, signers, view):
+    if rule is None or not evaluate(rule, signers, view, budget=budget):
         return f"policy {provider!r} v{v} does not allow this consumer (rule 'use')"
     if "*" not in terms["statistics"] and statistic not in terms["statistics"]:
         return f"policy {provider!r} v{v} does not allow statistic {statistic!r}"
@@ -135,6 +137,17 @@ def _policy_denies(
             return f"policy {provider!r}: its owner is not on the registration allow-list"
     return None
 
+
+def distinct_owners(policies: list[str]) -> int:
+    """How many distinct providers ``policies`` (ids) belong to: their owner keys (an
+    unbound id counts as its own owner). One admitted key may own several data policies;
+    it is still one provider towards any ``min_providers``."""
+    return len({policy_owner(p) or p for p in policies})
+
+
+#: Rule nodes the 'use' rules of one job's policies may visit together (a job naming
+#: thousands of policies whose rules were made costly must not stall every node).
+MAX_JOB_RULE_VISITS = 1 << 18
 
 _COMMITTEE_FIELDS = ("aggregators", "threshold")
 _COMMITTEE_PARAMS = ("aggregator_keys", "degree")
@@ -235,9 +248,12 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     escrow: dict[str, dict[str, Any]] = {}
     needed = p.get("min_providers", 1)
     registration = registration_required(view)
+    budget = [MAX_JOB_RULE_VISITS]  # every 'use' rule of the job shares it
     for prov in p["providers"]:
         d = view.get(darc_key(prov))
-        reason = _policy_denies(d, view, prov, p["statistic"], env.signers, env, cid, registration)
+        reason = _policy_denies(
+            d, view, prov, p["statistic"], env.signers, env, cid, registration, budget
+        )
         if reason is not None or d is None:
             excluded[prov] = reason or "no policy"
             continue
@@ -251,6 +267,13 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         raise LedgerError(
             f"job refused: {len(included)} providers allowed, at least {needed} required "
             f"(min providers); excluded: {excluded}"
+        )
+    owners = distinct_owners(included)
+    if owners < needed:
+        raise LedgerError(
+            f"job refused: its {len(included)} allowed policies belong to {owners} distinct "
+            f"provider keys, at least {needed} required (min providers count owners: several "
+            "policies of one key are one provider)"
         )
     total = sum(e["price"] for e in escrow.values())
     have = balance(view, tx.sender)

@@ -81,6 +81,7 @@ __all__ = [
     "lts_key",
     "read_key",
     "write_key",
+    "write_use_key",
 ]
 
 LTS_KIND = "calypso.lts"
@@ -120,6 +121,11 @@ def inputs_key(job_id: str) -> str:
 
 def read_key(read_id: str) -> str:
     return f"calypso/read/{read_id}"
+
+
+def write_use_key(write_id: str) -> str:
+    """State key recording the one job whose inputs hold offline write ``write_id``."""
+    return f"calypso/used/{write_id}"
 
 
 def inputs_root(job_id: str, manifests: Sequence[str], writes: Sequence[str]) -> str:
@@ -312,6 +318,23 @@ def inputs_quorum(job: Mapping[str, Any]) -> int:
     return min(n, 2 * t + 1)
 
 
+def _check_key_lists(p: Mapping[str, Any], n: int, kind: str) -> None:
+    """Raise LedgerError unless ``p["shares"]`` and ``p["trustees"]`` are lists of n hex
+    strings (64 characters; the trustee keys distinct)."""
+    for field_ in ("shares", "trustees"):
+        v = p[field_]
+        if (
+            not isinstance(v, list)
+            or len(v) != n
+            or not all(isinstance(k, str) and _HEX32.match(k) for k in v)
+        ):
+            raise LedgerError(
+                f"{kind}: {field_!r} must list one 64-hex-character value per trustee (n = {n})"
+            )
+    if len(set(p["trustees"])) != n:
+        raise LedgerError(f"{kind}: one distinct trustee key per trustee")
+
+
 def lts_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     p = tx.payload
     need = {"n", "t", "X", "shares", "trustees", "transcript"}
@@ -320,8 +343,7 @@ def lts_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     n, t = p["n"], p["t"]
     if not isinstance(n, int) or not isinstance(t, int) or t < 0 or n < 2 * t + 1:
         raise LedgerError(f"calypso.lts: need n >= 2t + 1, got n={n!r}, t={t!r}")
-    if len(p["shares"]) != n or len(p["trustees"]) != n or len(set(p["trustees"])) != n:
-        raise LedgerError("calypso.lts: one public share and one distinct trustee key per trustee")
+    _check_key_lists(p, n, LTS_KIND)
     _point(p["X"], "collective key X")
     for s in p["shares"]:
         _point(s, "public share")
@@ -344,14 +366,15 @@ def lts_reshare(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     need = {"id", "n", "t", "shares", "trustees", "transcript"}
     if not isinstance(p, dict) or set(p) != need:
         raise LedgerError(f"calypso.lts.reshare payload needs exactly {sorted(need)}")
+    if not isinstance(p["id"], str) or not _HEX32.match(p["id"]):
+        raise LedgerError("calypso.lts.reshare: 'id' is an LTS id (64 lowercase hex characters)")
     old = view.get(lts_key(p["id"]))
     if old is None:
         raise LedgerError(f"calypso.lts.reshare: LTS {str(p['id'])[:16]}… is not on the ledger")
     n, t = p["n"], p["t"]
     if not isinstance(n, int) or not isinstance(t, int) or t < 0 or n < 2 * t + 1:
         raise LedgerError(f"calypso.lts.reshare: need n >= 2t + 1, got n={n!r}, t={t!r}")
-    if len(p["shares"]) != n or len(p["trustees"]) != n or len(set(p["trustees"])) != n:
-        raise LedgerError("calypso.lts.reshare: one public share and one trustee key per trustee")
+    _check_key_lists(p, n, RESHARE_KIND)
     for k in p["trustees"]:
         if not isinstance(k, str) or not _HEX32.match(k):
             raise LedgerError("calypso.lts.reshare: trustee keys are hex Ed25519 keys")
@@ -438,6 +461,8 @@ def inputs_close(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     p = tx.payload
     if not isinstance(p, dict) or set(p) != {"job", "manifests", "writes"}:
         raise LedgerError("calypso.inputs payload needs exactly job, manifests, writes")
+    if not isinstance(p["job"], str) or not _HEX32.match(p["job"]):
+        raise LedgerError("calypso.inputs: 'job' is a job id (64 lowercase hex characters)")
     job = view.get(job_key(p["job"]))
     if job is None or job["status"] != "committed":
         raise LedgerError(f"calypso.inputs: job {str(p['job'])[:16]}… is not committed")
@@ -453,8 +478,15 @@ def inputs_close(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
             f"{quorum} of its {len(aggs)} aggregators (2t + 1); got {co_signed}"
         )
     mans, writes = p["manifests"], p["writes"]
-    if not isinstance(mans, list) or not isinstance(writes, list):
-        raise LedgerError("calypso.inputs: manifests and writes are lists")
+    if (
+        not isinstance(mans, list)
+        or not isinstance(writes, list)
+        or not all(isinstance(x, str) and _HEX32.match(x) for x in mans + writes)
+    ):
+        raise LedgerError(
+            "calypso.inputs: manifests and writes are lists of hashes and write ids (64 "
+            "lowercase hex characters each)"
+        )
     if len(mans) != len(writes):
         raise LedgerError(
             f"calypso.inputs: one manifest per write ({len(mans)} manifests, {len(writes)} writes)"
@@ -468,6 +500,7 @@ def inputs_close(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         hex_bytes(m, 32, "manifest hash")
     if len(set(writes)) != len(writes) or len(set(mans)) != len(mans):
         raise LedgerError("calypso.inputs: manifests and writes must be distinct")
+    claims: dict[str, Any] = {}
     for w in writes:
         entry = view.get(write_key(w)) if isinstance(w, str) and _HEX32.match(w) else None
         if entry is None:
@@ -476,15 +509,41 @@ def inputs_close(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
             check_write_for_job(w, entry, job, None, entry["lts"])
         except AccessDenied as exc:
             raise LedgerError(f"calypso.inputs: write {w[:16]}… is not usable: {exc}") from exc
+        if entry["job"] == "":
+            claims[write_use_key(w)] = _claim_offline_write(view, w, job["id"])
     return {
+        **claims,
         inputs_key(p["job"]): {
             "job": p["job"],
             "manifests": sorted(mans),
             "writes": sorted(writes),
             "root": inputs_root(p["job"], mans, writes),
             "height": env.height,
-        }
+        },
     }
+
+
+def _claim_offline_write(view: StateView, write_id: str, job_id: str) -> str:
+    """The ``calypso/used/<write>`` value for an offline write entering ``job_id``'s inputs.
+
+    An offline write's key for slot i is released to aggregator i of whichever job's
+    inputs hold it; were it usable by several jobs (under different committees the
+    policy accepts), the faulty aggregators of each would together hold more than t
+    shares of the one submission it seals. So it enters the inputs of one job only.
+
+    Raises
+    ------
+    LedgerError
+        if the write is already in another job's closed inputs.
+    """
+    used = view.get(write_use_key(write_id))
+    if used is not None and used != job_id:
+        raise LedgerError(
+            f"calypso.inputs: offline write {write_id[:16]}… is already used by job "
+            f"{str(used)[:16]}…: a write's keys go to one job's aggregators only; the "
+            "provider writes again for this job"
+        )
+    return job_id
 
 
 def read_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
