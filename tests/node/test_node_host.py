@@ -14,7 +14,7 @@ from kaires_fl.errors import ConfigError
 from kaires_fl.ledger.audit import verify_chain
 from kaires_fl.node.config import SHARE_FILE, load_group, make_group, setup_node, write_group
 from kaires_fl.node.driver import NodeCommittee
-from kaires_fl.node.host import LtsCosign, Node, NodeHello, bootstrap, dkg_session
+from kaires_fl.node.host import LtsApproval, LtsCosign, Node, NodeHello, bootstrap, dkg_session
 from kaires_fl.simulation import LocalCommittee
 from kaires_fl.transport.memory import MemoryNetwork
 
@@ -170,3 +170,53 @@ def test_node_without_the_ledger_role_is_refused(tmp_path: Path) -> None:
     group = load_group(tmp_path / "group.toml")
     with pytest.raises(ConfigError, match="without 'ledger'"):
         Node(tmp_path / "agg", group, MemoryNetwork())
+
+
+def test_lts_registered_by_n_minus_t_when_a_trustee_stays_silent(tmp_path: Path) -> None:
+    """Liveness: a trustee that finishes the DKG but never approves nor co-signs the LTS
+    (its bootstrap messages are dropped) cannot block it — after the grace period the
+    other n − t register it; the silent one still finds it and serves."""
+    d = _make(tmp_path)
+    group = load_group(d / "group.toml")
+    net = MemoryNetwork(seed=5)
+    net.add_filter(
+        lambda env: (
+            not (env.src == "trustee-3" and isinstance(env.payload, LtsApproval | LtsCosign))
+        )
+    )
+    nodes = [Node(d / f"node-{i}", group, net) for i in range(4)]
+    try:
+        assert bootstrap(net, nodes, timeout=30.0)
+        tx_signers = nodes[0].lts.trustees  # every trustee of the LTS ...
+        assert len(tx_signers) == 4
+        ((signers, _),) = nodes[0]._assembled  # ... co-signed by the three that spoke
+        assert signers == (0, 1, 2)
+        assert nodes[3].trustee_node is not None and nodes[3].lts == nodes[0].lts
+    finally:
+        for nd in nodes:
+            nd.stop()
+
+
+def test_cosignature_for_another_payload_is_refused(committee) -> None:  # type: ignore[no-untyped-def]
+    """Integrity: a trustee's valid transaction signature on a *different* LTS payload
+    (another key) is not collected: a co-signature only counts for the tx registering the
+    receiving trustee's own DKG result."""
+    from kaires_fl.ledger.tx import TX_CONTEXT, Tx
+
+    _, group, net, nodes = committee
+    target = nodes[0]
+    target.lts_saved, target.lts = target.lts, None  # as if still registering
+    try:
+        other = dict(target._lts_payload(), X="00" * 32)
+        keys = tuple(e.sign for e in target.trustee_entries)
+        tx = Tx(target.genesis.chain_id, "calypso.lts", other, keys, 1, ())
+        sig = nodes[1].keys.identity.sign(TX_CONTEXT, tx.hash)
+        before = target.refused
+        nodes[1]._trustee_ep.send(
+            "trustee-0", LtsCosign(dkg_session(group), 1, (0, 1, 2, 3), 1, sig)
+        )
+        net.run_for(0.01)
+        assert target.refused == before + 1
+        assert all(1 not in sigs or sigs[1] != sig for sigs in target.candidates.values())
+    finally:
+        target.lts = target.lts_saved
