@@ -76,6 +76,7 @@ from kaires_fl.node.config import (
     PublicEntry,
     load_node,
     load_share,
+    parse_address,
     save_share,
 )
 from kaires_fl.secret_management.contracts import LTS_KIND, TRUSTEE_REGISTRY_KEY
@@ -166,6 +167,17 @@ def group_genesis(group: Group) -> Genesis:
         time_ms=0,
         registration=group.registration,
     )
+
+
+def tcp_peers(group: Group) -> dict[str, tuple[str, int, bytes, list[str]]]:
+    """The pinned peers table of :class:`~kaires_fl.transport.tcp.TcpNetwork` for ``group``:
+    ``{node name: (host, port, Ed25519 key, the node's service addresses)}``. Build a
+    node's network with ``TcpNetwork(keys.identity, parse_address(entry.address),
+    tcp_peers(group), group=bytes.fromhex(group.id))``."""
+    return {
+        e.name: (*parse_address(e.address), bytes.fromhex(e.sign), group.node_addresses(e.sign))
+        for e in group.nodes
+    }
 
 
 def dkg_session(group: Group) -> bytes:
