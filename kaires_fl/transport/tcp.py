@@ -207,7 +207,7 @@ class Reactor:
                 wait = deadline - now
                 if timers:
                     wait = min(wait, timers[0][0] - now)
-                self._cond.wait(min(wait, 3600.0))
+                self._cond.wait(min(wait, 0.25))  # re-check predicates on other state
 
     def run_until(self, done: Callable[[], bool], timeout: float = 60.0) -> bool:
         """Run events until ``done()`` holds; False if ``timeout`` real seconds pass first."""
@@ -245,6 +245,10 @@ class Reactor:
         self._thread.join(timeout=5.0)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+def _nothing() -> None:
+    """A wake-up of the driving thread."""
 
 
 class _Sized:
@@ -352,7 +356,7 @@ class _Link:
 
     def enqueue(self, frame: bytes) -> None:  # on the I/O loop
         if len(self.queue) >= self.net.queue_limit:
-            self.net.stats["dropped_queue_full"] += 1
+            self.net._count("dropped_queue_full")
             if not self.dropping:
                 self.dropping = True
                 log.warning(
@@ -374,7 +378,6 @@ class _Link:
             try:
                 conn = await asyncio.wait_for(net._dial(peer), net.handshake_timeout)
             except (TimeoutError, OSError, HandshakeError, asyncio.IncompleteReadError) as exc:
-                net.stats["connect_failures"] += 1
                 wait = min(delay * (0.5 + random.random()), net.backoff[1])
                 log.info(
                     "cannot reach %s at %s:%d (%s); retry in %.2f s",
@@ -384,6 +387,7 @@ class _Link:
                     type(exc).__name__ if not str(exc) else exc,
                     wait,
                 )
+                net._count("connect_failures")
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, net.backoff[1])
                 continue
@@ -617,11 +621,11 @@ class TcpNetwork:
             conn = self._clients.get(dst.split("/", 1)[0])
             if conn is not None and conn.alive:
                 if conn.writer.transport.get_write_buffer_size() > self.CLIENT_BUFFER_BYTES:
-                    self.stats["dropped_queue_full"] += 1
+                    self._count("dropped_queue_full")
                     return
                 conn.write(frame)
                 return
-        self.stats["unroutable"] += 1
+        self._count("unroutable")
 
     def _deliver(self, ep: TcpEndpoint, src: str, payload: Any) -> None:  # driving thread
         h = ep.handler
@@ -634,6 +638,11 @@ class TcpNetwork:
         except Exception:
             self.stats["handler_errors"] += 1
             log.warning("handler of %s raised on a message from %s", ep.address, src, exc_info=True)
+
+    def _count(self, key: str) -> None:
+        """Count an I/O event and wake the driving thread (a predicate may watch stats)."""
+        self.stats[key] += 1
+        self.reactor.post(_nothing)
 
     # -- connections (I/O loop) --------------------------------------------------------------
     async def _listen(self, host: str, port: int) -> int:
@@ -685,7 +694,7 @@ class TcpNetwork:
             raise
         conn = _Conn(self, writer, session, peer.name, pub)
         self._conns.add(conn)
-        self.stats["connections_out"] += 1
+        self._count("connections_out")
         log.info("connected to %s at %s:%d", peer.name, peer.host, peer.port)
         asyncio.get_running_loop().create_task(self._read(conn, reader))
         return conn
@@ -723,13 +732,13 @@ class TcpNetwork:
                 self._respond(reader, writer), self.handshake_timeout
             )
         except (TimeoutError, HandshakeError, asyncio.IncompleteReadError, OSError) as exc:
-            self.stats["handshake_refused"] += 1
             log.warning("refused connection from %s: %s", where, exc or type(exc).__name__)
+            self._count("handshake_refused")
             writer.close()
             return
         conn = _Conn(self, writer, session, who, pub)
         self._conns.add(conn)
-        self.stats["connections_in"] += 1
+        self._count("connections_in")
         if conn.is_client:
             old = self._clients.get(who)
             if old is not None:
@@ -756,13 +765,13 @@ class TcpNetwork:
                     ) from None
                 src, dst, body = wire.decode_frame(frame)
                 if not conn.may_send_from(src):
-                    self.stats["spoofed"] += 1
                     log.warning("dropped a frame from %s claiming src %r", conn.who, src)
+                    self._count("spoofed")
                     continue
                 ep = self.endpoints.get(dst)
                 if ep is None:
-                    self.stats["unroutable"] += 1
                     log.info("dropped a frame from %s to unknown local address %r", conn.who, dst)
+                    self._count("unroutable")
                     continue
                 while reactor.backlog > reactor.MAX_BACKLOG_BYTES and conn.alive:
                     await asyncio.sleep(0.005)
@@ -770,8 +779,8 @@ class TcpNetwork:
         except asyncio.IncompleteReadError:
             log.info("connection with %s closed", conn.who)
         except EncodingError as exc:
-            self.stats["bad_frames"] += 1
             log.warning("closed connection with %s: bad frame: %s", conn.who, exc)
+            self._count("bad_frames")
         except (ConnectionError, OSError) as exc:
             log.info("connection with %s lost: %s", conn.who, exc)
         finally:
