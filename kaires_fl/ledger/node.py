@@ -57,7 +57,7 @@ from kaires_fl.ledger.contracts import (
     counter_key,
     execute_tx,
 )
-from kaires_fl.ledger.encoding import canonical
+from kaires_fl.ledger.encoding import MAX_RECORD_BYTES, canonical
 from kaires_fl.ledger.merkle import merkle_root
 from kaires_fl.ledger.state import State, StateView
 from kaires_fl.ledger.store import Store
@@ -109,12 +109,20 @@ _REASON_ROOM = 24 * MAX_REASON_CHARS + 1024
 def block_byte_limit(config: LedgerConfig, quorum: int) -> int:
     """Largest canonical block record (bytes) a node builds or prepares.
 
-    ``min(config.max_block_bytes, MAX_MESSAGE_BYTES // (quorum + 2))``: a new-view
-    proposal carries its block and up to ``quorum`` view changes, each with at most one
-    prepared block, and must still decode as one wire message (else no follower could
-    read it and the chain would stall at that height).
+    ``min(config.max_block_bytes, MAX_MESSAGE_BYTES // (quorum + 2), MAX_RECORD_BYTES //
+    2)``: a new-view proposal carries its block and up to ``quorum`` view changes, each
+    with at most one prepared block, and must still decode as one wire message; a stored
+    block record (block and certificate) must decode as one ledger record. Otherwise no
+    follower could read the block and the chain would stall at that height.
     """
-    return max(1, min(int(config.max_block_bytes), schema.MAX_MESSAGE_BYTES // (quorum + 2)))
+    return max(
+        1,
+        min(
+            int(config.max_block_bytes),
+            schema.MAX_MESSAGE_BYTES // (quorum + 2),
+            MAX_RECORD_BYTES // 2,
+        ),
+    )
 
 
 def tx_record_bytes(tx: Tx, reason: str = "") -> int:

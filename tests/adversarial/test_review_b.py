@@ -268,3 +268,27 @@ def test_no_block_is_decoded_for_an_unsigned_or_oversized_proposal(
     alice = ident("review-b-alice")
     assert c.execute(alice, "darc.create", {"id": "a", "rules": {"_evolve": rule(alice)}}).result.ok
     L.close()
+
+
+def test_many_megabyte_transactions_cannot_stall_the_ledger_in_process() -> None:
+    """Robustness (liveness of the ledger, no wire needed): 70 fresh keys each gossip a
+    transaction of about 1 MiB (within ``MAX_TX_BYTES``). Before, the leader packed them
+    into one block of more than 64 MiB, a record no follower can decode
+    (``MAX_RECORD_BYTES``): no prepare, a view change, the next leader built the same
+    block — the ledger never committed again. Blocks are now cut at
+    :func:`block_byte_limit`; every transaction commits and so does the next one."""
+    L = LocalLedger(4, config=FAST, state=committee_state())
+    c = L.client()
+    pad = "p" * (2**20 - 2048)
+    big = []
+    for k in range(70):
+        who = ident(f"review-b-mb-{k}")
+        big.append(c.sign(who, "darc.create", {"id": f"mb{k}", "pad": pad}))
+    ids = [c.submit_many([tx])[0] for tx in big]
+    alice = ident("review-b-alice")
+    ids.append(
+        c.submit(c.sign(alice, "darc.create", {"id": "a", "rules": {"_evolve": rule(alice)}}))
+    )
+    done = c.wait(ids, timeout=120.0, proof=False)
+    assert done[-1].result.ok
+    L.close()
