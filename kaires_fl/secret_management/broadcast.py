@@ -20,10 +20,10 @@ The protocol (Dolev–Strong 1983), per instance (slot, sender), in t + 1 sub-ro
 
 * the sender signs the statement (session, slot, sender, SHA-256(payload)) and sends
   the payload with that one-signature *chain* to everyone;
-* a trustee that receives, during sub-round k (0-based), a payload whose chain holds at
-  least k + 1 valid signatures of distinct trustees, the sender's among them, *accepts* it
-  (if it had accepted fewer than two distinct payloads of this instance), and — if k < t —
-  appends its own signature and relays it to everyone at once;
+* a trustee that receives, during sub-round k (0-based), a payload whose chain starts
+  with k + 1 valid signatures of distinct trustees, the sender's first, *accepts* it (if it
+  had accepted fewer than two distinct payloads of this instance), and — if k < t —
+  appends its own signature to those k + 1 and relays it to everyone at once;
 * at the end of sub-round t it decides: no accepted payload → **silent**; one →
   **delivered**; two or more → **equivocated** (two payloads signed by the sender are the
   proof; the sender is named faulty).
@@ -188,7 +188,6 @@ class SignedEchoBroadcast:
         # (slot, sender) -> digest -> payload, in acceptance order (at most two kept)
         self._accepted: dict[tuple[int, int], dict[bytes, bytes]] = {}
         self._decided: set[int] = set()
-        self._verified: set[tuple[int, bytes, bytes]] = set()
         self.rejected = 0
 
     # schedule ---------------------------------------------------------------------------
@@ -245,7 +244,9 @@ class SignedEchoBroadcast:
         """Process one relay (schema-valid); returns whether it was accepted.
 
         Invalid relays (another session, an unknown slot or sender, a short or forged chain,
-        a chain that repeats a signer) are counted in :attr:`rejected` and change nothing.
+        a chain that repeats a signer) are counted in :attr:`rejected` and change nothing. A
+        payload already accepted (or a third one) is ignored before any signature check, so
+        each trustee verifies each accepted payload's chain once.
         """
         slot, sender, chain = relay.slot, relay.sender, relay.chain
         if relay.session != self.session or not 1 <= slot <= self.slots or not 0 <= sender < self.n:
@@ -259,29 +260,26 @@ class SignedEchoBroadcast:
         digest = hashlib.sha256(relay.payload).digest()
         if got is not None and (digest in got or len(got) >= 2):
             return False  # nothing new to learn (an honest echo of what we hold)
-        signers = [w.signer for w in chain]
+        # k + 1 distinct valid signatures, the sender's first, are what sub-round k needs;
+        # anything after them is neither checked nor forwarded.
+        prefix = chain[: k + 1]
+        signers = [w.signer for w in prefix]
         if (
-            len(chain) < k + 1
-            or len(chain) > self.t + 1
-            or chain[0].signer != sender
+            len(prefix) < k + 1
+            or signers[0] != sender
             or len(set(signers)) != len(signers)
             or any(s >= self.n for s in signers)
         ):
             self.rejected += 1
             return False
         stmt = statement(self.session, slot, sender, digest)
-        tags = [(w.signer, stmt, w.signature) for w in chain]
-        for tag in tags:
-            signer, _, sig = tag
-            if tag not in self._verified and not is_valid(
-                self.keys[signer], BROADCAST_CONTEXT, stmt, sig
-            ):
+        for w in prefix:
+            if not is_valid(self.keys[w.signer], BROADCAST_CONTEXT, stmt, w.signature):
                 self.rejected += 1
                 return False
-        self._verified.update(tags)  # only whole valid chains: bounded by accepted payloads
         self._accepted.setdefault(key, {})[digest] = relay.payload
         if k < self.t and self.index not in signers:
-            chain2 = (*chain, self._witness(slot, sender, digest))
+            chain2 = (*prefix, self._witness(slot, sender, digest))
             self.send_all(msgspec.structs.replace(relay, chain=chain2))
         return True
 

@@ -279,13 +279,22 @@ def test_broadcast_unit_decisions_and_limits():
         _relay([(1, ps[1].identity)], b"other", 1, 1, b"A"),  # another session
         _relay([(1, ps[1].identity)], b"u", 3, 1, b"A"),  # beyond the session's slots
         _relay([(2, ps[2].identity)], b"u", 1, 1, b"A"),  # chain does not start at the sender
-        _relay([(1, ps[1].identity), (1, ps[1].identity)], b"u", 2, 1, b"A"),  # repeated
         _relay([(1, ps[2].identity)], b"u", 2, 1, b"A"),  # forged: wrong key
     ):
         assert not rb[2].on_relay(bad)
-    assert rb[2].rejected == 5
+    assert rb[2].rejected == 4
     clock[0] = 1.5  # sub-round 1 of slot 1: one signature is not enough
     assert not rb[2].on_relay(_relay([(1, ps[1].identity)], b"u", 1, 1, b"D"))
+    clock[0] = 3.5  # sub-round 1 of slot 2: two distinct signers needed, the sender first
+    twice = _relay([(1, ps[1].identity), (1, ps[1].identity)], b"u", 2, 1, b"E")
+    swapped = _relay([(0, ps[0].identity), (1, ps[1].identity)], b"u", 2, 1, b"E")
+    assert not rb[2].on_relay(twice) and not rb[2].on_relay(swapped)
+    assert rb[2].rejected == 7
+    long = _relay([(1, ps[1].identity), (0, ps[0].identity)], b"u", 2, 1, b"E")
+    long = Relay(long.session, 2, 1, b"E", (*long.chain, Witness(2, b"junk")))
+    sent_before = len(out)
+    assert rb[2].on_relay(long)  # the two it needs verify; the rest is ignored
+    assert len(out) == sent_before  # accepted in the last sub-round (k = t): not relayed
     out1 = rb[0].decide(1)
     assert isinstance(out1[1], Equivocation) and out1[0] is None and out1[2] is None
     assert "equivocated in broadcast round 1" in out1[1].reason
