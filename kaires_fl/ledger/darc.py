@@ -393,6 +393,34 @@ def _check_rules(rules: Any) -> None:
         parse_expr(r)
 
 
+def _references(tree: Expr) -> set[str]:
+    """The policy ids a parsed expression delegates to (``darc:<id>``)."""
+    if tree[0] == "darc":
+        return {tree[1]}
+    if tree[0] in ("or", "and"):
+        return set().union(*(_references(e) for e in tree[1:]))
+    if tree[0] == "thr":
+        return set().union(*(_references(e) for e in tree[2:]))
+    return set()
+
+
+def _check_references(rules: Mapping[str, str], darc_id: str, view: StateView) -> None:
+    """Raise LedgerError if a rule delegates to a policy that is not on the ledger.
+
+    A ``darc:<id>`` naming no policy yet could be created by anyone, with a ``_sign`` rule
+    of their choosing: the first to create it would satisfy every rule delegating to it
+    (squatting a group's id). So a rule may only name existing policies (or its own).
+    """
+    for r in rules.values():
+        for ref in sorted(_references(parse_expr(r))):
+            if ref != darc_id and view.get(darc_key(ref)) is None:
+                raise LedgerError(
+                    f"policy {darc_id[:40]!r}: rule delegates to darc:{ref[:40]}, which is not "
+                    "on the ledger (anyone could create it and satisfy the rule); create that "
+                    "policy first"
+                )
+
+
 def _entry(darc_id: str, version: int, payload: Mapping[str, Any], env: TxEnv) -> dict[str, Any]:
     return {
         "id": darc_id,
@@ -443,6 +471,7 @@ def darc_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     if view.get(darc_key(darc_id)) is not None:
         raise LedgerError(f"policy {darc_id!r} already exists: evolve it instead")
     _check_rules(p["rules"])
+    _check_references(p["rules"], darc_id, view)
     check_terms(p.get("terms"))
     _check_owner(darc_id, p.get("terms"), view, env)
     if not evaluate(p["rules"]["_evolve"], env.signers, view):
@@ -467,6 +496,7 @@ def darc_evolve(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
             f"policy {darc_id!r}: new version must be {old['version'] + 1}, got {p['version']}"
         )
     _check_rules(p["rules"])
+    _check_references(p["rules"], darc_id, view)
     check_terms(p.get("terms"))
     _check_owner(darc_id, p.get("terms"), view, env, old.get("terms"))
     return {darc_key(darc_id): _entry(darc_id, p["version"], p, env)}

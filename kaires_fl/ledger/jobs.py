@@ -51,7 +51,13 @@ from kaires_fl.ledger.committees import get_committee
 from kaires_fl.ledger.contracts import TxEnv
 from kaires_fl.ledger.darc import darc_key, evaluate, policy_owner
 from kaires_fl.ledger.encoding import canonical, hex_bytes
-from kaires_fl.ledger.identities import CONSUMER, PROVIDER, check_registered, registration_required
+from kaires_fl.ledger.identities import (
+    CONSUMER,
+    PROVIDER,
+    check_registered,
+    ident_key,
+    registration_required,
+)
 from kaires_fl.ledger.state import StateView
 from kaires_fl.ledger.tx import Tx
 
@@ -136,6 +142,19 @@ def _policy_denies(
         except LedgerError:
             return f"policy {provider!r}: its owner is not on the registration allow-list"
     return None
+
+
+def consumer_signers(
+    view: StateView, signers: tuple[str, ...], registration: bool
+) -> tuple[str, ...]:
+    """The signers of a ``job.create`` that count towards the policies' ``use`` rules.
+
+    With the allow-list on, only admitted consumers: a consumer removed from it (or never
+    admitted) must not keep authorising jobs by co-signing another consumer's.
+    """
+    if not registration:
+        return signers
+    return tuple(s for s in signers if view.get(ident_key(CONSUMER, s)) is not None)
 
 
 def distinct_owners(policies: list[str]) -> int:
@@ -249,10 +268,11 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     needed = p.get("min_providers", 1)
     registration = registration_required(view)
     budget = [MAX_JOB_RULE_VISITS]  # every 'use' rule of the job shares it
+    signers = consumer_signers(view, env.signers, registration)
     for prov in p["providers"]:
         d = view.get(darc_key(prov))
         reason = _policy_denies(
-            d, view, prov, p["statistic"], env.signers, env, cid, registration, budget
+            d, view, prov, p["statistic"], signers, env, cid, registration, budget
         )
         if reason is not None or d is None:
             excluded[prov] = reason or "no policy"

@@ -353,3 +353,69 @@ def test_rule_evaluation_beyond_its_budget_is_a_typed_refusal():
     assert evaluate(small, ("ab" * 32,), StateView(State())) is False
     with pytest.raises(LedgerError, match="budget"):
         evaluate(small, ("ab" * 32,), StateView(State()), budget=[50])
+
+
+def test_a_rule_cannot_delegate_to_a_policy_id_anyone_could_still_create():
+    """Access control: a provider whose 'use' rule delegates to a group not created yet
+    (``darc:partners``) handed its data to whoever created that id first, with a '_sign'
+    rule of their own. A rule may now only delegate to policies on the ledger; once the
+    group exists, nobody else can take its id."""
+    w = make_world(seed=75)
+    alice = w.providers["alice"]
+    squatter = ident("outsider", "squatter")
+    pid = bound_policy_id("grouped", alice.public.hex())
+    rules = {"_evolve": f"ed25519:{alice.public.hex()}", "use": "darc:partners"}
+    terms = data_terms(alice.public.hex(), min_providers=1, committees=[w.committee_id])
+    with pytest.raises(LedgerError, match="not on the ledger"):
+        w.client.execute(alice, "darc.create", {"id": pid, "rules": rules, "terms": terms})
+    # the group first, governed by alice, naming the consumer; then the delegating policy
+    group = {
+        "_evolve": f"ed25519:{alice.public.hex()}",
+        "_sign": f"ed25519:{w.consumer.public.hex()}",
+    }
+    w.client.execute(alice, "darc.create", {"id": "partners", "rules": group})
+    w.client.execute(alice, "darc.create", {"id": pid, "rules": rules, "terms": terms})
+    with pytest.raises(LedgerError, match="already exists"):
+        w.client.execute(
+            squatter,
+            "darc.create",
+            {"id": "partners", "rules": {"_evolve": f"ed25519:{squatter.public.hex()}"}},
+        )
+    job = _job(w, [pid], w.committee_id)
+    assert w.client.get(f"job/{job}")["providers"] == [pid]
+
+
+def test_a_removed_consumer_cannot_authorise_jobs_by_co_signing():
+    """Access control (allow-list): with the registration allow-list on, a consumer the
+    roster removed kept authorising jobs: another admitted consumer, with no grant of its
+    own, sent job.create with it as co-signer and the policies' 'use' rules counted the
+    co-signer. Only admitted consumers among the signers count now."""
+    from kaires_fl.ledger import LedgerConfig, LocalLedger
+
+    alice, granted, other = ident("ra", "alice"), ident("ra", "granted"), ident("ra", "other")
+    L = LocalLedger(4, config=LedgerConfig(view_timeout=0.05), registration=True)
+    try:
+        c = L.client()
+        aggs = [ident("ra", "agg", str(i)) for i in range(4)]
+        boxes = [EnvelopeKeyPair.from_seed(H(b"ra-box", bytes([i]))) for i in range(4)]
+        members = list(zip(aggs, boxes, strict=True))
+        c.execute(aggs[0], "committee.register", register_payload(c.chain, members, 1), aggs[1:])
+        cid = committee_id([a.public.hex() for a in aggs], [b.public.hex() for b in boxes], 1)
+        L.admit("provider", [alice.public.hex()])
+        L.admit("consumer", [granted.public.hex(), other.public.hex()])
+        pid = bound_policy_id("records", alice.public.hex())
+        rules = {
+            "_evolve": f"ed25519:{alice.public.hex()}",
+            "use": f"ed25519:{granted.public.hex()}",
+        }
+        terms = data_terms(alice.public.hex(), min_providers=1, committees=[cid])
+        c.execute(alice, "darc.create", {"id": pid, "rules": rules, "terms": terms})
+        payload = job_payload("count", [pid], cid, "cd" * 32)
+        # while admitted, the granted consumer may co-sign (its consent): the job includes alice
+        ok = c.execute(other, "job.create", payload, cosigners=[granted]).tx_id
+        assert c.get(f"job/{ok}")["providers"] == [pid]
+        L.admit("consumer", [granted.public.hex()], admit=False)
+        with pytest.raises(LedgerError, match="does not allow this consumer"):
+            c.execute(other, "job.create", payload, cosigners=[granted])
+    finally:
+        L.close()
