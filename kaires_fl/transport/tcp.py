@@ -349,23 +349,29 @@ class _Link:
         self.net = net
         self.peer = peer
         self.queue: collections.deque[bytes] = collections.deque()
+        self.queued_bytes = 0
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.conn: _Conn | None = None
         self.dropping = False
 
     def enqueue(self, frame: bytes) -> None:  # on the I/O loop
-        if len(self.queue) >= self.net.queue_limit:
+        if (
+            len(self.queue) >= self.net.queue_limit
+            or self.queued_bytes + len(frame) > self.net.queue_bytes
+        ):
             self.net._count("dropped_queue_full")
             if not self.dropping:
                 self.dropping = True
                 log.warning(
-                    "queue to %s full (%d frames): dropping new messages until it drains",
+                    "queue to %s full (%d frames, %d bytes): dropping new messages until it drains",
                     self.peer.name,
                     len(self.queue),
+                    self.queued_bytes,
                 )
             return
         self.queue.append(frame)
+        self.queued_bytes += len(frame)
         self.wake.set()
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self.run())
@@ -396,7 +402,9 @@ class _Link:
             try:
                 while conn.alive and not net.closed:
                     while self.queue and conn.alive:
-                        conn.write(self.queue.popleft())
+                        frame = self.queue.popleft()
+                        self.queued_bytes -= len(frame)
+                        conn.write(frame)
                         if conn.writer.transport.get_write_buffer_size() > 4 * 2**20:
                             await conn.writer.drain()
                     self.dropping = False
@@ -449,6 +457,17 @@ class TcpNetwork:
         The chain/committee id both ends must share (bound into the handshake).
     accept_clients:
         Whether an unknown key may connect as a client.
+    queue_limit, queue_bytes:
+        Bounds of the outgoing queue to each peer (frames, bytes); beyond, new messages
+        to that peer are dropped (``stats["dropped_queue_full"]``).
+    handshake_timeout:
+        Seconds a connection may take to authenticate (both directions).
+    max_pending:
+        Connections allowed to be in their handshake at once; more are closed at once
+        (``stats["handshake_refused"]``).
+    backoff:
+        ``(first, largest)`` delay in seconds between attempts to reach a peer (doubling,
+        with ±50 % jitter).
     reactor:
         Share another network's reactor (several identities in one process).
 
@@ -472,6 +491,8 @@ class TcpNetwork:
         accept_clients: bool = False,
         reactor: Reactor | None = None,
         queue_limit: int = 4096,
+        queue_bytes: int = 512 * 2**20,
+        max_pending: int = 64,
         handshake_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.05, 5.0),
     ) -> None:
@@ -479,6 +500,9 @@ class TcpNetwork:
         self.group = H(b"kaires/net/group", group)
         self.accept_clients = accept_clients
         self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes
+        self.max_pending = max_pending
+        self._pending = 0
         self.handshake_timeout = handshake_timeout
         self.backoff = backoff
         self.set_peers(peers or {})
@@ -727,6 +751,14 @@ class TcpNetwork:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         where = writer.get_extra_info("peername")
+        if self._pending >= self.max_pending:
+            log.warning(
+                "refused connection from %s: %d handshakes already pending", where, self._pending
+            )
+            self._count("handshake_refused")
+            writer.close()
+            return
+        self._pending += 1
         try:
             who, pub, session = await asyncio.wait_for(
                 self._respond(reader, writer), self.handshake_timeout
@@ -736,6 +768,8 @@ class TcpNetwork:
             self._count("handshake_refused")
             writer.close()
             return
+        finally:
+            self._pending -= 1
         conn = _Conn(self, writer, session, who, pub)
         self._conns.add(conn)
         self._count("connections_in")

@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kaires_fl import wire
 from kaires_fl.aggregation.job import ReceiptDraft
@@ -364,3 +366,75 @@ def test_ledger_over_tcp_commits_client_transactions():
         if client is not None:
             client.close()
         close(nets)
+
+
+def test_send_never_raises_and_full_queue_drops(caplog):
+    """Backpressure: messages to an unreachable peer queue up to the bound, then are dropped
+    and counted; send never raises."""
+    caplog.set_level(logging.INFO, logger="kaires.net")
+    with network(["a", "b"], queue_limit=5) as nets:
+        nets["b"].close()
+        ea = nets["a"].endpoint("a-addr")
+        for i in range(20):
+            ea.send("b-addr", Status(i, 0))
+        ea.send("nowhere", Status(1, 0))
+        ea.send("b-addr", {"not": "a message"})  # not encodable: dropped, logged
+        _wait(nets["a"], "dropped_queue_full", 15)
+        _wait(nets["a"], "unroutable")
+        assert nets["a"].stats["unencodable"] == 1
+        assert "queue to b full" in caplog.text and "not sent" in caplog.text
+
+
+def test_silent_connection_times_out(caplog):
+    """Robustness: a connection that never completes its handshake is closed after the
+    handshake timeout; one over the pending bound is refused at once."""
+    caplog.set_level(logging.INFO, logger="kaires.net")
+    with network(["a", "b"], handshake_timeout=0.3, max_pending=2) as nets:
+        socks = [
+            socket.create_connection(("127.0.0.1", nets["a"].port), timeout=5) for _ in range(3)
+        ]
+        try:
+            _wait(nets["a"], "handshake_refused", 3)
+            assert "handshakes already pending" in caplog.text
+        finally:
+            for s in socks:
+                s.close()
+        check_still_serves(nets)
+
+
+def test_client_cannot_relay_through_a_node():
+    """Authentication: a client may only reach the node's own addresses, not relay to others."""
+    with network(["a", "b"], accept_clients=True) as nets:
+        got = inbox(nets["b"], "b-addr")
+        client = TcpNetwork(
+            ident("client"),
+            None,
+            nets["a"].peers,
+            group=b"test-group",
+            reactor=nets["a"].reactor,
+            **FAST,
+        )
+        try:
+            cconn = client.reactor.submit(client._dial(client.peers["a"]), timeout=DEADLINE)
+            frame = wire.encode_frame(
+                client_address(ident("client").public), "b-addr", Status(1, 1)
+            )
+            client.reactor.loop.call_soon_threadsafe(cconn.write, frame)
+            _wait(nets["a"], "unroutable")
+            nets["a"].run_for(0.1)
+            assert not got
+        finally:
+            client.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(min_size=1, max_size=400))
+def test_fuzz_handshake_bytes(data):
+    """Robustness: arbitrary bytes in place of a handshake are refused; the port keeps
+    serving."""
+    with network(["a", "b"], handshake_timeout=0.5) as nets:
+        with socket.create_connection(("127.0.0.1", nets["a"].port), timeout=5) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            _wait(nets["a"], "handshake_refused")
+        check_still_serves(nets)
