@@ -316,6 +316,8 @@ class Node:
         self.name = entry.name
         self.tick, self.grace, self.dkg_round_time = tick, grace, dkg_round_time
         self.start_delay = 4 * tick if start_delay is None else start_delay
+        #: Seconds before an incomplete LTS signer set is given up (see _retry_lts).
+        self.lts_retry = max(20 * tick, 4 * grace)
         self.genesis = group_genesis(group)
         self.session = dkg_session(group)
         self.trustee_entries = group.with_role("trustee")
@@ -360,7 +362,8 @@ class Node:
         self.dkg_start_at: float | None = None
         self.approvals: dict[int, bytes] = {}
         self._first_approval: float | None = None
-        self._decided = False
+        self._decided: tuple[tuple[int, ...], int, float] | None = None  # (S, counter, when)
+        self._suspects: set[int] = set()  # signers that left an earlier set unsigned
         self.candidates: dict[tuple[tuple[int, ...], int], dict[int, bytes]] = {}
         self._assembled: dict[tuple[tuple[int, ...], int], Tx] = {}
         self.refused = 0  # peer messages dropped at this node's own boundary
@@ -536,21 +539,42 @@ class Node:
             self._maybe_decide()
 
     def _maybe_decide(self) -> None:
-        if self._decided or self.result is None or self.lts is not None:
+        if self._decided is not None or self.result is None or self.lts is not None:
             return
         mine = self._digest()
-        agree = tuple(sorted(i for i, d in self.approvals.items() if d == mine))
         n, t = len(self.trustee_entries), self.group.trustee_threshold
+        agree = tuple(sorted(i for i, d in self.approvals.items() if d == mine))
+        trusted = tuple(i for i in agree if i not in self._suspects)
+        if len(trusted) >= n - t:
+            agree = trusted
         waited = (
             self._first_approval is not None
             and self._trustee_ep.now() - self._first_approval >= self.grace
         )
         if len(agree) < n and not (waited and len(agree) >= n - t):
             return
-        self._decided = True
         first = self.trustee_entries[agree[0]].sign
         counter = int(self.ledger_node.state.get(counter_key(first)) or 0) + 1
+        self._decided = (agree, counter, self._trustee_ep.now())
         self._cosign(agree, counter)
+
+    def _retry_lts(self) -> None:
+        """Liveness: a decided signer set that has not committed after :attr:`lts_retry`
+        seconds (a member approved, then never co-signed) is dropped; its silent members
+        become suspects, left out of the next set if n − t others approve."""
+        if self._decided is None:
+            return
+        signers, counter, when = self._decided
+        if self._trustee_ep.now() - when < self.lts_retry:
+            return
+        got = self.candidates.get((signers, counter), {})
+        self._suspects |= {i for i in signers if i not in got}
+        self._event(
+            f"LTS set {list(signers)} incomplete; retrying without {sorted(self._suspects)}"
+        )
+        self._decided = None
+        self.approvals.clear()
+        self._first_approval = None
 
     def _cosign(self, signers: tuple[int, ...], counter: int) -> None:
         assert self.trustee_index is not None
@@ -613,6 +637,7 @@ class Node:
             _APPROVAL_CONTEXT,
         )
         self._trustee_ep.broadcast(self.trustee_addresses, approval)
+        self._retry_lts()
         self._maybe_decide()
         if self._assembled:
             self.client.submit_many(list(self._assembled.values()))

@@ -220,3 +220,24 @@ def test_cosignature_for_another_payload_is_refused(committee) -> None:  # type:
         assert all(1 not in sigs or sigs[1] != sig for sigs in target.candidates.values())
     finally:
         target.lts = target.lts_saved
+
+
+def test_lts_retried_without_a_trustee_that_approves_but_never_cosigns(tmp_path: Path) -> None:
+    """Liveness: a trustee that approves (so the first signer set includes it) but whose
+    co-signatures never arrive cannot block the LTS: the incomplete set is given up and
+    the n − t others register it."""
+    d = _make(tmp_path)
+    group = load_group(d / "group.toml")
+    net = MemoryNetwork(seed=6)
+    net.add_filter(
+        lambda env: not (isinstance(env.payload, LtsCosign) and "trustee-3" in (env.src, env.dst))
+    )
+    nodes = [Node(d / f"node-{i}", group, net) for i in range(4)]
+    try:
+        assert bootstrap(net, nodes, timeout=30.0)
+        assert nodes[0]._suspects == {3}
+        assert [s for s, _ in nodes[0]._assembled] == [(0, 1, 2)]
+        assert all(nd.lts == nodes[0].lts for nd in nodes) and nodes[3].trustee_node
+    finally:
+        for nd in nodes:
+            nd.stop()
