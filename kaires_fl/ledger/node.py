@@ -167,6 +167,7 @@ class LedgerNode:
         self.t = transport
         self.store = store
         self.peers = list(peers)
+        self._peer_set = frozenset(self.peers)
         self.registry = registry or DEFAULT_REGISTRY
         self.config = config or LedgerConfig()
         self.n = genesis.n
@@ -863,6 +864,13 @@ class LedgerNode:
         self._status_timer = self.t.call_later(self.config.status_interval, self._heartbeat)
 
     def _request_sync(self, dst: str | None) -> None:
+        """Ask ``dst`` (a roster peer that seems ahead) or, if None or not a roster
+        address, every peer for the blocks after this node's height (rate limited).
+        Unauthenticated heartbeats from anyone may trigger a request, but only roster
+        nodes receive it: an outsider claiming a huge height cannot take the requests
+        and answer none."""
+        if dst is not None and dst not in self._peer_set:
+            dst = None
         now = self.t.now()
         if now - self._last_sync < min(self.config.view_timeout / 4, 0.05):
             return

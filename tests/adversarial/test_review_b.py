@@ -292,3 +292,42 @@ def test_many_megabyte_transactions_cannot_stall_the_ledger_in_process() -> None
     done = c.wait(ids, timeout=120.0, proof=False)
     assert done[-1].result.ok
     L.close()
+
+
+def test_an_outsider_cannot_capture_a_lagging_nodes_catch_up() -> None:
+    """Robustness (liveness of catch-up): a node that fell behind asks for the blocks it
+    missed. Before, it sent that request to whoever claimed to be ahead — an outsider
+    spamming unauthenticated ``Status`` heartbeats with a huge height took (nearly) every
+    request, answered none, and the node never caught up. A request triggered by an
+    address outside the roster now goes to the roster; the node catches up."""
+    from kaires_fl.ledger.consensus import Status
+
+    L = LocalLedger(4, config=FAST, state=committee_state())
+    c = L.client()
+    lag = L.nodes[3]
+    assert lag is not None
+    L.network.partition([*L.addresses[:3], c.endpoint.address], [L.addresses[3], "mallory"])
+    for k in range(5):
+        who = ident(f"review-b-lag-{k}")
+        assert c.execute(who, "darc.create", {"id": f"l{k}", "rules": {"_evolve": rule(who)}})
+    top = max(nd.height for nd in L.live_nodes())
+    assert lag.height < top
+    mallory = L.network.endpoint("mallory")
+
+    def spam() -> None:
+        mallory.send(L.addresses[3], Status(10**9, 0))
+        L.network.schedule(0.001, spam)
+
+    asked: list[str] = []
+
+    def watch(env) -> bool:  # type: ignore[no-untyped-def]
+        if type(env.payload).__name__ == "SyncRequest" and env.src == L.addresses[3]:
+            asked.append(env.dst)
+        return True
+
+    L.network.add_filter(watch)
+    spam()
+    L.network.heal()
+    assert L.network.run_until(lambda: lag.height >= top, 5.0)
+    assert asked and "mallory" not in asked
+    L.close()
