@@ -34,7 +34,9 @@ Bootstrap, driven only by messages and the node's own keys (:meth:`Node._tick` e
    next counter, signs that transaction and broadcasts the signature
    (:class:`LtsCosign`); a trustee in S countersigns any such set that registers exactly
    its own DKG result. Whoever holds every signature of a set submits the transaction.
-   Two sets may both commit: every node uses the earliest matching LTS entry.
+   A set still incomplete after ``lts_retry`` seconds is given up, its silent members
+   left out of the next one (:meth:`Node._retry_lts`). Two sets may both commit: every
+   node uses the earliest matching LTS entry.
 
 Readiness (:attr:`Node.ready`): genesis in the store, the aggregation committee in the
 state, the LTS on the ledger, the trustee serving (if a trustee with a share) and the
