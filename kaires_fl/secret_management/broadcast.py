@@ -77,9 +77,10 @@ __all__ = [
 
 #: Domain separation of every broadcast signature.
 BROADCAST_CONTEXT = b"kaires-fl/dkg/broadcast/v1"
-#: Largest payload one broadcast instance carries (a DKG round message is a few KiB at
-#: hundreds of trustees).
-MAX_PAYLOAD_BYTES = 4 * 2**20
+#: Largest payload one broadcast instance carries. A DKG round message at the most
+#: trustees the DKG allows (1024) is under 80 KiB; with at most two payloads kept per
+#: (slot, sender), a faulty trustee can make another hold at most 2·slots·256 KiB.
+MAX_PAYLOAD_BYTES = 256 * 2**10
 #: Longest signature chain (t + 1 ≤ this).
 MAX_CHAIN = 1024
 

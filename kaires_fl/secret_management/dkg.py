@@ -63,6 +63,7 @@ __all__ = [
     "DkgNode",
     "DkgParticipant",
     "DkgResult",
+    "DkgWire",
     "Extraction",
     "ExtractionComplaint",
     "Justification",
