@@ -85,10 +85,9 @@ class NodeCommittee(LocalCommittee):
             EnvelopeKeyPair.from_seed(H(b"kaires/node-driver/consumer-x25519", tag)),
         )
         self.coordinator_id = Identity.from_seed(H(b"kaires/node-driver/coordinator", tag))
-        self.ledger = NodeLedger(
-            self.network, node.ledger_node, node.ledger_addresses, node.genesis
-        )
-        self.client = LedgerClient(self.ledger, "coordinator-ledger")  # type: ignore[arg-type]
+        view = NodeLedger(self.network, node.ledger_node, node.ledger_addresses, node.genesis)
+        self.ledger = view  # type: ignore[assignment]  # the LocalLedger surface, duck-typed
+        self.client = LedgerClient(view, "coordinator-ledger")  # type: ignore[arg-type]
         assert node.lts is not None
         self.trustees = _Trustees(node.lts, list(node.trustee_addresses))  # type: ignore[assignment]
         self.lts_id = node.lts.id

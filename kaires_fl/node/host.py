@@ -702,9 +702,9 @@ class Node:
                 and self.dkg_error is None
             ):
                 self._trustee_ep.broadcast(self.trustee_addresses, self._hello())
-            self._tick_lts()
             if not self.ready:
                 self._start_services()
+            self._tick_lts()
         except Exception as exc:  # a local fault must not stop the node's timer
             log.warning("node %s: bootstrap step failed: %r", self.name, exc)
         interval = self.tick if not self.ready else max(self.tick, 1.0)
