@@ -82,7 +82,7 @@ from kaires_fl.node.config import (
     save_share,
 )
 from kaires_fl.secret_management.contracts import LTS_KIND, TRUSTEE_REGISTRY_KEY
-from kaires_fl.secret_management.dkg import DkgMessage, DkgNode, DkgParticipant, DkgResult
+from kaires_fl.secret_management.dkg import DkgNode, DkgParticipant, DkgResult, DkgWire
 from kaires_fl.secret_management.release import LtsInfo
 from kaires_fl.secret_management.trustee import (
     Trustee,
@@ -444,7 +444,7 @@ class Node:
     def _forward(self, src: str, msg: Any) -> None:
         # Before the trustee serves, everything else belongs to the DKG; afterwards the
         # trustee gets everything but late DKG round messages.
-        if self.dkg is not None and (self.trustee_node is None or isinstance(msg, DkgMessage)):
+        if self.dkg is not None and (self.trustee_node is None or isinstance(msg, DkgWire)):
             self._dkg_port.deliver(src, msg)
         elif self.trustee_node is not None:
             self._trustee_port.deliver(src, msg)
