@@ -419,3 +419,28 @@ def test_a_removed_consumer_cannot_authorise_jobs_by_co_signing():
             c.execute(other, "job.create", payload, cosigners=[granted])
     finally:
         L.close()
+
+
+# -- typed errors of the key decoders a peer reaches (hypothesis) -------------------------------
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=96), aad=st.binary(max_size=8))
+def test_key_and_envelope_decoders_raise_typed_errors(data: bytes, aad: bytes):
+    """Robustness: an X25519 key, a sealed envelope, a symmetric blob or an LTS entry from a
+    peer gives a value or a KairesError (EncodingError / InvalidProof), never another
+    exception."""
+    from kaires_fl.crypto import elgamal
+    from kaires_fl.crypto.envelope import open_, open_sealed
+    from kaires_fl.secret_management.release import LtsInfo
+
+    with contextlib.suppress(KairesError):
+        elgamal.recipient_point_from_x25519(data)
+    with contextlib.suppress(KairesError):
+        elgamal.recipient_point_from_x25519(data[:32].ljust(32, b"\xff"), subgroup_check=False)
+    with contextlib.suppress(KairesError):
+        open_sealed(EnvelopeKeyPair.from_seed(b"\x01" * 32), data, aad)
+    with contextlib.suppress(KairesError):
+        open_(b"\x02" * 32, data, aad)
+    entry = {"id": data.hex(), "t": 1, "X": data[:32].hex(), "shares": [data[32:64].hex()]}
+    for e in (entry, {**entry, "shares": data.hex()}, {**entry, "X": None}, {}):
+        with contextlib.suppress(KairesError):
+            LtsInfo.from_entry(e)
