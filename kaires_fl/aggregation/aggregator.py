@@ -730,6 +730,37 @@ def check_own(relayed: Any, sent: Any) -> None:
     )
 
 
+def _open_consistent(F: Any, shares: Mapping[int, np.ndarray], t: int) -> np.ndarray | None:
+    """The secret of ``shares`` when every present share lies on one degree-t polynomial
+    (exactly, every coordinate), else None (then open with ``sharing.robust_reconstruct``
+    or detect with ``sharing.is_consistent``).
+
+    Pre: ``shares`` maps a 0-based party to a canonical ``F`` array, all of one shape.
+    Post: the same value as ``sharing.reconstruct`` / ``robust_reconstruct`` give in that
+    case (interpolation at 0 through the lowest t + 1 parties), computed without stacking
+    the (multi-MB) shares into one array.
+    """
+    idx = sorted(shares)
+    if len(idx) < t + 1:
+        return None
+    base = idx[: t + 1]
+    xs = _points(F, base)
+
+    def at(x: int) -> np.ndarray:
+        from kaires_fl.arith.poly import lagrange_coefficients
+
+        w = lagrange_coefficients(F, xs, F.elements(x))
+        acc = F.mul(shares[base[0]], w[0])
+        for j in range(1, t + 1):
+            acc = F.add(acc, F.mul(shares[base[j]], w[j]))
+        return acc
+
+    for k in idx[t + 1 :]:
+        if not np.array_equal(at(k + 1), shares[k]):
+            return None
+    return at(0)
+
+
 def _diagnose(flp: FlpBBCGGI19, verifier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per record: (circuit output zero, gadget checks hold) from opened verifiers."""
     F = flp.field
@@ -869,7 +900,10 @@ def decide_job(
         radius = correction_radius(len(voters), t, t - len(proven))
         bad: list[int] = []
         try:
-            if radius is None:
+            opened = _open_consistent(F, vshares, t)
+            if opened is not None:  # the usual case: every share on one polynomial
+                verifier = opened
+            elif radius is None:
                 if not sharing.is_consistent(F, vshares, t):
                     raise DecodingError("the verifier shares are inconsistent")
                 verifier = sharing.reconstruct(F, vshares, t)

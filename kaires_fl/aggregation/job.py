@@ -62,6 +62,7 @@ from kaires_fl.aggregation.submission import (
     fit_job_total,
     key_commit,
     max_batch,
+    part_hash,
 )
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto.elgamal import RecipientKey, recover_key
@@ -262,25 +263,69 @@ def relay_digest(msg: PublishedSet, digests: Sequence[bytes | None] | None = Non
     return h.digest()
 
 
-def sign_coordinator(msg: Any, identity: Identity, digests: Sequence[Any] | None = None) -> Any:
-    """``msg`` (one of :data:`COORDINATOR_MESSAGES`) signed by the coordinator ``identity``:
-    over every field by ``schema.sign``, a :class:`PublishedSet` over :func:`relay_digest`."""
+def start_digest(msg: StartJob, hash_part: Callable[[bytes], bytes] = part_hash) -> bytes:
+    """What the coordinator signs of a :class:`StartJob`: its job and, per submission, the
+    encoded manifest, the provider's signature and the ``part_hash`` of every part blob —
+    every field, each blob through its (collision-resistant) hash, which the receiver
+    computes anyway to check the blob against the manifest. ``hash_part``: a memo of
+    ``part_hash`` (the blobs are not hashed twice).
+
+    Raises ``EncodingError`` (or a TypeError) for a message that does not encode.
+    """
+    h = hashlib.sha256(b"kaires/aggregation/start-job")
+    h.update(schema.encode(msg.job))
+    subs = msg.submissions
+    h.update(len(subs).to_bytes(4, "little"))
+    for sub in subs:
+        m = schema.encode(sub.manifest)
+        h.update(len(m).to_bytes(4, "little") + m)
+        h.update(len(sub.signature).to_bytes(1, "little") + sub.signature)
+        for parts in (sub.meas_parts, sub.proof_parts):
+            h.update(len(parts).to_bytes(4, "little"))
+            for blob in parts:
+                h.update(hash_part(blob))
+    return h.digest()
+
+
+def _coordinator_digest(
+    msg: Any,
+    digests: Sequence[Any] | None = None,
+    hash_part: Callable[[bytes], bytes] = part_hash,
+) -> bytes | None:
+    """The digest the coordinator's signature of ``msg`` covers (None: it does not encode)."""
     if isinstance(msg, PublishedSet):
-        d = relay_digest(msg, digests)
-        if d is None:
-            raise ProtocolError("a round-1 set holding a message that does not encode")
-        return msgspec.structs.replace(msg, signature=identity.sign(COORDINATOR_CONTEXT, d))
-    return schema.sign(msg, identity, COORDINATOR_CONTEXT)
+        return relay_digest(msg, digests)
+    if isinstance(msg, StartJob):
+        return start_digest(msg, hash_part)
+    return schema.signing_digest(msg, COORDINATOR_CONTEXT)
+
+
+def sign_coordinator(
+    msg: Any,
+    identity: Identity,
+    digests: Sequence[Any] | None = None,
+    hash_part: Callable[[bytes], bytes] = part_hash,
+) -> Any:
+    """``msg`` (one of :data:`COORDINATOR_MESSAGES`) signed by the coordinator ``identity``:
+    over every field by ``schema.sign`` — a :class:`PublishedSet` over :func:`relay_digest`,
+    a :class:`StartJob` over :func:`start_digest`."""
+    d = _coordinator_digest(msg, digests, hash_part)
+    if d is None:
+        raise ProtocolError("a round-1 set holding a message that does not encode")
+    return msgspec.structs.replace(msg, signature=identity.sign(COORDINATOR_CONTEXT, d))
 
 
 def verify_coordinator(
-    msg: Any, public_hex: str, digests: Sequence[bytes | None] | None = None
+    msg: Any,
+    public_hex: str,
+    digests: Sequence[bytes | None] | None = None,
+    hash_part: Callable[[bytes], bytes] = part_hash,
 ) -> bool:
     """Whether ``msg`` is signed by the coordinator key ``public_hex`` (never raises)."""
     try:
         public = bytes.fromhex(public_hex)
-        if isinstance(msg, PublishedSet):
-            d = relay_digest(msg, digests)
+        if isinstance(msg, PublishedSet | StartJob):
+            d = _coordinator_digest(msg, digests, hash_part)
             sig = msg.signature
             return (
                 d is not None
@@ -436,7 +481,7 @@ class AggregatorService:
             # The coordinator's StartJob again (e.g. first replayed by a stranger): answer it
             # where it now comes from; anything else about a started job is refused.
             self._job(msg, src)
-            if st0.read_signed is None or schema.encode(msg) != st0.start_encoding:
+            if st0.read_signed is None or start_digest(msg) != st0.start_digest:
                 raise ProtocolError(f"job {msg.job[:16]}… is already started")
             self.t.send(src, st0.read_signed)
             return
@@ -445,7 +490,15 @@ class AggregatorService:
         if job is None or job["status"] != "committed" or inputs is None:
             raise ProtocolError(f"job {msg.job[:16]}… is not committed with closed inputs")
         coordinator_key = job_coordinator(job)
-        if not verify_coordinator(msg, coordinator_key):
+        hashes: dict[int, tuple[bytes, bytes]] = {}
+
+        def hash_part(blob: bytes) -> bytes:  # each blob hashed once (signature and check)
+            got = hashes.get(id(blob))
+            if got is None or got[0] is not blob:
+                got = hashes[id(blob)] = (blob, part_hash(blob))
+            return got[1]
+
+        if not verify_coordinator(msg, coordinator_key, hash_part=hash_part):
             raise ProtocolError(
                 f"the StartJob of job {msg.job[:16]}… is not signed by the coordinator key the "
                 "job names: whoever sends it first does not become the job's coordinator"
@@ -470,8 +523,17 @@ class AggregatorService:
             raise InvalidSubmission("a StartJob carries sealed submissions only")
         subs = tuple(sorted(subs, key=lambda s: s.manifest.hash))
         for s in subs:
-            s.check(n, parts=[self.index], max_batch=cap)
+            s.check(n, parts=[], max_batch=cap)  # form, provider signature, batch
             m = s.manifest
+            i = self.index
+            if (
+                hash_part(s.meas_parts[i]).hex() != m.meas_parts[i]
+                or hash_part(s.proof_parts[i]).hex() != m.proof_parts[i]
+            ):
+                raise InvalidSubmission(
+                    f"part {i} of {m.provider[:64]!r}'s submission does not match its signed "
+                    "manifest: it was altered in transit"
+                )
             if m.job != msg.job or m.circuit != cid or m.provider not in job["providers"]:
                 raise InvalidSubmission(
                     f"submission of {m.provider!r} is not for this job, circuit or provider set"
@@ -520,7 +582,7 @@ class AggregatorService:
         st = _JobState(ctx, AggregatorJob(ctx, self.index, self.identity, self.behaviour), stat)
         st.coordinator = src
         st.coordinator_key = coordinator_key
-        st.start_encoding = schema.encode(msg)
+        st.start_digest = start_digest(msg, hash_part)
         self.jobs[msg.job] = st
         writes = [s.manifest.write for s in subs]
         if writes:
@@ -876,7 +938,7 @@ class _JobState:
     coordinator: str = ""
     #: The coordinator key the committed job names (every coordinator message is signed).
     coordinator_key: str = ""
-    start_encoding: bytes = b""
+    start_digest: bytes = b""
     read_signed: Any = None
     announced: bool = False
     coin_shares: dict[int, Any] = field(default_factory=dict)
@@ -941,6 +1003,8 @@ class Coordinator:
         self.log: list[LogEntry] = []
         #: id → (round-1 message, its digest), for the messages of the current job.
         self._digests: dict[int, tuple[Any, bytes | None]] = {}
+        #: id → (part blob, its part_hash), for the submissions of the current job.
+        self._part_hashes: dict[int, tuple[bytes, bytes]] = {}
         self.failures: dict[int, str] = {}
         self.inbox: list[tuple[str, Any]] = []
         transport.set_handler(self._on_message)
@@ -961,9 +1025,17 @@ class Coordinator:
             digests = None
             if isinstance(msg, PublishedSet):
                 digests = [self._digest_of(p) for p in msg.messages]
-            msg = sign_coordinator(msg, self.identity, digests)
+            msg = sign_coordinator(msg, self.identity, digests, self._hash_part)
         self.log.append(LogEntry(self.t.now(), "out", dst, msg))
         self.t.send(dst, msg)
+
+    def _hash_part(self, blob: bytes) -> bytes:
+        """``part_hash(blob)``, each blob of the current job hashed once (admission and
+        the StartJob signatures)."""
+        got = self._part_hashes.get(id(blob))
+        if got is None or got[0] is not blob:
+            got = self._part_hashes[id(blob)] = (blob, part_hash(blob))
+        return got[1]
 
     def _digest_of(self, p: Any) -> bytes | None:
         """``published_digest(p)``, from the cache :meth:`_authentic` filled when possible."""
@@ -1051,10 +1123,18 @@ class Coordinator:
         ok: list[SealedSubmission] = []
         dropped: dict[str, str] = {}
         seen: set[str] = set()
+        self._part_hashes = {}
         for sub in submissions:
             m = sub.manifest
             try:
-                sub.check(n, max_batch=cap)
+                sub.check(n, parts=[], max_batch=cap)  # form, provider signature, batch
+                for i in range(n):  # every part against the manifest (hashes kept for run)
+                    if self._hash_part(sub.meas_parts[i]).hex() != m.meas_parts[i] or (
+                        self._hash_part(sub.proof_parts[i]).hex() != m.proof_parts[i]
+                    ):
+                        raise InvalidSubmission(
+                            f"part {i} does not match its signed manifest: it was altered"
+                        )
                 w = self.ledger.get(write_key(m.write))
                 if w is None or w["policy"] != m.provider or m.signer not in w["signers"]:
                     raise InvalidSubmission("its write is not the provider's committed write")
@@ -1112,6 +1192,7 @@ class Coordinator:
 
         for i, a in enumerate(self.aggregators):
             self.send(a, StartJob(job_id, tuple(s.only(i) for s in submissions)))
+        self._part_hashes = {}
         reads = self.collect(ReadSigned, job_id, n)
         txs = []
         for i, m in sorted(reads.items()):

@@ -272,3 +272,29 @@ def test_signed_round1_message_with_a_non_array_verifier_blames_its_sender() -> 
 
     d, _, _, _ = _run(ctx, keys, tamper=as_list, liars=(0,))
     assert [i for i, _ in d.faulty] == [0] and d.accepted == tuple(values)
+
+
+def test_open_consistent_matches_robust_reconstruct_and_detects_any_wrong_coordinate() -> None:
+    """The stack-free opening of decide_job gives robust_reconstruct's secret on consistent
+    shares and None as soon as one coordinate of one share is off the polynomial."""
+    from kaires_fl.aggregation.aggregator import _open_consistent
+    from kaires_fl.arith import sharing
+    from kaires_fl.arith.field import Field64
+
+    F = Field64
+    rng = np.random.default_rng(3)
+    for n, t in ((4, 1), (7, 2)):
+        secret = F.random((50, 6), rng=rng)
+        sh = sharing.share(F, secret, n, t)
+        shares = {i: sh[i] for i in range(n)}
+        got = _open_consistent(F, shares, t)
+        assert got is not None and np.array_equal(got, secret)
+        assert np.array_equal(got, sharing.robust_reconstruct(F, shares, n, t)[0])
+        partial = {i: shares[i] for i in range(1, n)}
+        assert np.array_equal(_open_consistent(F, partial, t), secret)
+        for j in range(n):
+            bad = dict(shares)
+            bad[j] = shares[j].copy()
+            bad[j][7, 3] = F.add(bad[j][7, 3], F.ones(()))
+            assert _open_consistent(F, bad, t) is None
+        assert _open_consistent(F, {0: shares[0]}, t) is None
