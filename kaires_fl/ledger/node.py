@@ -100,6 +100,9 @@ class LedgerConfig:
 #: Votes for views further ahead of a node's own view are dropped (view changes, which
 #: every node keeps one of per peer, bring a node along to the view its peers are in).
 MAX_VIEWS_AHEAD = 64
+#: Votes of one node for blocks this node has not seen (yet) kept per height: an honest
+#: node casts two per view, and a vote rarely overtakes its block's proposal.
+MAX_UNKNOWN_VOTES = 4 * (MAX_VIEWS_AHEAD + 1)
 #: Room left in a block's byte budget for its header and record framing.
 _BLOCK_OVERHEAD = 4096
 #: Most bytes a recorded rejection reason takes in a block record (escaped UTF-8).
@@ -217,10 +220,10 @@ class LedgerNode:
         self.accepted: dict[int, bytes] = {}
         self.my_votes: dict[tuple[str, int], bytes] = {}
         self.votes: dict[tuple[str, int, bytes], dict[int, bytes]] = {}
-        # (phase, view, voter) -> the block hash that voter voted for: one vote per
-        # voter, phase and view is kept (an honest node casts no more), so a Byzantine
-        # node cannot grow ``votes`` with votes for made-up blocks.
-        self.vote_of: dict[tuple[str, int, int], bytes] = {}
+        # voter -> how many of its votes for blocks this node does not know are kept (a
+        # vote may overtake its proposal; a Byzantine node's votes for made-up blocks
+        # must not grow ``votes`` without bound): at most MAX_UNKNOWN_VOTES per height.
+        self.unknown_votes: dict[int, int] = {}
         self.prepared: PreparedCert | None = None
         self.prepared_block: Block | None = None
         self.vcs: dict[int, dict[int, ViewChange]] = {}
@@ -697,15 +700,18 @@ class LedgerNode:
         if v.view > self.view + MAX_VIEWS_AHEAD:
             # a view this node cannot reach without view changes, which bring it along
             raise ProtocolError(f"vote for view {v.view}, far ahead of view {self.view}")
+        known = v.block_hash in self.blocks
+        if not known and self.unknown_votes.get(v.voter, 0) >= MAX_UNKNOWN_VOTES:
+            raise ProtocolError(
+                f"node {v.voter} already has {MAX_UNKNOWN_VOTES} votes for unknown blocks "
+                "kept at this height: dropped"
+            )
         own = ("vote", v.voter, v.phase, v.height, v.view, v.block_hash, v.signature)
         if own not in self.signed:
             check_vote(v, self.genesis)
         self._signer = v.voter
-        first = self.vote_of.setdefault((v.phase, v.view, v.voter), v.block_hash)
-        if first != v.block_hash:
-            raise ProtocolError(
-                f"node {v.voter} cast two {v.phase} votes in view {v.view} (equivocation)"
-            )
+        if not known:
+            self.unknown_votes[v.voter] = self.unknown_votes.get(v.voter, 0) + 1
         self.votes.setdefault(key, {})[v.voter] = v.signature
         self._ensure_timer()
         if v.phase == "prepare":

@@ -172,11 +172,11 @@ def test_a_byzantine_node_cannot_pile_up_votes_or_view_changes() -> None:
     """Robustness (memory of a ledger node): a Byzantine roster node signs, with its own
     key, prepare votes for thousands of made-up blocks and views, and view changes for
     ever higher views. Before, an honest node kept every one of them for the height.
-    Now it keeps one vote per (phase, view) of each node, none for views far ahead of
-    its own, and each node's latest view change only; a second vote in the same view is
-    refused as equivocation and its signer recorded faulty. The ledger goes on."""
+    Now it keeps at most ``MAX_UNKNOWN_VOTES`` of one node's votes for blocks it does not
+    know, none for views far ahead of its own, and each node's latest view change only;
+    the ledger goes on (votes for known blocks are all kept: none is lost to the flood)."""
     from kaires_fl.ledger.consensus import ViewChange
-    from kaires_fl.ledger.node import MAX_VIEWS_AHEAD
+    from kaires_fl.ledger.node import MAX_UNKNOWN_VOTES
 
     L = LocalLedger(4, config=FAST, state=committee_state())
     node = L.nodes[0]
@@ -186,13 +186,12 @@ def test_a_byzantine_node_cannot_pile_up_votes_or_view_changes() -> None:
     h = node.height + 1
     vctx = consensus_context("vote", L.genesis.chain_id)
     rng = np.random.default_rng(1)
-    for k in range(600):
-        view = k % 150
+    for k in range(3000):
+        view = k % 40
         forged = Vote("prepare", h, view, rng.bytes(32), byz)
         node.on_message("byz", schema.sign(forged, key, vctx))
     kept = [key3 for key3, voters in node.votes.items() if byz in voters]
-    assert len(kept) <= MAX_VIEWS_AHEAD + 1
-    assert node.faulty[byz][0] >= 1 and "equivocation" in node.faulty[byz][1]
+    assert len(kept) <= MAX_UNKNOWN_VOTES
     cctx = consensus_context("view", L.genesis.chain_id)
     for view in range(1, 600):
         node.on_message("byz", schema.sign(ViewChange(h, view, byz), key, cctx))
