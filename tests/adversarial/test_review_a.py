@@ -444,3 +444,117 @@ def test_key_and_envelope_decoders_raise_typed_errors(data: bytes, aad: bytes):
     for e in (entry, {**entry, "shares": data.hex()}, {**entry, "X": None}, {}):
         with contextlib.suppress(KairesError):
             LtsInfo.from_entry(e)
+
+
+# -- one Byzantine trustee's mutated answer never changes a key, a coin or a disclosure ---------
+@pytest.fixture(scope="module")
+def answers_world():
+    from kaires_fl.ledger.jobs import job_key
+    from kaires_fl.secret_management import (
+        CoinRequest,
+        ReleaseRequest,
+        evidence_keys,
+        prove_entries,
+        read_key,
+        write_key,
+    )
+    from kaires_fl.secret_management.dispute import dispute_request
+
+    w = make_world(seed=76)
+    lts = w.committee.lts
+    job = _job(w, ["alice", "bob"], w.committee_id)
+    wa, ka = w.write("alice", job)
+    wb, kb = w.write("bob", job)
+    w.close(job, [wa, wb])
+    payload = read_payload(lts.id, job, ALL[0], w.agg_keys[0], [wa, wb])
+    rid = w.client.execute(w.aggregators[0], READ_KIND, payload).tx_id
+    req = ReleaseRequest(rid, prove_entries(w.client, evidence_keys(lts.id, rid, job, [wa, wb])))
+    dreq = dispute_request(w.client, w.aggregators[0], lts.id, job, rid, wa, ALL[0])
+    creq = CoinRequest(lts.id, job, prove_entries(w.client, [job_key(job), inputs_key(job)]))
+    trs = w.committee.trustees
+    return {
+        "w": w,
+        "job": job,
+        "rid": rid,
+        "read": w.client.get(read_key(rid)),
+        "writes": {x: w.client.get(write_key(x)) for x in (wa, wb)},
+        "keys": {wa: ka[ALL[0]], wb: kb[ALL[0]]},
+        "wa": wa,
+        "release": {tr.index: tr.release(req) for tr in trs},
+        "dispute": {tr.index: tr.dispute(dreq) for tr in trs},
+        "coin": {tr.index: tr.coin(creq) for tr in trs},
+        "root": w.client.get(inputs_key(job))["root"],
+    }
+
+
+def _mutated(msg: Any, edits: list[tuple[int, int]], cls: Any) -> Any:
+    from kaires_fl import schema
+    from kaires_fl.errors import EncodingError
+
+    b = bytearray(schema.encode(msg))
+    for pos, val in edits:
+        b[pos % len(b)] = val
+    try:
+        return schema.decode(bytes(b), cls)
+    except EncodingError:
+        return None  # undecodable: dropped, the trustee is silent
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.sampled_from(["release", "dispute", "coin"]),
+    j=st.integers(0, 3),
+    edits=st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), min_size=1, max_size=4),
+)
+def test_one_mutated_trustee_answer_changes_no_key_coin_or_disclosure(
+    answers_world, which, j, edits
+):
+    """Robustness against a Byzantine trustee (t_T = 1): whatever bytes trustee j sends in
+    place of its answer, the reader recovers the written keys, the coin and the dispute's
+    written key unchanged, or gets a KairesError — never another exception, never a wrong
+    value."""
+    from kaires_fl.secret_management.coin import CoinShare, combine_coin
+    from kaires_fl.secret_management.dispute import DisputeShare, combine_dispute
+    from kaires_fl.secret_management.release import (
+        LtsInfo,
+        ReleaseResponse,
+        combine_release,
+    )
+
+    aw = answers_world
+    w = aw["w"]
+    lts: LtsInfo = w.committee.lts
+    from kaires_fl.crypto.elgamal import RecipientKey
+
+    if which == "release":
+        resp = dict(aw["release"])
+        resp[j] = _mutated(resp[j], edits, ReleaseResponse)
+        with contextlib.suppress(KairesError):
+            res = combine_release(
+                resp,
+                aw["rid"],
+                aw["read"],
+                aw["writes"],
+                lts,
+                RecipientKey.from_x25519(w.agg_keys[0]),
+            )
+            assert res.keys == aw["keys"]
+    elif which == "dispute":
+        shares = dict(aw["dispute"])
+        shares[j] = _mutated(shares[j], edits, DisputeShare)
+        with contextlib.suppress(KairesError):
+            _proof, key, _faulty = combine_dispute(
+                shares, lts, aw["writes"][aw["wa"]], aw["job"], aw["wa"], ALL[0]
+            )
+            assert key == aw["keys"][aw["wa"]]
+    else:
+        coins = dict(aw["coin"])
+        good, _ = combine_coin(
+            coins, dict(enumerate(lts.public_shares)), lts.t, lts.id, aw["job"], aw["root"]
+        )
+        coins[j] = _mutated(coins[j], edits, CoinShare)
+        with contextlib.suppress(KairesError):
+            seed, _ = combine_coin(
+                coins, dict(enumerate(lts.public_shares)), lts.t, lts.id, aw["job"], aw["root"]
+            )
+            assert seed == good
