@@ -12,7 +12,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["KairesLinearRegression", "KairesRidge", "__version__"]
+__all__ = ["KairesLinearRegression", "KairesRidge", "__version__", "connect"]
 
 
 def __getattr__(name: str) -> Any:
@@ -22,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from kaires_fl import estimators
 
         return getattr(estimators, name)
+    if name == "connect":  # kaires_fl.connect("group.toml"): a deployed committee
+        from kaires_fl.node.client import connect
+
+        return connect
     raise AttributeError(f"module 'kaires_fl' has no attribute {name!r}")

@@ -3,7 +3,9 @@ and :class:`KairesRidge`.
 
 ``fit(X, y, provider=None)`` splits the rows among simulated providers (``n_providers``
 contiguous blocks, or the groups of the ``provider`` labels in sorted order), asks a
-:class:`~kaires_fl.simulation.LocalCommittee` to run one job of
+:class:`~kaires_fl.committee.Committee` (an in-process
+:class:`~kaires_fl.simulation.LocalCommittee` by default, or a deployed committee from
+:func:`kaires_fl.connect`) to run one job of
 :class:`~kaires_fl.statistics.LinearRegressionStats` over them (ledger grants, job, sealed
 submissions, key release, BFT verification and aggregation, consumer reconstruction) and
 solves the normal equations on the decoded aggregate:
@@ -28,6 +30,7 @@ import scipy.linalg
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from kaires_fl.committee import Committee, default_committee
 from kaires_fl.errors import ConfigError, ProtocolError
 from kaires_fl.statistics import LinearRegressionStats
 
@@ -106,10 +109,8 @@ def _solve_psd(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(A, b, rcond=None)[0]
 
 
-def _default_committee() -> Any:
-    from kaires_fl.simulation import LocalCommittee
-
-    return LocalCommittee()
+def _default_committee() -> Committee:
+    return default_committee()
 
 
 class _KairesLinearModel(RegressorMixin, BaseEstimator):
@@ -117,7 +118,7 @@ class _KairesLinearModel(RegressorMixin, BaseEstimator):
 
     _alpha: float = 0.0
     n_providers: int
-    committee: Any
+    committee: Committee | None
     granularity: str
     fit_intercept: bool
     bounds: Any
@@ -245,8 +246,10 @@ class KairesLinearRegression(_KairesLinearModel):
     ----------
     n_providers : int, default 10
         Simulated providers the rows are split among when ``fit`` gets no ``provider`` labels.
-    committee : LocalCommittee or None
-        The committee that runs the job; None builds a fresh default one per fit.
+    committee : Committee or None
+        The committee that runs the job (:class:`~kaires_fl.simulation.LocalCommittee`, or
+        a deployed one from :func:`kaires_fl.connect`); None builds a fresh in-process one
+        per fit.
     granularity : {"provider", "record"}
         "provider": each provider submits its local sufficient statistics (range-bounded by
         its row cap × the value bounds); "record": one proved record per row (Prio's
@@ -275,7 +278,7 @@ class KairesLinearRegression(_KairesLinearModel):
     def __init__(
         self,
         n_providers: int = 10,
-        committee: Any = None,
+        committee: Committee | None = None,
         granularity: str = "provider",
         fit_intercept: bool = True,
         bounds: Any = "auto",
@@ -300,7 +303,7 @@ class KairesRidge(_KairesLinearModel):
         self,
         alpha: float = 1.0,
         n_providers: int = 10,
-        committee: Any = None,
+        committee: Committee | None = None,
         granularity: str = "provider",
         fit_intercept: bool = True,
         bounds: Any = "auto",

@@ -1,15 +1,16 @@
 """The job driver of :class:`~kaires_fl.simulation.LocalCommittee`, run against Nodes.
 
-:class:`NodeCommittee` reuses ``LocalCommittee``'s client-side code unchanged — provider
+:class:`NetworkCommittee` reuses ``LocalCommittee``'s client-side code unchanged — provider
 policies, the job request, the sealed submissions, the untrusted coordinator, the coin
 and the consumer's result — but the ledger, trustees and aggregators are the services
 hosted by :class:`~kaires_fl.node.host.Node` s (their keys stay in the nodes). The driver
-holds only client keys (consumer, coordinator, providers) and reads the ledger through
-one ledger node (``via``), as a client connected to that node would.
+holds only client keys (consumer, coordinator, providers). Two front ends:
 
-It runs on a network the caller drives with ``run_until`` (the in-memory network in
-tests). Networked clients (``connect("group.toml")`` over TCP) come with a later
-session; they will use the same driver.
+- :class:`NodeCommittee`: over in-process :class:`~kaires_fl.node.host.Node` s (reads the
+  ledger through one node's ledger, ``via``), on a network the caller drives with
+  ``run_until`` (the in-memory network in tests);
+- :class:`~kaires_fl.node.client.RemoteCommittee` (``kaires_fl.connect("group.toml")``):
+  over TCP to separate node processes, reading a verified replica of the ledger.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.errors import ConfigError, ProtocolError
 from kaires_fl.ledger.client import LedgerClient
 from kaires_fl.ledger.darc import DEFAULT_MAX_JOBS, DEFAULT_MIN_PROVIDERS, darc_key
+from kaires_fl.node.config import Group
 from kaires_fl.node.host import Node, NodeLedger
 from kaires_fl.roles.consumer import Consumer
 from kaires_fl.roles.provider import Provider
@@ -39,66 +41,73 @@ class _Trustees:
     addresses: list[str]
 
 
-class NodeCommittee(LocalCommittee):
-    """Run jobs (``run_job``) through ready Nodes; see the module docstring.
+@dataclass(frozen=True)
+class PublicKeyRef:
+    """A member's public key (what :class:`LocalCommittee` keeps as an ``Identity``; a
+    client of a deployed committee knows only the public half)."""
 
-    Parameters
-    ----------
-    nodes:
-        The committee's nodes (all ready: see :func:`~kaires_fl.node.host.bootstrap`).
-    via:
-        Index in ``nodes`` of the node whose ledger the driver reads.
-    seed:
-        Derives the driver's client keys (consumer, coordinator).
+    public: bytes
+
+
+class NetworkCommittee(LocalCommittee):
+    """The job driver of :class:`LocalCommittee` over a committee reached on ``network``.
+
+    Holds only client keys — ``consumer`` and ``coordinator_id`` — and reads the ledger
+    through ``ledger`` (a :class:`~kaires_fl.node.host.NodeLedger` over a node's own
+    ledger node, or over a client's verified replica: :mod:`kaires_fl.node.client`).
+    ``prefix`` is prepended to the driver's addresses (``coordinator``,
+    ``coordinator-coin``, ``coordinator-ledger``): a TCP client may only use
+    ``client-<hex16>/…``.
+
+    Pre: ``lts`` is the group's long-term secret on the ledger, and the aggregation
+    committee ``group.committee_id`` is in the ledger state.
     """
 
     def __init__(
         self,
-        nodes: list[Node],
+        network: Any,
+        ledger: NodeLedger,
+        group: Group,
+        lts: LtsInfo,
+        consumer: Consumer,
+        coordinator_id: Identity,
         *,
-        via: int = 0,
-        seed: int = 0,
+        prefix: str = "",
         price: int = 0,
         min_providers: int = DEFAULT_MIN_PROVIDERS,
         max_jobs: int | None = DEFAULT_MAX_JOBS,
         round_timeout: float = 2.0,
     ) -> None:
-        if not nodes or not all(nd.ready for nd in nodes):
-            raise ConfigError("NodeCommittee needs ready nodes: run bootstrap() first")
-        node = nodes[via]
-        group = node.group
         if group.registration:
             raise ConfigError(
                 "this driver cannot admit providers on a ledger with registration on "
                 "(admission over the network comes later); use a group without registration"
             )
-        self.nodes = nodes
-        self.network = node.network
+        self.group = group
+        self.network = network
         self.faults = {r: {} for r in ROLES}
-        self.n_aggregators, self.threshold = len(node.aggregator_addresses), group.threshold
+        aggs = group.with_role("aggregator")
+        self.n_aggregators, self.threshold = len(aggs), group.threshold
         self.price, self.min_providers, self.max_jobs = price, min_providers, max_jobs
         self.registration = False
-        tag = str(seed).encode()
-        self.consumer = Consumer(
-            "consumer",
-            Identity.from_seed(H(b"kaires/node-driver/consumer", tag)),
-            EnvelopeKeyPair.from_seed(H(b"kaires/node-driver/consumer-x25519", tag)),
-        )
-        self.coordinator_id = Identity.from_seed(H(b"kaires/node-driver/coordinator", tag))
-        view = NodeLedger(self.network, node.ledger_node, node.ledger_addresses, node.genesis)
-        self.ledger = view  # type: ignore[assignment]  # the LocalLedger surface, duck-typed
-        self.client = LedgerClient(view, "coordinator-ledger")  # type: ignore[arg-type]
-        assert node.lts is not None
-        self.trustees = _Trustees(node.lts, list(node.trustee_addresses))  # type: ignore[assignment]
-        self.lts_id = node.lts.id
+        self.consumer = consumer
+        self.coordinator_id = coordinator_id
+        self.coin_address = prefix + "coordinator-coin"
+        self.ledger = ledger  # type: ignore[assignment]  # the LocalLedger surface, duck-typed
+        self.client = LedgerClient(ledger, prefix + "coordinator-ledger")  # type: ignore[arg-type]
+        self.trustees = _Trustees(lts, group.addresses("trustee"))  # type: ignore[assignment]
+        self.lts_id = lts.id
         self.committee_id = group.committee_id
         if self.client.get(f"committee/{self.committee_id}") is None:
             raise ProtocolError("the aggregation committee is not on the ledger")
-        self.aggregator_addresses = list(node.aggregator_addresses)
+        #: The aggregators' public keys (signing, re-encryption), as the group lists them.
+        self.aggregator_ids = [PublicKeyRef(bytes.fromhex(e.sign)) for e in aggs]  # type: ignore[misc]
+        self.aggregator_keys = [PublicKeyRef(bytes.fromhex(e.box)) for e in aggs]  # type: ignore[misc]
+        self.aggregator_addresses = group.addresses("aggregator")
         self.aggregators = []
         self.coordinator = Coordinator(
-            self.network.endpoint("coordinator"),
-            self.network,
+            network.endpoint(prefix + "coordinator"),
+            network,
             self.client,
             self.aggregator_addresses,
             self.trustees.addresses,
@@ -126,7 +135,59 @@ class NodeCommittee(LocalCommittee):
         return self.committee_id
 
     def close(self) -> None:
+        """Nothing to close here (subclasses close what they own)."""
+
+
+class NodeCommittee(NetworkCommittee):
+    """Run jobs (``run_job``) through ready Nodes; see the module docstring.
+
+    Parameters
+    ----------
+    nodes:
+        The committee's nodes (all ready: see :func:`~kaires_fl.node.host.bootstrap`).
+    via:
+        Index in ``nodes`` of the node whose ledger the driver reads.
+    seed:
+        Derives the driver's client keys (consumer, coordinator).
+    """
+
+    def __init__(
+        self,
+        nodes: list[Node],
+        *,
+        via: int = 0,
+        seed: int = 0,
+        price: int = 0,
+        min_providers: int = DEFAULT_MIN_PROVIDERS,
+        max_jobs: int | None = DEFAULT_MAX_JOBS,
+        round_timeout: float = 2.0,
+    ) -> None:
+        if not nodes or not all(nd.ready for nd in nodes):
+            raise ConfigError("NodeCommittee needs ready nodes: run bootstrap() first")
+        node = nodes[via]
+        self.nodes = nodes
+        tag = str(seed).encode()
+        consumer = Consumer(
+            "consumer",
+            Identity.from_seed(H(b"kaires/node-driver/consumer", tag)),
+            EnvelopeKeyPair.from_seed(H(b"kaires/node-driver/consumer-x25519", tag)),
+        )
+        assert node.lts is not None
+        super().__init__(
+            node.network,
+            NodeLedger(node.network, node.ledger_node, node.ledger_addresses, node.genesis),
+            node.group,
+            node.lts,
+            consumer,
+            Identity.from_seed(H(b"kaires/node-driver/coordinator", tag)),
+            price=price,
+            min_providers=min_providers,
+            max_jobs=max_jobs,
+            round_timeout=round_timeout,
+        )
+
+    def close(self) -> None:
         """Nothing to close: the nodes belong to the caller."""
 
 
-__all__: list[Any] = ["NodeCommittee"]
+__all__: list[Any] = ["NetworkCommittee", "NodeCommittee", "PublicKeyRef"]
