@@ -127,6 +127,9 @@ class LocalCommittee:
         Balance minted for the default consumer at genesis.
     """
 
+    #: The coordinator's address for the trustees' coin answers.
+    coin_address = "coordinator-coin"
+
     def __init__(
         self,
         n_ledger: int = 4,
@@ -505,7 +508,7 @@ class LocalCommittee:
         req = CoinRequest(self.lts_id, job_id, ev)
         self.coordinator.note("coin-request", req)
         ans = collect_answers(
-            self.network, self.network.endpoint("coordinator-coin"), self.trustees.addresses, req
+            self.network, self.network.endpoint(self.coin_address), self.trustees.addresses, req
         )
         self.coordinator.note("coin-answers", ans)
         shares = {j: a if isinstance(a, CoinShare) else None for j, a in ans.items()}
