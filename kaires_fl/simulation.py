@@ -256,6 +256,10 @@ class LocalCommittee:
             )
         return cid
 
+    def provider_identity(self, label: str) -> Identity:
+        """The Ed25519 identity of simulated provider ``label`` (deterministic)."""
+        return Identity.from_seed(H(b"kaires/sim/provider", label.encode()))
+
     def provider(self, label: Any) -> Provider:
         """The provider named ``label`` (created with its policy on first use)."""
         return self.ensure_providers([label])[0]
@@ -268,10 +272,7 @@ class LocalCommittee:
         new = [str(lb) for lb in labels if str(lb) not in self.providers]
         txs = []
         consumers = [c.public for c in (grants or [self.consumer])]
-        created = [
-            Provider(lb, Identity.from_seed(H(b"kaires/sim/provider", lb.encode())))
-            for lb in dict.fromkeys(new)
-        ]
+        created = [Provider(lb, self.provider_identity(lb)) for lb in dict.fromkeys(new)]
         if self.registration and created:
             self.ledger.admit(PROVIDER, [p.public for p in created])
         for p in created:

@@ -17,8 +17,9 @@ separate node processes:
   what the client reads. Transactions go to every ledger node;
 - **roles in this process**: the consumer (its identity and X25519 key are the client's
   keys), the untrusted coordinator (a key derived from the client's) and the simulated
-  providers of ``run_job``. No trustee share, no aggregator key, no node key is ever
-  loaded here.
+  providers of ``run_job`` (keys derived from the client's and the label: each client
+  has its own providers, whose policies grant its consumer). No trustee share, no
+  aggregator key, no node key is ever loaded here.
 
 Driving: like every Kaires network, the client's network runs only while it is driven;
 ``run_job`` and the ledger client's ``wait`` drive it (``run_until``) on the caller's thread.
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 _COORDINATOR_TAG = b"kaires/client/coordinator"
+_PROVIDER_TAG = b"kaires/client/provider"
 
 
 # --- the client's key file -------------------------------------------------------------------
@@ -336,6 +338,11 @@ class RemoteCommittee(NetworkCommittee):
                 "(`kaires committee up`), check `kaires committee status`, or wait longer"
             )
         return found[0]
+
+    def provider_identity(self, label: str) -> Identity:
+        """Simulated provider ``label`` of *this client* (derived from the client's key: two
+        clients never share a provider's key, its counters or its policy)."""
+        return Identity.from_seed(H(_PROVIDER_TAG, self.keys.identity.seed, label.encode()))
 
     def refresh(self, timeout: float = 5.0) -> int:
         """Bring the replica up to a ledger node's latest height; returns the height."""

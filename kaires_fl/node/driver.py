@@ -125,7 +125,7 @@ class NetworkCommittee(LocalCommittee):
         already on the ledger (created by an earlier driver of the same committee)."""
         for lb in dict.fromkeys(str(x) for x in labels):
             if lb not in self.providers:
-                p = Provider(lb, Identity.from_seed(H(b"kaires/sim/provider", lb.encode())))
+                p = Provider(lb, self.provider_identity(lb))
                 if self.client.get(darc_key(p.policy_id)) is not None:
                     self.providers[lb] = p
         return super().ensure_providers(labels, grants)

@@ -1,0 +1,355 @@
+"""``kaires_fl.connect``: a client process against a committee over authenticated TCP.
+
+The fast tests run the four nodes in this process (each its own TcpNetwork and keys, one
+reactor driven by a background thread) and the client on its own reactor, driven by the
+test's thread, exactly as in a separate process. The slow test starts the nodes as OS
+processes (``kaires node run``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import os
+import socket
+import stat
+import sys
+import threading
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import LinearRegression
+
+import kaires_fl
+from kaires_fl.committee import Committee
+from kaires_fl.crypto.envelope import EnvelopeKeyPair
+from kaires_fl.crypto.sign import Identity
+from kaires_fl.errors import ConfigError, ProtocolError
+from kaires_fl.estimators import KairesLinearRegression
+from kaires_fl.ledger.block import decode_certified, encode_certified
+from kaires_fl.ledger.consensus import SyncResponse
+from kaires_fl.node.client import RemoteCommittee, load_client_key, write_client_key
+from kaires_fl.node.config import (
+    Group,
+    load_group,
+    load_keys,
+    make_group,
+    parse_address,
+    setup_node,
+    write_group,
+)
+from kaires_fl.node.host import Node, bootstrap, tcp_peers
+from kaires_fl.simulation import LocalCommittee
+from kaires_fl.transport.tcp import TcpNetwork
+
+N_PROVIDERS = 10
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_committee_dir(tmp: Path, n: int = 4) -> Group:
+    """``tmp/node-<i>`` and ``tmp/group.toml`` on free loopback ports."""
+    entries = [
+        setup_node(tmp / f"node-{i}", f"127.0.0.1:{_free_port()}", name=f"node-{i}")
+        for i in range(n)
+    ]
+    write_group(make_group(entries), tmp / "group.toml")
+    return load_group(tmp / "group.toml")
+
+
+class Cluster:
+    """Four Nodes in this process on TCP (one network and key each, clients accepted),
+    driven by a background thread once ready."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.dir = tmp
+        self.group = make_committee_dir(tmp)
+        peers = tcp_peers(self.group)
+        self.nets: list[TcpNetwork] = []
+        self.nodes: list[Node] = []
+        self.thread: threading.Thread | None = None
+        try:
+            for i, e in enumerate(self.group.nodes):
+                self.nets.append(
+                    TcpNetwork(
+                        load_keys(tmp / f"node-{i}").identity,
+                        parse_address(e.address),
+                        peers,
+                        group=bytes.fromhex(self.group.id),
+                        accept_clients=True,
+                        reactor=self.nets[0].reactor if self.nets else None,
+                    )
+                )
+            self.nodes = [
+                Node(tmp / f"node-{i}", self.group, self.nets[i], dkg_round_time=0.25, tick=0.1)
+                for i in range(4)
+            ]
+            assert bootstrap(self.nets[0], self.nodes, timeout=60.0), "committee not ready"
+            self.resume()
+        except BaseException:
+            self.close()
+            raise
+
+    def resume(self) -> None:
+        self.thread = threading.Thread(target=self.nets[0].run_forever, daemon=True)
+        self.thread.start()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The nodes' driver stopped (their objects may be changed safely), then resumed."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
+    def pause(self) -> None:
+        if self.thread is not None:
+            self.nets[0].stop()
+            self.thread.join(30.0)
+            assert not self.thread.is_alive()
+            self.thread = None
+
+    def close(self) -> None:
+        self.pause()
+        for nd in self.nodes:
+            nd.stop()
+        for net in reversed(self.nets):
+            net.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("connect"))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _diabetes() -> tuple[np.ndarray, np.ndarray]:
+    X, y = load_diabetes(return_X_y=True)
+    return X, y
+
+
+def _fit(committee: Any) -> KairesLinearRegression:
+    X, y = _diabetes()
+    return KairesLinearRegression(n_providers=N_PROVIDERS, committee=committee).fit(X, y)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+@pytest.fixture(scope="module")
+def local_fit() -> KairesLinearRegression:
+    local = LocalCommittee()
+    try:
+        return _fit(local)
+    finally:
+        local.close()
+
+
+def test_connect_fit_equals_scikit_learn_and_local_committee(
+    cluster: Cluster, local_fit: KairesLinearRegression
+) -> None:
+    """Correctness: a diabetes fit through ``connect`` (client process, nodes over TCP)
+    equals scikit-learn (≤ 1e-6 relative) and LocalCommittee's fit."""
+    with kaires_fl.connect(cluster.dir / "group.toml", timeout=60.0) as c:
+        assert isinstance(c, Committee) and isinstance(LocalCommittee, type)
+        est = _fit(c)
+        t0 = time.perf_counter()
+        again = _fit(c)
+        net_job_s = time.perf_counter() - t0
+        print(f"net_job_s (in-process nodes over TCP) = {net_job_s:.3f}")
+        assert est.kaires_report_["status"] == "done"
+        assert not est.kaires_report_["faulty_aggregators"]
+        X, y = _diabetes()
+        sk = LinearRegression().fit(X, y)
+        ours = np.append(est.coef_, est.intercept_)
+        assert _rel(ours, np.append(sk.coef_, sk.intercept_)) <= 1e-6
+        ref = np.append(local_fit.coef_, local_fit.intercept_)
+        np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(np.append(again.coef_, again.intercept_), ours)
+        # the client's replica is the committee's chain, verified from genesis
+        height = c.verify()
+        assert height >= est.kaires_report_["receipt_height"]
+        first = c.client.accesses(c.provider("provider-000").policy_id)
+        assert len(first) >= 2 and all(p.verify(c.ledger.genesis) for p in first)
+
+
+def _reachable(root: object) -> list[object]:
+    """Every object reachable from ``root`` through instances and containers (not through
+    modules, classes or functions' globals: those lead to the whole process)."""
+    seen: set[int] = set()
+    out: list[object] = []
+    stack = [root]
+    skip = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.CodeType)
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, skip):
+            continue
+        seen.add(id(o))
+        out.append(o)
+        if isinstance(o, types.MethodType):
+            stack.append(o.__self__)
+            continue
+        if isinstance(o, threading.Thread | str | bytes | int | float):
+            continue
+        stack.extend(gc.get_referents(o))
+    return out
+
+
+def test_client_holds_no_trustee_share_or_node_key(cluster: Cluster) -> None:
+    """Privacy: the client process's committee holds client keys only — no DKG share, no
+    trustee, no aggregator service, no ledger node key, no node's X25519 key; every
+    Ed25519 identity it holds is a client one."""
+    node_sign = {bytes.fromhex(e.sign) for e in cluster.group.nodes}
+    node_box = {bytes.fromhex(e.box) for e in cluster.group.nodes}
+    with kaires_fl.connect(cluster.dir / "group.toml", timeout=60.0) as c:
+        _fit(c)
+        objs = _reachable(c)
+        assert len(objs) > 1000  # the walk did go through the committee's objects
+        names = {type(o).__name__ for o in objs}
+        for forbidden in (
+            "DkgResult",
+            "DkgNode",
+            "Trustee",
+            "TrusteeNode",
+            "AggregatorService",
+            "Node",
+            "DkgParticipant",
+        ):
+            assert forbidden not in names, forbidden
+        ids = [o for o in objs if isinstance(o, Identity)]
+        boxes = [o for o in objs if isinstance(o, EnvelopeKeyPair)]
+        assert ids and boxes
+        assert not {i.public for i in ids} & node_sign
+        assert not {b.public for b in boxes} & node_box
+        # the only ledger node here is the keyless replica
+        assert type(c.follower).__name__ == "LedgerFollower" and c.follower.identity is None
+        assert c.trustees.addresses == cluster.group.addresses("trustee")
+        assert c.aggregators == []
+
+
+def test_byzantine_aggregator_and_forged_sync_change_nothing(
+    cluster: Cluster, local_fit: KairesLinearRegression
+) -> None:
+    """Robustness: with aggregator 2 Byzantine (wrong values at every step) and ledger
+    node 3 sending the client a forged block (its own key, a tampered state), the fit is
+    unchanged, aggregator 2 is named, the forged block is refused and the replica keeps
+    the committee's chain."""
+    with kaires_fl.connect(cluster.dir / "group.toml", timeout=60.0) as c:
+        with cluster.paused():
+            agg = cluster.nodes[2].aggregator
+            assert agg is not None
+            agg.behaviour = "byzantine"
+        try:
+            with cluster.paused():
+                before = c.follower.ignored
+                h = c.follower.height
+                block, cert = decode_certified(cluster.nodes[3].store.raw_block(h) or b"")
+            header = dataclasses.replace(
+                block.header,
+                height=h + 1,
+                prev=block.hash.hex(),
+                time_ms=block.header.time_ms + 1,
+                state_root="00" * 32,
+            )
+            forged_block = dataclasses.replace(block, header=header)
+            cert = dataclasses.replace(cert, height=h + 1, block_hash=forged_block.hash)
+            forged = encode_certified(forged_block, cert)
+            with cluster.paused():
+                cluster.nets[3].endpoint("ledger-3").send(
+                    c.address + "/ledger", SyncResponse((forged,), False)
+                )
+            est = _fit(c)
+            assert c.follower.ignored > before
+            rep = est.kaires_report_
+            assert rep["status"] == "done" and 2 in rep["faulty_aggregators"]
+            ours = np.append(est.coef_, est.intercept_)
+            np.testing.assert_allclose(
+                ours, np.append(local_fit.coef_, local_fit.intercept_), rtol=1e-12, atol=0
+            )
+            assert c.verify() == c.follower.height
+            with cluster.paused():
+                assert c.follower.store.raw_block(c.follower.height) == cluster.nodes[
+                    0
+                ].store.raw_block(c.follower.height)
+        finally:
+            with cluster.paused():
+                agg.behaviour = None
+
+
+def test_crashed_node_changes_nothing(tmp_path: Path, local_fit: KairesLinearRegression) -> None:
+    """Robustness: node 3 (ledger node, trustee and aggregator) down before the client
+    connects: the fit is unchanged and aggregator 3 is named."""
+    cl = Cluster(tmp_path)
+    try:
+        with cl.paused():
+            cl.nodes[3].stop()
+            cl.nets[3].close()
+        with kaires_fl.connect(tmp_path / "group.toml", timeout=60.0) as c:
+            est = _fit(c)
+        rep = est.kaires_report_
+        assert rep["status"] == "done" and 3 in rep["faulty_aggregators"]
+        np.testing.assert_allclose(
+            np.append(est.coef_, est.intercept_),
+            np.append(local_fit.coef_, local_fit.intercept_),
+            rtol=1e-12,
+            atol=0,
+        )
+    finally:
+        cl.close()
+
+
+def test_client_key_file(cluster: Cluster, tmp_path: Path) -> None:
+    """A client key file (0600) is the client's identity; one readable by others, or
+    malformed, is refused with one line."""
+    path = tmp_path / "client.toml"
+    keys = write_client_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.raises(ConfigError, match="already exists"):
+        write_client_key(path)
+    with kaires_fl.connect(cluster.dir / "group.toml", key=path, timeout=60.0) as c:
+        assert c.consumer.identity.public == keys.identity.public
+        assert c.consumer.keypair.public == keys.box.public
+        assert c.coordinator.identity.public != keys.identity.public
+    assert load_client_key(path).identity.public == keys.identity.public
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_client_key(path)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("ed25519_seed = 1\n")
+    os.chmod(bad, 0o600)
+    with pytest.raises(ConfigError):
+        load_client_key(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        kaires_fl.connect(cluster.dir / "group.toml", key=tmp_path / "missing.toml")
+
+
+def test_connect_to_a_committee_that_is_not_running(tmp_path: Path) -> None:
+    """Liveness: nothing listening — a ProtocolError naming what to do after the
+    timeout, and nothing left open."""
+    make_committee_dir(tmp_path)
+    with pytest.raises(ProtocolError, match="committee up"):
+        kaires_fl.connect(tmp_path / "group.toml", timeout=1.0)
+    with pytest.raises(ConfigError):
+        kaires_fl.connect(tmp_path / "nope.toml")
+
+
+def test_remote_committee_is_a_committee() -> None:
+    assert issubclass(RemoteCommittee, LocalCommittee)
+    assert "connect" in kaires_fl.__all__ and kaires_fl.connect is not None
+    assert sys.modules["kaires_fl.committee"].Committee is Committee
