@@ -53,7 +53,7 @@ def _bench(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from kaires_fl import demo
 
-    return demo.main(quiet=args.quiet)
+    return demo.main(quiet=args.quiet, network=args.network)
 
 
 def _node_setup(args: argparse.Namespace) -> int:
@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p_demo = sub.add_parser("demo", help="run one whole Kaires job in-process and audit it")
     p_demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_demo.add_argument(
+        "--network",
+        action="store_true",
+        help="against a fresh local committee of 4 node processes (stopped at the end)",
+    )
     p_demo.set_defaults(func=_demo)
 
     p_bench = sub.add_parser("bench", help="run the benchmarks")

@@ -28,6 +28,7 @@ Driving: like every Kaires network, the client's network runs only while it is d
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -290,6 +291,7 @@ class RemoteCommittee(NetworkCommittee):
             **(network_options or {}),
         )
         self.follower: LedgerFollower | None = None
+        t0 = time.perf_counter()
         try:
             store = Store(str(ledger_db))
             self.follower = LedgerFollower(
@@ -314,6 +316,7 @@ class RemoteCommittee(NetworkCommittee):
                 max_jobs=max_jobs,
                 round_timeout=round_timeout,
             )
+            self.setup_seconds = time.perf_counter() - t0  # connecting and catching up
         except BaseException:
             self.close()
             raise
