@@ -353,3 +353,43 @@ def test_remote_committee_is_a_committee() -> None:
     assert issubclass(RemoteCommittee, LocalCommittee)
     assert "connect" in kaires_fl.__all__ and kaires_fl.connect is not None
     assert sys.modules["kaires_fl.committee"].Committee is Committee
+
+
+@pytest.mark.slow
+def test_connect_to_four_node_processes(tmp_path: Path, local_fit: KairesLinearRegression) -> None:
+    """Acceptance: a committee of 4 OS processes (``committee init`` on free ports,
+    ``committee up --detach``): a diabetes fit through ``connect`` equals scikit-learn
+    (≤ 1e-6 relative) and LocalCommittee's; with one node SIGKILLed the next fit is the
+    same and its aggregator is named. Prints ``net_job_s`` (a warm diabetes job)."""
+    import signal
+
+    from kaires_fl.demo import init_local_committee
+    from kaires_fl.node.process import committee_down, committee_up, read_pid
+
+    group = init_local_committee(tmp_path)
+    lines: list[str] = []
+    try:
+        assert committee_up(tmp_path, detach=True, timeout=120.0, out=lines.append) == 0, lines
+        with kaires_fl.connect(group, timeout=60.0) as c:
+            est = _fit(c)
+            X, y = _diabetes()
+            sk = LinearRegression().fit(X, y)
+            ours = np.append(est.coef_, est.intercept_)
+            assert _rel(ours, np.append(sk.coef_, sk.intercept_)) <= 1e-6
+            ref = np.append(local_fit.coef_, local_fit.intercept_)
+            np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=0)
+            t0 = time.perf_counter()
+            _fit(c)
+            print(f"\nnet_job_s {time.perf_counter() - t0:.3f} (4 node processes, loopback)")
+            pid = read_pid(tmp_path / "node-3")
+            assert pid is not None
+            os.kill(pid, signal.SIGKILL)
+            after = _fit(c)
+            rep = after.kaires_report_
+            assert rep["status"] == "done" and 3 in rep["faulty_aggregators"]
+            np.testing.assert_allclose(
+                np.append(after.coef_, after.intercept_), ref, rtol=1e-12, atol=0
+            )
+            assert c.verify() >= rep["receipt_height"]
+    finally:
+        committee_down(tmp_path, grace=10.0, out=lines.append)
