@@ -1,8 +1,10 @@
 """The ``kaires`` command.
 
-``kaires demo``, ``kaires bench --json``, ``kaires --version``, and the committee files:
-``kaires node setup``, ``kaires group``, ``kaires committee init`` (see docs/deployment.md).
-A configuration error prints one line on stderr and exits with status 2.
+``kaires demo``, ``kaires bench --json``, ``kaires --version``, the committee files
+(``kaires node setup``, ``kaires group``, ``kaires committee init``) and the running
+committee (``kaires node run``, ``kaires committee up / down / status``, ``kaires audit``);
+see docs/deployment.md. A configuration error prints one line on stderr and exits with
+status 2.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from kaires_fl import __version__
-from kaires_fl.errors import KairesError
+from kaires_fl.errors import AuditError, KairesError
 
 if TYPE_CHECKING:
     from kaires_fl.node.config import Group
@@ -123,6 +125,37 @@ def _committee_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _node_run(args: argparse.Namespace) -> int:
+    from kaires_fl.node.process import configure_logging, run_node
+
+    configure_logging()
+    return run_node(args.dir, args.group)
+
+
+def _committee_up(args: argparse.Namespace) -> int:
+    from kaires_fl.node.process import committee_up
+
+    return committee_up(args.dir, detach=args.detach, timeout=args.timeout)
+
+
+def _committee_down(args: argparse.Namespace) -> int:
+    from kaires_fl.node.process import committee_down
+
+    return committee_down(args.dir, grace=args.grace)
+
+
+def _committee_status(args: argparse.Namespace) -> int:
+    from kaires_fl.node.process import committee_status
+
+    return committee_status(args.group, timeout=args.timeout)
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from kaires_fl.node.process import audit
+
+    return audit(args.group, args.provider, timeout=args.timeout)
+
+
 def _add_group_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold",
@@ -176,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p_setup.add_argument("--name", default=None, help="node name (default: the directory name)")
     p_setup.set_defaults(func=_node_setup)
+    p_run = node_sub.add_parser(
+        "run", help="run one node in the foreground (SIGTERM/SIGINT stop it; logs on stderr)"
+    )
+    p_run.add_argument("--dir", required=True, help="the node directory (kaires node setup)")
+    p_run.add_argument("--group", required=True, help="the committee's group.toml")
+    p_run.set_defaults(func=_node_run)
 
     p_group = sub.add_parser("group", help="combine public.toml files into a group.toml")
     p_group.add_argument("public", nargs="+", help="the nodes' public.toml files, in order")
@@ -196,10 +235,48 @@ def main(argv: list[str] | None = None) -> int:
     p_init.add_argument("--roles", default="ledger,trustee,aggregator", help="roles of every node")
     _add_group_options(p_init)
     p_init.set_defaults(func=_committee_init)
+    p_up = comm_sub.add_parser(
+        "up", help="start one process per node of DIR; return when the committee is ready"
+    )
+    p_up.add_argument("--dir", required=True, help="the committee directory (committee init)")
+    p_up.add_argument(
+        "--detach", action="store_true", help="leave the nodes running and return once ready"
+    )
+    p_up.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for readiness (120)"
+    )
+    p_up.set_defaults(func=_committee_up)
+    p_down = comm_sub.add_parser("down", help="stop the nodes of DIR (pid files)")
+    p_down.add_argument("--dir", required=True, help="the committee directory")
+    p_down.add_argument(
+        "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL (10)"
+    )
+    p_down.set_defaults(func=_committee_down)
+    p_status = comm_sub.add_parser(
+        "status", help="each node's status; exit status 1 if the committee is not live"
+    )
+    p_status.add_argument("--group", required=True, help="the committee's group.toml")
+    p_status.add_argument(
+        "--timeout", type=float, default=3.0, help="seconds to wait for answers (3)"
+    )
+    p_status.set_defaults(func=_committee_status)
+
+    p_audit = sub.add_parser(
+        "audit", help="verify the chain from genesis through a live node; list accesses"
+    )
+    p_audit.add_argument("--group", required=True, help="the committee's group.toml")
+    p_audit.add_argument("--provider", default=None, help="a provider's POLICY_ID")
+    p_audit.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds a node may take to answer (30)"
+    )
+    p_audit.set_defaults(func=_audit)
 
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
+    except AuditError as exc:
+        print(f"kaires: audit failed: {exc}", file=sys.stderr)
+        return 1
     except KairesError as exc:
         print(f"kaires: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

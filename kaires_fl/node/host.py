@@ -138,6 +138,32 @@ class LtsCosign(schema.Message, frozen=True):
 
 NodeMessage = NodeHello | LtsApproval | LtsCosign
 
+_Roles = Annotated[tuple[schema.Label, ...], msgspec.Meta(max_length=3)]
+
+
+class NodeStatusRequest(schema.Message, frozen=True):
+    """A client's (or operator's) question to ``ledger-<i>``: how is this node?"""
+
+    nonce: schema.U63
+
+
+class NodeStatus(schema.Message, frozen=True):
+    """A node's answer to :class:`NodeStatusRequest` (authenticated by the connection:
+    the client dialled the node's pinned key). ``last_block_ms``: the time of its last
+    committed block (Unix ms; the genesis time before the first block)."""
+
+    nonce: schema.U63
+    name: schema.Label
+    roles: _Roles
+    height: schema.U63
+    view: schema.U63
+    last_block_ms: schema.U63
+    ready: bool
+    share: bool
+    lts: schema.Label
+    chain: schema.Label
+    committee: schema.Label
+
 
 # --- genesis ----------------------------------------------------------------------------------
 
@@ -348,6 +374,7 @@ class Node:
             None,
             ledger_config,
         )
+        self._ledger_ep.set_handler(self._on_ledger_message)  # status requests, then ledger
         self.ledger = NodeLedger(network, self.ledger_node, self.ledger_addresses, self.genesis)
         #: The node's one ledger client (one identity, one counter sequence).
         self.client = LedgerClient(self.ledger, self.ledger_address)  # type: ignore[arg-type]
@@ -414,6 +441,32 @@ class Node:
             "chain": self.genesis.chain_id,
             "committee": self.group.committee_id,
         }
+
+    def status_message(self, nonce: int = 0) -> NodeStatus:
+        """This node's :class:`NodeStatus` (what it answers a :class:`NodeStatusRequest`)."""
+        nd = self.ledger_node
+        return NodeStatus(
+            nonce,
+            self.name,
+            tuple(self.entry.roles),
+            nd.height,
+            nd.view,
+            max(0, int(nd.last_time)),
+            self.ready,
+            self.result is not None,
+            self.lts.id if self.lts else "",
+            self.genesis.chain_id,
+            self.group.committee_id,
+        )
+
+    def _on_ledger_message(self, src: str, msg: Any) -> None:
+        """Handler of ``ledger-<i>``: a status request is answered here, everything else
+        goes to the ledger node (its own service boundary)."""
+        if isinstance(msg, NodeStatusRequest):
+            if not self.stopped:
+                self._ledger_ep.send(src, self.status_message(msg.nonce))
+            return
+        self.ledger_node.on_message(src, msg)
 
     def _event(self, what: str) -> None:
         log.info("node %s: %s", self.name, what)

@@ -1,0 +1,342 @@
+"""Nodes as OS processes through the CLI: committee init / up / status / down, a node
+SIGKILLed and restarted with ``kaires node run`` (catch-up, ``kaires audit``), hostile
+bytes and peers on a node's port, and one-line start-up errors.
+
+Steady on a loaded machine: ports are chosen free at run time, readiness is polled (never
+slept on), deadlines are generous, and every process started is stopped in a finally.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kaires_fl.crypto.sign import Identity
+from kaires_fl.ledger.consensus import Status, TxGossip
+from kaires_fl.ledger.tx import make_tx
+from kaires_fl.node.config import load_group
+from kaires_fl.node.host import group_genesis
+from kaires_fl.node.process import (
+    PID_FILE,
+    CommitteeClient,
+    pid_alive,
+    read_pid,
+    stop_nodes,
+)
+from kaires_fl.transport.tcp import MAGIC
+
+N = 4
+DEADLINE = 90.0  # seconds any one wait may take on a loaded machine
+
+
+def _kaires(*args: str, timeout: float = DEADLINE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kaires_fl.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _free_base(n: int) -> int:
+    """A port P with P .. P+n-1 free on 127.0.0.1 now."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - n)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+def _wait(pred: Callable[[], bool], timeout: float = DEADLINE, every: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(every)
+    return pred()
+
+
+def _run_node(node_dir: Path, group: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "kaires_fl.cli", "node", "run", "--dir", str(node_dir)]
+    cmd += ["--group", str(group)]
+    with open(node_dir / "node.log", "ab") as logf:
+        return subprocess.Popen(
+            cmd,
+            stdout=logf,
+            stderr=logf,
+            start_new_session=True,
+        )
+
+
+class Committee:
+    def __init__(self, root: Path, up_s: float, up_out: str) -> None:
+        self.root = root
+        self.group_path = root / "group.toml"
+        self.group = load_group(self.group_path)
+        self.dirs = [root / f"node-{i}" for i in range(N)]
+        self.up_s = up_s
+        self.up_out = up_out
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.chain = group_genesis(self.group).chain_id
+
+    def heights(self, client: CommitteeClient, expect: int = N) -> dict[str, int]:
+        """Heights of the nodes that answer (waits up to 2 s for ``expect`` answers)."""
+        views = client.poll(2.0, until=lambda st: len(st) >= expect)
+        return {v.name: v.status.height for v in views if v.status is not None}
+
+
+@pytest.fixture(scope="module")
+def committee(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Committee]:
+    root = tmp_path_factory.mktemp("procs") / "committee"
+    base = _free_base(N)
+    t0 = time.monotonic()
+    init = _kaires("committee", "init", "--dir", str(root), "--nodes", str(N),
+                   "--base-port", str(base))  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    c: Committee | None = None
+    try:
+        up = _kaires("committee", "up", "--dir", str(root), "--detach", "--timeout", "80")
+        up_s = time.monotonic() - t0
+        assert up.returncode == 0, up.stdout + up.stderr
+        c = Committee(root, up_s, up.stdout)
+        print(f"\ncommittee_up_s {up_s:.2f} (init -> ready, {N} node processes)")
+        yield c
+    finally:
+        dirs = [root / f"node-{i}" for i in range(N)]
+        stop_nodes(dirs, grace=5.0, out=lambda s: None)
+        for p in c.children if c else []:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=10)
+
+
+@pytest.mark.slow
+def test_up_prints_pinned_ids_and_status_is_live(committee: Committee) -> None:
+    """Deployment: four OS processes become ready (genesis, DKG, LTS, aggregation
+    committee); ``up`` prints the chain and committee ids providers pin, and ``status``
+    reports every node reachable and ready (exit 0)."""
+    c = committee
+    genesis = group_genesis(c.group)
+    assert f"chain id {genesis.chain_id}" in c.up_out
+    assert f"committee id {c.group.committee_id}" in c.up_out
+    assert c.up_s < 60.0
+    pids = [read_pid(d) for d in c.dirs]
+    assert all(p is not None for p in pids) and len(set(pids)) == N
+    st = _kaires("committee", "status", "--group", str(c.group_path))
+    assert st.returncode == 0, st.stdout + st.stderr
+    rows = [ln for ln in st.stdout.splitlines() if ln.startswith("node-")]
+    assert len(rows) == N and all(" yes " in r for r in rows)
+    assert "committee live: 4/4" in st.stdout
+    for d in c.dirs:
+        log = (d / "node.log").read_text()
+        assert "DKG done, share persisted" in log and "ready at height" in log
+
+
+@pytest.mark.slow
+def test_hostile_bytes_and_peers_are_refused_and_the_node_serves(committee: Committee) -> None:
+    """Robustness: garbage bytes, a handshake for another group, a handshake claiming a
+    node's pinned key without its private key, and a client frame spoofing a node's
+    address reach node-0's port: each is refused and logged, and node-0 keeps answering
+    and committing."""
+    c = committee
+    host, port = c.group.nodes[0].address.split(":")
+    node1_key = bytes.fromhex(c.group.nodes[1].sign)
+
+    def connect() -> socket.socket:
+        s = socket.create_connection((host, int(port)), timeout=10)
+        s.settimeout(10)
+        return s
+
+    # 1. garbage
+    with connect() as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(200))
+        assert s.recv(1024) == b""  # closed on us
+    # 2. another group id
+    with connect() as s:
+        s.sendall(MAGIC + os.urandom(32) + node1_key + os.urandom(64))
+        assert s.recv(1024) == b""
+    # 3. node-1's key without its private key: the responder's reply comes, our signature fails
+    from kaires_fl.crypto.sign import H
+
+    gid = H(b"kaires/net/group", bytes.fromhex(c.group.id))
+    with connect() as s:
+        s.sendall(MAGIC + gid + node1_key + os.urandom(64))
+        reply = b""
+        while len(reply) < len(MAGIC) + 32 * 3 + 64:
+            chunk = s.recv(4096)
+            assert chunk
+            reply += chunk
+        s.sendall(Identity.generate().sign(b"kaires/net/handshake/initiator", b"x"))
+        assert s.recv(1024) == b""
+    # 4. an unknown key connects as a client and spoofs ledger-1 as src
+    with CommitteeClient(c.group) as client:
+        client.net._send("ledger-1", "ledger-0", Status(10**6, 1))
+        before = c.heights(client)
+        assert before.get("node-0") is not None, "node-0 stopped answering"
+        # (measured before the transactions are sent: the block may commit at once)
+        txs = [make_tx(c.chain, "coin.transfer",
+                       {"to": "00" * 32, "amount": 1}, 1, Identity.generate())
+               for _ in range(5)]  # fmt: skip
+        client.endpoint.broadcast(client.ledger_addresses, TxGossip(tuple(txs)))
+        assert _wait(lambda: c.heights(client).get("node-0", 0) > before["node-0"], 30)
+
+    log_path = c.dirs[0] / "node.log"
+
+    def logged() -> bool:
+        log = log_path.read_text()
+        return log.count("refused connection") >= 3 and "claiming src 'ledger-1'" in log
+
+    assert _wait(logged, 20), log_path.read_text()[-3000:]
+    log = log_path.read_text()
+    assert "not a Kaires handshake" in log and "another group" in log
+    assert "did not prove it holds its private key" in log
+    assert "Traceback" not in log
+
+
+@pytest.mark.slow
+def test_sigkilled_node_restarts_catches_up_and_audit_verifies(committee: Committee) -> None:
+    """Fault tolerance: node-3 is SIGKILLed; the other three keep committing clients'
+    transactions; restarted with ``kaires node run`` on its directory (stale pid file,
+    persisted share), it catches up to the same height and ``kaires audit`` verifies
+    the chain from genesis through a live node."""
+    c = committee
+    victim = c.dirs[3]
+    pid = read_pid(victim)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert _wait(lambda: not pid_alive(pid), 20)
+    assert (victim / PID_FILE).exists()  # stale: a SIGKILLed node cannot clean up
+    with CommitteeClient(c.group) as client:
+        start = c.heights(client, 3)
+        assert "node-3" not in start and len(start) == 3
+        for _ in range(3):
+            h0 = max(c.heights(client, 3).values())
+            txs = [make_tx(c.chain, "coin.transfer",
+                           {"to": "11" * 32, "amount": 1}, 1, Identity.generate())
+                   for _ in range(10)]  # fmt: skip
+            client.endpoint.broadcast(client.ledger_addresses, TxGossip(tuple(txs)))
+            assert _wait(lambda h0=h0: min(c.heights(client, 3).values()) > h0, 30)
+        target = max(c.heights(client, 3).values())
+        assert target >= max(start.values()) + 3
+        # restart with kaires node run
+        p = _run_node(victim, c.group_path)
+        c.children.append(p)
+
+        def caught_up() -> bool:
+            views = {v.name: v.status for v in client.poll(2.0)}
+            s = views.get("node-3")
+            others = [v.height for n, v in views.items() if v is not None and n != "node-3"]
+            return s is not None and s.ready and bool(others) and s.height == max(others)
+
+        assert _wait(caught_up, 60), (victim / "node.log").read_text()[-3000:]
+    assert read_pid(victim) == p.pid
+    log = (victim / "node.log").read_text()
+    assert "share reloaded" in log
+    audit = _kaires("audit", "--group", str(c.group_path), "--provider", "00" * 32)
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "verified from genesis" in audit.stdout and "accesses to policy" in audit.stdout
+    got = int(re.search(r": (\d+) blocks \(", audit.stdout).group(1))  # type: ignore[union-attr]
+    assert got >= target
+
+
+@pytest.mark.slow
+def test_down_stops_every_node_cleanly(committee: Committee) -> None:
+    """Operations: ``committee down`` SIGTERMs every node by its pid file; each stops
+    cleanly (``stopped`` logged, pid file removed, no traceback) and ``status`` then
+    exits 1 (not live)."""
+    c = committee
+    pids = [read_pid(d) for d in c.dirs]
+    down = _kaires("committee", "down", "--dir", str(c.root))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert down.stdout.count("stopped (pid") == N
+    for p in c.children:
+        p.wait(timeout=20)
+        assert p.returncode == 0
+    assert all(pid is not None and not pid_alive(pid) for pid in pids)
+    for d in c.dirs:
+        assert not (d / PID_FILE).exists()
+        log = (d / "node.log").read_text()
+        assert "stopping (signal)" in log and "stopped" in log.splitlines()[-20:].__str__()
+        assert "Traceback" not in log
+    st = _kaires("committee", "status", "--group", str(c.group_path), "--timeout", "1")
+    assert st.returncode == 1 and "NOT live" in st.stdout
+
+
+# -- start-up errors: one line, no traceback --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("lone") / "c"
+    r = _kaires("committee", "init", "--dir", str(root), "--nodes", "4",
+                "--base-port", str(_free_base(4)))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return root
+
+
+def _one_error_line(r: subprocess.CompletedProcess[str], *words: str) -> None:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0
+    assert len(lines) == 1 and lines[0].startswith("kaires: error:"), r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_port_in_use_is_one_error_line(lone: Path) -> None:
+    """Usability: a node whose port is taken says so in one line and exits (no traceback,
+    no pid file left)."""
+    group = load_group(lone / "group.toml")
+    host, port = group.nodes[0].address.split(":")
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, int(port)))
+        s.listen()
+        r = _kaires("node", "run", "--dir", str(lone / "node-0"), "--group",
+                    str(lone / "group.toml"))  # fmt: skip
+    _one_error_line(r, "cannot listen", port)
+    assert not (lone / "node-0" / PID_FILE).exists()
+
+
+def test_malformed_group_is_one_error_line(lone: Path, tmp_path: Path) -> None:
+    """Usability: a malformed group.toml is named in one line."""
+    bad = tmp_path / "group.toml"
+    bad.write_text((lone / "group.toml").read_text() + "\nthis is [not toml\n")
+    r = _kaires("node", "run", "--dir", str(lone / "node-0"), "--group", str(bad))
+    _one_error_line(r, str(bad), "malformed TOML")
+
+
+def test_missing_key_file_is_one_error_line(lone: Path, tmp_path: Path) -> None:
+    """Usability: a node directory without private.toml is named in one line."""
+    d = tmp_path / "node-0"
+    d.mkdir()
+    (d / "public.toml").write_bytes((lone / "node-0" / "public.toml").read_bytes())
+    r = _kaires("node", "run", "--dir", str(d), "--group", str(lone / "group.toml"))
+    _one_error_line(r, "private.toml", "not found")
+
+
+def test_status_of_a_committee_that_is_down_exits_1(lone: Path) -> None:
+    """Operations: with no node running, ``status`` shows every node unreachable, exit 1."""
+    r = _kaires("committee", "status", "--group", str(lone / "group.toml"), "--timeout", "0.5")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.count(" no ") >= N and "NOT live: 0/4" in r.stdout
