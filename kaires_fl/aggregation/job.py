@@ -235,6 +235,8 @@ def _failed(job: str, i: int, reason: str) -> Failed:
     return Failed(job, i, reason[:MAX_REASON])
 
 
+#: Most addresses a pending answer goes to (the coordinator and replays of its message).
+MAX_REPLY_ADDRESSES = 4
 #: Context of the coordinator's signatures (the type tag separates the message kinds).
 COORDINATOR_CONTEXT = b"kaires/aggregation/coordinator"
 #: The coordinator's messages to the aggregators (each signed by the job's coordinator key).
@@ -418,7 +420,9 @@ class AggregatorService:
         st = self.jobs.get(job)
         if st is None:
             to = src  # e.g. a StartJob this aggregator refused
-        elif src in self.trustees or verify_coordinator(msg, st.coordinator_key):
+        elif src in self.trustees or (
+            src == st.coordinator and verify_coordinator(msg, st.coordinator_key)
+        ):
             to = st.coordinator  # the job's own step failed: its coordinator must know
         else:
             return  # a stranger's message about the job: nothing to tell the coordinator
@@ -457,8 +461,10 @@ class AggregatorService:
         """The state of the started job of coordinator message ``msg`` from ``src``.
 
         ``msg`` must be signed by the coordinator key the committed job names (addresses are
-        not authenticated; keys are). Replies go to the address of the last authentic
-        coordinator message. ``digests``: of a PublishedSet's messages, if at hand.
+        not authenticated; keys are). Replies go to ``src``; asynchronous messages to
+        ``st.coordinator`` (the sender of the StartJob, then of the accepted ReadCommitted),
+        which a replayed message never changes. ``digests``: of a PublishedSet's messages,
+        if at hand.
         """
         job = msg.job
         st = self.jobs.get(job) if isinstance(job, str) else None
@@ -469,8 +475,26 @@ class AggregatorService:
                 f"a {type(msg).__name__} about job {job[:16]}… is not signed by the job's "
                 "coordinator key: ignored"
             )
-        st.coordinator = src
         return st
+
+    def _replayed(self, st: _JobState, msg: Any, src: str) -> bool:
+        """Whether authentic ``msg`` was already handled (the coordinator's message again,
+        maybe replayed first by someone who saw it): its answer is then sent again to
+        ``src`` (or, still pending, ``src`` is added to where it will go) — a replay can
+        neither take a round nor its answer away from the coordinator."""
+        if msg.signature not in st.answers:
+            return False
+        got = st.answers[msg.signature]
+        if got is not None:
+            self.t.send(src, got)
+        elif src not in st.pending_to and len(st.pending_to) < MAX_REPLY_ADDRESSES:
+            st.pending_to.append(src)
+        return True
+
+    def _answer(self, st: _JobState, msg: Any, src: str, reply: Any) -> None:
+        """Send ``reply`` to ``src`` and keep it as the answer to authentic ``msg``."""
+        st.answers[msg.signature] = reply
+        self.t.send(src, reply)
 
     # -- step 3/4: check the submission set against the ledger; sign the read
     def _start(self, src: str, msg: StartJob) -> None:
@@ -481,9 +505,8 @@ class AggregatorService:
             # The coordinator's StartJob again (e.g. first replayed by a stranger): answer it
             # where it now comes from; anything else about a started job is refused.
             self._job(msg, src)
-            if st0.read_signed is None or start_digest(msg) != st0.start_digest:
+            if not self._replayed(st0, msg, src):
                 raise ProtocolError(f"job {msg.job[:16]}… is already started")
-            self.t.send(src, st0.read_signed)
             return
         job = self.ledger.get(job_key(msg.job))
         inputs = self.ledger.get(inputs_key(msg.job))
@@ -582,7 +605,6 @@ class AggregatorService:
         st = _JobState(ctx, AggregatorJob(ctx, self.index, self.identity, self.behaviour), stat)
         st.coordinator = src
         st.coordinator_key = coordinator_key
-        st.start_digest = start_digest(msg, hash_part)
         self.jobs[msg.job] = st
         writes = [s.manifest.write for s in subs]
         if writes:
@@ -591,10 +613,10 @@ class AggregatorService:
             )
             tx = self.ledger.sign(self.identity, "calypso.read", payload)
             st.read_id = tx.id
-            st.read_signed = ReadSigned(msg.job, self.index, tx.to_obj())
+            read_signed = ReadSigned(msg.job, self.index, tx.to_obj())
         else:
-            st.read_signed = ReadSigned(msg.job, self.index, None)
-        self.t.send(src, st.read_signed)
+            read_signed = ReadSigned(msg.job, self.index, None)
+        self._answer(st, msg, src, read_signed)
 
     def _written_key_checker(
         self, job_id: str, subs: Sequence[SealedSubmission]
@@ -617,9 +639,14 @@ class AggregatorService:
     # -- step 4/5.1: key release and coin
     def _release(self, src: str, msg: ReadCommitted) -> None:
         st = self._job(msg, src)
+        if self._replayed(st, msg, src):
+            return
         if st.announced:
             raise ProtocolError(f"job {msg.job[:16]}…: the reads were already announced")
         st.announced = True
+        st.coordinator = src  # where its round-1 message goes
+        st.answers[msg.signature] = None  # pending: the round-1 message (``_publish``)
+        st.announce_signature = msg.signature
         st.coin_shares = dict(msg.coin_shares)
         if st.read_id is None:
             self._opened(st, {})
@@ -817,7 +844,9 @@ class AggregatorService:
             st.dispute_timer.cancel()
         assert st.coin is not None
         st.sent_published = st.work.publish(st.coin)
-        self.t.send(st.coordinator, st.sent_published)
+        st.answers[st.announce_signature] = st.sent_published
+        for to in [st.coordinator, *st.pending_to]:
+            self.t.send(to, st.sent_published)
 
     # -- step 5.2: disputes
     def _on_published(self, src: str, msg: PublishedSet) -> None:
@@ -838,6 +867,8 @@ class AggregatorService:
             for p in msg.messages
         ]
         st = self._job(msg, src, digests)
+        if self._replayed(st, msg, src):
+            return
         if st.sent_published is None or st.sent_reveal is not None:
             raise ProtocolError(f"job {msg.job[:16]}…: round-1 set out of turn")
         ctx = st.ctx
@@ -854,11 +885,13 @@ class AggregatorService:
             raise undecided_error(ctx, analysis.disputes.undecided)
         st.round1 = r1
         st.sent_reveal = st.work.reveal(analysis.disputes.flagged)
-        self.t.send(src, st.sent_reveal)
+        self._answer(st, msg, src, st.sent_reveal)
 
     # -- step 5.3/6: decide, aggregate
     def _on_reveals(self, src: str, msg: RevealSet) -> None:
         st = self._job(msg, src)
+        if self._replayed(st, msg, src):
+            return
         if st.round1 is None or st.sent_reveal is None or st.decision is not None:
             raise ProtocolError(f"job {msg.job[:16]}…: reveal set out of turn")
         assert st.coin is not None
@@ -873,10 +906,12 @@ class AggregatorService:
             sent=sent if honest else (),
         )
         st.decision = decision
-        self.t.send(src, st.work.aggregate(decision))
+        self._answer(st, msg, src, st.work.aggregate(decision))
 
     def _on_draft(self, src: str, msg: ReceiptDraft) -> None:
         st = self._job(msg, src)
+        if self._replayed(st, msg, src):
+            return
         if st.decision is None:
             raise ProtocolError(f"job {msg.job[:16]}…: no decision to sign a receipt for")
         r = decode_canonical(bytes(msg.receipt))
@@ -887,7 +922,7 @@ class AggregatorService:
         if self.behaviour == "byzantine":
             return
         pub, sig = sign_receipt(self.identity, self.ledger.chain, msg.job, r)
-        self.t.send(src, ReceiptSignature(msg.job, self.index, pub, sig))
+        self._answer(st, msg, src, ReceiptSignature(msg.job, self.index, pub, sig))
 
     def _receipt_is_mine(self, st: _JobState, r: Mapping[str, Any]) -> bool:
         """Whether receipt ``r`` states this aggregator's decision (status, accepted,
@@ -934,12 +969,17 @@ class _JobState:
     work: AggregatorJob
     statistic: Any
     read_id: str | None = None
-    #: Address of the last authentic coordinator message (where replies go).
+    #: Address of the StartJob's, then of the accepted ReadCommitted's sender (where
+    #: asynchronous messages go; replies go to the sender of what they answer).
     coordinator: str = ""
     #: The coordinator key the committed job names (every coordinator message is signed).
     coordinator_key: str = ""
-    start_digest: bytes = b""
-    read_signed: Any = None
+    #: Coordinator signature → the answer sent to that message (None while pending): a
+    #: replay of an authentic message is answered again, never handled twice.
+    answers: dict[bytes, Any] = field(default_factory=dict)
+    #: Further addresses the pending round-1 message goes to (replays of ReadCommitted).
+    pending_to: list[str] = field(default_factory=list)
+    announce_signature: bytes = b""
     announced: bool = False
     coin_shares: dict[int, Any] = field(default_factory=dict)
     responses: dict[int, Any] = field(default_factory=dict)

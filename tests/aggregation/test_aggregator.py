@@ -298,3 +298,17 @@ def test_open_consistent_matches_robust_reconstruct_and_detects_any_wrong_coordi
             bad[j][7, 3] = F.add(bad[j][7, 3], F.ones(()))
             assert _open_consistent(F, bad, t) is None
         assert _open_consistent(F, {0: shares[0]}, t) is None
+
+
+def test_rows_elements_is_elements_of_the_concatenation() -> None:
+    """publish's one-copy encoding of its per-submission verifier blocks is byte for byte
+    ``Elements.of`` of their concatenation (Field64 and Field128)."""
+    from kaires_fl.aggregation.aggregator import _rows_elements
+    from kaires_fl.arith.field import Field64, Field128
+    from kaires_fl.schema import Elements
+
+    rng = np.random.default_rng(5)
+    for F in (Field64, Field128):
+        parts = [F.random((k, 7), rng=rng) for k in (3, 0, 5)]
+        assert _rows_elements(F, parts) == Elements.of(F, np.concatenate(parts))
+        assert _rows_elements(F, parts[0]) == Elements.of(F, parts[0])
