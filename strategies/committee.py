@@ -9,9 +9,11 @@ does both over a committee:
   :class:`~kaires_fl.simulation.LocalCommittee` (ledger, trustees, aggregators on the
   in-memory transport), sized by ``kaires-ledger-nodes``, ``kaires-trustees``,
   ``kaires-aggregators``, ``kaires-threshold`` and seeded by ``kaires-seed``;
-- ``kaires-committee = "<path>/group.toml"`` (deployment): refused with a ConfigError for
-  now — Kaires-FL ships only the in-memory transport, so there is no networked committee
-  to connect to yet.
+- ``kaires-committee = "<path>/group.toml"`` (deployment): the committee's node
+  processes, reached with :func:`kaires_fl.connect` (authenticated TCP, keys pinned in
+  the group file); the ServerApp is a client of them — it holds no node key, no trustee
+  share and no aggregator key. ``kaires-client-key`` names a client key file (default:
+  fresh keys per run), ``kaires-connect-timeout`` the seconds to wait for the committee.
 
 One round = one job (protocol.md): :meth:`commit_job` (step 1), then, with the providers'
 relayed writes and sealed submissions, :meth:`aggregate` (steps 2.3–7). The connection
@@ -55,7 +57,8 @@ class RoundResult:
 
 
 class CommitteeConnection:
-    """Consumer and coordinator over a :class:`~kaires_fl.simulation.LocalCommittee`.
+    """Consumer and coordinator over a :class:`~kaires_fl.committee.Committee` (a
+    :class:`~kaires_fl.simulation.LocalCommittee` or a deployed one, ``kaires_fl.connect``).
 
     Parameters
     ----------
@@ -79,15 +82,20 @@ class CommitteeConnection:
         """The committee the run config names (module docstring)."""
         kind = str(run_config.get("kaires-committee", "local"))
         if kind != "local":
-            if kind.endswith(".toml") or os.path.exists(kind):
+            if not (kind.endswith(".toml") or os.path.exists(kind)):
                 raise ConfigError(
-                    f"kaires-committee = {kind!r}: connecting to a deployed committee from a "
-                    "group.toml needs the network transport, which Kaires-FL does not ship yet; "
-                    "use kaires-committee = 'local' (an in-process committee)"
+                    f"kaires-committee = {kind!r} is neither 'local' nor a group.toml path"
                 )
-            raise ConfigError(
-                f"kaires-committee = {kind!r} is neither 'local' nor a group.toml path"
-            )
+            # A deployed committee: this process is a client (consumer and coordinator),
+            # holding no node key, no trustee share and no aggregator key.
+            from kaires_fl.node.client import connect
+
+            try:
+                timeout = float(run_config.get("kaires-connect-timeout", 60.0))
+            except (TypeError, ValueError):
+                raise ConfigError("run config kaires-connect-timeout must be a number") from None
+            key = run_config.get("kaires-client-key") or None
+            return cls(connect(kind, key=key, timeout=timeout))
         from kaires_fl.simulation import LocalCommittee
 
         def _int(key: str, default: int) -> int:

@@ -38,6 +38,7 @@ import tomli_w
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.errors import ConfigError, ProtocolError
+from kaires_fl.ledger.audit import verify_chain
 from kaires_fl.ledger.block import Genesis, consensus_context
 from kaires_fl.ledger.consensus import Status, SyncRequest, SyncResponse
 from kaires_fl.ledger.contracts import DEFAULT_REGISTRY
@@ -57,6 +58,7 @@ from kaires_fl.transport.tcp import TcpNetwork, client_address
 __all__ = [
     "LedgerFollower",
     "RemoteCommittee",
+    "ReplicaLedger",
     "connect",
     "load_client_key",
     "write_client_key",
@@ -216,6 +218,17 @@ class LedgerFollower(LedgerNode):
         self.t.set_handler(None)
 
 
+class ReplicaLedger(NodeLedger):
+    """The ledger surface of :class:`~kaires_fl.ledger.client.LocalLedger` over a
+    :class:`LedgerFollower` (what the job driver, ``LedgerClient`` and audits read)."""
+
+    def verify(self, replay: bool = False) -> int:
+        """Audit the replica's chain from the genesis block (every certificate, the hash
+        chain, and with ``replay`` every block re-executed); returns its height."""
+        raw = (r for _, r in self.node.store.raw_blocks())
+        return int(verify_chain(raw, self.genesis, replay=replay))
+
+
 def committee_lts(ledger_node: Any, group: Group) -> LtsInfo | None:
     """The LTS the group's nodes use, read from ``ledger_node``'s state: the earliest
     ``calypso/lts/…`` entry registered by the group's trustees with the group's threshold
@@ -302,7 +315,7 @@ class RemoteCommittee(NetworkCommittee):
                 poll=poll,
             )
             lts = self._wait_ready(group, timeout)
-            view = NodeLedger(self.network, self.follower, group.addresses("ledger"), genesis)
+            view = ReplicaLedger(self.network, self.follower, group.addresses("ledger"), genesis)
             super().__init__(
                 self.network,
                 view,
@@ -357,7 +370,7 @@ class RemoteCommittee(NetworkCommittee):
 
     def verify(self, replay: bool = False) -> int:
         """Audit the replica's chain from the genesis block; returns its height."""
-        return int(self.client.verify_chain(replay=replay))
+        return self.ledger.verify(replay=replay)
 
     def close(self) -> None:
         """Close the connections and the replica's database (idempotent)."""

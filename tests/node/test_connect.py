@@ -393,3 +393,55 @@ def test_connect_to_four_node_processes(tmp_path: Path, local_fit: KairesLinearR
             assert c.verify() >= rep["receipt_height"]
     finally:
         committee_down(tmp_path, grace=10.0, out=lines.append)
+
+
+def test_flower_run_against_the_networked_committee(cluster: Cluster) -> None:
+    """Acceptance (Flower): ``kaires-committee = "<path>/group.toml"`` makes the ServerApp a
+    client of the node processes: two KairesFedAvg rounds give exactly the model of the
+    same run on an in-process committee, and the ServerApp's connection holds no trustee
+    share, no aggregator key and no node key."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "strategies"))
+    import flower_apps as apps
+    from flower_harness import LocalGrid
+    from flwr.app import ArrayRecord
+    from kaires_fl.strategies import CommitteeConnection, KairesFedAvg
+
+    def run(conn: Any) -> list[np.ndarray]:
+        s = KairesFedAvg(
+            fraction_evaluate=0.0,
+            min_available_nodes=apps.NUM_NODES,
+            min_train_nodes=apps.NUM_NODES,
+            committee=conn,
+            num_examples_cap=apps.NUM_EXAMPLES_CAP,
+        )
+        res = s.start(
+            grid=LocalGrid(apps.make_client_app(), apps.NUM_NODES),
+            initial_arrays=ArrayRecord(apps.task.initial_arrays()),
+            num_rounds=2,
+        )
+        assert all(s.kaires_rounds[r]["result"].status == "done" for r in (1, 2))
+        return list(res.arrays.to_numpy_ndarrays())
+
+    with pytest.raises(ConfigError, match=r"neither 'local' nor a group\.toml"):
+        CommitteeConnection.from_run_config({"kaires-committee": "remote"})
+    conn = CommitteeConnection.from_run_config(
+        {"kaires-committee": str(cluster.dir / "group.toml"), "kaires-connect-timeout": 60}
+    )
+    try:
+        assert isinstance(conn.committee, RemoteCommittee)
+        networked = run(conn)
+        conn.committee.ledger.verify()
+        objs = _reachable(conn)
+        names = {type(o).__name__ for o in objs}
+        assert not names & {"DkgResult", "Trustee", "TrusteeNode", "AggregatorService", "Node"}
+        node_sign = {bytes.fromhex(e.sign) for e in cluster.group.nodes}
+        assert not {o.public for o in objs if isinstance(o, Identity)} & node_sign
+    finally:
+        conn.committee.close()
+    local = LocalCommittee()
+    try:
+        in_process = run(CommitteeConnection(local))
+    finally:
+        local.close()
+    for a, b in zip(networked, in_process, strict=True):
+        np.testing.assert_array_equal(a, b)
