@@ -479,6 +479,44 @@ def test_fuzz_aggregator_on_message_never_dies(served: Any, data: Any) -> None:
     svc.on_message(src, payload)  # must not raise
 
 
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_fuzz_coordinator_signed_messages_never_kill_the_handler(served: Any, data: Any) -> None:
+    """Robustness (coordinator binding): the coordinator itself signs, with the key the job
+    names, mutated versions of its real messages (whatever still decodes) and junk bodies;
+    ``AggregatorService.on_message`` never raises on them, as objects or as bytes."""
+    c, _, sent = served
+    svc = c.aggregators[data.draw(st.integers(0, len(c.aggregators) - 1))]
+    raw = bytearray(data.draw(st.sampled_from(sent)))
+    for _ in range(data.draw(st.integers(0, 6))):
+        k = data.draw(st.integers(0, len(raw) - 1))
+        raw[k] = data.draw(st.integers(0, 255))
+    try:
+        msg = schema.decode(bytes(raw), job_mod.ToAggregator)
+    except KairesError:
+        job = next(iter(svc.jobs))
+        msg = data.draw(
+            st.sampled_from(
+                [
+                    job_mod.ReceiptDraft(job, b"[1, 2]"),
+                    job_mod.ReceiptDraft(job, b'{"status": "done"}'),
+                    job_mod.ReadCommitted(job, ((0, None), (70, None))),
+                    PublishedSet(job, ()),
+                    RevealSet(job, ()),
+                    Deliver(job),
+                    job_mod.StartJob(job, ()),
+                ]
+            )
+        )
+    signed = job_mod.sign_coordinator(
+        msgspec.structs.replace(msg, signature=b""), c.coordinator.identity
+    )
+    svc.on_message("coordinator", signed)  # must not raise
+    svc.on_message("coordinator", schema.encode(signed))
+
+
 def test_the_service_still_works_after_the_fuzz(served: Any) -> None:
     """Robustness: after hostile messages, the aggregators still run a job correctly."""
     c, _, sent = served
