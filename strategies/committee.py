@@ -29,6 +29,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kaires_fl.committee import Committee, default_committee
 from kaires_fl.errors import AccessDenied, ConfigError, InvalidSubmission, LedgerError
 
 from . import wire
@@ -68,12 +69,9 @@ class CommitteeConnection:
         The consumer identity (default: the committee's own consumer).
     """
 
-    def __init__(self, committee: Any | None = None, consumer: Any | None = None) -> None:
-        if committee is None:
-            from kaires_fl.simulation import LocalCommittee
-
-            committee = LocalCommittee()
-        self.committee = committee
+    def __init__(self, committee: Committee | None = None, consumer: Any | None = None) -> None:
+        self.committee: Committee = committee if committee is not None else default_committee()
+        committee = self.committee
         self.consumer = consumer or committee.consumer
         self.client = committee.client
 

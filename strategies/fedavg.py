@@ -267,7 +267,8 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
     ----------
     committee:
         A :class:`~kaires_fl.strategies.committee.CommitteeConnection` or a
-        :class:`~kaires_fl.simulation.LocalCommittee` (default: a fresh local committee).
+        :class:`~kaires_fl.committee.Committee` (a ``LocalCommittee``, or a deployed one
+        from ``kaires_fl.connect("group.toml")``; default: a fresh local committee).
     clip_norm:
         C: every update is scaled to ‖Δ‖₂ ≤ C before it is proven bounded.
     num_examples_cap:

@@ -68,7 +68,8 @@ class KairesStatsStrategy(KairesFlowerBase, Strategy):
     fraction, min_nodes, min_available_nodes:
         Sampling, as FedAvg's ``fraction_train`` / ``min_train_nodes``.
     committee:
-        A ``CommitteeConnection`` or ``LocalCommittee`` (default: a fresh local one).
+        A ``CommitteeConnection`` or a :class:`~kaires_fl.committee.Committee` (a
+        ``LocalCommittee`` or ``kaires_fl.connect("group.toml")``; default: a fresh local one).
     message_type:
         The Flower message type of the job (default ``"query"``: register the data handler
         with ``@app.query()``).
