@@ -445,3 +445,70 @@ def test_flower_run_against_the_networked_committee(cluster: Cluster) -> None:
         local.close()
     for a, b in zip(networked, in_process, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_follower_replicates_the_chain_and_survives_any_bytes() -> None:
+    """Robustness (service boundary of the client's replica): arbitrary bytes, mutated
+    block records and stray messages from a ledger node's address, or from a stranger,
+    never raise and are never taken; the replica then still follows the chain, block for
+    block identical to the nodes'."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kaires_fl.ledger.client import LocalLedger
+    from kaires_fl.ledger.coin import balance_key
+    from kaires_fl.ledger.consensus import Status, SyncRequest
+    from kaires_fl.ledger.store import Store
+    from kaires_fl.node.client import LedgerFollower
+
+    payer = Identity.generate()
+    ledger = LocalLedger(4, balances={payer.public: 1000})
+    store = Store()
+    follower = LedgerFollower(
+        ledger.genesis, ledger.network.endpoint("client-0/ledger"), store, ledger.addresses
+    )
+    try:
+        client = ledger.client()
+        client.execute(payer, "coin.transfer", {"to": "ab" * 32, "amount": 5})
+        assert ledger.network.run_until(lambda: follower.height == ledger.best_node().height, 30)
+        real = store.raw_block(follower.height)
+        assert real is not None
+
+        @settings(max_examples=150, deadline=None)
+        @given(
+            src=st.sampled_from([ledger.addresses[1], "client-0/ledger", "stranger"]),
+            raw=st.binary(max_size=600)
+            | st.builds(
+                lambda i, b: real[:i] + bytes([real[i % len(real)] ^ (b or 1)]) + real[i + 1 :],
+                st.integers(0, len(real) - 1),
+                st.integers(0, 255),
+            ),
+            wrap=st.sampled_from(["bytes", "sync", "status", "request"]),
+        )
+        def check(src: str, raw: bytes, wrap: str) -> None:
+            h = follower.height
+            msg: Any = {
+                "bytes": raw,
+                "sync": SyncResponse((raw,), False),
+                "status": Status(10**9, 0),
+                "request": SyncRequest(1, 0),
+            }[wrap]
+            follower.on_message(src, msg)
+            assert follower.height == h
+
+        check()
+        client.execute(payer, "coin.transfer", {"to": "cd" * 32, "amount": 7})
+        assert ledger.network.run_until(lambda: follower.height == ledger.best_node().height, 30)
+        node = ledger.best_node()
+        for h in range(1, follower.height + 1):
+            assert store.raw_block(h) == node.store.raw_block(h)
+        assert (
+            follower.state.get(balance_key("cd" * 32))
+            == 7
+            == node.state.get(balance_key("cd" * 32))
+        )
+        assert follower.ignored > 0
+    finally:
+        follower.stop()
+        store.close()
+        ledger.close()
