@@ -192,3 +192,47 @@ def test_sklearn_check_estimator_in_full() -> None:
     results = check_estimator(KairesRidge(n_providers=3), on_fail=None)
     failed = [(r["check_name"], str(r["exception"])) for r in results if r["status"] == "failed"]
     assert not failed
+
+
+def test_estimators_depend_on_the_committee_interface() -> None:
+    """Shape: importing the estimators loads neither the simulation nor the node modules,
+    and any :class:`~kaires_fl.committee.Committee` (here a delegating wrapper, not a
+    LocalCommittee) runs the fit."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kaires_fl.estimators, kaires_fl.committee\n"
+        "bad = [m for m in ('kaires_fl.simulation', 'kaires_fl.node.client', "
+        "'kaires_fl.transport.memory') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+    from kaires_fl.committee import Committee
+    from kaires_fl.simulation import LocalCommittee
+
+    class Wrapped:
+        """A committee that is not a LocalCommittee: it delegates and counts jobs."""
+
+        def __init__(self, inner: LocalCommittee) -> None:
+            self.inner, self.jobs = inner, 0
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.inner, name)
+
+        def run_job(self, statistic, data, consumer=None, progress=False):  # type: ignore[no-untyped-def]
+            self.jobs += 1
+            return self.inner.run_job(statistic, data, consumer, progress)
+
+    inner = LocalCommittee()
+    try:
+        w = Wrapped(inner)
+        assert isinstance(inner, Committee)
+        X, y = load_diabetes(return_X_y=True)
+        est = KairesLinearRegression(n_providers=4, committee=w).fit(X, y)  # type: ignore[arg-type]
+        assert w.jobs == 1
+        sk = LinearRegression().fit(X, y)
+        assert np.max(np.abs(est.coef_ - sk.coef_)) / np.max(np.abs(sk.coef_)) <= 1e-6
+    finally:
+        inner.close()
