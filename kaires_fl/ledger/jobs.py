@@ -21,8 +21,10 @@ providers it does not allow — wrong consumer, statistic, job limit, expiry, a 
 the policy does not name ("committee not accepted by the policy"), an owner removed
 from the allow-list — are excluded with the reason recorded (or, with ``"refuse"``,
 the job is refused). The job is refused if fewer providers remain than
-``max(min_providers, every included policy's min_providers)`` (counted in distinct
-policy owners, :func:`distinct_owners`) or if the consumer
+``max(min_providers, every included policy's min_providers)``, or if the policies the
+job's signers do not own ask for more distinct owners other than those signers than
+there are (:func:`distinct_owners`: several policies of one key are one provider, and the
+consumer's own data hides nobody's), or if the consumer
 cannot pay Σ prices of the included providers, which are escrowed. Writes
 ``job/<id>`` (id = tx id), ``access/<provider>/<id>`` for each included provider,
 ``usage/<provider>`` (jobs counted against ``max_jobs``) and the consumer's balance.
@@ -157,11 +159,15 @@ def consumer_signers(
     return tuple(s for s in signers if view.get(ident_key(CONSUMER, s)) is not None)
 
 
-def distinct_owners(policies: list[str]) -> int:
+def distinct_owners(policies: list[str], exclude: tuple[str, ...] = ()) -> int:
     """How many distinct providers ``policies`` (ids) belong to: their owner keys (an
-    unbound id counts as its own owner). One admitted key may own several data policies;
-    it is still one provider towards any ``min_providers``."""
-    return len({policy_owner(p) or p for p in policies})
+    unbound id counts as its own owner), leaving out the keys in ``exclude``.
+
+    One admitted key may own several data policies; it is still one provider towards any
+    ``min_providers``. ``job.create`` excludes the job's signers (its consumer and
+    co-signers): a consumer's own data hides nobody's from it.
+    """
+    return len({policy_owner(p) or p for p in policies} - set(exclude))
 
 
 #: Rule nodes the 'use' rules of one job's policies may visit together (a job naming
@@ -266,6 +272,7 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     excluded: dict[str, str] = {}
     escrow: dict[str, dict[str, Any]] = {}
     needed = p.get("min_providers", 1)
+    protect = 0  # the largest min_providers of a policy the job's signers do not own
     registration = registration_required(view)
     budget = [MAX_JOB_RULE_VISITS]  # every 'use' rule of the job shares it
     signers = consumer_signers(view, env.signers, registration)
@@ -281,6 +288,8 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         included.append(prov)
         escrow[prov] = {"payee": terms["payee"], "price": terms["price"], "version": d["version"]}
         needed = max(needed, terms["min_providers"])
+        if (policy_owner(prov) or prov) not in env.signers:
+            protect = max(protect, terms["min_providers"])
     if excluded and p.get("on_excluded", "exclude") == "refuse":
         raise LedgerError(f"job refused: providers excluded by their policies: {excluded}")
     if len(included) < needed:
@@ -288,12 +297,13 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
             f"job refused: {len(included)} providers allowed, at least {needed} required "
             f"(min providers); excluded: {excluded}"
         )
-    owners = distinct_owners(included)
-    if owners < needed:
+    owners = distinct_owners(included, env.signers)
+    if owners < protect:
         raise LedgerError(
             f"job refused: its {len(included)} allowed policies belong to {owners} distinct "
-            f"provider keys, at least {needed} required (min providers count owners: several "
-            "policies of one key are one provider)"
+            f"provider keys other than the job's signers, a policy requires at least "
+            f"{protect} (min providers count owners: several policies of one key are one "
+            "provider, and the consumer's own data hides nobody's)"
         )
     total = sum(e["price"] for e in escrow.values())
     have = balance(view, tx.sender)

@@ -20,7 +20,8 @@ State entries (all values JSON, bytes as lowercase hex):
   Checked on commit: the LTS exists; the policy exists, its version is the current one
   and its signers satisfy its ``calypso.write`` rule (``_evolve`` if it has none); every
   write proof verifies for its label (so a ciphertext moved from another policy, job or
-  slot is refused); for a job-bound write, the job is committed, includes the policy and
+  slot is refused); for a job-bound write, the job is committed, names this LTS if it
+  names one (``params["lts"]``), includes the policy and
   the write carries exactly one key per aggregator slot of the job (and optionally
   ``consumer``).
 
@@ -31,8 +32,12 @@ State entries (all values JSON, bytes as lowercase hex):
   Signed by the job's consumer, or co-signed by at least :func:`inputs_quorum` (2t + 1)
   of its aggregators, once per job; one manifest per write, both distinct; every write
   usable by the job (:func:`check_write_for_job`, which requires a key for every
-  aggregator slot); only the consumer may close an empty set. ``root`` is
-  :func:`inputs_root` (the coin is evaluated on it).
+  aggregator slot); every write under one LTS (the one the job names in
+  ``params["lts"]``, if it names one: a single write under another LTS would make every
+  aggregator's batched read fail); an offline write (job ``""``) in the inputs of one job
+  only (``calypso/used/<write>`` = that job: its slot keys go to whichever committee reads
+  them); only the consumer may close an empty set. ``root`` is :func:`inputs_root` (the
+  coin is evaluated on it).
 
 ``calypso/read/<id>`` — ``calypso.read``: a reader's request for keys, the record of the
 release (nothing is released without it)::
@@ -172,6 +177,12 @@ def job_reader(job: Mapping[str, Any], slot: str) -> tuple[str, str]:
 # --- checks shared by the contracts and the trustees ---------------------------------------
 
 
+def job_lts(job: Mapping[str, Any]) -> str | None:
+    """The LTS id the job names in ``params["lts"]`` (None if it names none)."""
+    lts = (job.get("params") or {}).get("lts")
+    return lts if isinstance(lts, str) else None
+
+
 def job_slots(job: Mapping[str, Any]) -> set[str]:
     """The aggregator slots a write for ``job`` must cover: one per aggregator."""
     return {f"aggregator:{i}" for i in range(len(job["aggregators"]))}
@@ -208,6 +219,12 @@ def check_write_for_job(
     w = write_id[:16]
     if write["lts"] != lts_id:
         raise AccessDenied(f"write {w}… is under LTS {write['lts'][:16]}…, not {lts_id[:16]}…")
+    named = job_lts(job)
+    if named is not None and write["lts"] != named:
+        raise AccessDenied(
+            f"write {w}… is under LTS {write['lts'][:16]}…, job {job['id'][:16]}… names LTS "
+            f"{named[:16]}…"
+        )
     if write["job"] not in ("", job["id"]):
         raise AccessDenied(
             f"write {w}… was made for job {write['job'][:16]}…, not for job {job['id'][:16]}…"
@@ -440,6 +457,12 @@ def write_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
             raise LedgerError(
                 f"calypso.write: job {entry.job[:16]}… does not include provider {entry.policy!r}"
             )
+        named = job_lts(job)
+        if named is not None and entry.lts != named:
+            raise LedgerError(
+                f"calypso.write: job {entry.job[:16]}… names LTS {named[:16]}…, the write is "
+                f"under {entry.lts[:16]}…"
+            )
         try:
             check_write_slots(env.tx_id, [slot for slot, _ in entry.keys], job)
         except AccessDenied as exc:
@@ -501,6 +524,7 @@ def inputs_close(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     if len(set(writes)) != len(writes) or len(set(mans)) != len(mans):
         raise LedgerError("calypso.inputs: manifests and writes must be distinct")
     claims: dict[str, Any] = {}
+    by_lts: dict[str, list[str]] = {}
     for w in writes:
         entry = view.get(write_key(w)) if isinstance(w, str) and _HEX32.match(w) else None
         if entry is None:
@@ -511,6 +535,14 @@ def inputs_close(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
             raise LedgerError(f"calypso.inputs: write {w[:16]}… is not usable: {exc}") from exc
         if entry["job"] == "":
             claims[write_use_key(w)] = _claim_offline_write(view, w, job["id"])
+        by_lts.setdefault(entry["lts"], []).append(w)
+    if len(by_lts) > 1:
+        odd = sorted(by_lts.items(), key=lambda kv: (len(kv[1]), kv[0]))[0]
+        raise LedgerError(
+            f"calypso.inputs: the writes are under {len(by_lts)} LTSs (e.g. {odd[1][0][:16]}… "
+            f"under {odd[0][:16]}…): every reader reads the whole set under one LTS, so one "
+            "write under another would make every aggregator's read fail; leave it out"
+        )
     return {
         **claims,
         inputs_key(p["job"]): {

@@ -127,6 +127,57 @@ def test_an_offline_write_cannot_be_reused_by_a_second_job_with_another_committe
     assert res.keys[wid] == keys[ALL[0]]
 
 
+def test_a_write_under_another_lts_cannot_make_every_aggregators_read_fail():
+    """Robustness against a provider: one provider wrote its keys under an LTS of its own
+    making (anyone can register one without a trustee registry, a single trustee can with
+    one), the consumer closed the inputs with it among the honest writes, and the ledger
+    then refused every aggregator's batched read ("write is under another LTS"): the whole
+    job failed. The inputs now hold writes under one LTS only (the job's, when it names
+    one in ``params["lts"]``, which a job-bound write must then use)."""
+    from kaires_fl.crypto.group import Point, Scalar
+    from kaires_fl.secret_management.contracts import LTS_KIND
+
+    w = make_world(seed=78)
+    lts = w.committee.lts
+    mallory = w.providers["bob"]
+    X_own = Point.base() * Scalar.random_nonzero()
+    own = {
+        "n": 1,
+        "t": 0,
+        "X": X_own.to_bytes().hex(),
+        "shares": [X_own.to_bytes().hex()],
+        "trustees": [mallory.public.hex()],
+        "transcript": "00" * 32,
+    }
+    own_id = w.client.execute(mallory, LTS_KIND, own).tx_id
+    job = _job(w, ["alice", "bob"], w.committee_id)
+    wa, _ = w.write("alice", job)
+    d = w.client.get(darc_key(w.pid("bob")))
+    entry, _ = make_write(X_own, own_id, w.pid("bob"), d["version"], job, ALL)
+    wb = w.client.execute(mallory, WRITE_KIND, entry.to_payload()).tx_id
+    both = {"job": job, "manifests": [_manifest(x, job) for x in (wa, wb)], "writes": [wa, wb]}
+    with pytest.raises(LedgerError, match="under 2 LTSs"):
+        w.client.execute(w.consumer, INPUTS_KIND, both)
+    w.client.execute(
+        w.consumer, INPUTS_KIND, {"job": job, "manifests": [_manifest(wa, job)], "writes": [wa]}
+    )
+    res = w.committee.release(w.client, w.aggregators[2], w.agg_keys[2], job, ALL[2], [wa])
+    assert set(res.keys) == {wa}
+    # a job naming its LTS refuses a job-bound write under another one at once
+    payload = job_payload(
+        "count",
+        [w.pid("alice"), w.pid("bob")],
+        w.committee_id,
+        w.consumer_key.public.hex(),
+        params={"lts": lts.id},
+        min_providers=1,
+    )
+    job2 = w.client.execute(w.consumer, "job.create", payload).tx_id
+    entry2, _ = make_write(X_own, own_id, w.pid("bob"), d["version"], job2, ALL)
+    with pytest.raises(LedgerError, match="names LTS"):
+        w.client.execute(mallory, WRITE_KIND, entry2.to_payload())
+
+
 # -- min_providers counts owners, not policies --------------------------------------------------
 def test_min_providers_counts_distinct_owners_not_policies():
     """Privacy (access control): a provider's ``min_providers`` = 3 cannot be met by one
@@ -156,6 +207,33 @@ def test_min_providers_counts_distinct_owners_not_policies():
     w.providers["carol"] = carol
     w.create_policy("carol", [w.consumer])
     _job(w, ["alice", "bob", "carol"], w.committee_id)
+
+
+def test_the_consumers_own_policy_does_not_count_towards_min_providers():
+    """Privacy (access control): a consumer that is also a provider names its own policy
+    (zero rows, or rows it knows) next to its victim's, whose policy wants at least two
+    providers: the aggregate is then the victim's data. Before, this passed with no
+    colluder at all; job.create now leaves the job's signers out of the owner count."""
+    w = make_world(seed=77)
+    _accept_committees(w, "alice", [w.committee_id], min_providers=2)
+    own = bound_policy_id("own", w.consumer.public.hex())
+    w.client.execute(
+        w.consumer,
+        "darc.create",
+        {
+            "id": own,
+            "rules": {
+                "_evolve": f"ed25519:{w.consumer.public.hex()}",
+                "use": f"ed25519:{w.consumer.public.hex()}",
+            },
+            "terms": data_terms(
+                w.consumer.public.hex(), min_providers=1, committees=[w.committee_id]
+            ),
+        },
+    )
+    with pytest.raises(LedgerError, match="other than the job's signers"):
+        _job(w, ["alice", own], w.committee_id)
+    _job(w, ["alice", "bob", own], w.committee_id)  # bob is a second real provider
 
 
 # -- typed errors of the calypso contracts (hypothesis) -----------------------------------------
