@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -403,39 +404,58 @@ def spawn_node(node_dir: Path, group_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 def committee_up(
     root: str | os.PathLike[str],
     *,
     detach: bool = False,
     timeout: float = 120.0,
-    out: Callable[[str], None] = print,
+    out: Callable[[str], None] = _say,
 ) -> int:
     """Start every node of ``root`` (one OS process each) and wait until the committee is
     ready; print the ids providers pin. Without ``detach``, stay until SIGINT/SIGTERM and
     then stop the nodes. Returns 0 once ready (and, in the foreground, stopped), 1 if the
-    committee did not become ready (the nodes started here are stopped again)."""
+    committee did not become ready or a signal came first (the nodes started here are
+    stopped again). Nodes already running (live pid file) are left as they are."""
     root = Path(root)
     t0 = time.monotonic()
     group, dirs = _committee(root)
+    got: list[int] = []  # signals received (SIGINT/SIGTERM) while this command runs
+
+    def on_signal(signum: int, frame: Any) -> None:
+        got.append(signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = (
+        {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        if main_thread
+        else {}
+    )
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    for name, d in dirs:
-        pid = read_pid(d)
-        if pid is not None:
-            out(f"{name}: already running (pid {pid})")
-            continue
-        procs[name] = spawn_node(d, root / GROUP_FILE)
-    out(f"started {len(procs)} node process(es); logs in {root}/node-*/{LOG_FILE}")
     ok = False
     try:
+        for name, d in dirs:
+            pid = read_pid(d)
+            if pid is not None:
+                out(f"{name}: already running (pid {pid})")
+                continue
+            procs[name] = spawn_node(d, root / GROUP_FILE)
+        out(f"started {len(procs)} node process(es); logs in {root}/node-*/{LOG_FILE}")
         with CommitteeClient(group) as client:
             dead: list[str] = []
 
-            def alive() -> bool:
+            def go_on() -> bool:
                 dead[:] = [n for n, p in procs.items() if p.poll() is not None]
-                return not dead
+                return not dead and not got
 
-            views = client.wait_ready(timeout, also=alive)
+            views = client.wait_ready(timeout, also=go_on)
             ready = [v for v in views if v.status is not None and v.status.ready]
+            if got:
+                out("interrupted before the committee was ready")
+                return 1
             if dead:
                 for n in dead:
                     d = dict(dirs)[n]
@@ -459,24 +479,12 @@ def committee_up(
         if detach:
             return 0
         out("running; Ctrl-C stops the committee")
-        _wait_for_signal(lambda: any(p.poll() is None for p in procs.values()))
+        while not got and any(p.poll() is None for p in procs.values()):
+            time.sleep(0.2)
         return 0
     finally:
         if not ok or not detach:
             stop_nodes([d for n, d in dirs if n in procs], procs=procs, out=out)
-
-
-def _wait_for_signal(while_: Callable[[], bool]) -> None:
-    got: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        got.append(signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not got and while_():
-            time.sleep(0.2)
-    finally:
         for s, h in old.items():
             signal.signal(s, h)
 
@@ -486,7 +494,7 @@ def stop_nodes(
     *,
     grace: float = 10.0,
     procs: dict[str, subprocess.Popen[bytes]] | None = None,
-    out: Callable[[str], None] = print,
+    out: Callable[[str], None] = _say,
 ) -> int:
     """SIGTERM every running node of ``node_dirs`` (by its pid file), SIGKILL those still
     alive after ``grace`` seconds; returns how many were running."""
@@ -528,7 +536,7 @@ def stop_nodes(
 
 
 def committee_down(
-    root: str | os.PathLike[str], *, grace: float = 10.0, out: Callable[[str], None] = print
+    root: str | os.PathLike[str], *, grace: float = 10.0, out: Callable[[str], None] = _say
 ) -> int:
     """Stop the nodes of ``root`` (pid files; SIGTERM, then SIGKILL after ``grace`` s)."""
     root = Path(root)
@@ -543,7 +551,7 @@ def committee_status(
     group_path: str | os.PathLike[str],
     *,
     timeout: float = 3.0,
-    out: Callable[[str], None] = print,
+    out: Callable[[str], None] = _say,
 ) -> int:
     """Print each node's status; 0 if the committee is live (:func:`is_live`), else 1."""
     group = load_group(group_path)
@@ -619,7 +627,7 @@ def audit(
     provider: str | None = None,
     *,
     timeout: float = 30.0,
-    out: Callable[[str], None] = print,
+    out: Callable[[str], None] = _say,
 ) -> int:
     """``kaires audit``: print the verified height and the provider's accesses; 0 if the
     chain verifies (an :class:`AuditError` is reported by the CLI as an error)."""

@@ -19,9 +19,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import LinearRegression
 
+import kaires_fl
 from kaires_fl.crypto.sign import Identity
+from kaires_fl.estimators import KairesLinearRegression
 from kaires_fl.ledger.consensus import Status, TxGossip
 from kaires_fl.ledger.tx import make_tx
 from kaires_fl.node.config import load_group
@@ -216,9 +221,11 @@ def test_hostile_bytes_and_peers_are_refused_and_the_node_serves(committee: Comm
 @pytest.mark.slow
 def test_sigkilled_node_restarts_catches_up_and_audit_verifies(committee: Committee) -> None:
     """Fault tolerance: node-3 is SIGKILLed; the other three keep committing clients'
-    transactions; restarted with ``kaires node run`` on its directory (stale pid file,
+    transactions and run a diabetes fit through ``kaires_fl.connect`` (equal to
+    scikit-learn); restarted with ``kaires node run`` on its directory (stale pid file,
     persisted share), it catches up to the same height and ``kaires audit`` verifies
-    the chain from genesis through a live node."""
+    the chain from genesis through a live node and lists the job's access to a
+    provider's policy, with its proof."""
     c = committee
     victim = c.dirs[3]
     pid = read_pid(victim)
@@ -236,6 +243,14 @@ def test_sigkilled_node_restarts_catches_up_and_audit_verifies(committee: Commit
                    for _ in range(10)]  # fmt: skip
             client.endpoint.broadcast(client.ledger_addresses, TxGossip(tuple(txs)))
             assert _wait(lambda h0=h0: min(c.heights(client, 3).values()) > h0, 30)
+        # a job with node-3 down: same result as scikit-learn, and an access on the ledger
+        X, y = load_diabetes(return_X_y=True)
+        with kaires_fl.connect(c.group_path, timeout=60.0) as remote:
+            est = KairesLinearRegression(n_providers=4, committee=remote).fit(X, y)
+            policy = sorted(p.policy_id for p in remote.providers.values())[0]
+        sk = LinearRegression().fit(X, y)
+        ours, ref = np.append(est.coef_, est.intercept_), np.append(sk.coef_, sk.intercept_)
+        assert np.max(np.abs(ours - ref)) / np.max(np.abs(ref)) <= 1e-6
         target = max(c.heights(client, 3).values())
         assert target >= max(start.values()) + 3
         # restart with kaires node run
@@ -252,9 +267,11 @@ def test_sigkilled_node_restarts_catches_up_and_audit_verifies(committee: Commit
     assert read_pid(victim) == p.pid
     log = (victim / "node.log").read_text()
     assert "share reloaded" in log
-    audit = _kaires("audit", "--group", str(c.group_path), "--provider", "00" * 32)
+    audit = _kaires("audit", "--group", str(c.group_path), "--provider", policy)
     assert audit.returncode == 0, audit.stdout + audit.stderr
-    assert "verified from genesis" in audit.stdout and "accesses to policy" in audit.stdout
+    assert "verified from genesis" in audit.stdout
+    assert f"accesses to policy {policy}: 1," in audit.stdout, audit.stdout
+    assert "LinearRegression" in audit.stdout or "(proof" in audit.stdout
     got = int(re.search(r": (\d+) blocks \(", audit.stdout).group(1))  # type: ignore[union-attr]
     assert got >= target
 
@@ -340,3 +357,117 @@ def test_status_of_a_committee_that_is_down_exits_1(lone: Path) -> None:
     r = _kaires("committee", "status", "--group", str(lone / "group.toml"), "--timeout", "0.5")
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stdout.count(" no ") >= N and "NOT live: 0/4" in r.stdout
+
+
+@pytest.mark.slow
+def test_up_in_the_foreground_stops_the_nodes_on_ctrl_c(tmp_path: Path) -> None:
+    """Operations: ``committee up`` without --detach stays in the foreground once ready;
+    SIGINT (Ctrl-C) stops every node it started (pid files removed) and it exits 0."""
+    root = tmp_path / "c"
+    r = _kaires("committee", "init", "--dir", str(root), "--nodes", "4",
+                "--base-port", str(_free_base(4)))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    up = subprocess.Popen(
+        [sys.executable, "-m", "kaires_fl.cli", "committee", "up", "--dir", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    dirs = [root / f"node-{i}" for i in range(4)]
+    try:
+        assert up.stdout is not None
+        lines = []
+        for line in up.stdout:  # blocks until a line or EOF (the command's own timeout)
+            lines.append(line)
+            if line.startswith("running; Ctrl-C"):
+                break
+        assert any(ln.startswith("committee ready in") for ln in lines), "".join(lines)
+        pids = [read_pid(d) for d in dirs]
+        assert all(p is not None for p in pids)
+        up.send_signal(signal.SIGINT)
+        rest, _ = up.communicate(timeout=DEADLINE)
+        assert up.returncode == 0, "".join(lines) + rest
+        assert rest.count("stopped (pid") == 4, rest
+        assert not any((d / PID_FILE).exists() for d in dirs)
+        assert not any(pid_alive(p) for p in pids if p is not None)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(timeout=10)
+        stop_nodes(dirs, grace=5.0, out=lambda s: None)
+
+
+@pytest.mark.slow
+def test_up_reports_a_node_that_cannot_start_and_stops_the_others(tmp_path: Path) -> None:
+    """Usability: when a node cannot start (its port is taken), ``committee up`` names it
+    with its error, stops the nodes it started and exits 1 — no half-up committee."""
+    root = tmp_path / "c"
+    r = _kaires("committee", "init", "--dir", str(root), "--nodes", "4",
+                "--base-port", str(_free_base(4)))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    host, port = load_group(root / "group.toml").nodes[2].address.split(":")
+    dirs = [root / f"node-{i}" for i in range(4)]
+    try:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, int(port)))
+            s.listen()
+            up = _kaires("committee", "up", "--dir", str(root), "--detach", "--timeout", "60")
+        assert up.returncode == 1, up.stdout + up.stderr
+        assert "node-2 exited with status 2" in up.stdout and "cannot listen" in up.stdout
+        assert "Traceback" not in up.stdout + up.stderr
+        assert all(read_pid(d) is None for d in dirs)
+    finally:
+        stop_nodes(dirs, grace=5.0, out=lambda s: None)
+
+
+def test_ledger_address_answers_status_and_survives_junk(tmp_path: Path) -> None:
+    """Robustness: the node's ``ledger-<i>`` handler answers a NodeStatusRequest from
+    anyone with its status, and arbitrary bytes or objects from anyone never raise out
+    of it (the ledger node's boundary drops them); it still answers afterwards."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kaires_fl.node.config import make_group, setup_node, write_group
+    from kaires_fl.node.host import Node, NodeStatus, NodeStatusRequest
+    from kaires_fl.transport.memory import MemoryNetwork
+
+    entry = setup_node(tmp_path / "node-0", "127.0.0.1:7100", name="node-0")
+    write_group(make_group([entry]), tmp_path / "group.toml")
+    group = load_group(tmp_path / "group.toml")
+    net = MemoryNetwork(seed=1)
+    node = Node(tmp_path / "node-0", group, net)
+    got: list[object] = []
+    client = net.endpoint("client-00")
+    client.set_handler(lambda src, msg: got.append(msg))
+    try:
+
+        def ask(nonce: int) -> NodeStatus:
+            got.clear()
+            client.send("ledger-0", NodeStatusRequest(nonce))
+            assert net.run_until(lambda: bool(got), 5.0)
+            reply = got[0]
+            assert isinstance(reply, NodeStatus) and reply.nonce == nonce
+            return reply
+
+        first = ask(7)
+        assert first.name == "node-0" and first.chain == group_genesis(group).chain_id
+        assert first.committee == group.committee_id and first.roles == tuple(entry.roles)
+
+        junk = st.one_of(
+            st.binary(max_size=256),
+            st.integers(),
+            st.text(max_size=32),
+            st.none(),
+            st.builds(Status, st.integers(0, 2**62), st.integers(0, 2**16)),
+        )
+
+        @settings(max_examples=150, deadline=None)
+        @given(junk)
+        def feed(msg: object) -> None:
+            node._on_ledger_message("client-00", msg)
+
+        feed()
+        assert ask(8).name == "node-0"
+    finally:
+        node.stop()
