@@ -512,3 +512,25 @@ def test_follower_replicates_the_chain_and_survives_any_bytes() -> None:
         follower.stop()
         store.close()
         ledger.close()
+
+
+@pytest.mark.slow
+def test_demo_network(capsys: pytest.CaptureFixture[str]) -> None:
+    """``kaires demo --network``: the diabetes job against 4 node processes matches
+    scikit-learn, names the out-of-range provider, audits, and stops its nodes."""
+    import re
+
+    from kaires_fl import demo
+
+    assert demo.main(quiet=True, network=True) == 0
+    text = capsys.readouterr().out
+    assert "committee ready" in text and "rejected provider provider-005" in text
+    assert "ledger verified from genesis" in text and text.rstrip().endswith("OK")
+    root = Path(re.search(r"node processes .* in (\S+)", text).group(1))  # type: ignore[union-attr]
+    assert not root.exists()  # removed, after its nodes were stopped
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if str(root).encode() in cmdline.read_bytes():
+                left.append(cmdline.parent.name)
+    assert not left, f"node processes still running: {left}"
