@@ -47,6 +47,13 @@ class Committee(Protocol):
         The aggregators' Shamir degree t.
     registration:
         Whether the ledger's provider/consumer allow-list is on.
+    ledger:
+        The ledger view (``genesis``; ``verify()`` audits the chain from genesis).
+    aggregator_ids, aggregator_keys:
+        The aggregators' Ed25519 and X25519 keys (objects with ``.public`` bytes), in
+        committee order: what providers pin.
+    network:
+        The transport the caller's roles use (driven by ``run_until``).
     """
 
     min_providers: int
@@ -57,6 +64,14 @@ class Committee(Protocol):
     lts_id: str
     threshold: int
     registration: bool
+    ledger: Any
+    network: Any
+
+    @property
+    def aggregator_ids(self) -> Sequence[Any]: ...
+
+    @property
+    def aggregator_keys(self) -> Sequence[Any]: ...
 
     def run_job(
         self,

@@ -200,6 +200,7 @@ def test_estimators_depend_on_the_committee_interface() -> None:
     LocalCommittee) runs the fit."""
     import subprocess
     import sys
+    from typing import Any
 
     code = (
         "import sys, kaires_fl.estimators, kaires_fl.committee\n"
@@ -218,10 +219,12 @@ def test_estimators_depend_on_the_committee_interface() -> None:
         def __init__(self, inner: LocalCommittee) -> None:
             self.inner, self.jobs = inner, 0
 
-        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        def __getattr__(self, name: str) -> Any:
             return getattr(self.inner, name)
 
-        def run_job(self, statistic, data, consumer=None, progress=False):  # type: ignore[no-untyped-def]
+        def run_job(
+            self, statistic: Any, data: Any, consumer: Any = None, progress: bool | str = False
+        ) -> Any:
             self.jobs += 1
             return self.inner.run_job(statistic, data, consumer, progress)
 
@@ -230,7 +233,7 @@ def test_estimators_depend_on_the_committee_interface() -> None:
         w = Wrapped(inner)
         assert isinstance(inner, Committee)
         X, y = load_diabetes(return_X_y=True)
-        est = KairesLinearRegression(n_providers=4, committee=w).fit(X, y)  # type: ignore[arg-type]
+        est = KairesLinearRegression(n_providers=4, committee=w).fit(X, y)
         assert w.jobs == 1
         sk = LinearRegression().fit(X, y)
         assert np.max(np.abs(est.coef_ - sk.coef_)) / np.max(np.abs(sk.coef_)) <= 1e-6

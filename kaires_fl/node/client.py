@@ -296,7 +296,7 @@ class RemoteCommittee(NetworkCommittee):
         self.keys = keys
         self.address = client_address(keys.identity.public)
         genesis = group_genesis(group)
-        self.network = TcpNetwork(
+        self.network = TcpNetwork(  # type: ignore[assignment]  # any network with run_until
             keys.identity,
             None,
             tcp_peers(group),
