@@ -576,6 +576,9 @@ class AuditReport:
     via: str
     height: int
     accesses: list[StateProof]
+    #: The highest height any node claimed in its status (unauthenticated: a node may
+    #: withhold its latest blocks, or claim a height it does not have).
+    claimed: int = 0
 
 
 def audit_chain(group: Group, provider: str | None = None, *, timeout: float = 30.0) -> AuditReport:
@@ -600,12 +603,17 @@ def audit_chain(group: Group, provider: str | None = None, *, timeout: float = 3
         assert i is not None
         address = client.ledger_addresses[i]
         raw = client.fetch_chain(address, timeout)
-    height = verify_chain(raw, genesis, replay=True, registry=DEFAULT_REGISTRY)
+    # links, times, roots and certificates first; then one replay of every transaction
+    # (what verify_chain(replay=True) does), keeping the state for the access proofs
+    height = verify_chain(raw, genesis, registry=DEFAULT_REGISTRY)
     state = State({k: canonical(v) for k, v in genesis.state.items()})
     last = None
     for rec in raw:
         block, cert = decode_certified(rec)
-        _replay(state, block, DEFAULT_REGISTRY)
+        try:
+            _replay(state, block, DEFAULT_REGISTRY)
+        except (KairesError, TypeError, ValueError, OverflowError) as exc:
+            raise AuditError(f"block {block.height}: {exc}") from None
         last = (block, cert)
     proofs: list[StateProof] = []
     if provider is not None:
@@ -619,7 +627,8 @@ def audit_chain(group: Group, provider: str | None = None, *, timeout: float = 3
             proofs.append(proof)
     if height != len(raw):
         raise AuditError(f"verified {height} of {len(raw)} blocks")
-    return AuditReport(best.name, height, proofs)
+    claimed = max(v.status.height for v in live if v.status is not None)
+    return AuditReport(best.name, height, proofs, claimed)
 
 
 def audit(
@@ -637,6 +646,11 @@ def audit(
         f"chain {group_genesis(group).chain_id[:16]}… verified from genesis through {report.via}: "
         f"{report.height} blocks (hash links, 2f + 1 signatures, every transaction replayed)"
     )
+    if report.claimed > report.height:
+        out(
+            f"note: a node claims height {report.claimed} but {report.via} served "
+            f"{report.height} blocks (withheld blocks or a false claim; audit again later)"
+        )
     if provider is not None:
         out(f"accesses to policy {provider}: {len(report.accesses)}, each proven at height "
             f"{report.height}")  # fmt: skip
