@@ -147,6 +147,7 @@ class Reactor:
         self._seq = itertools.count()
         self.backlog = 0  # bytes of received frames waiting for the driving thread
         self._stop = False
+        self._forever = 0
         self.closed = False
         self._thread = threading.Thread(target=self._io, name="kaires-net-io", daemon=True)
         self._thread.start()
@@ -202,7 +203,7 @@ class Reactor:
                     if isinstance(fn, _Sized):
                         self.backlog -= fn.size
                     return fn
-                if now >= deadline or self._stop:
+                if now >= deadline or (self._stop and self._forever):
                     return None
                 wait = deadline - now
                 if timers:
@@ -223,9 +224,14 @@ class Reactor:
         return True
 
     def run_forever(self) -> None:
-        """Run events until :meth:`stop` is called."""
-        self._stop = False
-        self.run_until(lambda: self._stop, math.inf)
+        """Run events until :meth:`stop` is called (also if called just before)."""
+        self._forever += 1
+        try:
+            self.run_until(lambda: self._stop, math.inf)
+        finally:
+            self._forever -= 1
+            if not self._forever:
+                self._stop = False
 
     def close(self) -> None:
         if self.closed:
@@ -397,8 +403,8 @@ class _Link:
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, net.backoff[1])
                 continue
-            delay = net.backoff[0]
             self.conn = conn
+            up = asyncio.get_running_loop().time()
             try:
                 while conn.alive and not net.closed:
                     while self.queue and conn.alive:
@@ -417,6 +423,11 @@ class _Link:
             finally:
                 conn.close()
                 self.conn = None
+            if asyncio.get_running_loop().time() - up >= 1.0:
+                delay = net.backoff[0]  # it worked for a while: redial at once
+            elif not net.closed:  # closed right after the handshake: the peer refuses us
+                await asyncio.sleep(min(delay * (0.5 + random.random()), net.backoff[1]))
+                delay = min(delay * 2, net.backoff[1])
 
 
 class TcpEndpoint(Transport):

@@ -438,3 +438,28 @@ def test_fuzz_handshake_bytes(data):
             s.shutdown(socket.SHUT_WR)
             _wait(nets["a"], "handshake_refused")
         check_still_serves(nets)
+
+
+def test_refused_dialler_backs_off():
+    """Liveness/robustness: a node the listener refuses after the handshake redials with
+    backoff, not in a hot loop."""
+    with network(["a", "b"]) as nets:
+        peers = dict(nets["a"].peers)
+        peers["b"] = ("127.0.0.1", peers["b"].port, ident("not-b").public, ["b-addr"])
+        nets["a"].set_peers(peers)  # a no longer knows b's key: it refuses b
+        nets["b"].endpoint("b-addr").send("a-addr", Status(1, 1))
+        nets["a"].run_for(1.5)
+        assert 2 <= nets["a"].stats["handshake_refused"] <= 30
+
+
+def test_run_forever_until_stop():
+    with network(["a"]) as nets:
+        net = nets["a"]
+        ep = net.endpoint("a-addr")
+        ep.call_later(0.05, net.stop)
+        t0 = time.monotonic()
+        net.run_forever()
+        assert 0.04 <= time.monotonic() - t0 < DEADLINE
+        net.stop()  # a stop before run_forever is not lost
+        net.run_forever()
+        assert net.run_until(lambda: False, 0.05) is False  # plain waits are unaffected
