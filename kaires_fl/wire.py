@@ -10,9 +10,10 @@ of the package defines a message that a module of :data:`WIRE_MODULES` does not.
 
 A :class:`Frame` carries ``(src address, dst address, body)``; :func:`encode_frame` and
 :func:`decode_frame` are its canonical encoding (MessagePack, :mod:`kaires_fl.schema`)
-and validation. Decoding raises :class:`~kaires_fl.errors.EncodingError` — never another
-exception — for any input: oversized (> :data:`MAX_FRAME_BYTES`), truncated, unknown
-tags, wrong types or ranges.
+and validation; :func:`encode_body` + :func:`frame_from_body` give the same bytes with
+the message encoded once for all destinations of a broadcast. Decoding raises
+:class:`~kaires_fl.errors.EncodingError` — never another exception — for any input:
+oversized (> :data:`MAX_FRAME_BYTES`), truncated, unknown tags, wrong types or ranges.
 """
 
 from __future__ import annotations
@@ -125,6 +126,54 @@ def Frame(src: str, dst: str, body: Any) -> Any:
     return frame_type()(src, dst, body)
 
 
+def encode_body(body: Any) -> bytes:
+    """The canonical encoding of message ``body`` (once, for every destination of a
+    broadcast: see :func:`frame_from_body`).
+
+    Raises
+    ------
+    EncodingError
+        if ``body`` is not a registered message, a field does not encode, or it exceeds
+        :data:`MAX_FRAME_BYTES`.
+    """
+    if type(body) not in _registered():
+        raise EncodingError(
+            f"{type(body).__name__} is not a registered wire message; add its module to "
+            "kaires_fl.wire.WIRE_MODULES"
+        )
+    try:
+        data = schema.encode(body)
+    except (TypeError, ValueError, OverflowError, NotImplementedError) as exc:
+        raise EncodingError(f"{type(body).__name__} does not encode to the wire: {exc}") from exc
+    if len(data) > MAX_FRAME_BYTES:
+        raise EncodingError(
+            f"message of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte frame limit; "
+            "split the message"
+        )
+    return data
+
+
+def frame_from_body(src: str, dst: str, body: bytes) -> bytes:
+    """The wire bytes of a frame whose message is already encoded (:func:`encode_body`):
+    byte for byte what :func:`encode_frame` gives (a MessagePack array ``[src, dst, body]``).
+
+    Raises
+    ------
+    EncodingError
+        if an address is not a string of at most 256 characters or the frame exceeds
+        :data:`MAX_FRAME_BYTES`.
+    """
+    if not isinstance(src, str) or not isinstance(dst, str) or len(src) > 256 or len(dst) > 256:
+        raise EncodingError("frame addresses are strings of at most 256 characters")
+    data = b"".join((b"\x93", schema.encode(src), schema.encode(dst), body))
+    if len(data) > MAX_FRAME_BYTES:
+        raise EncodingError(
+            f"frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit; split the "
+            "message"
+        )
+    return data
+
+
 def encode_frame(src: str, dst: str, body: Any) -> bytes:
     """The wire bytes of a frame.
 
@@ -134,23 +183,7 @@ def encode_frame(src: str, dst: str, body: Any) -> bytes:
         if ``body`` is not a registered message, an address is longer than 256 characters,
         a field does not encode, or the frame exceeds :data:`MAX_FRAME_BYTES`.
     """
-    if type(body) not in _registered():
-        raise EncodingError(
-            f"{type(body).__name__} is not a registered wire message; add its module to "
-            "kaires_fl.wire.WIRE_MODULES"
-        )
-    if not isinstance(src, str) or not isinstance(dst, str) or len(src) > 256 or len(dst) > 256:
-        raise EncodingError("frame addresses are strings of at most 256 characters")
-    try:
-        data = schema.encode(frame_type()(src, dst, body))
-    except (TypeError, ValueError, OverflowError, NotImplementedError) as exc:
-        raise EncodingError(f"{type(body).__name__} does not encode to the wire: {exc}") from exc
-    if len(data) > MAX_FRAME_BYTES:
-        raise EncodingError(
-            f"frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit; split the "
-            "message"
-        )
-    return data
+    return frame_from_body(src, dst, encode_body(body))
 
 
 def decode_frame(data: bytes | bytearray | memoryview) -> tuple[str, str, Any]:

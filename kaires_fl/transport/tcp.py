@@ -63,7 +63,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -444,6 +444,10 @@ class TcpEndpoint(Transport):
     def send(self, dst: str, payload: Any) -> None:
         self.network._send(self.address, dst, payload)
 
+    def broadcast(self, dsts: Iterable[str], payload: Any) -> None:
+        """Send ``payload`` to each of ``dsts``, encoding the message once."""
+        self.network._send_all(self.address, dsts, payload)
+
     def now(self) -> float:
         return self.network.reactor.now()
 
@@ -625,24 +629,32 @@ class TcpNetwork:
 
     # -- sending (driving thread) ----------------------------------------------------------
     def _send(self, src: str, dst: str, payload: Any) -> None:
-        self.stats["sent"] += 1
-        if self.closed:
-            self.stats["dropped_closed"] += 1
-            return
-        local = self.endpoints.get(dst)
-        if local is not None:
-            self.reactor.post(lambda: self._deliver(local, src, payload))
-            return
-        try:
-            frame = wire.encode_frame(src, dst, payload)
-        except EncodingError as exc:
-            self.stats["unencodable"] += 1
-            log.warning("message %s -> %s not sent: %s", src, dst, exc)
-            return
-        try:
-            self.reactor.loop.call_soon_threadsafe(self._route, dst, frame)
-        except RuntimeError:  # the loop is closed
-            self.stats["dropped_closed"] += 1
+        self._send_all(src, (dst,), payload)
+
+    def _send_all(self, src: str, dsts: Iterable[str], payload: Any) -> None:
+        """Send ``payload`` from ``src`` to each of ``dsts``, encoding it at most once."""
+        body: bytes | None = None
+        for dst in dsts:
+            self.stats["sent"] += 1
+            if self.closed:
+                self.stats["dropped_closed"] += 1
+                continue
+            local = self.endpoints.get(dst)
+            if local is not None:
+                self.reactor.post(lambda ep=local: self._deliver(ep, src, payload))
+                continue
+            try:
+                if body is None:
+                    body = wire.encode_body(payload)
+                frame = wire.frame_from_body(src, dst, body)
+            except EncodingError as exc:
+                self.stats["unencodable"] += 1
+                log.warning("message %s -> %s not sent: %s", src, dst, exc)
+                continue
+            try:
+                self.reactor.loop.call_soon_threadsafe(self._route, dst, frame)
+            except RuntimeError:  # the loop is closed
+                self.stats["dropped_closed"] += 1
 
     def _route(self, dst: str, frame: bytes) -> None:  # on the I/O loop
         owner = self.owner.get(dst)

@@ -76,6 +76,18 @@ def test_frame_roundtrip(msg):
     assert type(body) is type(msg) and schema.encode(body) == schema.encode(msg)
 
 
+@pytest.mark.parametrize("msg", _samples(), ids=lambda m: type(m).__name__)
+def test_frame_from_an_encoded_body_is_the_same_bytes(msg):
+    """A broadcast encodes its message once; its frames are byte for byte encode_frame's."""
+    body = wire.encode_body(msg)
+    assert wire.frame_from_body("ledger-0", "ledger-1", body) == wire.encode_frame(
+        "ledger-0", "ledger-1", msg
+    )
+    assert schema.encode(wire.Frame("ledger-0", "ledger-1", msg)) == wire.encode_frame(
+        "ledger-0", "ledger-1", msg
+    )
+
+
 def test_encode_refuses_what_is_not_a_wire_message():
     with pytest.raises(EncodingError, match="not a registered wire message"):
         wire.encode_frame("a", "b", {"not": "a message"})
