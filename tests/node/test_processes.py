@@ -471,3 +471,26 @@ def test_ledger_address_answers_status_and_survives_junk(tmp_path: Path) -> None
         assert ask(8).name == "node-0"
     finally:
         node.stop()
+
+
+def test_down_kills_a_node_that_ignores_sigterm(lone: Path) -> None:
+    """Operations: ``committee down`` escalates to SIGKILL after the grace period for a
+    node process that does not stop on SIGTERM, and removes its pid file."""
+    d = lone / "node-1"
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"
+    # the arguments make it look like `kaires node run` (the pid-reuse guard)
+    p = subprocess.Popen([sys.executable, "-c", code, "node", "run"], start_new_session=True)
+    try:
+        assert _wait(lambda: b"run" in Path(f"/proc/{p.pid}/cmdline").read_bytes(), 10)
+        (d / PID_FILE).write_text(f"{p.pid}\n")
+        assert read_pid(d) == p.pid
+        r = _kaires("committee", "down", "--dir", str(lone), "--grace", "0.5")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"node-1: killed (pid {p.pid}" in r.stdout
+        assert p.wait(timeout=10) == -signal.SIGKILL
+        assert not (d / PID_FILE).exists()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+        (d / PID_FILE).unlink(missing_ok=True)
