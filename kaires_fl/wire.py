@@ -60,7 +60,7 @@ def tag_of(cls: type) -> str:
 
 def _subclasses(cls: type) -> list[type]:
     out: list[type] = []
-    stack = list(cls.__subclasses__())
+    stack: list[type] = list(cls.__subclasses__())
     while stack:
         c = stack.pop()
         out.append(c)
@@ -197,7 +197,7 @@ def decode_frame(data: bytes | bytearray | memoryview) -> tuple[str, str, Any]:
     if isinstance(data, bytes | bytearray | memoryview) and len(data) > MAX_FRAME_BYTES:
         raise EncodingError(f"frame of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
     try:
-        f = schema.decode(data, frame_type())
+        f: Any = schema.decode(bytes(data) if not isinstance(data, bytes) else data, frame_type())
     except EncodingError:
         raise
     except Exception as exc:  # a validator's own exception: still a malformed frame

@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import heapq
 import hmac
 import itertools
@@ -480,6 +481,8 @@ class TcpNetwork:
     max_pending:
         Connections allowed to be in their handshake at once; more are closed at once
         (``stats["handshake_refused"]``).
+    max_clients:
+        Client connections allowed at once; a new client beyond is refused.
     backoff:
         ``(first, largest)`` delay in seconds between attempts to reach a peer (doubling,
         with ±50 % jitter).
@@ -508,6 +511,7 @@ class TcpNetwork:
         queue_limit: int = 4096,
         queue_bytes: int = 512 * 2**20,
         max_pending: int = 64,
+        max_clients: int = 1024,
         handshake_timeout: float = 5.0,
         backoff: tuple[float, float] = (0.05, 5.0),
     ) -> None:
@@ -517,6 +521,7 @@ class TcpNetwork:
         self.queue_limit = queue_limit
         self.queue_bytes = queue_bytes
         self.max_pending = max_pending
+        self.max_clients = max_clients
         self._pending = 0
         self.handshake_timeout = handshake_timeout
         self.backoff = backoff
@@ -641,7 +646,7 @@ class TcpNetwork:
                 continue
             local = self.endpoints.get(dst)
             if local is not None:
-                self.reactor.post(lambda ep=local: self._deliver(ep, src, payload))
+                self.reactor.post(functools.partial(self._deliver, local, src, payload))
                 continue
             try:
                 if body is None:
@@ -793,6 +798,17 @@ class TcpNetwork:
             return
         finally:
             self._pending -= 1
+        if (
+            who.startswith("client-")
+            and who not in self._clients
+            and len(self._clients) >= self.max_clients
+        ):
+            log.warning(
+                "refused client %s from %s: %d clients connected", who, where, len(self._clients)
+            )
+            self._count("handshake_refused")
+            writer.close()
+            return
         conn = _Conn(self, writer, session, who, pub)
         self._conns.add(conn)
         self._count("connections_in")
@@ -832,7 +848,7 @@ class TcpNetwork:
                     continue
                 while reactor.backlog > reactor.MAX_BACKLOG_BYTES and conn.alive:
                     await asyncio.sleep(0.005)
-                reactor.post(lambda ep=ep, s=src, b=body: self._deliver(ep, s, b), len(frame))
+                reactor.post(functools.partial(self._deliver, ep, src, body), len(frame))
         except asyncio.IncompleteReadError:
             log.info("connection with %s closed", conn.who)
         except EncodingError as exc:

@@ -463,3 +463,29 @@ def test_run_forever_until_stop():
         net.stop()  # a stop before run_forever is not lost
         net.run_forever()
         assert net.run_until(lambda: False, 0.05) is False  # plain waits are unaffected
+
+
+def test_client_connections_are_bounded(caplog):
+    """Robustness: strangers cannot open unboundedly many client connections."""
+    caplog.set_level(logging.INFO, logger="kaires.net")
+    with network(["a", "b"], accept_clients=True, max_clients=1) as nets:
+        clients = [
+            TcpNetwork(
+                ident(f"c{i}"),
+                None,
+                nets["a"].peers,
+                group=b"test-group",
+                reactor=nets["a"].reactor,
+                **FAST,
+            )
+            for i in range(2)
+        ]
+        try:
+            for c in clients:
+                c.endpoint(client_address(c.identity.public)).send("a-addr", Status(1, 0))
+            _wait(nets["a"], "handshake_refused")
+            assert "clients connected" in caplog.text
+            check_still_serves(nets)
+        finally:
+            for c in clients:
+                c.close()
