@@ -112,8 +112,8 @@ def load_client_key(path: str | os.PathLike[str]) -> NodeKeys:
 class LedgerFollower(LedgerNode):
     """A read-only replica of the ledger, kept by a client (no roster key, no votes).
 
-    Every ``poll`` seconds (while the network is driven) it asks the roster nodes for the
-    blocks after its height; a :class:`SyncResponse` block is taken only with a valid
+    Every ``poll`` seconds (while the network is driven) it asks one roster node, in turn,
+    for the blocks after its height; a :class:`SyncResponse` block is taken only with a valid
     certificate (a quorum of roster signatures) and after re-executing it on the
     replica's state gives the block's results and state root (:meth:`LedgerNode.validate`,
     the same code a ledger node runs to catch up). A node that lies, lags or is down can
@@ -182,12 +182,17 @@ class LedgerFollower(LedgerNode):
         self.stopped = False
         transport.set_handler(self.on_message)
         self._poll_timer: Timer | None = None
-        self._poll()
+        self._turn = -1
+        self._request_sync(None)  # everyone at first: the first answer tells the height
+        self._poll_timer = self.t.call_later(self.poll, self._poll)
 
     def _poll(self) -> None:
+        # One ledger node per poll, in turn: a block is fetched once, not n times, and a
+        # node that is down, lagging or withholding costs one poll interval.
         if self.stopped:
             return
-        self._request_sync(None)
+        self._turn = (self._turn + 1) % len(self.peers)
+        self._request_sync(self.peers[self._turn])
         self._poll_timer = self.t.call_later(self.poll, self._poll)
 
     def _request_sync(self, dst: str | None) -> None:
