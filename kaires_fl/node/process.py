@@ -277,8 +277,16 @@ class CommitteeClient:
                 return until(self.statuses)
             return len(self.statuses) == len(nodes)
 
+        ledger_names = [e.name for e in nodes]
         while True:
-            self.endpoint.broadcast(self.ledger_addresses, NodeStatusRequest(self._nonce))
+            # ask again only the nodes that have not answered, or were not ready yet (an
+            # unreachable node's queue does not fill with questions)
+            ask = [
+                a
+                for a, n in zip(self.ledger_addresses, ledger_names, strict=True)
+                if n not in self.statuses or not self.statuses[n].ready
+            ]
+            self.endpoint.broadcast(ask, NodeStatusRequest(self._nonce))
             left = deadline - time.monotonic()
             if self.net.run_until(done, max(0.0, min(0.25, left))) or left <= 0.25:
                 break
@@ -581,6 +589,47 @@ class AuditReport:
     claimed: int = 0
 
 
+def verify_and_prove(
+    raw: Sequence[bytes], genesis: Any, provider: str | None = None
+) -> tuple[int, list[StateProof]]:
+    """Verify block records ``raw`` (heights 1, 2, …, from anyone) from ``genesis`` and
+    prove ``provider``'s access entries against the last block.
+
+    Post: returns ``(len(raw), proofs)``; every block is final on ``genesis``'s chain
+    (links, times, tx roots, 2f + 1 roster signatures) and every transaction re-executes
+    to its recorded result and the recorded state roots (what ``verify_chain(...,
+    replay=True)`` checks, in one replay that keeps the state); each proof verifies.
+
+    Raises
+    ------
+    AuditError
+        naming the first block that fails — never another exception.
+    """
+    height = verify_chain(raw, genesis, registry=DEFAULT_REGISTRY)
+    if height != len(raw):
+        raise AuditError(f"verified {height} of {len(raw)} blocks")
+    state = State({k: canonical(v) for k, v in genesis.state.items()})
+    last = None
+    for rec in raw:
+        block, cert = decode_certified(rec)
+        try:
+            _replay(state, block, DEFAULT_REGISTRY)
+        except (KairesError, TypeError, ValueError, OverflowError) as exc:
+            raise AuditError(f"block {block.height}: {exc}") from None
+        last = (block, cert)
+    proofs: list[StateProof] = []
+    if provider is not None:
+        bp = BlockProof(last[0].header, last[1]) if last else BlockProof(None, None)
+        for key in sorted(state.keys(f"access/{provider}/")):
+            pairs, sibs = state.tree.proof(key)
+            raw_value = state.raw(key)
+            value = None if raw_value is None else decode_canonical(raw_value)
+            proof = StateProof(bp, key, value, tuple(pairs), tuple(sibs))
+            proof.verify(genesis)
+            proofs.append(proof)
+    return height, proofs
+
+
 def audit_chain(group: Group, provider: str | None = None, *, timeout: float = 30.0) -> AuditReport:
     """Download the chain from the first live ledger node, verify it from the genesis of
     ``group`` (hash links, 2f + 1 signatures per block, every transaction replayed) and
@@ -603,30 +652,7 @@ def audit_chain(group: Group, provider: str | None = None, *, timeout: float = 3
         assert i is not None
         address = client.ledger_addresses[i]
         raw = client.fetch_chain(address, timeout)
-    # links, times, roots and certificates first; then one replay of every transaction
-    # (what verify_chain(replay=True) does), keeping the state for the access proofs
-    height = verify_chain(raw, genesis, registry=DEFAULT_REGISTRY)
-    state = State({k: canonical(v) for k, v in genesis.state.items()})
-    last = None
-    for rec in raw:
-        block, cert = decode_certified(rec)
-        try:
-            _replay(state, block, DEFAULT_REGISTRY)
-        except (KairesError, TypeError, ValueError, OverflowError) as exc:
-            raise AuditError(f"block {block.height}: {exc}") from None
-        last = (block, cert)
-    proofs: list[StateProof] = []
-    if provider is not None:
-        bp = BlockProof(last[0].header, last[1]) if last else BlockProof(None, None)
-        for key in sorted(state.keys(f"access/{provider}/")):
-            pairs, sibs = state.tree.proof(key)
-            raw_value = state.raw(key)
-            value = None if raw_value is None else decode_canonical(raw_value)
-            proof = StateProof(bp, key, value, tuple(pairs), tuple(sibs))
-            proof.verify(genesis)
-            proofs.append(proof)
-    if height != len(raw):
-        raise AuditError(f"verified {height} of {len(raw)} blocks")
+    height, proofs = verify_and_prove(raw, genesis, provider)
     claimed = max(v.status.height for v in live if v.status is not None)
     return AuditReport(best.name, height, proofs, claimed)
 

@@ -494,3 +494,55 @@ def test_down_kills_a_node_that_ignores_sigterm(lone: Path) -> None:
             p.kill()
             p.wait(timeout=10)
         (d / PID_FILE).unlink(missing_ok=True)
+
+
+def test_audit_verification_refuses_altered_chains() -> None:
+    """Integrity: what ``kaires audit`` does with the blocks a node served
+    (:func:`verify_and_prove`) accepts the real chain and refuses a dropped, reordered,
+    truncated or foreign block with an AuditError; arbitrary byte mutations of a record
+    give an AuditError or (a mutation the certificate's quorum tolerates) the same
+    height — never another exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kaires_fl.errors import AuditError
+    from kaires_fl.ledger.client import LocalLedger
+    from kaires_fl.node.process import verify_and_prove
+
+    ledgers = [LocalLedger(4, seed=s) for s in (1, 2)]
+    try:
+        for L in ledgers:
+            client = L.client()
+            for _ in range(3):
+                tx = make_tx(L.genesis.chain_id, "coin.transfer",
+                             {"to": "22" * 32, "amount": 1}, 1, Identity.generate())  # fmt: skip
+                client.wait([client.submit(tx, check=False)], 30.0)
+        raw = ledgers[0].client().raw_blocks()
+        other = ledgers[1].client().raw_blocks()
+        genesis = ledgers[0].genesis
+        assert len(raw) >= 3
+        assert verify_and_prove(raw, genesis, "none")[0] == len(raw)
+        for bad in (
+            raw[1:],
+            [raw[1], raw[0], *raw[2:]],
+            [*raw[:-1], raw[-1][:-5]],
+            [raw[0], other[1], *raw[2:]],
+        ):
+            with pytest.raises(AuditError):
+                verify_and_prove(bad, genesis)
+
+        @settings(max_examples=60, deadline=None)
+        @given(st.integers(0, len(raw) - 1), st.integers(0, 10**6), st.integers(1, 255))
+        def mutate(i: int, pos: int, x: int) -> None:
+            rec = bytearray(raw[i])
+            rec[pos % len(rec)] ^= x
+            try:
+                h, _ = verify_and_prove([*raw[:i], bytes(rec), *raw[i + 1 :]], genesis)
+            except AuditError:
+                return
+            assert h == len(raw)
+
+        mutate()
+    finally:
+        for L in ledgers:
+            L.close()
