@@ -119,8 +119,6 @@ def read_pid(node_dir: str | os.PathLike[str]) -> int | None:
 def run_node(
     node_dir: str | os.PathLike[str],
     group_path: str | os.PathLike[str],
-    *,
-    ready_file: bool = False,
 ) -> int:
     """Run the node of ``node_dir`` in the foreground until SIGTERM or SIGINT.
 
