@@ -39,7 +39,9 @@ the service that moves its messages is :class:`kaires_fl.aggregation.job.Aggrega
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -495,15 +497,32 @@ def _items(msgs: Any) -> list[Any]:
     return list(msgs)
 
 
+_DIGEST_BUFFERS = threading.local()
+_PUBLISH_PREFIX = len(PUBLISH_CONTEXT).to_bytes(2, "little") + PUBLISH_CONTEXT
+
+
 def published_digest(p: Any) -> bytes | None:
     """What a round-1 signature covers: ``schema.signing_digest`` of ``p`` under the
     publish context (every field but the signature), or None if ``p`` is not a
     :class:`Published` that encodes. Computed once per relayed message and reused for the
-    aggregator's signature, the coordinator's relay signature and the own-message check."""
+    aggregator's signature, the coordinator's relay signature and the own-message check.
+
+    The same bytes are hashed as by ``schema.signing_digest`` (the schema's canonical
+    encoder), encoded into a per-thread reused buffer: a multi-MB message is not copied
+    into freshly allocated memory each time.
+    """
     if not isinstance(p, Published):
         return None
     try:
-        return schema.signing_digest(p, PUBLISH_CONTEXT)
+        buf = getattr(_DIGEST_BUFFERS, "buf", None)
+        if buf is None:
+            buf = _DIGEST_BUFFERS.buf = bytearray()
+        schema._ENCODER.encode_into(msgspec.structs.replace(p, signature=b""), buf)
+        h = hashlib.sha256(_PUBLISH_PREFIX)
+        h.update(buf)
+        if len(buf) > 2**26:  # keep at most 64 MiB per thread between messages
+            _DIGEST_BUFFERS.buf = None
+        return h.digest()
     except Exception:
         return None
 

@@ -312,3 +312,33 @@ def test_rows_elements_is_elements_of_the_concatenation() -> None:
         parts = [F.random((k, 7), rng=rng) for k in (3, 0, 5)]
         assert _rows_elements(F, parts) == Elements.of(F, np.concatenate(parts))
         assert _rows_elements(F, parts[0]) == Elements.of(F, parts[0])
+
+
+def test_published_digest_is_schema_signing_digest() -> None:
+    """The round-1 digest (encoded into a reused buffer) is exactly what schema.sign /
+    schema.verify cover, for small and large messages, any signature, with disclosures;
+    a large message between two small ones does not leak into their digests."""
+    import os
+
+    from kaires_fl import schema
+    from kaires_fl.aggregation.aggregator import (
+        PUBLISH_CONTEXT,
+        Disclosure,
+        Published,
+        published_digest,
+    )
+    from kaires_fl.arith.field import Field64
+    from kaires_fl.schema import Elements
+
+    F = Field64
+    msgs = []
+    for rows, width in ((0, 3), (1, 1), (7, 5), (3000, 40), (2, 2)):
+        ver = Elements("Field64", (rows, width), os.urandom(rows * width * 8))
+        for unopened in ((), (Disclosure(0, b"k" * 32, b"m", b"p", b"w"),)):
+            for sig in (b"", os.urandom(64)):
+                msgs.append(
+                    Published("ab" * 32, 3, Elements.of(F, F.ones((2,))), ver, unopened, sig)
+                )
+    for p in msgs:
+        assert published_digest(p) == schema.signing_digest(p, PUBLISH_CONTEXT)
+    assert published_digest("not a message") is None
