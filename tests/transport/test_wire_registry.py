@@ -30,7 +30,11 @@ def _all_messages() -> set[type]:
     while stack:
         c = stack.pop()
         stack.extend(c.__subclasses__())
-        if c.__module__.startswith("kaires_fl."):
+        # The Flower layer's messages travel inside Flower's own messages, never over the
+        # committee transport.
+        if c.__module__.startswith("kaires_fl.") and not c.__module__.startswith(
+            "kaires_fl.strategies."
+        ):
             out.add(c)
     return out
 
