@@ -49,7 +49,14 @@ from kaires_fl.ledger.store import Store
 from kaires_fl.node import config as _config
 from kaires_fl.node.config import Group, NodeKeys, load_group
 from kaires_fl.node.driver import NetworkCommittee
-from kaires_fl.node.host import Node, NodeLedger, group_genesis, tcp_peers
+from kaires_fl.node.host import (
+    Node,
+    NodeLedger,
+    NodeStatus,
+    NodeStatusRequest,
+    group_genesis,
+    tcp_peers,
+)
 from kaires_fl.roles.consumer import Consumer
 from kaires_fl.secret_management.release import LtsInfo
 from kaires_fl.transport.base import Timer, Transport
@@ -352,26 +359,59 @@ class RemoteCommittee(NetworkCommittee):
                 found.append(lts)
             return f.caught_up > 0
 
+        deadline = time.monotonic() + timeout
         if not self.network.run_until(ready, timeout):
             raise ProtocolError(
                 f"committee {group.name!r} is not ready after {timeout:.0f} s (ledger height "
                 f"{f.height}, LTS {'on' if found else 'not on'} the ledger): start it "
                 "(`kaires committee up`), check `kaires committee status`, or wait longer"
             )
+        self.sync_to_tip(max(1.0, deadline - time.monotonic()))
         return found[0]
+
+    def sync_to_tip(self, timeout: float = 10.0) -> int:
+        """Bring the replica to the committee's latest height; returns its height.
+
+        Asks every ledger node its height (:class:`~kaires_fl.node.host.NodeStatus`, on the
+        authenticated connection to its pinned key); with answers from n − f nodes, the
+        (f + 1)-th highest height is one an honest node has reached (f liars can neither
+        raise nor lower it past every honest answer), and the replica syncs up to it.
+        Returns at ``timeout`` with what it has (a committee that lost its quorum).
+        """
+        f = self.follower
+        assert f is not None
+        addresses = list(f.peers)
+        faults = f.genesis.f
+        nonce = int.from_bytes(os.urandom(7), "big")
+        heights: dict[str, int] = {}
+
+        def on_status(src: str, msg: Any) -> None:
+            if (
+                src in f._peer_set
+                and isinstance(msg, NodeStatus)
+                and msg.nonce == nonce
+                and msg.chain == f.chain
+            ):
+                heights.setdefault(src, int(msg.height))
+
+        def at_tip() -> bool:
+            if len(heights) < len(addresses) - faults:
+                return False
+            return f.height >= sorted(heights.values(), reverse=True)[faults]
+
+        ep = self.network.endpoint(self.address + "/status")
+        ep.set_handler(on_status)
+        try:
+            ep.broadcast(addresses, NodeStatusRequest(nonce))
+            self.network.run_until(at_tip, timeout)
+        finally:
+            ep.set_handler(None)
+        return f.height
 
     def provider_identity(self, label: str) -> Identity:
         """Simulated provider ``label`` of *this client* (derived from the client's key: two
         clients never share a provider's key, its counters or its policy)."""
         return Identity.from_seed(H(_PROVIDER_TAG, self.keys.identity.seed, label.encode()))
-
-    def refresh(self, timeout: float = 5.0) -> int:
-        """Bring the replica up to a ledger node's latest height; returns the height."""
-        f = self.follower
-        assert f is not None
-        seen = f.caught_up
-        self.network.run_until(lambda: f.caught_up > seen, timeout)
-        return f.height
 
     def verify(self, replay: bool = False) -> int:
         """Audit the replica's chain from the genesis block; returns its height."""

@@ -548,3 +548,31 @@ def test_demo_network(capsys: pytest.CaptureFixture[str]) -> None:
             if str(root).encode() in cmdline.read_bytes():
                 left.append(cmdline.parent.name)
     assert not left, f"node processes still running: {left}"
+
+
+def test_connect_reaches_the_tip_whatever_one_node_claims(cluster: Cluster) -> None:
+    """Liveness and freshness: ``connect`` returns with the replica at the committee's
+    height, asked of the nodes over their pinned connections; one node claiming a huge
+    height (or none) neither stalls it nor holds it back."""
+    with kaires_fl.connect(cluster.dir / "group.toml", timeout=60.0) as c:
+        _fit(c)  # new blocks
+    liar = cluster.nodes[3]
+    honest = liar.status_message
+
+    def lie(nonce: int = 0) -> Any:
+        st = honest(nonce)
+        fields = {name: getattr(st, name) for name in st.__struct_fields__}
+        return type(st)(**{**fields, "height": 10**12})
+
+    with cluster.paused():
+        liar.status_message = lie  # type: ignore[method-assign]
+        tip = cluster.nodes[0].height
+    try:
+        t0 = time.perf_counter()
+        with kaires_fl.connect(cluster.dir / "group.toml", timeout=60.0) as c:
+            assert c.follower.height >= tip
+            assert time.perf_counter() - t0 < 30.0
+            assert c.sync_to_tip(5.0) >= tip
+    finally:
+        with cluster.paused():
+            del liar.status_message
