@@ -792,7 +792,7 @@ def _rows_elements(F: Any, rows: np.ndarray | list[np.ndarray]) -> Elements:
     if any(b.ndim != 2 or b.shape[1] != width for b in blocks):
         return Elements.of(F, np.concatenate(rows))
     n = sum(b.shape[0] for b in blocks)
-    return Elements(F.__name__, (n, width), b"".join(memoryview(b) for b in blocks))
+    return Elements(F.__name__, (n, width), b"".join(b.data for b in blocks))
 
 
 def _diagnose(flp: FlpBBCGGI19, verifier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
