@@ -838,9 +838,19 @@ KINDS: dict[str, type[Statistic]] = {
 }
 
 
+#: Kinds the package defines outside this module, by the module that registers them: a
+#: node process (an aggregator rebuilding a job's statistic from the ledger) knows them
+#: without importing the front end that uses them (e.g. the Flower strategies).
+SHIPPED_KINDS: dict[str, str] = {"model_update": "kaires_fl.strategies.update"}
+
+
 def from_params(kind: str, params: dict[str, Any]) -> Statistic:
     """The statistic a job names by ``(kind, params)``; ConfigError for an unknown kind or
     parameters the kind does not take."""
+    if kind not in KINDS and kind in SHIPPED_KINDS:
+        import importlib
+
+        importlib.import_module(SHIPPED_KINDS[kind])  # registers the kind in KINDS
     try:
         cls = KINDS[kind]
     except KeyError:

@@ -576,3 +576,102 @@ def test_connect_reaches_the_tip_whatever_one_node_claims(cluster: Cluster) -> N
     finally:
         with cluster.paused():
             del liar.status_message
+
+
+@pytest.mark.slow
+def test_flower_simulation_engine_against_node_processes(tmp_path: Path) -> None:
+    """Acceptance (Flower, simulation engine): ``run_simulation`` (Ray) with a ServerApp
+    configured by ``kaires-committee = "<path>/group.toml"`` against 4 node processes: the
+    model equals the same run's on an in-process committee, and the ServerApp's connection
+    holds no trustee share, no aggregator key and no node key."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "strategies"))
+    import flower_apps as apps
+    from flower_harness import LocalGrid
+    from flwr.app import ArrayRecord, Context
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+    from kaires_fl.strategies import CommitteeConnection, KairesFedAvg
+
+    from kaires_fl.demo import init_local_committee
+    from kaires_fl.node.process import committee_down, committee_up
+
+    rounds = 2
+    out: dict[str, Any] = {}
+
+    def strategy(conn: Any) -> KairesFedAvg:
+        return KairesFedAvg(
+            fraction_evaluate=0.0,
+            min_available_nodes=apps.NUM_NODES,
+            min_train_nodes=apps.NUM_NODES,
+            committee=conn,
+            num_examples_cap=apps.NUM_EXAMPLES_CAP,
+        )
+
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        conn = CommitteeConnection.from_run_config(
+            {"kaires-committee": str(group), "kaires-connect-timeout": 60}
+        )
+        try:
+            s = strategy(conn)
+            init = ArrayRecord(apps.task.initial_arrays())
+            out["arrays"] = s.start(grid=grid, initial_arrays=init, num_rounds=rounds).arrays
+            out["results"] = [s.kaires_rounds[r]["result"] for r in range(1, rounds + 1)]
+            names = {type(o).__name__ for o in _reachable(conn)}
+            out["secrets"] = names & {"DkgResult", "Trustee", "AggregatorService", "Node"}
+            out["remote"] = isinstance(conn.committee, RemoteCommittee)
+        finally:
+            conn.committee.close()
+
+    group = init_local_committee(tmp_path)
+    lines: list[str] = []
+    try:
+        assert committee_up(tmp_path, detach=True, timeout=120.0, out=lines.append) == 0, lines
+        run_simulation(
+            server,
+            apps.make_client_app(),
+            num_supernodes=apps.NUM_NODES,
+            backend_config={"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": 2}},
+        )
+    finally:
+        committee_down(tmp_path, grace=10.0, out=lines.append)
+    assert out.get("remote") and not out["secrets"]
+    assert all(r.status == "done" and len(r.accepted) == apps.NUM_NODES for r in out["results"])
+    local = LocalCommittee()
+    try:
+        ref = strategy(CommitteeConnection(local)).start(
+            grid=LocalGrid(apps.make_client_app(), apps.NUM_NODES),
+            initial_arrays=ArrayRecord(apps.task.initial_arrays()),
+            num_rounds=rounds,
+        )
+    finally:
+        local.close()
+    for a, b in zip(out["arrays"].to_numpy_ndarrays(), ref.arrays.to_numpy_ndarrays(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_node_process_knows_every_shipped_statistic() -> None:
+    """Correctness: a fresh interpreter that has not imported the Flower strategies (a node
+    process, whose aggregator rebuilds a job's statistic from the ledger) rebuilds a
+    ``model_update`` job's statistic; an unknown kind is still a ConfigError."""
+    import json
+    import subprocess
+
+    from kaires_fl.strategies.update import ModelUpdateStats
+
+    kind, params = ModelUpdateStats(12, clip_norm=3.0).spec()
+    code = (
+        "import json, sys\n"
+        "from kaires_fl.errors import ConfigError\n"
+        "from kaires_fl.statistics import from_params\n"
+        "assert 'kaires_fl.strategies' not in sys.modules\n"
+        f"st = from_params({kind!r}, json.loads({json.dumps(json.dumps(params))}))\n"
+        "print(type(st).__name__, st.spec()[0])\n"
+        "try:\n    from_params('no_such_kind', {})\nexcept ConfigError:\n    print('refused')\n"
+    )
+    got = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert got.stdout.split() == ["ModelUpdateStats", "model_update", "refused"]
