@@ -123,8 +123,9 @@ class LedgerFollower(LedgerNode):
     for the blocks after its height; a :class:`SyncResponse` block is taken only with a valid
     certificate (a quorum of roster signatures) and after re-executing it on the
     replica's state gives the block's results and state root (:meth:`LedgerNode.validate`,
-    the same code a ledger node runs to catch up). A node that lies, lags or is down can
-    delay the replica (the others answer too) but cannot make it accept anything else.
+    the same code a ledger node runs to catch up); the certificate is checked before the
+    block is executed. A node that lies, lags or is down can delay the replica by a poll
+    interval (the next poll asks the next node) but cannot make it accept anything else.
 
     Only :class:`SyncResponse` from a roster address is processed; anything else is
     counted in ``ignored``. ``caught_up`` counts responses that reached the end of their
