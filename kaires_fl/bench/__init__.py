@@ -3,6 +3,8 @@
 Each area has a module here with a ``run(quick: bool) -> dict[str, float]``; the
 CLI merges their results into one JSON object. Targets are stated in the issue
 that introduced each metric and reported in closing notes, never asserted in tests.
+Areas in :data:`AREAS` run by default; those in :data:`ON_DEMAND` (``soak``, a
+10-minute run) only when named (``kaires bench --only soak``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ AREAS: tuple[str, ...] = (
     "secret_management",
     "e2e",
     "flower",
+    "net",
 )
+
+#: Areas that run only when named with ``--only`` (long runs).
+ON_DEMAND: tuple[str, ...] = ("soak",)
 
 
 def best_time(fn: Callable[[], Any], repeat: int = 5, number: int = 1) -> float:

@@ -353,9 +353,12 @@ class LedgerClient:
                 f"(e.g. {missing[:3]}); the ledger lost its quorum or the tx was dropped"
             )
         out = []
+        blocks: dict[int, tuple[Block, Certificate]] = {}  # one decode per block, not per tx
         for t in tx_ids:
             h, i = committed[t]
-            block, cert = self.ledger.block(h)
+            if h not in blocks:
+                blocks[h] = self.ledger.block(h)
+            block, cert = blocks[h]
             p = None
             if proof:
                 p = TxProof(
