@@ -45,3 +45,8 @@ class LedgerError(KairesError):
 
 class AuditError(KairesError):
     """An audited chain, block or inclusion proof failed verification."""
+
+
+class KairesWarning(UserWarning):
+    """Behaviour the user should know about that changed a result without failing: providers
+    rejected, updates clipped, weights capped. The message says how many and why."""
