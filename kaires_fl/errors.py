@@ -50,3 +50,8 @@ class AuditError(KairesError):
 class KairesWarning(UserWarning):
     """Behaviour the user should know about that changed a result without failing: providers
     rejected, updates clipped, weights capped. The message says how many and why."""
+
+
+class JobFailed(KairesError):
+    """A job produced no aggregate (e.g. every sampled node refused or failed); the
+    message says how many nodes took part and the first reasons, shortened."""
