@@ -12,13 +12,20 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["KairesLinearRegression", "KairesRidge", "__version__", "connect"]
+__all__ = [
+    "KairesLinearRegression",
+    "KairesPCA",
+    "KairesRidge",
+    "KairesStandardScaler",
+    "__version__",
+    "connect",
+]
 
 
 def __getattr__(name: str) -> Any:
     # The estimators pull in scikit-learn and the whole stack: import them lazily so that
     # `import kaires_fl.arith.field` stays cheap (Ray workers, the CLI's start-up).
-    if name in ("KairesLinearRegression", "KairesRidge"):
+    if name in ("KairesLinearRegression", "KairesPCA", "KairesRidge", "KairesStandardScaler"):
         from kaires_fl import estimators
 
         return getattr(estimators, name)

@@ -11,17 +11,21 @@ from kaires_fl.estimators.base import (
     auto_bounds,
     split_rows,
 )
+from kaires_fl.estimators.decomposition import KairesPCA
 from kaires_fl.estimators.linear import (
     KairesLinearRegression,
     KairesRidge,
     solve_normal_equations,
 )
+from kaires_fl.estimators.preprocessing import KairesStandardScaler
 
 __all__ = [
     "AUTO_MARGIN",
     "KairesEstimatorMixin",
     "KairesLinearRegression",
+    "KairesPCA",
     "KairesRidge",
+    "KairesStandardScaler",
     "auto_bounds",
     "solve_normal_equations",
     "split_rows",

@@ -202,4 +202,3 @@ class KairesStandardScaler(
         tags.input_tags.sparse = False
         tags.transformer_tags.preserves_dtype = ["float64"]
         return tags
-

@@ -47,6 +47,7 @@ from kaires_fl.statistics.base import (
     pow2_frame,
 )
 from kaires_fl.statistics.count import CountStats
+from kaires_fl.statistics.covariance import CovarianceStats
 from kaires_fl.statistics.histogram import HistogramStats
 from kaires_fl.statistics.linear_regression import LinearRegressionStats
 from kaires_fl.statistics.mean_variance import MeanVarianceStats
@@ -54,7 +55,14 @@ from kaires_fl.statistics.mean_variance import MeanVarianceStats
 # ----------------------------------------------------------------------------- registry
 
 KINDS: dict[str, type[Statistic]] = {
-    cls.kind: cls for cls in (LinearRegressionStats, CountStats, MeanVarianceStats, HistogramStats)
+    cls.kind: cls
+    for cls in (
+        LinearRegressionStats,
+        CountStats,
+        MeanVarianceStats,
+        HistogramStats,
+        CovarianceStats,
+    )
 }
 
 
@@ -92,6 +100,7 @@ __all__ = [
     "MIN_AUTO_RECORD_BITS",
     "SHIPPED_KINDS",
     "CountStats",
+    "CovarianceStats",
     "HistogramStats",
     "LinearRegressionStats",
     "MeanVarianceStats",
