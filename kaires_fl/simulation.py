@@ -233,6 +233,7 @@ class LocalCommittee:
             self.trustees.addresses,
             self.coordinator_id,
             round_timeout=round_timeout,
+            lts_id=self.lts_id,
         )
         self.providers: dict[str, Provider] = {}
         self._trustee_faults: dict[int, str] = {}

@@ -66,7 +66,9 @@ from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto import envelope
 from kaires_fl.crypto.sign import H, Identity, is_valid
 from kaires_fl.errors import DecodingError, EncodingError, InvalidSubmission, ProtocolError
+from kaires_fl.ledger.darc import policy_owner
 from kaires_fl.ledger.encoding import canonical
+from kaires_fl.ledger.jobs import distinct_owners
 from kaires_fl.schema import Blob, Bytes32, Count, Elements, Index, Signature
 
 PUBLISH_CONTEXT = b"kaires/aggregation/publish"
@@ -115,6 +117,12 @@ class JobContext:
     #: Closed inputs left out by the job-total rule (``submission.fit_job_total``):
     #: (provider, why); rejected with :data:`REASON_OVER_TOTAL`.
     excluded: tuple[tuple[str, str], ...] = ()
+    #: The job's signers (its consumer and co-signers, as the ledger recorded them): their
+    #: own policies protect nobody, so they are not counted towards a policy's
+    #: ``min_providers`` (:func:`kaires_fl.ledger.jobs.distinct_owners`).
+    signers: tuple[str, ...] = ()
+    #: ``(provider, min_providers)`` of every included policy, as the ledger holds it.
+    provider_min: tuple[tuple[str, int], ...] = ()
     #: ``written_key(s, i, proof_blob)``: the key the provider wrote for slot i of
     #: submission s, from an encoded single-slot ``WrittenKeyProof`` (None if it does not
     #: hold); None when no trustee committee is at hand (then such claims stay unproven).
@@ -206,7 +214,7 @@ MAX_REASON = 4096
 
 JobId = Id
 #: A sealed-share hash (hex), or "" when nothing is released.
-ShareHash = Annotated[str, msgspec.Meta(pattern="^([0-9a-f]{64})?$")]
+ShareHash = Annotated[str, msgspec.Meta(pattern=r"^([0-9a-f]{64})?\Z")]
 
 
 class Disclosure(schema.Message, frozen=True):
@@ -839,6 +847,24 @@ def _checked_reveals(ctx: JobContext, reveals: Any, parties: Any) -> tuple[dict,
     return out, two
 
 
+def accepted_owners(ctx: JobContext, accepted: Sequence[str]) -> tuple[int, int]:
+    """``(owners, protect)`` of the accepted policies, counted as ``job.create`` counts them.
+
+    ``owners``: the distinct owner keys of ``accepted`` other than the job's signers
+    (:func:`kaires_fl.ledger.jobs.distinct_owners`); ``protect``: the largest
+    ``min_providers`` of an accepted policy the signers do not own (0 if none). A result is
+    released only if ``owners ≥ protect``: a consumer that closes the inputs with a victim
+    and its own (or one colluder's several) policies learns nothing the victim's policy
+    forbids.
+    """
+    mins = dict(ctx.provider_min)
+    signers = set(ctx.signers)
+    protect = max(
+        (mins.get(p, 0) for p in accepted if (policy_owner(p) or p) not in signers), default=0
+    )
+    return distinct_owners(list(accepted), ctx.signers), protect
+
+
 def decide_job(
     ctx: JobContext,
     coin: Coin,
@@ -981,11 +1007,20 @@ def decide_job(
         rej[prov] = REASON_OVER_TOTAL
     accepted = sorted(ctx.submissions[s].manifest.provider for s in accepted_subs)
     status, why = "done", ""
+    owners, protect = accepted_owners(ctx, accepted)
     if len(accepted) < ctx.min_providers:
         status = "failed"
         why = (
             f"{len(accepted)} provider(s) accepted, the policies require at least "
             f"{ctx.min_providers}: nothing is released and every payment is refunded"
+        )
+    elif owners < protect:
+        status = "failed"
+        why = (
+            f"the {len(accepted)} accepted policies belong to {owners} distinct provider "
+            f"key(s) other than the job's signers, an accepted policy requires at least "
+            f"{protect} (several policies of one key are one provider, and the consumer's "
+            "own data hides nobody's): nothing is released and every payment is refunded"
         )
     return Decision(
         accepted=tuple(accepted),

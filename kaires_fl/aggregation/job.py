@@ -77,7 +77,13 @@ from kaires_fl.ledger.jobs import job_key, receipt_key, sign_receipt
 from kaires_fl.ledger.tx import Tx
 from kaires_fl.schema import Blob, Hex32, Index, Signature
 from kaires_fl.secret_management.coin import CoinShare
-from kaires_fl.secret_management.contracts import inputs_key, lts_key, read_key, write_key
+from kaires_fl.secret_management.contracts import (
+    inputs_key,
+    job_lts,
+    lts_key,
+    read_key,
+    write_key,
+)
 from kaires_fl.secret_management.dispute import (
     DisputeShare,
     WrittenKeyProof,
@@ -133,7 +139,7 @@ def job_statistic(job: Mapping[str, Any]) -> Any:
 # ---------------------------------------------------------------------------- messages
 
 Reason = Annotated[str, msgspec.Meta(max_length=MAX_REASON)]
-SignatureHex = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{128}$")]
+SignatureHex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{128}\Z")]
 Submissions = Annotated[tuple[SealedSubmission, ...], msgspec.Meta(max_length=MAX_ITEMS)]
 
 
@@ -351,6 +357,16 @@ def job_coordinator(job: Mapping[str, Any]) -> str:
     return key
 
 
+def job_signers(job: Mapping[str, Any]) -> tuple[str, ...]:
+    """The keys that signed the committed ``job`` (its consumer and co-signers): their own
+    policies are not counted towards any ``min_providers`` (as ``job.create`` counts)."""
+    signers = job.get("signers")
+    if not isinstance(signers, list) or not all(isinstance(s, str) for s in signers):
+        signers = []
+    consumer = job.get("consumer")
+    return tuple(dict.fromkeys([*([consumer] if isinstance(consumer, str) else []), *signers]))
+
+
 # ---------------------------------------------------------------------------- the service
 
 
@@ -513,6 +529,11 @@ class AggregatorService:
         if job is None or job["status"] != "committed" or inputs is None:
             raise ProtocolError(f"job {msg.job[:16]}… is not committed with closed inputs")
         coordinator_key = job_coordinator(job)
+        if job_lts(job) not in (None, self.lts_id):
+            raise ProtocolError(
+                f"job {msg.job[:16]}… names LTS {str(job_lts(job))[:16]}…, this aggregator's "
+                f"trustees hold {self.lts_id[:16]}…"
+            )
         hashes: dict[int, tuple[bytes, bytes]] = {}
 
         def hash_part(blob: bytes) -> bytes:  # each blob hashed once (signature and check)
@@ -568,6 +589,11 @@ class AggregatorService:
                 raise InvalidSubmission(
                     f"the manifest of {m.provider!r} is not signed by the writer of its keys"
                 )
+            if w.get("lts") != self.lts_id:
+                raise InvalidSubmission(
+                    f"the write of {m.provider!r} is under LTS {str(w.get('lts'))[:16]}…, not "
+                    f"this committee's {self.lts_id[:16]}…: its keys cannot be released"
+                )
         if (
             sorted(s.manifest.hash.hex() for s in subs) != inputs["manifests"]
             or sorted(s.manifest.write for s in subs) != inputs["writes"]
@@ -583,10 +609,13 @@ class AggregatorService:
         kept, over = fit_job_total(subs, stat)
         subs = tuple(kept)
         needed = int(job["params"].get("min_providers", 1))
+        provider_min: list[tuple[str, int]] = []
         for p in job["providers"]:
             d = self.ledger.get(darc_key(p))
             if d is not None and d.get("terms") is not None:
-                needed = max(needed, int(d["terms"]["min_providers"]))
+                m_p = int(d["terms"]["min_providers"])
+                needed = max(needed, m_p)
+                provider_min.append((p, m_p))
         ctx = JobContext(
             job=msg.job,
             chain=self.ledger.chain,
@@ -600,6 +629,8 @@ class AggregatorService:
             min_providers=needed,
             submissions=subs,
             excluded=tuple(sorted(over.items())),
+            signers=job_signers(job),
+            provider_min=tuple(provider_min),
             written_key=self._written_key_checker(msg.job, subs),
         )
         st = _JobState(ctx, AggregatorJob(ctx, self.index, self.identity, self.behaviour), stat)
@@ -1031,8 +1062,12 @@ class Coordinator:
         trustees: Sequence[str],
         identity: Identity,
         round_timeout: float = 2.0,
+        lts_id: str | None = None,
+        quorum_timeout: float | None = None,
     ) -> None:
         self.aggregator_keys: list[str] = []
+        #: The LTS of the committee's trustees: a write under another cannot be released.
+        self.lts_id = lts_id
         self.t = transport
         self.network = network
         self.ledger = ledger
@@ -1040,6 +1075,13 @@ class Coordinator:
         self.trustees = list(trustees)
         self.identity = identity
         self.round_timeout = round_timeout
+        #: How long a round may wait for the answers it cannot go on without (n − t round
+        #: messages, a receipt quorum): the round timeout bounds the wait for the rest only.
+        #: Default ``max(60 s, 30 × round_timeout)``: verification of a large job takes far
+        #: longer than one round trip on a real network.
+        self.quorum_timeout = (
+            quorum_timeout if quorum_timeout is not None else max(60.0, 30 * round_timeout)
+        )
         self.log: list[LogEntry] = []
         #: id → (round-1 message, its digest), for the messages of the current job.
         self._digests: dict[int, tuple[Any, bytes | None]] = {}
@@ -1095,9 +1137,18 @@ class Coordinator:
         expected: int,
         timeout: float | None = None,
         key: Callable[[Any], Any] = lambda m: m.aggregator,
+        need: int = 0,
     ) -> dict[Any, Any]:
         """Drive the network until ``expected`` distinct answers of ``kind`` for ``job`` came
         (or the round timed out); returns them by ``key`` (first authentic answer wins).
+
+        ``need``: the answers the next step cannot go on without. The round timeout
+        (``timeout``, default :attr:`round_timeout`) only bounds the wait for answers beyond
+        ``need`` (counted from the start, or from when a late ``need``-th answer came);
+        while fewer than ``need`` came and the missing ones may still come (their senders
+        did not report a failure), the wait goes on up to :attr:`quorum_timeout`.
+        Slow aggregators (a large job on a real network) are then waited for instead of the
+        round going on with none.
 
         Only authentic answers count (:meth:`_authentic`): from the claimed aggregator's
         address and, for signed round messages, under its signature — so a forged early
@@ -1121,10 +1172,35 @@ class Coordinator:
                     continue
             return len(got) + len(failed) >= expected
 
-        self.network.run_until(scan, timeout if timeout is not None else self.round_timeout)
+        round_timeout = timeout if timeout is not None else self.round_timeout
+        self.network.run_until(scan, round_timeout)
         scan()
+
+        def quorum_settled() -> bool:
+            # ``need`` answers came, or they cannot come any more (too many failed)
+            return scan() or len(got) >= need or expected - len(failed) < need
+
+        if not quorum_settled():
+            self.network.run_until(quorum_settled, max(0.0, self.quorum_timeout - round_timeout))
+            if len(got) >= need and not scan():
+                # the quorum came late: the rest (as slow, not faulty) get a round timeout more
+                self.network.run_until(scan, round_timeout)
+            scan()
         self.failures.update(failed)
         return got
+
+    def _short(self, job_id: str, step: str, got: Mapping[Any, Any], need: int, asked: int) -> None:
+        """Raise ``ProtocolError`` when a round got fewer than the ``need`` answers the next
+        step cannot go on without (saying which step, who failed and why)."""
+        if len(got) >= need:
+            return
+        raise ProtocolError(
+            f"job {job_id[:16]}…: {len(got)} of the {asked} aggregator(s) asked answered "
+            f"{step} within {self.quorum_timeout:g} s, {need} are needed (failures: "
+            f"{self.failures or 'none reported'}). More aggregators are faulty than the "
+            "committee tolerates, or they are slower than the timeout: raise quorum_timeout "
+            "(round_timeout) for large jobs. Nothing was released"
+        )
 
     def _authentic(self, src: str, m: Any) -> bool:
         """Whether ``m`` comes from the aggregator it names: sent from its address and, for a
@@ -1155,11 +1231,13 @@ class Coordinator:
         Run after the writes are committed and before the inputs close: a submission must be
         signed, its parts must match its manifest, its write must be on the ledger under its
         provider's policy and written by the manifest's signer, and it must be the
-        provider's only one. What an aggregator later finds wrong can then only be the
-        fault of the provider's data, shares or proof — or of the relay.
+        provider's only one; its write must be under the job's LTS (the one the job names,
+        else the coordinator's ``lts_id``). What an aggregator later finds wrong can then
+        only be the fault of the provider's data, shares or proof — or of the relay.
         """
         n = len(job["aggregators"])
         cap = max_batch(job_statistic(job), job)
+        lts = job_lts(job) or self.lts_id
         ok: list[SealedSubmission] = []
         dropped: dict[str, str] = {}
         seen: set[str] = set()
@@ -1178,6 +1256,12 @@ class Coordinator:
                 w = self.ledger.get(write_key(m.write))
                 if w is None or w["policy"] != m.provider or m.signer not in w["signers"]:
                     raise InvalidSubmission("its write is not the provider's committed write")
+                if lts is not None and w.get("lts") != lts:
+                    raise InvalidSubmission(
+                        f"its write is under LTS {str(w.get('lts'))[:16]}…, the job's is "
+                        f"{lts[:16]}…: the job's trustees cannot release its keys (the "
+                        "ledger takes a job's inputs under one LTS)"
+                    )
                 if m.job != job["id"] or m.provider not in job["providers"] or m.provider in seen:
                     raise InvalidSubmission("not for this job, or a second submission")
             except InvalidSubmission as exc:
@@ -1222,6 +1306,10 @@ class Coordinator:
         quorum = int(job_rec["threshold"])
         timings: dict[str, float] = {}
         n = len(self.aggregators)
+        # What each round cannot go on without: n − t round messages (every decision rests
+        # on them), a receipt quorum of results and signatures.
+        t = int(job_rec["params"].get("degree", (n - 1) // 3))
+        need = n - t
         clock = time.perf_counter()
 
         def lap(name: str) -> None:
@@ -1233,7 +1321,8 @@ class Coordinator:
         for i, a in enumerate(self.aggregators):
             self.send(a, StartJob(job_id, tuple(s.only(i) for s in submissions)))
         self._part_hashes = {}
-        reads = self.collect(ReadSigned, job_id, n)
+        reads = self.collect(ReadSigned, job_id, n, need=need)
+        self._short(job_id, "with a signed read", reads, need, n)
         txs = []
         for i, m in sorted(reads.items()):
             if m.tx is None:
@@ -1254,22 +1343,25 @@ class Coordinator:
         lap("coin")
         for i in reads:
             self.send(self.aggregators[i], ReadCommitted(job_id, tuple(sorted(shares.items()))))
-        published = self.collect(Published, job_id, len(reads))
+        published = self.collect(Published, job_id, len(reads), need=need)
+        self._short(job_id, "round 1 (Published)", published, need, len(reads))
         lap("release_and_verify")
         pubset = PublishedSet(job_id, tuple(published[i] for i in sorted(published)))
         for i in published:
             self.send(self.aggregators[i], pubset)
-        reveals = self.collect(Reveal, job_id, len(published))
+        reveals = self.collect(Reveal, job_id, len(published), need=need)
+        self._short(job_id, "round 2 (Reveal)", reveals, need, len(published))
         revset = RevealSet(job_id, tuple(r for _, r in sorted(reveals.items())))
         for i in published:
             self.send(self.aggregators[i], revset)
-        results = self.collect(ResultShare, job_id, len(published))
+        results = self.collect(ResultShare, job_id, len(published), need=quorum)
+        self._short(job_id, "round 3 (ResultShare)", results, quorum, len(published))
         lap("decide_and_aggregate")
         receipt, agreeing = self._draft(job_id, results)
         draft = ReceiptDraft(job_id, canonical(receipt))
         for i in agreeing:
             self.send(self.aggregators[i], draft)
-        sigs = self.collect(ReceiptSignature, job_id, len(agreeing))
+        sigs = self.collect(ReceiptSignature, job_id, len(agreeing), need=quorum)
         if len(sigs) < quorum:
             raise ProtocolError(
                 f"job {job_id[:16]}…: only {len(sigs)} aggregator(s) signed the receipt, "
@@ -1292,7 +1384,7 @@ class Coordinator:
         if receipt["status"] == "done":
             for i in agreeing:
                 self.send(self.aggregators[i], Deliver(job_id))
-            got = self.collect(SealedShare, job_id, len(agreeing))
+            got = self.collect(SealedShare, job_id, len(agreeing), need=t + 1)
             blobs = {i: m.blob for i, m in got.items()}
         lap("deliver")
         return {

@@ -328,6 +328,7 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         "threshold": committee["quorum"],
         "consumer_key": p["consumer_key"],
         "coordinator": p.get("coordinator", tx.sender),
+        "signers": list(env.signers),  # their own policies protect nobody (min_providers)
         "escrow": escrow,
         "escrow_total": total,
         "status": "committed",

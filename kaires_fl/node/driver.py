@@ -113,6 +113,7 @@ class NetworkCommittee(LocalCommittee):
             self.trustees.addresses,
             self.coordinator_id,
             round_timeout=round_timeout,
+            lts_id=lts.id,
         )
         self.providers = {}
         self._trustee_faults = {}

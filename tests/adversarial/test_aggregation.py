@@ -369,12 +369,8 @@ def test_no_share_is_delivered_against_a_receipt_that_is_not_the_own_decision() 
         state["receipt"] = receipt
         return receipt, agreeing
 
-    def collect(kind: Any, job: str, expected: int, timeout: Any = None, key: Any = None):
-        got = (
-            real_collect(kind, job, expected, timeout)
-            if key is None
-            else real_collect(kind, job, expected, timeout, key)
-        )
+    def collect(kind: Any, job: str, expected: int, **kw: Any) -> Any:
+        got = real_collect(kind, job, expected, **kw)
         if kind is ReceiptSignature:  # the colluding aggregator signs the consumer's receipt
             pub, sig = sign_receipt(byz.identity, c.client.chain, job, state["receipt"])
             got[0] = ReceiptSignature(job, 0, pub, sig)
@@ -1071,3 +1067,177 @@ def test_t_aggregators_and_the_coordinator_learn_nothing_of_an_honest_measuremen
     assert _view_differs(flp, a, b, leak=False, trials=250) == []
     leaked = _view_differs(flp, a, b, leak=True, trials=20)
     assert leaked and all(x.startswith("reconstruction") for x in leaked)
+
+
+# ----------------------------------------------------------------------------- min_providers
+
+
+def _owned_providers(c: LocalCommittee, owner: Identity, labels: list[str]) -> None:
+    """Policies ``labels`` all owned by ``owner`` (granting the committee's consumer)."""
+    from kaires_fl.roles.provider import Provider
+
+    txs = []
+    for lb in labels:
+        p = Provider(lb, owner)
+        c.providers[lb] = p
+        payload = p.policy_payload(
+            [c.consumer.public],
+            min_providers=c.min_providers,
+            max_jobs=c.max_jobs,
+            committees=[c.committee_id],
+        )
+        txs.append(c.client.sign(owner, "darc.create", payload))
+    c._commit(txs)
+
+
+@pytest.mark.parametrize("owner", ["consumer", "colluder"])
+def test_min_providers_counts_owners_other_than_the_signers_at_decision(owner: str) -> None:
+    """Privacy (finding 13, at the aggregators): the victim's policy asks for
+    ``min_providers`` distinct providers. The consumer names the victim, an honest provider
+    and two policies of one key — its own (min 2), or one colluder's (min 3) — so the
+    ledger, counting distinct owners other than the job's signers, allows the job. As the
+    coordinator it then drops the honest provider's submission and closes the inputs with
+    the victim and the two policies of one key. Counting accepted *policies*, the
+    aggregators released the sum: the consumer subtracted what it (or its colluder) sent
+    and read the victim's data alone. They now count distinct owners other than the
+    job's signers, as the ledger does: the job fails, nothing is released."""
+    need = 2 if owner == "consumer" else 3
+    c = LocalCommittee(min_providers=need)
+    key = c.consumer.identity if owner == "consumer" else Identity.from_seed(b"colluder" * 4)
+    _owned_providers(c, key, ["x1", "x2"])
+    honest = c.provider("h").policy_id
+    real_admit = c.coordinator.admit
+
+    def drop_honest(job: Any, subs: Any) -> Any:
+        ok, dropped = real_admit(job, subs)
+        return [s for s in ok if s.manifest.provider != honest], dropped
+
+    c.coordinator.admit = drop_honest  # type: ignore[method-assign]
+    data = {k: DATA[f"p{i}"] for i, k in enumerate(["v", "h", "x1", "x2"])}
+    r = c.run_job(STAT, data)
+    assert sorted(r.report["accepted"]) == ["v", "x1", "x2"]
+    assert r.report["status"] == "failed" and "distinct provider" in r.report["why"]
+    assert r.aggregate is None
+    assert not any(isinstance(e.message, SealedShare) for e in c.coordinator.log)
+    c.close()
+
+
+def test_min_providers_counts_policies_of_others_normally() -> None:
+    """Fairness: the owner count does not refuse honest jobs — two policies of one
+    provider key next to another provider's, none owned by the consumer, give a result."""
+    c = LocalCommittee(min_providers=2)
+    _owned_providers(c, Identity.from_seed(b"two-policies" * 2 + b"12345678"), ["x1", "x2"])
+    data = {k: DATA[f"p{i}"] for i, k in enumerate(["v", "x1", "x2"])}
+    r = c.run_job(STAT, data)
+    assert r.report["status"] == "done" and sorted(r.report["accepted"]) == ["v", "x1", "x2"]
+    c.close()
+
+
+# ----------------------------------------------------------------------------- one spelling
+
+
+def test_share_hash_and_signature_hex_have_one_spelling_on_the_wire() -> None:
+    """Robustness (canonical messages): msgspec matches patterns with ``re.search``, where
+    ``$`` also matches before a final newline, so "<64 hex>\\n" passed as a ResultShare's
+    share hash and "<128 hex>\\n" as a receipt signature — a second spelling of one value
+    past every check that compares strings. Both now decode to an EncodingError."""
+    from kaires_fl.aggregation.aggregator import ResultShare
+    from kaires_fl.errors import EncodingError
+
+    h, sig, k = "ab" * 32, "cd" * 64, "ef" * 32
+    good = ResultShare("job", 0, b"{}", h)
+    assert schema.decode(schema.encode(good), ResultShare) == good
+    assert schema.decode(schema.encode(ResultShare("job", 0, b"{}", "")), ResultShare)
+    rs = ReceiptSignature("job", 0, k, sig)
+    assert schema.decode(schema.encode(rs), ReceiptSignature) == rs
+    for bad, typ in (
+        (ResultShare("job", 0, b"{}", h + "\n"), ResultShare),
+        (ResultShare("job", 0, b"{}", "\n"), ResultShare),
+        (ReceiptSignature("job", 0, k, sig + "\n"), ReceiptSignature),
+    ):
+        with pytest.raises(EncodingError):
+            schema.decode(schema.encode(bad), typ)
+
+
+# ----------------------------------------------------------------------------- one LTS
+
+
+def test_a_write_under_the_providers_own_lts_is_dropped_and_the_job_completes() -> None:
+    """Robustness against a provider: provider p2 registers an LTS of its own (n = 1, it is
+    the only trustee) and writes its job keys under it. The ledger takes a job's inputs
+    under one LTS only, so inputs holding that write were refused and the job stalled at
+    closing. The coordinator now drops such a submission at admission, with the reason,
+    and the job completes for the other providers."""
+    from kaires_fl.crypto.group import Point, Scalar
+    from kaires_fl.secret_management.contracts import LTS_KIND
+
+    c = LocalCommittee()
+    mallory = c.provider("p2")
+    X_own = Point.base() * Scalar.random_nonzero()
+    own = {
+        "n": 1,
+        "t": 0,
+        "X": X_own.to_bytes().hex(),
+        "shares": [X_own.to_bytes().hex()],
+        "trustees": [mallory.public],
+        "transcript": "00" * 32,
+    }
+    own_tx = c.client.sign(mallory.identity, LTS_KIND, own)
+    c._commit([own_tx])
+    own_id = own_tx.id
+    assert c.client.get(f"calypso/lts/{own_id}") is not None
+    real_submit = mallory.submit
+
+    def submit_under_own_lts(client: Any, job: Any, stat: Any, meas: Any, lts_id: str) -> Any:
+        return real_submit(client, job, stat, meas, own_id)
+
+    mallory.submit = submit_under_own_lts  # type: ignore[method-assign]
+    r = c.run_job(STAT, DATA)
+    assert r.report["status"] == "done"
+    assert "p2" not in r.report["accepted"] and "under LTS" in r.report["rejected"]["p2"]
+    others = sorted(k for k in DATA if k != "p2")
+    np.testing.assert_allclose(np.array(r.aggregate["xtx"], float), _sums(others), atol=1e-8)
+    # A consumer closing the inputs with that write alone (one LTS: the ledger takes it):
+    # every aggregator refuses the StartJob, saying why, and signs no read.
+    real_admit = c.coordinator.admit
+
+    def admit_only_mallory(job: Any, subs: Any) -> Any:
+        real_admit(job, subs)
+        return [s for s in subs if s.manifest.provider == mallory.policy_id], {}
+
+    c.coordinator.admit = admit_only_mallory  # type: ignore[method-assign]
+    seen = len(c.coordinator.log)
+    with pytest.raises(ProtocolError, match="not this committee's"):
+        c.run_job(STAT, DATA)
+    assert not any(
+        isinstance(e.message, job_mod.ReadSigned) and e.message.tx is not None
+        for e in c.coordinator.log[seen:]
+        if e.direction == "in"
+    )
+    c.close()
+
+
+# ----------------------------------------------------------------------------- slow rounds
+
+
+def test_aggregators_slower_than_the_round_timeout_are_waited_for() -> None:
+    """Robustness (liveness on a real network): every aggregator's answers reach the
+    coordinator 3 s after they are sent, longer than the 2 s round timeout (tuned for the
+    simulated clock) — as when verifying a 200k-row job on a real network. Before, each
+    round went on with whatever had come: none, then "expected 0" answers in every later
+    round, and the job ended in "no aggregator produced a result; failures: {}". A round
+    now waits (up to ``quorum_timeout``) for the n − t answers it cannot go on without,
+    and the job completes; when they cannot come, the error names the round."""
+    from kaires_fl.transport.memory import LinkFaults
+
+    c = LocalCommittee()
+    for a in c.coordinator.aggregators:
+        c.network.set_faults(LinkFaults(delay=(3.0, 3.0)), src=a, dst="coordinator")
+    r = c.run_job(STAT, DATA)
+    assert r.report["status"] == "done" and r.report["faulty_aggregators"] == {}
+    np.testing.assert_allclose(np.array(r.aggregate["xtx"], float), _sums(sorted(DATA)), atol=1e-8)
+    # Slower than quorum_timeout: the job fails at the first round, saying which and why.
+    c.coordinator.quorum_timeout = 2.5
+    with pytest.raises(ProtocolError, match=r"with a signed read.*raise quorum_timeout"):
+        c.run_job(STAT, DATA)
+    c.close()

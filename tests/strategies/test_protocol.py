@@ -113,9 +113,15 @@ class _Tamper(KairesFedAvg):
         for m in msgs:
             cfg = m.content["config"]
             if self.how == "proof-bytes":
-                b = bytearray(cfg[wire.PROOFS])
-                b[len(b) // 2] ^= 0x40
-                cfg[wire.PROOFS] = bytes(b)
+                # The job proof's claimed value altered (one field), re-encoded: a well-formed
+                # proof of a value the ledger does not hold. (Flipping a byte of the encoded
+                # bundle sometimes hit a JSON delimiter of one node's bundle: a malformed
+                # proof, refused for another reason — the test was flaky.)
+                proofs = wire.decode_proofs(bytes(cfg[wire.PROOFS]))
+                job = proofs["job"]
+                value = {**job.value, "height": int(job.value["height"]) + 1}
+                proofs["job"] = dataclasses.replace(job, value=value)
+                cfg[wire.PROOFS] = wire.encode_proofs(proofs)
             elif self.how == "other-job":  # a proof of another (real) job
                 cfg[wire.JOB] = "00" * 32
             elif self.how == "other-ledger":
