@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KairesLinearRegression",
+    "KairesLogisticRegression",
     "KairesPCA",
     "KairesRidge",
     "KairesStandardScaler",
@@ -25,7 +26,13 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The estimators pull in scikit-learn and the whole stack: import them lazily so that
     # `import kaires_fl.arith.field` stays cheap (Ray workers, the CLI's start-up).
-    if name in ("KairesLinearRegression", "KairesPCA", "KairesRidge", "KairesStandardScaler"):
+    if name in (
+        "KairesLinearRegression",
+        "KairesLogisticRegression",
+        "KairesPCA",
+        "KairesRidge",
+        "KairesStandardScaler",
+    ):
         from kaires_fl import estimators
 
         return getattr(estimators, name)

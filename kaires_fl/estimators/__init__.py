@@ -17,12 +17,14 @@ from kaires_fl.estimators.linear import (
     KairesRidge,
     solve_normal_equations,
 )
+from kaires_fl.estimators.logistic import KairesLogisticRegression
 from kaires_fl.estimators.preprocessing import KairesStandardScaler
 
 __all__ = [
     "AUTO_MARGIN",
     "KairesEstimatorMixin",
     "KairesLinearRegression",
+    "KairesLogisticRegression",
     "KairesPCA",
     "KairesRidge",
     "KairesStandardScaler",

@@ -50,6 +50,7 @@ from kaires_fl.statistics.count import CountStats
 from kaires_fl.statistics.covariance import CovarianceStats
 from kaires_fl.statistics.histogram import HistogramStats
 from kaires_fl.statistics.linear_regression import LinearRegressionStats
+from kaires_fl.statistics.logistic import LogisticRegressionStats
 from kaires_fl.statistics.mean_variance import MeanVarianceStats
 
 # ----------------------------------------------------------------------------- registry
@@ -62,6 +63,7 @@ KINDS: dict[str, type[Statistic]] = {
         MeanVarianceStats,
         HistogramStats,
         CovarianceStats,
+        LogisticRegressionStats,
     )
 }
 
@@ -103,6 +105,7 @@ __all__ = [
     "CovarianceStats",
     "HistogramStats",
     "LinearRegressionStats",
+    "LogisticRegressionStats",
     "MeanVarianceStats",
     "Statistic",
     "bounds_array",
