@@ -8,7 +8,8 @@ does both over a committee:
 - ``kaires-committee = "local"`` (default): an in-process
   :class:`~kaires_fl.simulation.LocalCommittee` (ledger, trustees, aggregators on the
   in-memory transport), sized by ``kaires-ledger-nodes``, ``kaires-trustees``,
-  ``kaires-aggregators``, ``kaires-threshold`` and seeded by ``kaires-seed``;
+  ``kaires-aggregators``, ``kaires-threshold`` and seeded by ``kaires-committee-seed``
+  (an integer, default 0; ``kaires-seed`` is the providers' key seed, a different setting);
 - ``kaires-committee = "<path>/group.toml"`` (deployment): the committee's node
   processes, reached with :func:`kaires_fl.connect` (authenticated TCP, keys pinned in
   the group file); the ServerApp is a client of them — it holds no node key, no trustee
@@ -57,6 +58,24 @@ class RoundResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def describe_committee(committee: Any) -> str:
+    """A one-line description of a committee (its kind, sizes and ids; no object address)."""
+    if committee is None:
+        return "a fresh LocalCommittee (created on first use)"
+    if isinstance(committee, CommitteeConnection):
+        committee = committee.committee
+    parts = [type(committee).__name__]
+    ids = getattr(committee, "aggregator_ids", None)
+    if ids is not None:
+        parts.append(f"{len(ids)} aggregators")
+    for attr, label in (("threshold", "threshold"), ("committee_id", "committee")):
+        value = getattr(committee, attr, None)
+        if value is not None:
+            text = str(value)
+            parts.append(f"{label} {text[:12] + '…' if len(text) > 12 else text}")
+    return ", ".join(parts)
+
+
 class CommitteeConnection:
     """Consumer and coordinator over a :class:`~kaires_fl.committee.Committee` (a
     :class:`~kaires_fl.simulation.LocalCommittee` or a deployed one, ``kaires_fl.connect``).
@@ -74,6 +93,9 @@ class CommitteeConnection:
         committee = self.committee
         self.consumer = consumer or committee.consumer
         self.client = committee.client
+
+    def __repr__(self) -> str:
+        return f"CommitteeConnection({describe_committee(self.committee)})"
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> CommitteeConnection:

@@ -29,9 +29,18 @@ What changes (one round = one Kaires job, protocol.md):
   the consumer: never derived from what clients claim). A client lying about its
   examples gets at most weight 1.
 
-Per-client train metrics are not forwarded (they would leak per-client information); the
-round's MetricRecord reports ``kaires-accepted``, ``kaires-rejected`` and
-``kaires-refused`` counts. ``kaires_rounds[r]`` keeps each round's
+Train metrics: per-client metrics are never sent in plaintext. The metrics declared with
+``train_metrics={"loss": (0.0, 10.0), ...}`` (name → bounds) ride inside each sealed,
+proven measurement as weighted fixed-point coordinates (``w·t``, t the value clipped to
+its bounds and normalised, proven in [0, w]); the round's MetricRecord (FedAvg's
+``train_metrics_clientapp``) reports their weighted averages over the accepted
+providers, as FedAvg's default aggregation does with ``num-examples`` (exactly so when no
+client exceeds W; within 2^-f·(high − low) per client of fixed-point rounding), plus the
+counts ``kaires-sampled``, ``kaires-accepted``, ``kaires-rejected``, ``kaires-refused``,
+``kaires-clipped`` (updates scaled down to ``clip_norm``) and ``kaires-capped`` (clients
+whose num-examples exceeded W). Clipped or capped updates raise a
+:class:`~kaires_fl.errors.KairesWarning` naming how many and why. ``kaires_rounds[r]``
+keeps each round's
 :class:`~kaires_fl.strategies.committee.RoundResult` and the nodes' refusal reasons.
 """
 
@@ -39,7 +48,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from logging import INFO, WARNING
 from typing import Any
 
@@ -60,17 +69,19 @@ from flwr.supercore import log
 
 from . import wire
 
-_P64 = 2**64 - 2**32 + 1
+
+def _short(text: Any, most: int = 160) -> str:
+    """``text`` on one line, at most ``most`` characters (a reason may embed a traceback)."""
+    one = " ".join(str(text).split())
+    return one if len(one) <= most else one[: most - 1] + "…"
 
 
 def auto_frac_bits(length: int, most: int = 20) -> int:
-    """The most fractional bits (≤ ``most``) a BoundedL2Vec of ``length`` entries with
-    bound ``1 − 2^-f`` (:func:`~kaires_fl.strategies.update.proven_bound`: f + 1 bits per
-    entry, a 2f-bit norm slack) can use in Field64 without wrapping."""
-    for f in range(most, 0, -1):
-        if length * 4 ** (f + 1) + 2 ** (2 * f) < _P64:
-            return f
-    return 1
+    """:func:`kaires_fl.strategies.update.auto_frac_bits` (imported on use: this module
+    keeps Kaires' cryptography off the import path)."""
+    from .update import auto_frac_bits as _auto
+
+    return _auto(length, most)
 
 
 class KairesFlowerBase:
@@ -87,6 +98,12 @@ class KairesFlowerBase:
         self.enrol_refusals: dict[int, str] = {}
         self.kaires_rounds: dict[int, dict[str, Any]] = {}
         self.enrol_message_type: str = MessageType.TRAIN
+
+    def committee_summary(self) -> str:
+        """One line describing the committee (no object address)."""
+        from .committee import describe_committee
+
+        return describe_committee(self._committee)
 
     @property
     def committee(self) -> Any:
@@ -108,7 +125,10 @@ class KairesFlowerBase:
             return
         import secrets
 
+        if self._committee is None or not hasattr(self._committee, "commit_job"):
+            log(INFO, "kaires: connecting to the committee (%s)", self.committee_summary())
         conn = self.committee
+        log(INFO, "kaires: enrolling %s node(s) as providers", len(todo))
         challenges = {n: secrets.token_bytes(32) for n in todo}
         msgs = [
             Message(
@@ -149,13 +169,21 @@ class KairesFlowerBase:
             self.enrolled[node] = (pid, wire.decode_enrolment(records[node][wire.ENROLMENT]).public)
             self.enrol_refusals.pop(node, None)
         for node, why in self.enrol_refusals.items():
-            log(WARNING, "kaires: node %s not enrolled: %s", node, why)
+            log(WARNING, "kaires: node %s not enrolled: %s", node, _short(why))
+        log(
+            INFO,
+            "kaires: %s node(s) enrolled (%s in total), %s refused",
+            len(done),
+            len(self.enrolled),
+            len(self.enrol_refusals),
+        )
         if not self.enrolled:
             from kaires_fl.errors import ConfigError
 
             raise ConfigError(
                 "no node enrolled as a Kaires provider: the ClientApp needs "
-                "ClientApp(mods=[kaires_mod]); reasons: " + str(self.enrol_refusals)
+                "ClientApp(mods=[kaires_mod]); reasons: "
+                + "; ".join(f"node {n}: {_short(w, 120)}" for n, w in self.enrol_refusals.items())
             )
 
     def job_messages(
@@ -233,7 +261,7 @@ class KairesFlowerBase:
             node = r.metadata.src_node_id
             if r.has_error():
                 refusals[node] = str(r.error.reason)
-                log(INFO, "\t> node %s sent nothing usable: %s", node, r.error.reason)
+                log(INFO, "\t> node %s sent nothing usable: %s", node, _short(r.error.reason))
                 continue
             rec = r.content.config_records.get(wire.REPLY)
             pid = info["nodes"].get(node)
@@ -277,7 +305,13 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         for (``1``: every client with at least one example weighs the same). It is never
         derived from clients' claims (issue 9, #12).
     frac_bits:
-        Fixed-point fractional bits of the update (default: the most the field allows).
+        Fixed-point fractional bits of the update (default: the most the field allows,
+        at most 20).
+    train_metrics:
+        The clients' train metrics to aggregate, ``{name: (low, high)}``: each client's
+        value is clipped to its declared bounds and aggregated inside its sealed, proven
+        measurement; the round reports the weighted average (module docstring). A client
+        whose reply lacks a declared metric is refused for that round.
     """
 
     def __init__(
@@ -297,8 +331,17 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         clip_norm: float = 10.0,
         num_examples_cap: float | None = None,
         frac_bits: int | None = None,
+        train_metrics: Mapping[str, tuple[float, float]] | None = None,
         enrol_timeout: float = 3600,
     ) -> None:
+        if train_metrics_aggr_fn is not None:
+            from kaires_fl.errors import ConfigError
+
+            raise ConfigError(
+                "KairesFedAvg cannot call train_metrics_aggr_fn: the ServerApp never sees a "
+                "client's train metrics. Declare them with train_metrics={name: (low, high)}: "
+                "their weighted averages are aggregated inside the sealed, proven updates"
+            )
         super().__init__(
             fraction_train,
             fraction_evaluate,
@@ -329,11 +372,30 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             )
         self.num_examples_cap = cap
         self.frac_bits = frac_bits
+        from .update import _check_metrics
+
+        self.train_metrics = _check_metrics(
+            [(k, *bounds) for k, bounds in (train_metrics or {}).items()]
+        )
         self._current: ArrayRecord | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"KairesFedAvg(clip_norm={self.clip_norm}, num_examples_cap="
+            f"{self.num_examples_cap:g}, train_metrics={[m[0] for m in self.train_metrics]}, "
+            f"committee: {self.committee_summary()})"
+        )
 
     def summary(self) -> None:
         super().summary()
-        log(INFO, "\t└──> Kaires: clip_norm %s, committee %s", self.clip_norm, self._committee)
+        log(
+            INFO,
+            "\t└──> Kaires: clip_norm %s, num_examples_cap %g, train metrics %s",
+            self.clip_norm,
+            self.num_examples_cap,
+            {name: (lo, hi) for name, lo, hi in self.train_metrics} or "none",
+        )
+        log(INFO, "\t└──> Kaires committee: %s", self.committee_summary())
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, *args: Any, **kwargs: Any) -> Any:
         """FedAvg's ``start``, after enrolling the connected nodes as Kaires providers."""
@@ -360,11 +422,18 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             clip_norm=self.clip_norm,
             weight_cap=self.num_examples_cap,
             frac_bits=self.frac_bits if self.frac_bits is not None else auto_frac_bits(length),
+            metrics=self.train_metrics,
         )
         self._current = arrays
         base = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         msgs = self.job_messages(stat, node_ids, base, MessageType.TRAIN, server_round)
-        log(INFO, "configure_train: job for %s nodes", len(msgs))
+        log(
+            INFO,
+            "kaires: round %s sampled %s node(s), job for %s",
+            server_round,
+            len(node_ids),
+            len(msgs),
+        )
         return msgs
 
     def aggregate_train(
@@ -378,27 +447,35 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         subs, _, refusals = self.collect(server_round, replies)
         stat = info["statistic"]
         res = self.aggregate_job(server_round, stat, subs)
+        agg = res.aggregate
+        counts = {
+            "kaires-sampled": len(info.get("nodes", {})),
+            "kaires-accepted": len(res.accepted),
+            "kaires-rejected": len(res.rejected),
+            "kaires-refused": len(res.refused) + len(refusals),
+            "kaires-clipped": 0 if agg is None else int(agg.get("clipped", 0)),
+            "kaires-capped": 0 if agg is None else int(agg.get("capped", 0)),
+        }
         log(
             INFO,
-            "aggregate_train: %s accepted, %s rejected %s, %s refused, faulty aggregators %s",
-            len(res.accepted),
-            len(res.rejected),
-            res.rejected,
-            len(res.refused) + len(refusals),
-            res.faulty_aggregators,
+            "kaires: round %s: %s sampled, %s accepted, %s rejected, %s refused, %s clipped, "
+            "%s capped",
+            server_round,
+            *counts.values(),
         )
-        metrics_out = MetricRecord(
-            {
-                "kaires-accepted": len(res.accepted),
-                "kaires-rejected": len(res.rejected),
-                "kaires-refused": len(res.refused) + len(refusals),
-            }
-        )
+        for who, why in {**res.rejected, **res.refused, **refusals}.items():
+            log(INFO, "\t> %s: %s", who, _short(why))
+        if res.faulty_aggregators:
+            log(WARNING, "kaires: faulty aggregators %s", res.faulty_aggregators)
+        self.warn_round(server_round, counts)
+        metrics_out = MetricRecord(counts)
         # Σ w comes from the aggregate itself (proven per provider), not from claims.
-        total_w = 0.0 if res.aggregate is None else float(res.aggregate["weight"])
-        if res.aggregate is None or not total_w > 0:
+        total_w = 0.0 if agg is None else float(agg["weight"])
+        if agg is None or not total_w > 0:
             log(WARNING, "kaires: round %s produced no aggregate: %s", server_round, res.why)
             return None, metrics_out
+        for name, value in agg.get("metrics", {}).items():
+            metrics_out[name] = float(value)
         from .update import flatten, unflatten
 
         current = self._current
@@ -409,6 +486,39 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             {k: Array(np.asarray(a)) for k, a in zip(keys, unflatten(new, olds), strict=True)}
         )
         return arrays, metrics_out
+
+    def warn_round(self, server_round: int, counts: Mapping[str, int]) -> None:
+        """A :class:`~kaires_fl.errors.KairesWarning` per silent change of the result:
+        clipped updates, capped weights, rejected providers."""
+        import warnings
+
+        from kaires_fl.errors import KairesWarning
+
+        n = counts["kaires-accepted"]
+        if counts["kaires-clipped"]:
+            warnings.warn(
+                f"round {server_round}: {counts['kaires-clipped']} of {n} accepted updates were "
+                f"clipped (their norm exceeded clip_norm={self.clip_norm:g}; each was scaled "
+                "down to it). Raise clip_norm if that is not intended.",
+                KairesWarning,
+                stacklevel=2,
+            )
+        if counts["kaires-capped"]:
+            warnings.warn(
+                f"round {server_round}: {counts['kaires-capped']} of {n} accepted clients "
+                f"reported more examples than num_examples_cap={self.num_examples_cap:g}; "
+                "each counts as that many. Raise num_examples_cap if that is not intended.",
+                KairesWarning,
+                stacklevel=2,
+            )
+        if counts["kaires-rejected"]:
+            warnings.warn(
+                f"round {server_round}: {counts['kaires-rejected']} provider(s) rejected by "
+                "the committee (their proofs failed: over-norm or malformed updates); "
+                "the round averages the accepted ones",
+                KairesWarning,
+                stacklevel=2,
+            )
 
 
 __all__ = ["KairesFedAvg", "auto_frac_bits"]

@@ -12,7 +12,10 @@ message carrying a Kaires phase it
    the handler's arrays and metrics. For ``"model_update"`` jobs (KairesFedAvg) the
    measurement is the clipped update ``trained − global`` weighted by the provider itself
    with w = min(n, W)/W, and w, both proven (n from the handler's MetricRecord, key
-   ``num-examples``; n stays on the client); for a statistic job (KairesStatsStrategy) the
+   ``num-examples``; n stays on the client), two flag bits (clipped, capped) and the
+   train metrics the strategy declared, each a proven-bounded weighted coordinate of the
+   same sealed measurement (plaintext metrics are never sent); for a statistic job
+   (KairesStatsStrategy) the
    handler returns its local data as an ArrayRecord with arrays ``"X"`` and ``"y"``.
 
 Any other train or query message is refused: a Kaires provider never sends plaintext
@@ -159,7 +162,9 @@ def _measurements(provider: Any, offer: Any, msg: Message, out: Message) -> Any:
         config = _config(msg)  # the strategy's configrecord_key, not always "config"
         key = "num-examples" if config is None else str(config.get(wire.WEIGHT_KEY, "num-examples"))
         n = None
+        values: dict[str, Any] = {}  # the declared train metrics are read from here
         for m in metrics:
+            values.update(m)
             if key in m and isinstance(m[key], int | float):
                 n = float(m[key])  # type: ignore[arg-type]
         if n is None:
@@ -169,7 +174,7 @@ def _measurements(provider: Any, offer: Any, msg: Message, out: Message) -> Any:
             return over_norm_measurements(statistic)
         if provider.fault == "underweight":
             return underweight_measurements(statistic, delta)
-        meas = statistic.measurements(delta, n)
+        meas = statistic.measurements(delta, n, values)
         if provider.fault == "batch_inflation":
             from .provider import INFLATED_BATCH
 

@@ -31,6 +31,7 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
 
 from .fedavg import KairesFlowerBase
+from .fedavg import _short as shorten
 
 
 @dataclass
@@ -101,14 +102,29 @@ class KairesStatsStrategy(KairesFlowerBase, Strategy):
         self._init_kaires(committee, enrol_timeout)
         self.enrol_message_type = message_type
 
+    def __repr__(self) -> str:
+        return (
+            f"KairesStatsStrategy(statistic={self.statistic.kind!r}, fraction={self.fraction}, "
+            f"min_nodes={self.min_nodes}, committee: {self.committee_summary()})"
+        )
+
     def summary(self) -> None:
-        log(INFO, "\t├──> Kaires statistic: %r", self.statistic)
-        log(INFO, "\t└──> Sampling: fraction %.2f, min nodes %d", self.fraction, self.min_nodes)
+        log(INFO, "\t├──> Kaires statistic: %s %s", self.statistic.kind, self.statistic.params())
+        log(INFO, "\t├──> Sampling: fraction %.2f, min nodes %d", self.fraction, self.min_nodes)
+        log(INFO, "\t└──> Kaires committee: %s", self.committee_summary())
 
     def start(  # type: ignore[override]
         self, grid: Grid, config: ConfigRecord | None = None, timeout: float = 3600
     ) -> StatsResult:
-        """Enrol, run the job, open the aggregate, fit; returns a :class:`StatsResult`."""
+        """Enrol, run the job, open the aggregate, fit; returns a :class:`StatsResult`.
+
+        Raises
+        ------
+        JobFailed
+            if the job produced no aggregate (no job committed, every node refused or
+            failed, too few accepted); the message counts the nodes and gives the first
+            reasons, shortened (all of them: ``kaires_rounds[1]``).
+        """
         log(INFO, "Starting %s:", type(self).__name__)
         self.summary()
         msgs = list(self.configure_train(1, ArrayRecord(), config or ConfigRecord(), grid))
@@ -117,6 +133,8 @@ class KairesStatsStrategy(KairesFlowerBase, Strategy):
         info = self.kaires_rounds[1]
         res = info.get("result")
         aggregate = None if res is None else res.aggregate
+        if aggregate is None:
+            raise _job_failed(info, len(msgs))
         out = StatsResult(aggregate, res, dict(info.get("refusals", {})))
         if aggregate is not None and self.statistic.kind == "linear_regression":
             from kaires_fl.estimators import solve_normal_equations
@@ -147,11 +165,27 @@ class KairesStatsStrategy(KairesFlowerBase, Strategy):
         res = self.aggregate_job(server_round, self.statistic, subs)
         log(
             INFO,
-            "kaires statistic: %s accepted, rejected %s, refused %s",
+            "kaires statistic: %s sampled, %s accepted, %s rejected, %s refused",
+            len(info.get("nodes", {})),
             len(res.accepted),
-            res.rejected,
-            {**res.refused, **refusals},
+            len(res.rejected),
+            len(res.refused) + len(refusals),
         )
+        for who, why in {**res.rejected, **res.refused, **refusals}.items():
+            log(INFO, "\t> %s: %s", who, shorten(why))
+        if res.rejected:
+            import warnings
+
+            from kaires_fl.errors import KairesWarning
+
+            warnings.warn(
+                f"{len(res.rejected)} provider(s) rejected by the committee (their proofs "
+                f"failed: data out of the statistic's bounds or malformed): "
+                f"{ {k: shorten(v, 80) for k, v in res.rejected.items()} }; the aggregate "
+                "covers the accepted ones",
+                KairesWarning,
+                stacklevel=2,
+            )
         return None, MetricRecord({"kaires-accepted": len(res.accepted)})
 
     def configure_evaluate(
@@ -165,4 +199,24 @@ class KairesStatsStrategy(KairesFlowerBase, Strategy):
         return None
 
 
-__all__ = ["KairesStatsStrategy", "StatsResult"]
+def _job_failed(info: dict[str, Any], sent: int) -> Exception:
+    """The :class:`~kaires_fl.errors.JobFailed` of a round without an aggregate."""
+    from kaires_fl.errors import JobFailed
+
+    if info.get("job") is None:
+        return JobFailed(f"no job was committed: {shorten(info.get('why', ''))}")
+    res = info.get("result")
+    reasons = dict(info.get("refusals", {}))
+    if res is not None:
+        reasons.update({**res.rejected, **res.refused})
+    first = "; ".join(f"{k}: {shorten(v, 120)}" for k, v in list(reasons.items())[:3])
+    more = f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else ""
+    why = "" if res is None or not res.why else f" Committee: {shorten(res.why, 120)}."
+    return JobFailed(
+        f"the job produced no aggregate: {0 if res is None else len(res.accepted)} of "
+        f"{sent} node(s) contributed.{why} Reasons: {first or 'none reported'}{more}. "
+        "Every node's reason: strategy.kaires_rounds[1]"
+    )
+
+
+__all__ = ["KairesStatsStrategy", "StatsResult", "shorten"]

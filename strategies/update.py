@@ -23,7 +23,7 @@ party that rebuilds a job's statistic from the ledger (``from_params``) finds it
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,8 +33,22 @@ from kaires_fl.arith import circuits, flp
 from kaires_fl.arith.field import Field64
 from kaires_fl.errors import ConfigError, EncodingError
 
-#: Fractional bits of the fixed-point update (quantisation step C·2^-frac_bits).
-DEFAULT_FRAC_BITS = 16
+#: The most fractional bits of the fixed-point update (quantisation step C·2^-frac_bits):
+#: ``ModelUpdateStats`` and ``KairesFedAvg`` use :func:`auto_frac_bits`, the most Field64
+#: allows for the model size, at most this (20 up to 2^22 − 1 parameters).
+DEFAULT_FRAC_BITS = 20
+
+_P64 = 2**64 - 2**32 + 1
+
+
+def auto_frac_bits(length: int, most: int = DEFAULT_FRAC_BITS) -> int:
+    """The most fractional bits (≤ ``most``) a BoundedL2Vec of ``length`` entries with
+    bound ``1 − 2^-f`` (:func:`proven_bound`: f + 1 bits per entry, a 2f-bit norm slack)
+    can use in Field64 without wrapping."""
+    for f in range(most, 0, -1):
+        if length * 4 ** (f + 1) + 2 ** (2 * f) < _P64:
+            return f
+    return 1
 
 
 def proven_bound(frac_bits: int) -> float:
@@ -72,13 +86,30 @@ class WeightedBoundedL2Vec(circuits._BitsCircuit):
     Σ a_i² ≤ ω². Output: (e, ω), so the aggregate carries Σ v and Σ w; ``decode`` returns
     them as one float64 vector (Σ v then Σ w).
 
-    Pre: ``length ≥ 1``, ``frac_bits ≥ 1``. Post: ``MEAS_LEN = L·(f+1) + f + norm_bits``,
-    ``OUTPUT_LEN = L + 1``.
+    Optional trailing coordinates (summed like v and w): ``flags`` bits (0 or 1 each, e.g.
+    "this update was clipped"; the bit check proves them bits) and ``metrics`` weighted
+    fixed-point values c_j ∈ [0, ω] (f bits each, plus f slack bits d_j with the linear
+    check ω − c_j − d_j = 0, one output each): a provider's train metric t_j ∈ [0, 1]
+    (normalised by declared bounds) enters as c_j = round(w·t_j·2^f), so Σ c / Σ w is the
+    weighted average, and no provider moves it by more than its own weight allows.
+
+    Pre: ``length ≥ 1``, ``frac_bits ≥ 1``, ``flags, metrics ≥ 0``. Post:
+    ``MEAS_LEN = L·(f+1) + f + norm_bits + flags + 2·metrics·f``,
+    ``OUTPUT_LEN = L + 1 + flags + metrics``, ``EVAL_OUTPUT_LEN = 2 + metrics``.
     """
 
-    def __init__(self, length: int, frac_bits: int, field: Any = Field64) -> None:
-        if int(length) < 1 or int(frac_bits) < 1:
-            raise ConfigError("WeightedBoundedL2Vec needs length ≥ 1 and frac_bits ≥ 1")
+    def __init__(
+        self,
+        length: int,
+        frac_bits: int,
+        field: Any = Field64,
+        flags: int = 0,
+        metrics: int = 0,
+    ) -> None:
+        if int(length) < 1 or int(frac_bits) < 1 or int(flags) < 0 or int(metrics) < 0:
+            raise ConfigError(
+                "WeightedBoundedL2Vec needs length ≥ 1, frac_bits ≥ 1, flags ≥ 0, metrics ≥ 0"
+            )
         self.field = field
         self.length = L = int(length)
         self.frac_bits = f = int(frac_bits)
@@ -95,12 +126,17 @@ class WeightedBoundedL2Vec(circuits._BitsCircuit):
             )
         self._weights_at = L * self.entry_bits
         self._slack_at = self._weights_at + self.weight_bits
-        self.n_bits = n_bits = self._slack_at + self.norm_bits
+        self.flags = k_f = int(flags)
+        self.metrics = k_m = int(metrics)
+        self._flags_at = self._slack_at + self.norm_bits
+        self._metrics_at = self._flags_at + k_f
+        self._mslack_at = self._metrics_at + k_m * f
+        self.n_bits = n_bits = self._mslack_at + k_m * f
         self.chunk_length = circuits.best_chunk_length(n_bits)
         self.norm_chunk_length = circuits.best_chunk_length(L + 1)
         self.MEAS_LEN = n_bits
-        self.OUTPUT_LEN = L + 1
-        self.EVAL_OUTPUT_LEN = 2
+        self.OUTPUT_LEN = L + 1 + k_f + k_m
+        self.EVAL_OUTPUT_LEN = 2 + k_m
         self.GADGETS = [
             flp.ParallelSum(flp.Mul(), self.chunk_length),
             flp.ParallelSum(flp.Mul(), self.norm_chunk_length),
@@ -118,7 +154,27 @@ class WeightedBoundedL2Vec(circuits._BitsCircuit):
         self._pow2n = field.elements([1 << k for k in range(self.norm_bits)])
 
     def __repr__(self) -> str:
-        return f"WeightedBoundedL2Vec(length={self.length}, frac_bits={self.frac_bits})"
+        extra = ""
+        if self.flags or self.metrics:
+            extra = f", flags={self.flags}, metrics={self.metrics}"
+        return f"WeightedBoundedL2Vec(length={self.length}, frac_bits={self.frac_bits}{extra})"
+
+    def _extras(self, meas: np.ndarray) -> np.ndarray:
+        """The flag bits and metric values c_j as ``(..., flags + metrics)`` elements."""
+        F = self.field
+        meas = np.asarray(meas)
+        flags = meas[..., self._flags_at : self._metrics_at]
+        if not self.metrics:
+            return flags
+        c = flp.dot_groups(F, meas, self._pow2w, self.metrics, start=self._metrics_at)
+        return np.concatenate([flags, c], axis=-1)
+
+    def _metric_checks(self, meas: np.ndarray, omega: np.ndarray) -> np.ndarray:
+        """ω − c_j − d_j per metric, ``(..., metrics)`` (zero iff c_j ≤ ω, given the bits)."""
+        F = self.field
+        c = flp.dot_groups(F, meas, self._pow2w, self.metrics, start=self._metrics_at)
+        d = flp.dot_groups(F, meas, self._pow2w, self.metrics, start=self._mslack_at)
+        return F.sub(F.sub(np.broadcast_to(omega, c.shape), c), d)
 
     def _entries(self, meas: np.ndarray) -> np.ndarray:
         return flp.dot_groups(self.field, np.asarray(meas), self._pow2e, self.length)
@@ -152,7 +208,10 @@ class WeightedBoundedL2Vec(circuits._BitsCircuit):
         norm_pairs.fill(0, L, centred, centred)
         norm_pairs.fill(L, 1, omega, neg_omega)
         norm = F.sum(gadgets[1].call_pairs(norm_pairs), axis=-1)
-        return np.stack([range_check, F.add(norm, slack)], axis=-1)
+        out = np.stack([range_check, F.add(norm, slack)], axis=-1)
+        if self.metrics:
+            out = np.concatenate([out, self._metric_checks(meas, omega)], axis=-1)
+        return out
 
     def eval(
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[flp.GadgetCall]
@@ -176,21 +235,26 @@ class WeightedBoundedL2Vec(circuits._BitsCircuit):
         return (self.field.MODULUS - 1) // (2 * self.offset)
 
     def encode(self, measurement: Any) -> np.ndarray:
-        """``(..., L + 1)`` reals (v, then w) → ``(..., MEAS_LEN)`` elements.
+        """``(..., OUTPUT_LEN)`` reals (v, w, the flags, then c_j = w·t_j) →
+        ``(..., MEAS_LEN)`` elements.
 
         Raises
         ------
         EncodingError
             if w is not in [0, 1 − 2^-f] after rounding, or ‖v‖ > w after rounding (scale
-            v down first: :meth:`ModelUpdateStats.vector` does).
+            v down first: :meth:`ModelUpdateStats.vector` does), a flag is not 0 or 1, or
+            a metric value is not in [0, w].
         """
         m = np.asarray(measurement, dtype=np.float64)
         L = self.length
-        if m.shape[-1:] != (L + 1,) or not np.all(np.isfinite(m)):
+        if m.shape[-1:] != (self.OUTPUT_LEN,) or not np.all(np.isfinite(m)):
             raise EncodingError(
-                f"WeightedBoundedL2Vec measurement must be finite reals of shape (..., {L + 1})"
-                " (the vector, then the weight)"
+                "WeightedBoundedL2Vec measurement must be finite reals of shape "
+                f"(..., {self.OUTPUT_LEN}) (the vector, the weight, {self.flags} flags, "
+                f"{self.metrics} weighted metrics)"
             )
+        extra_bits = self._encode_extras(m)
+        m = m[..., : L + 1]
         scale = 2.0**self.frac_bits
         omega = np.round(m[..., L] * scale).astype(np.int64)
         if np.any(omega < 0) or np.any(omega > self.max_weight):
@@ -210,17 +274,42 @@ class WeightedBoundedL2Vec(circuits._BitsCircuit):
         ebits = _bits_of(e, self.entry_bits).reshape(*m.shape[:-1], -1)
         wbits = _bits_of(omega.astype(np.uint64), self.weight_bits)
         nbits = _bits_of(slack, self.norm_bits)
-        return self.field.elements(np.concatenate([ebits, wbits, nbits], axis=-1))
+        return self.field.elements(np.concatenate([ebits, wbits, nbits, extra_bits], axis=-1))
+
+    def _encode_extras(self, m: np.ndarray) -> np.ndarray:
+        """Bits of the flags, the metric values c_j and their slacks ω − c_j."""
+        L, f = self.length, self.frac_bits
+        lead = m.shape[:-1]
+        if not (self.flags or self.metrics):
+            return np.zeros((*lead, 0), dtype=np.uint64)
+        flags = m[..., L + 1 : L + 1 + self.flags]
+        if np.any((flags != 0) & (flags != 1)):
+            raise EncodingError("a flag must be 0 or 1")
+        scale = 2.0**f
+        omega = np.round(m[..., L : L + 1] * scale).astype(np.int64)
+        c = np.round(m[..., L + 1 + self.flags :] * scale).astype(np.int64)
+        if np.any(c < 0) or np.any(c > omega):
+            raise EncodingError("a weighted metric must be in [0, w] (w·t with t in [0, 1])")
+        cbits = _bits_of(c.astype(np.uint64), f).reshape(*lead, -1)
+        dbits = _bits_of((omega - c).astype(np.uint64), f).reshape(*lead, -1)
+        return np.concatenate([flags.astype(np.uint64), cbits, dbits], axis=-1)
 
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         meas = np.asarray(meas)
-        return np.concatenate([self._entries(meas), self._weight(meas)], axis=-1)
+        parts = [self._entries(meas), self._weight(meas)]
+        if self.flags or self.metrics:
+            parts.append(self._extras(meas))
+        return np.concatenate(parts, axis=-1)
 
     def decode(self, output: np.ndarray, num_measurements: int) -> np.ndarray:
-        """(Σ v, Σ w) as one float64 vector of length L + 1."""
+        """(Σ v, Σ w, Σ flags, Σ c) as one float64 vector of length ``OUTPUT_LEN`` (the
+        flag sums are counts, not scaled)."""
         ints = np.asarray(self.field.to_ints(output), dtype=object)
         ints[: self.length] -= num_measurements * self.offset
-        return (ints / 2.0**self.frac_bits).astype(np.float64)
+        out = (ints / 2.0**self.frac_bits).astype(np.float64)
+        flags = slice(self.length + 1, self.length + 1 + self.flags)
+        out[flags] = np.asarray(ints[flags], dtype=np.float64)
+        return out
 
 
 class ModelUpdateStats(_stats.Statistic):
@@ -241,24 +330,38 @@ class ModelUpdateStats(_stats.Statistic):
         entries).
     max_measurements:
         Most providers one aggregate may sum (checked against the field).
+    metrics:
+        Declared train metrics ``[(name, low, high), ...]``: each provider's value of
+        ``name`` (from its train reply's MetricRecord) is clipped to [low, high],
+        normalised to t ∈ [0, 1] and submitted as the weighted coordinate w·t, proven in
+        [0, w]; the consumer reads the weighted average ``low + (high − low)·Σ w·t / Σ w``.
+
+    Two flag bits ride along in every measurement: "my update was clipped" (‖Δ‖ > C) and
+    "my weight was capped" (n > W); the aggregate carries only their counts.
     """
 
     kind = "model_update"
+    #: The flag bits of every measurement, in order.
+    FLAGS = ("clipped", "capped")
 
     def __init__(
         self,
         length: int,
         clip_norm: float = 10.0,
         weight_cap: float = 1.0,
-        frac_bits: int = DEFAULT_FRAC_BITS,
+        frac_bits: int | None = None,
         max_measurements: int = _stats.DEFAULT_MAX_PROVIDERS,
+        metrics: Sequence[Sequence[Any]] = (),
     ) -> None:
+        self.metrics = _check_metrics(metrics)
         if int(length) < 1:
             raise ConfigError(f"model_update needs length ≥ 1 (parameters), got {length}")
         if not (float(clip_norm) > 0 and math.isfinite(float(clip_norm))):
             raise ConfigError(f"clip_norm must be a positive finite number, got {clip_norm}")
         if not (float(weight_cap) > 0 and math.isfinite(float(weight_cap))):
             raise ConfigError(f"weight_cap must be a positive finite number, got {weight_cap}")
+        if frac_bits is None:
+            frac_bits = auto_frac_bits(int(length))
         if int(frac_bits) < 1:
             raise ConfigError(f"model_update needs frac_bits ≥ 1, got {frac_bits}")
         self.granularity = "provider"
@@ -281,10 +384,48 @@ class ModelUpdateStats(_stats.Statistic):
             "weight_cap": self.weight_cap,
             "frac_bits": self.frac_bits,
             "max_measurements": self.max_measurements,
+            **({"metrics": [list(m) for m in self.metrics]} if self.metrics else {}),
         }
 
     def _build_circuit(self, field: Any) -> Any:
-        return WeightedBoundedL2Vec(self.length, self.frac_bits, field=field)
+        return WeightedBoundedL2Vec(
+            self.length,
+            self.frac_bits,
+            field=field,
+            flags=len(self.FLAGS),
+            metrics=len(self.metrics),
+        )
+
+    def clipped(self, update: Any) -> bool:
+        """Whether ``update`` is scaled down to the clipping norm (‖Δ‖₂ > C)."""
+        d = np.asarray(update, dtype=np.float64).reshape(-1)
+        return bool(np.linalg.norm(d) > self.clip_norm)
+
+    def capped(self, num_examples: float) -> bool:
+        """Whether ``num_examples`` exceeds the weight cap W (the provider counts as W)."""
+        return float(num_examples) > self.weight_cap
+
+    def metric_coordinates(self, w: float, values: Mapping[str, Any] | None) -> np.ndarray:
+        """c_j = w·t_j (rounded down to the fixed-point step, so c_j ≤ w), t_j the declared
+        metric ``name`` clipped to [low, high] and normalised to [0, 1].
+
+        Raises
+        ------
+        ConfigError
+            if a declared metric is missing from ``values`` or not a finite number.
+        """
+        out = np.zeros(len(self.metrics))
+        scale = 2.0**self.frac_bits
+        for j, (name, lo, hi) in enumerate(self.metrics):
+            v = None if values is None else values.get(name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ConfigError(
+                    f"the train reply has no finite numeric metric {name!r}, declared in the "
+                    "strategy's train_metrics; add it to the handler's MetricRecord"
+                )
+            t = min(max((float(v) - lo) / (hi - lo), 0.0), 1.0)
+            out[j] = math.floor(w * t * scale) / scale
+        return out
 
     def weight(self, num_examples: float) -> float:
         """w = min(n, W) / W rounded down to the fixed-point step 2^-f and at most
@@ -320,20 +461,77 @@ class ModelUpdateStats(_stats.Statistic):
             return u * (room / norm)
         return w * u
 
-    def measurement(self, update: Any, num_examples: float) -> np.ndarray:
-        """The reals (v, w) the circuit encodes (length ``length + 1``)."""
-        return np.append(self.vector(update, num_examples), self.weight(num_examples))
+    def measurement(
+        self, update: Any, num_examples: float, metrics: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
+        """The reals the circuit encodes: v, w, the flags (clipped, capped), then the
+        weighted metrics w·t_j (length ``circuit.OUTPUT_LEN``)."""
+        w = self.weight(num_examples)
+        flags = [float(self.clipped(update)), float(self.capped(num_examples))]
+        return np.concatenate(
+            [
+                self.vector(update, num_examples),
+                [w],
+                flags,
+                self.metric_coordinates(w, metrics) if self.metrics else [],
+            ]
+        )
 
-    def measurements(self, X: Any, y: Any = None) -> np.ndarray:
-        """``X``: the flattened update Δ; ``y``: num-examples (default W)."""
+    def measurements(
+        self, X: Any, y: Any = None, metrics: Mapping[str, Any] | None = None
+    ) -> np.ndarray:
+        """``X``: the flattened update Δ; ``y``: num-examples (default W); ``metrics``:
+        the train reply's metrics (the declared ones are encoded)."""
         n = self.weight_cap if y is None else float(np.asarray(y).reshape(-1)[0])
-        return np.asarray(self.circuit.encode(self.measurement(X, n)[None, :]))
+        return np.asarray(self.circuit.encode(self.measurement(X, n, metrics)[None, :]))
 
     def decode(self, aggregate: np.ndarray, num_measurements: int) -> dict[str, Any]:
-        """``{"sum": C·Σ v (float64, length ``length``), "weight": Σ w}``."""
+        """``{"sum": C·Σ v (float64, length ``length``), "weight": Σ w, "clipped": how many
+        updates were clipped, "capped": how many weights capped, "metrics": {name: weighted
+        average}}`` (a metric average is NaN when Σ w = 0)."""
         self._check_count(num_measurements)
         s = self.circuit.decode(np.asarray(aggregate), num_measurements)
-        return {"sum": s[: self.length] * self.clip_norm, "weight": float(s[self.length])}
+        L = self.length
+        total_w = float(s[L])
+        flags = {name: round(float(s[L + 1 + k])) for k, name in enumerate(self.FLAGS)}
+        sums = s[L + 1 + len(self.FLAGS) :]
+        averages = {
+            name: (lo + (hi - lo) * float(c) / total_w if total_w > 0 else float("nan"))
+            for (name, lo, hi), c in zip(self.metrics, sums, strict=True)
+        }
+        return {"sum": s[:L] * self.clip_norm, "weight": total_w, **flags, "metrics": averages}
+
+
+def _check_metrics(metrics: Sequence[Sequence[Any]]) -> tuple[tuple[str, float, float], ...]:
+    """Declared train metrics as ``((name, low, high), ...)``.
+
+    Raises
+    ------
+    ConfigError
+        unless each is a distinct name with finite bounds low < high.
+    """
+    out: list[tuple[str, float, float]] = []
+    for m in metrics or ():
+        try:
+            name, lo, hi = m
+            lo_f, hi_f = float(lo), float(hi)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"a train metric is declared as (name, low, high), got {m!r}"
+            ) from None
+        if not isinstance(name, str) or not name or any(name == o[0] for o in out):
+            raise ConfigError(f"train metric names must be distinct non-empty strings: {name!r}")
+        if not (math.isfinite(lo_f) and math.isfinite(hi_f) and lo_f < hi_f):
+            raise ConfigError(f"train metric {name!r} needs finite bounds low < high")
+        out.append((name, lo_f, hi_f))
+    return tuple(out)
+
+
+def _pad(stat: ModelUpdateStats, parts: list[np.ndarray]) -> np.ndarray:
+    """A forged measurement's bits padded with zeros to ``MEAS_LEN`` (flags, metrics)."""
+    bits = np.concatenate(parts, axis=-1)
+    pad = np.zeros((1, stat.circuit.MEAS_LEN - bits.shape[-1]), dtype=np.uint64)
+    return np.concatenate([bits, pad], axis=-1)
 
 
 def over_norm_measurements(stat: ModelUpdateStats) -> np.ndarray:
@@ -347,7 +545,7 @@ def over_norm_measurements(stat: ModelUpdateStats) -> np.ndarray:
     ebits = _bits_of(e, c.entry_bits).reshape(1, -1)
     wbits = np.ones((1, c.weight_bits), dtype=np.uint64)
     nbits = np.zeros((1, c.norm_bits), dtype=np.uint64)
-    return np.asarray(F.elements(np.concatenate([ebits, wbits, nbits], axis=-1)))
+    return np.asarray(F.elements(_pad(stat, [ebits, wbits, nbits])))
 
 
 def underweight_measurements(stat: ModelUpdateStats, update: Any) -> np.ndarray:
@@ -361,7 +559,7 @@ def underweight_measurements(stat: ModelUpdateStats, update: Any) -> np.ndarray:
     ebits = _bits_of((a + c.offset).astype(np.uint64)[None, :], c.entry_bits).reshape(1, -1)
     wbits = _bits_of(np.array([1], dtype=np.uint64), c.weight_bits)
     nbits = np.zeros((1, c.norm_bits), dtype=np.uint64)
-    return np.asarray(c.field.elements(np.concatenate([ebits, wbits, nbits], axis=-1)))
+    return np.asarray(c.field.elements(_pad(stat, [ebits, wbits, nbits])))
 
 
 _stats.KINDS.setdefault(ModelUpdateStats.kind, ModelUpdateStats)

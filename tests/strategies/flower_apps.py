@@ -53,9 +53,12 @@ def make_client_app(
     policies: Mapping[int, Callable[[], ProviderPolicy]] | None = None,
     epochs: int = 5,
     mod: Any = None,
+    train_metrics: bool = False,
 ) -> ClientApp:
     """The example's train handler (+ a query handler returning the diabetes rows), with
-    kaires_mod; ``faults`` / ``policies`` map a partition id to a fault / policy factory."""
+    kaires_mod; ``faults`` / ``policies`` map a partition id to a fault / policy factory;
+    ``train_metrics``: the train reply also reports ``train-loss`` / ``train-acc``
+    (:func:`local_train_metrics`)."""
     faults, policies = dict(faults or {}), dict(policies or {})
 
     def pid(ctx: Context) -> int:
@@ -76,10 +79,12 @@ def make_client_app(
     def train(msg: Message, ctx: Context) -> Message:
         X, y = task.load_partition(pid(ctx), int(ctx.node_config["num-partitions"]))
         new = task.train(msg.content["arrays"].to_numpy_ndarrays(), X, y, epochs=epochs)
+        metrics: dict[str, Any] = {"num-examples": len(y)}
+        if train_metrics:
+            loss, acc = task.evaluate(new, X, y)
+            metrics.update({"train-loss": loss, "train-acc": acc})
         return Message(
-            RecordDict(
-                {"arrays": ArrayRecord(new), "metrics": MetricRecord({"num-examples": len(y)})}
-            ),
+            RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics)}),
             reply_to=msg,
         )
 
@@ -104,6 +109,15 @@ def plain_update(arrays: list[np.ndarray], pid: int, epochs: int = 5) -> np.ndar
     X, y = task.load_partition(pid, NUM_NODES)
     new = task.train(arrays, X, y, epochs=epochs)
     return np.concatenate([np.ravel(a) for a in new])
+
+
+def local_train_metrics(
+    arrays: list[np.ndarray], pid: int, n: int = NUM_NODES, epochs: int = 5
+) -> tuple[float, ...]:
+    """(num-examples, train-loss, train-acc) node ``pid`` of ``n`` reports after a round."""
+    X, y = task.load_partition(pid, n)
+    new = task.train(arrays, X, y, epochs=epochs)
+    return (len(y), *task.evaluate(new, X, y))
 
 
 def plain_fedavg(arrays: list[np.ndarray], nodes: list[int]) -> list[np.ndarray]:

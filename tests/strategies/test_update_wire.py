@@ -146,7 +146,8 @@ def test_proven_bound_saves_one_bit_per_entry_and_stays_at_most_one() -> None:
         assert c.entry_bits == f + 1 and c.offset == 2**f - 1
         # entries, then the weight (f bits), then the slack ω² − Σ a² (≤ 2f bits)
         assert c.norm_bits == ((2**f - 1) ** 2).bit_length() <= 2 * f
-        assert 100 * (f + 1) + f + c.norm_bits == c.MEAS_LEN and c.OUTPUT_LEN == 101
+        # then the two flag bits (clipped, capped), summed as counts
+        assert 100 * (f + 1) + f + c.norm_bits + 2 == c.MEAS_LEN and c.OUTPUT_LEN == 103
     with pytest.raises(ConfigError):
         ModelUpdateStats(10, frac_bits=0)
     # The largest vector the clipping lets through still encodes (rounding cannot push it
@@ -167,30 +168,49 @@ def test_proven_bound_saves_one_bit_per_entry_and_stays_at_most_one() -> None:
     entries=st.lists(st.integers(-15, 15), min_size=6, max_size=6),
     omega=st.integers(0, 15),
     slack=st.integers(0, 2**8 - 1),
+    flags=st.lists(st.integers(0, 1), min_size=2, max_size=2),
+    metric=st.integers(0, 15),
+    metric_slack=st.integers(0, 15),
 )
 def test_weighted_circuit_accepts_exactly_norm_at_most_weight(
-    entries: list[int], omega: int, slack: int
+    entries: list[int],
+    omega: int,
+    slack: int,
+    flags: list[int],
+    metric: int,
+    metric_slack: int,
 ) -> None:
     """Robustness (#12): for any bits a provider can put in the measurement (entries a,
-    weight ω, slack s, f = 4), the circuit holds iff Σ a² + s = ω² — so an accepted
-    measurement has ‖v‖ ≤ w; in particular no weight-0 submission carries a vector."""
-    c = ModelUpdateStats(6, frac_bits=4).circuit
+    weight ω, slack s, f = 4, two flags, one declared train metric c with slack d), the
+    circuit holds iff Σ a² + s = ω² and c + d = ω — so an accepted measurement has
+    ‖v‖ ≤ w and a weighted metric c ≤ w; in particular no weight-0 submission carries a
+    vector or a metric."""
+    c = ModelUpdateStats(6, frac_bits=4, metrics=[("loss", 0.0, 1.0)]).circuit
     F = Field64
     a = np.array(entries, dtype=np.int64)
     e = (a + c.offset).astype(np.uint64)
+    f = c.frac_bits
     bits = np.concatenate(
         [
             ((e[:, None] >> np.arange(c.entry_bits, dtype=np.uint64)) & 1).reshape(-1),
             (np.uint64(omega) >> np.arange(c.weight_bits, dtype=np.uint64)) & 1,
             (np.uint64(slack) >> np.arange(c.norm_bits, dtype=np.uint64)) & 1,
+            np.array(flags, dtype=np.uint64),
+            (np.uint64(metric) >> np.arange(f, dtype=np.uint64)) & 1,
+            (np.uint64(metric_slack) >> np.arange(f, dtype=np.uint64)) & 1,
         ]
     )
     meas = F.elements(bits[None, :])
     jr = F.random((1, c.JOINT_RAND_LEN))
-    fits = int(np.sum(a * a)) + slack == omega * omega and slack < 2**c.norm_bits
+    fits = (
+        int(np.sum(a * a)) + slack == omega * omega
+        and slack < 2**c.norm_bits
+        and metric + metric_slack == omega
+    )
     assert bool(c.check(meas, jr)[0]) == fits
     if fits:
         out = c.decode(c.truncate(meas)[0], 1)
+        assert list(out[7:9]) == flags and out[9] <= out[6]
         assert np.linalg.norm(out[:6]) <= out[6] + 1e-12
 
 
