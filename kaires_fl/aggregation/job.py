@@ -503,7 +503,11 @@ class AggregatorService:
         got = st.answers[msg.signature]
         if got is not None:
             self.t.send(src, got)
-        elif src not in st.pending_to and len(st.pending_to) < MAX_REPLY_ADDRESSES:
+        elif (
+            src != st.coordinator
+            and src not in st.pending_to
+            and len(st.pending_to) < MAX_REPLY_ADDRESSES
+        ):
             st.pending_to.append(src)
         return True
 
@@ -1138,6 +1142,7 @@ class Coordinator:
         timeout: float | None = None,
         key: Callable[[Any], Any] = lambda m: m.aggregator,
         need: int = 0,
+        ask: Callable[[set[int]], None] | None = None,
     ) -> dict[Any, Any]:
         """Drive the network until ``expected`` distinct answers of ``kind`` for ``job`` came
         (or the round timed out); returns them by ``key`` (first authentic answer wins).
@@ -1148,7 +1153,11 @@ class Coordinator:
         while fewer than ``need`` came and the missing ones may still come (their senders
         did not report a failure), the wait goes on up to :attr:`quorum_timeout`.
         Slow aggregators (a large job on a real network) are then waited for instead of the
-        round going on with none.
+        round going on with none. ``ask(indices)``: sends the round's (small) request again
+        to those aggregators, with a doubling interval while the wait goes on — an
+        aggregator answers a coordinator message it already handled from its cache, so a
+        lost answer (or a connection the answer was to go back on, lost with a restarted
+        node) is sent again.
 
         Only authentic answers count (:meth:`_authentic`): from the claimed aggregator's
         address and, for signed round messages, under its signature — so a forged early
@@ -1180,14 +1189,32 @@ class Coordinator:
             # ``need`` answers came, or they cannot come any more (too many failed)
             return scan() or len(got) >= need or expected - len(failed) < need
 
-        if not quorum_settled():
-            self.network.run_until(quorum_settled, max(0.0, self.quorum_timeout - round_timeout))
+        waited, step = round_timeout, max(round_timeout, 1e-3)
+        while not quorum_settled() and waited < self.quorum_timeout:
+            if ask is not None:
+                # ask again (the same signed message: answered from the cache, never handled
+                # twice) those that neither answered nor failed — their answer may be lost
+                ask({i for i in range(len(self.aggregators))} - set(got) - set(failed))
+            step = min(2 * step, self.quorum_timeout - waited)  # backoff: big answers
+            self.network.run_until(quorum_settled, step)
+            waited += step
+        if waited > round_timeout:
             if len(got) >= need and not scan():
                 # the quorum came late: the rest (as slow, not faulty) get a round timeout more
                 self.network.run_until(scan, round_timeout)
             scan()
         self.failures.update(failed)
         return got
+
+    def _again(self, msg: Any, asked: set[int]) -> Callable[[set[int]], None]:
+        """``ask`` for :meth:`collect`: send the signed ``msg`` again to the aggregators in
+        ``asked`` that are still missing (a small request; never a StartJob or round-1 set)."""
+
+        def ask(missing: set[int]) -> None:
+            for i in sorted(missing & asked):
+                self.send(self.aggregators[i], msg)
+
+        return ask
 
     def _short(self, job_id: str, step: str, got: Mapping[Any, Any], need: int, asked: int) -> None:
         """Raise ``ProtocolError`` when a round got fewer than the ``need`` answers the next
@@ -1341,9 +1368,14 @@ class Coordinator:
         lap("key_release_request")
         shares = coin_shares()
         lap("coin")
+        announce = sign_coordinator(
+            ReadCommitted(job_id, tuple(sorted(shares.items()))), self.identity
+        )
         for i in reads:
-            self.send(self.aggregators[i], ReadCommitted(job_id, tuple(sorted(shares.items()))))
-        published = self.collect(Published, job_id, len(reads), need=need)
+            self.send(self.aggregators[i], announce)
+        published = self.collect(
+            Published, job_id, len(reads), need=need, ask=self._again(announce, set(reads))
+        )
         self._short(job_id, "round 1 (Published)", published, need, len(reads))
         lap("release_and_verify")
         pubset = PublishedSet(job_id, tuple(published[i] for i in sorted(published)))
@@ -1351,17 +1383,31 @@ class Coordinator:
             self.send(self.aggregators[i], pubset)
         reveals = self.collect(Reveal, job_id, len(published), need=need)
         self._short(job_id, "round 2 (Reveal)", reveals, need, len(published))
-        revset = RevealSet(job_id, tuple(r for _, r in sorted(reveals.items())))
+        revset = sign_coordinator(
+            RevealSet(job_id, tuple(r for _, r in sorted(reveals.items()))), self.identity
+        )
         for i in published:
             self.send(self.aggregators[i], revset)
-        results = self.collect(ResultShare, job_id, len(published), need=quorum)
+        results = self.collect(
+            ResultShare,
+            job_id,
+            len(published),
+            need=quorum,
+            ask=self._again(revset, set(published)),
+        )
         self._short(job_id, "round 3 (ResultShare)", results, quorum, len(published))
         lap("decide_and_aggregate")
         receipt, agreeing = self._draft(job_id, results)
-        draft = ReceiptDraft(job_id, canonical(receipt))
+        draft = sign_coordinator(ReceiptDraft(job_id, canonical(receipt)), self.identity)
         for i in agreeing:
             self.send(self.aggregators[i], draft)
-        sigs = self.collect(ReceiptSignature, job_id, len(agreeing), need=quorum)
+        sigs = self.collect(
+            ReceiptSignature,
+            job_id,
+            len(agreeing),
+            need=quorum,
+            ask=self._again(draft, set(agreeing)),
+        )
         if len(sigs) < quorum:
             raise ProtocolError(
                 f"job {job_id[:16]}…: only {len(sigs)} aggregator(s) signed the receipt, "

@@ -1241,3 +1241,29 @@ def test_aggregators_slower_than_the_round_timeout_are_waited_for() -> None:
     with pytest.raises(ProtocolError, match=r"with a signed read.*raise quorum_timeout"):
         c.run_job(STAT, DATA)
     c.close()
+
+
+def test_lost_round_answers_are_asked_for_again_and_answered_from_the_cache() -> None:
+    """Robustness (liveness): every aggregator's round-1 message and result are lost once
+    on the way to the coordinator (a dropped connection, a restarted node the answer was
+    to go back through). Before, the rounds went on with none and the job ended in "no
+    aggregator produced a result; failures: {}". The coordinator now asks again — the same
+    signed ReadCommitted / RevealSet, which an aggregator answers from its cache without
+    handling it twice — and the job completes with nobody blamed."""
+    c = LocalCommittee()
+    lost: dict[tuple[str, type], int] = {}
+
+    def lose_first(env: Any) -> bool:
+        if env.dst != "coordinator" or not isinstance(env.payload, Published | job_mod.ResultShare):
+            return True
+        k = (env.src, type(env.payload))
+        lost[k] = lost.get(k, 0) + 1
+        return lost[k] > 1
+
+    c.network.add_filter(lose_first)
+    r = c.run_job(STAT, DATA)
+    assert r.report["status"] == "done" and r.report["faulty_aggregators"] == {}
+    np.testing.assert_allclose(np.array(r.aggregate["xtx"], float), _sums(sorted(DATA)), atol=1e-8)
+    assert set(lost.values()) == {2}, "each answer was lost once and sent once more"
+    assert all(svc.errors == [] for svc in c.aggregators), "a repeated request was re-handled"
+    c.close()
