@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from kaires_fl.committee import Committee
-from kaires_fl.errors import ConfigError
+from kaires_fl.errors import ConfigError, ProtocolError
 from kaires_fl.estimators.base import KairesEstimatorMixin
 from kaires_fl.estimators.preprocessing import column_statistic_job
 from kaires_fl.statistics.covariance import CovarianceStats
@@ -57,6 +57,18 @@ def _infer_dimension(spectrum: np.ndarray, n_samples: int) -> int:
     from sklearn.decomposition._pca import _infer_dimension as sk_infer
 
     return int(sk_infer(spectrum, n_samples))
+
+
+def _resolve_n_components(k: Any, ev: np.ndarray, ratio: np.ndarray, n: int, d: int) -> int:
+    """Components kept, as scikit-learn's PCA: None → min(n, d); "mle" → Minka's MLE; a
+    float in (0, 1) → the fewest whose cumulated ratio exceeds it; an int → itself."""
+    if k is None:
+        return min(n, d)
+    if isinstance(k, str):  # "mle" (checked in fit)
+        return _infer_dimension(ev, n)
+    if isinstance(k, numbers.Integral):
+        return int(k)
+    return min(int(np.searchsorted(np.cumsum(ratio), float(k), side="right")) + 1, len(ev))
 
 
 class KairesPCA(
@@ -141,21 +153,18 @@ class KairesPCA(
         self._check_n_components(*X.shape)
         stat, agg, result, labels = column_statistic_job(self, CovarianceStats, X, provider)
         n, d = int(agg["n"]), X.shape[1]
+        if n < 2:
+            raise ProtocolError(
+                f"the Kaires job aggregated {n} row(s); a covariance needs at least 2 (the "
+                "accepted providers' rows); see kaires_report_ / the job's rejected providers"
+            )
         # the accepted rows may be fewer than X's: re-check n_components against them
         self._check_n_components(n, d)
         S, Vt = principal_axes(np.asarray(agg["scatter"], dtype=np.float64), n)
         ev = S**2 / (n - 1)
         total = float(ev.sum())
         ratio = ev / total if total > 0 else np.zeros_like(ev)
-        k = self.n_components
-        if k is None:
-            k = min(n, d)
-        elif k == "mle":
-            k = _infer_dimension(ev, n)
-        elif 0 < k < 1 and not isinstance(k, numbers.Integral):
-            k = int(np.searchsorted(np.cumsum(ratio), k, side="right") + 1)
-            k = min(k, len(ev))
-        k = int(k)
+        k = _resolve_n_components(self.n_components, ev, ratio, n, d)
         self.noise_variance_ = float(ev[k:].mean()) if k < min(n, d) else 0.0
         self.n_samples_ = n
         self.n_components_ = k

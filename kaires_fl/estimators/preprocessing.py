@@ -18,12 +18,12 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from kaires_fl.committee import Committee
 from kaires_fl.errors import ConfigError
 from kaires_fl.estimators.base import KairesEstimatorMixin, auto_bounds, split_rows
-from kaires_fl.statistics import MeanVarianceStats, Statistic, check_within
+from kaires_fl.statistics import MeanVarianceStats, check_within
 
 
 def column_statistic_job(
-    est: Any, stat_cls: type[Statistic], X: np.ndarray, provider: Any
-) -> tuple[Statistic, dict[str, Any], Any, list[str]]:
+    est: Any, stat_cls: Any, X: np.ndarray, provider: Any
+) -> tuple[Any, dict[str, Any], Any, list[str]]:
     """Run one job of ``stat_cls`` (a per-column statistic taking ``n_features, bounds``)
     over the rows of X split among providers as ``est`` says; returns (statistic, decoded
     aggregate, job result, provider labels).
@@ -57,7 +57,9 @@ def column_statistic_job(
     # One clear error naming the column before the job starts (the providers would refuse).
     names = [f"feature {j}" for j in range(d)]
     check_within(X, stat.bounds, names, "widen bounds (policy bounds)")
-    rows = groups if provider is not None else [slice(g[0], g[-1] + 1) for g in groups]
+    rows: list[Any] = (
+        list(groups) if provider is not None else [slice(g[0], g[-1] + 1) for g in groups]
+    )
     data = {lab: (X[r], None) for lab, r in zip(labels, rows, strict=True)}
     result = est._run_job(stat, labels, data, n)
     return stat, result.aggregate, result, labels
