@@ -24,7 +24,12 @@ pytestmark = pytest.mark.slow
 
 def test_there_are_notebooks() -> None:
     names = {p.stem for p in NOTEBOOKS}
-    assert {"private_linear_regression", "robustness_tour", "audit_log"} <= names
+    assert {
+        "private_linear_regression",
+        "private_logistic_regression",
+        "robustness_tour",
+        "audit_log",
+    } <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
