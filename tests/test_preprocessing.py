@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.datasets import load_diabetes, load_wine
 from sklearn.decomposition import PCA
@@ -25,7 +27,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from kaires_fl import KairesPCA, KairesRidge, KairesStandardScaler
-from kaires_fl.errors import ConfigError, KairesWarning
+from kaires_fl.errors import ConfigError, KairesError, KairesWarning
 from kaires_fl.estimators import auto_bounds
 from kaires_fl.estimators.decomposition import flip_signs
 from kaires_fl.simulation import LocalCommittee
@@ -107,6 +109,71 @@ def test_covariance_statistic_refuses_rows_outside_its_bounds() -> None:
     stat = CovarianceStats(2, [[0, 1], [0, 1]], max_rows=10, max_measurements=4)
     with pytest.raises(ConfigError, match=r"feature 1 .*outside its declared bounds"):
         stat.measurements(np.array([[0.5, 2.0]]))
+
+
+_PARAM_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.floats(-10, 10), max_size=3),
+    st.lists(st.lists(st.floats(allow_nan=True), max_size=3), max_size=3),
+    st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    key=st.sampled_from(
+        [
+            "n_features",
+            "bounds",
+            "granularity",
+            "max_rows",
+            "max_measurements",
+            "frac_bits",
+            "bits",
+            "unknown",
+        ]
+    ),
+    value=_PARAM_VALUES,
+)
+def test_covariance_params_from_a_ledger_job_fail_typed(key: str, value: Any) -> None:
+    """Robustness: an aggregator rebuilds the statistic from a committed job's
+    ``(kind, params)``; any mutated parameter gives a statistic or a KairesError, nothing
+    else. (n_features is kept small: a huge d is a memory question for every kind.)"""
+    params = CovarianceStats(3, [[0, 1]] * 3, max_rows=10, max_measurements=4).params()
+    if key == "n_features" and isinstance(value, int) and not isinstance(value, bool):
+        value = min(value, 8)
+    params[key] = value
+    try:
+        stat = from_params("covariance", params)
+    except KairesError:
+        return
+    assert isinstance(stat, CovarianceStats)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    granularity=st.sampled_from(["provider", "record"]),
+    seed=st.integers(0, 2**32 - 1),
+    count=st.integers(-2, 6),
+)
+def test_covariance_decode_of_any_aggregate_is_a_result_or_a_kaires_error(
+    granularity: str, seed: int, count: int
+) -> None:
+    """Robustness: the consumer decodes whatever the reconstruction gives (arbitrary field
+    elements, any count): a dict of arrays or a KairesError, never another exception."""
+    stat = CovarianceStats(3, [[-1, 1]] * 3, granularity, max_rows=5, max_measurements=4)
+    F = stat.field
+    rng = np.random.default_rng(seed)
+    agg = F.elements([int(v) for v in rng.integers(0, 2**62, stat.output_len)])
+    try:
+        out = stat.decode(agg, count)
+    except KairesError:
+        return
+    assert out["scatter"].shape == (3, 3) and out["mean"].shape == (3,)
 
 
 # ------------------------------------------------------------------------------- scaler
