@@ -15,7 +15,7 @@ import platform
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from kaires_fl import __version__
 from kaires_fl.errors import AuditError, KairesError
@@ -37,7 +37,16 @@ class _Parser(argparse.ArgumentParser):
 def _bench(args: argparse.Namespace) -> int:
     from kaires_fl import bench
 
-    areas = tuple(args.only.split(",")) if args.only else None
+    valid = (*bench.AREAS, *getattr(bench, "ON_DEMAND", ()))
+    areas = None if args.only is None else tuple(a.strip() for a in args.only.split(","))
+    unknown = [a for a in areas or () if a not in valid]
+    if unknown:
+        print(
+            f"kaires bench: error: unknown area(s) {', '.join(map(repr, unknown))} in --only;"
+            f" valid areas: {', '.join(valid)}",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     result = bench.run(areas, quick=args.quick)
     result["machine"] = {
         "python": platform.python_version(),
@@ -47,9 +56,46 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
-        for key, value in sorted(result.items()):
-            print(f"{key:32s} {value}")
+        print(bench_table(result))
     return 0
+
+
+def _figure(value: float) -> str:
+    """A figure with 4 significant digits, thousands separated (no raw float repr)."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if value == int(value) and abs(value) < 1e15:
+        return f"{int(value):,}"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def bench_table(result: dict[str, Any]) -> str:
+    """``kaires bench``'s table: metric, value, unit, target, one-line meaning; then the
+    machine. Pre: ``result`` as returned by :func:`kaires_fl.bench.run` (+ ``machine``)."""
+    from kaires_fl.bench import describe
+
+    rows = [("metric", "value", "unit", "target", "meaning")]
+    for key, value in sorted(result.items()):
+        if key == "machine":
+            continue
+        unit, target, meaning = describe(key)
+        shown = _figure(float(value)) if isinstance(value, int | float) else str(value)
+        rows.append((key, shown, unit, target, meaning))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [
+        f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  "
+        f"{r[3]:<{widths[3]}}  {r[4]}".rstrip()
+        for r in rows
+    ]
+    lines.insert(1, "-" * max(len(line) for line in lines))
+    machine = result.get("machine")
+    if isinstance(machine, dict):
+        lines.append("")
+        lines.append("machine: " + ", ".join(f"{k} {v}" for k, v in sorted(machine.items())))
+    lines.append("targets: a stated goal, or the better direction; --json for raw figures")
+    return "\n".join(lines)
 
 
 def _demo(args: argparse.Namespace) -> int:
