@@ -47,4 +47,12 @@ def test_notebook_executes(path: Path, tmp_path: Path) -> None:
         if o.get("output_type") == "error"
     ]
     assert not errors
+    # ipywidgets (notebooks extra) present: no tqdm "IProgress not found" warning printed
+    streams = "".join(
+        str(o.get("text", ""))
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+    )
+    assert "IProgress not found" not in streams
     nbformat.write(nb, tmp_path / path.name)
