@@ -29,6 +29,7 @@ Faults (``faults={"aggregator": {2: "byzantine"}, "provider": {5: "out_of_range"
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,15 @@ class LocalCommittee:
         parties it creates); off by default in simulation.
     consumer_balance:
         Balance minted for the default consumer at genesis.
+    db_dir:
+        A directory where the ledger persists: one SQLite file per ledger node
+        (``ledger-<i>.sqlite``, through ``LocalLedger(db_paths=...)``). A later committee with
+        the same parameters and ``db_dir`` reopens the chain and continues it (every key is
+        derived from ``seed``). None (default): in memory, gone when the committee is.
+
+    A committee crosses processes (pickled estimators, ``GridSearchCV(n_jobs>1)``) by its
+    :meth:`describe` output: the receiving process rebuilds it from these constructor
+    parameters (:func:`kaires_fl.estimators.base.reconnect`).
     """
 
     #: The coordinator's address for the trustees' coin answers.
@@ -146,7 +156,28 @@ class LocalCommittee:
         consumer_balance: int = 10**9,
         seed: int = 0,
         round_timeout: float = 2.0,
+        db_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        self._params: dict[str, Any] = {
+            "n_ledger": n_ledger,
+            "n_trustees": n_trustees,
+            "n_aggregators": n_aggregators,
+            "threshold": threshold,
+            "faults": {r: dict(v) for r, v in (faults or {}).items()},
+            "trustee_threshold": trustee_threshold,
+            "price": price,
+            "min_providers": min_providers,
+            "max_jobs": max_jobs,
+            "registration": registration,
+            "consumer_balance": consumer_balance,
+            "seed": seed,
+            "round_timeout": round_timeout,
+            "db_dir": None if db_dir is None else os.path.abspath(os.fspath(db_dir)),
+        }
+        db_paths = None
+        if db_dir is not None:
+            os.makedirs(db_dir, exist_ok=True)
+            db_paths = [os.path.join(db_dir, f"ledger-{i}.sqlite") for i in range(n_ledger)]
         if threshold < 0 or n_aggregators < 3 * threshold + 1:
             raise ConfigError(
                 f"{n_aggregators} aggregators cannot tolerate threshold t = {threshold}: BFT "
@@ -187,6 +218,7 @@ class LocalCommittee:
             },
             config=LedgerConfig(view_timeout=0.2),
             registration=registration,
+            db_paths=db_paths,
         )
         self.registration = registration
         for i, b in self.faults["ledger"].items():
@@ -278,6 +310,8 @@ class LocalCommittee:
             self.ledger.admit(PROVIDER, [p.public for p in created])
         for p in created:
             self.providers[p.label] = p
+            if self.client.get(darc_key(p.policy_id)) is not None:
+                continue  # a reopened ledger (db_dir) already holds this provider's policy
             txs.append(
                 self.client.sign(
                     p.identity,
@@ -527,6 +561,11 @@ class LocalCommittee:
         except KairesError as exc:  # the aggregators will fail the job with the reason
             self._trustee_faults = {-1: str(exc)}
         return shares
+
+    def describe(self) -> dict[str, Any]:
+        """What another process rebuilds this committee from: ``{"kind": "LocalCommittee",
+        "params": <constructor parameters>, "pid": <creating process>}`` (JSON-ready)."""
+        return {"kind": "LocalCommittee", "params": dict(self._params), "pid": os.getpid()}
 
     def close(self) -> None:
         self.ledger.close()

@@ -9,13 +9,18 @@ runs the whole protocol on the estimator's committee and returns the decoded agg
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import warnings
+import weakref
 from typing import Any
 
 import numpy as np
 from sklearn.utils.validation import column_or_1d
 
 from kaires_fl.committee import Committee, default_committee
-from kaires_fl.errors import ConfigError, ProtocolError
+from kaires_fl.errors import ConfigError, KairesWarning, ProtocolError
 from kaires_fl.statistics import Statistic
 
 #: Margin added on each side of the data's range by ``bounds="auto"`` (fraction of the range).
@@ -96,6 +101,7 @@ class KairesEstimatorMixin:
         finally:
             if self.committee is None:
                 committee.close()
+        warn_rejected(result.report, stacklevel=4)
         if result.aggregate is None:
             rep = result.report
             raise ProtocolError(
@@ -112,14 +118,140 @@ class KairesEstimatorMixin:
         committee = self.committee
         try:
             self.committee = None
-            new = super().__sklearn_clone__()
+            new = super().__sklearn_clone__()  # type: ignore[misc]
         finally:
             self.committee = committee
         new.committee = committee
         return new
 
     def __getstate__(self) -> dict[str, Any]:
-        # A pickled model keeps what it learned, not the connection to a running committee.
-        state = dict(super().__getstate__())
-        state["committee"] = None
+        # A pickled model keeps the committee by its description (another process
+        # reconnects to it), or pickling fails with a clear error: never a silent
+        # substitute with fresh defaults.
+        state: dict[str, Any] = dict(super().__getstate__())  # type: ignore[call-overload]
+        if state.get("committee") is not None:
+            state["committee"] = CommitteeDescription(describe_committee(state["committee"]))
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if isinstance(state.get("committee"), CommitteeDescription):
+            state["committee"] = reconnect(state["committee"].description)
+        super().__setstate__(state)  # type: ignore[misc]
+
+
+def warn_rejected(report: dict[str, Any], stacklevel: int = 3) -> None:
+    """Warn :class:`KairesWarning` when a job left providers out (rejected submissions or
+    providers excluded from the job), naming how many and why: their rows are not in the
+    result."""
+    out = {str(k): str(v) for k, v in dict(report.get("rejected") or {}).items()}
+    out.update({str(k): str(v) for k, v in dict(report.get("excluded") or {}).items()})
+    if not out:
+        return
+    total = len(out) + len(report.get("accepted") or [])
+    by_reason: dict[str, list[str]] = {}
+    for label, why in sorted(out.items()):
+        by_reason.setdefault(why[:200], []).append(label)
+    reasons = "; ".join(
+        f"{len(labs)} × {why} ({', '.join(labs[:5])}{', …' if len(labs) > 5 else ''})"
+        for why, labs in by_reason.items()
+    )
+    warnings.warn(
+        f"{len(out)} of {total} providers were rejected and their rows are not in the fit: "
+        f"{reasons}. See kaires_report_['rejected'] for each provider's reason",
+        KairesWarning,
+        stacklevel=stacklevel,
+    )
+
+
+# ----------------------------------------------------------- committees across processes
+
+
+class CommitteeDescription:
+    """A committee as it crosses a process boundary: its JSON-ready description."""
+
+    def __init__(self, description: dict[str, Any]) -> None:
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"CommitteeDescription({self.description!r})"
+
+
+#: Live committees by description, so that a pickle read back in the process holding the
+#: committee (or a second estimator in a worker) gets the same object.
+_LIVE: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+def _key(description: dict[str, Any]) -> str:
+    """A description without its process and instance: what a worker rebuilds once."""
+    d = {k: v for k, v in description.items() if k not in ("pid", "instance")}
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def describe_committee(committee: Any) -> dict[str, Any]:
+    """The description another process reconnects ``committee`` by (its ``describe()``:
+    a :class:`~kaires_fl.simulation.LocalCommittee`'s constructor parameters and
+    ``db_dir``; a committee from :func:`kaires_fl.connect` on a group file, that path).
+
+    Raises ConfigError for a committee that has no description (it cannot be rebuilt
+    elsewhere, and a fresh default committee would silently change the result).
+    """
+    describe = getattr(committee, "describe", None)
+    desc = describe() if callable(describe) else getattr(committee, "description", None)
+    if not isinstance(desc, dict):
+        raise ConfigError(
+            f"the estimator's committee ({type(committee).__name__}) cannot cross a process "
+            "boundary: it has no description to reconnect by (describe()). Use a "
+            "LocalCommittee, a committee from kaires_fl.connect('group.toml'), or keep the "
+            "fit in this process (n_jobs=1, no pickling)"
+        )
+    desc = {**desc, "pid": os.getpid(), "instance": id(committee)}
+    with contextlib.suppress(TypeError):  # not weak-referenceable: reconnect rebuilds it
+        _LIVE[json.dumps(desc, sort_keys=True, default=str)] = committee
+    return desc
+
+
+def reconnect(description: dict[str, Any]) -> Any:
+    """The committee ``description`` names: the live one in this process if any, else one
+    rebuilt from it (once per process).
+
+    Raises ConfigError for an unknown kind, and for a LocalCommittee persisted in a
+    ``db_dir`` when this is not the process that created it (two processes would append
+    to the same ledger files).
+    """
+    live = _LIVE.get(json.dumps(description, sort_keys=True, default=str))
+    if live is None:
+        live = _LIVE.get(_key(description))
+    if live is not None:
+        return live
+    key = _key(description)
+    kind = description.get("kind")
+    if kind == "LocalCommittee":
+        params = dict(description.get("params") or {})
+        if params.get("db_dir") and description.get("pid") != os.getpid():
+            raise ConfigError(
+                f"a LocalCommittee persisted in db_dir={params['db_dir']!r} cannot be used "
+                "from another process (both would append to the same ledger files): use "
+                "db_dir=None for parallel searches (GridSearchCV n_jobs>1), or n_jobs=1"
+            )
+        from kaires_fl.simulation import LocalCommittee
+
+        committee: Any = LocalCommittee(**params)
+    elif kind == "connect":
+        from kaires_fl.node.client import connect
+
+        committee = connect(
+            description["group"], key=description.get("key"), **description.get("options", {})
+        )
+    else:
+        raise ConfigError(
+            f"cannot reconnect to a committee of kind {kind!r}: known kinds are "
+            "'LocalCommittee' and 'connect'"
+        )
+    _LIVE[key] = committee
+    _KEEP.append(committee)
+    return committee
+
+
+#: Committees rebuilt in this process stay up for its lifetime (a worker reuses them).
+_KEEP: list[Any] = []

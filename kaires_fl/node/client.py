@@ -459,4 +459,13 @@ def connect(
     """
     g = group if isinstance(group, Group) else load_group(group)
     keys = key if isinstance(key, NodeKeys) or key is None else load_client_key(key)
-    return RemoteCommittee(g, keys=keys, timeout=timeout, **options)
+    committee = RemoteCommittee(g, keys=keys, timeout=timeout, **options)
+    if not isinstance(group, Group) and not isinstance(key, NodeKeys):
+        # How another process reconnects (pickled estimators, GridSearchCV(n_jobs>1)).
+        committee.description = {  # type: ignore[attr-defined]
+            "kind": "connect",
+            "group": os.path.abspath(os.fspath(group)),
+            "key": None if key is None else os.path.abspath(os.fspath(key)),
+            "options": {"timeout": timeout, **options},
+        }
+    return committee

@@ -109,13 +109,16 @@ class Provider:
         return p
 
     @staticmethod
-    def measure(statistic: Any, X: Any, y: Any) -> np.ndarray:
-        """The provider's rows encoded for ``statistic``: ``(B, MEAS_LEN)`` field elements.
+    def measure(statistic: Any, X: Any, y: Any, sample_weight: Any = None) -> np.ndarray:
+        """The provider's rows encoded for ``statistic``: ``(B, MEAS_LEN)`` field elements
+        (``sample_weight``: the rows' weights, for a weighted statistic).
 
         Raises ``ConfigError`` if the rows exceed the statistic's declared bounds (done
         before any job is committed, so nothing is escrowed for data that cannot be sent).
         """
-        return np.asarray(statistic.measurements(X, y))
+        if sample_weight is None:
+            return np.asarray(statistic.measurements(X, y))
+        return np.asarray(statistic.measurements(X, y, sample_weight=sample_weight))
 
     def submit(
         self, ledger: Any, job: Mapping[str, Any], statistic: Any, meas: np.ndarray, lts_id: str

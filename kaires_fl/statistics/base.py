@@ -192,17 +192,28 @@ def _triu_to_full(entries: np.ndarray, m: int) -> np.ndarray:
 
 
 def moments_to_stats(
-    M: np.ndarray, w: int, center: np.ndarray, scale: np.ndarray
-) -> tuple[int, np.ndarray, np.ndarray]:
+    M: np.ndarray, w: int, center: np.ndarray, scale: np.ndarray, weighted: bool = False
+) -> tuple[Any, np.ndarray, np.ndarray]:
     """Count, means and centred scatter from an exact integer moment matrix.
 
     ``M`` (k+1, k+1) holds w·Σ[1, u][1, u]ᵀ over the rows (Python ints), where every
     original coordinate is x = center + scale·u. Centring is done exactly in integers
     (n·Σu_iu_j − Σu_iΣu_j), so no cancellation happens in floating point.
 
-    Returns (n, mean (k,), C (k, k)) with C = Σ(x − mean)(x − mean)ᵀ.
+    Returns (n, mean (k,), C (k, k)) with C = Σ(x − mean)(x − mean)ᵀ. ``weighted``: the
+    rows carried weights, M holds w·Σ ω[1, u][1, u]ᵀ and n is the weight sum Σω (a float,
+    not necessarily an integer).
     """
     M00 = int(M[0, 0])
+    if weighted:
+        k = M.shape[0] - 1
+        if M00 <= 0:
+            return 0.0, np.full(k, np.nan), np.full((k, k), np.nan)
+        s = M[0, 1:]
+        num = M[1:, 1:] * M00 - np.outer(s, s)
+        Cu = np.array([float(v) for v in num.ravel()]).reshape(k, k) / (float(w) * M00)
+        mean_u = np.array([float(v) for v in s]) / float(M00)
+        return M00 / w, center + scale * mean_u, Cu * np.outer(scale, scale)
     if M00 % w:
         raise DecodingError(
             "the decoded row count is not an integer: the aggregate does not match this "
