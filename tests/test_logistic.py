@@ -189,6 +189,82 @@ def test_rejected_provider_warns_and_the_fit_still_agrees(cancer: tuple) -> None
     np.testing.assert_allclose(est.coef_, sk_rest.coef_, atol=0.05)
 
 
+class _LyingStats(LogisticRegressionStats):
+    """The attacker: a provider holding ``target`` rows submits, instead of its sums, the
+    largest vector the SumVec range proof admits (claiming no rows), with its own keys and
+    a valid proof; everyone else (the aggregators rebuild the job's statistic from the
+    ledger) is honest."""
+
+    target: np.ndarray | None = None
+
+    def measurements(self, X: object, y: object = None) -> np.ndarray:
+        if self.target is not None and np.array_equal(np.asarray(X), self.target):
+            ints = np.full((1, self.length), (1 << self.bits) - 1, dtype=np.int64)
+            ints[0, 0] = 1 << (self.bits - 1)  # "0 rows"
+            return self.circuit.encode(ints)
+        return super().measurements(X, y)
+
+
+def test_a_lying_provider_moves_each_released_sum_by_a_bounded_amount(cancer: tuple) -> None:
+    """Robustness: a provider submitting any in-range vector is accepted, yet moves every
+    released sum (count, loss/L, gradient, Hessian) by at most 2^bitlen(max_rows)
+    (< 2·max_rows) — the SumVec proof's range; a larger value fails its proof (the
+    out_of_range fault above is rejected)."""
+    X, y = cancer
+    groups = np.array_split(np.arange(len(X)), 5)
+    data = {f"p{i}": (X[g], y[g]) for i, g in enumerate(groups)}
+    coef = np.full((1, 31), 0.05)
+    stat = LogisticRegressionStats(
+        30, 2, auto_bounds(X), coef, max_rows=max(map(len, groups)), max_measurements=5
+    )
+    liar = _LyingStats(**stat.params())
+    liar.target = data["p0"][0]
+    committee = LocalCommittee()
+    try:
+        honest = committee.run_job(stat, data, progress=False)
+        lied = committee.run_job(liar, data, progress=False)
+    finally:
+        committee.close()
+    assert not lied.report["rejected"] and len(lied.report["accepted"]) == 5
+    own = stat.local_sums(*data["p0"])  # the liar's honest contribution, replaced by the lie
+
+    def flat(a: dict) -> np.ndarray:
+        iu = np.triu_indices(31)
+        return np.concatenate(
+            [[a["n"], a["loss"] / stat.loss_scale], a["grad"].ravel(), a["hess"][iu]]
+        )
+
+    contribution = flat(lied.aggregate) - flat(honest.aggregate) + own
+    bound = 2 ** stat.max_rows.bit_length()
+    assert np.all(np.abs(contribution) <= bound + 1e-6)
+    assert np.all(contribution[1:] >= bound / 2)  # and the lie did take effect
+
+
+def test_a_lying_provider_cannot_break_the_fit(cancer: tuple) -> None:
+    """Robustness: with a provider lying within its range at every Newton job, the fit
+    still terminates within its job budget with finite coefficients, and says it stopped
+    early (ConvergenceWarning) instead of returning silently."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, y = cancer
+    target = X[: int(np.ceil(len(X) / 10))]
+
+    class LiarFit(KairesLogisticRegression):
+        @staticmethod
+        def _statistic_at(stat: LogisticRegressionStats, theta: np.ndarray) -> _LyingStats:
+            p = stat.params()
+            p["coef"] = theta.tolist()
+            lying = _LyingStats(**p)
+            lying.target = target
+            return lying
+
+    with pytest.warns(ConvergenceWarning, match="did not decrease"):
+        est = LiarFit(n_providers=10, max_iter=5, progress=False).fit(X, y)
+    assert np.all(np.isfinite(est.coef_)) and np.all(np.isfinite(est.intercept_))
+    assert len(est.kaires_reports_) <= 1 + 5 * 11
+    assert all(not rep["rejected"] for rep in est.kaires_reports_)
+
+
 def test_max_iter_warns_convergence(iris: tuple) -> None:
     from sklearn.exceptions import ConvergenceWarning
 

@@ -16,7 +16,9 @@ the ``SumVec`` circuit — and the committee releases only their sums. The consu
    Σ_k b_k = 0, which changes no prediction);
 2. solves the penalised Newton system for the step;
 3. runs the next job at the new parameters and accepts the step when the penalised loss
-   decreased enough (Armijo); otherwise halves it (one more job per halving).
+   decreased enough (Armijo); otherwise halves it (one more job per halving). After
+   ``MAX_HALVINGS`` halvings without a decrease — the fixed-point precision floor, or a
+   provider lying within its proven range — it stops with a ConvergenceWarning.
 
 It stops when the largest entry of the mean penalised gradient (in the original feature
 units, as scikit-learn's lbfgs ``gtol``) is ≤ ``tol``, or after ``max_iter`` iterations
@@ -320,7 +322,19 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
             n_iter += 1
             if not same_rows or obj2 <= obj:
                 theta, s, obj, grad = cand, s2, obj2, grad2
-            else:  # no decrease even at 2^-10 of the step: the fixed-point noise floor
+            else:
+                # No decrease even at 2^-10 of the Newton step: at the fixed-point noise
+                # floor, or providers sent in-range sums inconsistent with their rows.
+                warnings.warn(
+                    f"KairesLogisticRegression stopped after {n_iter} Newton iterations: the "
+                    "released penalised loss did not decrease along the Newton step (max |mean "
+                    f"gradient| = {float(np.max(np.abs(mean_grad))):.3g} > tol={tol}). Either "
+                    "tol is below the fixed-point precision (raise tol or frac_bits) or a "
+                    "provider submitted in-range sums inconsistent with its rows (see "
+                    "kaires_reports_)",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
                 break
         return theta, n_iter, reports
 

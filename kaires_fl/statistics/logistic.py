@@ -22,10 +22,10 @@ Measurement (provider granularity, one ``SumVec`` per provider), with M = K'·le
 
 So every entry of a provider's vector is bounded by its row count ≤ ``max_rows`` and is sent
 as fixed point exactly as :class:`LinearRegressionStats` (``choose_fixed_point``): the
-``SumVec`` circuit range-checks it, and a provider — honest or not — can move each released
-sum by at most ``max_rows`` (its gradient by ≤ ``max_rows`` per entry, its Hessian by
-≤ ``max_rows`` per entry, its loss by ≤ ``max_rows``·L), whatever it sends. Decoding is exact
-to P·2^−(f+1) per entry for P accepted providers.
+``SumVec`` circuit range-checks it (entries in ±2^bitlen(max_rows)), so a provider — honest
+or not — moves each released sum by at most 2^bitlen(max_rows) < 2·``max_rows`` (its loss by
+at most that many times L), whatever it sends; anything larger fails its proof. Decoding is
+exact to P·2^−(f+1) per entry for P accepted providers.
 
 Hessian choice: the exact block Hessian (quadratic convergence: ~5–8 jobs per fit). Its size
 grows as K²d²/2; Böhning's bound ½(I − 11ᵀ/K) ⊗ AᵀA would need AᵀA once and only gradients
