@@ -334,3 +334,99 @@ def test_each_statistic_declares_its_batch_limit() -> None:
     assert "max_rows" not in CountStats("record").params()
     with pytest.raises(ConfigError, match="max_rows must be a positive integer"):
         CountStats("record", max_rows=0)
+
+
+# ------------------------------------------- weighted, multi-output linear regression (#12)
+
+
+def weighted_aggregate(stat: Statistic, parts: Sequence[tuple[Any, Any, Any]]) -> tuple:
+    """As :func:`aggregate`, with each provider's weights."""
+    F = stat.field
+    total, count = F.zeros(stat.output_len), 0
+    for X, y, w in parts:
+        meas = stat.measurements(X, y, w)
+        assert np.all(check(stat, meas)), "honest weighted measurement rejected"
+        total = F.add(total, F.sum(stat.circuit.truncate(meas), axis=0))
+        count += meas.shape[0]
+    return total, count
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    d=st.integers(1, 4),
+    k=st.integers(1, 3),
+    providers=st.integers(1, 5),
+    wmax=st.floats(0.5, 100.0),
+)
+def test_weighted_multi_output_matches_numpy(
+    seed: int, d: int, k: int, providers: int, wmax: float
+) -> None:
+    """Weighted, multi-target sums decode to numpy's weighted moments within the documented
+    fixed-point bound (scatter_tol per entry in the frame)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(providers, 40 * providers))
+    X = rng.uniform(-3, 3, size=(n, d))
+    Y = rng.uniform(-5, 5, size=(n, k))
+    w = rng.uniform(0, wmax, size=n)
+    groups = np.array_split(np.arange(n), providers)
+    stat = LinearRegressionStats(
+        d, [-3, 3], [-5, 5], "provider", max_rows=max(map(len, groups)),
+        max_measurements=providers, n_targets=k, max_weight=wmax,
+    )  # fmt: skip
+    out = stat.decode(*weighted_aggregate(stat, [(X[g], Y[g], w[g]) for g in groups]))
+    sw = w.sum()
+    xm, ym = w @ X / sw, w @ Y / sw
+    Xc, Yc = X - xm, Y - ym
+    sxx, sxy = (Xc * w[:, None]).T @ Xc, (Xc * w[:, None]).T @ Yc
+    s = out["x_scale"]
+    assert abs(out["n"] - sw) <= 1e-9 * sw
+    assert np.max(np.abs((out["sxx"] - sxx) / np.outer(s, s))) <= out["scatter_tol"]
+    if k == 1:
+        sxy, ym = sxy[:, 0], float(ym[0])
+    assert np.shape(out["sxy"]) == np.shape(sxy) and np.shape(out["y_mean"]) == np.shape(ym)
+    assert np.max(np.abs(out["sxy"] - sxy)) <= 1e-8 * max(1.0, np.abs(sxy).max())
+    assert np.max(np.abs(np.asarray(out["y_mean"]) - ym)) <= 1e-9
+
+
+def test_weighted_statistic_params_and_errors() -> None:
+    stat = LinearRegressionStats(
+        2, [-1, 1], [[-1, 1], [0, 2]], max_rows=5, n_targets=2, max_weight=3.0
+    )
+    kind, params = stat.spec()
+    assert params["n_targets"] == 2 and params["max_weight"] == 3.0
+    assert from_params(kind, json.loads(json.dumps(params))) == stat
+    # unweighted single-target specs are unchanged (jobs already on ledgers stay valid)
+    assert "max_weight" not in LinearRegressionStats(2, [-1, 1], [-1, 1], max_rows=5).params()
+    X, Y = np.zeros((3, 2)), np.ones((3, 2))
+    with pytest.raises(ConfigError, match=r"sample_weight has value 4\.0"):
+        stat.measurements(X, Y, np.array([1.0, 4.0, 0.0]))
+    with pytest.raises(ConfigError, match=r"sample_weight has value -1\.0"):
+        stat.measurements(X, Y, np.array([1.0, -1.0, 0.0]))
+    with pytest.raises(ConfigError, match="2 sample weights for 3 rows"):
+        stat.measurements(X, Y, np.ones(2))
+    with pytest.raises(ConfigError, match="y has 1 targets; the job declares 2"):
+        stat.measurements(X, np.ones(3))
+    with pytest.raises(ConfigError, match="max_weight must be a positive"):
+        LinearRegressionStats(2, [-1, 1], [-1, 1], max_rows=5, max_weight=0)
+    with pytest.raises(ConfigError, match="record granularity proves one target"):
+        LinearRegressionStats(2, [-1, 1], [-1, 1], "record", max_weight=1.0)
+    with pytest.raises(ConfigError, match="record granularity proves one target"):
+        LinearRegressionStats(2, [-1, 1], [[-1, 1]] * 2, "record", n_targets=2)
+
+
+def test_a_weight_above_the_bound_cannot_pass_the_range_proof() -> None:
+    """Robustness: a provider that skips its own weight check (weights 8× the declared bound)
+    produces moments beyond max_rows; it cannot encode them within the proved bit width,
+    and a measurement forged with a wider entry fails the circuit."""
+    stat = LinearRegressionStats(1, [-1, 1], [-1, 1], max_rows=4, max_weight=1.0)
+    X, y = np.ones((4, 1)), np.ones(4)
+    big = stat.local_moments(X, y, np.ones(4)) * 8.0  # what weights of 8 would give
+    from kaires_fl.statistics.base import _fixed_point
+
+    with pytest.raises(ConfigError, match="exceeds max_rows"):
+        _fixed_point(big, stat._f, stat.bits)
+    honest = stat.measurements(X, y, np.ones(4))
+    forged = honest.copy()
+    forged[0, stat.bits - 1] = stat.field.elements(8)  # top "bit" of entry 0 set to 8
+    assert check(stat, honest).all() and not check(stat, forged).any()
