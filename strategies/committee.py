@@ -10,6 +10,8 @@ does both over a committee:
   in-memory transport), sized by ``kaires-ledger-nodes``, ``kaires-trustees``,
   ``kaires-aggregators``, ``kaires-threshold`` and seeded by ``kaires-committee-seed``
   (an integer, default 0; ``kaires-seed`` is the providers' key seed, a different setting);
+  ``kaires-db-dir`` keeps its ledger in SQLite files there (``LocalCommittee(db_dir=...)``:
+  a later run with the same settings reopens and continues the chain);
 - ``kaires-committee = "<path>/group.toml"`` (deployment): the committee's node
   processes, reached with :func:`kaires_fl.connect` (authenticated TCP, keys pinned in
   the group file); the ServerApp is a client of them — it holds no node key, no trustee
@@ -131,6 +133,7 @@ class CommitteeConnection:
                 n_aggregators=_int("kaires-aggregators", 4),
                 threshold=_int("kaires-threshold", 1),
                 seed=_int("kaires-committee-seed", 0),
+                db_dir=run_config.get("kaires-db-dir") or None,
             )
         )
 

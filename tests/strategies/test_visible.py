@@ -220,3 +220,17 @@ def test_stats_handler_example_in_docs_runs() -> None:
     y = np.concatenate([client["load_local_rows"](c)[1] for c in grid.contexts.values()])
     ref = LinearRegression().fit(X, y)
     np.testing.assert_allclose(result.coef_, ref.coef_, rtol=1e-5, atol=1e-5)
+
+
+def test_run_config_db_dir_persists_the_local_committee_ledger(tmp_path: Path) -> None:
+    """kaires-db-dir reaches LocalCommittee(db_dir=...): the ledger lives in SQLite files
+    a second connection with the same settings reopens at the same height."""
+    from kaires_fl.strategies import CommitteeConnection
+
+    conn = CommitteeConnection.from_run_config({"kaires-db-dir": str(tmp_path)})
+    height = conn.committee.client.height
+    assert height > 0 and sorted(p.name for p in tmp_path.glob("ledger-*.sqlite"))
+    conn.committee.close()
+    again = CommitteeConnection.from_run_config({"kaires-db-dir": str(tmp_path)})
+    assert again.committee.client.height >= height
+    again.committee.close()
