@@ -149,12 +149,14 @@ def test_over_norm_client_and_byzantine_aggregator_over_ray() -> None:
             min_train_nodes=N,
             committee=LocalCommittee(faults={"aggregator": {1: "byzantine"}}),
             num_examples_cap=apps.NUM_EXAMPLES_CAP,
+            train_metrics={"train-loss": (0.0, 5.0), "train-acc": (0.0, 1.0)},
         )
         init = ArrayRecord(apps.task.initial_arrays())
-        out["arrays"] = s.start(grid=grid, initial_arrays=init, num_rounds=rounds).arrays
+        result = s.start(grid=grid, initial_arrays=init, num_rounds=rounds)
+        out["arrays"], out["result"] = result.arrays, result
         out["strategy"] = s
 
-    app = apps.make_client_app(faults={0: "over_norm"})
+    app = apps.make_client_app(faults={0: "over_norm"}, train_metrics=True)
     run_simulation(server, app, num_supernodes=N, backend_config=BACKEND)
     s = out["strategy"]
     for r in range(1, rounds + 1):
@@ -169,6 +171,12 @@ def test_over_norm_client_and_byzantine_aggregator_over_ray() -> None:
         arrays = apps.plain_fedavg(arrays, list(range(1, N)))
     for a, b in zip(out["arrays"].to_numpy_ndarrays(), arrays, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
+    # Train metrics over Ray: the accepted clients' weighted averages, from the aggregate.
+    local = np.array([apps.local_train_metrics(apps.task.initial_arrays(), p) for p in range(1, N)])
+    want = np.average(local[:, 1:], axis=0, weights=local[:, 0])
+    got = out["result"].train_metrics_clientapp[1]
+    assert abs(got["train-loss"] - want[0]) < 1e-3 and abs(got["train-acc"] - want[1]) < 1e-4
+    assert got["kaires-accepted"] == N - 1 and got["kaires-rejected"] == 1
 
 
 def test_example_app_runs(capfd: pytest.CaptureFixture[str]) -> None:
