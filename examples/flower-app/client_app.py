@@ -4,12 +4,13 @@ The handler is exactly what a plain FedAvg app would have; ``kaires_mod`` verifi
 job against the ledger and the provider's own policy, and replies with a sealed,
 proven-bounded submission instead of the trained arrays.
 
-This example is a simulation (``flwr run`` with the local simulation engine), so its mod
-allows the simulation-only conveniences (trust on first use of the ledger and committee,
-keys derived from the public ``kaires-seed``). A deployment uses ``kaires_mod`` and sets
-``kaires-key``, ``kaires-trusted-chain-id``, ``kaires-trusted-committee``,
-``kaires-trusted-lts`` and ``kaires-grants`` in each SuperNode's ``--node-config``
-(docs/flower.md).
+Run in a simulation (``flwr run`` with the local simulation engine), its mod allows the
+simulation-only conveniences (trust on first use of the ledger and committee, keys derived
+from the public ``kaires-seed``). A SuperNode whose operator sets ``kaires-key`` in its
+``--node-config`` is a deployment: it runs the default ``kaires_mod``, which refuses every
+simulation-only convenience, so ``kaires-trusted-chain-id``, ``kaires-trusted-committee``,
+``kaires-trusted-lts`` and ``kaires-grants`` must be set there too (docs/flower.md,
+docs/deployment.md *Flower deployment engine*).
 """
 
 from __future__ import annotations
@@ -17,9 +18,20 @@ from __future__ import annotations
 import task
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from kaires_fl.strategies import make_kaires_mod
+from flwr.clientapp.typing import ClientAppCallable
+from kaires_fl.strategies import kaires_mod, make_kaires_mod
 
-app = ClientApp(mods=[make_kaires_mod(simulation=True)])
+_simulation_mod = make_kaires_mod(simulation=True)
+
+
+def example_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """``kaires_mod`` on a SuperNode configured with ``kaires-key`` (a deployment), the
+    simulation mod otherwise."""
+    mod = kaires_mod if context.node_config.get("kaires-key") else _simulation_mod
+    return mod(msg, context, call_next)
+
+
+app = ClientApp(mods=[example_mod])
 
 
 @app.train()

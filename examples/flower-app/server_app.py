@@ -2,12 +2,16 @@
 
 The ServerApp is the data consumer and the untrusted coordinator: it commits one job per
 round on the Kaires ledger, relays the clients' sealed submissions to the aggregation
-committee and opens only the aggregate. The committee comes from the run config
-(``kaires-committee = "local"``: an in-process committee).
+committee and opens only the aggregate. The committee comes from the run config:
+``kaires-committee = "local"`` (an in-process committee, for simulations) or
+``"path/to/group.toml"`` (a deployed committee: the ServerApp is then one of its clients
+and holds no node key, trustee share or aggregator key; ``kaires-client-key`` names its
+key file). ``final-model``, if set, is where the final model is written (``.npz``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import task
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
@@ -41,6 +45,14 @@ def main(grid: Grid, context: Context) -> None:
         train_config=ConfigRecord({"lr": 0.5}),
         evaluate_fn=central_evaluate,
     )
+    committee = strategy.committee.committee
+    print(f"kaires-flower-app: committee {type(committee).__name__}")
+    for r, info in sorted(strategy.kaires_rounds.items()):
+        res = info.get("result")
+        if res is not None:
+            print(f"kaires-flower-app: round {r} {res.status}, {len(res.accepted)} accepted")
     final = result.evaluate_metrics_serverapp[max(result.evaluate_metrics_serverapp)]
     print(f"kaires-flower-app: final accuracy {final['accuracy']:.4f}")
-    strategy.committee.committee.ledger.verify()
+    if rc.get("final-model"):
+        np.savez(str(rc["final-model"]), *result.arrays.to_numpy_ndarrays())
+    committee.ledger.verify()
