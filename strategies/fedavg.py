@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
-from logging import INFO, WARNING
+from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,12 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
 
 from . import wire
+
+#: What a ClientApp without ``kaires_mod`` is told (a half-converted app).
+NO_MOD_HINT = (
+    "the ClientApp must use kaires_mod: ClientApp(mods=[kaires_mod]) "
+    "(from kaires_fl.strategies import kaires_mod)"
+)
 
 
 def _short(text: Any, most: int = 160) -> str:
@@ -156,12 +162,18 @@ class KairesFlowerBase:
             node = r.metadata.src_node_id
             if node not in challenges or node in records:
                 continue  # not asked, or a second reply: ignored
-            if r.has_error():
+            if r.has_error() and "kaires_mod refused" not in str(r.error.reason):
+                # The ClientApp failed on the enrolment message with no kaires_mod answering
+                # it (a half-converted app): the hint first, the handler's error shortened.
+                self.enrol_refusals[node] = (
+                    f"{NO_MOD_HINT} (the ClientApp's own error: {_short(r.error.reason, 100)})"
+                )
+            elif r.has_error():
                 self.enrol_refusals[node] = str(r.error.reason)
             elif wire.REPLY in r.content.config_records:
                 records[node] = r.content.config_records[wire.REPLY]
             else:
-                self.enrol_refusals[node] = "no Kaires enrolment in the reply: add kaires_mod"
+                self.enrol_refusals[node] = f"no Kaires enrolment in the reply: {NO_MOD_HINT}"
         taken = {pid for pid, _ in self.enrolled.values()}
         done = conn.enrol(records, challenges, taken)
         self.enrol_refusals.update(getattr(conn, "enrol_errors", {}))
@@ -180,11 +192,13 @@ class KairesFlowerBase:
         if not self.enrolled:
             from kaires_fl.errors import ConfigError
 
-            raise ConfigError(
-                "no node enrolled as a Kaires provider: the ClientApp needs "
-                "ClientApp(mods=[kaires_mod]); reasons: "
-                + "; ".join(f"node {n}: {_short(w, 120)}" for n, w in self.enrol_refusals.items())
+            reasons = sorted({_short(w, 200) for w in self.enrol_refusals.values()})
+            message = (
+                f"no node enrolled as a Kaires provider ({len(self.enrol_refusals)} refused); "
+                f"{reasons[0] if len(reasons) == 1 else 'reasons: ' + ' | '.join(reasons[:3])}"
             )
+            log(ERROR, "kaires: %s", message)  # the last line before any Ray traceback
+            raise ConfigError(message)
 
     def job_messages(
         self,

@@ -234,3 +234,32 @@ def test_run_config_db_dir_persists_the_local_committee_ledger(tmp_path: Path) -
     again = CommitteeConnection.from_run_config({"kaires-db-dir": str(tmp_path)})
     assert again.committee.client.height >= height
     again.committee.close()
+
+
+def test_half_converted_app_gets_the_kaires_mod_hint_first() -> None:
+    """A ClientApp without kaires_mod whose handler crashes on the enrolment message: the
+    error (and the ERROR log line before any traceback) leads with the fix, short."""
+    from flwr.clientapp import ClientApp
+
+    app = ClientApp()  # kaires_mod forgotten
+
+    @app.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        arrays = msg.content["arrays"]  # the enrolment message has none: KeyError
+        return Message(RecordDict({"arrays": arrays}), reply_to=msg)
+
+    handler = _Records()
+    logging.getLogger("flwr").addHandler(handler)
+    try:
+        with pytest.raises(ConfigError) as exc:
+            _strategy().start(
+                grid=LocalGrid(app, N),
+                initial_arrays=ArrayRecord(apps.task.initial_arrays()),
+                num_rounds=1,
+            )
+    finally:
+        logging.getLogger("flwr").removeHandler(handler)
+    text = str(exc.value)
+    assert "ClientApp(mods=[kaires_mod])" in text and len(text) < 600
+    assert text.index("kaires_mod") < text.index("KeyError")
+    assert any("ClientApp(mods=[kaires_mod])" in line for line in handler.lines[-3:])
