@@ -12,6 +12,7 @@ exact for rows quantised to 28 bits (|x − x̂| ≤ (hi − lo)·2^−29): chec
 from __future__ import annotations
 
 import pickle
+import warnings
 from typing import Any
 
 import numpy as np
@@ -315,6 +316,45 @@ def test_grid_search_over_the_private_pipeline(committee: Any, diabetes: tuple) 
     assert grid.best_params_ == ref.best_params_
     assert rel(grid.cv_results_["mean_test_score"], ref.cv_results_["mean_test_score"]) <= 1e-9
     assert grid.best_estimator_.named_steps["scale"].committee is committee
+
+
+@pytest.mark.slow
+def test_parallel_grid_search_keeps_the_users_committee(committee: Any, diabetes: tuple) -> None:
+    """GridSearchCV(n_jobs=2) over scaler → PCA → ridge: the workers reconnect to the user's
+    committee by its description (no silent substitute), the scores equal the sequential
+    search's, and the refit model runs on the user's committee object."""
+    X, y = diabetes
+    # A committee that differs from the default one in a way the scores show: it rejects
+    # provider 0 (a bad proof), so a substitute committee would give other scores.
+    faulty = LocalCommittee(max_jobs=None, faults={"provider": {0: "bad_proof"}})
+    try:
+        pipe = Pipeline(
+            [
+                ("scale", KairesStandardScaler(committee=faulty)),
+                ("pca", KairesPCA(committee=faulty)),
+                ("ridge", KairesRidge(committee=faulty)),
+            ]
+        )
+        cv = KFold(3, shuffle=True, random_state=0)
+        grid = {"pca__n_components": [3, 8]}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KairesWarning)
+            par = GridSearchCV(pipe, grid, cv=cv, n_jobs=2).fit(X, y)
+            seq = GridSearchCV(pipe, grid, cv=cv, n_jobs=1).fit(X, y)
+            plain = GridSearchCV(
+                clone(pipe).set_params(
+                    scale__committee=committee, pca__committee=committee, ridge__committee=committee
+                ),
+                grid,
+                cv=cv,
+                n_jobs=1,
+            ).fit(X, y)
+    finally:
+        faulty.close()
+    scores = par.cv_results_["mean_test_score"]
+    assert rel(scores, seq.cv_results_["mean_test_score"]) <= 1e-12
+    assert rel(scores, plain.cv_results_["mean_test_score"]) > 1e-6, "faults had no effect"
+    assert all(step.committee is faulty for _, step in par.best_estimator_.steps)
 
 
 def test_clone_and_pickle_keep_the_users_committee(committee: Any, wine: tuple) -> None:
