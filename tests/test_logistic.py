@@ -15,6 +15,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.special import expit, softmax
 from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer, load_iris
@@ -325,3 +327,69 @@ def test_sklearn_check_estimator_in_full() -> None:
     results = check_estimator(KairesLogisticRegression(n_providers=3), on_fail=None)
     failed = [(r["check_name"], str(r["exception"])) for r in results if r["status"] == "failed"]
     assert not failed
+
+
+# ------------------------------------------------------------- peers' inputs (fuzzed)
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    mutation=st.dictionaries(
+        st.sampled_from(
+            [
+                "n_features",
+                "n_classes",
+                "x_bounds",
+                "coef",
+                "fit_intercept",
+                "max_rows",
+                "max_measurements",
+                "frac_bits",
+                "granularity",
+                "extra",
+            ]
+        ),
+        _json | st.integers(min_value=-(2**70), max_value=2**70),
+        max_size=3,
+    )
+)
+def test_job_parameters_from_the_ledger_give_a_statistic_or_config_error(mutation: dict) -> None:
+    """Robustness: every aggregator rebuilds the statistic from the job's (kind, params) on
+    the ledger; any mutated parameters give a statistic or ConfigError, never another
+    exception and never an oversized allocation (MAX_ENTRIES)."""
+    params = LogisticRegressionStats(3, 3, [-1, 1], max_rows=10, max_measurements=4).params()
+    params.update(mutation)
+    try:
+        stat = from_params("logistic_regression", params)
+    except ConfigError:
+        return
+    assert stat.length <= 1 << 20 and np.all(np.isfinite(stat.coef))
+    assert stat.length == stat.circuit.OUTPUT_LEN  # the aggregators can build its circuit
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_any_aggregate_decodes_to_finite_numbers(data: st.DataObject) -> None:
+    """Robustness: whatever field elements the aggregators reconstruct (e.g. sums of lying
+    providers' in-range vectors), decoding gives finite numbers or ConfigError."""
+    stat = LogisticRegressionStats(2, 3, [-1, 1], np.ones((3, 3)), max_rows=10, max_measurements=4)
+    F = stat.field
+    ints = data.draw(
+        st.lists(st.integers(0, F.MODULUS - 1), min_size=stat.output_len, max_size=stat.output_len)
+    )
+    k = data.draw(st.integers(0, 6))
+    try:
+        out = stat.decode(F.elements(ints), k)
+    except ConfigError:
+        assert k > 4
+        return
+    assert np.isfinite(out["loss"]) and np.all(np.isfinite(out["grad"]))
+    assert np.all(np.isfinite(out["hess"])) and isinstance(out["n"], int)

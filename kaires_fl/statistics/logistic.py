@@ -55,6 +55,10 @@ from kaires_fl.statistics.base import (
     pow2_frame,
 )
 
+#: Most entries a measurement may hold (2 + M + M(M+1)/2, M = K'(d+1)): a job's parameters
+#: come from the ledger, and every aggregator allocates the circuit before proving anything.
+MAX_ENTRIES = 1 << 20
+
 
 def loss_bound(coef: np.ndarray) -> float:
     """Public per-row bound L of the log-loss at ``coef`` (K', m) when every |a_j| ≤ 1."""
@@ -107,6 +111,16 @@ class LogisticRegressionStats(Statistic):
         if not isinstance(fit_intercept, bool | np.bool_):
             raise ConfigError(f"fit_intercept must be a bool, got {fit_intercept!r}")
         self.fit_intercept = bool(fit_intercept)
+        self.n_logits = 1 if K == 2 else K
+        self.width = d + int(self.fit_intercept)
+        M = self.n_logits * self.width
+        self.length = 2 + M + M * (M + 1) // 2
+        if self.length > MAX_ENTRIES:
+            raise ConfigError(
+                f"{K} classes × {d} features need {self.length} entries per measurement (the "
+                f"block Hessian), more than {MAX_ENTRIES}; reduce the features (KairesPCA) "
+                "or the classes"
+            )
         self.x_bounds = bounds_array(x_bounds, d, "x_bounds")
         if max_rows is None:
             raise ConfigError("provider granularity needs max_rows (the policy's row cap)")
@@ -114,12 +128,14 @@ class LogisticRegressionStats(Statistic):
         self.max_measurements = _positive_int(
             max_measurements or DEFAULT_MAX_PROVIDERS, "max_measurements"
         )
+        if frac_bits is not None and (
+            isinstance(frac_bits, bool) or not isinstance(frac_bits, int | np.integer)
+        ):
+            raise ConfigError(f"frac_bits must be None or an integer, got {frac_bits!r}")
         self.field, self._f, self.bits = choose_fixed_point(
             self.max_rows, self.max_measurements, frac_bits
         )
         self.frac_bits = self._f
-        self.n_logits = 1 if K == 2 else K
-        self.width = d + int(self.fit_intercept)
         shape = (self.n_logits, self.width)
         if coef is None:
             c = np.zeros(shape)
@@ -132,14 +148,14 @@ class LogisticRegressionStats(Statistic):
             raise ConfigError(f"coef must be a finite {shape} array, got shape {c.shape}")
         self.coef = c
         self.loss_scale = loss_bound(c)
+        if not np.isfinite(self.loss_scale):
+            raise ConfigError("coef is too large: the per-row loss bound overflows float64")
         if self.fit_intercept:
             self._center, self._exp = pow2_frame(self.x_bounds)
         else:
             m = np.max(np.abs(self.x_bounds), axis=1)
             self._center, self._exp = pow2_frame(np.stack([-m, m], axis=1))
-        M = self.n_logits * self.width
         self._iu = np.triu_indices(M)
-        self.length = 2 + M + M * (M + 1) // 2
 
     @property
     def scale(self) -> np.ndarray:
