@@ -77,8 +77,9 @@ def make_kaires_mod(
         :mod:`kaires_fl.strategies.provider`).
     fault:
         ``context -> None | "over_norm" | "underweight" | "batch_inflation" |
-        "out_of_range" | "inconsistent_shares" | "bad_proof"``: a deliberately malicious
-        provider, for tests and demos (:data:`~kaires_fl.strategies.provider.FLOWER_FAULTS`).
+        "out_of_range" | "inconsistent_shares" | "bad_proof" | "inflated_metric"``: a
+        deliberately malicious provider, for tests and demos
+        (:data:`~kaires_fl.strategies.provider.FLOWER_FAULTS`).
     """
 
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -174,6 +175,10 @@ def _measurements(provider: Any, offer: Any, msg: Message, out: Message) -> Any:
             return over_norm_measurements(statistic)
         if provider.fault == "underweight":
             return underweight_measurements(statistic, delta)
+        if provider.fault == "inflated_metric":
+            from .update import inflated_metric_measurements
+
+            return inflated_metric_measurements(statistic, delta, n, values)
         meas = statistic.measurements(delta, n, values)
         if provider.fault == "batch_inflation":
             from .provider import INFLATED_BATCH

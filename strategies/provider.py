@@ -51,6 +51,7 @@ FLOWER_FAULTS = (
     "over_norm",
     "underweight",
     "batch_inflation",
+    "inflated_metric",
     "out_of_range",
     "inconsistent_shares",
     "bad_proof",

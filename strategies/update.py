@@ -562,6 +562,21 @@ def underweight_measurements(stat: ModelUpdateStats, update: Any) -> np.ndarray:
     return np.asarray(c.field.elements(_pad(stat, [ebits, wbits, nbits])))
 
 
+def inflated_metric_measurements(
+    stat: ModelUpdateStats, update: Any, num_examples: float, metrics: Mapping[str, Any]
+) -> np.ndarray:
+    """A malicious provider's measurement: honest update and weight, but every declared
+    metric at the largest value the bits can hold (c_j = 2^f − 1, its slack d_j = 0), to
+    pull the metric averages towards their upper bounds with a small weight. The check
+    ω − c_j − d_j = 0 fails unless ω = 2^f − 1, so BFT Prio must reject it."""
+    c = stat.circuit
+    meas = np.array(stat.measurements(update, num_examples, metrics), copy=True)
+    k = c.metrics * c.frac_bits
+    meas[0, c._metrics_at : c._mslack_at] = c.field.elements(np.ones(k, dtype=np.uint64))
+    meas[0, c._mslack_at :] = c.field.elements(np.zeros(k, dtype=np.uint64))
+    return meas
+
+
 _stats.KINDS.setdefault(ModelUpdateStats.kind, ModelUpdateStats)
 
 
@@ -589,6 +604,7 @@ __all__ = [
     "ModelUpdateStats",
     "WeightedBoundedL2Vec",
     "flatten",
+    "inflated_metric_measurements",
     "over_norm_measurements",
     "proven_bound",
     "underweight_measurements",
