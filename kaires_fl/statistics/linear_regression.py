@@ -61,7 +61,7 @@ class LinearRegressionStats(Statistic):
     a provider's influence is bounded by its row cap, as for unweighted sums. The provider
     checks its own weights against [0, W] before sending (ConfigError otherwise). Error
     bound: every decoded moment (in u units) is exact to P·2^−(f+1) for P accepted
-    providers, on top of float64 rounding of the local sums (≤ n·2^−52); centring is exact
+    providers, on top of float64 rounding of the local sums (≈ n·2^−52); centring is exact
     (integers). :meth:`decode` returns this bound as ``scatter_tol`` (see there), which
     the estimators use to decide the rank of the scatter. The decoded centred scatter
     therefore has relative error ≲ 3·P·2^−(f+1) / (n·v), v the smallest per-column variance
@@ -267,7 +267,7 @@ class LinearRegressionStats(Statistic):
           half-widths 2^e; record: Δ) and s + |c| (c the bounds' centre; record: |lo|);
         * ``scatter_tol``: an absolute bound on the decoding error of every entry of
           ``sxx / outer(x_scale, x_scale)`` and of ``xtx / outer(x_scale_raw, x_scale_raw)``
-          (provider: 3·W·(P·2^−(f+1) + P·max_rows·2^−52) for P providers, W the weight
+          (provider: 4·W·(P·2^−(f+1) + P·max_rows·2^−52) for P providers, W the weight
           bound or 1; record: 0, the sums are exact for the quantised rows).
         """
         self._check_count(num_measurements)
@@ -282,7 +282,7 @@ class LinearRegressionStats(Statistic):
             if weighted:
                 n, C = n * W, C * W
             rows = num_measurements * self.max_rows
-            tol = 3.0 * W * (num_measurements * 2.0 ** -(self._f + 1) + rows * 2.0**-52)
+            tol = 4.0 * W * (num_measurements * 2.0 ** -(self._f + 1) + rows * 2.0**-52)
             center = self._center
         else:
             out = self.circuit.decode(np.asarray(aggregate), num_measurements)
