@@ -351,16 +351,20 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
     def _warn_rejected(self, reports: list[dict[str, Any]]) -> None:
         rejected: dict[str, Any] = {}
         steps = 0
-        for rep in reports:
-            rej = rep.get("rejected") or {}
-            if rej:
+        for rep in reports:  # rejected submissions, or providers the job excluded
+            left_out = {str(k): str(v) for k, v in dict(rep.get("rejected") or {}).items()}
+            left_out.update({str(k): str(v) for k, v in dict(rep.get("excluded") or {}).items()})
+            if left_out:
                 steps += 1
-                rejected.update({str(k): v for k, v in dict(rej).items()})
+                rejected.update(left_out)
         if rejected:
-            why = "; ".join(f"{k}: {v}" for k, v in sorted(rejected.items())[:5])
+            items = sorted(rejected.items())
+            why = "; ".join(f"{k}: {v[:200]}" for k, v in items[:5])
+            more = ", …" if len(items) > 5 else ""
             warnings.warn(
                 f"{len(rejected)} provider(s) rejected in {steps} of {len(reports)} Newton jobs "
-                f"({why}); their rows were left out of those steps",
+                f"({why}{more}); their rows were left out of those steps. See "
+                "kaires_reports_[i]['rejected'] for each job",
                 KairesWarning,
                 stacklevel=3,
             )
