@@ -457,3 +457,45 @@ def test_local_committee_db_dir_persists_the_ledger(diabetes: tuple, tmp_path: A
         assert second.describe()["params"]["db_dir"] == str(tmp_path)
     finally:
         second.close()
+
+
+def test_committee_descriptions_reconnect_or_fail_clearly(tmp_path: Any) -> None:
+    """A connected committee travels as its group file (same object in this process); an
+    unknown description, or a db_dir committee opened from another process, is a clear
+    ConfigError — never a fresh default committee."""
+    import pickle
+    import subprocess
+    import sys
+
+    from kaires_fl.estimators.base import describe_committee, reconnect
+    from kaires_fl.simulation import LocalCommittee
+
+    class Connected:  # what kaires_fl.connect returns carries such a description
+        min_providers = 2
+
+        def __init__(self) -> None:
+            self.description = {"kind": "connect", "group": "/srv/group.toml", "options": {}}
+
+    remote = Connected()
+    desc = describe_committee(remote)
+    assert desc["group"] == "/srv/group.toml" and reconnect(desc) is remote
+    assert pickle.loads(pickle.dumps(KairesRidge(committee=remote))).committee is remote
+    with pytest.raises(ConfigError, match="cannot reconnect to a committee of kind 'mystery'"):
+        reconnect({"kind": "mystery"})
+
+    persisted = LocalCommittee(db_dir=tmp_path)
+    try:
+        blob = pickle.dumps(KairesLinearRegression(committee=persisted))
+        code = (
+            "import pickle, sys\n"
+            "from kaires_fl.errors import ConfigError\n"
+            "try:\n"
+            "    pickle.loads(sys.stdin.buffer.read())\n"
+            "except ConfigError as exc:\n"
+            "    assert 'cannot be used from another process' in str(exc), exc\n"
+            "else:\n"
+            "    raise SystemExit('a db_dir committee was silently reopened elsewhere')\n"
+        )
+        subprocess.run([sys.executable, "-c", code], input=blob, check=True, timeout=300)
+    finally:
+        persisted.close()
