@@ -388,6 +388,8 @@ def assert_pca_matches(ours: KairesPCA, ref: PCA, X: np.ndarray, tol: float) -> 
     assert rel(Z, ref.transform(X)) <= 1e3 * tol
     assert rel(ours.inverse_transform(Z), ref.inverse_transform(ref.transform(X))) <= 1e3 * tol
     assert rel(ours.get_covariance(), ref.get_covariance()) <= 1e3 * tol
+    assert rel(ours.get_precision(), ref.get_precision()) <= 1e3 * tol
+    assert abs(ours.score(X) - ref.score(X)) <= 1e3 * tol * abs(ref.score(X))
 
 
 @pytest.mark.parametrize(
@@ -436,6 +438,17 @@ def test_pca_inside_a_pipeline_with_provider_labels(committee: Any, wine: tuple)
     ref = make_pipeline(StandardScaler(), PCA(3, svd_solver="full")).fit_transform(X)
     assert rel(Z, ref) <= 1e-8
     assert pipe.get_feature_names_out().tolist() == ["kairespca0", "kairespca1", "kairespca2"]
+
+
+def test_grid_search_picks_pca_components_by_log_likelihood(committee: Any, wine: tuple) -> None:
+    """PCA's default GridSearchCV score (the average log-likelihood) as scikit-learn's."""
+    X = StandardScaler().fit_transform(wine[0])
+    cv = KFold(3, shuffle=True, random_state=1)
+    grid = {"n_components": [2, 6, 10]}
+    ours = GridSearchCV(KairesPCA(committee=committee), grid, cv=cv).fit(X)
+    ref = GridSearchCV(PCA(svd_solver="full"), grid, cv=cv).fit(X)
+    assert ours.best_params_ == ref.best_params_
+    assert rel(ours.cv_results_["mean_test_score"], ref.cv_results_["mean_test_score"]) <= 1e-8
 
 
 def test_pca_bad_n_components(committee: Any, wine: tuple) -> None:

@@ -212,6 +212,43 @@ class KairesPCA(
         cov.flat[:: len(cov) + 1] += self.noise_variance_
         return cov
 
+    def get_precision(self) -> np.ndarray:
+        """The inverse of :meth:`get_covariance` (by the matrix inversion lemma when the
+        noise variance is positive, as scikit-learn's PCA.get_precision)."""
+        check_is_fitted(self, "components_")
+        d = self.components_.shape[1]
+        if self.n_components_ == 0:
+            return np.eye(d) / self.noise_variance_
+        if self.noise_variance_ == 0.0:
+            return np.asarray(scipy.linalg.inv(self.get_covariance()))
+        comp = self.components_
+        ev = self.explained_variance_
+        if self.whiten:
+            comp = comp * np.sqrt(ev[:, None])
+        diff = np.where(ev > self.noise_variance_, ev - self.noise_variance_, 0.0)
+        inner = comp @ comp.T / self.noise_variance_
+        inner.flat[:: len(inner) + 1] += 1.0 / diff
+        precision = comp.T @ scipy.linalg.inv(inner) @ comp
+        precision /= -(self.noise_variance_**2)
+        precision.flat[:: d + 1] += 1.0 / self.noise_variance_
+        return np.asarray(precision)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Log-likelihood of each row under the probabilistic PCA model (as scikit-learn's
+        PCA.score_samples; Bishop, PRML 12.2.1)."""
+        check_is_fitted(self, "components_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        Xr = X - self.mean_
+        precision = self.get_precision()
+        sign, logdet = np.linalg.slogdet(precision)
+        logdet = logdet if sign > 0 else -np.inf
+        ll = -0.5 * np.sum(Xr * (Xr @ precision), axis=1)
+        return ll - 0.5 * (X.shape[1] * np.log(2.0 * np.pi) - logdet)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Average log-likelihood of the rows (GridSearchCV's default score for PCA)."""
+        return float(np.mean(self.score_samples(X)))
+
     @property
     def _n_features_out(self) -> int:
         return int(self.components_.shape[0])
