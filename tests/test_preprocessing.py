@@ -237,14 +237,17 @@ def test_scaler_provider_labels_and_declared_bounds(committee: Any, wine: tuple)
 
 
 def test_rejected_provider_warns_and_is_left_out(wine: tuple) -> None:
-    """A provider whose proof fails is dropped: the scaler says so (KairesWarning naming how
-    many and why) and its statistics are those of the accepted rows only."""
+    """Robustness: a provider whose proof fails is dropped; the scaler and the PCA say so
+    (KairesWarning naming how many and why) and fit the accepted rows only."""
     X = wine[0]
     c = LocalCommittee(faults={"provider": {0: "bad_proof"}})
     try:
         est = KairesStandardScaler(committee=c, n_providers=5)
         with pytest.warns(KairesWarning, match=r"1 .*provider.*reject"):
             est.fit(X)
+        pca = KairesPCA(3, committee=c, n_providers=5)
+        with pytest.warns(KairesWarning, match=r"1 .*provider.*reject"):
+            pca.fit(X)
     finally:
         c.close()
     kept = np.concatenate(np.array_split(np.arange(len(X)), 5)[1:])
@@ -252,6 +255,10 @@ def test_rejected_provider_warns_and_is_left_out(wine: tuple) -> None:
     assert est.n_samples_seen_ == len(kept)
     sk = StandardScaler().fit(X[kept])
     assert rel(est.mean_, sk.mean_) <= 1e-9 and rel(est.var_, sk.var_) <= 1e-9
+    ref = PCA(3, svd_solver="full").fit(X[kept])
+    assert pca.n_samples_ == len(kept)
+    assert rel(pca.explained_variance_, ref.explained_variance_) <= 1e-9
+    assert np.max(np.abs(pca.components_ - ref.components_)) <= 1e-6
 
 
 def test_too_few_providers_is_the_error_sklearn_expects(committee: Any) -> None:
