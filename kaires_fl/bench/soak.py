@@ -17,7 +17,10 @@ Metrics:
   refused with a reason (a ``KairesError`` with its message, e.g. too few aggregators
   answered while a node was down); ``soak_wrong_results``: done with a model that is not
   numpy's (relative error > 1e-6) — must be 0; ``soak_unexplained_failures``: any other
-  exception (a bug) — must be 0.
+  exception (a bug) — must be 0. After a refused job the client closes its connection
+  and the next job starts a new client session with a fresh key (the refused job may
+  have left transactions signed with the old keys' counters in the nodes' mempools);
+  ``soak_client_sessions`` counts the sessions.
 * ``soak_ledgers_identical``: 1 if every node's chain has the same height and the same
   block hashes (blocks compared, not certificates: nodes may certify a block with
   different quorums), else 0.
@@ -211,10 +214,24 @@ def soak(
     client_rss: list[float] = []
     with running_committee(n) as (root, _up):
         dirs = [root / f"node-{i}" for i in range(n)]
-        key = root / "client.toml"
+        sessions = 1
+        key = root / "client-1.toml"
         write_client_key(key)
         replica = root / "client-replica.sqlite"
         killer = _Killer(root, dirs, kill_every, say)
+
+        def _new_session(old: Any) -> None:
+            """Close ``old``; the next job connects as a new client with a fresh key: the
+            refused job may have left transactions signed with the old keys' counters in
+            the nodes' mempools, and a new session must not sign over them."""
+            nonlocal key, sessions
+            if old is not None:
+                old.close()
+            sessions += 1
+            key = root / f"client-{sessions}.toml"
+            write_client_key(key)
+            return None
+
         remote: Any = None
         t0 = time.monotonic()
         cap = 60 * max(2 * minutes, minutes + 10)
@@ -253,15 +270,11 @@ def soak(
                 except KairesError as exc:
                     counts["refused" if str(exc) else "unexplained"] += 1
                     say(f"soak: job {i} refused: {type(exc).__name__}: {exc}")
-                    if remote is not None:
-                        remote.close()
-                    remote = None  # a fresh connection for the next job
+                    remote = _new_session(remote)
                 except Exception as exc:  # a bug: counted, reported, the soak goes on
                     counts["unexplained"] += 1
                     say(f"soak: job {i} failed unexplained: {type(exc).__name__}: {exc}")
-                    if remote is not None:
-                        remote.close()
-                    remote = None
+                    remote = _new_session(remote)
                 else:
                     times.append(time.perf_counter() - t1)
                     ours = np.append(est.coef_, est.intercept_)
@@ -301,6 +314,7 @@ def soak(
             "soak_unexplained_failures": float(counts["unexplained"]),
             "soak_ledgers_identical": 1.0 if identical else 0.0,
             "soak_kills": float(killer.kills),
+            "soak_client_sessions": float(sessions),
             "soak_rss_growth_mb": max(life.growth(), client_growth),
             "soak_node_rss_growth_mb": life.growth(),
             "soak_client_rss_growth_mb": client_growth,
