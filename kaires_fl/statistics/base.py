@@ -49,13 +49,24 @@ def _check_granularity(granularity: str) -> str:
     return granularity
 
 
-def _positive_int(value: Any, name: str) -> int:
+#: Most features (columns) a statistic takes. Parameters come from a job on the ledger —
+#: anyone's — and several statistics allocate O(n_features²) when built: the cap keeps a
+#: hostile job from exhausting an aggregator's memory before any check runs.
+MAX_FEATURES = 4096
+#: Most regression targets one job takes (same reason).
+MAX_TARGETS = 1024
+
+
+def _positive_int(value: Any, name: str, limit: int | None = None) -> int:
+    """``value`` as an int in [1, limit]; ConfigError otherwise (checked before any use)."""
     try:
         v = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}") from None
     if v < 1 or v != value:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if limit is not None and v > limit:
+        raise ConfigError(f"{name} = {v} exceeds the limit of {limit}; split the job")
     return v
 
 

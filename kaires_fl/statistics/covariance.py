@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from kaires_fl.statistics.base import Statistic, _as_2d, _positive_int, bounds_array
+from kaires_fl.statistics.base import MAX_FEATURES, Statistic, _as_2d, _positive_int, bounds_array
 from kaires_fl.statistics.linear_regression import LinearRegressionStats
 
 # --------------------------------------------------------------------------- covariance
@@ -46,7 +46,7 @@ class CovarianceStats(Statistic):
         frac_bits: int | None = None,
         bits: int | None = None,
     ) -> None:
-        self.n_features = _positive_int(n_features, "n_features")
+        self.n_features = _positive_int(n_features, "n_features", MAX_FEATURES)
         self.bounds = bounds_array(bounds, self.n_features, "bounds")
         self._reg = LinearRegressionStats(
             self.n_features,

@@ -11,6 +11,8 @@ from kaires_fl.errors import ConfigError
 from kaires_fl.statistics.base import (
     DEFAULT_MAX_PROVIDERS,
     DEFAULT_MAX_RECORDS,
+    MAX_FEATURES,
+    MAX_TARGETS,
     Statistic,
     _as_2d,
     _blas,
@@ -99,8 +101,8 @@ class LinearRegressionStats(Statistic):
         max_weight: float | None = None,
     ) -> None:
         self.granularity = _check_granularity(granularity)
-        self.n_features = d = _positive_int(n_features, "n_features")
-        self.n_targets = k = _positive_int(n_targets, "n_targets")
+        self.n_features = d = _positive_int(n_features, "n_features", MAX_FEATURES)
+        self.n_targets = k = _positive_int(n_targets, "n_targets", MAX_TARGETS)
         self.x_bounds = bounds_array(x_bounds, d, "x_bounds")
         self.y_bounds = bounds_array(y_bounds, k, "y_bounds")
         self.max_weight = None if max_weight is None else _weight_bound(max_weight)

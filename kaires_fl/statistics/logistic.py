@@ -43,6 +43,7 @@ from kaires_fl.arith import circuits
 from kaires_fl.errors import ConfigError
 from kaires_fl.statistics.base import (
     DEFAULT_MAX_PROVIDERS,
+    MAX_FEATURES,
     Statistic,
     _as_2d,
     _blas,
@@ -104,7 +105,7 @@ class LogisticRegressionStats(Statistic):
                 f"are nonlinear in the rows (got granularity={granularity!r})"
             )
         self.granularity = "provider"
-        self.n_features = d = _positive_int(n_features, "n_features")
+        self.n_features = d = _positive_int(n_features, "n_features", MAX_FEATURES)
         self.n_classes = K = _positive_int(n_classes, "n_classes")
         if K < 2:
             raise ConfigError(f"n_classes must be ≥ 2, got {n_classes!r}")

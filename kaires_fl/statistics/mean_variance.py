@@ -8,6 +8,7 @@ import numpy as np
 
 from kaires_fl.arith import circuits
 from kaires_fl.statistics.base import (
+    MAX_FEATURES,
     Statistic,
     _as_2d,
     _check_granularity,
@@ -46,7 +47,7 @@ class MeanVarianceStats(Statistic):
         frac_bits: int | None = None,
         bits: int | None = None,
     ) -> None:
-        self.n_features = _positive_int(n_features, "n_features")
+        self.n_features = _positive_int(n_features, "n_features", MAX_FEATURES)
         self.bounds = bounds_array(bounds, self.n_features, "bounds")
         self.granularity = _check_granularity(granularity)
         # Record granularity reuses the regression encoding with a constant target.

@@ -280,3 +280,31 @@ def test_record_batches_cannot_take_the_job_past_its_measurement_budget(
     assert sorted(r.report["accepted"]) == ["p0", "p1", "p2"]
     assert "batch of 60" in r.report["rejected"]["p3"]
     assert r.aggregate == {"count": 33}
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [
+        ("linear_regression", {"n_features": 10**7, "x_bounds": 1.0, "y_bounds": 1.0}),
+        (
+            "linear_regression",
+            {"n_features": 3, "x_bounds": 1.0, "y_bounds": 1.0, "n_targets": 10**6},
+        ),
+        ("covariance", {"n_features": 10**7, "bounds": 1.0}),
+        ("mean_variance", {"n_features": 10**9, "bounds": 1.0}),
+        ("logistic_regression", {"n_features": 10**6, "n_classes": 2, "x_bounds": 1.0}),
+    ],
+)
+def test_a_job_naming_huge_sizes_is_refused_before_any_allocation(kind, params):
+    """Robustness (aggregators): a job's statistic parameters come from the ledger, written by
+    any consumer; rebuilding the statistic must refuse sizes that would allocate O(d²) memory
+    (np.triu_indices(10^7) is ~10^14 entries) with a ConfigError, at once."""
+    import time
+
+    from kaires_fl.errors import ConfigError
+    from kaires_fl.statistics import from_params
+
+    t0 = time.process_time()
+    with pytest.raises(ConfigError, match="exceeds the limit"):
+        from_params(kind, params)
+    assert time.process_time() - t0 < 5.0
