@@ -102,15 +102,7 @@ class KairesEstimatorMixin:
             if self.committee is None:
                 committee.close()
         warn_rejected(result.report, stacklevel=4)
-        if result.aggregate is None:
-            rep = result.report
-            raise ProtocolError(
-                f"the Kaires job {str(rep.get('job', ''))[:16]}… released no result "
-                f"({rep.get('status')}: {rep.get('why') or 'see the report'}); rejected "
-                f"providers: {rep.get('rejected')}. Fewer providers were accepted than the "
-                "policies' minimum, or the committee failed"
-            )
-        return result
+        return check_released(result)
 
     def __sklearn_clone__(self) -> Any:
         # A committee is a running service, not a hyper-parameter: clones share it (sklearn
@@ -138,6 +130,23 @@ class KairesEstimatorMixin:
         if isinstance(state.get("committee"), CommitteeDescription):
             state["committee"] = reconnect(state["committee"].description)
         super().__setstate__(state)  # type: ignore[misc]
+
+
+def check_released(result: Any) -> Any:
+    """Return a job's ``result`` if it released an aggregate.
+
+    Pre: ``result`` is what ``Committee.run_job`` returned. Post: ``result.aggregate`` is not
+    None; otherwise ProtocolError naming the job, its status and the rejected providers.
+    """
+    if result.aggregate is None:
+        rep = result.report
+        raise ProtocolError(
+            f"the Kaires job {str(rep.get('job', ''))[:16]}… released no result "
+            f"({rep.get('status')}: {rep.get('why') or 'see the report'}); rejected "
+            f"providers: {rep.get('rejected')}. Fewer providers were accepted than the "
+            "policies' minimum, or the committee failed"
+        )
+    return result
 
 
 def warn_rejected(report: dict[str, Any], stacklevel: int = 3) -> None:

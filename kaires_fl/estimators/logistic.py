@@ -46,7 +46,12 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from kaires_fl.committee import Committee, default_committee
 from kaires_fl.errors import ConfigError, KairesWarning, ProtocolError
-from kaires_fl.estimators.base import KairesEstimatorMixin, auto_bounds, split_rows
+from kaires_fl.estimators.base import (
+    KairesEstimatorMixin,
+    auto_bounds,
+    check_released,
+    split_rows,
+)
 from kaires_fl.statistics.logistic import LogisticRegressionStats
 
 #: Armijo constant of the line search (sufficient decrease of the penalised loss).
@@ -235,16 +240,7 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
         return LogisticRegressionStats(**p)
 
     def _job(self, committee: Committee, stat: LogisticRegressionStats, data: dict) -> Any:
-        result = committee.run_job(stat, data, progress=self.progress)
-        if result.aggregate is None:
-            rep = result.report
-            raise ProtocolError(
-                f"the Kaires job {str(rep.get('job', ''))[:16]}… released no result "
-                f"({rep.get('status')}: {rep.get('why') or 'see the report'}); rejected "
-                f"providers: {rep.get('rejected')}. Fewer providers were accepted than the "
-                "policies' minimum, or the committee failed"
-            )
-        return result
+        return check_released(committee.run_job(stat, data, progress=self.progress))
 
     def _penalty(self, stat: LogisticRegressionStats, C: float) -> np.ndarray:
         """Diagonal of the penalty's Hessian in the u frame, (K', m): w = v / scale."""
