@@ -9,10 +9,60 @@ import numpy as np
 from kaires_fl.statistics.base import MAX_FEATURES, Statistic, _as_2d, _positive_int, bounds_array
 from kaires_fl.statistics.linear_regression import LinearRegressionStats
 
+# ------------------------------------------------------------- constant-target regression
+
+
+class ConstantTargetStats(Statistic):
+    """Base of the column statistics encoded as :class:`LinearRegressionStats` with y ≡ 0.
+
+    Builds ``self._reg`` (the regression statistic with declared target bounds [0, 0]) and
+    takes its sizes; ``params()`` are the regression's without the target bounds, the
+    column bounds named ``bounds``. Subclasses set ``kind`` and encode/decode.
+
+    Pre: ``n_features`` ≤ MAX_FEATURES (checked before anything is allocated); ``bounds``
+    one [lo, hi] pair or one per column. Post: ``n_features``, ``bounds``, ``granularity``,
+    ``max_measurements``, ``max_rows``, ``field`` and ``bits`` are set (ConfigError else).
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        bounds: Any,
+        granularity: str = "provider",
+        max_rows: int | None = None,
+        max_measurements: int | None = None,
+        frac_bits: int | None = None,
+        bits: int | None = None,
+    ) -> None:
+        self.n_features = _positive_int(n_features, "n_features", MAX_FEATURES)
+        self.bounds = bounds_array(bounds, self.n_features, "bounds")
+        self._reg = LinearRegressionStats(
+            self.n_features,
+            self.bounds,
+            [0.0, 0.0],
+            granularity,
+            max_rows,
+            max_measurements,
+            frac_bits,
+            bits,
+        )
+        self.granularity = self._reg.granularity
+        self.max_measurements = self._reg.max_measurements
+        self.max_rows = self._reg.max_rows
+        self.field = self._reg.field
+        self.bits = self._reg.bits
+
+    def params(self) -> dict[str, Any]:
+        p = self._reg.params()
+        p.pop("y_bounds")
+        p["bounds"] = p.pop("x_bounds")
+        return p
+
+
 # --------------------------------------------------------------------------- covariance
 
 
-class CovarianceStats(Statistic):
+class CovarianceStats(ConstantTargetStats):
     """n, the column means and the centred scatter Σ(x − x̄)(x − x̄)ᵀ, from n, Σx and XᵀX.
 
     The encoding is :class:`LinearRegressionStats`'s with a constant target y ≡ 0 (declared
@@ -46,30 +96,10 @@ class CovarianceStats(Statistic):
         frac_bits: int | None = None,
         bits: int | None = None,
     ) -> None:
-        self.n_features = _positive_int(n_features, "n_features", MAX_FEATURES)
-        self.bounds = bounds_array(bounds, self.n_features, "bounds")
-        self._reg = LinearRegressionStats(
-            self.n_features,
-            self.bounds,
-            [0.0, 0.0],
-            granularity,
-            max_rows,
-            max_measurements,
-            frac_bits,
-            bits,
+        super().__init__(
+            n_features, bounds, granularity, max_rows, max_measurements, frac_bits, bits
         )
-        self.granularity = self._reg.granularity
-        self.max_measurements = self._reg.max_measurements
-        self.max_rows = self._reg.max_rows
-        self.field = self._reg.field
-        self.bits = self._reg.bits
         self.frac_bits = self._reg.frac_bits
-
-    def params(self) -> dict[str, Any]:
-        p = self._reg.params()
-        p.pop("y_bounds")
-        p["bounds"] = p.pop("x_bounds")
-        return p
 
     def _build_circuit(self, field: Any) -> Any:
         return self._reg._build_circuit(field)

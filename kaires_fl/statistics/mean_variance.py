@@ -8,23 +8,18 @@ import numpy as np
 
 from kaires_fl.arith import circuits
 from kaires_fl.statistics.base import (
-    MAX_FEATURES,
-    Statistic,
     _as_2d,
-    _check_granularity,
     _fixed_point,
-    _positive_int,
     _signed_ints,
-    bounds_array,
     moments_to_stats,
     pow2_frame,
 )
-from kaires_fl.statistics.linear_regression import LinearRegressionStats
+from kaires_fl.statistics.covariance import ConstantTargetStats
 
 # ---------------------------------------------------------------------- mean, variance
 
 
-class MeanVarianceStats(Statistic):
+class MeanVarianceStats(ConstantTargetStats):
     """Count, mean and variance (ddof = 0) of every column, from n, Σx, Σx².
 
     ``"provider"``: [n, Σu, Σu²] in the exact power-of-two frame of
@@ -47,34 +42,13 @@ class MeanVarianceStats(Statistic):
         frac_bits: int | None = None,
         bits: int | None = None,
     ) -> None:
-        self.n_features = _positive_int(n_features, "n_features", MAX_FEATURES)
-        self.bounds = bounds_array(bounds, self.n_features, "bounds")
-        self.granularity = _check_granularity(granularity)
         # Record granularity reuses the regression encoding with a constant target.
-        self._reg = LinearRegressionStats(
-            self.n_features,
-            self.bounds,
-            [0.0, 0.0],
-            granularity,
-            max_rows,
-            max_measurements,
-            frac_bits,
-            bits,
+        super().__init__(
+            n_features, bounds, granularity, max_rows, max_measurements, frac_bits, bits
         )
-        self.max_measurements = self._reg.max_measurements
-        self.field = self._reg.field
-        self.max_rows = self._reg.max_rows
         if granularity == "provider":
-            self._f, self.bits = self._reg._f, self._reg.bits
+            self._f = self._reg._f
             self._center, self._exp = pow2_frame(self.bounds)
-        else:
-            self.bits = self._reg.bits
-
-    def params(self) -> dict[str, Any]:
-        p = self._reg.params()
-        p.pop("y_bounds")
-        p["bounds"] = p.pop("x_bounds")
-        return p
 
     def _build_circuit(self, field: Any) -> Any:
         if self.granularity == "provider":
