@@ -319,6 +319,17 @@ class Statistic:
             default = DEFAULT_MAX_RECORDS
         self.max_measurements = _positive_int(max_measurements or default, "max_measurements")
 
+    def _size_params(self) -> dict[str, Any]:
+        """The ``params()`` entries of :meth:`_set_sizes`: ``granularity``,
+        ``max_measurements`` and ``max_rows`` (only when set)."""
+        out: dict[str, Any] = {
+            "granularity": self.granularity,
+            "max_measurements": self.max_measurements,
+        }
+        if self.max_rows:
+            out["max_rows"] = self.max_rows
+        return out
+
     def _fit_field(self, sizes: Any) -> Any:
         """First field whose circuit can sum ``max_measurements`` outputs without wrapping."""
         for F in _FIELDS:

@@ -32,13 +32,7 @@ class CountStats(Statistic):
         self.field = self._fit_field(f"max_rows={self.max_rows}")
 
     def params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "granularity": self.granularity,
-            "max_measurements": self.max_measurements,
-        }
-        if self.max_rows:
-            out["max_rows"] = self.max_rows
-        return out
+        return self._size_params()
 
     def _build_circuit(self, field: Any) -> Any:
         if self.granularity == "provider":

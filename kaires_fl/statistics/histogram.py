@@ -46,15 +46,7 @@ class HistogramStats(Statistic):
         return int(self.edges.size - 1)
 
     def params(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "edges": self.edges.tolist(),
-            "column": self.column,
-            "granularity": self.granularity,
-            "max_measurements": self.max_measurements,
-        }
-        if self.max_rows:
-            out["max_rows"] = self.max_rows
-        return out
+        return {"edges": self.edges.tolist(), "column": self.column, **self._size_params()}
 
     def _build_circuit(self, field: Any) -> Any:
         if self.granularity == "provider":
