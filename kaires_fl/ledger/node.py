@@ -165,6 +165,29 @@ class LedgerNode:
             raise ProtocolError(f"node {index}'s identity is not roster entry {index}")
         self.index = index
         self.identity = identity
+        self._open_chain(genesis, transport, store, peers, registry, config)
+        self._load_records()
+        transport.set_handler(self.on_message)
+        self._status_timer = self.t.call_later(self.config.status_interval, self._heartbeat)
+        self._request_sync(None)  # a (re)started node asks its peers what it missed
+
+    def _open_chain(
+        self,
+        genesis: Genesis,
+        transport: Transport,
+        store: Store,
+        peers: list[str],
+        registry: ContractRegistry | None,
+        config: LedgerConfig | None,
+    ) -> None:
+        """Open the chain stored in ``store`` and reset every per-node field.
+
+        Shared by a roster node and a client's read-only replica
+        (:class:`kaires_fl.node.client.LedgerFollower`). Pre: ``index`` and ``identity`` are
+        set. Post: the genesis is in ``store``; height, state, last hash and time are the
+        stored chain's tip; mempool, caches, fault records and the per-height consensus state
+        are empty. Starts no timer and installs no handler.
+        """
         self.genesis = genesis
         self.chain = genesis.chain_id
         self.t = transport
@@ -206,10 +229,6 @@ class LedgerNode:
         self._last_sync = -1e9
         self._behind_since: float | None = None
         self._reset_height()
-        self._load_records()
-        transport.set_handler(self.on_message)
-        self._status_timer = self.t.call_later(self.config.status_interval, self._heartbeat)
-        self._request_sync(None)  # a (re)started node asks its peers what it missed
 
     # -- per-height consensus state --------------------------------------------------
     def _reset_height(self) -> None:

@@ -39,12 +39,10 @@ from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.errors import ConfigError, ProtocolError
 from kaires_fl.ledger.audit import verify_chain
-from kaires_fl.ledger.block import Genesis, consensus_context
+from kaires_fl.ledger.block import Genesis
 from kaires_fl.ledger.consensus import Status, SyncRequest, SyncResponse
-from kaires_fl.ledger.contracts import DEFAULT_REGISTRY
 from kaires_fl.ledger.darc import DEFAULT_MAX_JOBS, DEFAULT_MIN_PROVIDERS
-from kaires_fl.ledger.node import LedgerConfig, LedgerNode, block_byte_limit, genesis_entries
-from kaires_fl.ledger.state import State
+from kaires_fl.ledger.node import LedgerConfig, LedgerNode
 from kaires_fl.ledger.store import Store
 from kaires_fl.node import config as _config
 from kaires_fl.node.config import Group, NodeKeys, load_group
@@ -145,46 +143,10 @@ class LedgerFollower(LedgerNode):
         config: LedgerConfig | None = None,
     ) -> None:
         # Not LedgerNode.__init__: that one requires a roster identity and starts consensus.
-        # The fields below are those the catch-up path (validate, _finalize, _commit) uses.
+        # _open_chain sets the fields the catch-up path (validate, _finalize, _commit) uses.
         self.index = -1
         self.identity = None  # type: ignore[assignment]
-        self.genesis = genesis
-        self.chain = genesis.chain_id
-        self.t = transport
-        self.store = store
-        self.peers = list(peers)
-        self._peer_set = frozenset(self.peers)
-        self.registry = DEFAULT_REGISTRY
-        self.config = config or LedgerConfig()
-        self.n = genesis.n
-        self.quorum = genesis.quorum
-        store.init_genesis(genesis, genesis_entries(genesis))
-        self.height = store.height()
-        self.state = State(store.load_state(), self.height)
-        if self.height:
-            last = store.block(self.height)
-            assert last is not None
-            self.last_hash = last[0].hash
-            self.last_time = last[0].header.time_ms
-        else:
-            self.last_hash = genesis.hash
-            self.last_time = genesis.time_ms
-        self.mempool = {}
-        self.mempool_bytes = 0
-        self.block_bytes = block_byte_limit(self.config, self.quorum)
-        self.verified = set()
-        self.on_commit = []
-        self.ignored = 0
-        self.faulty = {}
-        self._signer = None
-        self._depth = 0
-        self._subscriber_error = None
-        self.contexts = {k: consensus_context(k, self.chain) for k in ("vote", "view", "proposal")}
-        self._future = []
-        self._future_load = {}
-        self._last_sync = -1e9
-        self._behind_since = None
-        self._reset_height()
+        self._open_chain(genesis, transport, store, peers, None, config)
         self.poll = poll
         self.caught_up = 0
         self.stopped = False
