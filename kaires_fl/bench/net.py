@@ -165,53 +165,22 @@ def _key_release_setup(remote: Any) -> dict[str, Any]:
     """On the networked ledger, through the client: an aggregation committee of one key
     (the client's, registered like any committee), a provider's policy naming it, a job,
     one sealed key written to the committee's LTS, the inputs closed and a committed read
-    — what an aggregator holds before it asks the trustees for a key."""
+    — what an aggregator holds before it asks the trustees for a key
+    (:func:`kaires_fl.bench.secret_management.open_release`)."""
+    from kaires_fl.bench.secret_management import open_release
     from kaires_fl.crypto.envelope import EnvelopeKeyPair
     from kaires_fl.crypto.sign import H, Identity
-    from kaires_fl.ledger import (
-        bound_policy_id,
-        committee_id,
-        data_terms,
-        job_payload,
-        register_payload,
-    )
-    from kaires_fl.ledger.darc import darc_key
-    from kaires_fl.secret_management import (
-        READ_KIND,
-        WRITE_KIND,
-        close_inputs,
-        make_write,
-        read_key,
-        read_payload,
-    )
 
-    client, lts = remote.client, remote.trustees.lts
     salt = random.randbytes(16)
 
     def ident(label: str) -> Identity:
         return Identity.from_seed(H(b"bench-net/release", salt, label.encode()))
 
-    consumer, provider, agg = ident("consumer"), ident("provider"), ident("aggregator")
     agg_key = EnvelopeKeyPair.from_seed(H(b"bench-net/release-box", salt))
-    cid = committee_id([agg.public.hex()], [agg_key.public.hex()], 0)
-    client.execute(agg, "committee.register", register_payload(client.chain, [(agg, agg_key)], 0))
-    pid = bound_policy_id("bench-net-policy", provider.public.hex())
-    rules = {
-        "_evolve": f"ed25519:{provider.public.hex()}",
-        "use": f"ed25519:{consumer.public.hex()}",
-    }
-    terms = data_terms(provider.public.hex(), min_providers=1, committees=[cid])
-    client.execute(provider, "darc.create", {"id": pid, "rules": rules, "terms": terms})
     box = EnvelopeKeyPair.from_seed(H(b"bench-net/release-consumer", salt)).public.hex()
-    job = client.execute(consumer, "job.create", job_payload("count", [pid], cid, box)).tx_id
-    version = int((client.get(darc_key(pid)) or {})["version"])
-    entry, _ = make_write(lts.X, lts.id, pid, version, job, ["aggregator:0"])
-    write = client.execute(provider, WRITE_KIND, entry.to_payload()).tx_id
-    close_inputs(client, consumer, job, [H(write.encode()).hex()], [write])
-    rp = read_payload(lts.id, job, "aggregator:0", agg_key, [write])
-    read_id = client.execute(agg, READ_KIND, rp).tx_id
-    return {"job": job, "writes": [write], "read_id": read_id,
-            "read": client.get(read_key(read_id)), "key": agg_key}  # fmt: skip
+    lts = remote.trustees.lts
+    s = open_release(remote.client, lts, ident, agg_key, box, "bench-net-policy", 1)
+    return {**s, "key": agg_key}
 
 
 def _key_release_once(remote: Any, s: dict[str, Any], timeout: float = 10.0) -> float:

@@ -64,55 +64,62 @@ def _ident(label: str) -> Identity:
     return Identity.from_seed(H(b"bench/secret_management", label.encode()))
 
 
-def _setup(n_keys: int) -> dict[str, Any]:
-    """A ledger, a 4-trustee committee, a job with ``n_keys`` writes, closed inputs, a read."""
-    ledger = LocalLedger(n=4, seed=7, config=LedgerConfig(view_timeout=0.05))
-    client = ledger.client()
-    committee = TrusteeCommittee.setup(client, 4, 1, name="bench-trustee")
-    consumer, provider = _ident("consumer"), _ident("provider")
-    agg, agg_key = _ident("aggregator"), EnvelopeKeyPair.from_seed(H(b"bench/agg-x25519"))
+def open_release(
+    client: Any,
+    lts: Any,
+    ident: Callable[[str], Identity],
+    agg_key: EnvelopeKeyPair,
+    box: str,
+    policy: str,
+    n_keys: int,
+) -> dict[str, Any]:
+    """What an aggregator holds before it asks the trustees for its keys.
+
+    Through ``client``: the aggregation committee of ``ident("aggregator")`` (one key,
+    ``agg_key``, registered like any committee), ``ident("provider")``'s policy ``policy``
+    naming it, ``ident("consumer")``'s ``count`` job (result sealed to ``box``), ``n_keys``
+    sealed keys written to ``lts`` in one batch, the inputs closed and a committed read.
+
+    Pre: ``lts`` is the trustees' LTS on ``client``'s ledger. Post: returns ``job``,
+    ``writes`` (tx ids), ``read_id`` and ``read`` (the committed read record).
+    """
+    consumer, provider, agg = ident("consumer"), ident("provider"), ident("aggregator")
     cid = committee_id([agg.public.hex()], [agg_key.public.hex()], 0)
     client.execute(agg, "committee.register", register_payload(client.chain, [(agg, agg_key)], 0))
-    pid = bound_policy_id("bench-policy", provider.public.hex())
-    client.execute(
-        provider,
-        "darc.create",
-        {
-            "id": pid,
-            "rules": {
-                "_evolve": f"ed25519:{provider.public.hex()}",
-                "use": f"ed25519:{consumer.public.hex()}",
-            },
-            "terms": data_terms(provider.public.hex(), min_providers=1, committees=[cid]),
-        },
-    )
-    payload = job_payload(
-        "count",
-        [pid],
-        cid,
-        EnvelopeKeyPair.from_seed(H(b"bench/consumer-x25519")).public.hex(),
-    )
-    job = client.execute(consumer, "job.create", payload).tx_id
+    pid = bound_policy_id(policy, provider.public.hex())
+    rules = {
+        "_evolve": f"ed25519:{provider.public.hex()}",
+        "use": f"ed25519:{consumer.public.hex()}",
+    }
+    terms = data_terms(provider.public.hex(), min_providers=1, committees=[cid])
+    client.execute(provider, "darc.create", {"id": pid, "rules": rules, "terms": terms})
+    job = client.execute(consumer, "job.create", job_payload("count", [pid], cid, box)).tx_id
     version = int((client.get(darc_key(pid)) or {})["version"])
     txs = []
     for _ in range(n_keys):
-        entry, _keys = make_write(
-            committee.lts.X, committee.lts.id, pid, version, job, ["aggregator:0"]
-        )
+        entry, _keys = make_write(lts.X, lts.id, pid, version, job, ["aggregator:0"])
         txs.append(client.sign(provider, WRITE_KIND, entry.to_payload()))
     client.submit_many(txs)
     client.wait([tx.id for tx in txs], timeout=60.0, proof=False)
     writes = [tx.id for tx in txs]
     close_inputs(client, consumer, job, [H(w.encode()).hex() for w in writes], writes)
-    rp = read_payload(committee.lts.id, job, "aggregator:0", agg_key, writes)
+    rp = read_payload(lts.id, job, "aggregator:0", agg_key, writes)
     read_id = client.execute(agg, READ_KIND, rp).tx_id
+    return {"job": job, "writes": writes, "read_id": read_id, "read": client.get(read_key(read_id))}
+
+
+def _setup(n_keys: int) -> dict[str, Any]:
+    """A ledger, a 4-trustee committee, a job with ``n_keys`` writes, closed inputs, a read."""
+    ledger = LocalLedger(n=4, seed=7, config=LedgerConfig(view_timeout=0.05))
+    client = ledger.client()
+    committee = TrusteeCommittee.setup(client, 4, 1, name="bench-trustee")
+    agg_key = EnvelopeKeyPair.from_seed(H(b"bench/agg-x25519"))
+    box = EnvelopeKeyPair.from_seed(H(b"bench/consumer-x25519")).public.hex()
+    s = open_release(client, committee.lts, _ident, agg_key, box, "bench-policy", n_keys)
     return {
         "client": client,
         "committee": committee,
-        "job": job,
-        "writes": writes,
-        "read_id": read_id,
-        "read": client.get(read_key(read_id)),
+        **s,
         "recipient": RecipientKey.from_x25519(agg_key),
     }
 
