@@ -8,8 +8,8 @@ separate node processes:
 
 - **network**: a client-only :class:`~kaires_fl.transport.tcp.TcpNetwork` (it listens on
   nothing) dialling the nodes of the group at their addresses, each authenticated by the
-  Ed25519 key pinned in ``group.toml``; this process is ``client-<hex16>`` of its own key
-  (a fresh one, or the client key file given), its services at ``client-<hex16>/…``;
+  Ed25519 key pinned in ``group.toml``; this process is ``client-<key hex>`` of its own key
+  (a fresh one, or the client key file given), its services at ``client-<key hex>/…``;
 - **ledger**: a :class:`LedgerFollower` — a read-only replica that fetches the certified
   blocks from the ledger nodes (``SyncRequest``), checks each certificate (2f + 1 roster
   signatures) and re-executes each block (same results, same state root) before taking

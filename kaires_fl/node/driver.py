@@ -57,7 +57,7 @@ class NetworkCommittee(LocalCommittee):
     ledger node, or over a client's verified replica: :mod:`kaires_fl.node.client`).
     ``prefix`` is prepended to the driver's addresses (``coordinator``,
     ``coordinator-coin``, ``coordinator-ledger``): a TCP client may only use
-    ``client-<hex16>/…``.
+    ``client-<key hex>/…``.
 
     Pre: ``lts`` is the group's long-term secret on the ledger, and the aggregation
     committee ``group.committee_id`` is in the ledger state.

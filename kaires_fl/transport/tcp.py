@@ -28,7 +28,7 @@ Connections. Every connection starts with a handshake (timeout ``handshake_timeo
 
 The initiator refuses a responder whose key is not the one pinned for the node it
 dialled; the responder identifies the initiator as node N if its key is N's pinned key,
-otherwise as a client (address ``client-<hex16 of its key>``) if ``accept_clients``,
+otherwise as a client (address ``client-<hex of its key>``) if ``accept_clients``,
 otherwise refuses it. Both sides then derive one ChaCha20-Poly1305 key per direction
 from the ephemeral Diffie-Hellman secret and the transcript: every frame is encrypted
 and authenticated with a counter nonce, so nothing can be injected, replayed, reordered
@@ -38,7 +38,7 @@ Frames: a 4-byte big-endian length, then the sealed :func:`kaires_fl.wire.encode
 bytes ``(src, dst, message)``. A frame over the size limit, that does not authenticate,
 or does not decode closes its connection (logged, counted in :attr:`TcpNetwork.stats`);
 the network goes on. A node may only use its own addresses as ``src``, a client only
-``client-<hex16>`` (or ``client-<hex16>/…``), and only towards local addresses (no
+``client-<key hex>`` (or ``client-<key hex>/…``), and only towards local addresses (no
 relaying): anything else is dropped, logged and counted. A client receives its replies
 on the connection it opened.
 
@@ -94,8 +94,12 @@ class HandshakeError(KairesError):
 
 
 def client_address(public: bytes) -> str:
-    """The address of a client identified by Ed25519 key ``public``: ``client-<hex16>``."""
-    return "client-" + bytes(public[:8]).hex()
+    """The address of a client identified by Ed25519 key ``public``: ``client-<key hex>``.
+
+    The whole key: a shorter prefix would let someone grind a key whose address collides
+    with another client's and take over its reply connection.
+    """
+    return "client-" + bytes(public).hex()
 
 
 @dataclass(frozen=True)
@@ -578,7 +582,7 @@ class TcpNetwork:
         """The local endpoint ``address`` (created on first use).
 
         Precondition: a node's addresses are those ``peers`` lists for it; a client's are
-        ``client-<hex16>`` or ``client-<hex16>/<anything>`` (:func:`client_address`).
+        ``client-<key hex>`` or ``client-<key hex>/<anything>`` (:func:`client_address`).
         """
         ep = self.endpoints.get(address)
         if ep is not None:

@@ -489,3 +489,13 @@ def test_client_connections_are_bounded(caplog):
         finally:
             for c in clients:
                 c.close()
+
+
+def test_client_address_is_the_whole_key():
+    """Privacy (clients): a client's address is its whole Ed25519 key, so no other key can
+    claim it and take over its reply connection (a 64-bit prefix could be ground)."""
+    from kaires_fl.transport.tcp import client_address
+
+    a, b = bytes(32), bytes(31) + b"\x01"
+    assert client_address(a) != client_address(b)
+    assert client_address(a) == "client-" + a.hex()
