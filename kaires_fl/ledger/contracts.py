@@ -16,7 +16,7 @@ build new values, e.g. ``{**entry, "status": "done"}``. Register one with
 of a ledger must have the same registry.
 
 The executor (:func:`execute_tx`) checks the sender's counter (``ctr/<sender>``, must be
-last + 1), runs the contract, and on success writes its entries (all or none) plus the new
+above the last one), runs the contract, and on success writes its entries (all or none) plus the new
 counter. Any exception a contract raises (but MemoryError) is a rejection recorded with
 its reason: a peer's payload can never stop a node's block execution.
 A transaction rejected by its contract inside a block still consumes its counter (the
@@ -108,13 +108,18 @@ def counter_key(pub: str) -> str:
 
 
 def check_counter(view: StateView, tx: Tx) -> None:
-    """Raises LedgerError unless ``tx.counter`` is the sender's last counter + 1."""
+    """Raises LedgerError unless ``tx.counter`` exceeds the sender's last counter.
+
+    Counters only increase; they may skip. A signed transaction that is never submitted
+    (a coordinator that withholds an aggregator's signed read) therefore cannot block the
+    signer's later transactions, and the counters it skipped can never be used: a replay
+    or a late relay of the withheld one is refused as stale.
+    """
     last = view.get(counter_key(tx.sender)) or 0
-    if tx.counter != last + 1:
-        what = "replayed or stale" if tx.counter <= last else "out of order (a gap)"
+    if tx.counter <= last:
         raise LedgerError(
-            f"tx {tx.id[:16]}… is {what}: counter {tx.counter}, expected {last + 1} for "
-            f"signer {tx.sender[:16]}…; fetch the counter with next_counter() and re-sign"
+            f"tx {tx.id[:16]}… is replayed or stale: counter {tx.counter}, the signer "
+            f"{tx.sender[:16]}… is at {last}; fetch the counter with next_counter() and re-sign"
         )
 
 

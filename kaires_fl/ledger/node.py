@@ -484,14 +484,21 @@ class LedgerNode:
         self.propose_timer = self.t.call_later(delay, self._propose)
 
     def build_block(self, time_ms: int) -> tuple[Block, StateView]:
-        """Execute mempool transactions (in arrival order, counters in sequence) into a block
-        of at most ``max_block_txs`` transactions and :func:`block_byte_limit` bytes."""
+        """Execute mempool transactions (in arrival order, each signer's in counter order)
+        into a block of at most ``max_block_txs`` transactions and
+        :func:`block_byte_limit` bytes."""
         view = StateView(self.state)
         txs: list[Tx] = []
         results: list[TxResult] = []
         stale = []
         h = self.height + 1
         room = self.block_bytes - _BLOCK_OVERHEAD
+        # Per signer, the counters still waiting in the mempool: a transaction runs only
+        # after the signer's lower-counter ones that are here (counters may skip one that
+        # never arrives, but arrival order must not make a pending one stale).
+        waiting: dict[str, list[int]] = {}
+        for tx in self.mempool.values():
+            waiting.setdefault(tx.sender, []).append(tx.counter)
         for tx in self.mempool.values():
             if len(txs) >= self.config.max_block_txs:
                 break
@@ -501,10 +508,11 @@ class LedgerNode:
             try:
                 check_counter(view, tx)
             except LedgerError:
-                last = view.get(counter_key(tx.sender)) or 0
-                if tx.counter <= last:
-                    stale.append(tx.id)
+                stale.append(tx.id)
                 continue
+            last = view.get(counter_key(tx.sender)) or 0
+            if tx.counter > last + 1 and any(last < c < tx.counter for c in waiting[tx.sender]):
+                continue  # a lower counter of this signer is pending: it goes first
             res = execute_tx(view, tx, self.registry, h, time_ms)
             results.append(res)
             txs.append(tx)

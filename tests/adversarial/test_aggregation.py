@@ -1267,3 +1267,33 @@ def test_lost_round_answers_are_asked_for_again_and_answered_from_the_cache() ->
     assert set(lost.values()) == {2}, "each answer was lost once and sent once more"
     assert all(svc.errors == [] for svc in c.aggregators), "a repeated request was re-handled"
     c.close()
+
+
+def test_a_withheld_signed_read_does_not_jam_the_aggregator_in_later_jobs() -> None:
+    """Robustness (servers): the coordinator withholds aggregator 0's signed calypso.read in
+    one job (a counter it reserved is then never used). That job completes without it (≤ t
+    faulty); in the next job, with an honest coordinator, aggregator 0's next read commits —
+    a skipped counter does not block its signer — and no aggregator is faulty."""
+    c = LocalCommittee()
+    real_submit, real_wait = c.client.submit_many, c.client.wait
+    mine = c.aggregator_ids[0].public.hex()
+    withheld: set[str] = set()
+
+    def submit_many(txs: Any, *a: Any, **k: Any) -> Any:
+        withheld.update(tx.id for tx in txs if tx.sender == mine and tx.kind == "calypso.read")
+        return real_submit([tx for tx in txs if tx.id not in withheld], *a, **k)
+
+    def wait(ids: Any, *a: Any, **k: Any) -> Any:
+        return real_wait([i for i in ids if i not in withheld], *a, **k)
+
+    c.client.submit_many = submit_many  # type: ignore[method-assign]
+    c.client.wait = wait  # type: ignore[method-assign]
+    first = c.run_job(STAT, DATA)
+    assert first.report["status"] == "done"
+    assert 0 in first.report["faulty_aggregators"]
+    assert withheld, "the attack withheld nothing"
+    c.client.submit_many, c.client.wait = real_submit, real_wait  # type: ignore[method-assign]
+    second = c.run_job(STAT, DATA)
+    assert second.report["status"] == "done"
+    assert second.report["faulty_aggregators"] == {}
+    c.close()
