@@ -179,8 +179,8 @@ def test_flower_model_update_circuit_meets_2_to_minus_64(length: int) -> None:
     (WeightedBoundedL2Vec, at the default frac_bits and at auto_frac_bits) is ≤ 2^-64
     against 2^64 offline hash evaluations with its default number of proofs, and its
     declared layout is the one the bound assumes (one joint-randomness element per call)."""
-    from strategies.fedavg import auto_frac_bits
-    from strategies.update import DEFAULT_FRAC_BITS, WeightedBoundedL2Vec
+    from kaires_fl.strategies.fedavg import auto_frac_bits
+    from kaires_fl.strategies.update import DEFAULT_FRAC_BITS, WeightedBoundedL2Vec
 
     for f in {DEFAULT_FRAC_BITS, auto_frac_bits(length)}:
         valid = WeightedBoundedL2Vec(length, f)
