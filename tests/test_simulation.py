@@ -376,3 +376,21 @@ def test_committee_is_registered_named_and_the_allow_list_admits_its_parties() -
             c.run_job(STAT, small, consumer=mallory)
     finally:
         c.close()
+
+
+def test_long_running_services_keep_bounded_per_job_state(monkeypatch) -> None:
+    """Robustness (deployed nodes, soak): an aggregator keeps the state of its last KEEP_JOBS
+    jobs and the coordinator's log the messages of its last LOG_JOBS jobs, so memory does
+    not grow with the number of jobs served; jobs keep working after older state is dropped."""
+    from kaires_fl.aggregation import job as job_mod
+
+    monkeypatch.setattr(job_mod, "KEEP_JOBS", 2)
+    monkeypatch.setattr(job_mod, "LOG_JOBS", 2)
+    c = LocalCommittee()
+    jobs = [c.run_job(STAT, DATA).report["job"] for _ in range(4)]
+    for svc in c.aggregators:
+        assert list(svc.jobs) == jobs[-2:]
+    logged = {getattr(e.message, "job", None) for e in c.coordinator.log}
+    assert jobs[-1] in logged and jobs[-2] in logged
+    assert jobs[0] not in logged and jobs[1] not in logged
+    c.close()

@@ -111,6 +111,12 @@ from kaires_fl.transport.base import Transport
 
 _FLPS: dict[str, FlpBBCGGI19] = {}
 
+#: Jobs whose state an aggregator keeps (the oldest is dropped beyond this: a node serving
+#: thousands of jobs stays bounded; a message for a dropped job is refused as unknown).
+KEEP_JOBS = 32
+#: Jobs whose messages the coordinator's log keeps.
+LOG_JOBS = 4
+
 
 def circuit_id(kind: str, params: Mapping[str, Any]) -> str:
     """The id of a statistic's circuit: what the manifests and the job agree on."""
@@ -641,6 +647,8 @@ class AggregatorService:
         st.coordinator = src
         st.coordinator_key = coordinator_key
         self.jobs[msg.job] = st
+        while len(self.jobs) > KEEP_JOBS:  # the oldest job is long over: bounded memory
+            del self.jobs[next(iter(self.jobs))]
         writes = [s.manifest.write for s in subs]
         if writes:
             payload = read_payload(
@@ -1086,7 +1094,10 @@ class Coordinator:
         self.quorum_timeout = (
             quorum_timeout if quorum_timeout is not None else max(60.0, 30 * round_timeout)
         )
+        #: Everything the coordinator handled during its last :data:`LOG_JOBS` jobs (older
+        #: entries are dropped when a job starts: a long-running coordinator stays bounded).
         self.log: list[LogEntry] = []
+        self._log_starts: list[int] = []
         #: id → (round-1 message, its digest), for the messages of the current job.
         self._digests: dict[int, tuple[Any, bytes | None]] = {}
         #: id → (part blob, its part_hash), for the submissions of the current job.
@@ -1094,6 +1105,16 @@ class Coordinator:
         self.failures: dict[int, str] = {}
         self.inbox: list[tuple[str, Any]] = []
         transport.set_handler(self._on_message)
+
+    def _trim_log(self) -> None:
+        """Keep the log of the last :data:`LOG_JOBS` jobs (this one's included)."""
+        if len(self._log_starts) >= LOG_JOBS:
+            cut = self._log_starts[-(LOG_JOBS - 1)] if LOG_JOBS > 1 else len(self.log)
+            # Entries noted before this run (its job, writes, submissions) are kept: they
+            # come after the previous run's start.
+            del self.log[:cut]
+            self._log_starts = [i - cut for i in self._log_starts[-(LOG_JOBS - 1) :]]
+        self._log_starts.append(len(self.log))
 
     def _on_message(self, src: str, msg: Any) -> None:
         if isinstance(msg, bytes | bytearray | memoryview):
@@ -1315,6 +1336,7 @@ class Coordinator:
         """
         self.failures = {}
         self._digests = {}
+        self._trim_log()
         job_rec = self.ledger.get(job_key(job_id))
         if job_rec is None:
             raise ProtocolError(f"job {job_id[:16]}… is not on the ledger: commit it first")
