@@ -482,7 +482,7 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         if res.faulty_aggregators:
             log(WARNING, "kaires: faulty aggregators %s", res.faulty_aggregators)
         self.warn_round(server_round, counts)
-        metrics_out = MetricRecord(counts)
+        metrics_out = MetricRecord(dict(counts))
         # Σ w comes from the aggregate itself (proven per provider), not from claims.
         total_w = 0.0 if agg is None else float(agg["weight"])
         if agg is None or not total_w > 0:

@@ -847,7 +847,10 @@ class _PairsAtT(PairInputs):
         a_index: np.ndarray | None = None,
         b_index: np.ndarray | None = None,
         w_start: int = 0,
+        **kw: Any,
     ) -> None:
+        if kw:  # the base signature takes **kw; this filler knows only the ones above
+            raise TypeError(f"unexpected pair-fill arguments {sorted(kw)}")
         _check_pair_sources(
             self.pairs, off, n, a, b, w, a_start, b_start, a_index, b_index, w_start
         )

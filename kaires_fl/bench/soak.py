@@ -230,7 +230,6 @@ def soak(
             sessions += 1
             key = root / f"client-{sessions}.toml"
             write_client_key(key)
-            return None
 
         remote: Any = None
         t0 = time.monotonic()
@@ -270,11 +269,13 @@ def soak(
                 except KairesError as exc:
                     counts["refused" if str(exc) else "unexplained"] += 1
                     say(f"soak: job {i} refused: {type(exc).__name__}: {exc}")
-                    remote = _new_session(remote)
+                    _new_session(remote)
+                    remote = None
                 except Exception as exc:  # a bug: counted, reported, the soak goes on
                     counts["unexplained"] += 1
                     say(f"soak: job {i} failed unexplained: {type(exc).__name__}: {exc}")
-                    remote = _new_session(remote)
+                    _new_session(remote)
+                    remote = None
                 else:
                     times.append(time.perf_counter() - t1)
                     ours = np.append(est.coef_, est.intercept_)

@@ -104,4 +104,4 @@ def identity_require(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         raise LedgerError("identity.require payload is {'required': bool}")
     _check_governed(view, env, "identity.require")
     reg = view.get(REGISTRATION_KEY)
-    return {REGISTRATION_KEY: {**reg, "required": p["required"]}}
+    return {REGISTRATION_KEY: {**(reg or {}), "required": p["required"]}}

@@ -788,7 +788,8 @@ class LedgerNode:
         if self.mempool:
             # Peers that never got these txs could not notice the stall without them (as
             # much as one block holds: the gossip must fit one wire message).
-            batch, room = [], self.block_bytes
+            batch: list[Tx] = []
+            room = self.block_bytes
             for tx in self.mempool.values():
                 room -= tx_record_bytes(tx)
                 if len(batch) >= self.config.max_block_txs or (batch and room < 0):

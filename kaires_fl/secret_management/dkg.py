@@ -130,7 +130,7 @@ class _SharePairs:
     @property
     def shares(self) -> dict[int, tuple[Scalar, Scalar]]:
         if isinstance(self.pairs, Mapping):  # built in process from a mapping
-            return dict(self.pairs)
+            return dict(self.pairs)  # type: ignore[arg-type]
         return {j: (s, b) for j, s, b in self.pairs}
 
 
@@ -883,7 +883,7 @@ class DkgNode:
                 self.p.note_equivocation(sender, rnd, out.reason)
             elif out is not None:
                 try:
-                    m = schema.decode(out, DkgMessage)
+                    m: DkgMessage = schema.decode(out, DkgMessage)
                 except EncodingError:
                     continue  # a signed but malformed message counts as silence
                 if m.session == self.p.session and m.round == rnd and m.sender == sender:

@@ -320,7 +320,7 @@ def open_answer(msg: SealedAnswer, keypair: EnvelopeKeyPair) -> ReleaseResponse 
     if not isinstance(msg, SealedAnswer):
         raise EncodingError(f"expected a SealedAnswer, got {type(msg).__name__}")
     raw = open_sealed(keypair, bytes(msg.blob), _answer_aad(msg.read, msg.trustee))
-    answer = schema.decode(raw, ReleaseResponse | Refusal)
+    answer: ReleaseResponse | Refusal = schema.decode(raw, ReleaseResponse | Refusal)
     if answer.trustee != msg.trustee or answer.read_id != msg.read:
         raise InvalidProof("sealed answer holds an answer for another trustee or read: discard it")
     return answer
