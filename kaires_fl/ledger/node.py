@@ -916,6 +916,11 @@ class LedgerNode:
             self._send(dst, req)
 
     def _on_sync_request(self, src: str, req: SyncRequest) -> None:
+        if req.start == self.height + 1:
+            # The requester is at this node's tip: say so (an empty, final answer), or a
+            # replica reconnecting to an idle chain would wait for a block forever.
+            self._send(src, SyncResponse((), False))
+            return
         if req.start > self.height or req.start < 1:
             return
         stop = min(self.height, req.start + self.config.sync_batch - 1)

@@ -675,3 +675,16 @@ def test_a_node_process_knows_every_shipped_statistic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert got.stdout.split() == ["ModelUpdateStats", "model_update", "refused"]
+
+
+def test_reconnecting_with_a_replica_at_the_tip_of_an_idle_chain(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Robustness (clients, soak): a client whose persisted replica is already at the tip
+    of an idle chain (no new block will come) is told so by the nodes (an empty, final
+    sync answer) and connects, instead of waiting for a block forever."""
+    db = tmp_path / "replica.sqlite"
+    with kaires_fl.connect(cluster.dir / "group.toml", timeout=60.0, ledger_db=db):
+        pass
+    with kaires_fl.connect(cluster.dir / "group.toml", timeout=20.0, ledger_db=db) as c:
+        assert c.client.height >= 1  # connected: the replica reached the tip
