@@ -9,7 +9,6 @@ slept on), deadlines are generous, and every process started is stopped in a fin
 from __future__ import annotations
 
 import os
-import random
 import re
 import signal
 import socket
@@ -25,6 +24,7 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression
 
 import kaires_fl
+from kaires_fl.bench.net import free_base_port
 from kaires_fl.crypto.sign import Identity
 from kaires_fl.estimators import KairesLinearRegression
 from kaires_fl.ledger.consensus import Status, TxGossip
@@ -53,23 +53,7 @@ def _kaires(*args: str, timeout: float = DEADLINE) -> subprocess.CompletedProces
     )
 
 
-def _free_base(n: int) -> int:
-    """A port P with P .. P+n-1 free on 127.0.0.1 now."""
-    for _ in range(200):
-        base = random.randrange(20000, 32000 - n)  # below the ephemeral range
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
+_free_base = free_base_port  # P .. P+n-1 free on 127.0.0.1 now (the bench's helper)
 
 
 def _wait(pred: Callable[[], bool], timeout: float = DEADLINE, every: float = 0.1) -> bool:
