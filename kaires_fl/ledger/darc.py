@@ -40,6 +40,7 @@ from typing import Any
 
 from kaires_fl.crypto.sign import H
 from kaires_fl.errors import LedgerError
+from kaires_fl.ledger.budgets import MAX_BUDGET_EPSILON, check_privacy_pair
 from kaires_fl.ledger.contracts import TxEnv
 from kaires_fl.ledger.identities import PROVIDER, check_registered
 from kaires_fl.ledger.state import StateView
@@ -314,6 +315,10 @@ TERM_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+#: Optional term: the policy's total (ε, δ) privacy budget (:mod:`kaires_fl.ledger.budgets`).
+PRIVACY_BUDGET_TERM = "privacy_budget"
+
+
 def check_terms(terms: Any) -> None:
     """Validate a data policy's terms.
 
@@ -322,14 +327,24 @@ def check_terms(terms: Any) -> None:
     ``height <= expires_height`` and ``time <= expires_time_ms``), ``min_providers``
     (>= 1), ``price`` per job (>= 0), ``payee`` (hex key paid for accepted data),
     ``committees`` (ids of the registered aggregation committees a job may use; at most
-    :data:`MAX_COMMITTEES`, distinct; empty = no job).
+    :data:`MAX_COMMITTEES`, distinct; empty = no job), and optionally ``privacy_budget``
+    (``[ε, δ]``, 0 < ε <= 10⁶, 0 < δ < 1: the differential privacy all jobs together may
+    spend; a policy with it only answers jobs that declare their privacy).
     """
     if terms is None:
         return
-    if not isinstance(terms, dict) or set(terms) != set(TERM_FIELDS):
+    if not isinstance(terms, dict) or not set(TERM_FIELDS) <= set(terms) <= set(TERM_FIELDS) | {
+        PRIVACY_BUDGET_TERM
+    }:
         raise LedgerError(
-            f"policy terms must have exactly the fields {sorted(TERM_FIELDS)}; use data_terms()"
+            f"policy terms must have exactly the fields {sorted(TERM_FIELDS)} (and optionally "
+            f"{PRIVACY_BUDGET_TERM!r}); use data_terms()"
         )
+    if PRIVACY_BUDGET_TERM in terms:
+        b = terms[PRIVACY_BUDGET_TERM]
+        if not isinstance(b, list):
+            raise LedgerError(f"policy term 'privacy_budget' is a list [epsilon, delta], got {b!r}")
+        check_privacy_pair(b, "policy term 'privacy_budget'", MAX_BUDGET_EPSILON)
     for k, t in TERM_FIELDS.items():
         v = terms[k]
         if not isinstance(v, t) or isinstance(v, bool):
@@ -363,12 +378,15 @@ def data_terms(
     min_providers: int = DEFAULT_MIN_PROVIDERS,
     price: int = 0,
     committees: Collection[str] = (),
+    privacy_budget: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Build a data policy's ``terms`` (validated; see :func:`check_terms`).
 
     Defaults are the safe ones: at least :data:`DEFAULT_MIN_PROVIDERS` providers per job,
     at most :data:`DEFAULT_MAX_JOBS` jobs (``max_jobs=None`` is unlimited, on request), and
-    no committee (name the ones you accept in ``committees``).
+    no committee (name the ones you accept in ``committees``). ``privacy_budget=(ε, δ)``:
+    the total differential privacy the policy's jobs may spend (None: no budget, and
+    jobs without differential privacy are allowed).
     """
     t = {
         "statistics": list(statistics),
@@ -380,6 +398,8 @@ def data_terms(
         "payee": payee,
         "committees": list(committees),
     }
+    if privacy_budget is not None:
+        t[PRIVACY_BUDGET_TERM] = [float(privacy_budget[0]), float(privacy_budget[1])]
     check_terms(t)
     return t
 

@@ -5,7 +5,8 @@
     {"statistic": str, "params": {...}, "providers": [policy id, ...],
      "committee": committee id, "consumer_key": hex,
      "min_providers": int, "on_excluded": "exclude" | "refuse",
-     "coordinator": hex Ed25519 key (optional; default the consumer's)}
+     "coordinator": hex Ed25519 key (optional; default the consumer's),
+     "privacy": {"epsilon": ε, "delta": δ} (optional: the job's differential privacy)}
 
 The committee must be registered (:mod:`kaires_fl.ledger.committees`); the consumer
 chooses neither the aggregators, their keys, the degree nor the receipt quorum: the
@@ -29,6 +30,13 @@ cannot pay Σ prices of the included providers, which are escrowed. Writes
 ``job/<id>`` (id = tx id), ``access/<provider>/<id>`` for each included provider,
 ``usage/<provider>`` (jobs counted against ``max_jobs``) and the consumer's balance.
 
+Privacy budgets (:mod:`kaires_fl.ledger.budgets`): a job declaring ``privacy`` debits each
+included provider's ``privacy/<provider>`` by its (ε, δ) in the same transaction, and its
+access records say what the job spent, the total spent and what remains; a provider whose
+policy's ``privacy_budget`` would be exceeded, or that has a budget while the job declares
+no privacy, is excluded with a reason that says "privacy budget". The job entry records
+``privacy`` (what the aggregators' noise must give, see :mod:`kaires_fl.privacy`).
+
 ``job.receipt`` — the aggregators' report. Payload::
 
     {"job": id, "receipt": {"status": "done" | "failed", "accepted": [...],
@@ -48,6 +56,14 @@ from typing import Any
 
 from kaires_fl.crypto.sign import H, Identity, verify
 from kaires_fl.errors import EncodingError, InvalidProof, LedgerError
+from kaires_fl.ledger.budgets import (
+    MAX_JOB_EPSILON,
+    budget_denies,
+    check_privacy_pair,
+    cost_units,
+    debit,
+    privacy_key,
+)
 from kaires_fl.ledger.coin import balance, balance_key
 from kaires_fl.ledger.committees import get_committee
 from kaires_fl.ledger.contracts import TxEnv
@@ -182,7 +198,7 @@ MAX_JOB_PROVIDERS = 4096
 def _check_job_payload(p: Any) -> None:
     """Validate a ``job.create`` payload's shape (LedgerError saying what is wrong)."""
     need = {"statistic", "params", "providers", "committee", "consumer_key"}
-    allowed = need | {"min_providers", "on_excluded", "coordinator"}
+    allowed = need | {"min_providers", "on_excluded", "coordinator", "privacy"}
     if isinstance(p, dict) and any(k in p for k in _COMMITTEE_FIELDS):
         raise LedgerError(
             "job.create takes no 'aggregators' or 'threshold': name a registered committee "
@@ -191,7 +207,7 @@ def _check_job_payload(p: Any) -> None:
     if not isinstance(p, dict) or not need <= set(p) or not set(p) <= allowed:
         raise LedgerError(
             f"job payload needs fields {sorted(need)} (optional: min_providers, "
-            "on_excluded); use job_payload()"
+            "on_excluded, coordinator, privacy); use job_payload()"
         )
     if not isinstance(p["statistic"], str) or not isinstance(p["params"], dict):
         raise LedgerError("job 'statistic' must be a string and 'params' a dict")
@@ -228,6 +244,10 @@ def _check_job_payload(p: Any) -> None:
     mp = p.get("min_providers", 1)
     if not isinstance(mp, int) or isinstance(mp, bool) or mp < 1:
         raise LedgerError("job 'min_providers' must be an integer >= 1")
+    if "privacy" in p:
+        if not isinstance(p["privacy"], dict):
+            raise LedgerError("job 'privacy' is {'epsilon': ε, 'delta': δ}")
+        check_privacy_pair(p["privacy"], "job 'privacy'", MAX_JOB_EPSILON)
 
 
 def job_payload(
@@ -239,11 +259,14 @@ def job_payload(
     min_providers: int = 1,
     on_excluded: str = "exclude",
     coordinator: str | None = None,
+    privacy: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Build a ``job.create`` payload (validated) for registered ``committee`` (an id).
 
     ``coordinator``: the Ed25519 key (hex) of the job's coordinator (default: the
-    consumer's, the tx sender).
+    consumer's, the tx sender). ``privacy``: ``{"epsilon": ε, "delta": δ}``, the
+    differential privacy the job's noise gives each provider, debited from every included
+    provider's privacy budget (None: an exact job, which policies with a budget refuse).
     """
     p: dict[str, Any] = {
         "statistic": statistic,
@@ -256,6 +279,8 @@ def job_payload(
     }
     if coordinator is not None:
         p["coordinator"] = coordinator
+    if privacy is not None:
+        p["privacy"] = dict(privacy)
     _check_job_payload(p)
     return p
 
@@ -271,21 +296,31 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
     included: list[str] = []
     excluded: dict[str, str] = {}
     escrow: dict[str, dict[str, Any]] = {}
+    terms_of: dict[str, dict[str, Any]] = {}
     needed = p.get("min_providers", 1)
     protect = 0  # the largest min_providers of a policy the job's signers do not own
     registration = registration_required(view)
     budget = [MAX_JOB_RULE_VISITS]  # every 'use' rule of the job shares it
     signers = consumer_signers(view, env.signers, registration)
+    privacy = None
+    cost = None
+    if "privacy" in p:
+        eps, delta = check_privacy_pair(p["privacy"], "job 'privacy'", MAX_JOB_EPSILON)
+        privacy = {"epsilon": eps, "delta": delta}
+        cost = cost_units(eps, delta)
     for prov in p["providers"]:
         d = view.get(darc_key(prov))
         reason = _policy_denies(
             d, view, prov, p["statistic"], signers, env, cid, registration, budget
         )
+        if reason is None and d is not None:
+            reason = budget_denies(prov, d["version"], d["terms"], cost, view)
         if reason is not None or d is None:
             excluded[prov] = reason or "no policy"
             continue
         terms = d["terms"]
         included.append(prov)
+        terms_of[prov] = terms
         escrow[prov] = {"payee": terms["payee"], "price": terms["price"], "version": d["version"]}
         needed = max(needed, terms["min_providers"])
         if (policy_owner(prov) or prov) not in env.signers:
@@ -335,16 +370,21 @@ def job_create(view: StateView, tx: Tx, env: TxEnv) -> dict[str, Any]:
         "height": env.height,
         "time_ms": env.time_ms,
     }
+    if privacy is not None:
+        job["privacy"] = privacy
     writes: dict[str, Any] = {job_key(job_id): job}
     for prov in included:
         writes[usage_key(prov)] = (view.get(usage_key(prov)) or 0) + 1
-        writes[access_key(prov, job_id)] = {
+        access: dict[str, Any] = {
             "job": job_id,
             "consumer": tx.sender,
             "statistic": p["statistic"],
             "policy_version": escrow[prov]["version"],
             "height": env.height,
         }
+        if cost is not None:
+            writes[privacy_key(prov)], access["privacy"] = debit(view, prov, terms_of[prov], cost)
+        writes[access_key(prov, job_id)] = access
     if total:
         writes[balance_key(tx.sender)] = have - total
     return writes

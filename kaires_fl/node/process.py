@@ -40,6 +40,7 @@ from kaires_fl.crypto.sign import Identity
 from kaires_fl.errors import AuditError, ConfigError, KairesError
 from kaires_fl.ledger.audit import BlockProof, StateProof, _replay, verify_chain
 from kaires_fl.ledger.block import decode_certified
+from kaires_fl.ledger.budgets import privacy_line
 from kaires_fl.ledger.consensus import SyncRequest, SyncResponse
 from kaires_fl.ledger.contracts import DEFAULT_REGISTRY
 from kaires_fl.ledger.encoding import canonical, decode_canonical
@@ -685,4 +686,6 @@ def audit(
                 f"{str(e.get('consumer', '?'))[:16]}… at height {e.get('height', '?')} "
                 f"(proof {len(p.to_bytes())} bytes, verified)"
             )
+            if isinstance(e.get("privacy"), dict):
+                out(f"    {privacy_line(e['privacy'])}")
     return 0
