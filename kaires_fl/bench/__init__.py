@@ -23,6 +23,7 @@ AREAS: tuple[str, ...] = (
     "secret_management",
     "e2e",
     "flower",
+    "update",
     "net",
 )
 
@@ -99,6 +100,14 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "flower_kaires_round_s": ("s", "lower", "one KairesFedAvg round (same simulation)"),
     "flower_kaires_committee_s": ("s", "lower", "committee's share of a KairesFedAvg round"),
     "flower_round_overhead": ("×", "≤ 1.3×", "KairesFedAvg round time / FedAvg round time"),
+    # update (model updates at neural-network scale, issue 11)
+    "update_elements_per_param": ("count", "≤ 1.1", "measurement + proof elements per parameter"),
+    "update_bytes_per_param": ("B", "≤ 30", "bytes one client uploads per parameter (n=4, t=1)"),
+    "update_100k_round_s": ("s", "≤ 1.0", "KairesFedAvg round, 10 clients × 100k parameters"),
+    "update_100k_client_s": ("s", "lower", "one client's encode + prove + seal (100k)"),
+    "update_100k_committee_s": ("s", "lower", "the committee's share of the 100k round"),
+    "update_1m_round_s": ("s", "≤ 10", "KairesFedAvg round, 10 clients × 1M parameters"),
+    "update_1m_peak_rss_mb": ("MB", "≤ 2000", "peak memory of the process running that round"),
     # net (committee of OS processes)
     "committee_up_s": ("s", "≤ 10", "committee init → 4 node processes ready"),
     "committee_up_16_s": ("s", "lower", "start a 16-node committee until ready"),
