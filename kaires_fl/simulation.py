@@ -336,10 +336,13 @@ class LocalCommittee:
         price: int | None = None,
         min_providers: int | None = None,
         max_jobs: int | None = None,
+        privacy_budget: tuple[float, float] | None = None,
     ) -> None:
         """Evolve provider ``label``'s policy: grant exactly ``consumers`` (default: this
         committee's consumer), with new terms (None keeps the current one; the accepted
-        committees are kept). ``consumers=[]`` revokes every grant."""
+        committees are kept). ``consumers=[]`` revokes every grant. ``privacy_budget=(ε,
+        δ)``: the differential privacy all the policy's jobs together may spend (what was
+        already spent stays spent; the policy then refuses jobs without DP)."""
         p = self.provider(label)
         cur = self.client.get(darc_key(p.policy_id))
         if cur is None:
@@ -353,6 +356,7 @@ class LocalCommittee:
             max_jobs=terms["max_jobs"] if max_jobs is None else max_jobs,
             version=cur["version"] + 1,
             committees=terms["committees"],
+            privacy_budget=privacy_budget or terms.get("privacy_budget"),
         )
         self.client.execute(p.identity, "darc.evolve", payload)
 

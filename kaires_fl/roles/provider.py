@@ -88,10 +88,12 @@ class Provider:
         max_jobs: int | None = DEFAULT_MAX_JOBS,
         version: int | None = None,
         committees: Sequence[str] = (),
+        privacy_budget: tuple[float, float] | None = None,
     ) -> dict[str, Any]:
         """Payload of ``darc.create`` (``version`` None) or ``darc.evolve`` (a revocation or
         a change of grants/terms is just a new version). ``committees``: the ids of the
-        registered aggregation committees this provider accepts for its jobs."""
+        registered aggregation committees this provider accepts for its jobs;
+        ``privacy_budget``: the (ε, δ) all its jobs together may spend (None: no budget)."""
         p: dict[str, Any] = {
             "id": self.policy_id,
             "rules": {"_evolve": f"ed25519:{self.public}", "use": use_rule(consumers)},
@@ -102,6 +104,7 @@ class Provider:
                 min_providers=min_providers,
                 price=price,
                 committees=committees,
+                privacy_budget=privacy_budget,
             ),
         }
         if version is not None:

@@ -242,3 +242,30 @@ def test_units_never_undercharge(costs: list[float], budget: float) -> None:
             spent += u
             exact += Fraction(repr(x))
     assert exact <= Fraction(repr(budget))
+
+
+def test_local_committee_set_policy_privacy_budget() -> None:
+    """committee.set_policy(label, privacy_budget=...) puts the budget on the ledger; an
+    exact job then leaves that provider out (its policy requires differential privacy)."""
+    import numpy as np
+
+    from kaires_fl.simulation import LocalCommittee
+    from kaires_fl.statistics import LinearRegressionStats
+
+    rng = np.random.default_rng(0)
+    data = {f"p{i}": (rng.uniform(-1, 1, (5, 2)), rng.uniform(-1, 1, 5)) for i in range(3)}
+    stat = LinearRegressionStats(2, [-1, 1], [-1, 1], granularity="provider", max_rows=10)
+    c = LocalCommittee()
+    try:
+        c.ensure_providers(sorted(data))
+        c.set_policy("p0", privacy_budget=(2.0, 1e-5))
+        terms = c.client.get(f"darc/{c.provider('p0').policy_id}")["terms"]
+        assert terms["privacy_budget"] == [2.0, 1e-5]
+        c.set_policy("p0", max_jobs=50)  # other changes keep the budget
+        terms = c.client.get(f"darc/{c.provider('p0').policy_id}")["terms"]
+        assert terms["privacy_budget"] == [2.0, 1e-5] and terms["max_jobs"] == 50
+        r = c.run_job(stat, data)
+        assert sorted(r.report["accepted"]) == ["p1", "p2"]
+        assert "privacy budget" in r.report["excluded"]["p0"]
+    finally:
+        c.close()
