@@ -4,7 +4,11 @@ A provider turns a batch of encoded measurements ``(B, MEAS_LEN)`` into
 
 * for every aggregator ``i`` a fresh 32-byte key ``k_i`` and two AEAD blobs under it: the
   *measurement part* (its Shamir share of the measurements and of a random mask ``ρ``) and
-  the *proof part* (its Shamir share of the FLP proofs);
+  the *proof part* (its Shamir share of the FLP proofs). Shares are *compressed*: t
+  aggregators (default the first t) get a fresh 32-byte seed per part instead, their shares
+  are expanded from it (SHAKE-128), and the other n − t shares are completed from the
+  secret and those (:func:`kaires_fl.arith.sharing.share_seeded`); a format byte at the
+  start of each plaintext says which (:data:`FORMAT_FULL`, :data:`FORMAT_SEED`);
 * a *key commitment* ``H(job, provider, i, k_i)`` per aggregator, so that a revealed key can
   be checked by anyone (ChaCha20-Poly1305 alone is not key-committing);
 * a :class:`Manifest` signed by the provider: job, provider, B, circuit id, the hashes of
@@ -38,7 +42,7 @@ from kaires_fl.errors import ConfigError, EncodingError, InvalidProof, InvalidSu
 MANIFEST_CONTEXT = b"kaires/aggregation/manifest"
 
 #: Provider fault behaviours understood by :func:`seal_parts` (simulation and tests).
-PROVIDER_FAULTS = ("out_of_range", "inconsistent_shares", "bad_proof")
+PROVIDER_FAULTS = ("out_of_range", "inconsistent_shares", "bad_proof", "bad_seed")
 
 #: Most aggregators (parts per submission) a manifest may name.
 MAX_PARTS = 1024
@@ -420,6 +424,19 @@ def joint_rand_seed(
     )
 
 
+#: First byte of a part's plaintext: the part carries its shares in full.
+FORMAT_FULL = 0
+#: First byte of a part's plaintext: the part carries a 32-byte seed its shares expand from.
+FORMAT_SEED = 1
+SEED_SIZE = 32
+
+
+def seed_context(kind: bytes, job: str, provider: str) -> bytes:
+    """XOF context of the seeded shares of one submission's ``kind`` (meas, rho, proof);
+    :func:`kaires_fl.arith.sharing.share_seeded` appends the aggregator's index."""
+    return H(b"kaires/aggregation/share-seed", kind, job.encode(), provider.encode())
+
+
 def seal_parts(
     flp: FlpBBCGGI19,
     meas: np.ndarray,
@@ -431,14 +448,19 @@ def seal_parts(
     t: int,
     keys: Sequence[bytes] | None = None,
     fault: str | None = None,
+    seeded: Sequence[int] | None = None,
 ) -> SealedParts:
     """Share, prove and seal a batch of measurements for ``n`` aggregators (protocol.md §2).
 
     Pre: ``meas`` is ``(B, MEAS_LEN)`` elements of ``flp.field``; ``fault`` is None or one
     of :data:`PROVIDER_FAULTS` (a deliberately faulty provider, for simulation); ``keys``
-    are the n 32-byte keys CALYPSO-written for the aggregators (fresh random ones if None).
-    Post: ``keys[i]`` opens ``meas_parts[i]`` and ``proof_parts[i]``; the joint randomness
-    of the proofs is derived from the hashes of the measurement parts.
+    are the n 32-byte keys CALYPSO-written for the aggregators (fresh random ones if None);
+    ``seeded``: the aggregators whose shares are expanded from seeds — exactly ``t`` of
+    them (default: the first t, ``range(t)``), or ``()`` to send every share in full.
+    Post: ``keys[i]`` opens ``meas_parts[i]`` and ``proof_parts[i]``; a seeded aggregator's
+    parts hold a fresh 32-byte seed each (measurement + mask, proof), the others their
+    shares in full, computed from the secret and the seeded shares; the joint randomness of
+    the proofs is derived from the hashes of the measurement parts.
     """
     F = flp.field
     meas = np.asarray(meas)
@@ -449,6 +471,14 @@ def seal_parts(
         )
     if fault is not None and fault not in PROVIDER_FAULTS:
         raise EncodingError(f"unknown provider fault {fault!r}; use one of {PROVIDER_FAULTS}")
+    seeded = list(range(t)) if seeded is None else sorted({int(j) for j in seeded})
+    if seeded and (len(seeded) != t or not all(0 <= j < n for j in seeded)):
+        raise EncodingError(
+            f"seeded aggregators {seeded}: a degree-{t} sharing has exactly t = {t} seeded "
+            f"shares among aggregators 0..{n - 1} (or none)"
+        )
+    if fault == "bad_seed" and not seeded:
+        raise EncodingError("the bad_seed fault needs a seeded aggregator (t ≥ 1)")
     B = meas.shape[0]
     if fault == "out_of_range":
         # A value the circuit must refuse: every circuit here range-checks its first entry
@@ -456,30 +486,59 @@ def seal_parts(
         meas = meas.copy()
         meas[:, 0] = F.add(meas[:, 0], F.elements(F.MODULUS // 2))
     rho = F.random((1,))
-    meas_sh = sharing.share(F, meas, n, t)  # (n, B, MEAS_LEN)
-    rho_sh = sharing.share(F, rho, n, t)  # (n, 1)
+    mseeds = {j: secrets.token_bytes(SEED_SIZE) for j in seeded}
+    pseeds = {j: secrets.token_bytes(SEED_SIZE) for j in seeded}
+    if seeded:
+        meas_sh = sharing.share_seeded(
+            F, meas, mseeds, n, t, seed_context(b"meas", job, provider)
+        )  # (n, B, MEAS_LEN)
+        rho_sh = sharing.share_seeded(F, rho, mseeds, n, t, seed_context(b"rho", job, provider))
+    else:
+        meas_sh = sharing.share(F, meas, n, t)
+        rho_sh = sharing.share(F, rho, n, t)
     if fault == "inconsistent_shares":
         meas_sh[n - 1] = F.add(meas_sh[n - 1], F.random(meas_sh[n - 1].shape))
+    if fault == "bad_seed":
+        # The full shares were completed from one seed; the part seals another.
+        mseeds[seeded[0]] = secrets.token_bytes(SEED_SIZE)
     if keys is None:
         keys = [secrets.token_bytes(32) for _ in range(n)]
     keys = list(keys)
     if len(keys) != n or any(len(k) != 32 for k in keys):
         raise EncodingError(f"seal_parts needs {n} keys of 32 bytes (one per aggregator)")
+
     meas_parts = [
         envelope.seal(
-            keys[i], F.encode(meas_sh[i]) + F.encode(rho_sh[i]), _aad(b"meas", job, provider, i)
+            keys[i],
+            bytes([FORMAT_SEED]) + mseeds[i]
+            if i in mseeds
+            else bytes([FORMAT_FULL]) + F.encode(meas_sh[i]) + F.encode(rho_sh[i]),
+            _aad(b"meas", job, provider, i),
         )
         for i in range(n)
     ]
+    del meas_sh  # the proof is made next: keep one copy of the shares at a time
     mhashes = [part_hash(p).hex() for p in meas_parts]
     joint_rand = flp.derive_joint_rand(joint_rand_seed(job, provider, circuit, mhashes))
     proof = flp.prove(meas, flp.random_prove_rand((B,)), joint_rand if flp.JOINT_RAND_LEN else None)
     if fault == "bad_proof":
         proof = proof.copy()
         proof[:, -1] = F.add(proof[:, -1], F.ones((B,)))
-    proof_sh = sharing.share(F, proof, n, t)
+    if seeded:
+        proof_sh = sharing.share_seeded(
+            F, proof, pseeds, n, t, seed_context(b"proof", job, provider)
+        )
+    else:
+        proof_sh = sharing.share(F, proof, n, t)
+
     proof_parts = [
-        envelope.seal(keys[i], F.encode(proof_sh[i]), _aad(b"proof", job, provider, i))
+        envelope.seal(
+            keys[i],
+            bytes([FORMAT_SEED]) + pseeds[i]
+            if i in pseeds
+            else bytes([FORMAT_FULL]) + F.encode(proof_sh[i]),
+            _aad(b"proof", job, provider, i),
+        )
         for i in range(n)
     ]
     commits = [key_commit(job, provider, i, keys[i]) for i in range(n)]
@@ -552,12 +611,50 @@ def open_part(
     try:
         mplain = envelope.open_(key, meas_blob, _aad(b"meas", job, prov, i))
         pplain = envelope.open_(key, proof_blob, _aad(b"proof", job, prov, i))
-        mlen = B * flp.MEAS_LEN * F.ENCODED_SIZE
-        meas = F.decode(mplain[:mlen], (B, flp.MEAS_LEN))
-        rho = F.decode(mplain[mlen:], (1,))
-        proof = F.decode(pplain, (B, flp.PROOF_LEN))
+        meas, rho = _meas_shares(F, mplain, B, flp.MEAS_LEN, job, prov, i)
+        proof = _part_shares(F, pplain, (B, flp.PROOF_LEN), b"proof", job, prov, i)
     except (InvalidProof, EncodingError) as exc:
         raise InvalidSubmission(
             f"part {i} of provider {prov[:16]}… does not open to {B} share vectors: {exc}"
         ) from exc
     return PartShares(meas, proof, rho)
+
+
+def _seed(plain: bytes) -> bytes | None:
+    """The seed of a seeded part's plaintext, None for a full one (else ``EncodingError``)."""
+    if not plain or plain[0] not in (FORMAT_FULL, FORMAT_SEED):
+        raise EncodingError("the part's plaintext has no known format byte")
+    if plain[0] == FORMAT_FULL:
+        return None
+    if len(plain) != 1 + SEED_SIZE:
+        raise EncodingError(f"a seeded part holds {SEED_SIZE} bytes, this one {len(plain) - 1}")
+    return plain[1:]
+
+
+def _meas_shares(
+    F: Any, plain: bytes, B: int, width: int, job: str, prov: str, i: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Measurement and mask shares ``(B, width)``, ``(1,)`` of a measurement part."""
+    seed = _seed(plain)
+    if seed is not None:
+        meas = sharing.seeded_share(
+            F, seed, (B, width), sharing.seed_context(seed_context(b"meas", job, prov), i)
+        )
+        rho = sharing.seeded_share(
+            F, seed, (1,), sharing.seed_context(seed_context(b"rho", job, prov), i)
+        )
+        return meas, rho
+    mlen = 1 + B * width * F.ENCODED_SIZE
+    return F.decode(plain[1:mlen], (B, width)), F.decode(plain[mlen:], (1,))
+
+
+def _part_shares(
+    F: Any, plain: bytes, shape: tuple[int, ...], kind: bytes, job: str, prov: str, i: int
+) -> np.ndarray:
+    """The shares of shape ``shape`` a part's plaintext holds or expands to."""
+    seed = _seed(plain)
+    if seed is not None:
+        return sharing.seeded_share(
+            F, seed, shape, sharing.seed_context(seed_context(kind, job, prov), i)
+        )
+    return F.decode(plain[1:], shape)

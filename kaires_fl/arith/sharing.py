@@ -43,11 +43,14 @@ from kaires_fl.arith.poly import lagrange_coefficients
 from kaires_fl.errors import ConfigError, DecodingError, EncodingError
 
 __all__ = [
+    "complete_sharing",
     "is_consistent",
     "reconstruct",
     "robust_open",
     "robust_reconstruct",
+    "seeded_share",
     "share",
+    "share_seeded",
 ]
 
 Shares = Mapping[int, "np.ndarray | None"] | np.ndarray
@@ -209,6 +212,78 @@ def share(
     coeffs = np.concatenate([flat, F.random((t, L), rng=rng)], axis=0)  # (t+1, L)
     V = _vandermonde(F, _points(F, range(n)), t + 1)  # (n, t+1)
     return F.matmul(V, coeffs).reshape((n, *shape))
+
+
+def seeded_share(F: Any, seed: bytes, shape: tuple[int, ...], context: bytes = b"") -> np.ndarray:
+    """The share a 32-byte ``seed`` stands for: ``F.from_seed(seed, shape, context)``.
+
+    Pre: ``seed`` is uniformly random and secret to its holder. Post: uniform elements of
+    ``F`` (SHAKE-128, rejection sampling), a deterministic function of its arguments, so the
+    holder of the seed and anyone it later discloses the seed to compute the same share.
+    """
+    if len(seed) != 32:
+        raise EncodingError(f"a share seed has 32 bytes, got {len(seed)}")
+    return F.from_seed(seed, shape, context)
+
+
+def complete_sharing(
+    F: Any, secret: np.ndarray, known: Mapping[int, np.ndarray], n: int, t: int
+) -> np.ndarray:
+    """The shares of every party given the secret and ``t`` parties' shares already fixed.
+
+    Pre: ``known`` maps ``t`` distinct 0-based parties (``< n``) to arrays of ``F`` of the
+    secret's shape. Post: ``out[i] = f(i + 1)``, shape ``(n, *secret.shape)``, for the unique
+    ``f`` of degree ≤ t with ``f(0) = secret`` and ``f(j + 1) = known[j]``: the degree-t
+    polynomial is fixed by t + 1 points. When the ``known`` shares are uniform and
+    independent of the secret, ``out`` is distributed exactly as :func:`share`'s output (the
+    map from ``t`` free coefficients to ``t`` points other than 0 is a bijection).
+    """
+    _check_params(n, t)
+    if len(known) != t or any(not 0 <= int(j) < n for j in known):
+        raise ConfigError(
+            f"a degree-{t} sharing is completed from exactly t = {t} parties' shares in "
+            f"[0, {n}); got parties {sorted(known)}"
+        )
+    if not _is_field_array(F, secret) or any(
+        not _is_field_array(F, v) or v.shape != secret.shape for v in known.values()
+    ):
+        raise EncodingError(
+            f"secret and fixed shares must be canonical {F.__name__} arrays of one shape"
+        )
+    fixed = sorted(int(j) for j in known)
+    others = [i for i in range(n) if i not in known]
+    shape = secret.shape
+    W = _weights(F, (0, *(j + 1 for j in fixed)), tuple(i + 1 for i in others))  # (n−t, t+1)
+    out = np.empty((n, *shape), dtype=F.DTYPE)
+    for j in fixed:
+        out[j] = known[j]
+    if others:
+        Y = np.stack([secret, *(known[j] for j in fixed)]).reshape(t + 1, -1)
+        out[others] = F.matmul(W, Y).reshape((len(others), *shape))
+    return out
+
+
+def share_seeded(
+    F: Any, secret: np.ndarray, seeds: Mapping[int, bytes], n: int, t: int, context: bytes = b""
+) -> np.ndarray:
+    """Shamir-share ``secret`` with the shares of ``t`` parties expanded from 32-byte seeds.
+
+    Pre: ``seeds`` maps ``t`` distinct parties to fresh uniformly random 32-byte seeds.
+    Post: ``out[j] = seeded_share(F, seeds[j], secret.shape, context_j)`` for the seeded
+    parties (``context_j = context + j`` as 4 little-endian bytes) and the other rows complete
+    the degree-t sharing of ``secret`` (:func:`complete_sharing`). Only those n − t rows need
+    to travel; a seeded party gets its seed instead of its share.
+    """
+    known = {
+        int(j): seeded_share(F, sd, secret.shape, seed_context(context, int(j)))
+        for j, sd in seeds.items()
+    }
+    return complete_sharing(F, secret, known, n, t)
+
+
+def seed_context(context: bytes, party: int) -> bytes:
+    """The XOF context of party ``party``'s seeded share (binds the party's index)."""
+    return bytes(context) + int(party).to_bytes(4, "little")
 
 
 def _as_array(F: Any, s: Any) -> Any:

@@ -39,7 +39,13 @@ AGGS = [Identity.from_seed(bytes([i + 1]) * 32) for i in range(N)]
 CONSUMER = EnvelopeKeyPair.generate()
 
 
-def _job(faults: dict[int, str] | None = None, n_prov: int = 5, b: int = 4, seed: int = 0):
+def _job(
+    faults: dict[int, str] | None = None,
+    n_prov: int = 5,
+    b: int = 4,
+    seed: int = 0,
+    seeded: dict[int, tuple[int, ...]] | None = None,
+):
     rng = np.random.default_rng(seed)
     subs, keys, values = [], [], {}
     for p in range(n_prov):
@@ -54,6 +60,7 @@ def _job(faults: dict[int, str] | None = None, n_prov: int = 5, b: int = 4, seed
             n=N,
             t=T,
             fault=(faults or {}).get(p),
+            seeded=(seeded or {}).get(p),
         )
         subs.append(
             sign_manifest(
@@ -131,6 +138,7 @@ def test_honest_job_sums_every_provider() -> None:
         ("out_of_range", REASON_INVALID_MEAS),
         ("bad_proof", REASON_INVALID_PROOF),
         ("inconsistent_shares", REASON_INCONSISTENT),
+        ("bad_seed", REASON_INCONSISTENT),
     ],
 )
 def test_each_provider_fault_rejects_only_that_provider(fault: str, reason: str) -> None:
@@ -181,6 +189,48 @@ def test_aggregator_lying_about_one_consistency_value_is_blamed_not_the_provider
     d, _, _, _ = _run(ctx, keys, tamper=lie, liars=(0,))
     assert [i for i, _ in d.faulty] == [0] and d.accepted == tuple(values)
     assert "wrong consistency value" in dict(d.faulty)[0]
+
+
+def test_a_provider_whose_sealed_seed_is_not_the_one_it_shared_with_is_rejected() -> None:
+    """bad_seed: the full shares were completed from one seed, the signed part of the seeded
+    aggregator 0 holds another. Aggregator 0's z is off the polynomial, it discloses its
+    part, which proves its z right: the provider is rejected, nobody is blamed."""
+    ctx, keys, values = _job({1: "bad_seed"})
+    coin = Coin(b"coin" * 8)
+    jobs = {i: AggregatorJob(ctx, i, AGGS[i]) for i in range(N)}
+    for i, j in jobs.items():
+        j.open_parts({s: keys[s][i] for s in range(len(keys))})
+    pubs = {i: j.publish(coin) for i, j in jobs.items()}
+    assert analyse_round1(ctx, pubs).disputes.flagged == {1: {0}}
+    d, agg, bad, _ = _run(ctx, keys)
+    assert dict(d.rejected)["p1"] == REASON_INCONSISTENT and d.faulty == () and bad == []
+    assert FLP.valid.decode(agg, 16) == _sum(values, d.accepted).tolist()
+
+
+@pytest.mark.parametrize("liar", [0, 2])
+def test_seeded_or_full_aggregator_lying_about_its_share_is_blamed(liar: int) -> None:
+    """Aggregator 0 got a seed, 2 a full share; each lies about its share (a z computed
+    from another share, re-signed): the disclosure of its seed or share proves it wrong."""
+    ctx, keys, values = _job()
+
+    def lie(i, p):
+        if i != liar:
+            return p
+        z = p.z.array(F)
+        z[3] = F.add(z[3], F.elements(5))
+        return sign_message(msgspec.structs.replace(p, z=Elements.of(F, z)), AGGS[i])
+
+    d, agg, _, _ = _run(ctx, keys, tamper=lie, liars=(liar,))
+    assert [i for i, _ in d.faulty] == [liar] and d.accepted == tuple(values)
+    assert "wrong consistency value" in dict(d.faulty)[liar]
+    assert FLP.valid.decode(agg, 20) == _sum(values, values).tolist()
+
+
+def test_compressed_uncompressed_and_other_seeded_sets_mix_in_one_job() -> None:
+    ctx, keys, values = _job(seeded={0: (), 1: (3,), 2: (1,)}, n_prov=4)
+    d, agg, bad, _ = _run(ctx, keys, {2: "byzantine"})
+    assert d.accepted == tuple(values) and [i for i, _ in d.faulty] == [2] and bad == [2]
+    assert FLP.valid.decode(agg, 16) == _sum(values, values).tolist()
 
 
 def test_aggregator_that_signs_a_wrong_value_is_caught_by_the_disclosure() -> None:

@@ -28,6 +28,7 @@ from kaires_fl.aggregation.submission import (
 from kaires_fl.arith import sharing
 from kaires_fl.arith.circuits import SumVec
 from kaires_fl.arith.flp import FlpBBCGGI19
+from kaires_fl.crypto import envelope
 from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.errors import ConfigError, EncodingError, InvalidSubmission
 from kaires_fl.statistics import CountStats, HistogramStats
@@ -128,6 +129,51 @@ def test_provider_faults_are_what_they_claim() -> None:
     opened = _open_all(parts, sub)
     m = sharing.reconstruct(F, {i: o.meas for i, o in enumerate(opened)}, T)
     assert np.array_equal(m, meas)  # the data are fine, the proof is not
+
+
+def test_seeded_parts_carry_a_seed_and_only_n_minus_t_shares_travel() -> None:
+    rng = np.random.default_rng(3)
+    meas = _meas(rng, 50)
+    kw = dict(job="job", provider="p", circuit="c", n=N, t=T)
+    full = seal_parts(FLP, meas, **kw, seeded=())
+    comp = seal_parts(FLP, meas, **kw)  # default: the first t aggregators get seeds
+    overhead = len(comp.meas_parts[0])  # AEAD nonce + tag + format byte + 32-byte seed
+    assert overhead < 80 and len(comp.proof_parts[0]) == overhead
+    for i in range(T, N):
+        assert len(comp.meas_parts[i]) == len(full.meas_parts[i]) > 50 * 8
+    total = sum(map(len, comp.meas_parts + comp.proof_parts))
+    assert total < (N - T + 0.1) / N * sum(map(len, full.meas_parts + full.proof_parts))
+    # another seeded set, chosen per submission, opens the same way
+    other = seal_parts(FLP, meas, **kw, seeded=(2,))
+    assert len(other.meas_parts[2]) == overhead
+    for parts in (full, comp, other):
+        sub = sign_manifest(
+            Identity.generate(), parts, job="job", provider="p", circuit="c", write="w"
+        )
+        opened = _open_all(parts, sub)
+        got = sharing.reconstruct(F, {i: o.meas for i, o in enumerate(opened)}, T)
+        assert np.array_equal(got, meas)
+        assert sharing.is_consistent(F, np.stack([o.proof for o in opened]), T)
+    with pytest.raises(EncodingError, match="exactly t"):
+        seal_parts(FLP, meas, **kw, seeded=(0, 1))
+    with pytest.raises(EncodingError, match="bad_seed"):
+        seal_parts(FLP, meas, **kw, seeded=(), fault="bad_seed")
+
+
+def test_a_seeded_part_opens_only_to_its_seed_expansion() -> None:
+    """bad_seed: the seeded share is off the polynomial of the full ones; a seeded part with
+    a seed of the wrong length or an unknown format byte opens to nothing."""
+    _, parts, sub = _sealed("bad_seed")
+    opened = _open_all(parts, sub)
+    assert not sharing.is_consistent(F, np.stack([o.meas for o in opened]), T)
+    assert sharing.is_consistent(F, np.stack([o.meas for o in opened[T:]]), T)
+    from kaires_fl.aggregation import submission as sm
+
+    key = parts.keys[0]
+    for plain in (b"\x01" + bytes(31), b"\x02" + bytes(32), b""):
+        blob = envelope.seal(key, plain, sm._aad(b"meas", "job", "p", 0))
+        with pytest.raises(InvalidSubmission, match="does not open"):
+            open_part(FLP, sub.manifest, 0, key, blob, sub.proof_parts[0], hashes_checked=True)
 
 
 def test_bad_inputs_raise_typed_errors() -> None:

@@ -1,0 +1,151 @@
+"""Seeded (compressed) Shamir sharing against a slow Python-int reference.
+
+``share_seeded`` fixes the shares of t parties by seeds and completes the degree-t sharing
+from the secret; these tests check that it is an ordinary Shamir sharing (reconstructs,
+consistent, same polynomial as the reference), that the completion is a bijection for every
+secret (so any t shares are uniform and independent of the secret, exhaustively on a tiny
+field), and that robust reconstruction still corrects wrong shares.
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections import Counter
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kaires_fl.arith import sharing
+from kaires_fl.arith.field import Field64, Field128
+from kaires_fl.errors import ConfigError, EncodingError
+
+FIELDS = [Field64, Field128]
+PARAMS = [(4, 1), (7, 2), (3, 0)]
+
+
+class Field7(Field128):
+    """A tiny prime field (generic object-array arithmetic) for exhaustive counting."""
+
+    MODULUS: ClassVar[int] = 7
+    NAME: ClassVar[bytes] = b"Field7"
+
+
+def ref_eval(coeffs: list[int], x: int, p: int) -> int:
+    return sum(c * pow(x, k, p) for k, c in enumerate(coeffs)) % p
+
+
+def ref_interpolate_at(points: list[tuple[int, int]], at: int, p: int) -> int:
+    total = 0
+    for i, (xi, yi) in enumerate(points):
+        num, den = 1, 1
+        for j, (xj, _) in enumerate(points):
+            if j != i:
+                num = num * (at - xj) % p
+                den = den * (xi - xj) % p
+        total = (total + yi * num * pow(den, p - 2, p)) % p
+    return total
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    field=st.sampled_from(FIELDS),
+    nt=st.sampled_from(PARAMS),
+    length=st.integers(1, 5),
+    data=st.data(),
+)
+def test_seeded_sharing_is_a_shamir_sharing_of_the_secret(
+    field: Any, nt: tuple[int, int], length: int, data: Any
+) -> None:
+    n, t = nt
+    p = field.MODULUS
+    secret_ints = data.draw(st.lists(st.integers(0, p - 1), min_size=length, max_size=length))
+    secret = field.elements(secret_ints)
+    parties = data.draw(st.permutations(range(n)))[:t]
+    seeds = {j: secrets.token_bytes(32) for j in parties}
+    out = sharing.share_seeded(field, secret, seeds, n, t, b"ctx")
+    assert out.shape == (n, length)
+    for j in parties:  # a seeded party's share is what its seed expands to
+        want = sharing.seeded_share(field, seeds[j], (length,), sharing.seed_context(b"ctx", j))
+        assert np.array_equal(out[j], want)
+    assert np.array_equal(sharing.reconstruct(field, out, t), secret)
+    assert sharing.is_consistent(field, out, t)
+    # Slow reference: the polynomial through (0, secret) and the seeded points, per coordinate.
+    for c in range(length):
+        pts = [(0, secret_ints[c])] + [(j + 1, int(out[j, c])) for j in parties]
+        for i in range(n):
+            assert int(out[i, c]) == ref_interpolate_at(pts, i + 1, p)
+
+
+@settings(max_examples=25, deadline=None)
+@given(field=st.sampled_from(FIELDS), data=st.data())
+def test_completion_recovers_any_reference_polynomial(field: Any, data: Any) -> None:
+    """Completing from t points of any reference polynomial gives that polynomial's shares:
+    the completion inverts the map coefficients → t points, so uniform seeded shares give
+    exactly :func:`share`'s distribution."""
+    n, t = data.draw(st.sampled_from(PARAMS))
+    p = field.MODULUS
+    coeffs = data.draw(st.lists(st.integers(0, p - 1), min_size=t + 1, max_size=t + 1))
+    fixed = data.draw(st.permutations(range(n)))[:t]
+    known = {j: field.elements([ref_eval(coeffs, j + 1, p)]) for j in fixed}
+    out = sharing.complete_sharing(field, field.elements([coeffs[0]]), known, n, t)
+    assert [int(v) for v in out[:, 0]] == [ref_eval(coeffs, i + 1, p) for i in range(n)]
+
+
+@pytest.mark.parametrize(("n", "t"), [(4, 1), (4, 2), (5, 2)])
+def test_any_t_shares_are_uniform_for_every_secret_exhaustively(n: int, t: int) -> None:
+    """On GF(7), over every value of the t fixed (seeded, uniform) shares: for each secret
+    and each set of t parties, every t-tuple of their shares occurs exactly once."""
+    F = Field7
+    p = F.MODULUS
+    fixed = list(range(t))
+    for secret in range(p):
+        rows = []
+        for vals in itertools.product(range(p), repeat=t):
+            known = {j: F.elements([v]) for j, v in zip(fixed, vals, strict=True)}
+            out = sharing.complete_sharing(F, F.elements([secret]), known, n, t)
+            rows.append([int(v) for v in out[:, 0]])
+        for T in itertools.combinations(range(n), t):
+            seen = Counter(tuple(r[i] for i in T) for r in rows)
+            assert len(seen) == p**t and set(seen.values()) == {1}, (secret, T)
+
+
+def test_a_seed_expands_to_uniform_elements_statistically() -> None:
+    """Coarse check of the XOF share: Field64 elements' top bits are balanced."""
+    v = sharing.seeded_share(Field64, bytes(32), (20000,), b"x")
+    top = (v >> np.uint64(62)).astype(int)
+    counts = np.bincount(top, minlength=4)
+    # p ≈ 2^64 − 2^32: the four quarters are equally likely; 6 sigma bounds
+    assert all(abs(c - 5000) < 6 * np.sqrt(20000 * 0.25 * 0.75) for c in counts), counts
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_robust_reconstruction_corrects_a_wrong_seeded_or_full_share(field: Any) -> None:
+    n, t = 7, 2
+    secret = field.random((9,))
+    out = sharing.share_seeded(field, secret, {0: b"a" * 32, 1: b"b" * 32}, n, t)
+    for bad in (0, 5):  # a seeded holder that lies, a full share that was tampered
+        shares = {i: out[i].copy() for i in range(n)}
+        shares[bad] = field.add(shares[bad], field.ones((9,)))
+        got, wrong = sharing.robust_reconstruct(field, shares, n, t)
+        assert np.array_equal(got, secret) and wrong == [bad]
+
+
+def test_seeded_sharing_refuses_wrong_inputs() -> None:
+    F = Field64
+    s = F.elements([1, 2])
+    with pytest.raises(ConfigError):
+        sharing.complete_sharing(F, s, {}, 4, 1)  # t = 1 needs one fixed share
+    with pytest.raises(ConfigError):
+        sharing.complete_sharing(F, s, {4: s}, 4, 1)  # party out of range
+    with pytest.raises(EncodingError):
+        sharing.complete_sharing(F, s, {0: F.elements([1])}, 4, 1)  # shape
+    with pytest.raises(EncodingError):
+        sharing.seeded_share(F, b"short", (2,))
+    # different contexts and different parties give independent streams
+    a = sharing.seeded_share(F, bytes(32), (4,), sharing.seed_context(b"c", 0))
+    b = sharing.seeded_share(F, bytes(32), (4,), sharing.seed_context(b"c", 1))
+    assert not np.array_equal(a, b)
