@@ -3,8 +3,8 @@
 ``kaires demo``, ``kaires bench --json``, ``kaires --version``, the committee files
 (``kaires node setup``, ``kaires group``, ``kaires committee init``) and the running
 committee (``kaires node run``, ``kaires committee up / down / status``, ``kaires audit``);
-see docs/deployment.md. A configuration error prints one line on stderr and exits with
-status 2.
+see docs/deployment.md. ``kaires explorer`` serves the audit explorer (docs/explorer.md). A
+configuration error prints one line on stderr and exits with status 2.
 """
 
 from __future__ import annotations
@@ -222,6 +222,15 @@ def _add_group_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _explorer(args: argparse.Namespace) -> int:
+    from kaires_fl.explorer.app import make_source, serve
+
+    source = make_source(group=args.group, db=args.db)
+    print(f"kaires explorer: http://{args.host}:{args.port}/ (Ctrl-C stops it)", file=sys.stderr)
+    serve(source, args.host, args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kaires`` console script."""
     parser = _Parser(prog="kaires", description=__doc__)
@@ -316,6 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=30.0, help="seconds a node may take to answer (30)"
     )
     p_audit.set_defaults(func=_audit)
+
+    p_expl = sub.add_parser(
+        "explorer", help="a read-only web page of the ledger, verified from genesis here"
+    )
+    src = p_expl.add_mutually_exclusive_group(required=True)
+    src.add_argument("--group", help="a deployed committee's group.toml")
+    src.add_argument("--db", help="the db_dir of a LocalCommittee (ledger-<i>.sqlite files)")
+    p_expl.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p_expl.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    p_expl.set_defaults(func=_explorer)
 
     args = parser.parse_args(argv)
     try:
