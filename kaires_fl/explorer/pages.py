@@ -277,6 +277,7 @@ def provider_page(snap: Snapshot, policy_id: str) -> dict[str, Any] | None:
                 else "-",
                 "status": status,
                 "error": error,
+                "privacy": _privacy(entry),
             }
         )
     cur = _dict(current)

@@ -1,0 +1,242 @@
+"""The explorer through Starlette's TestClient: what each page shows, escaping, GET only, and
+verification failures of altered node databases (fast: no browser, no server)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from starlette.testclient import TestClient
+
+from kaires_fl.cli import main
+from kaires_fl.errors import AuditError, ConfigError, EncodingError
+from kaires_fl.explorer.app import create_app
+from kaires_fl.explorer.chain import verify_records
+from kaires_fl.explorer.screenshots import MARKUP_ID, DemoLedger, tamper_block
+from kaires_fl.explorer.sources import DbSource
+from kaires_fl.ledger.audit import StateProof
+from kaires_fl.ledger.block import Genesis
+from kaires_fl.ledger.contracts import DEFAULT_REGISTRY, ContractRegistry
+from kaires_fl.ledger.encoding import canonical, decode_canonical
+
+
+def client(db: Path) -> TestClient:
+    return TestClient(create_app(DbSource(db)))
+
+
+def text(html: str) -> str:
+    """The visible text of a page (tags dropped, entities kept as the browser shows them)."""
+    out = re.sub(r"<[^>]+>", " ", html)
+    out = out.replace("&lt;", "<").replace("&gt;", ">").replace("&#34;", '"')
+    out = out.replace("&#39;", "'").replace("&quot;", '"').replace("&amp;", "&")
+    return re.sub(r"\s+", " ", out)
+
+
+@pytest.fixture(scope="module")
+def web(demo: DemoLedger) -> TestClient:
+    return client(demo.db_dir)
+
+
+def test_chain_page_shows_blocks_verified_from_genesis(web: TestClient) -> None:
+    r = web.get("/")
+    assert r.status_code == 200
+    t = text(r.text)
+    assert "verified from genesis: yes" in t
+    assert re.search(r"Height 10 ", t)
+    for kind in ("calypso.lts", "committee.register", "darc.create ×4", "job.receipt"):
+        assert kind in t
+    # every block row: proposer and the roster indices of its 3 = 2f + 1 (or more) signers
+    rows = re.findall(r'<tr><td><a href="/block/(\d+)">', r.text)
+    assert sorted(map(int, rows)) == list(range(1, 11))
+    assert "ledger-3.sqlite" in t and t.count("verified from genesis") >= 5
+    assert r.text.count("<svg") == 2  # jobs per day per provider, time between blocks
+
+
+def test_job_page_shows_rejected_provider_and_faulty_aggregator(
+    web: TestClient, demo: DemoLedger
+) -> None:
+    r = web.get(f"/job/{demo.job}")
+    assert r.status_code == 200
+    t = text(r.text)
+    rejected = re.search(r'<table id="rejected">(.*?)</table>', r.text, re.S)
+    assert rejected is not None
+    assert demo.rejected in rejected.group(1) and demo.rejected_reason in rejected.group(1)
+    faulty = re.search(r'<table id="faulty">(.*?)</table>', r.text, re.S)
+    assert faulty is not None
+    assert f"<td>{demo.faulty_index}</td>" in faulty.group(1)
+    assert demo.faulty_reason in text(faulty.group(1))
+    assert "Accepted (3)" in t and "Rejected (1)" in t and "Faulty aggregators (1)" in t
+    assert "mean_variance" in t and "status done" in t
+    assert "proof verified (block 10)" in t
+
+
+def test_provider_page_lists_accesses_with_checked_proofs(
+    web: TestClient, demo: DemoLedger
+) -> None:
+    r = web.get(f"/provider/{demo.provider}")
+    assert r.status_code == 200
+    accesses = re.search(r'<table id="accesses">(.*?)</table>', r.text, re.S)
+    assert accesses is not None
+    rows = accesses.group(1).count('<tr class="ok">')
+    assert rows == 2  # the demo job and the markup job both used clinic-0's data
+    assert text(accesses.group(1)).count("proof verified (block 10)") == 2
+    assert demo.job[:16] in accesses.group(1)
+    versions = re.search(r'<table id="versions">(.*?)</table>', r.text, re.S)
+    assert versions is not None and "darc.create" in versions.group(1)
+
+
+def test_downloaded_proof_verifies_offline_and_a_forged_one_does_not(
+    web: TestClient, demo: DemoLedger
+) -> None:
+    key = f"access/{demo.provider}/{demo.job}"
+    page = web.get(f"/provider/{demo.provider}").text
+    assert f'href="/proof?key={quote(key, safe="")}"' in page
+    r = web.get("/proof", params={"key": key})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["content-disposition"].startswith("attachment;")
+    genesis = DbSource(demo.db_dir).genesis
+    proof = StateProof.from_bytes(r.content)
+    entry = proof.verify(genesis)
+    assert proof.key == key and entry["job"] == demo.job
+    forged = decode_canonical(r.content)
+    forged["value"] = {**forged["value"], "consumer": "ff" * 32}
+    with pytest.raises(AuditError):
+        StateProof.from_bytes(canonical(forged)).verify(genesis)
+
+
+def test_ledger_values_are_escaped(web: TestClient, demo: DemoLedger) -> None:
+    """A policy id is user-chosen: on the job page (excluded, with the ledger's reason), its
+    own provider page and the block that refused it, it is text, never markup."""
+    pages = [
+        web.get(f"/job/{demo.markup_job}"),
+        web.get("/provider/" + quote(MARKUP_ID, safe="/")),
+        web.get("/block/10"),
+    ]
+    for r in pages:
+        assert r.status_code == 200
+        assert "<script" not in r.text and "<img" not in r.text
+        assert "&lt;script&gt;window.__kaires_xss = 1&lt;/script&gt;" in r.text
+        assert MARKUP_ID in text(r.text)
+    excluded = re.search(r'<table id="excluded">(.*?)</table>', pages[0].text, re.S)
+    assert excluded is not None and "has no policy on the ledger" in excluded.group(1)
+    assert "refused: LedgerError: policy id" in text(pages[2].text)
+
+
+def test_get_only_and_no_external_resources(web: TestClient, demo: DemoLedger) -> None:
+    paths = [
+        "/",
+        "/block/1",
+        f"/job/{demo.job}",
+        f"/provider/{demo.provider}",
+        "/committees",
+        f"/proof?key=job/{demo.job}",
+        "/explorer.css",
+    ]
+    for path in paths:
+        r = web.get(path)
+        assert r.status_code == 200, path
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "script" not in csp
+        assert not re.search(r'(src|href|action)="(https?:)?//', r.text), path
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            assert web.request(method, path).status_code == 405, (method, path)
+
+
+def test_unknown_things_are_404(web: TestClient) -> None:
+    assert web.get("/job/" + "00" * 32).status_code == 404
+    assert web.get("/block/11").status_code == 404
+    assert web.get("/provider/nobody").status_code == 404
+    assert web.get("/proof", params={"key": "job/none"}).status_code == 404
+
+
+def test_committees_page(web: TestClient) -> None:
+    t = text(web.get("/committees").text)
+    assert "4 nodes, f = 1, a block is final with 3 signatures" in t
+    assert "n = 4, Shamir degree t = 1, receipt quorum 3" in t
+    assert "threshold t = 1" in t  # the trustees' LTS
+
+
+def test_tampered_block_fails_verification_naming_node_and_block(demo_copy: Path) -> None:
+    tamper_block(demo_copy / "ledger-1.sqlite", 3)
+    r = client(demo_copy).get("/")
+    t = text(r.text)
+    assert "verified from genesis: no" in t
+    verdict = re.search(r'id="verdict">(.*?)</div>', r.text, re.S)
+    assert verdict is not None
+    failures = [text(li).strip() for li in re.findall(r"<li>(.*?)</li>", verdict.group(1), re.S)]
+    assert failures == [
+        "ledger-1.sqlite : block 3: block transactions/results do not match the header's tx_root"
+    ]
+    # the pages still show the chain that verified (through another node)
+    assert re.search(r"Height 10 ", t)
+
+
+def test_tampered_state_row_fails_verification(demo_copy: Path, demo: DemoLedger) -> None:
+    key = f"receipt/{demo.job}"
+    conn = sqlite3.connect(demo_copy / "ledger-2.sqlite")
+    with conn:
+        (raw,) = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        value = decode_canonical(bytes(raw))
+        value["receipt"]["rejected"] = []
+        conn.execute("UPDATE state SET value = ? WHERE key = ?", (canonical(value), key))
+    conn.close()
+    snap = DbSource(demo_copy).snapshot()
+    assert not snap.ok
+    (node, why), *more = snap.failures
+    assert node == "ledger-2.sqlite" and not more
+    assert key in why and why.startswith("stored state after block ")
+    t = text(client(demo_copy).get(f"/job/{demo.job}").text)
+    assert demo.rejected in t  # the page shows the replayed receipt, not the altered row
+
+
+def test_replay_failure_keeps_the_prefix_state(demo: DemoLedger) -> None:
+    """A block whose transactions do not replay to its results stops the verified chain
+    there, and the state shown is exactly the state after the block before it."""
+    conn = sqlite3.connect(f"file:{demo.db_dir / 'ledger-0.sqlite'}?mode=ro", uri=True)
+    (g,) = conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
+    records = [bytes(d) for (d,) in conn.execute("SELECT data FROM blocks ORDER BY height")]
+    conn.close()
+    genesis = Genesis.decode(bytes(g))
+    reg = ContractRegistry(dict(DEFAULT_REGISTRY._contracts))
+
+    def lying_receipt(view: Any, tx: Any, env: Any) -> dict[str, Any]:
+        return {"receipt/x": 1}
+
+    reg.register("job.receipt", lying_receipt, replace=True)
+    view = verify_records("n", genesis, records, registry=reg)
+    assert view.height == 7 and view.offered == 10
+    assert view.failure is not None and view.failure.startswith("block 8: replay:")
+    assert view.get("receipt/x") is None and view.get(f"receipt/{demo.job}") is None
+    header7 = decode_canonical(records[6])["block"]["header"]
+    assert view.state.root.hex() == header7["state_root"]
+    honest = verify_records("n", genesis, records)
+    assert honest.ok and honest.height == 10
+
+
+def test_garbage_and_gaps_stop_the_chain(demo: DemoLedger) -> None:
+    conn = sqlite3.connect(f"file:{demo.db_dir / 'ledger-0.sqlite'}?mode=ro", uri=True)
+    (g,) = conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
+    records = [bytes(d) for (d,) in conn.execute("SELECT data FROM blocks ORDER BY height")]
+    conn.close()
+    genesis = Genesis.decode(bytes(g))
+    view = verify_records("n", genesis, [*records[:4], b"\x00garbage", *records[5:]])
+    assert view.height == 4 and view.failure is not None and view.failure.startswith("block 5:")
+    view = verify_records("n", genesis, [*records[:2], *records[3:]])
+    assert view.height == 2 and view.failure is not None and view.failure.startswith("block 3:")
+    with pytest.raises(EncodingError):
+        decode_canonical(b"\x00garbage")
+
+
+def test_cli_explorer_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explorer", "--db", str(tmp_path)]) == 2
+    assert "no ledger database" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["explorer"])
+    assert exc.value.code == 2
+    with pytest.raises(ConfigError, match="no ledger database"):
+        DbSource(tmp_path / "missing")
