@@ -22,7 +22,9 @@ Faults (``faults={"aggregator": {2: "byzantine"}, "provider": {5: "out_of_range"
 - ``"trustee"``: ``"crash"`` or ``"byzantine"`` (wrong re-encrypted and coin shares), at
   most the trustees' threshold;
 - ``"aggregator"``: ``"crash"`` or ``"byzantine"`` (wrong values at every step), at most
-  ``threshold``;
+  ``threshold``; in a job with differential privacy also ``"no_noise"`` (deals zero noise:
+  its range proof passes) or ``"big_noise"`` (deals noise out of its proven range: its
+  proof fails and the deal is left out);
 - ``"provider"`` (0-based index in the sorted provider labels of each job):
   ``"out_of_range"``, ``"inconsistent_shares"``, ``"bad_proof"``.
 """
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from kaires_fl.aggregation.aggregator import AGGREGATOR_FAULTS
 from kaires_fl.aggregation.job import AggregatorService, Coordinator
 from kaires_fl.aggregation.submission import PROVIDER_FAULTS
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
@@ -49,6 +52,7 @@ from kaires_fl.ledger.darc import DEFAULT_MAX_JOBS, DEFAULT_MIN_PROVIDERS, darc_
 from kaires_fl.ledger.identities import CONSUMER, PROVIDER
 from kaires_fl.ledger.jobs import job_key
 from kaires_fl.ledger.node import LedgerConfig
+from kaires_fl.privacy.mechanism import plan_noise
 from kaires_fl.roles.consumer import Consumer
 from kaires_fl.roles.provider import Provider, policy_id_for
 from kaires_fl.secret_management.coin import CoinShare, combine_coin
@@ -87,7 +91,13 @@ def _check_faults(
     for role, table in (faults or {}).items():
         if role not in ROLES:
             raise ConfigError(f"unknown fault role {role!r}; use one of {ROLES}")
-        allowed = PROVIDER_FAULTS if role == "provider" else NODE_FAULTS
+        allowed = (
+            PROVIDER_FAULTS
+            if role == "provider"
+            else AGGREGATOR_FAULTS
+            if role == "aggregator"
+            else NODE_FAULTS
+        )
         for idx, behaviour in dict(table).items():
             if behaviour not in allowed:
                 raise ConfigError(
@@ -404,8 +414,14 @@ class LocalCommittee:
         data: Mapping[Any, tuple[Any, Any]],
         consumer: Consumer | None = None,
         progress: bool | str = False,
+        dp: Any = None,
     ) -> JobResult:
         """Run the whole Kaires flow for ``statistic`` over ``{provider label: (X, y)}``.
+
+        ``dp``: a :class:`kaires_fl.DP` target — the aggregators then add distributed
+        Skellam noise calibrated to the statistic's proven sensitivity
+        (:mod:`kaires_fl.privacy`), the job debits each provider's privacy budget, the
+        aggregate is the noisy one and ``report["privacy"]`` says what was spent.
 
         Returns a :class:`JobResult`. Raises ``AccessDenied`` if the ledger refuses the
         job because the providers' policies do not allow it (no grant, revoked, expired,
@@ -416,7 +432,7 @@ class LocalCommittee:
         # Each provider is its own machine: one BLAS thread each (on a shared 2-core box a
         # multi-threaded BLAS spin-waits and makes the providers' local sums 5–10× slower).
         with threadpool_limits(limits=1, user_api="blas"):
-            return self._run_job(statistic, data, consumer, progress)
+            return self._run_job(statistic, data, consumer, progress, dp)
 
     def _run_job(
         self,
@@ -424,8 +440,11 @@ class LocalCommittee:
         data: Mapping[Any, tuple[Any, Any]],
         consumer: Consumer | None,
         progress: bool | str,
+        dp: Any = None,
     ) -> JobResult:
         consumer = consumer or self.consumer
+        # The noise plan first: a statistic whose noise could wrap its field fails here.
+        plan = plan_noise(dp, statistic, self.n_aggregators, self.threshold) if dp else None
         timings: dict[str, float] = {}
         clock = time.perf_counter()
         bar = _Progress(progress)
@@ -456,6 +475,8 @@ class LocalCommittee:
             min_providers=self.min_providers,
             coordinator=self.coordinator.identity.public.hex(),
         )
+        if dp is not None:
+            payload["privacy"] = dp.to_obj()
         tx = self.client.sign(consumer.identity, "job.create", payload)
         self.coordinator.note("relay-tx", tx)
         try:
@@ -510,7 +531,10 @@ class LocalCommittee:
         bad: list[int] = []
         if r["status"] == "done":
             raw, bad = consumer.open_result(job, receipt, out["shares"], statistic)
-            aggregate = statistic.decode(raw, int(r["num_measurements"]))
+            if plan is not None:
+                aggregate = statistic.decode_noisy(raw, int(r["num_measurements"]))
+            else:
+                aggregate = statistic.decode(raw, int(r["num_measurements"]))
         lap("result")
         bar.close()
         index = {k: i for i, k in enumerate(job["aggregators"])}
@@ -540,6 +564,7 @@ class LocalCommittee:
             "receipt_height": int(receipt["height"]),
             "payments": dict(receipt.get("paid", {})),
             "timings": timings,
+            "privacy": plan.report(statistic.noise_scale()) if plan is not None else None,
         }
         return JobResult(aggregate, report, receipt, raw)
 

@@ -69,6 +69,7 @@ from kaires_fl.errors import DecodingError, EncodingError, InvalidSubmission, Pr
 from kaires_fl.ledger.darc import policy_owner
 from kaires_fl.ledger.encoding import canonical
 from kaires_fl.ledger.jobs import distinct_owners
+from kaires_fl.privacy.mechanism import NoiseRound
 from kaires_fl.schema import Blob, Bytes32, Count, Elements, Index, Signature
 
 PUBLISH_CONTEXT = b"kaires/aggregation/publish"
@@ -77,9 +78,13 @@ RESULT_CONTEXT = b"kaires/aggregation/result"
 
 #: Mean records per submission from which each submission is queried on its own.
 PER_SUBMISSION_QUERY = 64
+#: Measurement elements (records × MEAS_LEN) from which a submission is verified and folded
+#: into the running sum as soon as it is opened, its shares then dropped
+#: (:class:`AggregatorJob`): 2^14 elements = 128 KiB of Field64 shares.
+STREAM_ELEMENTS = 2**14
 
 #: Behaviours of a simulated faulty aggregator ("crash" is the network's business).
-AGGREGATOR_FAULTS = ("crash", "byzantine")
+AGGREGATOR_FAULTS = ("crash", "byzantine", "no_noise", "big_noise")
 
 # Rejection reasons (stable codes; the receipt carries them).
 REASON_MISSING = "no_submission"
@@ -250,6 +255,8 @@ class Published(schema.Message, frozen=True):
     z: Elements
     verifier: Elements
     unopened: Disclosures = ()
+    #: Its values for the job's differential-privacy noise deals (None: no noise).
+    noise: NoiseRound | None = None
     signature: Signature = b""
 
 
@@ -1041,6 +1048,16 @@ class AggregatorJob:
 
     ``behaviour`` = ``"byzantine"`` makes it send wrong values at every step (for the
     simulation's fault injection); the honest code path is otherwise identical.
+
+    Memory is bounded per submission, not per job: a *large* submission (at least
+    :data:`STREAM_ELEMENTS` measurement elements) is verified as soon as its part is opened
+    and the coin is known — its z and verifier shares computed, ``truncate`` of its
+    measurement share folded into a running sum — and its shares are then dropped. What
+    the decision and the disputes need stays (z, verifier shares, the released keys; the
+    parts themselves are in the job's context). A large submission the decision rejects is
+    opened once more in :meth:`aggregate` and subtracted from the sum (rejections are the
+    faulty providers'). Small submissions are kept until :meth:`publish` and verified in one
+    batched ``query``.
     """
 
     def __init__(
@@ -1055,7 +1072,15 @@ class AggregatorJob:
         self.identity = identity
         self.byzantine = behaviour == "byzantine"
         self.keys: dict[int, bytes] = {}
+        #: Opened shares not yet folded (small submissions, or any before the coin is known).
         self.shares: dict[int, PartShares] = {}
+        #: Large submissions already verified and folded into :attr:`running`.
+        self.streamed: set[int] = set()
+        #: z (shape ``(1,)``) and verifier shares ``(B, VERIFIER_LEN)`` of the streamed ones.
+        self.z: dict[int, np.ndarray] = {}
+        self.verifiers: dict[int, np.ndarray] = {}
+        #: Σ ``truncate(meas share)`` over :attr:`streamed` (None before the first).
+        self.running: np.ndarray | None = None
         self.unopened: dict[int, bytes] = {}
         #: Encoded single-slot WrittenKeyProofs of the key written for parts whose
         #: released key is not the committed one (set by the service).
@@ -1064,15 +1089,23 @@ class AggregatorJob:
         self.sealed_share: bytes | None = None
         #: ``published_digest`` of the round-1 message it signed (set by :meth:`publish`).
         self.sent_digest: bytes | None = None
+        #: Differential privacy (set by the service): the round-1 values of the noise deals
+        #: and this aggregator's share of the accepted noise, added to its aggregate share.
+        self.noise_round: NoiseRound | None = None
+        self.noise_share: np.ndarray | None = None
 
     # -- step 4: open the parts with the released keys
-    def open_parts(self, keys: Mapping[int, bytes], hashes_checked: bool = False) -> None:
+    def open_parts(
+        self, keys: Mapping[int, bytes], hashes_checked: bool = False, coin: Coin | None = None
+    ) -> None:
         """Open every submission's part ``index`` with its released key.
 
         ``hashes_checked``: the parts were already checked against their manifests.
+        ``coin``: the job's coin when already known; then each large submission is verified
+        and folded as soon as it is opened (peak memory: one submission's shares).
         """
         ctx, i = self.ctx, self.index
-        for s, sub in enumerate(ctx.submissions):
+        for s in range(len(ctx.submissions)):
             key = keys.get(s)
             if key is None:
                 raise ProtocolError(
@@ -1081,60 +1114,99 @@ class AggregatorJob:
                 )
             self.keys[s] = key
             try:
-                self.shares[s] = open_part(
-                    ctx.flp,
-                    sub.manifest,
-                    i,
-                    key,
-                    sub.meas_parts[i],
-                    sub.proof_parts[i],
-                    hashes_checked=hashes_checked,
-                )
+                shares = self._open(s, hashes_checked)
             except InvalidSubmission:
                 self.unopened[s] = key
+                continue
+            if coin is not None and self._large(s):
+                self._stream(s, shares, coin)
+            else:
+                self.shares[s] = shares
+
+    def _open(self, s: int, hashes_checked: bool = True) -> PartShares:
+        sub, i = self.ctx.submissions[s], self.index
+        return open_part(
+            self.ctx.flp,
+            sub.manifest,
+            i,
+            self.keys[s],
+            sub.meas_parts[i],
+            sub.proof_parts[i],
+            hashes_checked=hashes_checked,
+        )
+
+    def _large(self, s: int) -> bool:
+        """Whether submission s is verified on its own and folded at once (never kept)."""
+        return self.ctx.submissions[s].manifest.batch * self.ctx.flp.MEAS_LEN >= STREAM_ELEMENTS
+
+    def _query(self, s: int, shares: PartShares, coin: Coin) -> np.ndarray:
+        """Verifier shares ``(B, VERIFIER_LEN)`` of submission s (its joint randomness
+        shared by its records, so the circuit's powers are computed once)."""
+        flp = self.ctx.flp
+        jr = self.ctx.joint_rand(s) if flp.JOINT_RAND_LEN else None
+        return flp.query(shares.meas, shares.proof, coin.query_rand(flp), jr)
+
+    def _fold(self, shares: PartShares) -> np.ndarray:
+        """``Σ_records truncate(meas share)``: shape ``(OUTPUT_LEN,)``."""
+        flp = self.ctx.flp
+        return flp.field.sum(flp.valid.truncate(shares.meas), axis=0)
+
+    def _stream(self, s: int, shares: PartShares, coin: Coin) -> None:
+        """Verify submission s on its shares, fold them into the running sum, drop them."""
+        F = self.ctx.flp.field
+        self.z[s] = consistency_value(self.ctx.flp, coin, self.ctx.submissions[s].manifest, shares)
+        self.verifiers[s] = self._query(s, shares, coin)
+        part = self._fold(shares)
+        self.running = part if self.running is None else F.add(self.running, part)
+        self.streamed.add(s)
 
     # -- step 5, round 1
     def publish(self, coin: Coin) -> Published:
         """z per submission and verifier shares for all records.
 
-        One batched ``query`` over every record (per-record joint randomness) when the
-        submissions are small; one per submission (its joint randomness shared by its
-        records, so the circuit's powers are computed once) when they are large.
+        Large submissions were (or are now) verified one by one (:meth:`_stream`); the
+        small ones in one batched ``query`` over their records (per-record joint
+        randomness) — or one ``query`` per submission when they hold many records each.
         """
         ctx, flp = self.ctx, self.ctx.flp
         F = flp.field
         S = len(ctx.submissions)
+        for s in sorted(s for s in self.shares if self._large(s)):
+            self._stream(s, self.shares.pop(s), coin)
         z = F.zeros((S,))
+        for s, zs in self.z.items():
+            z[s] = zs[0]
         for s, sh in self.shares.items():
             z[s] = consistency_value(flp, coin, ctx.submissions[s].manifest, sh)[0]
-        qr = coin.query_rand(flp)
-        subs = [(s, ctx.submissions[s].manifest.batch) for s in range(S)]
+        blocks: dict[int, np.ndarray] = dict(self.verifiers)
+        small = sorted(self.shares)
+        if small and ctx.rows >= PER_SUBMISSION_QUERY * S:
+            for s in small:
+                blocks[s] = self._query(s, self.shares[s], coin)
+        elif small:
+            off = ctx.offsets
+            rows = np.concatenate([np.arange(off[s], off[s + 1]) for s in small])
+            jr_all = ctx.joint_rands[rows] if flp.JOINT_RAND_LEN else None
+            v = flp.query(
+                np.concatenate([self.shares[s].meas for s in small]),
+                np.concatenate([self.shares[s].proof for s in small]),
+                coin.query_rand(flp),
+                jr_all,
+            )
+            start = 0
+            for s in small:
+                b = int(off[s + 1] - off[s])
+                blocks[s] = v[start : start + b]
+                start += b
+        verifier: np.ndarray | list[np.ndarray]
         if not ctx.rows:
             verifier = F.zeros((0, flp.VERIFIER_LEN))
-        elif ctx.rows >= PER_SUBMISSION_QUERY * S:
-            parts = []
-            for s, b in subs:
-                opened = self.shares.get(s)
-                if opened is None:  # unopened: its rows are ignored by every decision
-                    parts.append(F.zeros((b, flp.VERIFIER_LEN)))
-                    continue
-                jr = ctx.joint_rand(s) if flp.JOINT_RAND_LEN else None
-                parts.append(flp.query(opened.meas, opened.proof, qr, jr))
-            verifier = parts  # concatenated where encoded (:func:`_rows_elements`)
         else:
-
-            def rows(attr: str, width: int) -> np.ndarray:
-                return np.concatenate(
-                    [
-                        getattr(self.shares[s], attr) if s in self.shares else F.zeros((b, width))
-                        for s, b in subs
-                    ]
-                )
-
-            jr_all = ctx.joint_rands if flp.JOINT_RAND_LEN else None
-            verifier = flp.query(
-                rows("meas", flp.MEAS_LEN), rows("proof", flp.PROOF_LEN), qr, jr_all
-            )
+            # unopened: zeros, its rows are ignored by every decision
+            verifier = [
+                blocks[s] if s in blocks else F.zeros((s_.manifest.batch, flp.VERIFIER_LEN))
+                for s, s_ in enumerate(ctx.submissions)
+            ]  # concatenated where encoded (:func:`_rows_elements`)
         if self.byzantine:
             z = F.random(z.shape)
             verifier = F.random((ctx.rows, flp.VERIFIER_LEN))
@@ -1144,7 +1216,9 @@ class AggregatorJob:
             Elements.of(F, z),
             _rows_elements(F, verifier),
             tuple(self._disclose(s, k) for s, k in sorted(self.unopened.items())),
+            self.noise_round,
         )
+        self.verifiers.clear()  # in the message now
         # schema.sign's signature, keeping the digest (the own-message check compares it)
         digest = published_digest(msg)
         assert digest is not None
@@ -1173,17 +1247,26 @@ class AggregatorJob:
 
     # -- step 6
     def aggregate(self, decision: Decision) -> ResultShare:
-        """Sum truncated accepted shares, seal them to the consumer, report the hash."""
+        """Sum truncated accepted shares, seal them to the consumer, report the hash.
+
+        The sum is the running sum of the streamed submissions less those the decision
+        rejected (opened again), plus the kept small ones it accepted.
+        """
         ctx, flp = self.ctx, self.ctx.flp
         F = flp.field
         self.decision = decision
         share_hash = ""
         if decision.status == "done":
             total = F.zeros((flp.OUTPUT_LEN,))
-            subs = [s for s in decision.accepted_subs if s in self.shares]
-            if subs:
-                per_sub = [F.sum(flp.valid.truncate(self.shares[s].meas), axis=0) for s in subs]
-                total = F.sum(np.stack(per_sub), axis=0)
+            accepted = set(decision.accepted_subs)
+            for s in sorted(accepted & set(self.shares)):
+                total = F.add(total, self._fold(self.shares[s]))
+            if self.running is not None:
+                total = F.add(total, self.running)
+                for s in sorted(self.streamed - accepted):
+                    total = F.sub(total, self._fold(self._open(s)))
+            if self.noise_share is not None:
+                total = F.add(total, self.noise_share)
             if self.byzantine:
                 total = F.random(total.shape)
             self.sealed_share = envelope.seal_to(
@@ -1195,3 +1278,13 @@ class AggregatorJob:
             obj = {**obj, "accepted": [], "status": "failed", "why": "byzantine"}
         msg = ResultShare(ctx.job, self.index, canonical(obj), share_hash)
         return sign_message(msg, self.identity)
+
+    def retained_bytes(self) -> int:
+        """Bytes of the arrays this job holds (shares, z, verifiers, sums): what grows with
+        the job, the sealed parts of its context aside."""
+        arrays: list[np.ndarray] = [*self.z.values(), *self.verifiers.values()]
+        for sh in self.shares.values():
+            arrays += [sh.meas, sh.proof, sh.rho]
+        if self.running is not None:
+            arrays.append(self.running)
+        return int(sum(a.nbytes for a in arrays))

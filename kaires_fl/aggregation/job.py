@@ -75,6 +75,18 @@ from kaires_fl.ledger.darc import darc_key
 from kaires_fl.ledger.encoding import canonical, decode_canonical
 from kaires_fl.ledger.jobs import job_key, receipt_key, sign_receipt
 from kaires_fl.ledger.tx import Tx
+from kaires_fl.privacy import DP
+from kaires_fl.privacy.mechanism import (
+    NoiseDeal,
+    NoisePlan,
+    check_deals,
+    deal_for,
+    decide_noise,
+    noise_round,
+    noise_total,
+    open_deal,
+    plan_noise,
+)
 from kaires_fl.schema import Blob, Hex32, Index, Signature
 from kaires_fl.secret_management.coin import CoinShare
 from kaires_fl.secret_management.contracts import (
@@ -135,6 +147,17 @@ def flp_for(statistic: Any) -> FlpBBCGGI19:
     return flp
 
 
+def job_noise_plan(job: Mapping[str, Any], statistic: Any = None) -> NoisePlan | None:
+    """The noise plan of a committed job with differential privacy (None without): every
+    party rebuilds the same one from the job's ``privacy``, statistic and committee."""
+    privacy = job.get("privacy")
+    if privacy is None:
+        return None
+    stat = statistic if statistic is not None else job_statistic(job)
+    dp = DP(float(privacy["epsilon"]), float(privacy["delta"]))
+    return plan_noise(dp, stat, len(job["aggregators"]), int(job["params"]["degree"]))
+
+
 def job_statistic(job: Mapping[str, Any]) -> Any:
     """Rebuild the statistic a committed job names (``params["statistic"]``)."""
     from kaires_fl.statistics import from_params
@@ -166,21 +189,25 @@ class ReadSigned(schema.Message, frozen=True):
     """Aggregator → coordinator: its signed ``calypso.read`` for all the job's writes.
 
     ``tx``: the transaction's ``Tx.to_obj`` form (the ledger checks its signature), or
-    None when the job has no submission to read.
+    None when the job has no submission to read. ``noise``: in a job with differential
+    privacy, its signed noise deal (:mod:`kaires_fl.privacy.mechanism`).
     """
 
     job: JobId
     aggregator: Index
     tx: dict[str, Any] | None = None
+    noise: NoiseDeal | None = None
 
 
 class ReadCommitted(schema.Message, frozen=True):
-    """Coordinator → aggregators: reads committed; the trustees' coin shares."""
+    """Coordinator → aggregators: reads committed; the trustees' coin shares; in a job
+    with differential privacy, every aggregator's noise deal (each signed by its dealer)."""
 
     job: JobId
     coin_shares: Annotated[
         tuple[tuple[Index, CoinShare | None], ...], msgspec.Meta(max_length=MAX_ITEMS)
     ]
+    noise: Annotated[tuple[NoiseDeal, ...], msgspec.Meta(max_length=MAX_ITEMS)] = ()
     signature: Signature = b""
 
 
@@ -649,6 +676,12 @@ class AggregatorService:
         self.jobs[msg.job] = st
         while len(self.jobs) > KEEP_JOBS:  # the oldest job is long over: bounded memory
             del self.jobs[next(iter(self.jobs))]
+        deal = None
+        if job.get("privacy") is not None:
+            # Differential privacy: this aggregator's own noise, dealt like an input.
+            st.noise_plan = job_noise_plan(job, stat)
+            boxes = [bytes.fromhex(b) for b in job["params"]["aggregator_keys"]]
+            deal = deal_for(st.noise_plan, msg.job, self.index, self.identity, boxes, self.behaviour)
         writes = [s.manifest.write for s in subs]
         if writes:
             payload = read_payload(
@@ -656,9 +689,9 @@ class AggregatorService:
             )
             tx = self.ledger.sign(self.identity, "calypso.read", payload)
             st.read_id = tx.id
-            read_signed = ReadSigned(msg.job, self.index, tx.to_obj())
+            read_signed = ReadSigned(msg.job, self.index, tx.to_obj(), deal)
         else:
-            read_signed = ReadSigned(msg.job, self.index, None)
+            read_signed = ReadSigned(msg.job, self.index, None, deal)
         self._answer(st, msg, src, read_signed)
 
     def _written_key_checker(
@@ -691,6 +724,17 @@ class AggregatorService:
         st.answers[msg.signature] = None  # pending: the round-1 message (``_publish``)
         st.announce_signature = msg.signature
         st.coin_shares = dict(msg.coin_shares)
+        if st.noise_plan is not None:
+            st.deals = check_deals(st.noise_plan, msg.job, msg.noise, st.ctx.aggregators)
+            if len(st.deals) != st.ctx.n:
+                # Every aggregator's deal is needed: a relay that left out honest deals
+                # would otherwise take their noise away (the n − t honest ones give σ²).
+                missing = sorted(set(range(st.ctx.n)) - {d.dealer for d in st.deals})
+                raise ProtocolError(
+                    f"job {msg.job[:16]}… has differential privacy but the noise deals of "
+                    f"aggregators {missing} are missing or not signed by them: nothing is "
+                    "published; rerun the job when every aggregator answers"
+                )
         if st.read_id is None:
             self._opened(st, {})
             return
@@ -821,7 +865,7 @@ class AggregatorService:
         )
         st.coin = Coin(seed)
         st.lts = st.lts or lts
-        st.work.open_parts(keys, hashes_checked=True)
+        st.work.open_parts(keys, hashes_checked=True, coin=st.coin)
         # A part whose released key is not the committed one: the provider wrote another
         # key. Ask the trustees for a single-slot decryption proving it (interface A), then
         # publish (or publish unproven when they do not answer in time).
@@ -886,10 +930,21 @@ class AggregatorService:
         if st.dispute_timer is not None:
             st.dispute_timer.cancel()
         assert st.coin is not None
+        if st.noise_plan is not None:
+            self._open_noise(st)
         st.sent_published = st.work.publish(st.coin)
         st.answers[st.announce_signature] = st.sent_published
         for to in [st.coordinator, *st.pending_to]:
             self.t.send(to, st.sent_published)
+
+    def _open_noise(self, st: _JobState) -> None:
+        """Open this aggregator's part of every noise deal; its round-1 noise values."""
+        plan = st.noise_plan
+        assert plan is not None and st.coin is not None
+        for d in st.deals:
+            with contextlib.suppress(KairesError, ValueError):
+                st.noise_shares[d.dealer] = open_deal(plan, d, self.index, self.keypair)
+        st.work.noise_round = noise_round(plan, st.coin.value, st.deals, st.noise_shares)
 
     # -- step 5.2: disputes
     def _on_published(self, src: str, msg: PublishedSet) -> None:
@@ -949,6 +1004,10 @@ class AggregatorService:
             sent=sent if honest else (),
         )
         st.decision = decision
+        if st.noise_plan is not None and st.round1 is not None:
+            rounds = {i: p.noise for i, p in st.round1.messages.items()}
+            st.noise_accepted, _ = decide_noise(st.noise_plan, st.deals, rounds)
+            st.work.noise_share = noise_total(st.noise_plan, st.noise_accepted, st.noise_shares)
         self._answer(st, msg, src, st.work.aggregate(decision))
 
     def _on_draft(self, src: str, msg: ReceiptDraft) -> None:
@@ -1039,6 +1098,12 @@ class _JobState:
     sent_reveal: Reveal | None = None
     round1: Round1 | None = None
     decision: Any = None
+    #: Differential privacy: the job's noise plan, the checked deals (by dealer), this
+    #: aggregator's opened shares of them and the dealers the decision accepted.
+    noise_plan: NoisePlan | None = None
+    deals: list[NoiseDeal] = field(default_factory=list)
+    noise_shares: dict[int, Any] = field(default_factory=dict)
+    noise_accepted: list[int] = field(default_factory=list)
 
     def share_hash(self) -> str:
         blob = self.work.sealed_share
@@ -1390,8 +1455,9 @@ class Coordinator:
         lap("key_release_request")
         shares = coin_shares()
         lap("coin")
+        deals = tuple(m.noise for _, m in sorted(reads.items()) if m.noise is not None)
         announce = sign_coordinator(
-            ReadCommitted(job_id, tuple(sorted(shares.items()))), self.identity
+            ReadCommitted(job_id, tuple(sorted(shares.items())), deals), self.identity
         )
         for i in reads:
             self.send(self.aggregators[i], announce)

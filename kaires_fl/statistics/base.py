@@ -7,12 +7,16 @@ See :mod:`kaires_fl.statistics` for what a statistic is.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from kaires_fl.arith import circuits as _circuits
 from kaires_fl.arith.field import Field64, Field128
 from kaires_fl.errors import ConfigError, DecodingError
 
@@ -182,6 +186,33 @@ def choose_record_bits(max_measurements: int, bits: int | None) -> tuple[Any, in
     )
 
 
+#: Set while a noisy aggregate (differential privacy) is decoded: sums may then be negative
+#: and a row count need not be an integer (:meth:`Statistic.decode_noisy`).
+_NOISY: ContextVar[bool] = ContextVar("kaires_noisy_decode", default=False)
+
+
+def noisy_decoding() -> bool:
+    """Whether the aggregate being decoded carries differential-privacy noise."""
+    return _NOISY.get()
+
+
+@contextmanager
+def _noisy() -> Iterator[None]:
+    token = _NOISY.set(True)
+    try:
+        yield
+    finally:
+        _NOISY.reset(token)
+
+
+def field_ints(F: Any, aggregate: np.ndarray) -> list[int]:
+    """The aggregate's elements as Python ints: in [0, p) for an exact aggregate, centred in
+    (−p/2, p/2] while a noisy one is decoded (noise can take a sum below zero)."""
+    if noisy_decoding():
+        return [int(v) for v in _signed_ints(F, aggregate, 0).reshape(-1)]
+    return [int(v) for v in F.to_ints(np.asarray(aggregate))]
+
+
 def _signed_ints(F: Any, aggregate: np.ndarray, offset: int) -> np.ndarray:
     """Field sums minus ``offset``, as Python ints in (−p/2, p/2] (object array)."""
     p = F.MODULUS
@@ -216,7 +247,7 @@ def moments_to_stats(
     not necessarily an integer).
     """
     M00 = int(M[0, 0])
-    if weighted:
+    if weighted or (noisy_decoding() and M00 % w):
         k = M.shape[0] - 1
         if M00 <= 0:
             return 0.0, np.full(k, np.nan), np.full((k, k), np.nan)
@@ -289,6 +320,51 @@ class Statistic:
 
     def decode(self, aggregate: np.ndarray, num_measurements: int) -> dict[str, Any]:
         raise NotImplementedError
+
+    def decode_noisy(self, aggregate: np.ndarray, num_measurements: int) -> dict[str, Any]:
+        """:meth:`decode` of an aggregate carrying differential-privacy noise: sums may be
+        negative, counts fractional (a noisy row count is a float; clamp it if needed)."""
+        with _noisy():
+            return self.decode(aggregate, num_measurements)
+
+    # differential privacy ---------------------------------------------------------
+
+    def sensitivity(self) -> dict[str, Any]:
+        """What the validity circuit proves about one privacy unit's influence.
+
+        Returns ``{"l2", "l1", "unit", "scale"}``: the L2 / L1 norms of the largest change
+        of the aggregate (in its integer field units) when ONE unit's contribution is
+        replaced by any other valid one — ``unit`` is ``"provider"`` (its whole
+        contribution, provider granularity) or ``"record"`` (one row, record
+        granularity); the number of accepted measurements is public in the receipt, so
+        neighbouring jobs differ by a replacement, not an addition. ``scale``: decoded
+        units per integer unit (what ``report["privacy"]["sigma"]`` is expressed in).
+        Raises ConfigError for a statistic whose circuit proves no bound.
+        """
+        m = np.asarray(self._replacement_bounds(), dtype=np.float64)
+        return {
+            "l2": float(np.sqrt(np.sum(m * m))),
+            "l1": float(np.sum(m)),
+            "unit": self.granularity,
+            "scale": float(self.noise_scale()),
+        }
+
+    def _replacement_bounds(self) -> np.ndarray:
+        """Per output coordinate, the most one measurement can move it (integer units), as
+        the circuit proves: ``[0, 2^bits)`` entries for Sum / SumVec, a bit for Count."""
+        c = self.circuit
+        if isinstance(c, _circuits.SumVec | _circuits.Sum):
+            return np.full(c.OUTPUT_LEN, float(2**c.bits - 1))
+        if isinstance(c, _circuits.Count):
+            return np.ones(1)
+        raise ConfigError(
+            f"{type(self).__name__} states no proven sensitivity: it cannot be run with "
+            "differential privacy"
+        )
+
+    def noise_scale(self) -> float:
+        """Decoded units per integer unit of the aggregate (1: counts)."""
+        return 1.0
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Statistic) and self.spec() == other.spec()

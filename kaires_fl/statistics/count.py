@@ -8,7 +8,7 @@ import numpy as np
 
 from kaires_fl.arith import circuits
 from kaires_fl.errors import ConfigError
-from kaires_fl.statistics.base import Statistic
+from kaires_fl.statistics.base import Statistic, field_ints, noisy_decoding
 
 # ------------------------------------------------------------------------------ count
 
@@ -58,4 +58,6 @@ class CountStats(Statistic):
 
     def decode(self, aggregate: np.ndarray, num_measurements: int) -> dict[str, Any]:
         self._check_count(num_measurements)
+        if noisy_decoding():  # the noise may take the sum below zero
+            return {"count": field_ints(self.field, aggregate)[0]}
         return {"count": int(self.circuit.decode(np.asarray(aggregate), num_measurements))}

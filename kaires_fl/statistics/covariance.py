@@ -58,6 +58,14 @@ class ConstantTargetStats(Statistic):
         p["bounds"] = p.pop("x_bounds")
         return p
 
+    def _replacement_bounds(self) -> np.ndarray:
+        if self.granularity == "record":  # the regression's record circuit
+            return self._reg._replacement_bounds()
+        return super()._replacement_bounds()  # a SumVec of the regression's bits
+
+    def noise_scale(self) -> float:
+        return self._reg.noise_scale()
+
 
 # --------------------------------------------------------------------------- covariance
 

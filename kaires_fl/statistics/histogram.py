@@ -8,7 +8,7 @@ import numpy as np
 
 from kaires_fl.arith import circuits
 from kaires_fl.errors import ConfigError
-from kaires_fl.statistics.base import Statistic, _as_2d, check_within
+from kaires_fl.statistics.base import Statistic, _as_2d, check_within, field_ints, noisy_decoding
 
 # ---------------------------------------------------------------------------- histogram
 
@@ -53,6 +53,11 @@ class HistogramStats(Statistic):
             return circuits.SumVec(self.bins, self.max_rows.bit_length(), field=field)
         return circuits.Histogram(self.bins, field=field)
 
+    def _replacement_bounds(self) -> np.ndarray:
+        if self.granularity == "record":
+            return np.ones(2)  # a one-hot row replaced: one bin −1, another +1
+        return super()._replacement_bounds()
+
     def bin_indices(self, X: Any) -> np.ndarray:
         """Bin of every row's value in ``column``; ConfigError outside [edges[0], edges[-1]]."""
         Xa = _as_2d(X)
@@ -74,7 +79,10 @@ class HistogramStats(Statistic):
     def decode(self, aggregate: np.ndarray, num_measurements: int) -> dict[str, Any]:
         """Returns ``counts`` (bins,), ``edges`` and ``n``."""
         self._check_count(num_measurements)
-        counts = np.array(self.circuit.decode(np.asarray(aggregate), num_measurements))
+        if noisy_decoding():  # the noise may take a bin below zero
+            counts = np.array(field_ints(self.field, aggregate))
+        else:
+            counts = np.array(self.circuit.decode(np.asarray(aggregate), num_measurements))
         return {
             "counts": counts.astype(np.int64),
             "edges": self.edges.copy(),

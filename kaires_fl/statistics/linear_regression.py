@@ -25,7 +25,9 @@ from kaires_fl.statistics.base import (
     check_within,
     choose_fixed_point,
     choose_record_bits,
+    field_ints,
     moments_to_stats,
+    noisy_decoding,
     pow2_frame,
 )
 
@@ -164,6 +166,18 @@ class LinearRegressionStats(Statistic):
             return circuits.SumVec((d + k + 1) * (d + k + 2) // 2, self.bits, field=field)
         return circuits.LinearRegressionRecord(d, self.bits, field=field)
 
+    def _replacement_bounds(self) -> np.ndarray:
+        if self.granularity == "provider":
+            return super()._replacement_bounds()  # SumVec entries in [0, 2^bits)
+        c = self.circuit  # z in [0, 2^b), products ≤ (2^b − 1)², the constant 1 fixed
+        q = float(2**self.bits - 1)
+        return np.concatenate([np.full(c.n_vars, q), np.full(c.n_prods, q * q), [0.0]])
+
+    def noise_scale(self) -> float:
+        """Provider: one integer unit is 2^−f of a moment in the u frame; record: one
+        quantisation step (products: its square)."""
+        return 2.0**-self._f if self.granularity == "provider" else 1.0
+
     def check_data(self, X: Any, y: Any, sample_weight: Any = None) -> None:
         """Raise ConfigError if any row lies outside the declared bounds (any number of rows),
         or a weight outside [0, max_weight]."""
@@ -287,7 +301,10 @@ class LinearRegressionStats(Statistic):
             tol = 4.0 * W * (num_measurements * 2.0 ** -(self._f + 1) + rows * 2.0**-52)
             center = self._center
         else:
-            out = self.circuit.decode(np.asarray(aggregate), num_measurements)
+            if noisy_decoding():
+                out = _record_sums(self.circuit, field_ints(self.field, aggregate))
+            else:
+                out = self.circuit.decode(np.asarray(aggregate), num_measurements)
             M = np.empty((d + 2, d + 2), dtype=object)
             M[0, 0] = out["count"]
             first = [*out["sum_x"], out["sum_y"]]
@@ -324,6 +341,23 @@ class LinearRegressionStats(Statistic):
             for key in ("sxy", "xty"):
                 res[key] = res[key][:, 0]
         return res
+
+
+def _record_sums(circuit: Any, vals: list[int]) -> dict[str, Any]:
+    """``LinearRegressionRecord.decode``'s dict from (signed) integer outputs."""
+    d, nv = circuit.d, circuit.n_vars
+    prods = vals[nv : nv + circuit.n_prods]
+    full = [[0] * nv for _ in range(nv)]
+    for (i, j), v in zip(zip(*circuit._iu, strict=True), prods, strict=True):
+        full[i][j] = full[j][i] = int(v)
+    return {
+        "sum_x": vals[:d],
+        "sum_y": vals[d],
+        "xtx": [row[:d] for row in full[:d]],
+        "xty": [full[i][d] for i in range(d)],
+        "sum_yy": full[d][d],
+        "count": vals[-1],
+    }
 
 
 def _weight_bound(value: Any) -> float:

@@ -182,6 +182,10 @@ class LogisticRegressionStats(Statistic):
     def _build_circuit(self, field: Any) -> Any:
         return circuits.SumVec(self.length, self.bits, field=field)
 
+    def noise_scale(self) -> float:
+        """One integer unit is 2^−f of an entry (the loss entry: times ``loss_scale``)."""
+        return 2.0**-self._f
+
     # provider side ----------------------------------------------------------------
 
     def check_data(self, X: Any, y: Any) -> None:

@@ -16,6 +16,7 @@ from kaires_fl.aggregation.aggregator import (
     REASON_UNOPENABLE,
     AggregatorJob,
     Coin,
+    Decision,
     JobContext,
     analyse_round1,
     decide_job,
@@ -45,11 +46,12 @@ def _job(
     b: int = 4,
     seed: int = 0,
     seeded: dict[int, tuple[int, ...]] | None = None,
+    batches: dict[int, int] | None = None,
 ):
     rng = np.random.default_rng(seed)
     subs, keys, values = [], [], {}
     for p in range(n_prov):
-        v = rng.integers(0, 16, (b, 3))
+        v = rng.integers(0, 16, ((batches or {}).get(p, b), 3))
         values[f"p{p}"] = v
         parts = seal_parts(
             FLP,
@@ -84,9 +86,10 @@ def _job(
     return ctx, keys, values
 
 
-def _run(ctx, keys, behaviours=None, tamper=None, drop=(), liars=()):
+def _run(ctx, keys, behaviours=None, tamper=None, drop=(), liars=(), coin_at_open=False):
     """All rounds among the aggregators; ``tamper(i, published) -> published`` lies (for the
-    aggregators in ``liars``, which then do not count as honest)."""
+    aggregators in ``liars``, which then do not count as honest); ``coin_at_open``: the coin
+    is known when the parts are opened (as in the service: large submissions stream)."""
     coin = Coin(b"coin" * 8)
     jobs = {
         i: AggregatorJob(ctx, i, AGGS[i], (behaviours or {}).get(i))
@@ -94,7 +97,7 @@ def _run(ctx, keys, behaviours=None, tamper=None, drop=(), liars=()):
         if i not in drop
     }
     for i, j in jobs.items():
-        j.open_parts({s: keys[s][i] for s in range(len(keys))})
+        j.open_parts({s: keys[s][i] for s in range(len(keys))}, coin=coin if coin_at_open else None)
     pubs = {i: j.publish(coin) for i, j in jobs.items()}
     if tamper is not None:
         pubs = {i: tamper(i, p) for i, p in pubs.items()}
@@ -392,3 +395,94 @@ def test_published_digest_is_schema_signing_digest() -> None:
     for p in msgs:
         assert published_digest(p) == schema.signing_digest(p, PUBLISH_CONTEXT)
     assert published_digest("not a message") is None
+
+
+@pytest.mark.parametrize("coin_at_open", [False, True])
+@pytest.mark.parametrize("stream", [1, 13])  # every submission streamed / b = 4 kept, 6 not
+def test_streamed_submissions_give_the_same_decisions_and_sums(
+    monkeypatch, stream: int, coin_at_open: bool
+) -> None:
+    """Large submissions are verified on arrival, folded and dropped; rejected ones are
+    subtracted again at the end: decisions, blames and the aggregate are unchanged."""
+    from kaires_fl.aggregation import aggregator
+
+    ctx, keys, values = _job({1: "bad_proof", 3: "out_of_range", 2: "bad_seed"}, b=4)
+    d0, agg0, bad0, _ = _run(ctx, keys, {3: "byzantine"})
+    monkeypatch.setattr(aggregator, "STREAM_ELEMENTS", stream)
+    d, agg, bad, _ = _run(ctx, keys, {3: "byzantine"}, coin_at_open=coin_at_open)
+    assert d == d0 and bad == bad0 == [3] and np.array_equal(agg, agg0)
+    assert dict(d.rejected)["p1"] == REASON_INVALID_PROOF
+    assert dict(d.rejected)["p2"] == REASON_INCONSISTENT
+    assert dict(d.rejected)["p3"] == REASON_INVALID_MEAS
+    assert FLP.valid.decode(agg, 8) == _sum(values, d.accepted).tolist()
+    # mixed sizes: b = 4 kept for the batched query, b = 6 streamed (stream = 13)
+    ctx, keys, values = _job({4: "bad_proof", 1: "out_of_range"}, batches={1: 6, 2: 6, 4: 6})
+    d, agg, bad, _ = _run(ctx, keys, {3: "byzantine"}, coin_at_open=coin_at_open)
+    assert dict(d.rejected)["p4"] == REASON_INVALID_PROOF and bad == [3]
+    assert dict(d.rejected)["p1"] == REASON_INVALID_MEAS
+    assert FLP.valid.decode(agg, d.num_measurements) == _sum(values, d.accepted).tolist()
+    assert d.accepted == ("p0", "p2", "p3")
+
+
+def _retained_and_peak(k: int, stream: int, monkeypatch) -> tuple[int, int]:
+    """An aggregator's retained bytes after round 1, and the traced peak of opening,
+    verifying and aggregating k submissions of 8,000 elements (64 KB of shares each)."""
+    import tracemalloc
+
+    from kaires_fl.aggregation import aggregator
+
+    monkeypatch.setattr(aggregator, "STREAM_ELEMENTS", stream)
+    flp = FlpBBCGGI19(SumVec(2000, 4))
+    rng = np.random.default_rng(k)
+    subs, keys = [], []
+    for p in range(k):
+        kw = dict(job="job", provider=f"p{p}", circuit="c")
+        parts = seal_parts(flp, flp.valid.encode(rng.integers(0, 16, (1, 2000))), **kw, n=N, t=T)
+        subs.append(sign_manifest(Identity.generate(), parts, **kw, write=f"w{p}"))
+        keys.append(parts.keys)
+    ctx = JobContext(
+        job="job",
+        chain="chain",
+        flp=flp,
+        circuit="c",
+        n=N,
+        t=T,
+        aggregators=tuple(a.public.hex() for a in AGGS),
+        consumer_key=CONSUMER.public,
+        providers=tuple(f"p{p}" for p in range(k)),
+        min_providers=1,
+        submissions=tuple(subs),
+    )
+    coin = Coin(b"coin" * 8)
+    ctx.joint_rand(0), coin.query_rand(flp), coin.consistency(flp)  # warm caches
+    job = AggregatorJob(ctx, 1, AGGS[1])
+    tracemalloc.start()
+    try:
+        job.open_parts({s: keys[s][1] for s in range(k)}, coin=coin)
+        pub = job.publish(coin)
+        retained = job.retained_bytes()
+        accepted = tuple(range(k))
+        job.aggregate(Decision((), (), (), k, "done", accepted_subs=accepted))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert pub.z.shape == (k,)
+    return retained, peak
+
+
+def test_aggregator_memory_does_not_grow_with_the_number_of_large_submissions(
+    monkeypatch,
+) -> None:
+    one = 8000 * 8  # one submission's measurement share
+    _retained_and_peak(1, 4096, monkeypatch)  # one-time allocations (caches, compilation)
+    _retained_and_peak(1, 2**62, monkeypatch)
+    r2, p2 = _retained_and_peak(2, 4096, monkeypatch)
+    r10, p10 = _retained_and_peak(10, 4096, monkeypatch)
+    # kept after round 1: the running sum and z (the verifier shares went into the message,
+    # 768 elements per submission — what the protocol publishes), no share vector
+    assert r10 - r2 < 8 * 8 + 64, (r2, r10)
+    assert p10 - p2 < 8 * 768 * 8 + one, (p2, p10)
+    # without streaming, both grow by at least the 8 extra share vectors
+    k2, q2 = _retained_and_peak(2, 2**62, monkeypatch)
+    k10, q10 = _retained_and_peak(10, 2**62, monkeypatch)
+    assert k10 - k2 > 8 * one and q10 - q2 > 8 * one, (k2, k10, q2, q10)

@@ -1,0 +1,121 @@
+"""Privacy accounting of the (distributed) Skellam mechanism.
+
+The mechanism adds, to an integer-valued statistic, noise Z with i.i.d. coordinates
+``Sk(μ)`` = Poisson(μ/2) − Poisson(μ/2) (variance μ = σ²). A sum of independent Skellams is
+Skellam, so the n − t honest aggregators' shares of variance σ²/(n − t) add up to exactly
+this mechanism, whatever the t others add.
+
+Rényi DP (Agarwal, Kairouz, Liu, NeurIPS'21, Theorem 3.5): for an integer order α > 1 and
+integer-valued neighbouring inputs at L2 distance ≤ Δ₂ and L1 distance ≤ Δ₁,
+
+    ε(α) ≤ α Δ₂² / (2μ) + min( ((2α − 1) Δ₂² + 6 Δ₁) / (4μ²), 3 Δ₁ / (2μ) ).
+
+Composition over ``rounds`` releases adds the RDP curves; the conversion to (ε, δ) is the
+one of Canonne, Kamath, Steinke (NeurIPS'20, Prop. 12) as implemented by Google's
+``dp-accounting`` (``compute_epsilon``). :func:`calibrate` finds the least σ whose
+(ε, δ) meets a target, by bisection on σ.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
+
+from kaires_fl.errors import ConfigError
+from kaires_fl.privacy import DP
+
+__all__ = ["ORDERS", "calibrate", "epsilon_spent", "skellam_rdp"]
+
+#: Integer Rényi orders the accountant optimises over (the bound holds for integers α > 1).
+ORDERS: tuple[int, ...] = (
+    *range(2, 65),
+    *range(72, 257, 8),
+    *range(288, 1025, 32),
+    1536,
+    2048,
+    4096,
+    8192,
+)
+#: Relative precision of :func:`calibrate` (σ is rounded up, never down).
+CALIBRATION_RTOL = 1e-6
+
+
+def _check_sensitivity(l2: float, l1: float) -> None:
+    if not (math.isfinite(l2) and math.isfinite(l1)) or l2 <= 0 or l1 <= 0:
+        raise ConfigError(
+            f"sensitivities must be finite and positive, got L2 = {l2!r}, L1 = {l1!r}"
+        )
+    if l2 > l1 * (1 + 1e-12):
+        raise ConfigError(f"an L2 sensitivity ({l2!r}) cannot exceed the L1 one ({l1!r})")
+
+
+def skellam_rdp(
+    orders: Sequence[int], variance: float, l2: float, l1: float
+) -> np.ndarray:
+    """RDP ε(α) of the Skellam mechanism of per-coordinate ``variance`` μ (AKL21 Thm 3.5).
+
+    Pre: integer orders > 1, ``variance > 0``, sensitivities in the statistic's integer
+    units with ``0 < l2 ≤ l1``. Post: an upper bound on the order-α Rényi divergence
+    between the outputs on any two neighbouring inputs.
+    """
+    _check_sensitivity(l2, l1)
+    if not variance > 0:
+        raise ConfigError(f"the noise variance must be positive, got {variance!r}")
+    a = np.asarray(orders, dtype=np.float64)
+    if np.any(a < 2) or np.any(a != np.floor(a)):
+        raise ConfigError("the Skellam RDP bound holds for integer orders α ≥ 2")
+    mu = float(variance)
+    d2 = float(l2) ** 2
+    tail = np.minimum(((2 * a - 1) * d2 + 6 * l1) / (4 * mu * mu), 3 * l1 / (2 * mu))
+    out: np.ndarray = a * d2 / (2 * mu) + tail
+    return out
+
+
+def epsilon_spent(sigma: float, l2: float, l1: float, delta: float, rounds: int = 1) -> float:
+    """The ε at which ``rounds`` releases with Skellam noise of std ``sigma`` (integer
+    units, per coordinate) of a statistic of sensitivities ``l2``/``l1`` are (ε, δ)-DP.
+
+    Pre: ``sigma > 0``, ``0 < delta < 1``, ``rounds ≥ 1``. Post: ε ≥ 0 (``inf`` when no
+    order gives a finite bound).
+    """
+    if not 0 < delta < 1:
+        raise ConfigError(f"delta must lie in (0, 1), got {delta!r}")
+    if int(rounds) != rounds or rounds < 1:
+        raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ConfigError(f"sigma must be positive and finite, got {sigma!r}")
+    rdp = int(rounds) * skellam_rdp(ORDERS, sigma * sigma, l2, l1)
+    eps, _ = compute_epsilon(ORDERS, rdp.tolist(), float(delta))
+    return float(eps)
+
+
+def calibrate(dp: DP, l2_sensitivity: float, l1_sensitivity: float, rounds: int = 1) -> float:
+    """The least noise std σ (integer units, per coordinate) with which ``rounds`` releases
+    of a statistic of these sensitivities are ``(dp.epsilon, dp.delta)``-DP.
+
+    Post: ``epsilon_spent(σ, l2, l1, dp.delta, rounds) ≤ dp.epsilon`` (σ is the upper end
+    of the bisection, within :data:`CALIBRATION_RTOL` of the least such σ).
+    """
+    _check_sensitivity(l2_sensitivity, l1_sensitivity)
+
+    def ok(s: float) -> bool:
+        return epsilon_spent(s, l2_sensitivity, l1_sensitivity, dp.delta, rounds) <= dp.epsilon
+
+    hi = max(l2_sensitivity, 1.0)
+    while not ok(hi):
+        hi *= 2
+        if hi > 1e300:
+            raise ConfigError(f"no noise level reaches ε = {dp.epsilon} at δ = {dp.delta}")
+    lo = hi / 2
+    while ok(lo) and lo > 1e-300:
+        hi, lo = lo, lo / 2
+    while hi - lo > CALIBRATION_RTOL * hi:
+        mid = (lo + hi) / 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi

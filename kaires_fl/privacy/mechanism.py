@@ -1,0 +1,476 @@
+"""The distributed Skellam mechanism, dealt by the aggregators as range-proven inputs.
+
+A job run with ``dp=DP(ε, δ)`` releases ``aggregate + Z``, Z with i.i.d. integer
+coordinates. Every aggregator d of the job's n (degree t) deals its own noise vector e_d
+
+1. sampled from its own secret randomness (the OS CSPRNG: :func:`noise_rng`; never the
+   public coin): Skellam of variance σ²/(n − t) per coordinate (:func:`sample_noise`),
+   clipped to the proven range [−B, B − 1] with B = 2^(bits − 1) (the clipping happens
+   with probability at most ``tail`` ≤ δ/10, which is counted in δ);
+2. as a Shamir-shared input like a provider's submission: e_d + B encoded by the
+   ``SumVec(length, bits)`` circuit (every coordinate in [0, 2^bits) as bits), with an FLP
+   proof; the measurement and proof shares are sealed to each aggregator's X25519 key
+   and the deal is signed (:class:`NoiseDeal`, :func:`deal_noise`);
+3. every aggregator opens its part of every deal, and publishes per dealer a consistency
+   value and its FLP verifier share (:class:`NoiseRound`, :func:`noise_round`);
+4. every aggregator opens those robustly (:func:`decide_noise`) and accepts dealer d iff
+   its values decode to one degree-t polynomial and its range proof holds; it then adds
+   its shares of the accepted deals (minus the offset B) to its share of the aggregate
+   (:func:`noise_total`).
+
+Guarantees (at most t faulty aggregators): an honest dealer's deal always decodes and
+passes (a faulty aggregator's value is corrected or counts as missing), so every honest
+aggregator adds the n − t (or more) honest noises: the released noise has variance at
+least σ² per coordinate whatever the t others deal (``"no_noise"`` adds zero), and at most
+n/(n − t)·σ² + t·B² (a faulty dealer adds at most its proven bound B per coordinate). The
+t colluding aggregators see t shares of each honest noise: nothing of it.
+
+Sampling: Poisson(μ/2) − Poisson(μ/2) with numpy's Generator seeded with 128 bits from
+``secrets`` (the sample is a secret of the aggregator alone; a floating-point sampler is
+used, as in Agarwal–Kairouz–Liu's own implementation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+
+from kaires_fl import schema
+from kaires_fl.arith import circuits, sharing
+from kaires_fl.arith.flp import FlpBBCGGI19
+from kaires_fl.crypto import envelope
+from kaires_fl.crypto.sign import H, Identity
+from kaires_fl.errors import ConfigError, DecodingError, EncodingError
+from kaires_fl.privacy import DP
+from kaires_fl.privacy.accounting import calibrate
+from kaires_fl.schema import Blob, Elements, Index, Signature
+
+__all__ = [
+    "MECHANISM",
+    "TAIL_SHARE",
+    "NoiseDeal",
+    "NoisePlan",
+    "NoiseRound",
+    "deal_noise",
+    "decide_noise",
+    "noise_round",
+    "noise_rng",
+    "noise_total",
+    "open_deal",
+    "plan_noise",
+    "sample_noise",
+    "skellam_tail",
+]
+
+#: The mechanism's name in a job's privacy report.
+MECHANISM = "skellam"
+#: Share of δ spent on the noise leaving its proven range (the rest calibrates σ).
+TAIL_SHARE = 0.1
+#: Context of a dealer's signature on its deal.
+DEAL_CONTEXT = b"kaires/privacy/noise-deal"
+#: Most aggregators a job's noise is dealt among.
+MAX_DEALERS = 256
+
+_FLPS: dict[tuple[str, int, int], FlpBBCGGI19] = {}
+
+
+# ---------------------------------------------------------------------------- sampling
+
+
+def noise_rng() -> np.random.Generator:
+    """A numpy Generator seeded with 128 bits of the OS CSPRNG (an aggregator's own secret)."""
+    return np.random.default_rng(secrets.randbits(128))
+
+
+def skellam_tail(variance: float, bound: float) -> float:
+    """Chernoff bound on P(|Z| ≥ bound) for Z ~ Poisson(μ/2) − Poisson(μ/2), μ = variance.
+
+    log E[e^{λZ}] = μ(cosh λ − 1); at λ = asinh(b/μ) the one-sided bound is
+    exp(−b·asinh(b/μ) + μ(√(1 + (b/μ)²) − 1)).
+    """
+    mu, b = float(variance), float(bound)
+    if b <= 0:
+        return 1.0
+    r = b / mu
+    expo = -b * math.asinh(r) + mu * (math.sqrt(1 + r * r) - 1)
+    return min(1.0, 2 * math.exp(expo))
+
+
+def sample_noise(
+    variance: float, length: int, bound: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """``length`` Skellam samples of ``variance``, clipped to [−bound, bound − 1] (int64).
+
+    ``rng``: tests only; by default :func:`noise_rng` (fresh OS randomness).
+    """
+    g = rng if rng is not None else noise_rng()
+    lam = float(variance) / 2
+    z = g.poisson(lam, length).astype(np.int64) - g.poisson(lam, length).astype(np.int64)
+    return np.clip(z, -int(bound), int(bound) - 1)
+
+
+# ---------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    """What every party of a job agrees on about its noise (rebuilt from the job).
+
+    ``sigma``: the target noise std per output coordinate, in the aggregate's integer
+    units; ``n``/``t``: the aggregators and the sharing degree; ``length``: output
+    coordinates; ``bits``: the proven range is [−B, B − 1], B = 2^(bits − 1); ``tail``:
+    P(some honest dealer's coordinate is clipped) ≤ tail, counted in δ.
+    """
+
+    dp: DP
+    l2: float
+    l1: float
+    unit: str
+    n: int
+    t: int
+    length: int
+    field: Any
+    sigma: float
+    bits: int
+    tail: float
+
+    @property
+    def bound(self) -> int:
+        return 1 << (self.bits - 1)
+
+    @property
+    def dealer_variance(self) -> float:
+        """Each dealer's variance σ²/(n − t): the n − t honest ones give σ² together."""
+        return self.sigma**2 / (self.n - self.t)
+
+    @property
+    def max_variance(self) -> float:
+        """Variance when every dealer is honest: n/(n − t)·σ²."""
+        return self.n * self.dealer_variance
+
+    @cached_property
+    def flp(self) -> FlpBBCGGI19:
+        key = (self.field.__name__, self.length, self.bits)
+        f = _FLPS.get(key)
+        if f is None:
+            f = _FLPS[key] = FlpBBCGGI19(
+                circuits.SumVec(self.length, self.bits, field=self.field)
+            )
+        return f
+
+    def report(self, scale: float) -> dict[str, Any]:
+        """The job's ``report["privacy"]``; ``scale``: decoded units per integer unit."""
+        return {
+            "epsilon": self.dp.epsilon,
+            "delta": self.dp.delta,
+            "sigma": float(self.sigma * scale),
+            "mechanism": MECHANISM,
+            "unit": self.unit,
+            "sensitivity": {"l2": self.l2, "l1": self.l1, "scale": float(scale)},
+            "sigma_units": float(self.sigma),
+            "bound_units": self.bound,
+            "dealers": self.n,
+            "honest_dealers": self.n - self.t,
+        }
+
+
+def plan_noise(dp: DP, statistic: Any, n: int, t: int) -> NoisePlan:
+    """The noise plan of a job of ``statistic`` at ``dp`` among n aggregators of degree t.
+
+    σ is calibrated at (ε, (1 − TAIL_SHARE)·δ) from the statistic's proven sensitivity
+    (``statistic.sensitivity()``); the range bits are the fewest whose clipping
+    probability over the honest dealers' coordinates is ≤ TAIL_SHARE·δ. Raises
+    ConfigError when the noise could wrap the statistic's field.
+    """
+    if not 1 <= n <= MAX_DEALERS or not 0 <= t < n:
+        raise ConfigError(f"a noise plan needs 0 ≤ t < n ≤ {MAX_DEALERS}, got n={n}, t={t}")
+    sens = statistic.sensitivity()
+    l2, l1, unit = float(sens["l2"]), float(sens["l1"]), str(sens["unit"])
+    sigma = calibrate(DP(dp.epsilon, dp.delta * (1 - TAIL_SHARE)), l2, l1)
+    length = int(statistic.output_len)
+    F = statistic.field
+    var_i = sigma**2 / (n - t)
+    budget = dp.delta * TAIL_SHARE
+    bits = 1
+    while n * length * skellam_tail(var_i, 1 << (bits - 1)) > budget:
+        bits += 1
+    tail = min(1.0, n * length * skellam_tail(var_i, 1 << (bits - 1)))
+    if bits >= F.MODULUS.bit_length() - 1 or (
+        2 * n * (1 << (bits - 1)) + _max_total(statistic) >= F.MODULUS
+    ):
+        raise ConfigError(
+            f"noise of σ = {sigma:.3g} (range ±2^{bits - 1} per aggregator) could wrap the "
+            f"field of {statistic!r}: raise epsilon or lower max_measurements"
+        )
+    return NoisePlan(dp, l2, l1, unit, n, t, length, F, sigma, bits, tail)
+
+
+def _max_total(statistic: Any) -> int:
+    """An upper bound on |a coordinate of the aggregate| in the field, from the circuit's
+    own sizing (``max_measurements()`` sums of its largest output cannot wrap)."""
+    cap = int(statistic.circuit.max_measurements())
+    per = (statistic.field.MODULUS - 1) // max(cap, 1)
+    return per * int(statistic.max_measurements)
+
+
+# ---------------------------------------------------------------------------- messages
+
+
+Parts = Annotated[tuple[Blob, ...], msgspec.Meta(max_length=MAX_DEALERS)]
+Dealers = Annotated[tuple[Index, ...], msgspec.Meta(max_length=MAX_DEALERS)]
+
+
+class NoiseDeal(schema.Message, frozen=True):
+    """Aggregator ``dealer``'s noise deal: its measurement and proof shares, part j sealed
+    to aggregator j's X25519 key; signed by the dealer over every field."""
+
+    job: str
+    dealer: Index
+    meas_parts: Parts
+    proof_parts: Parts
+    signature: Signature = b""
+
+
+class NoiseRound(schema.Message, frozen=True):
+    """An aggregator's round-1 values for the deals it was relayed, in ``dealers`` order:
+    consistency value ``z`` (D,) and FLP verifier share ``verifier`` (D, VERIFIER_LEN);
+    ``unopened``: the dealers whose part it could not open (their rows are zero)."""
+
+    dealers: Dealers
+    z: Elements
+    verifier: Elements
+    unopened: Dealers = ()
+
+
+def _aad(job: str, dealer: int, to: int, kind: bytes) -> bytes:
+    return H(
+        b"kaires/privacy/noise-part",
+        job.encode(),
+        dealer.to_bytes(4, "little"),
+        to.to_bytes(4, "little"),
+        kind,
+    )
+
+
+def _joint_rand(plan: NoisePlan, job: str, dealer: int, meas_parts: Sequence[bytes]) -> Any:
+    """Fiat–Shamir joint randomness over the sealed measurement parts."""
+    h = hashlib.sha256(b"kaires/privacy/noise-joint")
+    h.update(job.encode() + dealer.to_bytes(4, "little"))
+    for p in meas_parts:
+        h.update(hashlib.sha256(p).digest())
+    return plan.flp.derive_joint_rand(h.digest())
+
+
+def deal_digest(deal: NoiseDeal) -> bytes:
+    """A deal's hash (the query randomness binds every deal)."""
+    return schema.signing_digest(deal, DEAL_CONTEXT)
+
+
+def deal_noise(
+    plan: NoisePlan,
+    job: str,
+    dealer: int,
+    identity: Identity,
+    boxes: Sequence[bytes],
+    noise: np.ndarray,
+    *,
+    valid: bool = True,
+) -> NoiseDeal:
+    """Deal ``noise`` (int vector in [−B, B − 1]) as aggregator ``dealer``: Shamir shares of
+    its SumVec encoding and FLP proof, part j sealed to ``boxes[j]``, signed.
+
+    ``valid=False`` (tests / fault injection only) encodes ``noise`` without the range
+    check, as a Byzantine dealer would: its proof then fails.
+    """
+    flp, F, n, t = plan.flp, plan.field, plan.n, plan.t
+    if len(boxes) != n:
+        raise ConfigError(f"{len(boxes)} recipient keys for {n} aggregators")
+    v = np.asarray(noise, dtype=np.int64) + plan.bound
+    if valid:
+        meas = flp.valid.encode(v)
+    else:  # bits of |v| taken as is (a value out of range has a non-bit "bit")
+        w = np.asarray([int(x) for x in v], dtype=object)
+        bits = [[(int(x) >> k) & 1 if k < plan.bits - 1 else int(x) >> k for k in range(plan.bits)]
+                for x in w]
+        meas = F.elements(np.asarray(bits, dtype=object).reshape(-1) % F.MODULUS)
+    meas_sh = sharing.share(F, meas, n, t)
+    meas_parts = tuple(
+        envelope.seal_to(boxes[j], F.encode(meas_sh[j]), _aad(job, dealer, j, b"meas"))
+        for j in range(n)
+    )
+    jr = _joint_rand(plan, job, dealer, meas_parts)
+    proof = flp.prove(meas, flp.random_prove_rand(), jr if flp.JOINT_RAND_LEN else None)
+    proof_sh = sharing.share(F, proof, n, t)
+    proof_parts = tuple(
+        envelope.seal_to(boxes[j], F.encode(proof_sh[j]), _aad(job, dealer, j, b"proof"))
+        for j in range(n)
+    )
+    return schema.sign(NoiseDeal(job, dealer, meas_parts, proof_parts), identity, DEAL_CONTEXT)
+
+
+def check_deals(
+    plan: NoisePlan, job: str, deals: Sequence[Any], signers: Sequence[str]
+) -> list[NoiseDeal]:
+    """The deals of ``job`` validly signed by the aggregator they name (one per dealer,
+    sorted by dealer); anything else is dropped (a relayed forgery proves nothing)."""
+    out: dict[int, NoiseDeal] = {}
+    for d in deals:
+        if not isinstance(d, NoiseDeal) or d.job != job or not 0 <= d.dealer < plan.n:
+            continue
+        if len(d.meas_parts) != plan.n or len(d.proof_parts) != plan.n:
+            continue
+        if d.dealer in out:
+            continue
+        if schema.verify(d, bytes.fromhex(signers[d.dealer]), DEAL_CONTEXT):
+            out[d.dealer] = d
+    return [out[k] for k in sorted(out)]
+
+
+def open_deal(
+    plan: NoisePlan, deal: NoiseDeal, me: int, keypair: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Aggregator ``me``'s (measurement, proof) shares of ``deal``.
+
+    Raises InvalidProof / EncodingError if its part does not open or has the wrong size.
+    """
+    F, flp = plan.field, plan.flp
+    m = envelope.open_sealed(keypair, deal.meas_parts[me], _aad(deal.job, deal.dealer, me, b"meas"))
+    p = envelope.open_sealed(
+        keypair, deal.proof_parts[me], _aad(deal.job, deal.dealer, me, b"proof")
+    )
+    return F.decode(m, (flp.MEAS_LEN,)), F.decode(p, (flp.PROOF_LEN,))
+
+
+def _coeffs(plan: NoisePlan, coin: bytes, deal: NoiseDeal) -> tuple[Any, Any, bytes]:
+    """Consistency coefficients and the query seed of one deal: from the coin and the deal's
+    own hash only (a dealer that signs two deals affects nothing but its own)."""
+    seed = H(b"kaires/privacy/noise-query", coin, deal_digest(deal))
+    F, flp = plan.field, plan.flp
+    return (
+        F.from_seed(seed, (flp.MEAS_LEN,), b"kaires/privacy/noise-z/meas"),
+        F.from_seed(seed, (flp.PROOF_LEN,), b"kaires/privacy/noise-z/proof"),
+        seed,
+    )
+
+
+def noise_round(
+    plan: NoisePlan,
+    coin: bytes,
+    deals: Sequence[NoiseDeal],
+    shares: Mapping[int, tuple[np.ndarray, np.ndarray]],
+) -> NoiseRound:
+    """Round-1 values of one aggregator: per deal, z = ⟨c_m, meas⟩ + ⟨c_p, proof⟩ and the
+    FLP verifier share, computed on its ``shares`` (dealer → opened shares)."""
+    F, flp = plan.field, plan.flp
+    D = len(deals)
+    z = F.zeros((D,))
+    ver = F.zeros((D, flp.VERIFIER_LEN))
+    for k, d in enumerate(deals):
+        got = shares.get(d.dealer)
+        if got is None:
+            continue
+        meas, proof = got
+        c_m, c_p, seed = _coeffs(plan, coin, d)
+        qr = flp.derive_query_rand(seed)
+        z[k] = F.add(F.dot(meas, c_m), F.dot(proof, c_p))
+        jr = _joint_rand(plan, d.job, d.dealer, d.meas_parts) if flp.JOINT_RAND_LEN else None
+        ver[k] = flp.query(meas[None, :], proof[None, :], qr, jr)[0]
+    unopened = tuple(d.dealer for d in deals if d.dealer not in shares)
+    return NoiseRound(
+        tuple(d.dealer for d in deals), Elements.of(F, z), Elements.of(F, ver), unopened
+    )
+
+
+def decide_noise(
+    plan: NoisePlan, deals: Sequence[NoiseDeal], rounds: Mapping[int, Any]
+) -> tuple[list[int], dict[int, str]]:
+    """The accepted dealers and why the others were rejected (deterministic).
+
+    ``rounds``: aggregator → its :class:`NoiseRound` (from the round-1 messages every
+    honest aggregator checked; a missing or malformed one counts as missing). Dealer d is
+    accepted iff its (z, verifier) values of the aggregators that opened its part decode
+    robustly to one degree-t polynomial and the opened verifier passes the range proof.
+    """
+    F, flp, n, t = plan.field, plan.flp, plan.n, plan.t
+    order = tuple(d.dealer for d in deals)
+    rows: dict[int, np.ndarray] = {}
+    unopened: dict[int, set[int]] = {}
+    for i, r in rounds.items():
+        try:
+            if not isinstance(r, NoiseRound) or tuple(r.dealers) != order:
+                continue
+            z = _elements(r.z, F, (len(order),))
+            v = _elements(r.verifier, F, (len(order), flp.VERIFIER_LEN))
+        except (EncodingError, ValueError, TypeError):
+            continue
+        rows[i] = np.concatenate([z[:, None], v], axis=1)
+        unopened[i] = set(r.unopened)
+    accepted: list[int] = []
+    rejected: dict[int, str] = {}
+    for k, d in enumerate(order):
+        shares = {i: rows[i][k] for i in rows if d not in unopened[i]}
+        try:
+            opened, _bad = sharing.robust_reconstruct(F, shares, n, t)
+        except (DecodingError, ConfigError):
+            rejected[d] = "its noise shares do not decode to one degree-t sharing"
+            continue
+        if bool(np.all(flp.decide(opened[None, 1:]))):
+            accepted.append(d)
+        else:
+            rejected[d] = "its noise fails the range proof"
+    return accepted, rejected
+
+
+def _elements(e: Any, F: Any, shape: tuple[int, ...]) -> np.ndarray:
+    if not isinstance(e, Elements) or e.field != F.__name__ or tuple(e.shape) != shape:
+        raise EncodingError(f"expected {F.__name__} elements of shape {shape}")
+    return e.array(F)
+
+
+def noise_total(
+    plan: NoisePlan, accepted: Sequence[int], shares: Mapping[int, tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """This aggregator's share of the accepted noise: Σ_d truncate(meas_d) − B (OUTPUT_LEN).
+
+    Subtracting the public offset B from every share shifts the shared value by −B.
+    """
+    F, flp = plan.field, plan.flp
+    total = F.zeros((flp.OUTPUT_LEN,))
+    offset = F.elements(np.full(flp.OUTPUT_LEN, plan.bound, dtype=np.int64))
+    for d in accepted:
+        got = shares.get(d)
+        if got is None:
+            continue
+        total = F.add(total, F.sub(flp.valid.truncate(got[0][None, :])[0], offset))
+    return total
+
+
+def deal_for(
+    plan: NoisePlan,
+    job: str,
+    dealer: int,
+    identity: Identity,
+    boxes: Sequence[bytes],
+    behaviour: str | None = None,
+) -> NoiseDeal:
+    """Aggregator ``dealer``'s deal: fresh Skellam noise of the plan's dealer variance
+    (``behaviour="no_noise"``: zeros — a Byzantine aggregator adding none, which its
+    proof cannot tell; ``"big_noise"``: far out of range, which its proof rejects)."""
+    if behaviour == "no_noise":
+        noise = np.zeros(plan.length, dtype=np.int64)
+    elif behaviour == "big_noise":
+        return deal_noise(
+            plan, job, dealer, identity, boxes,
+            np.full(plan.length, 4 * plan.bound, dtype=np.int64), valid=False,
+        )
+    else:
+        noise = sample_noise(plan.dealer_variance, plan.length, plan.bound)
+    return deal_noise(plan, job, dealer, identity, boxes, noise)
