@@ -5,6 +5,12 @@ Every estimator (linear, logistic, preprocessing, decomposition) builds a
 :class:`~kaires_fl.statistics.Statistic`, splits the rows among providers with
 :func:`split_rows` and calls :func:`run_job` (through :class:`KairesEstimatorMixin`), which
 runs the whole protocol on the estimator's committee and returns the decoded aggregate.
+
+Differential privacy (``epsilon``/``delta`` parameters, :meth:`KairesEstimatorMixin.dp`):
+the job runs with ``dp=DP(ε, δ)``, so the committee's aggregators add calibrated noise to
+the sufficient statistics before anyone sees them (sufficient-statistics perturbation);
+the estimators post-process the noisy statistics (:func:`noisy_psd`) and report the
+guarantee in ``kaires_report_["privacy"]``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,34 @@ from kaires_fl.statistics import Statistic
 
 #: Margin added on each side of the data's range by ``bounds="auto"`` (fraction of the range).
 AUTO_MARGIN = 0.05
+#: δ of a fit given ``epsilon`` but no ``delta``.
+DEFAULT_DELTA = 1e-6
+#: Eigenvalue floor of a noisy scatter, in units of the noise's spectral norm: a symmetric
+#: d×d matrix of independent entries of std σ has spectral norm ≈ 2σ√d (Wigner).
+NOISE_FLOOR = 1.0
+
+
+def noisy_psd(A: np.ndarray, sigma: float) -> np.ndarray:
+    """Post-process a noisy scatter (or Hessian) ``A`` released with entry noise std
+    ``sigma``: its symmetric part, with every eigenvalue raised to at least the noise's
+    spectral norm ``NOISE_FLOOR · 2σ√d`` (0 when ``sigma`` is 0: the nearest PSD matrix).
+
+    Post: symmetric positive semi-definite (definite when ``sigma > 0``). Directions whose
+    signal is below the noise are shrunk as by a ridge of that size (cf. AdaSSP, Wang 2018),
+    instead of being inverted through a noise-sized or negative eigenvalue.
+    """
+    S = (np.asarray(A, dtype=np.float64) + np.asarray(A, dtype=np.float64).T) / 2
+    lam, V = np.linalg.eigh(S)
+    floor = NOISE_FLOOR * 2.0 * float(sigma) * np.sqrt(S.shape[0])
+    return np.asarray((V * np.maximum(lam, floor)) @ V.T)
+
+
+def privacy_sigma(report: dict[str, Any]) -> float:
+    """The noise std of each released coordinate, in the statistic's scaled frame, from a
+    job's ``report["privacy"]`` (``sigma_scaled`` if the statistic reports it, else
+    ``sigma``); 0.0 for a job without differential privacy."""
+    priv = report.get("privacy") or {}
+    return float(priv.get("sigma_scaled", priv.get("sigma", 0.0)) or 0.0)
 
 
 def auto_bounds(values: np.ndarray, margin: float = AUTO_MARGIN) -> np.ndarray:
@@ -74,6 +108,44 @@ class KairesEstimatorMixin:
 
     committee: Committee | None
     progress: bool | str
+    epsilon: float | None
+    delta: float | None
+
+    def dp(self, jobs: int = 1) -> Any:
+        """The differential privacy of each of ``jobs`` jobs, as a :class:`kaires_fl.DP`,
+        or None when ``epsilon`` is None (an exact fit).
+
+        The fit's ``(epsilon, delta)`` (δ default :data:`DEFAULT_DELTA`) is split evenly
+        over its jobs (basic composition, as the ledger's budgets count them).
+
+        Raises ConfigError for an invalid ε or δ, or a δ without ε.
+        """
+        eps = getattr(self, "epsilon", None)
+        delta = getattr(self, "delta", None)
+        if eps is None:
+            if delta is not None:
+                raise ConfigError(
+                    f"delta={delta!r} without epsilon: give epsilon too (differential privacy "
+                    "is (epsilon, delta)), or neither for an exact fit"
+                )
+            return None
+        from kaires_fl.privacy import DP
+
+        full = DP(eps, DEFAULT_DELTA if delta is None else delta)  # validates both
+        return DP(full.epsilon / jobs, full.delta / jobs)
+
+    def _warn_auto_bounds(self) -> None:
+        """Warn that ``bounds="auto"`` reads the data's range, which the fit's differential
+        privacy does not cover."""
+        bounds = getattr(self, "bounds", None)
+        if isinstance(bounds, str) and bounds == "auto":
+            warnings.warn(
+                "bounds='auto' computes the declared bounds from the data: the range of the "
+                "data is then public and not covered by epsilon/delta. Declare bounds (the "
+                "providers' policy bounds) for a differentially private fit",
+                KairesWarning,
+                stacklevel=4,
+            )
 
     def _run_job(
         self, stat: Statistic, labels: list[str], data: dict[str, Any], n_samples: int
@@ -85,6 +157,9 @@ class KairesEstimatorMixin:
         ConfigError when fewer providers than the policies' ``min_providers`` are given,
         ProtocolError when the job released no result.
         """
+        dp = self.dp()  # invalid ε or δ: ConfigError before any committee or job
+        if dp is not None:
+            self._warn_auto_bounds()
         committee = self.committee if self.committee is not None else _default_committee()
         needed = int(getattr(committee, "min_providers", 1))
         if len(labels) < needed:
@@ -97,7 +172,7 @@ class KairesEstimatorMixin:
                 "provider labels"
             )
         try:
-            result = committee.run_job(stat, data, progress=self.progress)
+            result = run_with_dp(committee, stat, data, self.progress, dp)
         finally:
             if self.committee is None:
                 committee.close()
@@ -130,6 +205,15 @@ class KairesEstimatorMixin:
         if isinstance(state.get("committee"), CommitteeDescription):
             state["committee"] = reconnect(state["committee"].description)
         super().__setstate__(state)  # type: ignore[misc]
+
+
+def run_with_dp(committee: Committee, stat: Statistic, data: Any, progress: Any, dp: Any) -> Any:
+    """``committee.run_job(stat, data, progress=progress, dp=dp)``, without ``dp`` for an
+    exact job (a committee that predates differential privacy still runs it)."""
+    kwargs: dict[str, Any] = {"progress": progress}
+    if dp is not None:
+        kwargs["dp"] = dp
+    return committee.run_job(stat, data, **kwargs)
 
 
 def check_released(result: Any) -> Any:

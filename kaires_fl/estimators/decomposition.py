@@ -82,8 +82,9 @@ class KairesPCA(
         As scikit-learn's PCA: None keeps min(n_samples, n_features).
     whiten : bool, default False
         Divide the projections by sqrt(explained_variance_).
-    n_providers, committee, granularity, bounds, frac_bits, progress :
-        As :class:`~kaires_fl.estimators.preprocessing.KairesStandardScaler`.
+    n_providers, committee, granularity, bounds, frac_bits, progress, epsilon, delta :
+        As :class:`~kaires_fl.estimators.preprocessing.KairesStandardScaler` (with
+        ``epsilon`` the noisy scatter's negative eigenvalues are clipped to 0).
 
     Attributes
     ----------
@@ -109,6 +110,8 @@ class KairesPCA(
         bounds: Any = "auto",
         frac_bits: int | None = None,
         progress: bool | str = "auto",
+        epsilon: float | None = None,
+        delta: float | None = None,
     ) -> None:
         self.n_components = n_components
         self.whiten = whiten
@@ -118,6 +121,8 @@ class KairesPCA(
         self.bounds = bounds
         self.frac_bits = frac_bits
         self.progress = progress
+        self.epsilon = epsilon
+        self.delta = delta
 
     def _check_n_components(self, n: int, d: int) -> None:
         k = self.n_components
@@ -152,7 +157,7 @@ class KairesPCA(
         X = validate_data(self, X, dtype=np.float64, reset=True, ensure_min_samples=2)
         self._check_n_components(*X.shape)
         stat, agg, result, labels = column_statistic_job(self, CovarianceStats, X, provider)
-        n, d = int(agg["n"]), X.shape[1]
+        n, d = round(max(float(agg["n"]), 0.0)), X.shape[1]  # noisy with epsilon
         if n < 2:
             raise ProtocolError(
                 f"the Kaires job aggregated {n} row(s); a covariance needs at least 2 (the "

@@ -26,6 +26,15 @@ The coefficients equal scikit-learn's on the accepted providers' rows to the pre
 documented in :class:`~kaires_fl.statistics.LinearRegressionStats` (≤ 1e-6 relative for
 reasonably conditioned data). Rank-deficient systems (n ≤ d, collinear features) get the
 minimum-norm solution, as scikit-learn's ``lstsq``: see :func:`solve_normal_equations`.
+
+Differential privacy (``epsilon=ε, delta=δ``): the job runs with ``dp=DP(ε, δ)`` and the
+committee's aggregators add noise to every released sum (n, Σx, Σy, XᵀX, Xᵀy), calibrated
+to what one provider (or one record, with ``granularity="record"``) can change them by
+within the declared bounds. The fit then post-processes the noisy sums
+(:func:`denoise_stats`): the scatter's eigenvalues are raised to at least the noise's
+spectral norm before solving (a noisy XᵀX can be indefinite), which acts as a ridge of the
+noise's size in the directions the noise dominates. ``kaires_report_["privacy"]`` holds
+ε, δ, σ and the mechanism.
 """
 
 from __future__ import annotations
@@ -38,7 +47,13 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from kaires_fl.committee import Committee
 from kaires_fl.errors import ConfigError, ProtocolError
-from kaires_fl.estimators.base import KairesEstimatorMixin, auto_bounds, split_rows
+from kaires_fl.estimators.base import (
+    KairesEstimatorMixin,
+    auto_bounds,
+    noisy_psd,
+    privacy_sigma,
+    split_rows,
+)
 from kaires_fl.statistics import LinearRegressionStats
 
 #: Relative eigenvalue threshold of the rank decision, × n_features: eigenvalues of the
@@ -106,6 +121,31 @@ def solve_normal_equations(
     if single:
         return coef2[:, 0], float(np.reshape(intercept, -1)[0])
     return coef2.T, np.asarray(intercept, dtype=np.float64).reshape(k)
+
+
+def denoise_stats(
+    stats: dict[str, Any], sigma: float, fit_intercept: bool = True
+) -> dict[str, Any]:
+    """Decoded statistics of a differentially private job, made fit for solving.
+
+    Pre: ``stats`` is :meth:`LinearRegressionStats.decode`'s dict of a job whose released
+    coordinates carry noise of std ``sigma`` in the statistic's scaled frame (the frame of
+    ``sxx / outer(x_scale, x_scale)``). Post: the scatter the solver uses (``sxx`` with an
+    intercept, ``xtx`` without) is replaced by its :func:`noisy_psd` projection in that
+    frame, and ``scatter_tol`` is 0 (the floor already exceeds the decoding error), so
+    :func:`solve_normal_equations` solves a well-posed system. Pure post-processing: the
+    differential privacy of the release is unchanged.
+    """
+    if sigma <= 0:
+        return stats
+    out = dict(stats)
+    key, scale_key = ("sxx", "x_scale") if fit_intercept else ("xtx", "x_scale_raw")
+    A = np.asarray(stats[key], dtype=np.float64)
+    s = np.asarray(stats.get(scale_key, np.ones(A.shape[0])), dtype=np.float64).copy()
+    s[~(s > 0)] = 1.0
+    out[key] = noisy_psd(A / np.outer(s, s), sigma) * np.outer(s, s)
+    out["scatter_tol"] = 0.0
+    return out
 
 
 class _KairesLinearModel(KairesEstimatorMixin, RegressorMixin, BaseEstimator):
@@ -225,7 +265,8 @@ class _KairesLinearModel(KairesEstimatorMixin, RegressorMixin, BaseEstimator):
             for lab, r in zip(labels, rows, strict=True)
         }
         result = self._run_job(stat, labels, data, X.shape[0])
-        coef, intercept = solve_normal_equations(result.aggregate, self.fit_intercept, alpha)
+        agg = denoise_stats(result.aggregate, privacy_sigma(result.report), self.fit_intercept)
+        coef, intercept = solve_normal_equations(agg, self.fit_intercept, alpha)
         if y.ndim == 2 and np.ndim(coef) == 1:  # one target given as a column: (1, d), (1,)
             coef, intercept = coef[None, :], np.array([intercept])
         self.coef_ = coef
@@ -278,6 +319,11 @@ _PARAMS_DOC = """
     max_sample_weight : "auto" or float, default "auto"
         The declared bound W on ``sample_weight`` (every weight must lie in [0, W]); "auto"
         takes the largest weight (simulation only: in a deployment it is a policy bound).
+    epsilon, delta : float or None, default None
+        Differential privacy of the fit: the committee adds noise to the released sums so
+        that the fit is (ε, δ)-DP for each provider (``granularity="provider"``) or each
+        record (``"record"``); δ defaults to 1e-6. None: the exact sums. With ``bounds=
+        "auto"`` the bounds come from the data, which DP does not cover: declare them.
 
     Attributes
     ----------
@@ -285,7 +331,8 @@ _PARAMS_DOC = """
     intercept_ : float or (n_targets,)
     n_features_in_, n_providers_,
     kaires_report_ : dict with ``accepted``, ``rejected``, ``faulty_aggregators``,
-        ``ledger_height``, ``timings`` (per phase) and whatever else the job reports.
+        ``ledger_height``, ``timings`` (per phase), ``privacy`` (ε, δ, σ, mechanism,
+        unit; with ``epsilon``) and whatever else the job reports.
     kaires_statistic_ : the job's statistic as ``(kind, params)``.
 """
 
@@ -301,6 +348,8 @@ class KairesLinearRegression(_KairesLinearModel):
         frac_bits: int | None = None,
         progress: bool | str = "auto",
         max_sample_weight: Any = "auto",
+        epsilon: float | None = None,
+        delta: float | None = None,
     ) -> None:
         self.n_providers = n_providers
         self.committee = committee
@@ -310,6 +359,8 @@ class KairesLinearRegression(_KairesLinearModel):
         self.frac_bits = frac_bits
         self.progress = progress
         self.max_sample_weight = max_sample_weight
+        self.epsilon = epsilon
+        self.delta = delta
 
 
 KairesLinearRegression.__doc__ = (
@@ -330,6 +381,8 @@ class KairesRidge(_KairesLinearModel):
         frac_bits: int | None = None,
         progress: bool | str = "auto",
         max_sample_weight: Any = "auto",
+        epsilon: float | None = None,
+        delta: float | None = None,
     ) -> None:
         self.alpha = alpha
         self.n_providers = n_providers
@@ -340,6 +393,8 @@ class KairesRidge(_KairesLinearModel):
         self.frac_bits = frac_bits
         self.progress = progress
         self.max_sample_weight = max_sample_weight
+        self.epsilon = epsilon
+        self.delta = delta
 
     def _alpha(self, n_targets: int) -> Any:
         """``alpha`` as a float, or (n_targets,) for one penalty per target."""
@@ -365,4 +420,10 @@ KairesRidge.__doc__ = (
     "one per target (as scikit-learn's Ridge).\n" + _PARAMS_DOC
 )
 
-__all__ = ["RANK_RTOL", "KairesLinearRegression", "KairesRidge", "solve_normal_equations"]
+__all__ = [
+    "RANK_RTOL",
+    "KairesLinearRegression",
+    "KairesRidge",
+    "denoise_stats",
+    "solve_normal_equations",
+]

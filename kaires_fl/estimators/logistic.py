@@ -24,6 +24,13 @@ It stops when the largest entry of the mean penalised gradient (in the original 
 units, as scikit-learn's lbfgs ``gtol``) is ≤ ``tol``, or after ``max_iter`` iterations
 (ConvergenceWarning, as scikit-learn).
 
+Differential privacy (``epsilon=ε, delta=δ``): the fit runs exactly
+``min(max_iter, DP_NEWTON_JOBS)`` Newton jobs, each with ``dp=DP(ε/J, δ/J)`` (basic
+composition, as the ledger's budgets count them), and takes every full Newton step without
+a line search (comparing noisy losses would spend budget on jobs that are thrown away).
+Each step's noisy Hessian is made positive definite with eigenvalues at least the noise's
+spectral norm (:func:`~kaires_fl.estimators.base.noisy_psd`) before the penalty is added.
+
 Standardise the features first (e.g. ``KairesStandardScaler`` or a public rescaling): the
 penalty is on the raw coefficients, as in scikit-learn, so both fit the same model either
 way, but Newton steps on standardised data need fewer jobs and the fixed-point error is
@@ -50,6 +57,9 @@ from kaires_fl.estimators.base import (
     KairesEstimatorMixin,
     auto_bounds,
     check_released,
+    noisy_psd,
+    privacy_sigma,
+    run_with_dp,
     split_rows,
 )
 from kaires_fl.statistics.logistic import LogisticRegressionStats
@@ -58,6 +68,8 @@ from kaires_fl.statistics.logistic import LogisticRegressionStats
 ARMIJO = 1e-4
 #: Step halvings before an iteration gives up (the step is then 2^−10 of Newton's).
 MAX_HALVINGS = 10
+#: Newton jobs of a differentially private fit (the budget is split over them).
+DP_NEWTON_JOBS = 4
 
 
 def psd_part(H: np.ndarray) -> np.ndarray:
@@ -106,6 +118,10 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
     progress : bool or "auto", default "auto"
         Progress bar over each job's phases (``"auto"``: on a terminal, once a job has run
         for two seconds).
+    epsilon, delta : float or None, default None
+        Differential privacy of the whole fit, for each provider: J = min(max_iter,
+        DP_NEWTON_JOBS) full Newton steps, each job (ε/J, δ/J)-DP (δ defaults to 1e-6;
+        see the module docstring). None: exact jobs with a line search.
 
     Attributes
     ----------
@@ -130,6 +146,8 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
         bounds: Any = "auto",
         frac_bits: int | None = None,
         progress: bool | str = "auto",
+        epsilon: float | None = None,
+        delta: float | None = None,
     ) -> None:
         self.C = C
         self.fit_intercept = fit_intercept
@@ -140,6 +158,8 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
         self.bounds = bounds
         self.frac_bits = frac_bits
         self.progress = progress
+        self.epsilon = epsilon
+        self.delta = delta
 
     # ------------------------------------------------------------------ parameters
 
@@ -182,6 +202,7 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
         step), ConvergenceWarning when ``max_iter`` is reached first.
         """
         C, max_iter, tol = self._check_params()
+        self.dp()  # an invalid ε or δ fails before any job
         X, y = validate_data(self, X, y, dtype=np.float64)
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -209,7 +230,15 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
                     "min_providers), so no single provider's data is released alone; pass "
                     "more samples or more provider labels"
                 )
-            theta, n_iter, reports = self._newton(committee, stat, data, groups, C, max_iter, tol)
+            if self.dp() is None:
+                theta, n_iter, reports = self._newton(
+                    committee, stat, data, groups, C, max_iter, tol
+                )
+            else:
+                self._warn_auto_bounds()
+                theta, n_iter, reports = self._newton_dp(
+                    committee, stat, data, C, min(max_iter, DP_NEWTON_JOBS)
+                )
         finally:
             if self.committee is None:
                 committee.close()
@@ -217,6 +246,17 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
         self.n_iter_ = np.array([n_iter], dtype=np.int32)
         self.kaires_reports_ = reports
         self.kaires_report_ = reports[-1]
+        full = self.dp()
+        if full is not None:  # the whole fit's guarantee; each job's is in kaires_reports_
+            self.kaires_report_ = {
+                **reports[-1],
+                "privacy": {
+                    **dict(reports[-1].get("privacy") or {}),
+                    **full.to_obj(),
+                    "jobs": len(reports),
+                    "composition": "basic",
+                },
+            }
         self.kaires_statistic_ = self._statistic_at(stat, theta).spec()
         self.n_providers_ = len(labels)
         self._warn_rejected(reports)
@@ -239,8 +279,10 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
         p["coef"] = theta.tolist()
         return LogisticRegressionStats(**p)
 
-    def _job(self, committee: Committee, stat: LogisticRegressionStats, data: dict) -> Any:
-        return check_released(committee.run_job(stat, data, progress=self.progress))
+    def _job(
+        self, committee: Committee, stat: LogisticRegressionStats, data: dict, dp: Any = None
+    ) -> Any:
+        return check_released(run_with_dp(committee, stat, data, self.progress, dp))
 
     def _penalty(self, stat: LogisticRegressionStats, C: float) -> np.ndarray:
         """Diagonal of the penalty's Hessian in the u frame, (K', m): w = v / scale."""
@@ -333,6 +375,34 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
                 )
                 break
         return theta, n_iter, reports
+
+    def _newton_dp(
+        self,
+        committee: Committee,
+        stat: LogisticRegressionStats,
+        data: dict,
+        C: float,
+        jobs: int,
+    ) -> tuple[np.ndarray, int, list[dict[str, Any]]]:
+        """``jobs`` full Newton steps, each from one (ε/jobs, δ/jobs)-DP job at the current
+        parameters; the noisy Hessian is floored at the noise's spectral norm."""
+        P = self._penalty(stat, C)
+        Km = P.size
+        gauge = np.zeros((Km, Km))
+        if stat.fit_intercept and stat.n_logits > 1:
+            idx = np.arange(stat.n_logits) * stat.width
+            gauge[np.ix_(idx, idx)] = 1.0
+        dp = self.dp(jobs)
+        reports: list[dict[str, Any]] = []
+        theta = np.zeros(P.shape)
+        for _ in range(jobs):
+            result = self._job(committee, self._statistic_at(stat, theta), data, dp)
+            reports.append(dict(result.report))
+            s = result.aggregate
+            grad = np.asarray(s["grad"]) + P * theta
+            H = noisy_psd(s["hess"], privacy_sigma(result.report)) + np.diag(P.reshape(-1))
+            theta = theta + solve_newton_step(H + gauge, grad.reshape(-1)).reshape(P.shape)
+        return theta, jobs, reports
 
     def _set_coefficients(self, stat: LogisticRegressionStats, theta: np.ndarray) -> None:
         if stat.fit_intercept:

@@ -102,6 +102,13 @@ class KairesStandardScaler(
     frac_bits : int or None
         Fixed-point fractional bits (provider) or quantisation bits (record).
     progress : bool or "auto"
+    epsilon, delta : float or None, default None
+        Differential privacy of the fit: the committee's aggregators add noise to the
+        released sums (n, Σx, Σx²) so that the fit is (ε, δ)-DP for each provider (or each
+        record with ``granularity="record"``); δ defaults to 1e-6; negative noisy variances
+        are clipped to 0; ``kaires_report_["privacy"]`` says ε, δ, σ and the mechanism.
+        None: the exact sums. Declare ``bounds`` (with "auto" they come from the data,
+        which differential privacy does not cover).
 
     Attributes
     ----------
@@ -128,6 +135,8 @@ class KairesStandardScaler(
         bounds: Any = "auto",
         frac_bits: int | None = None,
         progress: bool | str = "auto",
+        epsilon: float | None = None,
+        delta: float | None = None,
     ) -> None:
         self.with_mean = with_mean
         self.with_std = with_std
@@ -138,6 +147,8 @@ class KairesStandardScaler(
         self.bounds = bounds
         self.frac_bits = frac_bits
         self.progress = progress
+        self.epsilon = epsilon
+        self.delta = delta
 
     def fit(self, X: Any, y: Any = None, provider: Any = None) -> KairesStandardScaler:
         """Learn mean_ and var_ through one Kaires job; returns self.
@@ -159,7 +170,7 @@ class KairesStandardScaler(
             self.n_providers_ = 0
             return self
         stat, agg, result, labels = column_statistic_job(self, MeanVarianceStats, X, provider)
-        m = int(agg["n"])
+        m = round(max(float(agg["n"]), 0.0))  # noisy with epsilon
         mean = np.asarray(agg["mean"], dtype=np.float64)
         var = np.maximum(np.asarray(agg["var"], dtype=np.float64), 0.0)
         self.mean_ = mean

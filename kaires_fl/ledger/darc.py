@@ -388,7 +388,7 @@ def data_terms(
     the total differential privacy the policy's jobs may spend (None: no budget, and
     jobs without differential privacy are allowed).
     """
-    t = {
+    t: dict[str, Any] = {
         "statistics": list(statistics),
         "max_jobs": max_jobs,
         "expires_height": expires_height,
