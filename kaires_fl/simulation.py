@@ -26,7 +26,8 @@ Faults (``faults={"aggregator": {2: "byzantine"}, "provider": {5: "out_of_range"
   its range proof passes) or ``"big_noise"`` (deals noise out of its proven range: its
   proof fails and the deal is left out);
 - ``"provider"`` (0-based index in the sorted provider labels of each job):
-  ``"out_of_range"``, ``"inconsistent_shares"``, ``"bad_proof"``.
+  ``"out_of_range"``, ``"inconsistent_shares"``, ``"bad_proof"``, ``"bad_seed"`` (seals
+  another seed than the one its full shares were completed from; needs t ≥ 1).
 """
 
 from __future__ import annotations
