@@ -94,9 +94,7 @@ def test_markup_in_a_ledger_value_renders_as_text_and_never_runs(
     assert MARKUP_ID in page.inner_text("#policy-id")
 
 
-def test_chain_page_names_the_tampered_node_and_block(
-    browser: Any, demo_copy: Path
-) -> None:
+def test_chain_page_names_the_tampered_node_and_block(browser: Any, demo_copy: Path) -> None:
     tamper_block(demo_copy / "ledger-1.sqlite", 3)
     with running_explorer(demo_copy) as base:
         context = browser.new_context()
