@@ -122,16 +122,21 @@ def test_a_seed_expands_to_uniform_elements_statistically() -> None:
     assert all(abs(c - 5000) < 6 * np.sqrt(20000 * 0.25 * 0.75) for c in counts), counts
 
 
-@pytest.mark.parametrize("field", FIELDS)
-def test_robust_reconstruction_corrects_a_wrong_seeded_or_full_share(field: Any) -> None:
+@settings(max_examples=30, deadline=None)
+@given(field=st.sampled_from(FIELDS), data=st.data())
+def test_robust_reconstruction_corrects_wrong_seeded_or_full_shares(field: Any, data: Any) -> None:
+    """n = 7, t = 2 corrects e ≤ 2 wrong shares, seeded holders (0, 1) or full ones alike."""
     n, t = 7, 2
     secret = field.random((9,))
-    out = sharing.share_seeded(field, secret, {0: b"a" * 32, 1: b"b" * 32}, n, t)
-    for bad in (0, 5):  # a seeded holder that lies, a full share that was tampered
-        shares = {i: out[i].copy() for i in range(n)}
-        shares[bad] = field.add(shares[bad], field.ones((9,)))
-        got, wrong = sharing.robust_reconstruct(field, shares, n, t)
-        assert np.array_equal(got, secret) and wrong == [bad]
+    seeds = {0: secrets.token_bytes(32), 1: secrets.token_bytes(32)}
+    out = sharing.share_seeded(field, secret, seeds, n, t)
+    bad = sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=1, max_size=2)))
+    shares = {i: out[i].copy() for i in range(n)}
+    for i in bad:
+        k = data.draw(st.integers(0, 8))
+        shares[i][k] = field.add(shares[i][k], field.elements(data.draw(st.integers(1, 99))))
+    got, wrong = sharing.robust_reconstruct(field, shares, n, t)
+    assert np.array_equal(got, secret) and wrong == bad
 
 
 def test_seeded_sharing_refuses_wrong_inputs() -> None:
