@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from kaires_fl.privacy import DP
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "DP",
     "KairesLinearRegression",
     "KairesLogisticRegression",
     "KairesPCA",

@@ -79,9 +79,16 @@ class Committee(Protocol):
         data: Mapping[Any, tuple[Any, Any]],
         consumer: Any = None,
         progress: bool | str = False,
+        dp: Any = None,
     ) -> Any:
         """Run one job of ``statistic`` over ``{provider label: (X, y)}``; returns a
         :class:`~kaires_fl.simulation.JobResult` (``aggregate``, ``report``, ``receipt``).
+
+        ``dp``: a :class:`kaires_fl.DP` ``(ε, δ)`` target: the aggregators add distributed
+        noise (:mod:`kaires_fl.privacy`), the aggregate is the noisy one and
+        ``report["privacy"]`` holds ``epsilon``, ``delta``, ``sigma`` (noise std of each
+        output coordinate, decoded units), ``mechanism``, ``unit`` and ``sensitivity``
+        (None without ``dp``).
 
         Raises ``AccessDenied`` if the providers' policies refuse the job, ``LedgerError``
         for other refusals, ``ProtocolError`` if more parties fail than tolerated."""
