@@ -15,8 +15,10 @@ from starlette.testclient import TestClient
 
 from kaires_fl.demo import init_local_committee
 from kaires_fl.explorer.app import create_app
+from kaires_fl.explorer.screenshots import tamper_block
 from kaires_fl.explorer.sources import GroupSource
-from kaires_fl.node.process import committee_down, committee_up, stop_nodes
+from kaires_fl.node.host import LEDGER_FILE
+from kaires_fl.node.process import committee_down, committee_up, spawn_node, stop_nodes
 
 pytestmark = pytest.mark.slow
 
@@ -60,3 +62,35 @@ def test_group_stopped_node_is_unreachable_others_verify(group: Path) -> None:
         assert time.monotonic() < deadline, "node-3 still answers after it was stopped"
     assert snap.ok and len(snap.views) == 3, snap.failures
     assert sum(h.reachable for h in snap.health) == 3
+
+
+def test_group_node_serving_an_altered_chain_fails_verification(group: Path) -> None:
+    """node-2's database is altered while it is down (a block's recorded outcome flipped),
+    then it runs again and serves that chain: the explorer names it and the block, and
+    still shows the chain the honest nodes serve."""
+    root = group.parent
+    stop_nodes([root / "node-2"], grace=5.0, out=lambda s: None)
+    tamper_block(root / "node-2" / LEDGER_FILE, 1)
+    proc = spawn_node(root / "node-2", group)
+    try:
+        source = GroupSource(group, refresh=0.0, timeout=5.0)
+        deadline = time.monotonic() + 60
+        while True:
+            snap = source.snapshot()
+            if any(v.source == "node-2" for v in snap.views):
+                break
+            assert proc.poll() is None, (root / "node-2" / "node.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "node-2 did not come back"
+        assert not snap.ok
+        failures = dict(snap.failures)
+        assert list(failures) == ["node-2"]
+        assert failures["node-2"].startswith("block 1: ")
+        assert snap.shown.source != "node-2" and snap.shown.ok
+        page = TestClient(create_app(source)).get("/").text
+        assert "verified from genesis: <b>no</b>" in page
+        assert "<li><b>node-2</b>: block 1: " in page
+    finally:
+        stop_nodes([root / "node-2"], grace=5.0, procs={"node-2": proc}, out=lambda s: None)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
