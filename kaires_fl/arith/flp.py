@@ -989,6 +989,13 @@ class Valid:
     OUTPUT_LEN: int
     GADGETS: list[Gadget]
     GADGET_CALLS: list[int]
+    #: Elements the prover computes from the measurement and the joint randomness and sends
+    #: at the head of the proof (once, shared by the repetitions); ``eval`` then receives
+    #: ``(B, MEAS_LEN + WITNESS_LEN)``: the measurement followed by the witness.
+    WITNESS_LEN: int = 0
+    #: The last SHARED_JOINT_RAND_LEN elements of each repetition's joint randomness are
+    #: drawn once for all repetitions (what ``witness`` may depend on).
+    SHARED_JOINT_RAND_LEN: int = 0
 
     def eval(
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
@@ -1007,6 +1014,15 @@ class Valid:
     def joint_rand_degree(self) -> int:
         """Degree of the output in the joint randomness (see the class docstring)."""
         return 0
+
+    def witness(self, meas: np.ndarray, joint_rand: np.ndarray) -> np.ndarray:
+        """The prover's witness ``(B, WITNESS_LEN)`` for ``meas`` ``(B, MEAS_LEN)`` and the
+        joint randomness ``(1|B, JOINT_RAND_LEN)`` (only its shared tail may matter).
+
+        It is chosen after the joint randomness, so ``eval`` must check it with nothing
+        the prover knows in advance: no joint-randomness weights (see ``docs/proofs.md``).
+        """
+        raise NotImplementedError
 
     def eval_reps(
         self,
@@ -1031,6 +1047,8 @@ class Valid:
         meas2, bshape = _batch(self, meas, self.MEAS_LEN, "measurement")
         jr = _rand(F, joint_rand, self.JOINT_RAND_LEN, bshape, "joint_rand")
         calls = [GadgetCall(F, g, meas2.shape[0]) for g in self.GADGETS]
+        if self.WITNESS_LEN:
+            meas2 = np.concatenate([meas2, self.witness(meas2, jr)], axis=1)
         out = self.eval(meas2, jr, calls)
         return np.all(out == 0, axis=-1).reshape(bshape)
 
@@ -1229,14 +1247,19 @@ class FlpBBCGGI19:
         self.MEAS_LEN = valid.MEAS_LEN
         self.OUTPUT_LEN = valid.OUTPUT_LEN
         self._jr1 = valid.JOINT_RAND_LEN
+        self._jr_shared = valid.SHARED_JOINT_RAND_LEN
+        self._jr_own = self._jr1 - self._jr_shared
+        self._wit = valid.WITNESS_LEN
+        if self._jr_own < 0 or self._wit < 0:
+            raise ConfigError(f"{valid!r}: SHARED_JOINT_RAND_LEN > JOINT_RAND_LEN")
         self._qr1 = len(self.layouts) + (valid.EVAL_OUTPUT_LEN if valid.EVAL_OUTPUT_LEN > 1 else 0)
         self._pr1 = sum(lay.gadget.ARITY for lay in self.layouts)
         self._proof1 = sum(lay.proof_len for lay in self.layouts)
         self._ver1 = 1 + sum(lay.verifier_len for lay in self.layouts)
-        self.JOINT_RAND_LEN = proofs * self._jr1
+        self.JOINT_RAND_LEN = proofs * self._jr_own + self._jr_shared
         self.QUERY_RAND_LEN = proofs * self._qr1
         self.PROVE_RAND_LEN = proofs * self._pr1
-        self.PROOF_LEN = proofs * self._proof1
+        self.PROOF_LEN = self._wit + proofs * self._proof1
         self.VERIFIER_LEN = proofs * self._ver1
 
     def __repr__(self) -> str:
@@ -1294,6 +1317,15 @@ class FlpBBCGGI19:
         """Joint randomness ``(JOINT_RAND_LEN,)`` expanded from a seed."""
         return self.field.from_seed(seed, (self.JOINT_RAND_LEN,), context)
 
+    def _rep_joint_rands(self, jr: np.ndarray) -> list[np.ndarray]:
+        """Each repetition's joint randomness ``(1|B, jr1)``: its own elements, then the
+        shared tail (the last ``SHARED_JOINT_RAND_LEN`` elements of ``jr``)."""
+        own = [jr[:, rep * self._jr_own : (rep + 1) * self._jr_own] for rep in range(self.proofs)]
+        if not self._jr_shared:
+            return own
+        shared = jr[:, self.proofs * self._jr_own :]
+        return [np.ascontiguousarray(np.concatenate([o, shared], axis=1)) for o in own]
+
     # -------------------------------------------------------------- prove
 
     def prove(
@@ -1328,8 +1360,12 @@ class FlpBBCGGI19:
         F = self.field
         B = meas2.shape[0]
         parts = []
-        jrs = [jr[:, rep * self._jr1 : (rep + 1) * self._jr1] for rep in range(self.proofs)]
+        jrs = self._rep_joint_rands(jr)
         call_lists = [[GadgetCall(F, g, B) for g in self.valid.GADGETS] for _ in jrs]
+        if self._wit:
+            wit = self.valid.witness(meas2, jrs[0])
+            parts.append(wit)
+            meas2 = np.concatenate([meas2, wit], axis=1)
         self.valid.eval_reps(meas2, jrs, call_lists)
         for rep, calls in enumerate(call_lists):
             off = rep * self._pr1
@@ -1456,10 +1492,11 @@ class FlpBBCGGI19:
         F = self.field
         B = meas2.shape[0]
         out = []
-        poff = 0
-        jrs, reps = [], []
+        poff = self._wit
+        if self._wit:
+            meas2 = np.concatenate([meas2, proof2[:, : self._wit]], axis=1)
+        jrs, reps = self._rep_joint_rands(jr), []
         for rep in range(self.proofs):
-            jrs.append(jr[:, rep * self._jr1 : (rep + 1) * self._jr1])
             qr_rep = qr[:, rep * self._qr1 : (rep + 1) * self._qr1]
             seeds_l: list[np.ndarray] = []
             gpoly_l: list[np.ndarray] = []
