@@ -17,7 +17,9 @@ the cost of privacy, not of SGD), ``num-examples`` = W.
 - ``update_100k_round_s``: 10 clients, d = 100,000, one whole round (the clients'
   encode + prove + seal, one after the other in this process; the committee's writes, key
   release, verification on shares, aggregation, result; the ServerApp's decode), wall
-  time of the second round (the first loads compiled kernels).
+  time of the second round (the first loads compiled kernels);
+  ``update_100k_round_cpu_s``: this process's CPU time over that round (every party runs
+  in it: the figure a shared, loaded machine disturbs least).
   ``update_100k_client_s``: one client's share of it (mean mod time: encode, prove,
   seal); ``update_100k_committee_s``: the committee's (the round's ``RoundResult.timings``).
 - ``update_1m_round_s`` / ``update_1m_peak_rss_mb``: the same round at d = 1,000,000 (one
@@ -197,8 +199,15 @@ def run_rounds(
 ) -> dict[str, Any]:
     """``rounds`` KairesFedAvg rounds of a ``length``-parameter model over ``clients``
     in-process clients (module docstring), optionally after a ``warmup``-parameter round
-    on the same committee. Returns per round: wall time, mean client time, committee time,
-    mean bytes uploaded per client, accepted count."""
+    on the same committee. Returns lists, one entry per round: ``round_s`` (wall time),
+    ``round_cpu_s``, ``client_s`` (mean), ``committee_s``, ``bytes`` (mean per client),
+    ``accepted`` (count), ``statistic`` (the committed ``ModelUpdateStats``).
+
+    Raises
+    ------
+    KairesError
+        if a round does not accept every client (the first reason in the message).
+    """
     import logging
 
     from flwr.app import ArrayRecord
@@ -214,14 +223,15 @@ def run_rounds(
         if warmup:
             run_rounds(warmup, clients, 1, committee=committee)
         client_times: list[float] = []
-        out: dict[str, Any] = {"round_s": [], "client_s": [], "committee_s": [], "bytes": []}
+        out: dict[str, Any] = {"round_s": [], "round_cpu_s": [], "client_s": [], "bytes": []}
+        out["committee_s"] = []
         out["accepted"] = []
         out["statistic"] = []
 
         class Timed(KairesFedAvg):
             def configure_train(self, server_round: int, *a: Any, **kw: Any) -> Any:
                 client_times.clear()
-                self._t0 = time.perf_counter()
+                self._t0, self._c0 = time.perf_counter(), time.process_time()
                 return super().configure_train(server_round, *a, **kw)
 
             def aggregate_train(self, server_round: int, replies: Any) -> Any:
@@ -229,14 +239,23 @@ def run_rounds(
                 sizes = [upload_bytes(m) for m in replies if m.has_content()]
                 res = super().aggregate_train(server_round, replies)
                 out["round_s"].append(time.perf_counter() - self._t0)
-                info = self.kaires_rounds[server_round]
+                out["round_cpu_s"].append(time.process_time() - self._c0)
+                info = self.kaires_rounds.get(server_round, {})
+                result = info.get("result")
                 out["client_s"].append(statistics.mean(client_times or [math.nan]))
                 out["committee_s"].append(
-                    sum(info["result"].timings.values()) + sum(info["timings"].values())
+                    math.nan
+                    if result is None
+                    else sum(result.timings.values()) + sum(info["timings"].values())
                 )
                 out["bytes"].append(statistics.mean(sizes or [math.nan]))
-                out["accepted"].append(len(info["result"].accepted))
-                out["statistic"].append(info["statistic"])
+                out["accepted"].append(0 if result is None else len(result.accepted))
+                out["statistic"].append(info.get("statistic"))
+                why = {} if result is None else {**result.rejected, **result.refused}
+                why.update({str(n): r for n, r in info.get("refusals", {}).items()})
+                out["why"] = (result.why if result else info.get("why", "")) or next(
+                    iter(why.values()), ""
+                )
                 return res
 
         strategy = Timed(
@@ -254,7 +273,10 @@ def run_rounds(
     if out["accepted"] != [clients] * rounds:
         from kaires_fl.errors import KairesError
 
-        raise KairesError(f"benchmark round accepted {out['accepted']} of {clients} clients")
+        raise KairesError(
+            f"benchmark round accepted {out['accepted']} of {clients} clients: "
+            f"{str(out.get('why', ''))[:300]}"
+        )
     return out
 
 
@@ -312,6 +334,7 @@ def run(quick: bool = False) -> dict[str, float]:
         "update_elements_per_param": elements_per_param(r["statistic"][-1]),
         "update_bytes_per_param": r["bytes"][-1] / d,
         "update_100k_round_s": r["round_s"][-1],
+        "update_100k_round_cpu_s": r["round_cpu_s"][-1],
         "update_100k_client_s": r["client_s"][-1],
         "update_100k_committee_s": r["committee_s"][-1],
         "update_1m_round_s": big["round_s"],
