@@ -238,9 +238,16 @@ class CommitteeConnection:
         return out
 
     # -- step 1: the job --------------------------------------------------------------------
-    def commit_job(self, statistic: Any, policy_ids: Sequence[str]) -> dict[str, Any]:
+    def commit_job(
+        self,
+        statistic: Any,
+        policy_ids: Sequence[str],
+        privacy: Mapping[str, float] | None = None,
+    ) -> dict[str, Any]:
         """Commit a job for ``statistic`` over the providers ``policy_ids``; returns the job
         entry (``providers`` included, ``excluded`` with the ledger's reasons).
+        ``privacy``: ``{"epsilon", "delta"}`` of a job with differential privacy (the
+        aggregators add the noise; the ledger debits the providers' privacy budgets).
 
         Raises
         ------
@@ -258,6 +265,8 @@ class CommitteeConnection:
             min_providers=c.min_providers,
             coordinator=c.coordinator.identity.public.hex(),
         )
+        if privacy is not None:
+            payload["privacy"] = dict(privacy)
         tx = self.client.sign(self.consumer.identity, "job.create", payload)
         c.coordinator.note("relay-tx", tx)
         (done,) = self.client.wait(self.client.submit_many([tx]), proof=False)

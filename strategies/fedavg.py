@@ -42,6 +42,15 @@ whose num-examples exceeded W). Clipped or capped updates raise a
 :class:`~kaires_fl.errors.KairesWarning` naming how many and why. ``kaires_rounds[r]``
 keeps each round's
 :class:`~kaires_fl.strategies.committee.RoundResult` and the nodes' refusal reasons.
+
+Differential privacy (``dp=DP(ε, δ)``): each round's job is committed with that privacy, so
+the committee's aggregators add Skellam noise to the summed update (and to Σ w and the
+metrics) calibrated to one client's proven contribution (‖v‖ ≤ w ≤ 1, times ``clip_norm``)
+before the ServerApp opens it; t colluding aggregators cannot remove it. The ledger debits
+each included client's privacy budget by (ε, δ) per round. Each round's metrics carry
+``kaires-epsilon`` and ``kaires-delta``: the (ε, δ) of all rounds so far (Rényi
+composition of the rounds' Skellam releases, converted at the δ each round was calibrated
+at, plus every round's clipping-tail probability; tighter than the ledger's per-round sum).
 """
 
 from __future__ import annotations
@@ -97,8 +106,9 @@ class KairesFlowerBase:
     arrayrecord_key: str
     min_available_nodes: int
 
-    def _init_kaires(self, committee: Any, enrol_timeout: float) -> None:
+    def _init_kaires(self, committee: Any, enrol_timeout: float, dp: Any = None) -> None:
         self._committee = committee
+        self.dp = dp
         self.enrol_timeout = enrol_timeout
         self.enrolled: dict[int, tuple[str, str]] = {}  # node id → (policy id, public key)
         self.enrol_refusals: dict[int, str] = {}
@@ -216,7 +226,10 @@ class KairesFlowerBase:
         from kaires_fl.errors import KairesError
 
         try:
-            job = conn.commit_job(statistic, list(pids))
+            if getattr(self, "dp", None) is None:
+                job = conn.commit_job(statistic, list(pids))
+            else:
+                job = conn.commit_job(statistic, list(pids), privacy=self.dp.to_obj())
         except KairesError as exc:  # refused (no grant, balance) or the ledger failed
             log(WARNING, "kaires: round %s has no job: %s", round_key, exc)
             self.kaires_rounds[round_key] = {"job": None, "why": str(exc)}
@@ -326,6 +339,11 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         value is clipped to its declared bounds and aggregated inside its sealed, proven
         measurement; the round reports the weighted average (module docstring). A client
         whose reply lacks a declared metric is refused for that round.
+    dp:
+        ``kaires_fl.DP(ε, δ)``: every round's aggregate is released (ε, δ)-differentially
+        private for each client, with the noise added by the committee, not the ServerApp;
+        the metrics carry the cumulative ``kaires-epsilon`` (module docstring). None:
+        the exact aggregate.
     """
 
     def __init__(
@@ -347,6 +365,7 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         frac_bits: int | None = None,
         train_metrics: Mapping[str, tuple[float, float]] | None = None,
         enrol_timeout: float = 3600,
+        dp: Any = None,
     ) -> None:
         if train_metrics_aggr_fn is not None:
             from kaires_fl.errors import ConfigError
@@ -368,7 +387,15 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             train_metrics_aggr_fn,
             evaluate_metrics_aggr_fn,
         )
-        self._init_kaires(committee, enrol_timeout)
+        from kaires_fl.privacy import DP
+
+        if dp is not None and not isinstance(dp, DP):
+            from kaires_fl.errors import ConfigError
+
+            raise ConfigError(f"dp must be a kaires_fl.DP(epsilon, delta) or None, got {dp!r}")
+        self._init_kaires(committee, enrol_timeout, dp)
+        #: Per committed DP round: (σ, L2, L1, tail) of its noise plan (integer units).
+        self.dp_rounds: list[tuple[float, float, float, float]] = []
         if not (clip_norm > 0 and math.isfinite(clip_norm)):
             from kaires_fl.errors import ConfigError
 
@@ -483,7 +510,17 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             log(WARNING, "kaires: faulty aggregators %s", res.faulty_aggregators)
         self.warn_round(server_round, counts)
         metrics_out = MetricRecord(dict(counts))
-        # Σ w comes from the aggregate itself (proven per provider), not from claims.
+        if self.dp is not None:
+            from kaires_fl.errors import KairesError
+
+            try:
+                eps, delta = self.account_round(info["job"], stat)
+                metrics_out["kaires-epsilon"] = eps
+                metrics_out["kaires-delta"] = delta
+            except KairesError as exc:  # no noise plan: the committee released nothing
+                log(WARNING, "kaires: round %s has no privacy accounting: %s", server_round, exc)
+        # Σ w comes from the aggregate itself (proven per provider), not from claims; with
+        # dp it is noisy, like the sum (a non-positive noisy Σ w releases no update).
         total_w = 0.0 if agg is None else float(agg["weight"])
         if agg is None or not total_w > 0:
             log(WARNING, "kaires: round %s produced no aggregate: %s", server_round, res.why)
@@ -500,6 +537,30 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             {k: Array(np.asarray(a)) for k, a in zip(keys, unflatten(new, olds), strict=True)}
         )
         return arrays, metrics_out
+
+    def account_round(self, job: Mapping[str, Any], statistic: Any) -> tuple[float, float]:
+        """Record this round's committed DP job; returns the (ε, δ) of all rounds so far.
+
+        Each round's noise plan is calibrated at δ_c = (1 − TAIL_SHARE)·δ and loses its
+        clipping tail on top (:func:`kaires_fl.privacy.mechanism.plan_noise`). The rounds
+        compose in Rényi DP (:func:`kaires_fl.privacy.accounting.epsilon_spent` at δ_c over
+        the rounds of one plan; plans that differ, e.g. a changed model size, add their ε);
+        δ is δ_c plus every round's tail. Post: after one round, (ε, δ) ≤ ``dp``.
+        """
+        from kaires_fl.aggregation.job import job_noise_plan
+        from kaires_fl.privacy.accounting import epsilon_spent
+        from kaires_fl.privacy.mechanism import TAIL_SHARE
+
+        plan = job_noise_plan(job, statistic)
+        if plan is None or self.dp is None:
+            raise ValueError("account_round needs a job with differential privacy")
+        self.dp_rounds.append((plan.sigma, plan.l2, plan.l1, plan.tail))
+        delta_c = self.dp.delta * (1 - TAIL_SHARE)
+        plans: dict[tuple[float, float, float], int] = {}
+        for sigma, l2, l1, _ in self.dp_rounds:
+            plans[(sigma, l2, l1)] = plans.get((sigma, l2, l1), 0) + 1
+        eps = sum(epsilon_spent(s, l2, l1, delta_c, k) for (s, l2, l1), k in plans.items())
+        return float(eps), delta_c + sum(r[3] for r in self.dp_rounds)
 
     def warn_round(self, server_round: int, counts: Mapping[str, int]) -> None:
         """A :class:`~kaires_fl.errors.KairesWarning` per silent change of the result:

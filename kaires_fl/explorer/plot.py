@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
 
+from kaires_fl.ledger.darc import policy_owner
+
 #: Colour-blind-safe palette (Okabe–Ito); the last colour is "other providers".
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
 W, H = 720, 260
@@ -27,7 +29,19 @@ def _empty(title: str) -> Markup:
     )
 
 
-def jobs_per_day(counts: Mapping[str, Mapping[str, int]], title: str = "jobs per day") -> Markup:
+def legend(policy_id: str, width: int = 26) -> str:
+    """A short legend label: an owner-bound id ``<name>.<64 hex>`` as ``<name> ·<6 hex>``."""
+    owner = policy_owner(policy_id)
+    if owner is None:
+        return policy_id if len(policy_id) <= width else policy_id[: width - 1] + "…"
+    name = policy_id[: -len(owner) - 1]
+    name = name if len(name) <= width - 8 else name[: width - 9] + "…"
+    return f"{name} ·{owner[:6]}"
+
+
+def jobs_per_day(
+    counts: Mapping[str, Mapping[str, int]], title: str = "jobs per day per provider"
+) -> Markup:
     """Stacked bars: ``counts[day][provider]`` = jobs that used that provider's data that day.
 
     The 7 providers with the most jobs get their own colour, the rest are "other providers".
@@ -50,15 +64,15 @@ def jobs_per_day(counts: Mapping[str, Mapping[str, int]], title: str = "jobs per
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img" '
         f'aria-label="{escape(title)}">',
-        f'<text x="{LEFT}" y="12" font-size="12">{escape(title)} (bars stacked by provider; '
-        f"peak {peak})</text>",
+        f'<text x="{LEFT}" y="12" font-size="12">{escape(title)} (stacked; busiest day: '
+        f"{peak} provider-jobs)</text>",
         f'<line x1="{LEFT}" y1="{TOP + ph}" x2="{LEFT + pw}" y2="{TOP + ph}" stroke="#333"/>',
         f'<text x="{LEFT - 6}" y="{TOP + 10}" font-size="11" text-anchor="end">{peak}</text>',
         f'<text x="{LEFT - 6}" y="{TOP + ph}" font-size="11" text-anchor="end">0</text>',
     ]
     for i, day in enumerate(days):
         x = LEFT + i * slot + (slot - bar) / 2
-        y = TOP + ph
+        y: float = TOP + ph
         per = counts[day]
         stack = [(p, per.get(p, 0)) for p in top]
         stack.append(("other providers", sum(n for p, n in per.items() if p not in colour)))
@@ -77,11 +91,11 @@ def jobs_per_day(counts: Mapping[str, Mapping[str, int]], title: str = "jobs per
                 f'text-anchor="middle">{escape(day)}</text>'
             )
     for j, s in enumerate(series):
-        y = TOP + 4 + j * 16
-        label = s if len(s) <= 24 else s[:23] + "…"
+        ly = TOP + 4 + j * 16
         parts.append(
-            f'<rect x="{W - RIGHT + 10}" y="{y}" width="10" height="10" fill="{colour[s]}"/>'
-            f'<text x="{W - RIGHT + 24}" y="{y + 9}" font-size="11">{escape(label)}</text>'
+            f'<rect x="{W - RIGHT + 10}" y="{ly}" width="10" height="10" fill="{colour[s]}"/>'
+            f'<text x="{W - RIGHT + 24}" y="{ly + 9}" font-size="11">{escape(legend(s))}'
+            f"<title>{escape(s)}</title></text>"
         )
     parts.append("</svg>")
     return Markup("".join(parts))

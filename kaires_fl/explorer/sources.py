@@ -109,7 +109,7 @@ def _read_db(path: Path) -> tuple[bytes | None, list[bytes], dict[str, bytes]]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     try:
         row = conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
-        records = []
+        records: list[bytes] = []
         for h, data in conn.execute("SELECT height, data FROM blocks ORDER BY height"):
             if h != len(records) + 1:
                 break  # a gap: the records after it cannot link (verify_chain says so)
@@ -146,7 +146,7 @@ class DbSource:
         )
 
     def _files_stamp(self) -> tuple[Any, ...]:
-        out = []
+        out: list[tuple[int, int] | None] = []
         for f in self.files:
             for q in (f, f.with_name(f.name + "-wal")):
                 try:

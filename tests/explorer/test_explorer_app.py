@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from kaires_fl.cli import main
 from kaires_fl.errors import AuditError, ConfigError, EncodingError
+from kaires_fl.explorer import plot
 from kaires_fl.explorer.app import create_app
 from kaires_fl.explorer.chain import verify_records
 from kaires_fl.explorer.screenshots import MARKUP_ID, DemoLedger, tamper_block
@@ -240,3 +241,16 @@ def test_cli_explorer_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert exc.value.code == 2
     with pytest.raises(ConfigError, match="no ledger database"):
         DbSource(tmp_path / "missing")
+
+
+def test_plots_escape_labels_and_scale() -> None:
+    svg = str(plot.jobs_per_day({"2026-01-02": {"<b>x</b>": 2, "p." + "ab" * 32: 1}}))
+    assert "<b>" not in svg and "&lt;b&gt;x&lt;/b&gt;" in svg
+    assert "p ·ababab" in svg  # an owner-bound id is shortened to name and owner prefix
+    assert "busiest day: 3 provider-jobs" in svg
+    heights = [float(h) for h in re.findall(r'height="([\d.]+)" fill', svg)]
+    assert heights[0] == pytest.approx(2 * heights[1])  # bars proportional to the counts
+    line = str(plot.block_times([10, 30, 35], 1, 0))
+    assert "peak 20 ms" in line and "blocks 1–3" in line
+    assert "no data yet" in str(plot.block_times([]))
+    assert "no data yet" in str(plot.jobs_per_day({}))

@@ -47,12 +47,12 @@ def page(browser: Any, url: str) -> Iterator[Any]:
     """A fresh page that records every request it makes (all must stay on the explorer)."""
     context = browser.new_context(accept_downloads=True)
     p = context.new_page()
-    p.requests = []  # type: ignore[attr-defined]
-    p.on("request", lambda req: p.requests.append(req.url))
+    requests: list[str] = []
+    p.on("request", lambda req: requests.append(req.url))
     try:
         yield p
     finally:
-        assert all(u.startswith(url + "/") for u in p.requests), p.requests
+        assert requests and all(u.startswith(url + "/") for u in requests), requests
         context.close()
 
 

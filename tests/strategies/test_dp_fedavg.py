@@ -1,0 +1,68 @@
+"""KairesFedAvg(dp=DP(ε, δ)): noisy rounds through a real ClientApp and committee, the
+cumulative ε in each round's metrics, and the ledger's per-round budget debits."""
+
+from __future__ import annotations
+
+import flower_apps as apps
+import numpy as np
+import pytest
+from flower_harness import LocalGrid
+from flwr.app import ArrayRecord
+from kaires_fl.strategies import KairesFedAvg
+
+from kaires_fl import DP
+from kaires_fl.errors import ConfigError
+from kaires_fl.ledger.budgets import privacy_key
+from kaires_fl.privacy.accounting import epsilon_spent
+from kaires_fl.privacy.mechanism import TAIL_SHARE
+from kaires_fl.simulation import LocalCommittee
+
+N = apps.NUM_NODES
+
+
+@pytest.fixture(scope="module")
+def dp_run() -> dict:
+    committee = LocalCommittee()
+    grid = LocalGrid(apps.make_client_app(), N)
+    s = KairesFedAvg(
+        fraction_evaluate=0.0,
+        min_available_nodes=N,
+        min_train_nodes=N,
+        committee=committee,
+        num_examples_cap=apps.NUM_EXAMPLES_CAP,
+        dp=DP(2.0, 1e-5),
+    )
+    res = s.start(grid=grid, initial_arrays=ArrayRecord(apps.task.initial_arrays()), num_rounds=2)
+    yield {"strategy": s, "result": res, "committee": committee}
+    committee.close()
+
+
+def test_rounds_report_the_cumulative_epsilon(dp_run: dict) -> None:
+    s, res = dp_run["strategy"], dp_run["result"]
+    m1, m2 = res.train_metrics_clientapp[1], res.train_metrics_clientapp[2]
+    assert 0 < m1["kaires-epsilon"] <= 2.0 and m1["kaires-delta"] <= 1e-5
+    # Rényi composition: two rounds cost more than one, less than twice the target
+    assert m1["kaires-epsilon"] < m2["kaires-epsilon"] < 2 * 2.0
+    sigma, l2, l1, tail = s.dp_rounds[0]
+    assert s.dp_rounds[1] == s.dp_rounds[0]
+    delta_c = 1e-5 * (1 - TAIL_SHARE)
+    assert m2["kaires-epsilon"] == pytest.approx(epsilon_spent(sigma, l2, l1, delta_c, 2))
+    assert m2["kaires-delta"] == pytest.approx(delta_c + 2 * tail)
+    assert m1["kaires-accepted"] == N
+
+
+def test_noisy_model_is_finite_and_each_round_debits_the_ledger(dp_run: dict) -> None:
+    s, res, c = dp_run["strategy"], dp_run["result"], dp_run["committee"]
+    arrays = res.arrays.to_numpy_ndarrays()
+    assert all(np.all(np.isfinite(a)) for a in arrays)
+    for r in (1, 2):
+        job = s.kaires_rounds[r]["job"]
+        assert job["privacy"] == {"epsilon": 2.0, "delta": 1e-5}
+    pid = next(iter(s.kaires_rounds[1]["job"]["providers"]))
+    spent = c.client.get(privacy_key(pid))
+    assert spent["jobs"] == 2 and spent["epsilon_units"] == 4 * 10**9
+
+
+def test_dp_must_be_a_dp() -> None:
+    with pytest.raises(ConfigError, match=r"kaires_fl\.DP"):
+        KairesFedAvg(num_examples_cap=10, dp=(1.0, 1e-6))
