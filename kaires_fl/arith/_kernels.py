@@ -255,7 +255,8 @@ def matmul3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                 x = a[s, i, 0]
                 b0 = b[s, 0]
                 if x == ONE:  # Vandermonde rows start with 1: a copy
-                    o[:] = b0
+                    for j in range(n):  # (a loop: o[:] = b0 would compile numba's
+                        o[j] = b0[j]  # shape-mismatch error formatting, ~1.4 s cold)
                 else:
                     for j in range(n):
                         o[j] = mulmod(x, b0[j])
@@ -345,25 +346,3 @@ def horner_one(c: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
         for i in range(d1 - 1, -1, -1):
             acc = addmod(mulmod(acc, xr), c[i])
         out[r] = acc
-
-
-@njit(cache=True, inline="always")
-def ntt_one(a: np.ndarray, tw: np.ndarray, rev: np.ndarray) -> None:
-    """``ntt_rows`` on one contiguous vector ``a`` (n,), in place."""
-    n = a.shape[0]
-    for i in range(n):
-        j = rev[i]
-        if i < j:
-            t = a[i]
-            a[i] = a[j]
-            a[j] = t
-    h = 1
-    while h < n:
-        step = n // (2 * h)
-        for start in range(0, n, 2 * h):
-            for k in range(h):
-                u = a[start + k]
-                v = mulmod(a[start + k + h], tw[k * step])
-                a[start + k] = addmod(u, v)
-                a[start + k + h] = submod(u, v)
-        h *= 2

@@ -63,6 +63,27 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(-1)
 
 
+def _kin(x: np.ndarray) -> np.ndarray:
+    """``_flat(x)`` as a kernel input: writable-flagged, as every kernel input is typed.
+
+    numba compiles one specialisation per read-only flag of each argument (a second of
+    compilation per kernel on a cold cache), so the rare read-only input (a cached table)
+    is copied rather than compiled for.
+    """
+    f = _flat(x)
+    return f if f.flags.writeable else f.copy()
+
+
+def _readonly(x: np.ndarray) -> np.ndarray:
+    """A read-only view of x (the typing of ``matmul3``'s inputs, which are often
+    broadcast views, read-only already: one specialisation instead of several)."""
+    if not x.flags.writeable:
+        return x
+    v = x.view()
+    v.flags.writeable = False
+    return v
+
+
 def _shape(shape: Shape) -> tuple[int, ...]:
     if isinstance(shape, int | np.integer):
         return (int(shape),)
@@ -398,23 +419,25 @@ class Field64(PrimeField):
         sa, sb = a.shape, b.shape
         if sa == sb:
             out = np.empty(sa, _U64)
-            kvv(_flat(a), _flat(b), _flat(out))
+            kvv(_kin(a), _kin(b), _flat(out))
             return out
         if b.ndim == 0 or (b.size == 1 and b.ndim <= a.ndim):
             shape = np.broadcast_shapes(sa, sb) if b.ndim else sa
             if shape == sa:
                 out = np.empty(sa, _U64)
-                kvs(_flat(a), b.reshape(1), _flat(out))
+                kvs(_kin(a), _kin(b), _flat(out))
                 return out
         if ksv is not None and (a.ndim == 0 or (a.size == 1 and a.ndim <= b.ndim)):
             shape = np.broadcast_shapes(sa, sb) if a.ndim else sb
             if shape == sb:
                 out = np.empty(sb, _U64)
-                ksv(a.reshape(1), _flat(b), _flat(out))
+                ksv(_kin(a), _kin(b), _flat(out))
                 return out
-        a2, b2 = np.broadcast_arrays(a, b)
-        out = np.empty(a2.shape, _U64)
-        kvv(np.ascontiguousarray(a2).reshape(-1), np.ascontiguousarray(b2).reshape(-1), _flat(out))
+        shape = np.broadcast_shapes(sa, sb)
+        out = np.empty(shape, _U64)
+        a2 = a if sa == shape else np.broadcast_to(a, shape)  # read-only: _kin copies it
+        b2 = b if sb == shape else np.broadcast_to(b, shape)
+        kvv(_kin(a2), _kin(b2), _flat(out))
         return out
 
     @classmethod
@@ -433,7 +456,7 @@ class Field64(PrimeField):
     def neg(cls, a: Any) -> np.ndarray:
         a = cls._arr(a)
         out = np.empty(a.shape, _U64)
-        kern.neg_v(_flat(a), _flat(out))
+        kern.neg_v(_kin(a), _flat(out))
         return out
 
     @classmethod
@@ -445,13 +468,13 @@ class Field64(PrimeField):
                 "is zero and has no inverse"
             )
         out = np.empty(a.shape, np.uint64)
-        kern.inv_batch(np.ascontiguousarray(a).reshape(-1), out.reshape(-1))
+        kern.inv_batch(_kin(a), out.reshape(-1))
         return out
 
     @classmethod
     def _pow_nonneg(cls, a: np.ndarray, e: int) -> np.ndarray:
         out = np.empty(a.shape, np.uint64)
-        kern.pow_vs(_flat(a), np.array([e], _U64), _flat(out))
+        kern.pow_vs(_kin(a), np.array([e], _U64), _flat(out))
         return out
 
     @classmethod
@@ -460,11 +483,12 @@ class Field64(PrimeField):
             # Fast paths: reducing everything, or the last axis, needs no transpose.
             if axis is None or (a.ndim == 1 and axis in (0, -1)):
                 out = np.empty((), _U64)
-                kernel(a.reshape(1, -1), out.reshape(1))
+                kernel(_kin(a).reshape(1, -1), out.reshape(1))
                 return out
             if axis == -1 or axis == a.ndim - 1:
                 out = np.empty(a.shape[:-1], _U64)
-                kernel(a.reshape(math.prod(a.shape[:-1]), a.shape[-1]), out.reshape(-1))
+                rows = _kin(a).reshape(math.prod(a.shape[:-1]), a.shape[-1])
+                kernel(rows, out.reshape(-1))
                 return out
         if axis is None:
             axes = tuple(range(a.ndim))
@@ -498,7 +522,7 @@ class Field64(PrimeField):
         A3 = np.ascontiguousarray(np.broadcast_to(A, (*batch, m, k))).reshape(s, m, k)
         B3 = np.ascontiguousarray(np.broadcast_to(B, (*batch, k, n))).reshape(s, k, n)
         out = np.empty((s, m, n), np.uint64)
-        kern.matmul3(A3, B3, out)
+        kern.matmul3(_readonly(A3), _readonly(B3), out)
         return out.reshape((*batch, m, n))
 
     # ------------------------------------------------------------ randomness / encoding

@@ -224,7 +224,7 @@ def _k_fill_pairs_run(
             k += run
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _acc_run(lo: np.ndarray, hi: np.ndarray, t: np.ndarray, off: int, chunk: int) -> None:
     """lo/hi[j] += 32-bit halves of Σ t[k] over the k with (off + k) % chunk = j."""
     n = t.shape[0]
@@ -376,14 +376,12 @@ def _k_psmul_eval(inp: np.ndarray, out: np.ndarray) -> None:
         out[r] = _acc_reduce(hi, lo)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _butterflies_rows(W: np.ndarray, tw: np.ndarray) -> None:
     """Radix-2 NTT along axis 0 of W (n, A) whose rows are in bit-reversed order; every
-    butterfly runs over whole rows, so the inner loops vectorise."""
+    butterfly runs over whole rows, so the inner loops vectorise. (A call, not inlined: the
+    prover runs it three times and each inlined copy cost a second of cold compilation.)"""
     n, A = W.shape
-    if A == 1:  # a single column: plain 1-D butterflies (no per-butterfly row views)
-        _butterflies_vec(W.reshape(n), tw)
-        return
     h = 1
     while h < n:
         step = n // (2 * h)
@@ -397,23 +395,6 @@ def _butterflies_rows(W: np.ndarray, tw: np.ndarray) -> None:
                     y = kern.mulmod(W[iv, col], w)
                     W[iu, col] = kern.addmod(x, y)
                     W[iv, col] = kern.submod(x, y)
-        h *= 2
-
-
-@njit(cache=True, inline="always")
-def _butterflies_vec(v: np.ndarray, tw: np.ndarray) -> None:
-    """Radix-2 NTT of a vector in bit-reversed order (``_butterflies_rows`` for one column)."""
-    n = v.shape[0]
-    h = 1
-    while h < n:
-        step = n // (2 * h)
-        for start in range(0, n, 2 * h):
-            for k in range(h):
-                w = tw[k * step]
-                x = v[start + k]
-                y = kern.mulmod(v[start + k + h], w)
-                v[start + k] = kern.addmod(x, y)
-                v[start + k + h] = kern.submod(x, y)
         h *= 2
 
 

@@ -353,3 +353,25 @@ def test_root_of_unity(F: type) -> None:
     for bad in [0, 3, 2 * F.GEN_ORDER]:
         with pytest.raises(ConfigError):
             F.root_of_unity(bad)
+
+
+def test_read_only_inputs_reuse_the_compiled_kernels() -> None:
+    """A read-only input (a cached table, a broadcast view) gets the same answer and no
+    second numba specialisation (each costs ~0.3–1 s of compilation on a cold cache)."""
+    from kaires_fl.arith import _kernels as kern
+
+    rng = np.random.default_rng(5)
+    a = Field64.random(9, rng=rng)
+    A = Field64.random((3, 4), rng=rng)
+    B = Field64.random((4, 6), rng=rng)
+    want = (Field64.mul(a, a), Field64.add(a, a[:1]), Field64.sum(a), Field64.matmul(A, B))
+    kernels = (kern.mul_vv, kern.add_vs, kern.sum_rows, kern.matmul3)
+    before = [len(k.signatures) for k in kernels]
+    ro, Aro, Bro = a.copy(), A.copy(), B.copy()
+    for x in (ro, Aro, Bro):
+        x.flags.writeable = False
+    got = (Field64.mul(ro, a), Field64.add(ro, ro[:1]), Field64.sum(ro), Field64.matmul(Aro, Bro))
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(w, g)
+    np.testing.assert_array_equal(Field64.matmul(np.broadcast_to(A, (2, 3, 4)), B)[1], want[3])
+    assert [len(k.signatures) for k in kernels] == before
