@@ -681,7 +681,9 @@ class AggregatorService:
             # Differential privacy: this aggregator's own noise, dealt like an input.
             st.noise_plan = job_noise_plan(job, stat)
             boxes = [bytes.fromhex(b) for b in job["params"]["aggregator_keys"]]
-            deal = deal_for(st.noise_plan, msg.job, self.index, self.identity, boxes, self.behaviour)
+            deal = deal_for(
+                st.noise_plan, msg.job, self.index, self.identity, boxes, self.behaviour
+            )
         writes = [s.manifest.write for s in subs]
         if writes:
             payload = read_payload(

@@ -52,9 +52,7 @@ def _check_sensitivity(l2: float, l1: float) -> None:
         raise ConfigError(f"an L2 sensitivity ({l2!r}) cannot exceed the L1 one ({l1!r})")
 
 
-def skellam_rdp(
-    orders: Sequence[int], variance: float, l2: float, l1: float
-) -> np.ndarray:
+def skellam_rdp(orders: Sequence[int], variance: float, l2: float, l1: float) -> np.ndarray:
     """RDP ε(α) of the Skellam mechanism of per-coordinate ``variance`` μ (AKL21 Thm 3.5).
 
     Pre: integer orders > 1, ``variance > 0``, sensitivities in the statistic's integer

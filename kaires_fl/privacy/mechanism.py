@@ -61,8 +61,8 @@ __all__ = [
     "NoiseRound",
     "deal_noise",
     "decide_noise",
-    "noise_round",
     "noise_rng",
+    "noise_round",
     "noise_total",
     "open_deal",
     "plan_noise",
@@ -161,9 +161,7 @@ class NoisePlan:
         key = (self.field.__name__, self.length, self.bits)
         f = _FLPS.get(key)
         if f is None:
-            f = _FLPS[key] = FlpBBCGGI19(
-                circuits.SumVec(self.length, self.bits, field=self.field)
-            )
+            f = _FLPS[key] = FlpBBCGGI19(circuits.SumVec(self.length, self.bits, field=self.field))
         return f
 
     def report(self, scale: float) -> dict[str, Any]:
@@ -298,8 +296,10 @@ def deal_noise(
         meas = flp.valid.encode(v)
     else:  # bits of |v| taken as is (a value out of range has a non-bit "bit")
         w = np.asarray([int(x) for x in v], dtype=object)
-        bits = [[(int(x) >> k) & 1 if k < plan.bits - 1 else int(x) >> k for k in range(plan.bits)]
-                for x in w]
+        bits = [
+            [(int(x) >> k) & 1 if k < plan.bits - 1 else int(x) >> k for k in range(plan.bits)]
+            for x in w
+        ]
         meas = F.elements(np.asarray(bits, dtype=object).reshape(-1) % F.MODULUS)
     meas_sh = sharing.share(F, meas, n, t)
     meas_parts = tuple(
@@ -468,8 +468,13 @@ def deal_for(
         noise = np.zeros(plan.length, dtype=np.int64)
     elif behaviour == "big_noise":
         return deal_noise(
-            plan, job, dealer, identity, boxes,
-            np.full(plan.length, 4 * plan.bound, dtype=np.int64), valid=False,
+            plan,
+            job,
+            dealer,
+            identity,
+            boxes,
+            np.full(plan.length, 4 * plan.bound, dtype=np.int64),
+            valid=False,
         )
     else:
         noise = sample_noise(plan.dealer_variance, plan.length, plan.bound)

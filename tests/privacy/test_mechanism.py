@@ -1,0 +1,237 @@
+"""The distributed Skellam mechanism at the dealing level: sampling, tail bound, deals
+verified on shares (honest, zero, out-of-range, tampered), the noise the consumer gets."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+import numpy as np
+import pytest
+from scipy.stats import skellam
+
+from kaires_fl.arith import sharing
+from kaires_fl.crypto.envelope import EnvelopeKeyPair
+from kaires_fl.crypto.sign import Identity
+from kaires_fl.errors import ConfigError, InvalidProof
+from kaires_fl.privacy import DP
+from kaires_fl.privacy.mechanism import (
+    NoisePlan,
+    NoiseRound,
+    check_deals,
+    deal_for,
+    deal_noise,
+    decide_noise,
+    noise_round,
+    noise_total,
+    open_deal,
+    plan_noise,
+    sample_noise,
+    skellam_tail,
+)
+from kaires_fl.schema import Elements
+from kaires_fl.statistics import CountStats, HistogramStats, LinearRegressionStats
+
+N, T = 4, 1
+JOB = "ab" * 32
+COIN = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def committee() -> tuple[list[Identity], list[EnvelopeKeyPair]]:
+    return [Identity.generate() for _ in range(N)], [EnvelopeKeyPair.generate() for _ in range(N)]
+
+
+def _plan(bins: int = 3, eps: float = 1.0) -> NoisePlan:
+    return plan_noise(DP(eps, 1e-6), HistogramStats(np.arange(bins + 1.0)), N, T)
+
+
+def _run(
+    plan: NoisePlan,
+    committee: tuple[list[Identity], list[EnvelopeKeyPair]],
+    behaviours: dict[int, str] | None = None,
+    noises: dict[int, np.ndarray] | None = None,
+) -> tuple[list, dict, dict]:
+    """Every dealer deals, every aggregator opens and publishes: (deals, shares, rounds)."""
+    ids, kps = committee
+    boxes = [k.public for k in kps]
+    deals = []
+    for d in range(N):
+        if noises and d in noises:
+            deals.append(deal_noise(plan, JOB, d, ids[d], boxes, noises[d]))
+        else:
+            deals.append(deal_for(plan, JOB, d, ids[d], boxes, (behaviours or {}).get(d)))
+    deals = check_deals(plan, JOB, deals, [i.public.hex() for i in ids])
+    shares = {i: {d.dealer: open_deal(plan, d, i, kps[i]) for d in deals} for i in range(N)}
+    rounds = {i: noise_round(plan, COIN, deals, shares[i]) for i in range(N)}
+    return deals, shares, rounds
+
+
+def _released(plan: NoisePlan, accepted: list[int], shares: dict) -> np.ndarray:
+    """The noise the consumer reconstructs from every aggregator's noise share (signed)."""
+    F = plan.field
+    tot = {i: noise_total(plan, accepted, shares[i]) for i in shares}
+    v = F.to_ints(sharing.reconstruct(F, tot, T))
+    p = F.MODULUS
+    return np.array([int(x) - p if int(x) > p // 2 else int(x) for x in v])
+
+
+def test_sampler_variance_and_mean() -> None:
+    """200 000 draws of variance 37.5: sample variance within 2 % (≈ 6 standard errors)
+    and mean within 4 standard errors of 0."""
+    z = sample_noise(37.5, 200_000, 1 << 20, rng=np.random.default_rng(1))
+    assert z.dtype == np.int64
+    assert abs(z.var() / 37.5 - 1) < 0.02
+    assert abs(z.mean()) < 4 * math.sqrt(37.5 / z.size)
+    a = sample_noise(10.0, 8, 1 << 10)
+    b = sample_noise(10.0, 8, 1 << 10)
+    assert not np.array_equal(a, b)  # fresh OS randomness each time
+
+
+def test_tail_bound_dominates_the_exact_tail() -> None:
+    for mu in (1.0, 10.0, 400.0):
+        for b in (2, 8, 64, 256):
+            exact = 2 * skellam.sf(b - 1, mu / 2, mu / 2)  # P(|Z| ≥ b)
+            assert skellam_tail(mu, b) >= exact * (1 - 1e-9)
+    z = sample_noise(4.0, 10_000, 3, rng=np.random.default_rng(2))
+    assert z.min() >= -3 and z.max() <= 2  # clipped to the proven [−B, B − 1]
+
+
+def test_plan() -> None:
+    plan = _plan(bins=5, eps=1.0)
+    assert plan.unit == "record" and plan.l1 == 2.0 and plan.l2 == pytest.approx(math.sqrt(2))
+    assert plan.dealer_variance == pytest.approx(plan.sigma**2 / (N - T))
+    assert plan.max_variance == pytest.approx(N / (N - T) * plan.sigma**2)
+    assert N * plan.length * skellam_tail(plan.dealer_variance, plan.bound) <= 1e-7
+    assert plan.tail <= 1e-7
+    # fewer bits would not meet the tail budget
+    assert N * plan.length * skellam_tail(plan.dealer_variance, plan.bound // 2) > 1e-7
+    rep = plan.report(1.0)
+    assert rep["sigma"] == plan.sigma and rep["mechanism"] == "skellam"
+    # a statistic whose noise cannot fit its field is refused before anything is run
+    with pytest.raises(ConfigError, match="wrap"):
+        stat = CountStats("provider", max_rows=1 << 40, max_measurements=(1 << 23) - 10)
+        plan_noise(DP(0.01, 1e-12), stat, N, T)
+
+
+def test_honest_deals_are_accepted_and_sum_exactly(committee) -> None:
+    plan = _plan()
+    noises = {d: sample_noise(plan.dealer_variance, plan.length, plan.bound) for d in range(N)}
+    deals, shares, rounds = _run(plan, committee, noises=noises)
+    accepted, rejected = decide_noise(plan, deals, rounds)
+    assert accepted == list(range(N)) and rejected == {}
+    assert np.array_equal(_released(plan, accepted, shares), sum(noises.values()))
+
+
+def test_out_of_range_noise_is_rejected_by_its_proof(committee) -> None:
+    plan = _plan()
+    deals, shares, rounds = _run(plan, committee, behaviours={2: "big_noise"})
+    accepted, rejected = decide_noise(plan, deals, rounds)
+    assert accepted == [0, 1, 3] and "range proof" in rejected[2]
+    # had it been accepted, the consumer would see a noise beyond every honest bound
+    worst = np.abs(_released(plan, [0, 1, 2, 3], shares)).max()
+    assert worst >= 4 * plan.bound - 3 * plan.bound
+
+
+def test_no_noise_passes_and_adds_nothing(committee) -> None:
+    plan = _plan()
+    zero = {d: np.zeros(plan.length, dtype=np.int64) for d in range(N)}
+    deals, shares, rounds = _run(plan, committee, noises=zero)
+    accepted, _ = decide_noise(plan, deals, rounds)
+    assert accepted == list(range(N))
+    assert not _released(plan, accepted, shares).any()
+
+
+def test_faulty_aggregator_values_are_corrected(committee) -> None:
+    """A Byzantine aggregator publishing random values, and one whose values are missing,
+    take no honest noise away (decoded around them, n = 3t + 1)."""
+    plan = _plan()
+    deals, _, rounds = _run(plan, committee)
+    F = plan.field
+    bad = rounds[1]
+    rounds[1] = msgspec.structs.replace(
+        bad,
+        z=Elements.of(F, F.random((N,))),
+        verifier=Elements.of(F, F.random((N, plan.flp.VERIFIER_LEN))),
+    )
+    assert decide_noise(plan, deals, rounds)[0] == list(range(N))
+    del rounds[1]
+    assert decide_noise(plan, deals, rounds)[0] == list(range(N))
+    rounds[1] = "not a round"  # malformed: counts as missing
+    assert decide_noise(plan, deals, rounds)[0] == list(range(N))
+
+
+def test_inconsistent_shares_are_rejected(committee) -> None:
+    """A dealer whose sharing is off the degree-t polynomial at two holders (beyond what
+    n = 4, t = 1 can correct) is rejected."""
+    plan = _plan()
+    deals, shares, _ = _run(plan, committee)
+    F = plan.field
+    for i in (0, 2):
+        meas, proof = shares[i][3]
+        shares[i][3] = (F.add(meas, F.ones(meas.shape)), proof)
+    rounds = {i: noise_round(plan, COIN, deals, shares[i]) for i in range(N)}
+    accepted, rejected = decide_noise(plan, deals, rounds)
+    assert accepted == [0, 1, 2] and "decode" in rejected[3]
+
+
+def test_tampered_or_forged_deals(committee) -> None:
+    ids, kps = committee
+    plan = _plan()
+    boxes = [k.public for k in kps]
+    signers = [i.public.hex() for i in ids]
+    good = deal_for(plan, JOB, 0, ids[0], boxes)
+    parts = list(good.meas_parts)
+    parts[1] = parts[1][:-1] + bytes([parts[1][-1] ^ 1])
+    tampered = msgspec.structs.replace(good, meas_parts=tuple(parts))
+    forged = deal_for(plan, JOB, 1, ids[0], boxes)  # dealer 1's deal signed by 0
+    other_job = deal_for(plan, "cd" * 32, 2, ids[2], boxes)
+    assert check_deals(plan, JOB, [tampered, forged, other_job, good, good], signers) == [good]
+    with pytest.raises(InvalidProof):  # a part altered in transit does not open
+        open_deal(plan, msgspec.structs.replace(good, meas_parts=tuple(parts)), 1, kps[1])
+    with pytest.raises(InvalidProof):  # nor with another aggregator's key
+        open_deal(plan, good, 1, kps[2])
+
+
+def test_unopened_part_counts_as_missing(committee) -> None:
+    plan = _plan()
+    deals, shares, _ = _run(plan, committee)
+    del shares[2][0]  # aggregator 2 could not open dealer 0's part
+    rounds = {i: noise_round(plan, COIN, deals, shares[i]) for i in range(N)}
+    assert rounds[2].unopened == (0,)
+    assert decide_noise(plan, deals, rounds)[0] == list(range(N))
+
+
+@pytest.mark.parametrize("faulty", [0, 1])
+def test_variance_with_t_dealers_adding_none(committee, faulty: int) -> None:
+    """One deal per dealer of a 1,500-coordinate noise (i.i.d. coordinates): the released
+    noise has mean 0 and variance σ² ≤ var ≤ n/(n − t)·σ² (tolerance 15 %, > 4 standard
+    errors of a variance estimate from 1,500 draws)."""
+    plan = _plan(bins=1500, eps=2.0)
+    deals, shares, rounds = _run(plan, committee, behaviours={3: "no_noise"} if faulty else {})
+    accepted, _ = decide_noise(plan, deals, rounds)
+    assert accepted == list(range(N))
+    z = _released(plan, accepted, shares)
+    var = z.var()
+    target = plan.sigma**2
+    honest = N - faulty
+    assert var == pytest.approx(honest * plan.dealer_variance, rel=0.15)
+    assert var >= 0.85 * target and var <= 1.15 * plan.max_variance
+    assert abs(z.mean()) < 4 * math.sqrt(var / z.size)
+
+
+def test_linear_regression_plan_is_in_moment_units() -> None:
+    stat = LinearRegressionStats(
+        2, [0, 1], [0, 1], "provider", max_rows=100, max_measurements=16, frac_bits=8
+    )
+    plan = plan_noise(DP(1.0, 1e-6), stat, N, T)
+    rep = plan.report(stat.noise_scale())
+    assert rep["sigma"] == pytest.approx(plan.sigma * 2.0**-8)
+    assert rep["unit"] == "provider"
+
+
+def test_noise_round_is_a_typed_message() -> None:
+    plan = _plan()
+    F = plan.field
+    r = NoiseRound((0, 1), Elements.of(F, F.zeros((2,))), Elements.of(F, F.zeros((2, 3))))
+    assert msgspec.msgpack.decode(msgspec.msgpack.encode(r), type=NoiseRound) == r
