@@ -81,7 +81,10 @@ def canonical(obj: Any) -> bytes:
         except TypeError:
             return reference_canonical(obj)
         if _PLAIN.fullmatch(out) is not None:
-            return out
+            # A right-sized copy: orjson's bytes keep its whole growth buffer (a 40-byte
+            # value holds 4 KiB, a 3 KB one 32 KiB), and state entries, cached tx bodies
+            # and block records live as long as the node does.
+            return memoryview(out).tobytes()
     return reference_canonical(obj)
 
 
