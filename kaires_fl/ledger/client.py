@@ -61,6 +61,51 @@ def make_genesis(
     return Genesis(name, keys, f, time_ms, st)
 
 
+#: Transactions a :class:`CommittedIndex` keeps in memory (the most recently committed).
+RECENT_TXS = 1 << 14
+
+
+class CommittedIndex:
+    """tx id → (height, index in block) of final transactions.
+
+    The last ``keep`` transactions committed are held in memory; an older one is looked
+    up with ``lookup`` (a node's SQLite tx index, :meth:`Store.tx_location`), so memory
+    stays bounded however long the chain gets and a transaction committed before this
+    process started is found too.
+    """
+
+    def __init__(
+        self, lookup: Callable[[str], tuple[int, int] | None], keep: int | None = None
+    ) -> None:
+        self.lookup = lookup
+        self.keep = RECENT_TXS if keep is None else keep
+        self.recent: OrderedDict[str, tuple[int, int]] = OrderedDict()
+
+    def add(self, tx_id: str, height: int, index: int) -> None:
+        """Record a committed tx (the first record of an id wins, as in the chain)."""
+        if tx_id in self.recent:
+            return
+        self.recent[tx_id] = (height, index)
+        if len(self.recent) > self.keep:
+            self.recent.popitem(last=False)
+
+    def get(self, tx_id: str) -> tuple[int, int] | None:
+        got = self.recent.get(tx_id)
+        return got if got is not None else self.lookup(tx_id)
+
+    def __contains__(self, tx_id: object) -> bool:
+        return isinstance(tx_id, str) and self.get(tx_id) is not None
+
+    def __getitem__(self, tx_id: str) -> tuple[int, int]:
+        got = self.get(tx_id)
+        if got is None:
+            raise KeyError(tx_id)
+        return got
+
+    def __len__(self) -> int:
+        return len(self.recent)
+
+
 def _fresh(raw: bytes | None) -> Any:
     return None if raw is None else json.loads(raw)
 
@@ -138,7 +183,7 @@ class LocalLedger:
         if len(db_paths) != n:
             raise ConfigError(f"need {n} database paths, got {len(db_paths)}")
         self.db_paths = list(db_paths)
-        self.committed: dict[str, tuple[int, int]] = {}
+        self.committed = CommittedIndex(self._tx_location)
         #: Called once per final block (from the first node that commits it):
         #: ``callback(block, certificate)``; services use it to react to commits.
         self.on_commit: list[Callable[[Block, Certificate], None]] = []
@@ -185,9 +230,16 @@ class LocalLedger:
         if len(self._recent) > 256:
             self._recent.popitem(last=False)
         for i, tx in enumerate(block.txs):
-            self.committed.setdefault(tx.id, (block.height, i))
+            self.committed.add(tx.id, block.height, i)
         for cb in list(self.on_commit):
             cb(block, cert)
+
+    def _tx_location(self, tx_id: str) -> tuple[int, int] | None:
+        for nd in self.live_nodes():
+            got = nd.store.tx_location(tx_id)
+            if got is not None:
+                return got
+        return None
 
     def admit(self, role: str, keys: Sequence[bytes | str], admit: bool = True) -> None:
         """Admit (or remove) ``keys`` as ``role`` ("provider" / "consumer") on the
@@ -345,7 +397,13 @@ class LedgerClient:
             if they are not all final within ``timeout`` simulated seconds.
         """
         committed = self.ledger.committed
-        ok = self.network.run_until(lambda: all(t in committed for t in tx_ids), timeout)
+        # Each id is looked up once in full (memory, then the store); while the network
+        # runs, only the in-memory recent commits are checked (every commit lands there).
+        pending = [t for t in tx_ids if t not in committed]
+        recent = committed.recent
+        ok = self.network.run_until(lambda: all(t in recent for t in pending), timeout)
+        if not ok:
+            ok = all(t in committed for t in tx_ids)
         if not ok:
             missing = [t[:16] for t in tx_ids if t not in committed]
             raise ProtocolError(

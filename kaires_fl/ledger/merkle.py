@@ -77,14 +77,15 @@ def verify_path(leaf: bytes, path: Iterable[tuple[bool, bytes]], root: bytes) ->
         raise AuditError("Merkle path does not lead to the committed root (wrong leaf or path)")
 
 
-@lru_cache(maxsize=1 << 16)
+# Caches bounded well below a long chain's key count: a full cache is resident memory.
+@lru_cache(maxsize=1 << 13)
 def bucket_of(key: str) -> int:
     """Bucket of a state key: the top BUCKET_BITS bits of SHA-256("kaires/state/key/" + key)."""
     d = _sha256(b"kaires/state/key/" + key.encode()).digest()
     return int.from_bytes(d[:4], "big") >> (32 - BUCKET_BITS)
 
 
-@lru_cache(maxsize=1 << 17)
+@lru_cache(maxsize=1 << 13)
 def _framed_key(key: str) -> bytes:
     kb = key.encode()
     return len(kb).to_bytes(4, "big") + kb
@@ -142,6 +143,15 @@ class StateTree:
     @property
     def root(self) -> bytes:
         return self.levels[-1][0]
+
+    def fill(self, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Add ``entries`` (key, value) pairs, streamed, to an empty tree (a node's start:
+        one pass over its stored state, never all values in memory at once)."""
+        buckets, sha, tag = self.buckets, _sha256, _VALUE
+        for key, value in entries:
+            buckets[bucket_of(key)][key] = sha(tag + value).digest()
+        changed = {b: pairs for b, pairs in enumerate(buckets) if pairs}
+        self.levels = self._levels_with(changed)
 
     def _bucket_updates(self, writes: Mapping[str, bytes | None]) -> dict[int, dict[str, bytes]]:
         changed: dict[int, dict[str, bytes]] = {}

@@ -200,7 +200,7 @@ class LedgerNode:
         self.quorum = genesis.quorum
         store.init_genesis(genesis, genesis_entries(genesis))
         self.height = store.height()
-        self.state = State(store.load_state(), self.height)
+        self.state = State.from_store(store, self.height)
         if self.height:
             last = store.block(self.height)
             assert last is not None
@@ -874,6 +874,10 @@ class LedgerNode:
             if t.counter <= (self.state.get(counter_key(t.sender)) or 0)
         ]:
             self._drop_tx(tid)
+        if len(self.verified) > 2 * len(self.mempool) + 1024:
+            # checks of txs that left the mempool unfinalised (stale, or in a block that
+            # lost its view): a block that still carries one checks it again
+            self.verified = {v for v in self.verified if v[0] in self.mempool}
         for tm in (self.timer, self.propose_timer):
             if tm is not None:
                 tm.cancel()

@@ -115,6 +115,35 @@ class Store:
     def load_state(self) -> dict[str, bytes]:
         return {k: bytes(v) for k, v in self.conn.execute("SELECT key, value FROM state")}
 
+    def state_items(self) -> Iterator[tuple[str, bytes]]:
+        """Every committed state entry, streamed (never all in memory at once)."""
+        for k, v in self.conn.execute("SELECT key, value FROM state"):
+            yield k, bytes(v)
+
+    def state_value(self, key: str) -> bytes | None:
+        row = self.conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def state_keys(self, prefix: str = "") -> list[str]:
+        """The committed state keys that start with ``prefix``, sorted (an index range)."""
+        if not prefix:
+            return [k for (k,) in self.conn.execute("SELECT key FROM state ORDER BY key")]
+        # keys ≥ prefix and < prefix's successor: SQLite compares TEXT as UTF-8 bytes,
+        # which orders like Python's code-point comparison
+        nxt = ord(prefix[-1]) + 1
+        nxt = 0xE000 if 0xD800 <= nxt <= 0xDFFF else nxt  # surrogates are not UTF-8
+        stop = prefix[:-1] + chr(nxt) if nxt <= 0x10FFFF else None
+        if stop is None:
+            rows = self.conn.execute("SELECT key FROM state WHERE key >= ? ORDER BY key", (prefix,))
+            return [k for (k,) in rows if k.startswith(prefix)]
+        rows = self.conn.execute(
+            "SELECT key FROM state WHERE key >= ? AND key < ? ORDER BY key", (prefix, stop)
+        )
+        return [k for (k,) in rows]
+
+    def state_size(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM state").fetchone()[0])
+
     # -- consensus records ----------------------------------------------------------
     def put_consensus(self, height: int, records: Mapping[str, bytes]) -> None:
         """Durably record consensus facts for ``height`` (call before sending)."""

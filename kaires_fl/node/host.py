@@ -65,7 +65,7 @@ from kaires_fl.aggregation.job import AggregatorService
 from kaires_fl.crypto.sign import H, is_valid
 from kaires_fl.errors import ConfigError, LedgerError
 from kaires_fl.ledger.block import Block, Certificate, Genesis
-from kaires_fl.ledger.client import LedgerClient, make_genesis
+from kaires_fl.ledger.client import CommittedIndex, LedgerClient, make_genesis
 from kaires_fl.ledger.committees import committee_key, quorum_of
 from kaires_fl.ledger.contracts import counter_key
 from kaires_fl.ledger.encoding import canonical
@@ -219,7 +219,8 @@ def dkg_session(group: Group) -> bytes:
 class NodeLedger:
     """The ledger surface :class:`~kaires_fl.ledger.client.LedgerClient` reads, served by
     this node's own :class:`LedgerNode` (reads are local; transactions go to every roster
-    node). ``committed`` indexes the transactions of blocks committed since start."""
+    node). ``committed`` indexes the committed transactions (recent ones in memory, the
+    rest in the node's SQLite tx index)."""
 
     registry = None
 
@@ -230,13 +231,13 @@ class NodeLedger:
         self.node = node
         self.addresses = list(addresses)
         self.genesis = genesis
-        self.committed: dict[str, tuple[int, int]] = {}
+        self.committed = CommittedIndex(node.store.tx_location)
         self.on_commit: list[Callable[[Block, Certificate], None]] = []
         node.on_commit.append(self._on_commit)
 
     def _on_commit(self, node: LedgerNode, block: Block, cert: Certificate) -> None:
         for i, tx in enumerate(block.txs):
-            self.committed.setdefault(tx.id, (block.height, i))
+            self.committed.add(tx.id, block.height, i)
         for cb in list(self.on_commit):
             cb(block, cert)
 
