@@ -396,6 +396,21 @@ class ModelUpdateStats(_stats.Statistic):
             metrics=len(self.metrics),
         )
 
+    def sensitivity(self) -> dict[str, Any]:
+        """What the norm proof bounds when ONE provider's update is replaced by any other
+        valid one (integer units, 2^−f of v = the clipped update over ``clip_norm``):
+        ‖Δa‖₂ ≤ 2·M (‖a‖ ≤ ω ≤ M = 2^f − 1 for both), |Δω| ≤ M, each flag ≤ 1, each
+        weighted metric ≤ M; L1 from L2 by Cauchy–Schwarz on the L entries."""
+        m = float((1 << self.frac_bits) - 1)
+        k_f, k_m = len(self.FLAGS), len(self.metrics)
+        l2 = math.sqrt((2 * m) ** 2 + m * m + k_f + k_m * m * m)
+        l1 = 2 * m * math.sqrt(self.length) + m + k_f + k_m * m
+        return {"l2": l2, "l1": l1, "unit": "provider", "scale": self.noise_scale()}
+
+    def noise_scale(self) -> float:
+        """One integer unit is 2^−f of v (the update divided by ``clip_norm``)."""
+        return 2.0**-self.frac_bits
+
     def clipped(self, update: Any) -> bool:
         """Whether ``update`` is scaled down to the clipping norm (‖Δ‖₂ > C)."""
         d = np.asarray(update, dtype=np.float64).reshape(-1)
