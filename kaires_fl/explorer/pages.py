@@ -299,6 +299,16 @@ def _privacy_keys(v: ChainView, policy_id: str) -> list[str]:
     ]
 
 
+def _registration(entry: Any) -> dict[str, Any]:
+    """The allow-list's policy entry: required or not, its governors and their quorum."""
+    e = _dict(entry)
+    return {
+        "required": e.get("required") is True,
+        "governors": len(_list(e.get("governors"))),
+        "quorum": e.get("quorum"),
+    }
+
+
 def committees_page(snap: Snapshot) -> dict[str, Any]:
     """The ledger roster (genesis), the aggregation committees, the trustees' keys, the
     allow-list, and (``--group``) every node's health."""
@@ -352,7 +362,7 @@ def committees_page(snap: Snapshot) -> dict[str, Any]:
         "quorum": g.quorum,
         "aggregation": aggregation,
         "trustees": trustees,
-        "registration": v.get("registration"),
+        "registration": _registration(v.get("registration")),
         "identities": sorted(idents.items()),
         "health": [{**h.__dict__, "last_block": when(h.last_block_ms)} for h in snap.health],
         "group": None

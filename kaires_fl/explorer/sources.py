@@ -197,7 +197,7 @@ class DbSource:
                     str(f),
                     ("ledger",),
                     True,
-                    v.ok,
+                    None,  # a database file is not a running node: no readiness
                     v.offered,
                     None,
                     v.block_time(v.height) if v.height else None,

@@ -254,3 +254,10 @@ def test_plots_escape_labels_and_scale() -> None:
     assert "peak 20 ms" in line and "blocks 1–3" in line
     assert "no data yet" in str(plot.block_times([]))
     assert "no data yet" in str(plot.jobs_per_day({}))
+
+
+def test_allow_list_summary(web: TestClient) -> None:
+    page = web.get("/committees").text
+    allow = re.search(r'<p id="allow-list">(.*?)</p>', page, re.S)
+    assert allow is not None
+    assert text(allow.group(1)).startswith("registration required: no (4 governors, quorum 3)")
