@@ -231,7 +231,7 @@ def _block_info(block: Block, cert: Certificate) -> BlockInfo:
 def compare_state(view: ChainView, stored: Mapping[str, bytes]) -> str | None:
     """Why a node's stored state (key → canonical bytes) differs from ``view``'s replay, or
     None if it is the same. Meaningful only when every stored block verified."""
-    mine = {k: view.state.raw(k) for k in view.state.keys()}
+    mine = {k: view.state.raw(k) for k in view.state.keys("")}
     for key in sorted(set(mine) | set(stored)):
         a, b = mine.get(key), stored.get(key)
         if a == b:
