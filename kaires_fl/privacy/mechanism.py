@@ -223,6 +223,8 @@ def _max_total(statistic: Any) -> int:
 
 
 Parts = Annotated[tuple[Blob, ...], msgspec.Meta(max_length=MAX_DEALERS)]
+#: A job id, as the aggregation messages bound it.
+JobId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:/-]+\Z")]
 Dealers = Annotated[tuple[Index, ...], msgspec.Meta(max_length=MAX_DEALERS)]
 
 
@@ -230,7 +232,7 @@ class NoiseDeal(schema.Message, frozen=True):
     """Aggregator ``dealer``'s noise deal: its measurement and proof shares, part j sealed
     to aggregator j's X25519 key; signed by the dealer over every field."""
 
-    job: str
+    job: JobId
     dealer: Index
     meas_parts: Parts
     proof_parts: Parts
