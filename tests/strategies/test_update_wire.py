@@ -140,7 +140,7 @@ def test_submission_and_tx_encodings_round_trip_and_reject_garbage() -> None:
 
 def test_proven_bound_saves_one_bit_per_entry_and_stays_at_most_one() -> None:
     for f in (1, 8, 20):
-        s = ModelUpdateStats(100, frac_bits=f)
+        s = ModelUpdateStats(100, frac_bits=f, norm_proof="bits")
         c = s.circuit
         assert c.bound == proven_bound(f) < 1.0
         assert c.entry_bits == f + 1 and c.offset == 2**f - 1
@@ -152,7 +152,7 @@ def test_proven_bound_saves_one_bit_per_entry_and_stays_at_most_one() -> None:
         ModelUpdateStats(10, frac_bits=0)
     # The largest vector the clipping lets through still encodes (rounding cannot push it
     # over the proven bound), and its entries fill the range.
-    s = ModelUpdateStats(4, frac_bits=8)
+    s = ModelUpdateStats(4, frac_bits=8, norm_proof="bits")
     v = s.vector(np.array([100.0, 0.0, 0.0, 0.0]), 1.0)
     assert abs(v[0] - (proven_bound(8) - 2 * 2.0**-9)) < 1e-9  # room: w − √4·2^-(f+1)
     s.measurements(np.array([100.0, 0.0, 0.0, 0.0]), 1.0)
@@ -185,7 +185,7 @@ def test_weighted_circuit_accepts_exactly_norm_at_most_weight(
     circuit holds iff Σ a² + s = ω² and c + d = ω — so an accepted measurement has
     ‖v‖ ≤ w and a weighted metric c ≤ w; in particular no weight-0 submission carries a
     vector or a metric."""
-    c = ModelUpdateStats(6, frac_bits=4, metrics=[("loss", 0.0, 1.0)]).circuit
+    c = ModelUpdateStats(6, frac_bits=4, metrics=[("loss", 0.0, 1.0)], norm_proof="bits").circuit
     F = Field64
     a = np.array(entries, dtype=np.int64)
     e = (a + c.offset).astype(np.uint64)

@@ -1,0 +1,298 @@
+"""The PINE-style L2 bound (kaires_fl/arith/pine.py): reference, honest, over-norm,
+wraparound, forged proofs, shares, soundness numbers and the docs table."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kaires_fl.arith import pine, sharing, verify
+from kaires_fl.arith.field import Field64
+from kaires_fl.arith.flp import FlpBBCGGI19, GadgetCall
+from kaires_fl.arith.pine import L2BoundPine
+from kaires_fl.errors import ConfigError, EncodingError
+
+F = Field64
+P = F.MODULUS
+HALF = (P + 1) // 2  # 2^-1 mod p: HALF² = 1/4
+
+
+def _seed(i: int) -> np.ndarray:
+    return F.from_seed(bytes([i]) * 32, (1, pine.WR_SEED_LEN), b"test/pine")
+
+
+def _field(ints: list[int]) -> np.ndarray:
+    return F.elements(np.array([v % P for v in ints], dtype=np.uint64))
+
+
+def _meas(c: L2BoundPine, a: list[int], slack: int) -> np.ndarray:
+    """A measurement with arbitrary entries (any field values) and slack bits."""
+    bits = [(slack >> k) & 1 for k in range(c.norm_bits)]
+    return _field([*a, *bits])[None, :]
+
+
+def _reference_outputs(c: L2BoundPine, meas: list[int], seed: np.ndarray) -> list[int]:
+    """The circuit's outputs in plain Python integers (slow reference, no FLP, no kernels):
+    bit checks, the norm equation, the wraparound checks, in the circuit's order."""
+    d = c.length
+    z = pine.wraparound_vectors(seed[0], c.checks, d).astype(int).tolist()
+    a = meas[:d]
+    y = [sum(zi * ai for zi, ai in zip(zk, a, strict=True)) % P for zk in z]
+    wit = []
+    for yk in y:
+        v = (yk + c.beta) % P % (1 << c.wr_bits)
+        wit += [(v >> j) & 1 for j in range(c.wr_bits)]
+    bits = meas[d:] + wit
+    out = [(b * b - b) % P for b in bits]
+    s = sum(b << k for k, b in enumerate(meas[d:]))
+    out.append((sum(ai * ai for ai in a) + s - c.norm_int) % P)
+    for k in range(c.checks):
+        claimed = sum(b << j for j, b in enumerate(wit[k * c.wr_bits : (k + 1) * c.wr_bits]))
+        out.append((claimed - c.beta - y[k]) % P)
+    return out
+
+
+def _prove_and_decide(c: L2BoundPine, meas: np.ndarray, jr_seed: bytes = b"j" * 32) -> bool:
+    flp = FlpBBCGGI19(c)
+    jr = flp.derive_joint_rand(jr_seed)
+    proof = flp.prove(meas, flp.random_prove_rand((meas.shape[0],)), jr)
+    ver = flp.query(meas, proof, flp.derive_query_rand(b"q" * 32), jr)
+    return bool(flp.decide(ver)[0])
+
+
+# ------------------------------------------------------------------ reference
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    a=st.lists(
+        st.one_of(st.integers(-40, 40), st.integers(0, P - 1), st.just(HALF)),
+        min_size=5,
+        max_size=5,
+    ),
+    slack=st.integers(0, 2**12 - 1),
+    seed=st.integers(0, 255),
+)
+def test_circuit_equals_slow_reference(a: list[int], slack: int, seed: int) -> None:
+    c = L2BoundPine(5, 5, 1.0, checks=7)
+    meas = _meas(c, a, slack)
+    jr = _seed(seed)
+    calls = [GadgetCall(F, g, 1) for g in c.GADGETS]
+    ext = np.concatenate([meas, c.witness(meas, jr)], axis=1)
+    got = [int(v) for v in F.to_ints(c.eval(ext, jr, calls)[0])]
+    want = _reference_outputs(c, [int(v) for v in F.to_ints(meas[0])], jr)
+    assert got == want
+    assert bool(c.check(meas, jr)[0]) == (not any(want))
+
+
+@settings(max_examples=20, deadline=None)
+@given(d=st.integers(1, 700), rows=st.integers(1, 3), seed=st.integers(0, 255))
+def test_wraparound_kernel_equals_python(d: int, rows: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a = F.elements(rng.integers(0, P, size=(rows, d), dtype=np.uint64))
+    jr = _seed(seed)
+    got = pine.wraparound_dots(F, a, jr, 5)
+    z = pine.wraparound_vectors(jr[0], 5, d).astype(object)
+    want = (np.asarray(F.to_ints(a), dtype=object) @ z.T) % P
+    assert got.tolist() == want.tolist()
+
+
+def test_wraparound_vectors_have_the_pine_distribution() -> None:
+    z = pine.wraparound_vectors(_seed(1)[0], 64, 4096)
+    freq = [float(np.mean(z == v)) for v in (-1, 0, 1)]
+    assert abs(freq[0] - 0.25) < 0.01 and abs(freq[1] - 0.5) < 0.01 and abs(freq[2] - 0.25) < 0.01
+    # a different seed, a different vector
+    assert not np.array_equal(z, pine.wraparound_vectors(_seed(2)[0], 64, 4096))
+
+
+# ------------------------------------------------------------------ honest and over-norm
+
+
+def test_honest_vectors_at_the_bound_pass_and_decode() -> None:
+    f = 10
+    c = L2BoundPine(300, f, 1.0)
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(3, 300))
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    v *= 0.999
+    exact = np.zeros((1, 300))
+    exact[0, 7] = -1.0  # Σ a² = 4^f = N exactly: the slack is 0
+    meas = c.encode(np.concatenate([v, exact]))
+    assert meas.shape == (4, c.MEAS_LEN)
+    flp = FlpBBCGGI19(c)
+    jr = flp.derive_joint_rand(b"h" * 32)
+    proof = flp.prove(meas, flp.random_prove_rand((4,)), jr)
+    assert flp.decide(flp.query(meas, proof, flp.derive_query_rand(b"q" * 32), jr)).all()
+    total = F.sum(c.truncate(meas), axis=0)
+    want = np.round(np.concatenate([v, exact]) * 2**f).sum(axis=0) / 2**f
+    np.testing.assert_array_equal(c.decode(total, 4), want)
+
+
+def test_over_norm_vector_is_rejected() -> None:
+    c = L2BoundPine(50, 8, 1.0)
+    with pytest.raises(EncodingError, match="norm exceeds"):
+        c.encode(np.full(50, 0.2))  # ‖v‖ ≈ 1.41
+    # The same vector forged into a measurement (slack bits 0): the bits are bits and no
+    # check wraps, but Σ a² ≠ N.
+    a = [round(0.2 * 2**8)] * 50
+    meas = _meas(c, a, 0)
+    jr = _seed(3)
+    assert bool(c.wraparound_passes(meas, jr)[0])
+    assert not bool(c.check(meas, jr)[0])
+    assert not _prove_and_decide(c, meas)
+    # and one unit over the bound with every slack value refused
+    over = [2**8 + 1] + [0] * 49
+    assert not any(bool(c.check(_meas(c, over, s), jr)[0]) for s in range(0, 2**c.norm_bits, 97))
+
+
+# ------------------------------------------------------------------ wraparound
+
+
+def _wrapped_vector(c: L2BoundPine) -> tuple[list[int], int]:
+    """Four entries 2^-1 mod p (centred lift ≈ p/2, so ‖ā‖ ≈ p): Σ a² = 4·(1/4) = 1 in the
+    field, so with slack N − 1 the norm equation holds and every bit is a bit."""
+    return [HALF] * 4 + [0] * (c.length - 4), c.norm_int - 1
+
+
+def test_wraparound_vector_passes_without_checks_and_is_caught_with_them() -> None:
+    f = 6
+    unchecked = L2BoundPine(16, f, 1.0, checks=0)
+    a, slack = _wrapped_vector(unchecked)
+    meas = _meas(unchecked, a, slack)
+    # Without wraparound checks the field equation is all there is: accepted, and its
+    # contribution to the sum is garbage (≈ p/2 in each of four entries).
+    assert bool(unchecked.check(meas, _seed(0))[0])
+    assert _prove_and_decide(unchecked, meas)
+    assert abs(unchecked.decode(unchecked.truncate(meas)[0], 1)[0]) > 2**50
+    # With the default checks it is refused, for every joint randomness tried.
+    c = L2BoundPine(16, f, 1.0)
+    assert c.checks >= 128
+    for i in range(8):
+        assert not bool(c.check(meas, _seed(i))[0])
+        assert not bool(c.wraparound_passes(meas, _seed(i))[0])
+    assert not _prove_and_decide(c, meas)
+    # Each check passes iff Σ z_i over the four entries is even: about half of them.
+    shifted = c._shifted(meas, _seed(5))[0]
+    frac = float(np.mean(shifted < np.uint64(1 << c.wr_bits)))
+    assert 0.3 < frac < 0.7
+
+
+def test_wraparound_by_large_entries_is_caught() -> None:
+    """Entries 2^32 (a² = 2^64 ≡ 2^32 − 1): 2^8 of them sum to 2^40 − 2^8 in the field,
+    within N = 4^20 — the in-field norm looks fine, the integer norm is 2^72."""
+    f = 20
+    c = L2BoundPine(300, f, 1.0)
+    a = [2**32] * 256 + [0] * 44
+    field_norm = (256 * pow(2**32, 2, P)) % P
+    assert field_norm <= c.norm_int
+    meas = _meas(c, a, c.norm_int - field_norm)
+    assert bool(L2BoundPine(300, f, 1.0, checks=0).check(meas, _seed(0))[0])
+    assert not bool(c.check(meas, _seed(0))[0])
+    assert not _prove_and_decide(c, meas)
+
+
+def test_a_cheating_witness_cannot_fix_a_failed_check() -> None:
+    """Whatever bits the prover sends for a check, the linear check pins them to y + β:
+    replacing the honest witness by any bits changes a nonzero output at most."""
+    c = L2BoundPine(16, 6, 1.0)
+    a, slack = _wrapped_vector(c)
+    meas = _meas(c, a, slack)
+    jr = _seed(9)
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        wit = F.elements(rng.integers(0, 2, size=(1, c.WITNESS_LEN), dtype=np.uint64))
+        ext = np.concatenate([meas, wit], axis=1)
+        out = c.eval(ext, jr, [GadgetCall(F, g, 1) for g in c.GADGETS])
+        assert np.any(out != 0)
+
+
+# ------------------------------------------------------------------ forged proofs, shares
+
+
+def test_forged_proofs_and_wrong_joint_randomness_rejected() -> None:
+    c = L2BoundPine(200, 10, 1.0)
+    v = np.random.default_rng(2).normal(size=(1, 200))
+    meas = c.encode(v / np.linalg.norm(v) * 0.9)
+    flp = FlpBBCGGI19(c)
+    jr = flp.derive_joint_rand(b"a" * 32)
+    qr = flp.derive_query_rand(b"q" * 32)
+    proof = flp.prove(meas, flp.random_prove_rand((1,)), jr)
+    assert flp.decide(flp.query(meas, proof, qr, jr))[0]
+    for pos in (0, c.wr_bits - 1, c.WITNESS_LEN - 1, c.WITNESS_LEN + 5, flp.PROOF_LEN - 1):
+        bad = proof.copy()
+        bad[0, pos] = F.add(bad[0, pos], F.ones(()))
+        assert not flp.decide(flp.query(meas, bad, qr, jr))[0], pos
+    # a witness for another joint randomness (other z): the linear checks fail
+    other = flp.derive_joint_rand(b"b" * 32)
+    assert not flp.decide(flp.query(meas, proof, qr, other))[0]
+    # a tampered measurement entry
+    m2 = meas.copy()
+    m2[0, 3] = F.add(m2[0, 3], F.ones(()))
+    assert not flp.decide(flp.query(m2, proof, qr, jr))[0]
+
+
+def test_verified_on_shamir_shares_with_a_wrong_aggregator() -> None:
+    c = L2BoundPine(100, 10, 1.0)
+    v = np.random.default_rng(3).normal(size=(2, 100))
+    meas = c.encode(v / np.linalg.norm(v, axis=1, keepdims=True) * 0.9)
+    a, slack = _wrapped_vector(c)
+    meas = np.concatenate([meas, _meas(c, a, slack)])
+    flp = FlpBBCGGI19(c)
+    jr = flp.derive_joint_rand(b"s" * 32)
+    proof = flp.prove(meas, flp.random_prove_rand((3,)), jr)
+    n, t = 4, 1
+    ms, ps = sharing.share(F, meas, n, t), sharing.share(F, proof, n, t)
+    mshares = {i: ms[i] for i in range(n)}
+    pshares = {i: ps[i] for i in range(n)}
+    pshares[2] = F.add(pshares[2], F.ones(pshares[2].shape))  # a wrong aggregator
+    qr = flp.derive_query_rand(b"q" * 32)
+    ok, faulty = verify.verify_shared(flp, mshares, pshares, qr, jr, n, t)
+    assert ok.tolist() == [True, True, False] and faulty == [2]
+
+
+# ------------------------------------------------------------------ soundness numbers
+
+
+def test_pass_probability_lemma_empirically() -> None:
+    """Case 1 of the lemma (one entry ≥ W): ≤ 1/2 per check; measured over 4,096 checks."""
+    c = L2BoundPine(64, 8, 1.0, checks=4096)
+    rng = np.random.default_rng(4)
+    for big in (1 << c.wr_bits, HALF, P - (1 << (c.wr_bits + 3))):
+        a = [int(v) % P for v in rng.integers(-30, 30, size=64)]
+        a[11] = big
+        shifted = c._shifted(_field(a)[None, :], _seed(7))[0]
+        frac = float(np.mean(shifted < np.uint64(1 << c.wr_bits)))
+        assert frac <= 0.5 + 4 * math.sqrt(0.25 / 4096)
+
+
+def test_parameters_are_computed_and_sound() -> None:
+    for c in pine.doc_pine_circuits():
+        wr = c.wraparound()
+        assert c.pass_prob == 0.5 and c.checks == 129
+        assert wr.error_log2 <= -64 and c.soundness_error_log2() <= -64
+        assert wr.honest_failure < 2.0**-64
+        assert FlpBBCGGI19(c).proofs == 2  # no grindable FLP error: δ = 0
+        assert c.threshold + 2**c.norm_bits <= P
+    # Case 2 of the lemma must not dominate: its Berry–Esseen bound is far below 1/2.
+    c = pine.doc_pine_circuits()[-1]
+    assert pine.wraparound_pass_prob(c.length, c.wr_bits, c.threshold, P) == 0.5
+    with pytest.raises(ConfigError):
+        pine.wraparound_pass_prob(2**40, 30, c.threshold, P)  # ⟨z, a⟩ could wrap
+
+
+def test_elements_per_parameter() -> None:
+    got = [pine.elements_per_param(c) for c in pine.doc_pine_circuits()]
+    assert got[2] < 1.05 and got[1] < 1.25 and got[0] < 3.1
+
+
+def test_pine_table_in_docs_is_generated() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "proofs.md").read_text()
+    m = re.search(r"<!-- pine-table:begin -->\n(.*?)<!-- pine-table:end -->", doc, re.S)
+    assert m, "docs/proofs.md lacks the pine-table markers"
+    assert m.group(1) == pine.pine_table()
