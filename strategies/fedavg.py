@@ -46,8 +46,11 @@ keeps each round's
 Differential privacy (``dp=DP(ε, δ)``): each round's job is committed with that privacy, so
 the committee's aggregators add Skellam noise to the summed update (and to Σ w and the
 metrics) calibrated to one client's proven contribution (‖v‖ ≤ w ≤ 1, times ``clip_norm``)
-before the ServerApp opens it; t colluding aggregators cannot remove it. The ledger debits
-each included client's privacy budget by (ε, δ) per round. Each round's metrics carry
+before the ServerApp opens it; t colluding aggregators cannot remove it. The new global
+model divides the noisy sum by Σ w post-processed (:meth:`KairesFedAvg.dp_denominator`:
+the public accepted count with ``num_examples_cap=1``, recommended with ``dp``); the
+clipped and capped counts are noisy too (rounded, clamped to the accepted). The ledger
+debits each included client's privacy budget by (ε, δ) per round. Each round's metrics carry
 ``kaires-epsilon`` and ``kaires-delta``: the (ε, δ) of all rounds so far (Rényi
 composition of the rounds' Skellam releases, converted at the δ each round was calibrated
 at, plus every round's clipping-tail probability; tighter than the ledger's per-round sum).
@@ -332,12 +335,8 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         for (``1``: every client with at least one example weighs the same). It is never
         derived from clients' claims (issue 9, #12).
     frac_bits:
-        Fixed-point fractional bits of the update (default 20; with ``norm_proof="bits"``
-        the most the field allows, at most 20).
-    norm_proof:
-        How a client proves its update's norm: ``"pine"`` (default, ≈ 1 field element per
-        parameter, wraparound checks) or ``"bits"`` (f + 1 bits per parameter; see
-        ``ModelUpdateStats``).
+        Fixed-point fractional bits of the update (default: the most the field allows,
+        at most 20).
     train_metrics:
         The clients' train metrics to aggregate, ``{name: (low, high)}``: each client's
         value is clipped to its declared bounds and aggregated inside its sealed, proven
@@ -369,7 +368,6 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         frac_bits: int | None = None,
         train_metrics: Mapping[str, tuple[float, float]] | None = None,
         enrol_timeout: float = 3600,
-        norm_proof: str = "pine",
         dp: Any = None,
     ) -> None:
         if train_metrics_aggr_fn is not None:
@@ -418,13 +416,7 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             )
         self.num_examples_cap = cap
         self.frac_bits = frac_bits
-        from .update import NORM_PROOFS, _check_metrics
-
-        if norm_proof not in NORM_PROOFS:
-            from kaires_fl.errors import ConfigError
-
-            raise ConfigError(f"norm_proof must be one of {NORM_PROOFS}, got {norm_proof!r}")
-        self.norm_proof = norm_proof
+        from .update import _check_metrics
 
         self.train_metrics = _check_metrics(
             [(k, *bounds) for k, bounds in (train_metrics or {}).items()]
@@ -473,9 +465,8 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             length,
             clip_norm=self.clip_norm,
             weight_cap=self.num_examples_cap,
-            frac_bits=self.frac_bits,
+            frac_bits=self.frac_bits if self.frac_bits is not None else auto_frac_bits(length),
             metrics=self.train_metrics,
-            norm_proof=self.norm_proof,
         )
         self._current = arrays
         base = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
@@ -506,8 +497,8 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             "kaires-accepted": len(res.accepted),
             "kaires-rejected": len(res.rejected),
             "kaires-refused": len(res.refused) + len(refusals),
-            "kaires-clipped": 0 if agg is None else int(agg.get("clipped", 0)),
-            "kaires-capped": 0 if agg is None else int(agg.get("capped", 0)),
+            "kaires-clipped": 0 if agg is None else self.flag_count(agg, "clipped", res),
+            "kaires-capped": 0 if agg is None else self.flag_count(agg, "capped", res),
         }
         log(
             INFO,
@@ -534,6 +525,8 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         # Σ w comes from the aggregate itself (proven per provider), not from claims; with
         # dp it is noisy, like the sum (a non-positive noisy Σ w releases no update).
         total_w = 0.0 if agg is None else float(agg["weight"])
+        if agg is not None and self.dp is not None:
+            total_w = self.dp_denominator(total_w, len(res.accepted))
         if agg is None or not total_w > 0:
             log(WARNING, "kaires: round %s produced no aggregate: %s", server_round, res.why)
             return None, metrics_out
@@ -549,6 +542,26 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             {k: Array(np.asarray(a)) for k, a in zip(keys, unflatten(new, olds), strict=True)}
         )
         return arrays, metrics_out
+
+    def flag_count(self, agg: Mapping[str, Any], name: str, res: Any) -> int:
+        """How many accepted clients set flag ``name`` (clipped, capped); with ``dp`` the
+        released count is noisy and is rounded and clamped to [0, accepted]."""
+        value = float(agg.get(name, 0))
+        if self.dp is None:
+            return int(value)
+        return int(min(max(round(value), 0), len(res.accepted)))
+
+    def dp_denominator(self, noisy_weight: float, accepted: int) -> float:
+        """Σ w of a round with differential privacy, post-processed.
+
+        The released Σ w carries noise like every coordinate, but each accepted client's
+        w is proven in [0, 1] and the number accepted is public: with ``num_examples_cap
+        = 1`` (recommended with ``dp``) every honest client's w is 1 and Σ w is taken as
+        the accepted count; otherwise the noisy Σ w is clamped to [0, accepted].
+        """
+        if self.num_examples_cap == 1.0:
+            return float(accepted)
+        return min(max(noisy_weight, 0.0), float(accepted))
 
     def account_round(self, job: Mapping[str, Any], statistic: Any) -> tuple[float, float]:
         """Record this round's committed DP job; returns the (ε, δ) of all rounds so far.
