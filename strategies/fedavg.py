@@ -335,8 +335,12 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         for (``1``: every client with at least one example weighs the same). It is never
         derived from clients' claims (issue 9, #12).
     frac_bits:
-        Fixed-point fractional bits of the update (default: the most the field allows,
-        at most 20).
+        Fixed-point fractional bits of the update (default 20; with ``norm_proof="bits"``
+        the most the field allows, at most 20).
+    norm_proof:
+        How a client proves its update's norm: ``"pine"`` (default, ≈ 1 field element per
+        parameter, wraparound checks) or ``"bits"`` (f + 1 bits per parameter; see
+        ``ModelUpdateStats``).
     train_metrics:
         The clients' train metrics to aggregate, ``{name: (low, high)}``: each client's
         value is clipped to its declared bounds and aggregated inside its sealed, proven
@@ -368,6 +372,7 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         frac_bits: int | None = None,
         train_metrics: Mapping[str, tuple[float, float]] | None = None,
         enrol_timeout: float = 3600,
+        norm_proof: str = "pine",
         dp: Any = None,
     ) -> None:
         if train_metrics_aggr_fn is not None:
@@ -416,7 +421,13 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             )
         self.num_examples_cap = cap
         self.frac_bits = frac_bits
-        from .update import _check_metrics
+        from .update import NORM_PROOFS, _check_metrics
+
+        if norm_proof not in NORM_PROOFS:
+            from kaires_fl.errors import ConfigError
+
+            raise ConfigError(f"norm_proof must be one of {NORM_PROOFS}, got {norm_proof!r}")
+        self.norm_proof = norm_proof
 
         self.train_metrics = _check_metrics(
             [(k, *bounds) for k, bounds in (train_metrics or {}).items()]
@@ -465,8 +476,9 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             length,
             clip_norm=self.clip_norm,
             weight_cap=self.num_examples_cap,
-            frac_bits=self.frac_bits if self.frac_bits is not None else auto_frac_bits(length),
+            frac_bits=self.frac_bits,
             metrics=self.train_metrics,
+            norm_proof=self.norm_proof,
         )
         self._current = arrays
         base = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
