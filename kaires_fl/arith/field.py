@@ -63,20 +63,24 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x).reshape(-1)
 
 
-def _kin(x: np.ndarray) -> np.ndarray:
-    """``_flat(x)`` as a kernel input: writable-flagged, as every kernel input is typed.
+#: Largest read-only kernel input ``_kin`` copies (elements); larger ones are passed as they are.
+KIN_COPY_MAX = 1 << 16
 
-    numba compiles one specialisation per read-only flag of each argument (a second of
-    compilation per kernel on a cold cache), so the rare read-only input (a cached table)
-    is copied rather than compiled for.
+
+def _kin(x: np.ndarray) -> np.ndarray:
+    """``_flat(x)`` as a kernel input, writable-flagged unless it is large.
+
+    numba compiles one specialisation per read-only flag of each argument (up to a second
+    of compilation per kernel on a cold cache) and dispatches read-only arrays on a slow
+    path (~4 µs a call). A small read-only input (a cached table) is therefore copied; a
+    large one (decoded shares) is not: its copy would cost more than its dispatch.
     """
     f = _flat(x)
-    return f if f.flags.writeable else f.copy()
+    return f if f.flags.writeable or f.size > KIN_COPY_MAX else f.copy()
 
 
 def _readonly(x: np.ndarray) -> np.ndarray:
-    """A read-only view of x (the typing of ``matmul3``'s inputs, which are often
-    broadcast views, read-only already: one specialisation instead of several)."""
+    """A read-only view of x (``matmul3``'s inputs, typed read-only like ``_kin``'s)."""
     if not x.flags.writeable:
         return x
     v = x.view()
@@ -435,7 +439,7 @@ class Field64(PrimeField):
                 return out
         shape = np.broadcast_shapes(sa, sb)
         out = np.empty(shape, _U64)
-        a2 = a if sa == shape else np.broadcast_to(a, shape)  # read-only: _kin copies it
+        a2 = a if sa == shape else np.broadcast_to(a, shape)  # _kin copies a broadcast view
         b2 = b if sb == shape else np.broadcast_to(b, shape)
         kvv(_kin(a2), _kin(b2), _flat(out))
         return out

@@ -95,6 +95,9 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "e2e_rows_per_s": ("rows/s", "higher", "rows per second of the end-to-end job"),
     "e2e_record_rows_per_s": ("rows/s", "higher", "per-record job (one proof per row)"),
     "e2e_record_cpu_rows_per_s": ("rows/s", "higher", "per-record job, rows per CPU second"),
+    "demo_cold_s": ("s", "≤ 6", "first `kaires demo`, empty numba cache (compiles kernels)"),
+    "demo_cold_cpu_s": ("s", "lower", "CPU time of that first `kaires demo`"),
+    "demo_warm_s": ("s", "lower", "`kaires demo` again, kernels cached"),
     # flower
     "flower_plain_round_s": ("s", "reference", "one plain FedAvg round (Ray, 10 clients)"),
     "flower_kaires_round_s": ("s", "lower", "one KairesFedAvg round (same simulation)"),
