@@ -10,8 +10,10 @@
 
 Both return a :class:`Snapshot`: one :class:`~kaires_fl.explorer.chain.ChainView` per node
 (so a node that lies, or a database that was altered, shows as failing verification) and
-the view the pages show (the longest verified chain). A snapshot is recomputed when the
-files change (DbSource) or at most every ``refresh`` seconds (GroupSource).
+the view the pages show (the longest verified chain). A snapshot is recomputed, on a page
+request, at most every ``refresh`` seconds: when a file changed (DbSource), or always
+(GroupSource: every node's chain downloaded and verified again from genesis, so a node that
+starts lying is caught at the next refresh).
 """
 
 from __future__ import annotations
@@ -106,8 +108,12 @@ def ledger_files(path: str | os.PathLike[str]) -> list[Path]:
 def _read_db(path: Path) -> tuple[bytes | None, list[bytes], dict[str, bytes]]:
     """The genesis record, the block records (heights 1, 2, … while contiguous) and the
     state rows of one node's database, read through a read-only connection."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    conn = sqlite3.connect(
+        f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+    )
     try:
+        # one read transaction: blocks and state from the same commit of a running node
+        conn.execute("BEGIN")
         row = conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
         records: list[bytes] = []
         for h, data in conn.execute("SELECT height, data FROM blocks ORDER BY height"):
@@ -115,6 +121,7 @@ def _read_db(path: Path) -> tuple[bytes | None, list[bytes], dict[str, bytes]]:
                 break  # a gap: the records after it cannot link (verify_chain says so)
             records.append(bytes(data))
         state = {str(k): bytes(v) for k, v in conn.execute("SELECT key, value FROM state")}
+        conn.execute("COMMIT")
         return (None if row is None else bytes(row[0])), records, state
     finally:
         conn.close()
@@ -125,8 +132,9 @@ class DbSource:
 
     mode = "db"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, refresh: float = 2.0) -> None:
         self.files = ledger_files(path)
+        self.refresh = refresh
         self._lock = threading.Lock()
         self._stamp: tuple[Any, ...] | None = None
         self._snapshot: Snapshot | None = None
@@ -157,8 +165,11 @@ class DbSource:
         return tuple(out)
 
     def snapshot(self) -> Snapshot:
-        """The verified chains of every database (recomputed when a file changed)."""
+        """The verified chains of every database (recomputed when a file changed, at most
+        every ``refresh`` seconds)."""
         with self._lock:
+            if self._snapshot is not None and time.time() - self._snapshot.taken < self.refresh:
+                return self._snapshot
             stamp = self._files_stamp()
             if self._snapshot is None or stamp != self._stamp:
                 self._snapshot = self._take()
