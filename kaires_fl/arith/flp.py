@@ -120,17 +120,37 @@ def _k_dot_groups(a: np.ndarray, a0: int, w: np.ndarray, out: np.ndarray) -> Non
             out[r, g] = _acc_reduce(hi, lo)
 
 
+#: Most bits ``_k_from_bits`` sums with shifted 32-bit halves: Σ_k (2^32 − 1)·2^k < 2^64.
+FROM_BITS_SPLIT_MAX = 31
+
+
 @njit(cache=True)
 def _k_from_bits(a: np.ndarray, a0: int, K: int, out: np.ndarray) -> None:
-    """out[r, g] = Σ_k a[r, a0 + g·K + k]·2^k by Horner doubling (additions only)."""
+    """out[r, g] = Σ_k a[r, a0 + g·K + k]·2^k, additions and shifts only.
+
+    For K ≤ FROM_BITS_SPLIT_MAX the 32-bit halves of the terms, shifted by k, are summed
+    separately (exact: each sum < 2^(32+K) ≤ 2^63) and reduced once: branch-free, so
+    shares — uniformly random, whose modular additions would mispredict every other
+    carry branch — cost a few cycles a term. Larger K: Horner doubling with addmod.
+    """
     R, G = out.shape
     for r in range(R):
         for g in range(G):
             base = a0 + g * K
-            acc = kern.ZERO
-            for k in range(K - 1, -1, -1):
-                acc = kern.addmod(kern.addmod(acc, acc), a[r, base + k])
-            out[r, g] = acc
+            if K <= FROM_BITS_SPLIT_MAX:
+                lo = kern.ZERO
+                hi = kern.ZERO
+                for k in range(K):
+                    x = a[r, base + k]
+                    sk = np.uint64(k)
+                    lo += (x & kern.M32) << sk
+                    hi += (x >> kern.S32) << sk
+                out[r, g] = _acc_reduce(hi, lo)
+            else:
+                acc = kern.ZERO
+                for k in range(K - 1, -1, -1):
+                    acc = kern.addmod(kern.addmod(acc, acc), a[r, base + k])
+                out[r, g] = acc
 
 
 @njit(cache=True)

@@ -520,14 +520,16 @@ def test_row_blocks_equal_one_block(shared: bool, monkeypatch) -> None:  # type:
     assert flp.decide(ver_blocks).tolist() == [i != 5 for i in range(B)]
 
 
-@pytest.mark.parametrize("K", [1, 5, 14, 31])
+@pytest.mark.parametrize("K", [1, 5, 14, 31, 32, 40])
 def test_dot_groups_powers_of_two_against_ints(K: int) -> None:
-    # w = 2^k takes the doubling kernel: any field elements (shares), not just bits
+    # w = 2^k takes the bits kernel (shifted split sums up to K = 31, doublings above):
+    # any field elements (shares), not just bits; row 1 all p − 1, the largest sums
     from kaires_fl.arith.flp import dot_groups
 
     G = 3
     a = F.random((4, 2 + G * K), rng=RNG)
     a[0, 2] = F.elements(p - 1)
+    a[1, :] = F.elements(p - 1)
     w = F.elements([1 << k for k in range(K)])
     got = dot_groups(F, a, w, G, start=2)
     ai = [[int(x) for x in row] for row in a]
