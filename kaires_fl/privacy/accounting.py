@@ -27,7 +27,15 @@ from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
 from kaires_fl.errors import ConfigError
 from kaires_fl.privacy import DP
 
-__all__ = ["ORDERS", "calibrate", "epsilon_spent", "skellam_rdp"]
+__all__ = [
+    "ORDERS",
+    "calibrate",
+    "calibrate_coarse",
+    "epsilon_spent",
+    "skellam_rdp",
+    "two_scale_epsilon",
+    "two_scale_rdp",
+]
 
 #: Integer Rényi orders the accountant optimises over (the bound holds for integers α > 1).
 ORDERS: tuple[int, ...] = (
@@ -110,6 +118,90 @@ def calibrate(dp: DP, l2_sensitivity: float, l1_sensitivity: float, rounds: int 
     lo = hi / 2
     while ok(lo) and lo > 1e-300:
         hi, lo = lo, lo / 2
+    while hi - lo > CALIBRATION_RTOL * hi:
+        mid = (lo + hi) / 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+# ---------------------------------------------------------------------------- two scales
+
+
+def two_scale_rdp(
+    orders: Sequence[int],
+    coarse_variance: float,
+    fine_variance: float,
+    scale_bits: int,
+    l2: float,
+    l1: float,
+    length: int,
+) -> np.ndarray:
+    """RDP of releasing x + 2^k·Z₁ + Z₂ (Z₁ ~ Sk(coarse), Z₂ ~ Sk(fine), k = scale_bits).
+
+    Write a neighbour's change Δ = 2^k·q + r with q = round(Δ/2^k), |r_i| ≤ 2^(k−1). The
+    output is a function of (Z₁ + q, Z₂ + r), so by data processing and independence its
+    Rényi divergence is at most the sum of two Skellam mechanisms' with sensitivities
+    ‖q‖₂ ≤ Δ₂/2^k + √L/2, ‖q‖₁ ≤ Δ₁/2^k + L/2 and ‖r‖₂ ≤ 2^(k−1)√L, ‖r‖₁ ≤ 2^(k−1)L.
+    """
+    if scale_bits == 0:
+        return skellam_rdp(orders, coarse_variance + fine_variance, l2, l1)
+    h = float(2 ** (scale_bits - 1))
+    q2 = l2 / (2 * h) + math.sqrt(length) / 2
+    q1 = l1 / (2 * h) + length / 2
+    out: np.ndarray = skellam_rdp(orders, coarse_variance, q2, q1) + skellam_rdp(
+        orders, fine_variance, h * math.sqrt(length), h * length
+    )
+    return out
+
+
+def two_scale_epsilon(
+    coarse_variance: float,
+    fine_variance: float,
+    scale_bits: int,
+    l2: float,
+    l1: float,
+    length: int,
+    delta: float,
+    rounds: int = 1,
+) -> float:
+    """:func:`epsilon_spent` of the two-scale mechanism (:func:`two_scale_rdp`)."""
+    if not 0 < delta < 1:
+        raise ConfigError(f"delta must lie in (0, 1), got {delta!r}")
+    if int(rounds) != rounds or rounds < 1:
+        raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
+    rdp = int(rounds) * two_scale_rdp(
+        ORDERS, coarse_variance, fine_variance, scale_bits, l2, l1, length
+    )
+    eps, _ = compute_epsilon(ORDERS, rdp.tolist(), float(delta))
+    return float(eps)
+
+
+def calibrate_coarse(
+    dp: DP,
+    fine_variance: float,
+    scale_bits: int,
+    l2: float,
+    l1: float,
+    length: int,
+    rounds: int = 1,
+) -> float | None:
+    """The least coarse variance (bisection, rounded up) meeting ``dp`` with the fine part
+    fixed; None when the fine part alone already spends more than ε."""
+    _check_sensitivity(l2, l1)
+
+    def ok(v: float) -> bool:
+        e = two_scale_epsilon(v, fine_variance, scale_bits, l2, l1, length, dp.delta, rounds)
+        return e <= dp.epsilon
+
+    hi = 1.0
+    while not ok(hi):
+        hi *= 4
+        if hi > 1e300:
+            return None
+    lo = hi / 4
     while hi - lo > CALIBRATION_RTOL * hi:
         mid = (lo + hi) / 2
         if ok(mid):

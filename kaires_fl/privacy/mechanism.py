@@ -50,7 +50,12 @@ from kaires_fl.crypto import envelope
 from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.errors import ConfigError, DecodingError, EncodingError
 from kaires_fl.privacy import DP
-from kaires_fl.privacy.accounting import calibrate
+from kaires_fl.privacy.accounting import (
+    calibrate,
+    calibrate_coarse,
+    epsilon_spent,
+    two_scale_epsilon,
+)
 from kaires_fl.schema import Blob, Elements, Index, Signature
 
 __all__ = [
@@ -78,6 +83,10 @@ TAIL_SHARE = 0.1
 DEAL_CONTEXT = b"kaires/privacy/noise-deal"
 #: Most aggregators a job's noise is dealt among.
 MAX_DEALERS = 256
+#: Largest variance one dealer samples as one Skellam (numpy's Poisson sampler is accurate
+#: to about λ = 1e13: beyond, its variance is off and its draws even); beyond this the
+#: noise is dealt on two scales (:class:`NoisePlan`).
+MAX_DEALER_VARIANCE = 1e12
 
 _FLPS: dict[tuple[str, int, int], FlpBBCGGI19] = {}
 
@@ -141,6 +150,40 @@ class NoisePlan:
     sigma: float
     bits: int
     tail: float
+    #: Two scales (k > 0) when σ² is beyond the sampler: noise 2^k·Z₁ + Z₂ with
+    #: Z₁ ~ Sk(coarse_variance), Z₂ ~ Sk(fine_variance) over the honest dealers
+    #: (:func:`kaires_fl.privacy.accounting.two_scale_rdp`); k = 0: one Skellam of σ².
+    scale_bits: int = 0
+    coarse_variance: float = 0.0
+    fine_variance: float = 0.0
+
+    def epsilon(self, delta: float, rounds: int = 1) -> float:
+        """The ε of ``rounds`` releases of this plan's noise at ``delta`` (the clipping
+        tail ``rounds·tail`` comes on top of δ)."""
+        if self.scale_bits == 0:
+            return epsilon_spent(self.sigma, self.l2, self.l1, delta, rounds)
+        return two_scale_epsilon(
+            self.coarse_variance,
+            self.fine_variance,
+            self.scale_bits,
+            self.l2,
+            self.l1,
+            self.length,
+            delta,
+            rounds,
+        )
+
+    def sample(self, rng: np.random.Generator | None = None) -> np.ndarray:
+        """One dealer's noise (its share of the variance), clipped to [−B, B − 1]."""
+        h = self.n - self.t
+        if self.scale_bits == 0:
+            return sample_noise(self.dealer_variance, self.length, self.bound, rng)
+        g = rng if rng is not None else noise_rng()
+        big = 1 << 62
+        coarse = sample_noise(self.coarse_variance / h, self.length, big, g)
+        fine = sample_noise(self.fine_variance / h, self.length, big, g)
+        z = coarse.astype(object) * (1 << self.scale_bits) + fine.astype(object)
+        return np.clip(z, -self.bound, self.bound - 1).astype(np.int64)
 
     @property
     def bound(self) -> int:
@@ -192,15 +235,31 @@ def plan_noise(dp: DP, statistic: Any, n: int, t: int) -> NoisePlan:
         raise ConfigError(f"a noise plan needs 0 ≤ t < n ≤ {MAX_DEALERS}, got n={n}, t={t}")
     sens = statistic.sensitivity()
     l2, l1, unit = float(sens["l2"]), float(sens["l1"]), str(sens["unit"])
-    sigma = calibrate(DP(dp.epsilon, dp.delta * (1 - TAIL_SHARE)), l2, l1)
+    target = DP(dp.epsilon, dp.delta * (1 - TAIL_SHARE))
+    sigma = calibrate(target, l2, l1)
     length = int(statistic.output_len)
     F = statistic.field
-    var_i = sigma**2 / (n - t)
+    h = n - t
     budget = dp.delta * TAIL_SHARE
-    bits = 1
-    while n * length * skellam_tail(var_i, 1 << (bits - 1)) > budget:
-        bits += 1
-    tail = min(1.0, n * length * skellam_tail(var_i, 1 << (bits - 1)))
+    k, v1, v2 = 0, sigma**2, 0.0
+    if sigma**2 / h > MAX_DEALER_VARIANCE:
+        try:
+            k, v1, v2 = _two_scales(target, l2, l1, length, h, sigma)
+        except ConfigError as exc:
+            f = getattr(statistic, "frac_bits", None)
+            if isinstance(f, int):  # σ scales as 2^f: say how many bits to drop
+                drop = math.ceil(math.log2(sigma / 2e10))
+                raise ConfigError(f"{exc}: frac_bits ≤ {max(1, f - drop)}") from None
+            raise
+        sigma = math.sqrt(v1 * 4.0**k + v2)
+    if k == 0:
+        bits = _bound_bits(v1 / h, n * length, budget)
+        tail = min(1.0, n * length * skellam_tail(v1 / h, 1 << (bits - 1)))
+    else:  # |2^k·Z₁ + Z₂| < 2^k·B₁ + B₂ unless one part reaches its own bound
+        b1 = 1 << (_bound_bits(v1 / h, n * length, budget / 2) - 1)
+        b2 = 1 << (_bound_bits(v2 / h, n * length, budget / 2) - 1)
+        bits = ((b1 << k) + b2).bit_length() + 1
+        tail = min(1.0, n * length * (skellam_tail(v1 / h, b1) + skellam_tail(v2 / h, b2)))
     if bits >= F.MODULUS.bit_length() - 1 or (
         2 * n * (1 << (bits - 1)) + _max_total(statistic) >= F.MODULUS
     ):
@@ -208,7 +267,36 @@ def plan_noise(dp: DP, statistic: Any, n: int, t: int) -> NoisePlan:
             f"noise of σ = {sigma:.3g} (range ±2^{bits - 1} per aggregator) could wrap the "
             f"field of {statistic!r}: raise epsilon or lower max_measurements"
         )
-    return NoisePlan(dp, l2, l1, unit, n, t, length, F, sigma, bits, tail)
+    return NoisePlan(dp, l2, l1, unit, n, t, length, F, sigma, bits, tail, k, v1, v2)
+
+
+def _bound_bits(variance: float, draws: int, budget: float) -> int:
+    """Fewest bits with ``draws``·P(|Sk(variance)| ≥ 2^(bits − 1)) ≤ ``budget``."""
+    bits = 1
+    while draws * skellam_tail(variance, 1 << (bits - 1)) > budget:
+        bits += 1
+    return bits
+
+
+def _two_scales(
+    target: DP, l2: float, l1: float, length: int, honest: int, sigma: float
+) -> tuple[int, float, float]:
+    """(k, coarse, fine) variances for a σ beyond the sampler: the fine part as large as
+    the sampler takes (its privacy cost is then small), the least k whose coarse variance
+    per dealer fits too. ConfigError when no k does."""
+    fine = honest * MAX_DEALER_VARIANCE / 2
+    k = max(1, math.ceil(math.log(sigma**2 / (honest * MAX_DEALER_VARIANCE), 4)))
+    while k < 62:
+        coarse = calibrate_coarse(target, fine, k, l2, l1, length)
+        if coarse is None:
+            break  # a coarser scale only costs the fine part more
+        if coarse / honest <= MAX_DEALER_VARIANCE:
+            return k, coarse, fine
+        k += 1
+    raise ConfigError(
+        f"noise of σ = {sigma:.3g} integer units is beyond the noise sampler: the statistic's "
+        "fixed point is far finer than the noise — lower its frac_bits (or bits)"
+    )
 
 
 def _max_total(statistic: Any) -> int:
@@ -479,5 +567,5 @@ def deal_for(
             valid=False,
         )
     else:
-        noise = sample_noise(plan.dealer_variance, plan.length, plan.bound)
+        noise = plan.sample()
     return deal_noise(plan, job, dealer, identity, boxes, noise)

@@ -131,3 +131,19 @@ def test_bad_arguments_are_refused() -> None:
         calibrate(DP(1.0, 1e-6), 2.0, 1.0)  # L2 > L1
     with pytest.raises(ConfigError):
         epsilon_spent(1.0, 1.0, 1.0, 1e-6, rounds=0)
+
+
+def test_two_scale_accounting() -> None:
+    """k = 0 is the one-scale mechanism; at k > 0 the fine part's cost is counted (a fine
+    variance far too small makes any coarse one fail), and the calibrated coarse variance
+    meets the target at the least value (bisection)."""
+    from kaires_fl.privacy.accounting import calibrate_coarse, two_scale_epsilon, two_scale_rdp
+
+    a = two_scale_rdp(ORDERS, 50.0, 50.0, 0, 1.0, 2.0, 4)
+    assert np.allclose(a, skellam_rdp(ORDERS, 100.0, 1.0, 2.0))
+    dp = DP(1.0, 1e-6)
+    assert calibrate_coarse(dp, 1.0, 20, 1e9, 4e9, 15) is None
+    v = calibrate_coarse(dp, 1e12, 10, 1e9, 4e9, 15)
+    assert v is not None
+    assert two_scale_epsilon(v, 1e12, 10, 1e9, 4e9, 15, 1e-6) <= 1.0
+    assert two_scale_epsilon(v * (1 - 1e-4), 1e12, 10, 1e9, 4e9, 15, 1e-6) > 1.0

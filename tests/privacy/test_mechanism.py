@@ -110,8 +110,10 @@ def test_plan() -> None:
     assert rep["sigma"] == plan.sigma and rep["mechanism"] == "skellam"
     # a statistic whose noise cannot fit its field is refused before anything is run
     with pytest.raises(ConfigError, match="wrap"):
-        stat = CountStats("provider", max_rows=1 << 40, max_measurements=(1 << 23) - 10)
-        plan_noise(DP(0.01, 1e-12), stat, N, T)
+        full = CountStats("provider", max_rows=1 << 20).circuit.max_measurements()
+        stat = CountStats("provider", max_rows=1 << 20, max_measurements=full)
+        assert stat.field.__name__ == "Field64"  # sums of `full` counts just fit
+        plan_noise(DP(1.0, 1e-6), stat, N, T)
 
 
 def test_honest_deals_are_accepted_and_sum_exactly(committee) -> None:
@@ -269,3 +271,29 @@ def test_noise_messages_travel_the_wire(committee) -> None:
     signers = [i.public.hex() for i in ids]
     moved = msgspec.structs.replace(deals[0], dealer=1)
     assert check_deals(plan, JOB, [moved], signers) == []
+
+
+def test_two_scale_noise_for_a_fine_fixed_point() -> None:
+    """A σ beyond one Skellam draw (fixed point with 20 fractional bits): noise
+    2^k·Z₁ + Z₂ whose accounting meets the target, whose variance is the plan's (2 %) and
+    whose low bits are uniform (no lattice the statistic's low bits could leak through);
+    a fixed point far finer than the noise is refused with the frac_bits to use."""
+    stat = LinearRegressionStats(3, [0, 1], [0, 1], "provider", max_rows=100, frac_bits=20)
+    plan = plan_noise(DP(1.0, 1e-6), stat, N, T)
+    assert plan.scale_bits > 0
+    assert plan.epsilon(0.9e-6) <= 1.0
+    assert plan.sigma**2 == pytest.approx(
+        plan.coarse_variance * 4.0**plan.scale_bits + plan.fine_variance
+    )
+    assert plan.coarse_variance / (N - T) <= 1e12 and plan.fine_variance / (N - T) <= 1e12
+    z = np.stack([plan.sample(np.random.default_rng(s)) for s in range(3000)]).astype(float)
+    assert z.var() == pytest.approx(plan.dealer_variance, rel=0.02)
+    assert abs(((z % 2) == 0).mean() - 0.5) < 0.01
+    assert np.abs(z).max() < plan.bound
+    with pytest.raises(ConfigError, match=r"frac_bits ≤ \d+"):
+        plan_noise(
+            DP(1.0, 1e-6),
+            LinearRegressionStats(3, [0, 1], [0, 1], "provider", max_rows=100, frac_bits=40),
+            N,
+            T,
+        )
