@@ -239,6 +239,8 @@ def complete_sharing(
     map from ``t`` free coefficients to ``t`` points other than 0 is a bijection).
     """
     _check_params(n, t)
+    if n >= F.MODULUS:
+        raise ConfigError(f"n = {n} points do not fit in a field of size {F.MODULUS}")
     if len(known) != t or any(not 0 <= int(j) < n for j in known):
         raise ConfigError(
             f"a degree-{t} sharing is completed from exactly t = {t} parties' shares in "

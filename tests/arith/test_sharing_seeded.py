@@ -148,6 +148,8 @@ def test_seeded_sharing_refuses_wrong_inputs() -> None:
         sharing.complete_sharing(F, s, {4: s}, 4, 1)  # party out of range
     with pytest.raises(EncodingError):
         sharing.complete_sharing(F, s, {0: F.elements([1])}, 4, 1)  # shape
+    with pytest.raises(ConfigError):
+        sharing.complete_sharing(Field7, Field7.elements([1]), {0: Field7.elements([2])}, 7, 1)
     with pytest.raises(EncodingError):
         sharing.seeded_share(F, b"short", (2,))
     # different contexts and different parties give independent streams
