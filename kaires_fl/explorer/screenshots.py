@@ -118,34 +118,38 @@ def running_explorer(db_dir: str | os.PathLike[str], timeout: float = 90.0) -> I
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "kaires_fl.cli", "explorer", "--db", str(db_dir)]
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"kaires explorer exited with {proc.returncode}: {err}")
-            try:
-                with urllib.request.urlopen(url + "/", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"kaires explorer did not answer on {url} in {timeout} s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
+    # its output goes to a file, not a pipe: a chatty server never blocks on it
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=log, stderr=log)
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
+            _wait_answers(proc, url, log, timeout)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_answers(proc: subprocess.Popen[bytes], url: str, log: Any, timeout: float) -> None:
+    """Poll ``url`` until it answers 200 (RuntimeError if the process exits or time runs out)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            log.seek(0)
+            err = log.read().decode(errors="replace")[-4000:]
+            raise RuntimeError(f"kaires explorer exited with {proc.returncode}: {err}")
+        try:
+            with urllib.request.urlopen(url + "/", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"kaires explorer did not answer on {url} in {timeout} s")
+        time.sleep(0.1)
 
 
 def chromium_missing() -> str | None:

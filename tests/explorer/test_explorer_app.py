@@ -17,7 +17,7 @@ from kaires_fl.errors import AuditError, ConfigError, EncodingError
 from kaires_fl.explorer import plot
 from kaires_fl.explorer.app import create_app
 from kaires_fl.explorer.chain import verify_records
-from kaires_fl.explorer.screenshots import MARKUP_ID, DemoLedger, tamper_block
+from kaires_fl.explorer.screenshots import MARKUP_ID, DemoLedger, running_explorer, tamper_block
 from kaires_fl.explorer.sources import DbSource
 from kaires_fl.ledger.audit import StateProof
 from kaires_fl.ledger.block import Genesis
@@ -261,3 +261,11 @@ def test_allow_list_summary(web: TestClient) -> None:
     allow = re.search(r'<p id="allow-list">(.*?)</p>', page, re.S)
     assert allow is not None
     assert text(allow.group(1)).startswith("registration required: no (4 governors, quorum 3)")
+
+
+def test_explorer_process_that_cannot_start_says_why(tmp_path: Path) -> None:
+    with (
+        pytest.raises(RuntimeError, match=r"exited with 2: (?s:.*)no ledger database"),
+        running_explorer(tmp_path, timeout=60),
+    ):
+        pass
