@@ -418,7 +418,10 @@ class WeightedL2BoundPine(pine.PineNormCircuit):
         a = np.round(m[..., :L] * scale).astype(np.int64)
         if np.any(np.abs(a) > self.max_weight):
             raise EncodingError("an entry exceeds the weight; scale the vector down first")
-        sq = np.sum(a.astype(object) ** 2, axis=-1)
+        if L * 4**f < 2**62:  # Σ a² < L·4^f fits int64: no object arithmetic
+            sq = np.sum(a * a, axis=-1).astype(object)
+        else:
+            sq = np.sum(a.astype(object) ** 2, axis=-1)
         w2 = omega.astype(object) ** 2
         if np.any(sq > w2):
             raise EncodingError(
