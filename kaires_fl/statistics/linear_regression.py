@@ -314,6 +314,8 @@ class LinearRegressionStats(Statistic):
             M[1 : d + 1, d + 1] = out["xty"]
             M[d + 1, 1 : d + 1] = out["xty"]
             M[d + 1, d + 1] = out["sum_yy"]
+            if noisy_decoding():  # the record count is public (the receipt's): exact
+                M[0, 0] = num_measurements
             scale, center = self._delta, self._bounds[:, 0]
             n, mean, C = moments_to_stats(M, 1, center, scale)
             tol = 0.0
