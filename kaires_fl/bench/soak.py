@@ -25,12 +25,15 @@ Metrics:
   block hashes (blocks compared, not certificates: nodes may certify a block with
   different quorums), else 0.
 * ``soak_rss_growth_mb``: the larger of ``soak_node_rss_growth_mb`` — the largest growth
-  of resident memory, in MB, of a node process over its lifetime (from its first sample
-  at least ``kill_every / 4`` seconds after it started, to its last) — and
-  ``soak_client_rss_growth_mb`` (the client process, from its 5th job to the end; its
-  ledger replica is a file, so the chain's growth is not counted as memory);
-  ``soak_node_rss_mb``: the largest node RSS seen. ``soak_kills``: nodes SIGKILLed and
-  restarted.
+  of resident memory, in MB, of a node process over one lifetime — and
+  ``soak_client_rss_growth_mb`` (the client process). Every process is sampled every
+  ``SAMPLE_EVERY`` seconds; a lifetime's growth is its last sample minus its sample at
+  the end of its warm-up, the first ``WARMUP`` (20 %) of its samples (JIT compilation,
+  caches filling up to their bounds, a restarted node catching up); a lifetime of fewer
+  than ``MIN_SAMPLES`` samples is left out. The nodes' and the client's ledgers are
+  SQLite files, so the chain's growth is not counted as memory.
+  ``soak_node_rss_mb``: the largest node RSS seen; ``soak_client_rss_mb``: the client's
+  last RSS. ``soak_kills``: nodes SIGKILLed and restarted.
 * ``soak_s``: the soak's duration; ``soak_job_p50_s``: the median job time.
 
 Parameters (environment, for short runs such as the test suite's):
@@ -56,6 +59,8 @@ import numpy as np
 
 #: Relative error above which a job's model counts as wrong.
 RTOL = 1e-6
+#: Seconds between two RSS samples of each process.
+SAMPLE_EVERY = 5.0
 
 
 def rss_mb(pid: int) -> float | None:
@@ -83,29 +88,40 @@ def reference_model(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.linalg.lstsq(A, y, rcond=None)[0]
 
 
+#: Share of a process's RSS samples taken as its warm-up (JIT compilation, caches filling,
+#: a restarted node catching up); growth is measured from the first sample after it.
+WARMUP = 0.2
+#: A lifetime with fewer samples says nothing about growth (it is left out).
+MIN_SAMPLES = 4
+
+
+def warm_growth(samples: list[float]) -> float | None:
+    """RSS growth (MB) of one process lifetime from the end of its warm-up to its last
+    sample: ``samples[-1] - samples[floor(WARMUP × len)]``; None if it has fewer than
+    ``MIN_SAMPLES`` samples."""
+    if len(samples) < MIN_SAMPLES:
+        return None
+    return samples[-1] - samples[int(WARMUP * len(samples))]
+
+
 @dataclass
 class _Lifetimes:
-    """RSS samples per process lifetime (pid), with the time each lifetime started."""
+    """RSS samples per process lifetime (pid)."""
 
-    warm: float
-    started: dict[int, float] = field(default_factory=dict)
-    first: dict[int, float] = field(default_factory=dict)
-    last: dict[int, float] = field(default_factory=dict)
+    samples: dict[int, list[float]] = field(default_factory=dict)
     peak: float = 0.0
 
-    def sample(self, pid: int, now: float, is_node: bool = True) -> None:
-        self.started.setdefault(pid, now)
+    def sample(self, pid: int) -> None:
         mb = rss_mb(pid)
         if mb is None:
             return
-        if is_node:
-            self.peak = max(self.peak, mb)
-        if now - self.started[pid] >= self.warm:
-            self.first.setdefault(pid, mb)
-            self.last[pid] = mb
+        self.peak = max(self.peak, mb)
+        self.samples.setdefault(pid, []).append(mb)
 
     def growth(self) -> float:
-        return max((self.last[p] - self.first[p] for p in self.first), default=0.0)
+        """The largest warm growth of a lifetime (:func:`warm_growth`), 0 if none counts."""
+        got = [g for g in map(warm_growth, self.samples.values()) if g is not None]
+        return max(got, default=0.0)
 
 
 class _Killer(threading.Thread):
@@ -210,8 +226,8 @@ def soak(
     out: dict[str, float] = {}
     counts = {"done": 0, "refused": 0, "wrong": 0, "unexplained": 0}
     times: list[float] = []
-    life = _Lifetimes(warm=kill_every / 4)
-    client_rss: list[float] = []
+    life = _Lifetimes()
+    client_life = _Lifetimes()
     with running_committee(n) as (root, _up):
         dirs = [root / f"node-{i}" for i in range(n)]
         sessions = 1
@@ -249,11 +265,9 @@ def soak(
                     for d in dirs:
                         pid = read_pid(d)
                         if pid is not None:
-                            life.sample(pid, now)
-                    mb = rss_mb(os.getpid())
-                    if mb is not None and i >= 5:
-                        client_rss.append(mb)
-                    next_sample = now + 5.0
+                            life.sample(pid)
+                    client_life.sample(os.getpid())
+                    next_sample = now + SAMPLE_EVERY
                 X, y = job_data(i)
                 t1 = time.perf_counter()
                 try:
@@ -303,9 +317,16 @@ def soak(
                 if p.poll() is None:
                     p.kill()
                     p.wait(timeout=10)
-    client_growth = client_rss[-1] - client_rss[0] if client_rss else 0.0
+    client_growth = client_life.growth()
     for msg in killer.errors:
         say(f"soak: {msg}")
+    for who, lives in (("node", life), ("client", client_life)):
+        for pid, mbs in lives.samples.items():
+            base = mbs[int(WARMUP * len(mbs))]
+            say(
+                f"soak: {who} pid {pid}: RSS {mbs[0]:.0f} MB first, {base:.0f} MB after warm-up, "
+                f"{mbs[-1]:.0f} MB last, {max(mbs):.0f} MB peak ({len(mbs)} samples)"
+            )
     out.update(
         {
             "soak_jobs": float(i),
@@ -320,6 +341,7 @@ def soak(
             "soak_node_rss_growth_mb": life.growth(),
             "soak_client_rss_growth_mb": client_growth,
             "soak_node_rss_mb": life.peak,
+            "soak_client_rss_mb": next(iter(client_life.samples.values()), [0.0])[-1],
             "soak_job_p50_s": statistics.median(times) if times else float("nan"),
         }
     )

@@ -275,6 +275,9 @@ _DECODED: OrderedDict[bytes, Block] = OrderedDict()
 #: Total record bytes the decoding memo may hold (blocks from a Byzantine leader can be
 #: large; the memo must not become a way to exhaust memory).
 _DECODED_MAX_BYTES = 64 * 2**20
+#: Most blocks it holds: only blocks in flight (proposals, view changes, sync answers) are
+#: decoded again; a full memo of a long chain's small blocks was resident memory.
+_DECODED_MAX_BLOCKS = 256
 _decoded_bytes = 0
 
 
@@ -301,7 +304,7 @@ def remember_block(block: Block) -> None:
         return
     _DECODED[data] = block
     _decoded_bytes += len(data)
-    while _decoded_bytes > _DECODED_MAX_BYTES:
+    while _decoded_bytes > _DECODED_MAX_BYTES or len(_DECODED) > _DECODED_MAX_BLOCKS:
         old, _ = _DECODED.popitem(last=False)
         _decoded_bytes -= len(old)
 

@@ -31,10 +31,10 @@ if TYPE_CHECKING:
 _MISSING = object()
 
 #: Most decoded values a :class:`State` keeps (least recently used ones are dropped).
-OBJ_CACHE_ENTRIES = 4096
+OBJ_CACHE_ENTRIES = 1024
 #: Most canonical bytes the decoded values a :class:`State` keeps may come from (a decoded
 #: JSON value takes several times its text's size).
-OBJ_CACHE_BYTES = 4 * 2**20
+OBJ_CACHE_BYTES = 2**20
 
 
 class ObjCache:

@@ -52,3 +52,18 @@ def test_reference_model_is_least_squares_with_intercept() -> None:
     wrong = ref.copy()
     wrong[0] *= 1 + 1e-4
     assert np.max(np.abs(wrong - ref)) / np.max(np.abs(ref)) > soak.RTOL
+
+
+def test_warm_growth_measures_from_the_end_of_the_warm_up() -> None:
+    """The memory figure leaves out a lifetime's warm-up (its first WARMUP of samples) and
+    lifetimes too short to say anything: a process that grows only while warming up is
+    flat; one that keeps growing is not."""
+    warm_then_flat = [100.0, 180.0, 200.0, 200.0, 200.0, 200.0, 200.0, 200.0, 200.0, 200.0]
+    assert soak.warm_growth(warm_then_flat) == 0.0  # baseline: sample 2 (20 % of 10)
+    assert soak.warm_growth([100.0, 180.0, 190.0] + [200.0] * 7) == 10.0
+    growing = [100.0 + 10 * k for k in range(10)]
+    assert soak.warm_growth(growing) == 70.0
+    assert soak.warm_growth([100.0, 500.0, 900.0]) is None  # fewer than MIN_SAMPLES
+    life = soak._Lifetimes(samples={1: growing, 2: warm_then_flat, 3: [1.0, 999.0]})
+    assert life.growth() == 70.0
+    assert soak._Lifetimes().growth() == 0.0
