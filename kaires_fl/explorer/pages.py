@@ -7,6 +7,7 @@ goes through :func:`_dict` / :func:`_list` and falls back to "absent".
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -56,9 +57,40 @@ def verdict(snap: Snapshot) -> dict[str, Any]:
 
 
 def _privacy(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The privacy fields of a ledger entry, each as text (ε/δ pairs spelled out)."""
     return {
-        k: v for k, v in entry.items() if any(w in k.lower() for w in PRIVACY_WORDS) and v != {}
+        k: describe_privacy(v)
+        for k, v in entry.items()
+        if any(w in k.lower() for w in PRIVACY_WORDS) and v not in ({}, None)
     }
+
+
+def _eps(x: Any) -> str | None:
+    """``{"epsilon": e, "delta": d}`` as "ε = e, δ = d" (None if not such a pair)."""
+    if isinstance(x, dict) and set(x) == {"epsilon", "delta"}:
+        return f"ε = {x['epsilon']}, δ = {x['delta']}"
+    return None
+
+
+def describe_privacy(x: Any) -> str:
+    """A privacy record as text: "ε = 1.0, δ = 1e-06", or for an access record "ε = 1.0,
+    δ = 1e-06 spent by this job; … spent in all; … remaining of …"; other shapes as JSON."""
+    pair = _eps(x)
+    if pair is not None:
+        return pair
+    if isinstance(x, dict):
+        parts = []
+        own = _eps({k: x[k] for k in ("epsilon", "delta") if k in x})
+        if own is not None:
+            parts.append(f"{own} by this job")
+        for word, label in (("spent", "spent in all"), ("remaining", "remaining")):
+            if _eps(x.get(word)) is not None:
+                parts.append(f"{_eps(x[word])} {label}")
+        if _eps(x.get("budget")) is not None:
+            parts.append(f"of a budget of {_eps(x['budget'])}")
+        if parts:
+            return "; ".join(parts)
+    return json.dumps(x, sort_keys=True, default=str)
 
 
 def chain_page(snap: Snapshot, page: int = 0) -> dict[str, Any]:
