@@ -679,11 +679,10 @@ class AggregatorService:
         deal = None
         if job.get("privacy") is not None:
             # Differential privacy: this aggregator's own noise, dealt like an input.
-            st.noise_plan = job_noise_plan(job, stat)
+            plan = st.noise_plan = job_noise_plan(job, stat)
+            assert plan is not None
             boxes = [bytes.fromhex(b) for b in job["params"]["aggregator_keys"]]
-            deal = deal_for(
-                st.noise_plan, msg.job, self.index, self.identity, boxes, self.behaviour
-            )
+            deal = deal_for(plan, msg.job, self.index, self.identity, boxes, self.behaviour)
         writes = [s.manifest.write for s in subs]
         if writes:
             payload = read_payload(
