@@ -402,8 +402,8 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
 
             raise ConfigError(f"dp must be a kaires_fl.DP(epsilon, delta) or None, got {dp!r}")
         self._init_kaires(committee, enrol_timeout, dp)
-        #: Per committed DP round: (σ, L2, L1, tail) of its noise plan (integer units).
-        self.dp_rounds: list[tuple[float, float, float, float]] = []
+        #: The noise plan of every committed DP round (kaires_fl.privacy.mechanism).
+        self.dp_rounds: list[Any] = []
         if not (clip_norm > 0 and math.isfinite(clip_norm)):
             from kaires_fl.errors import ConfigError
 
@@ -580,24 +580,23 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
 
         Each round's noise plan is calibrated at δ_c = (1 − TAIL_SHARE)·δ and loses its
         clipping tail on top (:func:`kaires_fl.privacy.mechanism.plan_noise`). The rounds
-        compose in Rényi DP (:func:`kaires_fl.privacy.accounting.epsilon_spent` at δ_c over
-        the rounds of one plan; plans that differ, e.g. a changed model size, add their ε);
-        δ is δ_c plus every round's tail. Post: after one round, (ε, δ) ≤ ``dp``.
+        of one plan compose in Rényi DP (``NoisePlan.epsilon(δ_c, rounds)``); plans that
+        differ (e.g. a changed model size) add their ε. δ is δ_c plus every round's tail.
+        Post: after one round, (ε, δ) ≤ ``dp``.
         """
         from kaires_fl.aggregation.job import job_noise_plan
-        from kaires_fl.privacy.accounting import epsilon_spent
         from kaires_fl.privacy.mechanism import TAIL_SHARE
 
         plan = job_noise_plan(job, statistic)
         if plan is None or self.dp is None:
             raise ValueError("account_round needs a job with differential privacy")
-        self.dp_rounds.append((plan.sigma, plan.l2, plan.l1, plan.tail))
+        self.dp_rounds.append(plan)
         delta_c = self.dp.delta * (1 - TAIL_SHARE)
-        plans: dict[tuple[float, float, float], int] = {}
-        for sigma, l2, l1, _ in self.dp_rounds:
-            plans[(sigma, l2, l1)] = plans.get((sigma, l2, l1), 0) + 1
-        eps = sum(epsilon_spent(s, l2, l1, delta_c, k) for (s, l2, l1), k in plans.items())
-        return float(eps), delta_c + sum(r[3] for r in self.dp_rounds)
+        plans: dict[tuple[Any, ...], list[Any]] = {}
+        for p in self.dp_rounds:
+            plans.setdefault((p.sigma, p.l2, p.l1, p.length, p.bits), []).append(p)
+        eps = sum(group[0].epsilon(delta_c, len(group)) for group in plans.values())
+        return float(eps), delta_c + sum(p.tail for p in self.dp_rounds)
 
     def warn_round(self, server_round: int, counts: Mapping[str, int]) -> None:
         """A :class:`~kaires_fl.errors.KairesWarning` per silent change of the result:

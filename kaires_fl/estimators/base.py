@@ -48,6 +48,11 @@ def noisy_psd(A: np.ndarray, sigma: float) -> np.ndarray:
     instead of being inverted through a noise-sized or negative eigenvalue.
     """
     S = (np.asarray(A, dtype=np.float64) + np.asarray(A, dtype=np.float64).T) / 2
+    if not np.all(np.isfinite(S)):
+        raise ProtocolError(
+            "the released statistics are not finite: the job's noise overflowed the "
+            "decoding; raise epsilon or tighten the declared bounds"
+        )
     lam, V = np.linalg.eigh(S)
     floor = NOISE_FLOOR * 2.0 * float(sigma) * np.sqrt(S.shape[0])
     return np.asarray((V * np.maximum(lam, floor)) @ V.T)

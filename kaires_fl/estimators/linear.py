@@ -148,6 +148,33 @@ def denoise_stats(
     return out
 
 
+def with_public_count(
+    stats: dict[str, Any], n: float, bounds: np.ndarray | None = None
+) -> dict[str, Any]:
+    """``stats`` recentred with the row count ``n`` known exactly (record granularity: the
+    number of accepted records is public in the receipt), from its raw sums Σx, Σy, XᵀX,
+    Xᵀy, yᵀy — a noisy count would otherwise distort every mean and the scatter.
+
+    ``bounds`` ((d + k, 2), the declared [lo, hi] of each feature then target): the means
+    are clamped into them (a mean outside the declared bounds is noise; post-processing).
+    """
+    out = dict(stats)
+    sx, sy = np.asarray(stats["sum_x"], float), np.asarray(stats["sum_y"], float)
+    xm, ym = sx / n, sy / n
+    if bounds is not None:
+        b = np.asarray(bounds, dtype=np.float64)
+        d = xm.shape[0]
+        xm = np.clip(xm, b[:d, 0], b[:d, 1])
+        ym = np.clip(ym, b[d:, 0], b[d:, 1]).reshape(np.shape(ym))
+    out["n"] = n
+    out["x_mean"], out["y_mean"] = xm, ym
+    out["sxx"] = np.asarray(stats["xtx"], float) - n * np.outer(xm, xm)
+    xy = np.asarray(stats["xty"], float)
+    out["sxy"] = xy - n * (np.outer(xm, ym) if xy.ndim == 2 else xm * float(ym))
+    out["syy"] = np.asarray(stats["yty"], float) - n * ym * ym
+    return out
+
+
 class _KairesLinearModel(KairesEstimatorMixin, RegressorMixin, BaseEstimator):
     """Shared fit/predict of the Kaires linear models (see the module docstring)."""
 
@@ -265,7 +292,11 @@ class _KairesLinearModel(KairesEstimatorMixin, RegressorMixin, BaseEstimator):
             for lab, r in zip(labels, rows, strict=True)
         }
         result = self._run_job(stat, labels, data, X.shape[0])
-        agg = denoise_stats(result.aggregate, privacy_sigma(result.report), self.fit_intercept)
+        agg = result.aggregate
+        sigma = privacy_sigma(result.report)
+        if sigma > 0 and stat.granularity == "record":
+            agg = with_public_count(agg, float(result.report["num_measurements"]), stat._bounds)
+        agg = denoise_stats(agg, sigma, self.fit_intercept)
         coef, intercept = solve_normal_equations(agg, self.fit_intercept, alpha)
         if y.ndim == 2 and np.ndim(coef) == 1:  # one target given as a column: (1, d), (1,)
             coef, intercept = coef[None, :], np.array([intercept])

@@ -13,7 +13,6 @@ from kaires_fl.strategies import KairesFedAvg
 from kaires_fl import DP
 from kaires_fl.errors import ConfigError
 from kaires_fl.ledger.budgets import privacy_key
-from kaires_fl.privacy.accounting import epsilon_spent
 from kaires_fl.privacy.mechanism import TAIL_SHARE
 from kaires_fl.simulation import LocalCommittee
 
@@ -59,11 +58,12 @@ def test_rounds_report_the_cumulative_epsilon(dp_run: dict) -> None:
     assert 0 < m1["kaires-epsilon"] <= 2.0 and m1["kaires-delta"] <= 1e-5
     # Rényi composition: two rounds cost more than one, less than twice the target
     assert m1["kaires-epsilon"] < m2["kaires-epsilon"] < 2 * 2.0
-    sigma, l2, l1, tail = s.dp_rounds[0]
-    assert s.dp_rounds[1] == s.dp_rounds[0]
+    plan = s.dp_rounds[0]
+    assert len(s.dp_rounds) == 2 and s.dp_rounds[1].sigma == plan.sigma
     delta_c = 1e-5 * (1 - TAIL_SHARE)
-    assert m2["kaires-epsilon"] == pytest.approx(epsilon_spent(sigma, l2, l1, delta_c, 2))
-    assert m2["kaires-delta"] == pytest.approx(delta_c + 2 * tail)
+    assert m2["kaires-epsilon"] == pytest.approx(plan.epsilon(delta_c, 2))
+    assert m1["kaires-epsilon"] == pytest.approx(plan.epsilon(delta_c, 1))
+    assert m2["kaires-delta"] == pytest.approx(delta_c + 2 * plan.tail)
     assert m1["kaires-accepted"] == N
 
 
