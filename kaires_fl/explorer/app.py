@@ -11,6 +11,7 @@ but GET (and HEAD) answers 405.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,6 +63,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["short"] = _short
+    env.filters["json"] = lambda v: v if isinstance(v, str) else json.dumps(v, default=str)
     env.filters["q"] = lambda s: quote(str(s), safe="")
     env.filters["qpath"] = lambda s: quote(str(s), safe="/")
     return env
