@@ -224,54 +224,74 @@ def prod_rows(a: np.ndarray, out: np.ndarray) -> None:
         out[r] = acc
 
 
-@njit(cache=True)
 def matmul3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out[s] = a[s] @ b[s] mod p for stacks a (S, M, K), b (S, K, N), out (S, M, N).
 
-    Each product is reduced to a canonical value and its 32-bit halves are accumulated
-    separately (exact for K < 2^32), reduced once per output entry.
+    Each shape takes its own kernel (compiled on first use only: a process that never
+    multiplies wide matrices never compiles the tiled one).
     """
+    n = b.shape[2]
+    k = a.shape[2]
+    if n <= 4:
+        matmul_dots(a, b, out)
+    elif 1 <= k <= MATMUL_SMALL_K:
+        matmul_few_terms(a, b, out)
+    else:
+        matmul_tiled(a, b, out)
+
+
+@njit(cache=True)
+def matmul_dots(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``matmul3`` for few columns (matrix-vector): one dot product per output entry; the
+    products' 32-bit halves are accumulated separately (exact for K < 2^32), reduced once."""
     s_, m, k = a.shape
     n = b.shape[2]
-    if n <= 4:
-        # Few columns (matrix-vector): one dot product per output entry.
-        for s in range(s_):
-            for i in range(m):
+    for s in range(s_):
+        for i in range(m):
+            for j in range(n):
+                sl = ZERO
+                sh = ZERO
+                for t in range(k):
+                    c = mulmod(a[s, i, t], b[s, t, j])
+                    sl += c & M32
+                    sh += c >> S32
+                out[s, i, j] = combine_split(sl, sh)
+
+
+@njit(cache=True)
+def matmul_few_terms(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``matmul3`` for few terms (Shamir sharing and reconstruction: K = t + 1): accumulate
+    with addmod straight into the output rows — vectorises, no split accumulators."""
+    s_, m, k = a.shape
+    n = b.shape[2]
+    for s in range(s_):
+        for i in range(m):
+            o = out[s, i]
+            x = a[s, i, 0]
+            b0 = b[s, 0]
+            if x == ONE:  # Vandermonde rows start with 1: a copy
+                for j in range(n):  # (a loop: o[:] = b0 would compile numba's
+                    o[j] = b0[j]  # shape-mismatch error formatting, ~1.4 s cold)
+            else:
                 for j in range(n):
-                    sl = ZERO
-                    sh = ZERO
-                    for t in range(k):
-                        c = mulmod(a[s, i, t], b[s, t, j])
-                        sl += c & M32
-                        sh += c >> S32
-                    out[s, i, j] = combine_split(sl, sh)
-        return
-    if 1 <= k <= MATMUL_SMALL_K:
-        # Few terms (Shamir sharing and reconstruction: k = t + 1): accumulate with addmod
-        # straight into the output rows — vectorises, no split accumulators to combine.
-        for s in range(s_):
-            for i in range(m):
-                o = out[s, i]
-                x = a[s, i, 0]
-                b0 = b[s, 0]
-                if x == ONE:  # Vandermonde rows start with 1: a copy
-                    for j in range(n):  # (a loop: o[:] = b0 would compile numba's
-                        o[j] = b0[j]  # shape-mismatch error formatting, ~1.4 s cold)
+                    o[j] = mulmod(x, b0[j])
+            for t in range(1, k):
+                x = a[s, i, t]
+                bt = b[s, t]
+                if x == ONE:
+                    for j in range(n):
+                        o[j] = addmod(o[j], bt[j])
                 else:
                     for j in range(n):
-                        o[j] = mulmod(x, b0[j])
-                for t in range(1, k):
-                    x = a[s, i, t]
-                    bt = b[s, t]
-                    if x == ONE:
-                        for j in range(n):
-                            o[j] = addmod(o[j], bt[j])
-                    else:
-                        for j in range(n):
-                            o[j] = addmod(o[j], mulmod(x, bt[j]))
-        return
-    # Column tiles: the accumulators and the tile of b stay in L1 even for very wide b
-    # (Shamir sharing multiplies a small Vandermonde matrix by ~10^6 columns).
+                        o[j] = addmod(o[j], mulmod(x, bt[j]))
+
+
+@njit(cache=True)
+def matmul_tiled(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``matmul3`` in column tiles: the accumulators and the tile of b stay in L1 even for
+    very wide b (Shamir sharing multiplies a small Vandermonde matrix by ~10^6 columns)."""
+    s_, m, k = a.shape
+    n = b.shape[2]
     tile = min(n, MATMUL_TILE)
     acc_l = np.empty(tile, dtype=np.uint64)
     acc_h = np.empty(tile, dtype=np.uint64)
