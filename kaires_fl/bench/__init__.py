@@ -111,6 +111,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "update_100k_client_s": ("s", "lower", "one client's encode + prove + seal (100k)"),
     "update_100k_committee_s": ("s", "lower", "the committee's share of the 100k round"),
     "update_1m_round_s": ("s", "≤ 10", "KairesFedAvg round, 10 clients × 1M parameters"),
+    "update_1m_round_cpu_s": ("s", "lower", "CPU time of that round (all parties in-process)"),
     "update_1m_peak_rss_mb": ("MB", "≤ 2000", "peak memory of the process running that round"),
     # net (committee of OS processes)
     "committee_up_s": ("s", "≤ 10", "committee init → 4 node processes ready"),

@@ -25,8 +25,9 @@ the cost of privacy, not of SGD), ``num-examples`` = W.
 - ``update_1m_round_s`` / ``update_1m_peak_rss_mb``: the same round at d = 1,000,000 (one
   round after a 1,000-parameter warm-up round), run in a child process whose peak resident
   memory is read with ``os.wait4`` (the child's own ``rusage``). The child's address space
-  is capped at :data:`CHILD_MEMORY_CAP_MB`: a round that needs more fails and both figures
-  are NaN (the reason is printed on stderr).
+  is capped at :data:`CHILD_MEMORY_CAP_MB`: a round that needs more fails and the figures
+  are NaN (the reason is printed on stderr). ``update_1m_round_cpu_s``: the child's CPU
+  time over that round.
 
 ``quick=True``: d = 10,000 instead of 100,000 for the elements, bytes and round figures,
 and d = 100,000 instead of 1,000,000 in the child process (same metric names).
@@ -281,22 +282,23 @@ def run_rounds(
 
 
 def child_round(length: int, clients: int = N_CLIENTS, warmup: int = 1_000) -> dict[str, float]:
-    """One ``length``-parameter round in a child process (module docstring): its wall time
-    and the child's peak RSS in MB (``os.wait4``), or NaN for both if the child failed."""
+    """One ``length``-parameter round in a child process (module docstring): its wall time,
+    its CPU time and the child's peak RSS in MB (``os.wait4``), or NaN for all three if the
+    child failed."""
     import tempfile
     import threading
 
     code = (
         "import json; from kaires_fl.bench.update import run_rounds; "
         f"r = run_rounds({int(length)}, {int(clients)}, 1, warmup={int(warmup)}); "
-        "print('RESULT ' + json.dumps(r['round_s']), flush=True)"
+        "print('RESULT ' + json.dumps([r['round_s'][0], r['round_cpu_s'][0]]), flush=True)"
     )
     cap = CHILD_MEMORY_CAP_MB * 2**20
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
-    failed = {"round_s": math.nan, "peak_rss_mb": math.nan}
+    failed = {"round_s": math.nan, "round_cpu_s": math.nan, "peak_rss_mb": math.nan}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(
             [sys.executable, "-c", code], stdout=out, stderr=err, preexec_fn=limit
@@ -319,8 +321,10 @@ def child_round(length: int, clients: int = N_CLIENTS, warmup: int = 1_000) -> d
             file=sys.stderr,
         )
         return failed
+    round_s, round_cpu_s = json.loads(line[len("RESULT ") :])
     return {
-        "round_s": float(json.loads(line[len("RESULT ") :])[0]),
+        "round_s": float(round_s),
+        "round_cpu_s": float(round_cpu_s),
         "peak_rss_mb": usage.ru_maxrss / 1024,  # Linux: KiB
     }
 
@@ -338,5 +342,6 @@ def run(quick: bool = False) -> dict[str, float]:
         "update_100k_client_s": r["client_s"][-1],
         "update_100k_committee_s": r["committee_s"][-1],
         "update_1m_round_s": big["round_s"],
+        "update_1m_round_cpu_s": big["round_cpu_s"],
         "update_1m_peak_rss_mb": big["peak_rss_mb"],
     }
