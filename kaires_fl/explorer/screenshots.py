@@ -52,6 +52,7 @@ class DemoLedger:
     faulty_reason: str
     provider: str  # policy id of an accepted provider
     markup_job: str  # a job that names MARKUP_ID (excluded, with the ledger's reason)
+    height: int  # the chain's height (10: the refused darc.create is the last block)
 
 
 def build_demo_ledger(db_dir: str | os.PathLike[str]) -> DemoLedger:
@@ -100,6 +101,7 @@ def build_demo_ledger(db_dir: str | os.PathLike[str]) -> DemoLedger:
             faulty_reason,
             ids["clinic-0"],
             tx.id,
+            committee.client.height,
         )
     finally:
         committee.close()

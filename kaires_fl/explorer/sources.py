@@ -2,8 +2,9 @@
 
 - :class:`DbSource` (``kaires explorer --db DIR``): the SQLite file of every ledger node in
   ``DIR`` (``ledger-<i>.sqlite``, as ``LocalCommittee(db_dir=DIR)`` writes them), opened
-  read-only. Each file's blocks are verified from the genesis recorded in the first file,
-  and each file's stored state is compared with the replay of its verified blocks.
+  read-only. Each file's blocks are verified from the genesis record most files hold (one
+  altered file cannot move the trust root), and each file's stored state is compared with
+  the replay of its verified blocks.
 - :class:`GroupSource` (``kaires explorer --group group.toml``): a keyless client of the
   group asks every ledger node for its status and downloads every reachable node's chain;
   each chain is verified from the genesis the group file fixes (as ``kaires audit`` does).
@@ -127,6 +128,15 @@ def _read_db(path: Path) -> tuple[bytes | None, list[bytes], dict[str, bytes]]:
         conn.close()
 
 
+def _read_genesis(path: Path) -> bytes | None:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
+        return None if row is None else bytes(row[0])
+    finally:
+        conn.close()
+
+
 class DbSource:
     """The ledger databases of a persisted LocalCommittee (see module docstring)."""
 
@@ -141,17 +151,23 @@ class DbSource:
         self.genesis = self._trusted_genesis()
 
     def _trusted_genesis(self) -> Genesis:
+        """The genesis record most files hold (ties: the earliest file's): one altered file
+        cannot move the trust root. Only the genesis meta row is read (cheap)."""
+        votes: dict[bytes, int] = {}
         for f in self.files:
             try:
-                raw, _, _ = _read_db(f)
+                raw = _read_genesis(f)
                 if raw is not None:
-                    return Genesis.decode(raw)
+                    Genesis.decode(raw)
+                    votes[raw] = votes.get(raw, 0) + 1
             except (sqlite3.Error, EncodingError):
                 continue
-        raise ConfigError(
-            f"no readable genesis record in {', '.join(str(f) for f in self.files)}: "
-            "is this a Kaires ledger database?"
-        )
+        if not votes:
+            raise ConfigError(
+                f"no readable genesis record in {', '.join(str(f) for f in self.files)}: "
+                "is this a Kaires ledger database?"
+            )
+        return Genesis.decode(max(votes, key=lambda raw: votes[raw]))  # first max wins ties
 
     def _files_stamp(self) -> tuple[Any, ...]:
         out: list[tuple[int, int] | None] = []
@@ -192,8 +208,8 @@ class DbSource:
                     _empty(
                         name,
                         self.genesis,
-                        f"its genesis record differs from {self.files[0].name}'s: another "
-                        "ledger, or an altered genesis",
+                        "its genesis record differs from the one the other databases hold "
+                        "(another ledger, or an altered genesis)",
                     )
                 )
             else:

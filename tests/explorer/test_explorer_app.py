@@ -44,17 +44,17 @@ def web(demo: DemoLedger) -> TestClient:
     return client(demo.db_dir)
 
 
-def test_chain_page_shows_blocks_verified_from_genesis(web: TestClient) -> None:
+def test_chain_page_shows_blocks_verified_from_genesis(web: TestClient, demo: DemoLedger) -> None:
     r = web.get("/")
     assert r.status_code == 200
     t = text(r.text)
     assert "verified from genesis: yes" in t
-    assert re.search(r"Height 10 ", t)
+    assert re.search(rf"Height {demo.height} ", t)
     for kind in ("calypso.lts", "committee.register", "darc.create ×4", "job.receipt"):
         assert kind in t
     # every block row: proposer and the roster indices of its 3 = 2f + 1 (or more) signers
     rows = re.findall(r'<tr><td><a href="/block/(\d+)">', r.text)
-    assert sorted(map(int, rows)) == list(range(1, 11))
+    assert sorted(map(int, rows)) == list(range(1, demo.height + 1))
     assert "ledger-3.sqlite" in t and t.count("verified from genesis") >= 5
     assert r.text.count("<svg") == 2  # jobs per day per provider, time between blocks
 
@@ -74,7 +74,7 @@ def test_job_page_shows_rejected_provider_and_faulty_aggregator(
     assert demo.faulty_reason in text(faulty.group(1))
     assert "Accepted (3)" in t and "Rejected (1)" in t and "Faulty aggregators (1)" in t
     assert "mean_variance" in t and "status done" in t
-    assert "proof verified (block 10)" in t
+    assert f"proof verified (block {demo.height})" in t
 
 
 def test_provider_page_lists_accesses_with_checked_proofs(
@@ -86,7 +86,7 @@ def test_provider_page_lists_accesses_with_checked_proofs(
     assert accesses is not None
     rows = accesses.group(1).count('<tr class="ok">')
     assert rows == 2  # the demo job and the markup job both used clinic-0's data
-    assert text(accesses.group(1)).count("proof verified (block 10)") == 2
+    assert text(accesses.group(1)).count(f"proof verified (block {demo.height})") == 2
     assert demo.job[:16] in accesses.group(1)
     versions = re.search(r'<table id="versions">(.*?)</table>', r.text, re.S)
     assert versions is not None and "darc.create" in versions.group(1)
@@ -118,7 +118,7 @@ def test_ledger_values_are_escaped(web: TestClient, demo: DemoLedger) -> None:
     pages = [
         web.get(f"/job/{demo.markup_job}"),
         web.get("/provider/" + quote(MARKUP_ID, safe="/")),
-        web.get("/block/10"),
+        web.get(f"/block/{demo.height}"),
     ]
     for r in pages:
         assert r.status_code == 200
@@ -152,7 +152,7 @@ def test_get_only_and_no_external_resources(web: TestClient, demo: DemoLedger) -
 
 def test_unknown_things_are_404(web: TestClient) -> None:
     assert web.get("/job/" + "00" * 32).status_code == 404
-    assert web.get("/block/11").status_code == 404
+    assert web.get("/block/1000").status_code == 404
     assert web.get("/provider/nobody").status_code == 404
     assert web.get("/proof", params={"key": "job/none"}).status_code == 404
 
@@ -164,7 +164,9 @@ def test_committees_page(web: TestClient) -> None:
     assert "threshold t = 1" in t  # the trustees' LTS
 
 
-def test_tampered_block_fails_verification_naming_node_and_block(demo_copy: Path) -> None:
+def test_tampered_block_fails_verification_naming_node_and_block(
+    demo_copy: Path, demo: DemoLedger
+) -> None:
     tamper_block(demo_copy / "ledger-1.sqlite", 3)
     r = client(demo_copy).get("/")
     t = text(r.text)
@@ -176,7 +178,7 @@ def test_tampered_block_fails_verification_naming_node_and_block(demo_copy: Path
         "ledger-1.sqlite : block 3: block transactions/results do not match the header's tx_root"
     ]
     # the pages still show the chain that verified (through another node)
-    assert re.search(r"Height 10 ", t)
+    assert re.search(rf"Height {demo.height} ", t)
 
 
 def test_tampered_state_row_fails_verification(demo_copy: Path, demo: DemoLedger) -> None:
@@ -211,14 +213,19 @@ def test_replay_failure_keeps_the_prefix_state(demo: DemoLedger) -> None:
         return {"receipt/x": 1}
 
     reg.register("job.receipt", lying_receipt, replace=True)
+    h = next(
+        i + 1
+        for i, r in enumerate(records)
+        if any(t["kind"] == "job.receipt" for t in decode_canonical(r)["block"]["txs"])
+    )
     view = verify_records("n", genesis, records, registry=reg)
-    assert view.height == 7 and view.offered == 10
-    assert view.failure is not None and view.failure.startswith("block 8: replay:")
+    assert view.height == h - 1 and view.offered == len(records)
+    assert view.failure is not None and view.failure.startswith(f"block {h}: replay:")
     assert view.get("receipt/x") is None and view.get(f"receipt/{demo.job}") is None
-    header7 = decode_canonical(records[6])["block"]["header"]
-    assert view.state.root.hex() == header7["state_root"]
+    before = decode_canonical(records[h - 2])["block"]["header"]
+    assert view.state.root.hex() == before["state_root"]
     honest = verify_records("n", genesis, records)
-    assert honest.ok and honest.height == 10
+    assert honest.ok and honest.height == len(records)
 
 
 def test_garbage_and_gaps_stop_the_chain(demo: DemoLedger) -> None:
@@ -301,3 +308,22 @@ def test_any_altered_byte_stops_the_chain_before_it(demo: DemoLedger, data: st.D
     if view.height:
         header = decode_canonical(records[view.height - 1])["block"]["header"]
         assert view.state.root.hex() == header["state_root"]
+
+
+def test_altered_genesis_in_one_file_does_not_move_the_trust_root(
+    demo_copy: Path, demo: DemoLedger
+) -> None:
+    conn = sqlite3.connect(demo_copy / "ledger-0.sqlite")
+    with conn:
+        (raw,) = conn.execute("SELECT value FROM meta WHERE key = 'genesis'").fetchone()
+        g = decode_canonical(bytes(raw))
+        g["f"] = 0  # a weaker roster quorum: 1 signature per block would do
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'genesis'", (canonical(g),))
+    conn.close()
+    source = DbSource(demo_copy)
+    assert source.genesis == DbSource(demo.db_dir).genesis
+    snap = source.snapshot()
+    assert [node for node, _ in snap.failures] == ["ledger-0.sqlite"]
+    assert "genesis record differs" in snap.failures[0][1]
+    others = [v for v in snap.views if v.source != "ledger-0.sqlite"]
+    assert snap.shown.ok and snap.shown.height == max(v.height for v in others) >= 9
