@@ -19,6 +19,8 @@ from kaires_fl.explorer.sources import Snapshot
 
 #: Blocks per page of the chain table.
 PAGE = 50
+#: Most jobs (newest first) and data policies the chain page lists.
+LIST = 200
 #: Field names that carry a privacy cost (differential privacy), shown where present.
 PRIVACY_WORDS = ("privacy", "epsilon", "delta", "budget", "dp")
 
@@ -131,12 +133,15 @@ def chain_page(snap: Snapshot, page: int = 0) -> dict[str, Any]:
         for x in snap.views
     ]
     recent = v.blocks[-200:]
+    providers = providers_list(v)
     return {
         "blocks": rows,
         "page": page,
         "pages": pages,
-        "jobs": jobs,
-        "providers": providers_list(v),
+        "jobs": jobs[:LIST],
+        "jobs_total": len(jobs),
+        "providers": providers[:LIST],
+        "providers_total": len(providers),
         "nodes": nodes,
         "genesis_time": when(v.genesis.time_ms),
         "roster": v.genesis.n,

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from kaires_fl.cli import main
 from kaires_fl.errors import AuditError, ConfigError, EncodingError
 from kaires_fl.explorer import plot
-from kaires_fl.explorer.app import create_app
+from kaires_fl.explorer.app import create_app, make_source
 from kaires_fl.explorer.chain import verify_records
 from kaires_fl.explorer.screenshots import MARKUP_ID, DemoLedger, running_explorer, tamper_block
 from kaires_fl.explorer.sources import DbSource
@@ -250,6 +250,8 @@ def test_cli_explorer_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert exc.value.code == 2
     with pytest.raises(ConfigError, match="no ledger database"):
         DbSource(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="exactly one of --group FILE and --db DIR"):
+        make_source(group="g.toml", db=str(tmp_path))
 
 
 def test_plots_escape_labels_and_scale() -> None:

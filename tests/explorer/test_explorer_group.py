@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from kaires_fl.demo import init_local_committee
-from kaires_fl.explorer.app import create_app
+from kaires_fl.explorer.app import create_app, make_source
 from kaires_fl.explorer.screenshots import tamper_block
 from kaires_fl.explorer.sources import GroupSource
 from kaires_fl.node.host import LEDGER_FILE
@@ -35,7 +35,8 @@ def group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_group_chain_verified_and_health_shown(group: Path) -> None:
-    source = GroupSource(group, refresh=0.0)
+    source = make_source(group=str(group))  # what `kaires explorer --group` serves
+    assert isinstance(source, GroupSource)
     snap = source.snapshot()
     assert snap.ok, snap.failures
     assert len(snap.views) == 4 and snap.shown.height >= 1
