@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -116,6 +117,9 @@ def _check_faults(
     return out
 
 
+_T = TypeVar("_T")
+
+
 class LocalCommittee:
     """In-process ledger, trustee and aggregator committees (see the module docstring).
 
@@ -137,6 +141,12 @@ class LocalCommittee:
         parties it creates); off by default in simulation.
     consumer_balance:
         Balance minted for the default consumer at genesis.
+    workers:
+        Threads on which the providers — each its own machine — encode and seal their
+        submissions side by side (default 1: one after the other). The field and proof
+        kernels release the GIL; results, rejections and errors are the same for any count.
+        Opt-in: code that patches a module global for one provider's submission (as fault
+        tests do) would reach the providers sealing beside it.
     db_dir:
         A directory where the ledger persists: one SQLite file per ledger node
         (``ledger-<i>.sqlite``, through ``LocalLedger(db_paths=...)``). A later committee with
@@ -168,7 +178,11 @@ class LocalCommittee:
         seed: int = 0,
         round_timeout: float = 2.0,
         db_dir: str | os.PathLike[str] | None = None,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ConfigError(f"workers = {workers}: give at least 1 thread")
+        self.workers = workers
         self._params: dict[str, Any] = {
             "n_ledger": n_ledger,
             "n_trustees": n_trustees,
@@ -408,6 +422,16 @@ class LocalCommittee:
             self.client.submit_many(txs)
             self.client.wait([t.id for t in txs], proof=False)
 
+    def _each(self, steps: Sequence[Callable[[], _T]]) -> list[_T]:
+        """Run independent parties' steps on ``self.workers`` threads; their results in
+        order. A step that raises: the first such step's exception (in order) is raised,
+        as sequentially (the others have run: their reserved ledger counters stay unused,
+        which the ledger allows)."""
+        if self.workers <= 1 or len(steps) <= 1:
+            return [step() for step in steps]
+        with ThreadPoolExecutor(min(self.workers, len(steps))) as pool:
+            return list(pool.map(lambda step: step(), steps))
+
     # -- one job ---------------------------------------------------------------------------
     def run_job(
         self,
@@ -466,7 +490,10 @@ class LocalCommittee:
             p.fault = self.faults["provider"].get(j)
         lap("providers")
         # Encoding first: data outside the declared bounds fail before anything is escrowed.
-        meas = {p.label: p.measure(statistic, *by_label[p.label]) for p in providers}
+        encoded = self._each(
+            [lambda p=p: p.measure(statistic, *by_label[p.label]) for p in providers]
+        )
+        meas = {p.label: m for p, m in zip(providers, encoded, strict=True)}
         lap("encode")
         # 1. job request
         payload = consumer.job_payload(
@@ -495,13 +522,16 @@ class LocalCommittee:
         label_of = {p.policy_id: p.label for p in providers}
         lap("job")
         # 2. sealed submissions (one block of writes)
-        subs, writes = [], []
-        for pid in job["providers"]:
-            wtx, sub = self.providers[label_of[pid]].submit(
-                self.client, job, statistic, meas[label_of[pid]], self.lts_id
-            )
-            writes.append(wtx)
-            subs.append(sub)
+        sealed = self._each(
+            [
+                lambda label=label_of[pid]: self.providers[label].submit(
+                    self.client, job, statistic, meas[label], self.lts_id
+                )
+                for pid in job["providers"]
+            ]
+        )
+        writes = [wtx for wtx, _ in sealed]
+        subs = [sub for _, sub in sealed]
         lap("seal")
         for wtx in writes:
             self.coordinator.note("relay-tx", wtx)

@@ -4,7 +4,8 @@ Every kernel works on canonical ``uint64`` values (in ``[0, p)``) held in flat, 
 arrays and writes canonical values. The 64×64→128-bit product is formed from 32-bit halves
 and reduced with 2^64 ≡ 2^32 − 1 and 2^96 ≡ −1 (mod p), so no floating point and no Python
 integers are involved. Kernels are compiled lazily on first call and cached on disk
-(``cache=True``), so importing this module does not compile anything.
+(``cache=True``), so importing this module does not compile anything. They release the GIL
+(``nogil=True``): parties simulated on threads of one process run them in parallel.
 
 All constants are ``np.uint64``: mixing ``uint64`` with a signed literal would make numba
 promote to ``float64`` and silently lose precision.
@@ -27,7 +28,7 @@ MATMUL_TILE = 1024
 MATMUL_SMALL_K = 8
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def reduce128(hi: np.uint64, lo: np.uint64) -> np.uint64:
     """Canonical residue of hi·2^64 + lo modulo p (any hi, lo < 2^64)."""
     hh = hi >> S32
@@ -44,7 +45,7 @@ def reduce128(hi: np.uint64, lo: np.uint64) -> np.uint64:
     return t2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def mulmod(a: np.uint64, b: np.uint64) -> np.uint64:
     """a·b mod p for any a, b < 2^64; the result is canonical."""
     a0 = a & M32
@@ -61,7 +62,7 @@ def mulmod(a: np.uint64, b: np.uint64) -> np.uint64:
     return reduce128(hi, lo)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def addmod(a: np.uint64, b: np.uint64) -> np.uint64:
     """a + b mod p for canonical a, b."""
     s = a + b
@@ -72,7 +73,7 @@ def addmod(a: np.uint64, b: np.uint64) -> np.uint64:
     return s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def submod(a: np.uint64, b: np.uint64) -> np.uint64:
     """a − b mod p for canonical a, b."""
     d = a - b
@@ -81,7 +82,7 @@ def submod(a: np.uint64, b: np.uint64) -> np.uint64:
     return d
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def powmod(x: np.uint64, e: np.uint64) -> np.uint64:
     """x^e mod p by square-and-multiply (0^0 = 1)."""
     r = ONE
@@ -93,7 +94,7 @@ def powmod(x: np.uint64, e: np.uint64) -> np.uint64:
     return r
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def combine_split(sl: np.uint64, sh: np.uint64) -> np.uint64:
     """(sh·2^32 + sl) mod p for split sums sl = Σ low halves, sh = Σ high halves.
 
@@ -111,66 +112,66 @@ def combine_split(sl: np.uint64, sh: np.uint64) -> np.uint64:
 # Scalars are passed as 1-element arrays: numba dispatches arrays faster than numpy scalars.
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def add_vv(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     for i in range(a.shape[0]):
         out[i] = addmod(a[i], b[i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def add_vs(a: np.ndarray, b1: np.ndarray, out: np.ndarray) -> None:
     b = b1[0]
     for i in range(a.shape[0]):
         out[i] = addmod(a[i], b)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sub_vv(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     for i in range(a.shape[0]):
         out[i] = submod(a[i], b[i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sub_vs(a: np.ndarray, b1: np.ndarray, out: np.ndarray) -> None:
     b = b1[0]
     for i in range(a.shape[0]):
         out[i] = submod(a[i], b)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sub_sv(a1: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     a = a1[0]
     for i in range(b.shape[0]):
         out[i] = submod(a, b[i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def neg_v(a: np.ndarray, out: np.ndarray) -> None:
     for i in range(a.shape[0]):
         out[i] = submod(ZERO, a[i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def mul_vv(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     for i in range(a.shape[0]):
         out[i] = mulmod(a[i], b[i])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def mul_vs(a: np.ndarray, b1: np.ndarray, out: np.ndarray) -> None:
     b = b1[0]
     for i in range(a.shape[0]):
         out[i] = mulmod(a[i], b)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pow_vs(a: np.ndarray, e1: np.ndarray, out: np.ndarray) -> None:
     e = e1[0]
     for i in range(a.shape[0]):
         out[i] = powmod(a[i], e)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def reduce_v(a: np.ndarray, out: np.ndarray) -> None:
     """Canonical residues of arbitrary uint64 values."""
     for i in range(a.shape[0]):
@@ -178,7 +179,7 @@ def reduce_v(a: np.ndarray, out: np.ndarray) -> None:
         out[i] = x - P if x >= P else x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def inv_batch(a: np.ndarray, out: np.ndarray) -> None:
     """Montgomery batch inversion: 3 multiplications per element and one exponentiation.
 
@@ -199,7 +200,7 @@ def inv_batch(a: np.ndarray, out: np.ndarray) -> None:
 # ---------------------------------------------------------------- reductions
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sum_rows(a: np.ndarray, out: np.ndarray) -> None:
     """out[r] = Σ_j a[r, j] mod p, exactly (split 32-bit half sums, one reduction)."""
     m, n = a.shape
@@ -213,7 +214,7 @@ def sum_rows(a: np.ndarray, out: np.ndarray) -> None:
         out[r] = combine_split(sl, sh)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def prod_rows(a: np.ndarray, out: np.ndarray) -> None:
     """out[r] = Π_j a[r, j] mod p."""
     m, n = a.shape
@@ -240,7 +241,7 @@ def matmul3(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         matmul_tiled(a, b, out)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def matmul_dots(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``matmul3`` for few columns (matrix-vector): one dot product per output entry; the
     products' 32-bit halves are accumulated separately (exact for K < 2^32), reduced once."""
@@ -258,7 +259,7 @@ def matmul_dots(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                 out[s, i, j] = combine_split(sl, sh)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def matmul_few_terms(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``matmul3`` for few terms (Shamir sharing and reconstruction: K = t + 1): accumulate
     with addmod straight into the output rows — vectorises, no split accumulators."""
@@ -286,7 +287,7 @@ def matmul_few_terms(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
                         o[j] = addmod(o[j], mulmod(x, bt[j]))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def matmul_tiled(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``matmul3`` in column tiles: the accumulators and the tile of b stay in L1 even for
     very wide b (Shamir sharing multiplies a small Vandermonde matrix by ~10^6 columns)."""
@@ -316,7 +317,7 @@ def matmul_tiled(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 # ---------------------------------------------------------------- polynomials
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def ntt_rows(a: np.ndarray, tw: np.ndarray, rev: np.ndarray) -> None:
     """In-place iterative radix-2 NTT of every row of ``a`` (m, n).
 
@@ -344,7 +345,7 @@ def ntt_rows(a: np.ndarray, tw: np.ndarray, rev: np.ndarray) -> None:
             h *= 2
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def horner_rows(c: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     """out[r] = Σ_i c[r, i]·x[r]^i (Horner) for c (m, d+1), x (m,)."""
     m, d1 = c.shape
@@ -356,7 +357,7 @@ def horner_rows(c: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
         out[r] = acc
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def horner_one(c: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
     """out[r] = Σ_i c[i]·x[r]^i for one polynomial c (d+1,) at many points x (m,)."""
     d1 = c.shape[0]

@@ -62,7 +62,7 @@ def next_power_of_2(n: int) -> int:
 # 128-bit accumulator and reduced once per output.
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _acc_reduce(hi32: np.uint64, lo32: np.uint64) -> np.uint64:
     """Σ c reduced mod p, from hi32 = Σ (c >> 32) and lo32 = Σ (c & (2^32 − 1)).
 
@@ -74,7 +74,7 @@ def _acc_reduce(hi32: np.uint64, lo32: np.uint64) -> np.uint64:
     return kern.reduce128((hi32 >> kern.S32) + carry, lo)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_dot_rows(
     a: np.ndarray, a0: int, w: np.ndarray, w0: int, K: int, group: int, out: np.ndarray
 ) -> None:
@@ -92,7 +92,7 @@ def _k_dot_rows(
         out[r] = _acc_reduce(hi, lo)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_mul_rows(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """out[r, k] = a[r, k]·w[r|0, k] (w one row shared by all, or one row per row of a)."""
     R, K = a.shape
@@ -103,7 +103,7 @@ def _k_mul_rows(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
             out[r, k] = kern.mulmod(a[r, k], w[wr, k])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_dot_groups(a: np.ndarray, a0: int, w: np.ndarray, out: np.ndarray) -> None:
     """out[r, g] = Σ_k a[r, a0 + g·K + k]·w[k] for w (K,), out (R, G)."""
     R, G = out.shape
@@ -124,7 +124,7 @@ def _k_dot_groups(a: np.ndarray, a0: int, w: np.ndarray, out: np.ndarray) -> Non
 FROM_BITS_SPLIT_MAX = 31
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_from_bits(a: np.ndarray, a0: int, K: int, out: np.ndarray) -> None:
     """out[r, g] = Σ_k a[r, a0 + g·K + k]·2^k, additions and shifts only.
 
@@ -153,7 +153,7 @@ def _k_from_bits(a: np.ndarray, a0: int, K: int, out: np.ndarray) -> None:
                 out[r, g] = acc
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_fill_pairs(
     out: np.ndarray,
     off: int,
@@ -198,7 +198,7 @@ def _k_fill_pairs(
             k += run
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_fill_pairs_run(
     out: np.ndarray,
     off: int,
@@ -244,7 +244,7 @@ def _k_fill_pairs_run(
             k += run
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _acc_run(lo: np.ndarray, hi: np.ndarray, t: np.ndarray, off: int, chunk: int) -> None:
     """lo/hi[j] += 32-bit halves of Σ t[k] over the k with (off + k) % chunk = j."""
     n = t.shape[0]
@@ -261,7 +261,7 @@ def _acc_run(lo: np.ndarray, hi: np.ndarray, t: np.ndarray, off: int, chunk: int
         k += run
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_pairs_at(
     acc: np.ndarray,
     off: int,
@@ -333,7 +333,7 @@ def _k_pairs_at(
                 hib[j] = kern.ZERO
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_wire_eval(inp: np.ndarray, seeds: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """Wire polynomials at t from their values: out[b, l] = seeds[b, l]·w[0] + Σ_k
     inp[b, k, l]·w[k+1], with w[b'] the Lagrange weights at t (one row, or one per record)."""
@@ -358,7 +358,7 @@ def _k_wire_eval(inp: np.ndarray, seeds: np.ndarray, w: np.ndarray, out: np.ndar
             out[b, l] = _acc_reduce(hi[l], lo[l])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_powers(x: np.ndarray, out: np.ndarray) -> None:
     """out[r, k] = x[r]^k.
 
@@ -381,7 +381,7 @@ def _k_powers(x: np.ndarray, out: np.ndarray) -> None:
             out[r, k] = kern.mulmod(out[r, k - W], step)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_psmul_eval(inp: np.ndarray, out: np.ndarray) -> None:
     """ParallelSum(Mul, c): out[r] = Σ_j inp[r, j]·inp[r, c + j] for inp (R, 2c)."""
     R, A = inp.shape
@@ -396,7 +396,7 @@ def _k_psmul_eval(inp: np.ndarray, out: np.ndarray) -> None:
         out[r] = _acc_reduce(hi, lo)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _butterflies_rows(W: np.ndarray, tw: np.ndarray) -> None:
     """Radix-2 NTT along axis 0 of W (n, A) whose rows are in bit-reversed order; every
     butterfly runs over whole rows, so the inner loops vectorise. (A call, not inlined: the
@@ -418,7 +418,7 @@ def _butterflies_rows(W: np.ndarray, tw: np.ndarray) -> None:
         h *= 2
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _pair_dot(row: np.ndarray, c: int) -> np.uint64:
     """Σ_j row[j]·row[c + j] (reduced)."""
     lo = kern.ZERO
@@ -434,7 +434,7 @@ def _pair_dot(row: np.ndarray, c: int) -> np.uint64:
 _PROVE_GROUP = 8
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_prove_psmul(
     inp: np.ndarray,
     seeds: np.ndarray,
@@ -1582,7 +1582,7 @@ def _coset_matrix(P: int) -> np.ndarray:
     return np.ascontiguousarray(poly.ntt(F, F.mul(coeffs, shift[None, :])))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _k_matmul_shared(a: np.ndarray, m: np.ndarray, out: np.ndarray) -> None:
     """out = a @ m mod p for a (R, K), m (K, N): rows share the matrix."""
     R, K = a.shape
