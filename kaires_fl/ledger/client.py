@@ -62,7 +62,7 @@ def make_genesis(
 
 
 #: Transactions a :class:`CommittedIndex` keeps in memory (the most recently committed).
-RECENT_TXS = 1 << 14
+RECENT_TXS = 1 << 12
 
 
 class CommittedIndex:

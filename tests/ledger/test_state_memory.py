@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from ledger_world import assert_agreement, ident, make_ledger, rule
 
 from kaires_fl.ledger import LocalLedger, Tx
+from kaires_fl.ledger import block as ledger_block
 from kaires_fl.ledger import client as ledger_client
 from kaires_fl.ledger import state as ledger_state
 from kaires_fl.ledger.contracts import DEFAULT_REGISTRY, check_counter, execute_tx
@@ -54,11 +55,13 @@ def replayed_state(L: LocalLedger) -> State:
 
 
 def test_decoded_values_and_tx_index_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After many more entries and transactions than the bounds, every node holds at most
-    OBJ_CACHE_ENTRIES decoded values and the tx index RECENT_TXS ids in memory (before:
-    every value ever read and every tx id stayed), and reads still see every entry."""
+    """After many more entries, transactions and blocks than the bounds, every node holds
+    at most OBJ_CACHE_ENTRIES decoded values, the tx index RECENT_TXS ids and the block
+    memo _DECODED_MAX_BLOCKS blocks in memory (before: every value ever read, every tx id
+    and 64 MiB of blocks stayed), and reads still see every entry."""
     monkeypatch.setattr(ledger_state, "OBJ_CACHE_ENTRIES", 8)
     monkeypatch.setattr(ledger_client, "RECENT_TXS", 16)
+    monkeypatch.setattr(ledger_block, "_DECODED_MAX_BLOCKS", 3)
     L = make_ledger(4)
     try:
         first = commit_policies(L, 5)
@@ -73,6 +76,7 @@ def test_decoded_values_and_tx_index_stay_bounded(monkeypatch: pytest.MonkeyPatc
             assert all(nd.state.get(k) is not None for k in nd.state.keys("darc/"))
             assert len(nd.state._objs) <= 8
         assert len(L.committed.recent) <= 16
+        assert 1 <= len(ledger_block._DECODED) <= 3 and L.best_node().height > 3
         # an id evicted from memory is still found (the node's SQLite tx index) and waited for
         assert first[0] not in L.committed.recent
         assert first[0] in L.committed
