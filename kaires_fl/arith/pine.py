@@ -7,8 +7,8 @@ weight, flags, metrics). The circuit proves
 
 * Σ a_i² + s = N in the field (``N`` the squared bound; one ParallelSum(Mul) gadget), and
 * r *wraparound checks*: for r vectors z_k ∈ {−1, 0, 1}^d (each entry −1, 0, 1 with
-  probability 1/4, 1/2, 1/4) expanded from the shared joint randomness — a Fiat–Shamir hash
-  of the provider's sealed measurement shares — the value y_k = ⟨z_k, a⟩ lies in
+  probability 1/4, 1/2, 1/4) expanded (ChaCha20) from the shared joint randomness — a
+  Fiat–Shamir hash of the provider's sealed measurement shares — the value y_k = ⟨z_k, a⟩ lies in
   [−β, W − 1 − β] (W = 2^``wr_bits``): the provider sends the bits of y_k + β as the FLP
   *witness* (:attr:`~kaires_fl.arith.flp.Valid.WITNESS_LEN`, computed after the joint
   randomness, at the head of the proof), and the circuit checks Σ_j 2^j·b_{k,j} − β = y_k,
@@ -39,6 +39,7 @@ from fractions import Fraction
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from numba import njit
 
 from kaires_fl.arith import _kernels as kern
@@ -120,12 +121,16 @@ def _k_wraparound_dots(a: np.ndarray, zb: np.ndarray, out: np.ndarray) -> None:
 
 
 def wraparound_codes(seed: np.ndarray, checks: int, length: int) -> np.ndarray:
-    """The 2-bit codes of the r wraparound vectors ``(checks, ⌈length/4⌉)`` uint8, expanded
-    by SHAKE-128 from the shared joint randomness ``seed`` (WR_SEED_LEN Field64 elements)."""
+    """The 2-bit codes of the r wraparound vectors ``(checks, ⌈length/4⌉)`` uint8: the
+    ChaCha20 keystream (zero nonce) under the key SHA-256(context ‖ ``seed`` ‖ length),
+    ``seed`` the shared joint randomness (WR_SEED_LEN Field64 elements). A PRF keyed by a
+    hash — an XOF, at 2.5× SHAKE-128's speed (r·d/4 bytes per record and aggregator)."""
     nbytes = -(-length // 4)
-    key = np.ascontiguousarray(np.asarray(seed, dtype="<u8")).tobytes()
-    xof = hashlib.shake_128(b"kaires/pine/wraparound" + key + length.to_bytes(8, "little"))
-    return np.frombuffer(xof.digest(checks * nbytes), dtype=np.uint8).reshape(checks, nbytes)
+    raw = np.ascontiguousarray(np.asarray(seed, dtype="<u8")).tobytes()
+    key = hashlib.sha256(b"kaires/pine/wraparound" + raw + length.to_bytes(8, "little"))
+    enc = Cipher(algorithms.ChaCha20(key.digest(), bytes(16)), mode=None).encryptor()
+    stream = enc.update(bytes(checks * nbytes))
+    return np.frombuffer(stream, dtype=np.uint8).reshape(checks, nbytes)
 
 
 def wraparound_vectors(seed: np.ndarray, checks: int, length: int) -> np.ndarray:
