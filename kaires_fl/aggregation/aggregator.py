@@ -69,7 +69,7 @@ from kaires_fl.errors import DecodingError, EncodingError, InvalidSubmission, Pr
 from kaires_fl.ledger.darc import policy_owner
 from kaires_fl.ledger.encoding import canonical
 from kaires_fl.ledger.jobs import distinct_owners
-from kaires_fl.privacy.mechanism import NoiseRound
+from kaires_fl.privacy.mechanism import Complaints, NoiseComplaint, NoiseRound
 from kaires_fl.schema import Blob, Bytes32, Count, Elements, Index, Signature
 
 PUBLISH_CONTEXT = b"kaires/aggregation/publish"
@@ -84,7 +84,7 @@ PER_SUBMISSION_QUERY = 64
 STREAM_ELEMENTS = 2**14
 
 #: Behaviours of a simulated faulty aggregator ("crash" is the network's business).
-AGGREGATOR_FAULTS = ("crash", "byzantine", "no_noise", "big_noise")
+AGGREGATOR_FAULTS = ("crash", "byzantine", "no_noise", "big_noise", "bad_noise_share")
 
 # Rejection reasons (stable codes; the receipt carries them).
 REASON_MISSING = "no_submission"
@@ -266,6 +266,8 @@ class Reveal(schema.Message, frozen=True, tag="AggregatorReveal"):
     job: JobId
     aggregator: Index
     keys: Disclosures = ()
+    #: Its proven part keys of the noise deals it is in question for (differential privacy).
+    noise: Complaints = ()
     signature: Signature = b""
 
 
@@ -1093,6 +1095,7 @@ class AggregatorJob:
         #: and this aggregator's share of the accepted noise, added to its aggregate share.
         self.noise_round: NoiseRound | None = None
         self.noise_share: np.ndarray | None = None
+        self.noise_complaints: tuple[NoiseComplaint, ...] = ()
 
     # -- step 4: open the parts with the released keys
     def open_parts(
@@ -1238,7 +1241,8 @@ class AggregatorJob:
             self._disclose(s, secrets.token_bytes(32) if self.byzantine else self.keys[s])
             for s in mine
         )
-        return sign_message(Reveal(self.ctx.job, self.index, keys), self.identity)
+        msg = Reveal(self.ctx.job, self.index, keys, self.noise_complaints)
+        return sign_message(msg, self.identity)
 
     def _disclose(self, s: int, key: bytes) -> Disclosure:
         sub = self.ctx.submissions[s]

@@ -80,8 +80,10 @@ from kaires_fl.privacy.mechanism import (
     NoiseDeal,
     NoisePlan,
     check_deals,
+    complain,
     deal_for,
     decide_noise,
+    noise_disputes,
     noise_round,
     noise_total,
     open_deal,
@@ -682,6 +684,7 @@ class AggregatorService:
             plan = st.noise_plan = job_noise_plan(job, stat)
             assert plan is not None
             boxes = [bytes.fromhex(b) for b in job["params"]["aggregator_keys"]]
+            st.noise_boxes = boxes
             deal = deal_for(plan, msg.job, self.index, self.identity, boxes, self.behaviour)
         writes = [s.manifest.write for s in subs]
         if writes:
@@ -944,7 +947,7 @@ class AggregatorService:
         assert plan is not None and st.coin is not None
         for d in st.deals:
             with contextlib.suppress(KairesError, ValueError):
-                st.noise_shares[d.dealer] = open_deal(plan, d, self.index, self.keypair)
+                st.noise_shares[d.dealer] = open_deal(plan, d, self.index, self.recipient)
         st.work.noise_round = noise_round(plan, st.coin.value, st.deals, st.noise_shares)
 
     # -- step 5.2: disputes
@@ -983,6 +986,16 @@ class AggregatorService:
         if analysis.disputes.undecided:
             raise undecided_error(ctx, analysis.disputes.undecided)
         st.round1 = r1
+        if st.noise_plan is not None:
+            # In question for a faulty dealer's deal: prove the key of this part.
+            disputes = noise_disputes(
+                st.noise_plan, st.deals, {i: p.noise for i, p in r1.messages.items()}
+            )
+            st.work.noise_complaints = tuple(
+                complain(st.noise_plan, d, self.index, self.recipient)
+                for d in st.deals
+                if self.index in disputes.get(d.dealer, set())
+            )
         st.sent_reveal = st.work.reveal(analysis.disputes.flagged)
         self._answer(st, msg, src, st.sent_reveal)
 
@@ -1007,7 +1020,10 @@ class AggregatorService:
         st.decision = decision
         if st.noise_plan is not None and st.round1 is not None:
             rounds = {i: p.noise for i, p in st.round1.messages.items()}
-            st.noise_accepted, _ = decide_noise(st.noise_plan, st.deals, rounds)
+            complaints = [c for r in msg.messages if isinstance(r, Reveal) for c in r.noise]
+            st.noise_accepted, _ = decide_noise(
+                st.noise_plan, st.deals, rounds, st.coin.value, complaints, st.noise_boxes
+            )
             st.work.noise_share = noise_total(st.noise_plan, st.noise_accepted, st.noise_shares)
         self._answer(st, msg, src, st.work.aggregate(decision))
 
@@ -1102,6 +1118,7 @@ class _JobState:
     #: Differential privacy: the job's noise plan, the checked deals (by dealer), this
     #: aggregator's opened shares of them and the dealers the decision accepted.
     noise_plan: NoisePlan | None = None
+    noise_boxes: list[bytes] = field(default_factory=list)
     deals: list[NoiseDeal] = field(default_factory=list)
     noise_shares: dict[int, Any] = field(default_factory=dict)
     noise_accepted: list[int] = field(default_factory=list)

@@ -47,8 +47,11 @@ from kaires_fl import schema
 from kaires_fl.arith import circuits, sharing
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto import envelope
+from kaires_fl.crypto.elgamal import RecipientKey, recipient_point_from_x25519
+from kaires_fl.crypto.group import Point, Scalar
+from kaires_fl.crypto.proofs import DLEQProof, dleq_prove, is_valid_dleq
 from kaires_fl.crypto.sign import H, Identity
-from kaires_fl.errors import ConfigError, DecodingError, EncodingError
+from kaires_fl.errors import ConfigError, DecodingError, EncodingError, KairesError
 from kaires_fl.privacy import DP
 from kaires_fl.privacy.accounting import (
     calibrate,
@@ -56,7 +59,7 @@ from kaires_fl.privacy.accounting import (
     epsilon_spent,
     two_scale_epsilon,
 )
-from kaires_fl.schema import Blob, Elements, Index, Signature
+from kaires_fl.schema import Blob, Bytes32, Elements, Index, Signature
 
 __all__ = [
     "MECHANISM",
@@ -317,14 +320,31 @@ Dealers = Annotated[tuple[Index, ...], msgspec.Meta(max_length=MAX_DEALERS)]
 
 
 class NoiseDeal(schema.Message, frozen=True):
-    """Aggregator ``dealer``'s noise deal: its measurement and proof shares, part j sealed
-    to aggregator j's X25519 key; signed by the dealer over every field."""
+    """Aggregator ``dealer``'s noise deal: its measurement and proof shares, part j
+    encrypted under the key H(job, dealer, j, e·Y_j) (``ephemeral`` = e·G, Y_j aggregator
+    j's recipient point): j derives it as y_j·E and can prove it (:class:`NoiseComplaint`);
+    signed by the dealer over every field."""
 
     job: JobId
     dealer: Index
+    ephemeral: Bytes32
     meas_parts: Parts
     proof_parts: Parts
     signature: Signature = b""
+
+
+class NoiseComplaint(schema.Message, frozen=True):
+    """Aggregator ``holder``'s proof of the key of its part of ``dealer``'s deal:
+    ``shared`` = y·E with a DLEQ proof that log_G Y = log_E shared. Anyone then opens the
+    part and checks what the holder published (:func:`decide_noise`)."""
+
+    dealer: Index
+    holder: Index
+    shared: Bytes32
+    proof: Annotated[bytes, msgspec.Meta(min_length=64, max_length=64)]
+
+
+Complaints = Annotated[tuple[NoiseComplaint, ...], msgspec.Meta(max_length=MAX_DEALERS)]
 
 
 class NoiseRound(schema.Message, frozen=True):
@@ -371,12 +391,16 @@ def deal_noise(
     noise: np.ndarray,
     *,
     valid: bool = True,
+    corrupt: int | None = None,
 ) -> NoiseDeal:
     """Deal ``noise`` (int vector in [−B, B − 1]) as aggregator ``dealer``: Shamir shares of
     its SumVec encoding and FLP proof, part j sealed to ``boxes[j]``, signed.
 
     ``valid=False`` (tests / fault injection only) encodes ``noise`` without the range
-    check, as a Byzantine dealer would: its proof then fails.
+    check, as a Byzantine dealer would: its proof then fails. ``corrupt=j`` (fault
+    injection only) gives aggregator j a measurement share off the sharing (the joint
+    randomness and proof then cover the parts as dealt, as a cheating dealer would make
+    them).
     """
     flp, F, n, t = plan.flp, plan.field, plan.n, plan.t
     if len(boxes) != n:
@@ -391,19 +415,55 @@ def deal_noise(
             for x in w
         ]
         meas = F.elements(np.asarray(bits, dtype=object).reshape(-1) % F.MODULUS)
+    e = Scalar.random_nonzero()
+    keys = [
+        _part_key(job, dealer, j, recipient_point_from_x25519(bytes(b)) * e)
+        for j, b in enumerate(boxes)
+    ]
     meas_sh = sharing.share(F, meas, n, t)
+    if corrupt is not None:  # its noise share is then wrong: its result share would be
+        meas_sh[corrupt] = F.add(meas_sh[corrupt], F.ones(meas_sh[corrupt].shape))
     meas_parts = tuple(
-        envelope.seal_to(boxes[j], F.encode(meas_sh[j]), _aad(job, dealer, j, b"meas"))
+        envelope.seal(keys[j], F.encode(meas_sh[j]), _aad(job, dealer, j, b"meas"))
         for j in range(n)
     )
     jr = _joint_rand(plan, job, dealer, meas_parts)
     proof = flp.prove(meas, flp.random_prove_rand(), jr if flp.JOINT_RAND_LEN else None)
     proof_sh = sharing.share(F, proof, n, t)
     proof_parts = tuple(
-        envelope.seal_to(boxes[j], F.encode(proof_sh[j]), _aad(job, dealer, j, b"proof"))
+        envelope.seal(keys[j], F.encode(proof_sh[j]), _aad(job, dealer, j, b"proof"))
         for j in range(n)
     )
-    return schema.sign(NoiseDeal(job, dealer, meas_parts, proof_parts), identity, DEAL_CONTEXT)
+    E = (Point.base() * e).to_bytes()
+    return schema.sign(NoiseDeal(job, dealer, E, meas_parts, proof_parts), identity, DEAL_CONTEXT)
+
+
+def _part_key(job: str, dealer: int, to: int, shared: Point) -> bytes:
+    return H(
+        b"kaires/privacy/noise-key",
+        job.encode(),
+        dealer.to_bytes(4, "little"),
+        to.to_bytes(4, "little"),
+        shared.to_bytes(),
+    )
+
+
+def _complaint_context(job: str, dealer: int, holder: int) -> bytes:
+    return H(
+        b"kaires/privacy/noise-complaint",
+        job.encode(),
+        dealer.to_bytes(4, "little"),
+        holder.to_bytes(4, "little"),
+    )
+
+
+def _open_with(
+    plan: NoisePlan, deal: NoiseDeal, me: int, key: bytes
+) -> tuple[np.ndarray, np.ndarray]:
+    F, flp = plan.field, plan.flp
+    m = envelope.open_(key, deal.meas_parts[me], _aad(deal.job, deal.dealer, me, b"meas"))
+    p = envelope.open_(key, deal.proof_parts[me], _aad(deal.job, deal.dealer, me, b"proof"))
+    return F.decode(m, (flp.MEAS_LEN,)), F.decode(p, (flp.PROOF_LEN,))
 
 
 def check_deals(
@@ -425,18 +485,46 @@ def check_deals(
 
 
 def open_deal(
-    plan: NoisePlan, deal: NoiseDeal, me: int, keypair: Any
+    plan: NoisePlan, deal: NoiseDeal, me: int, recipient: RecipientKey
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Aggregator ``me``'s (measurement, proof) shares of ``deal``.
+    """Aggregator ``me``'s (measurement, proof) shares of ``deal``, with its recipient key.
 
     Raises InvalidProof / EncodingError if its part does not open or has the wrong size.
     """
-    F, flp = plan.field, plan.flp
-    m = envelope.open_sealed(keypair, deal.meas_parts[me], _aad(deal.job, deal.dealer, me, b"meas"))
-    p = envelope.open_sealed(
-        keypair, deal.proof_parts[me], _aad(deal.job, deal.dealer, me, b"proof")
+    E = Point.from_bytes(bytes(deal.ephemeral))
+    return _open_with(plan, deal, me, _part_key(deal.job, deal.dealer, me, E * recipient.secret))
+
+
+def complain(plan: NoisePlan, deal: NoiseDeal, me: int, recipient: RecipientKey) -> NoiseComplaint:
+    """Aggregator ``me``'s proven part key of ``deal`` (its share of a faulty dealer's noise
+    only: an honest aggregator complains only about a dealer at fault, see
+    :func:`noise_disputes`)."""
+    E = Point.from_bytes(bytes(deal.ephemeral))
+    S = E * recipient.secret
+    proof = dleq_prove(
+        recipient.secret,
+        Point.base(),
+        E,
+        _complaint_context(deal.job, deal.dealer, me),
+        statement1=recipient.public,
+        statement2=S,
     )
-    return F.decode(m, (flp.MEAS_LEN,)), F.decode(p, (flp.PROOF_LEN,))
+    return NoiseComplaint(deal.dealer, me, S.to_bytes(), proof.to_bytes())
+
+
+def _complaint_key(deal: NoiseDeal, c: NoiseComplaint, box: bytes) -> bytes | None:
+    """The part key a complaint proves (None: it does not verify)."""
+    try:
+        E = Point.from_bytes(bytes(deal.ephemeral))
+        S = Point.from_bytes(bytes(c.shared))
+        Y = recipient_point_from_x25519(bytes(box))
+        proof = DLEQProof.from_bytes(bytes(c.proof))
+    except (KairesError, ValueError):
+        return None
+    ctx = _complaint_context(deal.job, deal.dealer, c.holder)
+    if not is_valid_dleq(proof, Point.base(), Y, E, S, ctx):
+        return None
+    return _part_key(deal.job, deal.dealer, c.holder, S)
 
 
 def _coeffs(plan: NoisePlan, coin: bytes, deal: NoiseDeal) -> tuple[Any, Any, bytes]:
@@ -479,16 +567,17 @@ def noise_round(
     )
 
 
-def decide_noise(
-    plan: NoisePlan, deals: Sequence[NoiseDeal], rounds: Mapping[int, Any]
-) -> tuple[list[int], dict[int, str]]:
-    """The accepted dealers and why the others were rejected (deterministic).
+@dataclass
+class _Opened:
+    """The public analysis of the round-1 noise values (same at every honest aggregator)."""
 
-    ``rounds``: aggregator → its :class:`NoiseRound` (from the round-1 messages every
-    honest aggregator checked; a missing or malformed one counts as missing). Dealer d is
-    accepted iff its (z, verifier) values of the aggregators that opened its part decode
-    robustly to one degree-t polynomial and the opened verifier passes the range proof.
-    """
+    z: dict[int, np.ndarray]  # holder → z per deal
+    unopened: dict[int, set[int]]  # holder → dealers it could not open
+    decoded: dict[int, tuple[np.ndarray, set[int]]]  # dealer → (opened values, wrong holders)
+    undecodable: set[int]
+
+
+def _analyse(plan: NoisePlan, deals: Sequence[NoiseDeal], rounds: Mapping[int, Any]) -> _Opened:
     F, flp, n, t = plan.field, plan.flp, plan.n, plan.t
     order = tuple(d.dealer for d in deals)
     rows: dict[int, np.ndarray] = {}
@@ -503,20 +592,120 @@ def decide_noise(
             continue
         rows[i] = np.concatenate([z[:, None], v], axis=1)
         unopened[i] = set(r.unopened)
-    accepted: list[int] = []
-    rejected: dict[int, str] = {}
+    decoded: dict[int, tuple[np.ndarray, set[int]]] = {}
+    undecodable: set[int] = set()
     for k, d in enumerate(order):
         shares = {i: rows[i][k] for i in rows if d not in unopened[i]}
         try:
-            opened, _bad = sharing.robust_reconstruct(F, shares, n, t)
+            opened, bad = sharing.robust_reconstruct(F, shares, n, t)
         except (DecodingError, ConfigError):
-            rejected[d] = "its noise shares do not decode to one degree-t sharing"
+            undecodable.add(d)
             continue
-        if bool(np.all(flp.decide(opened[None, 1:]))):
+        decoded[d] = (opened, set(bad))
+    return _Opened({i: r[:, 0] for i, r in rows.items()}, unopened, decoded, undecodable)
+
+
+def noise_disputes(
+    plan: NoisePlan, deals: Sequence[NoiseDeal], rounds: Mapping[int, Any]
+) -> dict[int, set[int]]:
+    """Dealer → the aggregators whose part of its (decodable) deal is in question: their
+    value is off the decoded sharing, or they could not open their part. With at most t
+    faulty aggregators an honest aggregator is in question only for a faulty dealer (an
+    honest dealer's sharing is consistent and decodes around the faulty values), so it
+    may then disclose its part key (:func:`complain`)."""
+    a = _analyse(plan, deals, rounds)
+    out: dict[int, set[int]] = {}
+    for d, (_, bad) in a.decoded.items():
+        holders = bad | {i for i, u in a.unopened.items() if d in u}
+        if holders:
+            out[d] = holders
+    return out
+
+
+def decide_noise(
+    plan: NoisePlan,
+    deals: Sequence[NoiseDeal],
+    rounds: Mapping[int, Any],
+    coin: bytes = b"",
+    complaints: Sequence[Any] = (),
+    boxes: Sequence[bytes] = (),
+) -> tuple[list[int], dict[int, str]]:
+    """The accepted dealers and why the others were rejected (deterministic).
+
+    ``rounds``: aggregator → its :class:`NoiseRound` (from the round-1 messages every
+    honest aggregator checked; a missing or malformed one counts as missing);
+    ``complaints``: the relayed :class:`NoiseComplaint` s (self-proving: a DLEQ proof under
+    the holder's recipient point from ``boxes``). Dealer d is accepted iff its (z,
+    verifier) values decode robustly to one degree-t sharing, no proven complaint shows
+    that a part it dealt does not open or holds a share off its sharing (the holder's
+    proven part gives the very z it published, off the decoded sharing), and the opened
+    verifier passes the range proof. A false complaint (the part opens and gives another
+    z) rejects nothing.
+    """
+    a = _analyse(plan, deals, rounds)
+    by_dealer = {d.dealer: d for d in deals}
+    order = [d.dealer for d in deals]
+    accepted: list[int] = []
+    rejected: dict[int, str] = {
+        d: "its noise shares do not decode to one degree-t sharing" for d in a.undecodable
+    }
+    proven = _proven_faults(plan, a, by_dealer, order, coin, complaints, boxes)
+    for d in order:
+        if d in rejected:
+            continue
+        if d in proven:
+            rejected[d] = proven[d]
+            continue
+        opened, _ = a.decoded[d]
+        if bool(np.all(plan.flp.decide(opened[None, 1:]))):
             accepted.append(d)
         else:
             rejected[d] = "its noise fails the range proof"
     return accepted, rejected
+
+
+def _proven_faults(
+    plan: NoisePlan,
+    a: _Opened,
+    deals: Mapping[int, NoiseDeal],
+    order: Sequence[int],
+    coin: bytes,
+    complaints: Sequence[Any],
+    boxes: Sequence[bytes],
+) -> dict[int, str]:
+    """Dealers a valid complaint proves at fault (see :func:`decide_noise`)."""
+    F = plan.field
+    out: dict[int, str] = {}
+    seen: set[tuple[int, int]] = set()
+    for c in complaints:
+        if not isinstance(c, NoiseComplaint) or c.dealer not in a.decoded or c.dealer in out:
+            continue
+        d, i = c.dealer, c.holder
+        if (d, i) in seen or not 0 <= i < len(boxes):
+            continue
+        _, bad = a.decoded[d]
+        in_question = i in bad or d in a.unopened.get(i, set())
+        if not in_question:
+            continue
+        deal = deals[d]
+        key = _complaint_key(deal, c, boxes[i])
+        if key is None:
+            continue  # not the holder's key: proves nothing
+        seen.add((d, i))
+        try:
+            meas, proof = _open_with(plan, deal, i, key)
+        except (KairesError, ValueError):
+            out[d] = f"the part it dealt to aggregator {i} does not open with its proven key"
+            continue
+        if i in bad and i in a.z:
+            c_m, c_p, _ = _coeffs(plan, coin, deal)
+            z = F.add(F.dot(meas, c_m), F.dot(proof, c_p))
+            if z == a.z[i][order.index(d)]:
+                out[d] = (
+                    f"the share it dealt to aggregator {i} is off its sharing (the proven "
+                    "part gives the value published)"
+                )
+    return out
 
 
 def _elements(e: Any, F: Any, shape: tuple[int, ...]) -> np.ndarray:
@@ -553,7 +742,8 @@ def deal_for(
 ) -> NoiseDeal:
     """Aggregator ``dealer``'s deal: fresh Skellam noise of the plan's dealer variance
     (``behaviour="no_noise"``: zeros — a Byzantine aggregator adding none, which its
-    proof cannot tell; ``"big_noise"``: far out of range, which its proof rejects)."""
+    proof cannot tell; ``"big_noise"``: far out of range, which its proof rejects;
+    ``"bad_noise_share"``: a share off its sharing to the next aggregator, who proves it)."""
     if behaviour == "no_noise":
         noise = np.zeros(plan.length, dtype=np.int64)
     elif behaviour == "big_noise":
@@ -566,6 +756,9 @@ def deal_for(
             np.full(plan.length, 4 * plan.bound, dtype=np.int64),
             valid=False,
         )
+    elif behaviour == "bad_noise_share":
+        noise = plan.sample()
+        return deal_noise(plan, job, dealer, identity, boxes, noise, corrupt=(dealer + 1) % plan.n)
     else:
         noise = plan.sample()
     return deal_noise(plan, job, dealer, identity, boxes, noise)

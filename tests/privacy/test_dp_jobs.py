@@ -104,3 +104,17 @@ def test_a_missing_deal_stops_the_job() -> None:
         assert c.run_job(CountStats(), DATA).report["status"] == "done"  # exact jobs run
     finally:
         c.close()
+
+
+def test_a_dealer_cheating_an_aggregator_changes_nothing() -> None:
+    """Aggregator 3 deals aggregator 0 a share off its sharing: aggregator 0 proves its part
+    key in round 2, every aggregator leaves dealer 3's noise out, and the result shares stay
+    consistent (no aggregator reported wrong); the noise is the 3 honest ones' (σ²)."""
+    c = LocalCommittee(faults={"aggregator": {3: "bad_noise_share"}})
+    try:
+        r = c.run_job(HistogramStats(EDGES), DATA, dp=DP(2.0, 1e-6))
+    finally:
+        c.close()
+    assert r.report["status"] == "done" and r.report["faulty_aggregators"] == {}
+    z = _noise(r)
+    assert z.var() == pytest.approx(r.report["privacy"]["sigma"] ** 2, rel=0.2)

@@ -3,6 +3,7 @@ verified on shares (honest, zero, out-of-range, tampered), the noise the consume
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import msgspec
@@ -11,6 +12,7 @@ import pytest
 from scipy.stats import skellam
 
 from kaires_fl.arith import sharing
+from kaires_fl.crypto.elgamal import RecipientKey
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
 from kaires_fl.crypto.sign import Identity
 from kaires_fl.errors import ConfigError, InvalidProof
@@ -62,9 +64,13 @@ def _run(
         else:
             deals.append(deal_for(plan, JOB, d, ids[d], boxes, (behaviours or {}).get(d)))
     deals = check_deals(plan, JOB, deals, [i.public.hex() for i in ids])
-    shares = {i: {d.dealer: open_deal(plan, d, i, kps[i]) for d in deals} for i in range(N)}
+    shares = {i: {d.dealer: open_deal(plan, d, i, _rk(kps[i])) for d in deals} for i in range(N)}
     rounds = {i: noise_round(plan, COIN, deals, shares[i]) for i in range(N)}
     return deals, shares, rounds
+
+
+def _rk(kp: EnvelopeKeyPair) -> RecipientKey:
+    return RecipientKey.from_x25519(kp)
 
 
 def _released(plan: NoisePlan, accepted: list[int], shares: dict) -> np.ndarray:
@@ -190,9 +196,9 @@ def test_tampered_or_forged_deals(committee) -> None:
     other_job = deal_for(plan, "cd" * 32, 2, ids[2], boxes)
     assert check_deals(plan, JOB, [tampered, forged, other_job, good, good], signers) == [good]
     with pytest.raises(InvalidProof):  # a part altered in transit does not open
-        open_deal(plan, msgspec.structs.replace(good, meas_parts=tuple(parts)), 1, kps[1])
+        open_deal(plan, msgspec.structs.replace(good, meas_parts=tuple(parts)), 1, _rk(kps[1]))
     with pytest.raises(InvalidProof):  # nor with another aggregator's key
-        open_deal(plan, good, 1, kps[2])
+        open_deal(plan, good, 1, _rk(kps[2]))
 
 
 def test_unopened_part_counts_as_missing(committee) -> None:
@@ -297,3 +303,95 @@ def test_two_scale_noise_for_a_fine_fixed_point() -> None:
             N,
             T,
         )
+
+
+def _bad_part(plan, committee, deal, to: int, garbage: bool = False):
+    """``deal`` with aggregator ``to``'s proof share changed (or its part made unopenable),
+    re-signed by its dealer: what a Byzantine dealer sends."""
+    from kaires_fl import schema
+    from kaires_fl.crypto import envelope
+    from kaires_fl.crypto.group import Point
+    from kaires_fl.privacy.mechanism import DEAL_CONTEXT, _aad, _part_key
+
+    ids, kps = committee
+    F = plan.field
+    # the proof share (the measurement parts fix the joint randomness the proof was made for)
+    if garbage:
+        blob = b"\x00" * len(deal.proof_parts[to])
+    else:
+        y = _rk(kps[to]).secret
+        key = _part_key(JOB, deal.dealer, to, Point.from_bytes(deal.ephemeral) * y)
+        _, proof = open_deal(plan, deal, to, _rk(kps[to]))
+        wrong = F.add(proof, F.ones(proof.shape))
+        blob = envelope.seal(key, F.encode(wrong), _aad(JOB, deal.dealer, to, b"proof"))
+    parts = list(deal.proof_parts)
+    parts[to] = blob
+    bad = msgspec.structs.replace(deal, proof_parts=tuple(parts), signature=b"")
+    return schema.sign(bad, ids[deal.dealer], DEAL_CONTEXT)
+
+
+def _round_trip(plan, committee, deals):
+    """Open, publish, and each aggregator in question complains: (shares, rounds, complaints)."""
+    from kaires_fl.privacy.mechanism import complain, noise_disputes
+
+    _, kps = committee
+    shares: dict = {i: {} for i in range(N)}
+    for i in range(N):
+        for d in deals:
+            with contextlib.suppress(InvalidProof):
+                shares[i][d.dealer] = open_deal(plan, d, i, _rk(kps[i]))
+    rounds = {i: noise_round(plan, COIN, deals, shares[i]) for i in range(N)}
+    disputes = noise_disputes(plan, deals, rounds)
+    complaints = [
+        complain(plan, d, i, _rk(kps[i]))
+        for i in range(N)
+        for d in deals
+        if i in disputes.get(d.dealer, set())
+    ]
+    return shares, rounds, complaints
+
+
+@pytest.mark.parametrize("garbage", [False, True])
+def test_a_dealer_cheating_one_aggregator_is_proven_at_fault(committee, garbage: bool) -> None:
+    """Dealer 3 gives aggregator 2 a share off its sharing (or a part that does not open):
+    the deal still decodes around it, aggregator 2 proves its part key, and every
+    aggregator rejects dealer 3 — so aggregator 2's result share stays consistent (without
+    the complaint dealer 3 would be accepted and aggregator 2's share wrong)."""
+    _, kps = committee
+    boxes = [k.public for k in kps]
+    plan = _plan()
+    deals, _, _ = _run(plan, committee)
+    deals[3] = _bad_part(plan, committee, deals[3], 2, garbage)
+    shares, rounds, complaints = _round_trip(plan, committee, deals)
+    assert [c.holder for c in complaints] == [2]
+    assert decide_noise(plan, deals, rounds)[0] == [0, 1, 2, 3]  # no complaint heard
+    accepted, rejected = decide_noise(plan, deals, rounds, COIN, complaints, boxes)
+    assert accepted == [0, 1, 2] and "aggregator 2" in rejected[3]
+    _released(plan, accepted, shares)  # every share consistent: reconstructs
+
+
+def test_false_or_forged_complaints_reject_no_honest_dealer(committee) -> None:
+    """One Byzantine aggregator (t = 1) publishes a wrong value for honest dealer 0 and proves
+    its (correct) part key, or claims it could not open its part; a complaint renamed to
+    another holder or with a bad proof proves nothing: dealer 0 stays accepted."""
+    from kaires_fl.privacy.mechanism import complain
+
+    _, kps = committee
+    boxes = [k.public for k in kps]
+    plan = _plan()
+    deals, _, rounds = _run(plan, committee)
+    F = plan.field
+    lying = dict(rounds)
+    z = rounds[1].z.array(F)
+    z[0] = F.add(z[0], F.ones(()))
+    lying[1] = msgspec.structs.replace(rounds[1], z=Elements.of(F, z))
+    lie = complain(plan, deals[0], 1, _rk(kps[1]))
+    renamed = msgspec.structs.replace(lie, holder=3)
+    forged = msgspec.structs.replace(lie, proof=bytes(64))
+    accepted, rejected = decide_noise(plan, deals, lying, COIN, [renamed, forged, lie], boxes)
+    assert accepted == list(range(N)) and rejected == {}
+    claiming = dict(rounds)
+    claiming[2] = msgspec.structs.replace(rounds[2], unopened=(0,))
+    lie2 = complain(plan, deals[0], 2, _rk(kps[2]))
+    accepted, rejected = decide_noise(plan, deals, claiming, COIN, [lie2], boxes)
+    assert accepted == list(range(N)) and rejected == {}
