@@ -271,6 +271,12 @@ def test_noise_messages_travel_the_wire(committee) -> None:
             ToCoordinator,
         ),
     ]
+    from kaires_fl.aggregation.aggregator import Reveal
+    from kaires_fl.privacy.mechanism import complain
+
+    _, kps = committee
+    c = complain(plan, deals[2], 1, _rk(kps[1]))
+    msgs.append((Reveal(JOB, 1, (), (c,)), ToCoordinator))
     for m, union in msgs:
         assert schema.decode(schema.encode(m), union) == m
     ids, _ = committee
