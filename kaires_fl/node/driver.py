@@ -90,6 +90,7 @@ class NetworkCommittee(LocalCommittee):
         self.n_aggregators, self.threshold = len(aggs), group.threshold
         self.price, self.min_providers, self.max_jobs = price, min_providers, max_jobs
         self.registration = False
+        self.workers = 1  # the providers' submissions are sealed on the caller's thread
         self.consumer = consumer
         self.coordinator_id = coordinator_id
         self.coin_address = prefix + "coordinator-coin"
