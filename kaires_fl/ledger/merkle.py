@@ -14,8 +14,9 @@ costs O(k · (BUCKET_BITS + bucket size)) hashes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
+from typing import Protocol
 
 from kaires_fl.crypto.sign import H
 from kaires_fl.errors import AuditError
@@ -130,49 +131,94 @@ class PreparedUpdate:
         self.levels = levels
 
 
-class StateTree:
-    """Bucketed Merkle tree over a key → value-hash map (see module docstring)."""
+class BucketSource(Protocol):
+    """Where a store-backed :class:`StateTree` reads its committed buckets (a
+    :class:`~kaires_fl.ledger.store.Store`)."""
 
-    def __init__(self) -> None:
-        self.buckets: list[dict[str, bytes]] = [{} for _ in range(N_BUCKETS)]
+    def bucket_pairs(self, bucket: int) -> dict[str, bytes]: ...
+
+    def bucket_rows(self) -> Iterator[tuple[int, str, bytes]]: ...
+
+
+class StateTree:
+    """Bucketed Merkle tree over a key → value-hash map (see module docstring).
+
+    In memory (``source`` None) it holds every bucket's pairs. With a ``source`` it holds
+    only the bucket hashes and the levels above them (``2 · N_BUCKETS`` hashes): a bucket's
+    pairs are read from ``source`` when a write or a proof needs them, and :meth:`apply`
+    takes the writes as already committed to ``source``.
+    """
+
+    def __init__(self, source: BucketSource | None = None) -> None:
+        self.source = source
+        self.buckets: list[dict[str, bytes]] = [
+            {} for _ in range(N_BUCKETS if source is None else 0)
+        ]
         self.levels: list[list[bytes]] = [[_EMPTY_BUCKET] * N_BUCKETS]
         while len(self.levels[-1]) > 1:
             lv = self.levels[-1]
             self.levels.append([node_hash(lv[i], lv[i + 1]) for i in range(0, len(lv), 2)])
+        if source is not None:
+            self._fill_from_source(source)
 
     @property
     def root(self) -> bytes:
         return self.levels[-1][0]
 
+    def pairs(self, bucket: int) -> dict[str, bytes]:
+        """The committed key → value-hash pairs of ``bucket`` (do not modify)."""
+        if self.source is not None:
+            return self.source.bucket_pairs(bucket)
+        return self.buckets[bucket]
+
     def fill(self, entries: Iterable[tuple[str, bytes]]) -> None:
-        """Add ``entries`` (key, value) pairs, streamed, to an empty tree (a node's start:
-        one pass over its stored state, never all values in memory at once)."""
+        """Add ``entries`` (key, value) pairs, streamed, to an empty in-memory tree."""
         buckets, sha, tag = self.buckets, _sha256, _VALUE
         for key, value in entries:
             buckets[bucket_of(key)][key] = sha(tag + value).digest()
         changed = {b: pairs for b, pairs in enumerate(buckets) if pairs}
         self.levels = self._levels_with(changed)
 
+    def _fill_from_source(self, source: BucketSource) -> None:
+        """The bucket hashes from the source's rows (sorted by bucket, then key)."""
+        bottom: dict[int, bytes] = {}
+        cur, h = -1, None
+        for b, key, vh in source.bucket_rows():
+            if b != cur:
+                if h is not None:
+                    bottom[cur] = h.digest()
+                cur, h = b, _sha256(_BUCKET)
+            assert h is not None
+            h.update(_framed_key(key))
+            h.update(vh)
+        if h is not None:
+            bottom[cur] = h.digest()
+        self.levels = self._levels_with({}, bottom)
+
     def _bucket_updates(self, writes: Mapping[str, bytes | None]) -> dict[int, dict[str, bytes]]:
         changed: dict[int, dict[str, bytes]] = {}
-        buckets, sha, tag = self.buckets, _sha256, _VALUE
+        sha, tag = _sha256, _VALUE
         for key, value in writes.items():
             b = bucket_of(key)
             bucket = changed.get(b)
             if bucket is None:
-                bucket = changed[b] = buckets[b].copy()
+                bucket = changed[b] = dict(self.pairs(b))
             if value is None:
                 bucket.pop(key, None)
             else:
                 bucket[key] = sha(tag + value).digest()  # value_hash, inlined (hot)
         return changed
 
-    def _levels_with(self, changed: Mapping[int, dict[str, bytes]]) -> list[list[bytes]]:
+    def _levels_with(
+        self, changed: Mapping[int, dict[str, bytes]], hashes: Mapping[int, bytes] | None = None
+    ) -> list[list[bytes]]:
         levels = [list(lv) for lv in self.levels]
         bottom = levels[0]
         for b, pairs in changed.items():
             bottom[b] = bucket_hash(pairs.items())
-        dirty = set(changed)
+        for b, bh in (hashes or {}).items():
+            bottom[b] = bh
+        dirty = set(changed) | set(hashes or ())
         sha, tag = _sha256, _NODE
         for d in range(1, len(levels)):
             dirty = {i >> 1 for i in dirty}
@@ -196,17 +242,20 @@ class StateTree:
         self, writes: Mapping[str, bytes | None], prepared: PreparedUpdate | None = None
     ) -> None:
         """Apply ``writes`` (None deletes); ``prepared`` from :meth:`prepare` on the same
-        writes and the current tree saves recomputing the hashes."""
+        writes and the current tree saves recomputing the hashes. With a source, the
+        writes are already in it (recomputing from it then gives the same buckets: a
+        write is idempotent)."""
         if prepared is None or prepared.base is not self.levels:
             prepared = self.prepare(writes)
         self.levels = prepared.levels
-        for b, pairs in prepared.changed.items():
-            self.buckets[b] = pairs
+        if self.source is None:
+            for b, pairs in prepared.changed.items():
+                self.buckets[b] = pairs
 
     def proof(self, key: str) -> tuple[list[tuple[str, bytes]], list[bytes]]:
         """(bucket pairs, sibling hashes bottom-up) proving ``key``'s value or absence."""
         b = bucket_of(key)
-        pairs = sorted(self.buckets[b].items())
+        pairs = sorted(self.pairs(b).items())
         sibs = []
         i = b
         for d in range(len(self.levels) - 1):

@@ -129,8 +129,7 @@ class State:
         st._store = store
         st.entries = StoredEntries(store)
         st._objs = ObjCache()
-        st.tree = StateTree()
-        st.tree.fill(store.state_items())
+        st.tree = StateTree(store)
         st.height = height
         return st
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 
 from kaires_fl.errors import ConfigError
 from kaires_fl.ledger.block import Block, Certificate, Genesis, decode_certified, encode_certified
+from kaires_fl.ledger.merkle import bucket_of, value_hash
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -24,9 +25,16 @@ CREATE TABLE IF NOT EXISTS blocks (height INTEGER PRIMARY KEY, hash BLOB NOT NUL
 CREATE TABLE IF NOT EXISTS txindex (tx TEXT PRIMARY KEY, height INTEGER NOT NULL,
                                     idx INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS state_hashes (bucket INTEGER NOT NULL, key TEXT NOT NULL,
+                                         hash BLOB NOT NULL, PRIMARY KEY (bucket, key))
+                                         WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS consensus (height INTEGER NOT NULL, key TEXT NOT NULL,
                                       value BLOB NOT NULL, PRIMARY KEY (height, key));
 """
+
+
+def _hash_row(key: str, value: bytes) -> tuple[int, str, bytes]:
+    return bucket_of(key), key, value_hash(value)
 
 
 class Store:
@@ -41,6 +49,20 @@ class Store:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
+        self._index_state_hashes()
+
+    def _index_state_hashes(self) -> None:
+        """Fill ``state_hashes`` (each state key's Merkle bucket and value hash) if a
+        database written before that table existed has state but no hashes."""
+        c = self.conn
+        if c.execute("SELECT 1 FROM state_hashes LIMIT 1").fetchone() is not None:
+            return
+        if c.execute("SELECT 1 FROM state LIMIT 1").fetchone() is None:
+            return
+        rows = [_hash_row(k, bytes(v)) for k, v in c.execute("SELECT key, value FROM state")]
+        c.execute("BEGIN")
+        c.executemany("INSERT OR REPLACE INTO state_hashes VALUES (?, ?, ?)", rows)
+        c.execute("COMMIT")
 
     def close(self) -> None:
         self.conn.close()
@@ -57,6 +79,10 @@ class Store:
             self.conn.execute("BEGIN")
             self.conn.execute("INSERT INTO meta VALUES ('genesis', ?)", (genesis.encode(),))
             self.conn.executemany("INSERT INTO state VALUES (?, ?)", list(state.items()))
+            self.conn.executemany(
+                "INSERT INTO state_hashes VALUES (?, ?, ?)",
+                [_hash_row(k, v) for k, v in state.items()],
+            )
 
     def height(self) -> int:
         row = self.conn.execute("SELECT MAX(height) FROM blocks").fetchone()
@@ -79,16 +105,30 @@ class Store:
                 "INSERT OR REPLACE INTO txindex VALUES (?, ?, ?)",
                 [(t.id, h, i) for i, t in enumerate(block.txs)],
             )
-            dels = [(k,) for k, v in writes.items() if v is None]
-            puts = [(k, v) for k, v in writes.items() if v is not None]
-            if dels:
-                c.executemany("DELETE FROM state WHERE key = ?", dels)
-            c.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)", puts)
+            self.write_state(writes)
             c.execute("DELETE FROM consensus WHERE height <= ?", (h,))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
+
+    def write_state(self, writes: Mapping[str, bytes | None]) -> None:
+        """Apply state ``writes`` (None deletes) with their Merkle value hashes; inside
+        the caller's transaction (:meth:`commit_block`)."""
+        c = self.conn
+        dels = [(k,) for k, v in writes.items() if v is None]
+        puts = [(k, v) for k, v in writes.items() if v is not None]
+        if dels:
+            c.executemany("DELETE FROM state WHERE key = ?", dels)
+            c.executemany(
+                "DELETE FROM state_hashes WHERE bucket = ? AND key = ?",
+                [(bucket_of(k), k) for (k,) in dels],
+            )
+        c.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)", puts)
+        c.executemany(
+            "INSERT OR REPLACE INTO state_hashes VALUES (?, ?, ?)",
+            [_hash_row(k, v) for k, v in puts],
+        )
 
     def raw_block(self, height: int) -> bytes | None:
         row = self.conn.execute("SELECT data FROM blocks WHERE height = ?", (height,)).fetchone()
@@ -143,6 +183,22 @@ class Store:
 
     def state_size(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM state").fetchone()[0])
+
+    def bucket_pairs(self, bucket: int) -> dict[str, bytes]:
+        """The committed (key → value hash) pairs of one Merkle bucket of the state."""
+        return {
+            k: bytes(h)
+            for k, h in self.conn.execute(
+                "SELECT key, hash FROM state_hashes WHERE bucket = ?", (bucket,)
+            )
+        }
+
+    def bucket_rows(self) -> Iterator[tuple[int, str, bytes]]:
+        """Every (bucket, key, value hash) of the committed state, streamed by bucket."""
+        for b, k, h in self.conn.execute(
+            "SELECT bucket, key, hash FROM state_hashes ORDER BY bucket, key"
+        ):
+            yield int(b), k, bytes(h)
 
     # -- consensus records ----------------------------------------------------------
     def put_consensus(self, height: int, records: Mapping[str, bytes]) -> None:

@@ -18,7 +18,7 @@ from kaires_fl.ledger import client as ledger_client
 from kaires_fl.ledger import state as ledger_state
 from kaires_fl.ledger.contracts import DEFAULT_REGISTRY, check_counter, execute_tx
 from kaires_fl.ledger.encoding import canonical
-from kaires_fl.ledger.merkle import StateTree
+from kaires_fl.ledger.merkle import StateTree, verify_state_proof
 from kaires_fl.ledger.state import ObjCache, State, StateView, StoredEntries
 from kaires_fl.ledger.store import Store
 
@@ -121,20 +121,36 @@ _keys = st.text(alphabet=string.ascii_letters + "/-_é\u00ff\U0001f600", min_siz
 @settings(max_examples=40, deadline=None)
 @given(
     entries=st.dictionaries(_keys, st.binary(min_size=0, max_size=20), max_size=40),
+    writes=st.dictionaries(_keys, st.none() | st.binary(max_size=20), max_size=12),
     prefix=st.text(alphabet="ab/é\U0001f600", max_size=3),
 )
-def test_store_backed_state_matches_in_memory_state(entries: dict, prefix: str) -> None:
-    """Against the in-memory reference: same root (the tree filled by streaming the
-    store), same prefix listing (an index range in SQLite), same raw reads."""
+def test_store_backed_state_matches_in_memory_state(
+    entries: dict, writes: dict, prefix: str
+) -> None:
+    """Against the in-memory reference: same root (bucket hashes indexed from a database
+    that had only its state table, as one written before the index), same prefix listing
+    (an index range in SQLite), same raw reads, proofs that verify; then the same root
+    after a block's writes (prepared before the store commits them, as a node does)."""
     store = Store()
     try:
         store.conn.executemany("INSERT INTO state VALUES (?, ?)", list(entries.items()))
+        store._index_state_hashes()
         mem, db = State(entries), State.from_store(store, 0)
+        assert not db.tree.buckets  # no bucket held in memory
         assert db.root == mem.root
         assert list(db.keys(prefix)) == sorted(mem.keys(prefix))
-        for k in entries:
-            assert db.raw(k) == mem.raw(k) == entries[k]
+        for k in list(entries) + list(writes):
+            assert db.raw(k) == mem.raw(k) == entries.get(k)
+            verify_state_proof(k, entries.get(k), *db.tree.proof(k), db.root)
         assert dict(db.entries) == entries and len(db.entries) == len(entries)
+        prepared = db.tree.prepare(writes)
+        store.write_state(writes)
+        db.apply(writes, 1, prepared=prepared)
+        mem.apply(writes, 1)
+        assert db.root == mem.root == State.from_store(store, 1).root
+        for k in list(entries) + list(writes):
+            assert db.raw(k) == mem.raw(k)
+            verify_state_proof(k, mem.raw(k), *db.tree.proof(k), db.root)
     finally:
         store.close()
 
