@@ -142,11 +142,13 @@ class LocalCommittee:
     consumer_balance:
         Balance minted for the default consumer at genesis.
     workers:
-        Threads on which the providers — each its own machine — encode and seal their
-        submissions side by side (default 1: one after the other). The field and proof
-        kernels release the GIL; results, rejections and errors are the same for any count.
-        Opt-in: code that patches a module global for one provider's submission (as fault
-        tests do) would reach the providers sealing beside it.
+        Threads on which the parties work side by side, each being its own machine
+        (default 1: one after the other): the providers encode and seal their submissions,
+        and the aggregators and trustees handle the messages that reach them at the same
+        instant (``MemoryNetwork(workers=...)``, its ``parallel`` endpoints). The field and
+        proof kernels, hashing and libsodium release the GIL; results, rejections, blame
+        and errors are the same for any count. Opt-in: code that patches a module global
+        for one party's step (as fault tests do) would reach the parties beside it.
     db_dir:
         A directory where the ledger persists: one SQLite file per ledger node
         (``ledger-<i>.sqlite``, through ``LocalLedger(db_paths=...)``). A later committee with
@@ -224,7 +226,7 @@ class LocalCommittee:
         t0 = time.perf_counter()
         self.n_aggregators, self.threshold = n_aggregators, threshold
         self.price, self.min_providers, self.max_jobs = price, min_providers, max_jobs
-        self.network = MemoryNetwork(seed=seed)
+        self.network = MemoryNetwork(seed=seed, workers=workers)
         tag = str(seed).encode()
         self.bank = Identity.from_seed(H(b"kaires/sim/bank", tag))
         self.consumer = Consumer(
@@ -282,6 +284,7 @@ class LocalCommittee:
             self.aggregators.append(svc)
             if behaviour == "crash":
                 self.network.crash(self.aggregator_addresses[i])
+        self.network.parallel.update([*self.aggregator_addresses, *self.trustees.addresses])
         self.coordinator = Coordinator(
             self.network.endpoint("coordinator"),
             self.network,

@@ -147,20 +147,28 @@ def test_each_provider_fault_is_rejected_and_the_rest_aggregated() -> None:
     c.close()
 
 
-def test_providers_on_threads_give_the_sequential_result() -> None:
-    # The providers encode and seal on `workers` threads: rejections, blame and sums are
-    # those of one thread, and a provider's encoding error is raised as sequentially.
-    faults = {"provider": {1: "bad_proof", 3: "inconsistent_shares"}}
+def test_parties_on_threads_give_the_sequential_result() -> None:
+    # Providers seal, aggregators and trustees handle messages on `workers` threads:
+    # rejections, blame, sums and the ledger are those of one thread, and a provider's
+    # encoding error is raised as sequentially.
+    faults = {
+        "provider": {1: "bad_proof", 3: "inconsistent_shares"},
+        "aggregator": {2: "byzantine"},
+    }
     wild = {**DATA, "p4": (DATA["p4"][0] * 10, DATA["p4"][1])}
+    heights = []
     for workers in (1, 3):
         c = LocalCommittee(faults=faults, workers=workers)
         r = c.run_job(STAT, DATA)
         assert r.report["rejected"] == {"p1": "invalid_proof", "p3": "inconsistent_shares"}
-        assert r.report["faulty_aggregators"] == {}
+        assert list(r.report["faulty_aggregators"]) == [2]
         _check_sums(r.aggregate, ["p0", "p2", "p4", "p5"])
         with pytest.raises(ConfigError, match="bounds"):
             c.run_job(STAT, wild)
+        heights.append(c.client.height)
+        c.ledger.verify()
         c.close()
+    assert heights[0] == heights[1]
     with pytest.raises(ConfigError, match="workers"):
         LocalCommittee(workers=0)
 

@@ -27,6 +27,16 @@ Other payloads pass by reference as in the default mode.
 
 Handlers may call :meth:`run_until` recursively (a service waiting for a ledger
 commit); the loop is re-entrant.
+
+Parallel delivery (``workers > 1``): messages due at the same instant to distinct endpoints
+of :attr:`MemoryNetwork.parallel` (a committee's aggregators and trustees, whose handlers
+share no state but the network) run their handlers side by side on ``workers`` threads —
+numba kernels, hashing and libsodium release the GIL. What a handler of such a batch
+sends or schedules is held back and entered in the queue when the batch ends, handler by
+handler in queue order: sequence numbers, fault-injection draws and hence every later
+event are those of one thread. A handler in a batch must not drive the loop
+(:meth:`MemoryNetwork.run_until` raises ``ProtocolError`` there); if handlers raise, the
+rest of the batch has still run and the first error in queue order is raised.
 """
 
 from __future__ import annotations
@@ -34,7 +44,9 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,11 +120,23 @@ class MemoryNetwork:
         Base one-way delay of every message (seconds of simulated time).
     wire:
         Round-trip every schema message through its wire encoding (see module docstring).
+    workers:
+        Threads of a parallel batch (module docstring); 1 = every handler on the caller's
+        thread. Only endpoints added to :attr:`parallel` are ever batched.
     """
 
-    def __init__(self, seed: int = 0, latency: float = 0.001, wire: bool = False) -> None:
+    def __init__(
+        self, seed: int = 0, latency: float = 0.001, wire: bool = False, workers: int = 1
+    ) -> None:
         if latency < 0:
             raise ConfigError(f"latency must be >= 0, got {latency}")
+        if workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
+        #: Addresses whose handlers may run side by side (module docstring).
+        self.parallel: set[str] = set()
+        # The held-back sends and timers of the batch handler running on this thread.
+        self._held = threading.local()
         self.now = 0.0
         self.latency = latency
         self.wire = wire
@@ -186,7 +210,11 @@ class MemoryNetwork:
     def schedule(self, delay: float, callback: Callable[[], None]) -> Timer:
         """Run ``callback`` at ``now + delay`` (simulated seconds)."""
         timer = Timer(self.now + max(0.0, delay), callback)
-        heapq.heappush(self._queue, (timer.when, next(self._seq), timer))
+        held = getattr(self._held, "ops", None)
+        if held is not None:  # a handler of a parallel batch: queued when the batch ends
+            held.append(timer)
+        else:
+            heapq.heappush(self._queue, (timer.when, next(self._seq), timer))
         return timer
 
     def _link_faults(self, src: str, dst: str) -> LinkFaults:
@@ -209,15 +237,26 @@ class MemoryNetwork:
         try:
             return schema.decode(data, type(payload))
         except EncodingError:
-            self.stats["undecodable"] += 1
             return None
 
     def _send(self, src: str, dst: str, payload: Any) -> None:
-        self.stats["sent"] += 1
+        held = getattr(self._held, "ops", None)
+        if held is None:
+            self.stats["sent"] += 1
+        undecodable = False
         if self.wire and isinstance(payload, schema.Message):
-            payload = self._over_the_wire(payload)
-            if payload is None:
-                return
+            payload = self._over_the_wire(payload)  # in a batch: on the handler's thread
+            undecodable = payload is None
+        if held is not None:
+            held.append((src, dst, payload, undecodable))
+        else:
+            self._post(src, dst, payload, undecodable)
+
+    def _post(self, src: str, dst: str, payload: Any, undecodable: bool) -> None:
+        """Enter a sent message in the queue (faults drawn here, in queue order)."""
+        if undecodable:
+            self.stats["undecodable"] += 1
+            return
         if not self.reachable(src, dst):
             self.stats["dropped"] += 1
             return
@@ -244,20 +283,75 @@ class MemoryNetwork:
                 continue
             heapq.heappush(self._queue, (env.deliver_at, seq, env))
 
-    def _deliver(self, env: Envelope) -> None:
-        # Re-checked at delivery: a partition or crash may have happened in flight.
-        if not self.reachable(env.src, env.dst):
-            self.stats["dropped"] += 1
-            return
+    def _handler_for(self, env: Envelope) -> Handler | None:
+        """The handler ``env`` reaches, counted as delivered; None (counted as dropped) if
+        a partition or crash since it was sent cuts it off."""
         ep = self.endpoints.get(env.dst)
-        if ep is None or ep.handler is None:
+        if not self.reachable(env.src, env.dst) or ep is None or ep.handler is None:
             self.stats["dropped"] += 1
-            return
+            return None
         self.stats["delivered"] += 1
-        ep.handler(env.src, env.payload)
+        return ep.handler
+
+    def _deliver(self, env: Envelope) -> None:
+        handler = self._handler_for(env)
+        if handler is not None:
+            handler(env.src, env.payload)
+
+    def _batch_after(self, first: Envelope) -> list[Envelope]:
+        """Pop the messages queued right after ``first`` that may run beside it: due at the
+        same instant, each to another endpoint of :attr:`parallel` (stops at anything else,
+        so the queue order is kept)."""
+        batch = [first]
+        dsts = {first.dst}
+        while self._queue:
+            when, _, nxt = self._queue[0]
+            if (
+                isinstance(nxt, Timer)
+                or when != first.deliver_at
+                or nxt.dst not in self.parallel
+                or nxt.dst in dsts
+            ):
+                break
+            heapq.heappop(self._queue)
+            batch.append(nxt)
+            dsts.add(nxt.dst)
+        return batch
+
+    def _deliver_batch(self, batch: list[Envelope]) -> None:
+        """Run the handlers of ``batch`` side by side, then queue what each sent or
+        scheduled, in batch order; raise the first handler error in that order."""
+        handlers = [self._handler_for(env) for env in batch]
+
+        def run(i: int) -> tuple[list[Any], BaseException | None]:
+            self._held.ops = held = []
+            try:
+                handler = handlers[i]
+                if handler is not None:
+                    handler(batch[i].src, batch[i].payload)
+                return held, None
+            except BaseException as exc:  # re-raised below, in queue order
+                return held, exc
+            finally:
+                self._held.ops = None
+
+        with ThreadPoolExecutor(min(self.workers, len(batch))) as pool:
+            results = list(pool.map(run, range(len(batch))))
+        error: BaseException | None = None
+        for held, exc in results:
+            for op in held:
+                if isinstance(op, Timer):
+                    heapq.heappush(self._queue, (op.when, next(self._seq), op))
+                else:
+                    self.stats["sent"] += 1
+                    self._post(*op)
+            error = error or exc
+        if error is not None:
+            raise error
 
     def step(self) -> bool:
-        """Process the next event; returns False if there is none."""
+        """Process the next event — or the next parallel batch (module docstring); returns
+        False if there is none."""
         while self._queue:
             when, _, item = heapq.heappop(self._queue)
             if isinstance(item, Timer):
@@ -267,7 +361,15 @@ class MemoryNetwork:
                 item.callback()
             else:
                 self.now = max(self.now, when)
-                self._deliver(item)
+                batch = (
+                    self._batch_after(item)
+                    if self.workers > 1 and item.dst in self.parallel
+                    else [item]
+                )
+                if len(batch) > 1:
+                    self._deliver_batch(batch)
+                else:
+                    self._deliver(item)
             return True
         return False
 
@@ -281,6 +383,11 @@ class MemoryNetwork:
         ProtocolError
             if ``max_events`` events were processed without ``done()`` becoming true.
         """
+        if getattr(self._held, "ops", None) is not None:
+            raise ProtocolError(
+                "a handler running in a parallel batch drove the network (run_until); "
+                "leave its endpoint out of MemoryNetwork.parallel"
+            )
         deadline = self.now + timeout
         count = 0
         while not done():

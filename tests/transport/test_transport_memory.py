@@ -253,3 +253,75 @@ def test_ledger_over_the_wire_commits_and_verifies() -> None:
     assert L.verify(replay=True) >= top
     assert net.stats["delivered"] > 0
     L.close()
+
+
+def _gossip(workers: int, faults: LinkFaults | None = None) -> tuple[list[Any], dict[str, int]]:
+    """A hub broadcasts to 4 parallel nodes; each answers twice, forwards to its neighbour
+    and sets a timer: the log of every delivery (time, src, dst, message)."""
+    net = MemoryNetwork(seed=7, workers=workers)
+    log: list[Any] = []
+    nodes = [f"n{i}" for i in range(4)]
+    net.parallel.update(nodes)
+    hub = net.endpoint("hub")
+    hub.set_handler(lambda src, msg: log.append((net.now, src, "hub", msg)))
+    for i, name in enumerate(nodes):
+        ep = net.endpoint(name)
+
+        def handle(src: str, msg: Any, ep: Any = ep, i: int = i) -> None:
+            log.append((net.now, src, ep.address, msg))
+            if src == "hub":
+                ep.send("hub", f"{ep.address}:a")
+                ep.call_later(0.0005, lambda: ep.send("hub", f"{ep.address}:timer"))
+                ep.send(nodes[(i + 1) % 4], f"{ep.address}:fwd")
+                ep.send("hub", f"{ep.address}:b")
+
+        ep.set_handler(handle)
+    if faults is not None:
+        net.set_faults(faults)
+    for r in range(3):
+        for name in nodes:
+            hub.send(name, f"round{r}")
+        net.run_for(0.01)
+    return log, dict(net.stats)
+
+
+@pytest.mark.parametrize("faults", [None, LinkFaults(drop=0.2, duplicate=0.3, reorder=0.3)])
+def test_parallel_batches_deliver_exactly_as_one_thread(faults: LinkFaults | None) -> None:
+    one = _gossip(1, faults)
+    assert len(one[0]) > 20
+    assert _gossip(4, faults) == one
+    assert _gossip(2, faults) == one
+
+
+def test_parallel_batch_handlers_run_side_by_side() -> None:
+    import threading
+
+    net = MemoryNetwork(workers=2)
+    net.parallel.update({"x", "y"})
+    barrier = threading.Barrier(2, timeout=30)  # passes only if both handlers run at once
+    met: list[str] = []
+    for name in ("x", "y"):
+        net.endpoint(name).set_handler(
+            lambda src, msg, name=name: met.append(name + str(barrier.wait()))
+        )
+    src = net.endpoint("s")
+    src.send("x", 1)
+    src.send("y", 1)
+    net.run_for(0.01)
+    assert sorted(m[0] for m in met) == ["x", "y"]
+    with pytest.raises(ConfigError, match="workers"):
+        MemoryNetwork(workers=0)
+
+
+def test_parallel_batch_handler_may_not_drive_the_loop_and_errors_surface() -> None:
+    net = MemoryNetwork(workers=2)
+    net.parallel.update({"x", "y"})
+    got: list[str] = []
+    net.endpoint("x").set_handler(lambda src, msg: net.run_until(lambda: True))
+    net.endpoint("y").set_handler(lambda src, msg: got.append(msg))
+    src = net.endpoint("s")
+    src.send("x", "m")
+    src.send("y", "m")
+    with pytest.raises(ProtocolError, match="parallel batch"):
+        net.run_for(0.01)
+    assert got == ["m"]  # the rest of the batch still ran
