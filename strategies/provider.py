@@ -65,13 +65,15 @@ class ProviderPolicy:
     """What a provider allows: the consumers it grants (hex Ed25519 keys; None = the
     consumer that asks at enrolment, trust on first use: simulation only) and its policy
     terms (``min_providers`` / ``max_jobs`` None: the ledger's safe defaults,
-    :func:`kaires_fl.ledger.darc.data_terms`)."""
+    :func:`kaires_fl.ledger.darc.data_terms`; ``privacy_budget=(ε, δ)``: the differential
+    privacy all its rounds together may spend, None: no budget)."""
 
     grants: Sequence[str] | None = None
     statistics: Sequence[str] = ("*",)
     price: int = 0
     min_providers: int | None = None
     max_jobs: int | None = None
+    privacy_budget: tuple[float, float] | None = None
 
     def terms(self, payee: str, committees: Sequence[str]) -> dict[str, Any]:
         """The policy's ledger terms, naming the aggregation ``committees`` it accepts."""
@@ -82,6 +84,8 @@ class ProviderPolicy:
             kw["min_providers"] = self.min_providers
         if self.max_jobs is not None:
             kw["max_jobs"] = self.max_jobs
+        if self.privacy_budget is not None:
+            kw["privacy_budget"] = self.privacy_budget
         return data_terms(
             payee,
             statistics=list(self.statistics),

@@ -33,6 +33,10 @@ from kaires_fl.statistics import Statistic
 AUTO_MARGIN = 0.05
 #: δ of a fit given ``epsilon`` but no ``delta``.
 DEFAULT_DELTA = 1e-6
+#: Fixed-point bits of a differentially private fit's statistic when ``frac_bits`` is None
+#: (provider: fractional bits; record: quantisation bits): the noise is far above this
+#: precision, and finer sums would need noise beyond the sampler's range.
+DP_FRAC_BITS = {"provider": 16, "record": 4}
 #: Eigenvalue floor of a noisy scatter, in units of the noise's spectral norm: a symmetric
 #: d×d matrix of independent entries of std σ has spectral norm ≈ 2σ√d (Wigner).
 NOISE_FLOOR = 1.0
@@ -138,6 +142,13 @@ class KairesEstimatorMixin:
 
         full = DP(eps, DEFAULT_DELTA if delta is None else delta)  # validates both
         return DP(full.epsilon / jobs, full.delta / jobs)
+
+    def _frac_bits(self, granularity: str) -> int | None:
+        """``frac_bits``, or :data:`DP_FRAC_BITS` for a differentially private fit."""
+        bits = getattr(self, "frac_bits", None)
+        if bits is None and getattr(self, "epsilon", None) is not None:
+            return DP_FRAC_BITS.get(granularity)
+        return bits
 
     def _warn_auto_bounds(self) -> None:
         """Warn that ``bounds="auto"`` reads the data's range, which the fit's differential

@@ -151,9 +151,10 @@ def denoise_stats(
 def with_public_count(
     stats: dict[str, Any], n: float, bounds: np.ndarray | None = None
 ) -> dict[str, Any]:
-    """``stats`` recentred with the row count ``n`` known exactly (record granularity: the
-    number of accepted records is public in the receipt), from its raw sums Σx, Σy, XᵀX,
-    Xᵀy, yᵀy — a noisy count would otherwise distort every mean and the scatter.
+    """``stats`` recentred with the row count ``n`` (record granularity: the number of
+    accepted records, public in the receipt; provider: the noisy count clamped to its
+    public range), from its raw sums Σx, Σy, XᵀX, Xᵀy, yᵀy — a noisy count would
+    otherwise distort every mean and the scatter.
 
     ``bounds`` ((d + k, 2), the declared [lo, hi] of each feature then target): the means
     are clamped into them (a mean outside the declared bounds is noise; post-processing).
@@ -215,7 +216,7 @@ class _KairesLinearModel(KairesEstimatorMixin, RegressorMixin, BaseEstimator):
                 d, xb, yb, "provider",
                 max_rows=max(len(g) for g in groups),
                 max_measurements=len(groups),
-                frac_bits=self.frac_bits,
+                frac_bits=self._frac_bits("provider"),
                 n_targets=k,
                 max_weight=max_weight,
             )  # fmt: skip
@@ -226,7 +227,7 @@ class _KairesLinearModel(KairesEstimatorMixin, RegressorMixin, BaseEstimator):
                     "granularity='provider' for multi-output y or sample_weight"
                 )
             return LinearRegressionStats(
-                d, xb, yb, "record", max_measurements=X.shape[0], bits=self.frac_bits
+                d, xb, yb, "record", max_measurements=X.shape[0], bits=self._frac_bits("record")
             )
         raise ConfigError(f"granularity must be 'provider' or 'record', got {self.granularity!r}")
 
@@ -294,8 +295,14 @@ class _KairesLinearModel(KairesEstimatorMixin, RegressorMixin, BaseEstimator):
         result = self._run_job(stat, labels, data, X.shape[0])
         agg = result.aggregate
         sigma = privacy_sigma(result.report)
-        if sigma > 0 and stat.granularity == "record":
-            agg = with_public_count(agg, float(result.report["num_measurements"]), stat._bounds)
+        if sigma > 0:
+            m = float(result.report["num_measurements"])
+            if stat.granularity == "record":  # one record per measurement: n is public
+                n = m
+            else:  # a noisy Σ rows (or Σω): within the public [1, P·max_rows·W]
+                top = m * float(stat.max_rows or 1) * float(stat.max_weight or 1.0)
+                n = float(np.clip(float(agg["n"]), 1.0, max(top, 1.0)))
+            agg = with_public_count(agg, n, stat._bounds)
         agg = denoise_stats(agg, sigma, self.fit_intercept)
         coef, intercept = solve_normal_equations(agg, self.fit_intercept, alpha)
         if y.ndim == 2 and np.ndim(coef) == 1:  # one target given as a column: (1, d), (1,)
@@ -343,7 +350,9 @@ _PARAMS_DOC = """
     frac_bits : int or None
         Provider granularity: fractional bits of the fixed-point sums (default 40, fewer if
         the field requires). Record granularity: quantisation bits per value (default 28,
-        fewer if the field requires: records·(2^bits − 1)² < p).
+        fewer if the field requires: records·(2^bits − 1)² < p). With ``epsilon`` the
+        defaults are 16 (provider) and 4 (record): fewer record bits put less noise on the
+        linear sums (the noise is calibrated to the products), at a coarser quantisation.
     progress : bool or "auto", default "auto"
         Progress bar over the job's phases: ``"auto"`` shows it on a terminal once a fit has
         run for two seconds; ``True`` always, ``False`` never.

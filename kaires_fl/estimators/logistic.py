@@ -270,7 +270,7 @@ class KairesLogisticRegression(KairesEstimatorMixin, ClassifierMixin, BaseEstima
             fit_intercept=bool(self.fit_intercept),
             max_rows=max(len(g) for g in groups),
             max_measurements=len(groups),
-            frac_bits=self.frac_bits,
+            frac_bits=self._frac_bits("provider"),
         )  # fmt: skip
 
     @staticmethod

@@ -48,10 +48,10 @@ def column_statistic_job(
             d, bounds, "provider",
             max_rows=max(len(g) for g in groups),
             max_measurements=len(groups),
-            frac_bits=est.frac_bits,
+            frac_bits=est._frac_bits("provider"),
         )  # fmt: skip
     elif est.granularity == "record":
-        stat = stat_cls(d, bounds, "record", max_measurements=n, bits=est.frac_bits)
+        stat = stat_cls(d, bounds, "record", max_measurements=n, bits=est._frac_bits("record"))
     else:
         raise ConfigError(f"granularity must be 'provider' or 'record', got {est.granularity!r}")
     # One clear error naming the column before the job starts (the providers would refuse).

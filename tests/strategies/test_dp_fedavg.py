@@ -83,3 +83,35 @@ def test_noisy_model_is_finite_and_each_round_debits_the_ledger(dp_run: dict) ->
 def test_dp_must_be_a_dp() -> None:
     with pytest.raises(ConfigError, match=r"kaires_fl\.DP"):
         KairesFedAvg(num_examples_cap=10, dp=(1.0, 1e-6))
+
+
+@needs_sensitivity
+def test_a_client_whose_budget_is_spent_is_excluded_from_later_rounds() -> None:
+    """Client 0's policy allows ε = 3 in total: round 1 (ε = 2) includes it, round 2 would
+    exceed the budget and the ledger excludes it with a reason naming the privacy budget;
+    the other clients' updates are still aggregated."""
+    from kaires_fl.strategies import ProviderPolicy
+
+    n = 4
+    committee = LocalCommittee()
+    try:
+        app = apps.make_client_app(policies={0: lambda: ProviderPolicy(privacy_budget=(3.0, 1e-4))})
+        s = KairesFedAvg(
+            fraction_evaluate=0.0,
+            min_available_nodes=n,
+            min_train_nodes=n,
+            committee=committee,
+            num_examples_cap=1,
+            dp=DP(2.0, 1e-5),
+        )
+        res = s.start(
+            grid=LocalGrid(app, n), initial_arrays=ArrayRecord(apps.task.initial_arrays()),
+            num_rounds=2,
+        )  # fmt: skip
+        pid0 = apps.policy_id(0)
+        assert pid0 in s.kaires_rounds[1]["job"]["providers"]
+        assert "privacy budget" in s.kaires_rounds[2]["job"]["excluded"][pid0]
+        assert res.train_metrics_clientapp[2]["kaires-accepted"] == n - 1
+        assert committee.client.get(privacy_key(pid0))["jobs"] == 1
+    finally:
+        committee.close()
