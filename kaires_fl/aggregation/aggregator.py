@@ -255,9 +255,10 @@ class Published(schema.Message, frozen=True):
     z: Elements
     verifier: Elements
     unopened: Disclosures = ()
-    #: Its values for the job's differential-privacy noise deals (None: no noise).
-    noise: NoiseRound | None = None
     signature: Signature = b""
+    #: Its values for the job's differential-privacy noise deals (None: no noise; after
+    #: ``signature`` so that positional construction stays as it was — still signed).
+    noise: NoiseRound | None = None
 
 
 class Reveal(schema.Message, frozen=True, tag="AggregatorReveal"):
@@ -266,9 +267,10 @@ class Reveal(schema.Message, frozen=True, tag="AggregatorReveal"):
     job: JobId
     aggregator: Index
     keys: Disclosures = ()
-    #: Its proven part keys of the noise deals it is in question for (differential privacy).
-    noise: Complaints = ()
     signature: Signature = b""
+    #: Its proven part keys of the noise deals it is in question for (differential privacy;
+    #: signed like every field).
+    noise: Complaints = ()
 
 
 @dataclass(frozen=True)
@@ -1219,7 +1221,7 @@ class AggregatorJob:
             Elements.of(F, z),
             _rows_elements(F, verifier),
             tuple(self._disclose(s, k) for s, k in sorted(self.unopened.items())),
-            self.noise_round,
+            noise=self.noise_round,
         )
         self.verifiers.clear()  # in the message now
         # schema.sign's signature, keeping the digest (the own-message check compares it)
@@ -1241,7 +1243,7 @@ class AggregatorJob:
             self._disclose(s, secrets.token_bytes(32) if self.byzantine else self.keys[s])
             for s in mine
         )
-        msg = Reveal(self.ctx.job, self.index, keys, self.noise_complaints)
+        msg = Reveal(self.ctx.job, self.index, keys, noise=self.noise_complaints)
         return sign_message(msg, self.identity)
 
     def _disclose(self, s: int, key: bytes) -> Disclosure:

@@ -266,7 +266,7 @@ def test_noise_messages_travel_the_wire(committee) -> None:
                 Elements.of(F, F.zeros((0,))),
                 Elements.of(F, F.zeros((0, 3))),
                 (),
-                rounds[1],
+                noise=rounds[1],
             ),
             ToCoordinator,
         ),
@@ -276,7 +276,7 @@ def test_noise_messages_travel_the_wire(committee) -> None:
 
     _, kps = committee
     c = complain(plan, deals[2], 1, _rk(kps[1]))
-    msgs.append((Reveal(JOB, 1, (), (c,)), ToCoordinator))
+    msgs.append((Reveal(JOB, 1, (), noise=(c,)), ToCoordinator))
     for m, union in msgs:
         assert schema.decode(schema.encode(m), union) == m
     ids, _ = committee
