@@ -52,7 +52,9 @@ Core contracts and their state entries:
   owner)``); ``check_rule(view, darc_id, action, signers)``, ``evaluate(expr, signers, view)``.
 - ``job.create`` (payload via ``job_payload(statistic, providers, committee, ...)``) →
   ``job/<tx id>`` (aggregators, keys, degree and quorum filled from the committee),
-  ``access/<provider>/<job>``, ``usage/<provider>``, escrow from ``bal/<consumer>``.
+  ``access/<provider>/<job>``, ``usage/<provider>``, escrow from ``bal/<consumer>``; with
+  ``privacy={"epsilon", "delta"}`` also ``privacy/<provider>`` (each provider's spending,
+  checked against its policy's ``privacy_budget``; :mod:`kaires_fl.ledger.budgets`).
 - ``job.receipt`` (signatures via ``sign_receipt``; the committee's quorum) →
   ``receipt/<job>``, payments/refunds.
 - ``identity.admit`` / ``identity.require`` (roster quorum) → ``ident/<role>/<key>``,
