@@ -555,23 +555,31 @@ def noise_round(
         got = shares.get(d.dealer)
         if got is None:
             continue
-        meas, proof = got
-        c_m, c_p, seed = _coeffs(plan, coin, d)
-        qr = flp.derive_query_rand(seed)
-        z[k] = F.add(F.dot(meas, c_m), F.dot(proof, c_p))
-        jr = _joint_rand(plan, d.job, d.dealer, d.meas_parts) if flp.JOINT_RAND_LEN else None
-        ver[k] = flp.query(meas[None, :], proof[None, :], qr, jr)[0]
+        row = _values(plan, coin, d, *got)
+        z[k], ver[k] = row[0], row[1:]
     unopened = tuple(d.dealer for d in deals if d.dealer not in shares)
     return NoiseRound(
         tuple(d.dealer for d in deals), Elements.of(F, z), Elements.of(F, ver), unopened
     )
 
 
+def _values(
+    plan: NoisePlan, coin: bytes, deal: NoiseDeal, meas: np.ndarray, proof: np.ndarray
+) -> np.ndarray:
+    """One holder's round-1 values of ``deal`` from its shares: [z, verifier share]."""
+    F, flp = plan.field, plan.flp
+    c_m, c_p, seed = _coeffs(plan, coin, deal)
+    z = F.add(F.dot(meas, c_m), F.dot(proof, c_p))
+    jr = _joint_rand(plan, deal.job, deal.dealer, deal.meas_parts) if flp.JOINT_RAND_LEN else None
+    ver = flp.query(meas[None, :], proof[None, :], flp.derive_query_rand(seed), jr)[0]
+    return np.concatenate([np.asarray(z).reshape(1), ver])
+
+
 @dataclass
 class _Opened:
     """The public analysis of the round-1 noise values (same at every honest aggregator)."""
 
-    z: dict[int, np.ndarray]  # holder → z per deal
+    rows: dict[int, np.ndarray]  # holder → its [z, verifier] per deal
     unopened: dict[int, set[int]]  # holder → dealers it could not open
     decoded: dict[int, tuple[np.ndarray, set[int]]]  # dealer → (opened values, wrong holders)
     undecodable: set[int]
@@ -602,7 +610,7 @@ def _analyse(plan: NoisePlan, deals: Sequence[NoiseDeal], rounds: Mapping[int, A
             undecodable.add(d)
             continue
         decoded[d] = (opened, set(bad))
-    return _Opened({i: r[:, 0] for i, r in rows.items()}, unopened, decoded, undecodable)
+    return _Opened(rows, unopened, decoded, undecodable)
 
 
 def noise_disputes(
@@ -674,7 +682,6 @@ def _proven_faults(
     boxes: Sequence[bytes],
 ) -> dict[int, str]:
     """Dealers a valid complaint proves at fault (see :func:`decide_noise`)."""
-    F = plan.field
     out: dict[int, str] = {}
     seen: set[tuple[int, int]] = set()
     for c in complaints:
@@ -697,13 +704,14 @@ def _proven_faults(
         except (KairesError, ValueError):
             out[d] = f"the part it dealt to aggregator {i} does not open with its proven key"
             continue
-        if i in bad and i in a.z:
-            c_m, c_p, _ = _coeffs(plan, coin, deal)
-            z = F.add(F.dot(meas, c_m), F.dot(proof, c_p))
-            if z == a.z[i][order.index(d)]:
+        # Every value the holder published must follow from the proven part: a holder that
+        # lied in any of them (z or verifier share) proves nothing against the dealer.
+        if i in bad and i in a.rows:
+            row = _values(plan, coin, deal, meas, proof)
+            if np.array_equal(row, a.rows[i][order.index(d)]):
                 out[d] = (
                     f"the share it dealt to aggregator {i} is off its sharing (the proven "
-                    "part gives the value published)"
+                    "part gives the values published)"
                 )
     return out
 

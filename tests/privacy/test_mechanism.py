@@ -396,6 +396,14 @@ def test_false_or_forged_complaints_reject_no_honest_dealer(committee) -> None:
     forged = msgspec.structs.replace(lie, proof=bytes(64))
     accepted, rejected = decide_noise(plan, deals, lying, COIN, [renamed, forged, lie], boxes)
     assert accepted == list(range(N)) and rejected == {}
+    # right z, wrong verifier share, then a complaint: its proven part does not give
+    # what it published, so it proves nothing against the dealer
+    sly = dict(rounds)
+    v = rounds[1].verifier.array(F)
+    v[0, 0] = F.add(v[0, 0], F.ones(()))
+    sly[1] = msgspec.structs.replace(rounds[1], verifier=Elements.of(F, v))
+    accepted, rejected = decide_noise(plan, deals, sly, COIN, [lie], boxes)
+    assert accepted == list(range(N)) and rejected == {}
     claiming = dict(rounds)
     claiming[2] = msgspec.structs.replace(rounds[2], unopened=(0,))
     lie2 = complain(plan, deals[0], 2, _rk(kps[2]))
