@@ -19,7 +19,10 @@ the cost of privacy, not of SGD), ``num-examples`` = W.
   release, verification on shares, aggregation, result; the ServerApp's decode), wall
   time of the second round (the first loads compiled kernels);
   ``update_100k_round_cpu_s``: this process's CPU time over that round (every party runs
-  in it: the figure a shared, loaded machine disturbs least).
+  in it: the figure a shared, loaded machine disturbs least);
+  ``update_100k_round_parallel_s``: the same round with ``LocalCommittee(workers=2)`` (the
+  clients' encode + seal, and the aggregators' and trustees' steps of one instant, on two
+  threads, as parties on their own machines would run).
   ``update_100k_client_s``: one client's share of it (mean mod time: encode, prove,
   seal); ``update_100k_committee_s``: the committee's (the round's ``RoundResult.timings``).
 - ``update_1m_round_s`` / ``update_1m_peak_rss_mb``: the same round at d = 1,000,000 (one
@@ -57,6 +60,10 @@ NUM_EXAMPLES_CAP = 100
 #: Address-space cap of the 1M-parameter child process (MB): a runaway round fails there
 #: instead of exhausting a shared machine.
 CHILD_MEMORY_CAP_MB = 8_000
+#: Threads of the parallel in-process committee (``LocalCommittee(workers=...)``): the
+#: clients, aggregators and trustees of one instant work side by side, as on their own
+#: machines.
+PARALLEL_WORKERS = 2
 #: Wall-clock limit of the child process (seconds).
 CHILD_TIMEOUT_S = 900.0
 
@@ -84,9 +91,10 @@ def upload_bytes(reply: Any) -> int:
     return total
 
 
-def _grid(client_app: Any, num_nodes: int) -> Any:
+def _grid(client_app: Any, num_nodes: int, workers: int = 1) -> Any:
     """A Flower Grid delivering each message to ``client_app`` in this process (node ids
-    1..n, partition ids 0..n−1, one Context per node kept across messages)."""
+    1..n, partition ids 0..n−1, one Context per node kept across messages), the nodes'
+    calls on ``workers`` threads (each node its own machine)."""
     import itertools
 
     from flwr.app import Context, Error, Message, RecordDict
@@ -144,16 +152,22 @@ def _grid(client_app: Any, num_nodes: int) -> Any:
             raise NotImplementedError("use send_and_receive")
 
         def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> list[Any]:
-            replies = []
-            for msg in messages:
+            msgs = list(messages)
+            for msg in msgs:
                 msg.metadata.__dict__["_message_id"] = f"m{next(self._ids)}"
-                ctx = self.contexts[msg.metadata.dst_node_id]
+
+            def call(msg: Message) -> Message:
                 try:
-                    out = client_app(msg, ctx)
+                    return client_app(msg, self.contexts[msg.metadata.dst_node_id])
                 except Exception as exc:  # as Flower's runtime: a failing ClientApp → error
-                    out = Message(Error(code=2, reason=f"ClientApp raised {exc!r}"), reply_to=msg)
-                replies.append(out)
-            return replies
+                    return Message(Error(code=2, reason=f"ClientApp raised {exc!r}"), reply_to=msg)
+
+            if workers <= 1 or len(msgs) <= 1:
+                return [call(m) for m in msgs]
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                return list(pool.map(call, msgs))
 
     return InProcessGrid()
 
@@ -174,7 +188,7 @@ def _client_app(length: int, timings: list[float]) -> Any:
     def timed_mod(msg: Any, ctx: Any, call_next: Any) -> Any:
         t0 = time.perf_counter()
         out = mod(msg, ctx, call_next)
-        timings.append(time.perf_counter() - t0)
+        timings.append(time.perf_counter() - t0)  # list.append: atomic across threads
         return out
 
     app = ClientApp(mods=[timed_mod])
@@ -196,13 +210,19 @@ def _client_app(length: int, timings: list[float]) -> Any:
 
 
 def run_rounds(
-    length: int, clients: int, rounds: int, committee: Any = None, warmup: int = 0
+    length: int,
+    clients: int,
+    rounds: int,
+    committee: Any = None,
+    warmup: int = 0,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """``rounds`` KairesFedAvg rounds of a ``length``-parameter model over ``clients``
     in-process clients (module docstring), optionally after a ``warmup``-parameter round
-    on the same committee. Returns lists, one entry per round: ``round_s`` (wall time),
-    ``round_cpu_s``, ``client_s`` (mean), ``committee_s``, ``bytes`` (mean per client),
-    ``accepted`` (count), ``statistic`` (the committed ``ModelUpdateStats``).
+    on the same committee (default: a fresh ``LocalCommittee(workers=workers)``: the
+    parties work on ``workers`` threads). Returns lists, one entry per round: ``round_s``
+    (wall time), ``round_cpu_s``, ``client_s`` (mean), ``committee_s``, ``bytes`` (mean
+    per client), ``accepted`` (count), ``statistic`` (the committed ``ModelUpdateStats``).
 
     Raises
     ------
@@ -216,7 +236,7 @@ def run_rounds(
     from kaires_fl.simulation import LocalCommittee
     from kaires_fl.strategies import KairesFedAvg
 
-    committee = committee if committee is not None else LocalCommittee()
+    committee = committee if committee is not None else LocalCommittee(workers=workers)
     flwr_log = logging.getLogger("flwr")
     level = flwr_log.level
     flwr_log.setLevel(logging.WARNING)
@@ -267,7 +287,7 @@ def run_rounds(
             clip_norm=CLIP_NORM,
             num_examples_cap=NUM_EXAMPLES_CAP,
         )
-        grid = _grid(_client_app(length, client_times), clients)
+        grid = _grid(_client_app(length, client_times), clients, workers)
         strategy.start(grid=grid, initial_arrays=ArrayRecord([np.zeros(length)]), num_rounds=rounds)
     finally:
         flwr_log.setLevel(level)
@@ -333,12 +353,14 @@ def run(quick: bool = False) -> dict[str, float]:
     """The update metrics (module docstring)."""
     d = 10_000 if quick else 100_000
     r = run_rounds(d, N_CLIENTS, 2)
+    par = run_rounds(d, N_CLIENTS, 2, workers=PARALLEL_WORKERS)
     big = child_round(100_000 if quick else 1_000_000)
     return {
         "update_elements_per_param": elements_per_param(r["statistic"][-1]),
         "update_bytes_per_param": r["bytes"][-1] / d,
         "update_100k_round_s": r["round_s"][-1],
         "update_100k_round_cpu_s": r["round_cpu_s"][-1],
+        "update_100k_round_parallel_s": par["round_s"][-1],
         "update_100k_client_s": r["client_s"][-1],
         "update_100k_committee_s": r["committee_s"][-1],
         "update_1m_round_s": big["round_s"],

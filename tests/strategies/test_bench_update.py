@@ -44,6 +44,13 @@ def test_a_small_round_goes_through_kaires_fedavg_and_reports_its_costs() -> Non
     assert update.elements_per_param(stat) > stat.circuit.MEAS_LEN / 2_000 >= 1
 
 
+def test_parallel_round_gives_the_same_accepted_sizes() -> None:
+    """The round with the clients and the committee's parties on two threads."""
+    serial = update.run_rounds(1_000, 3, 1)
+    parallel = update.run_rounds(1_000, 3, 1, workers=2)
+    assert parallel["accepted"] == [3] and parallel["bytes"] == serial["bytes"]
+
+
 def test_child_round_reports_its_time_and_peak_memory() -> None:
     out = update.child_round(1_000, clients=2, warmup=0)
     assert math.isfinite(out["round_s"]) and out["round_s"] > 0 and out["round_cpu_s"] > 0
