@@ -4,26 +4,33 @@ A job run with ``dp=DP(ε, δ)`` releases ``aggregate + Z``, Z with i.i.d. integ
 coordinates. Every aggregator d of the job's n (degree t) deals its own noise vector e_d
 
 1. sampled from its own secret randomness (the OS CSPRNG: :func:`noise_rng`; never the
-   public coin): Skellam of variance σ²/(n − t) per coordinate (:func:`sample_noise`),
+   public coin): Skellam of variance σ²/(n − t) per coordinate (:func:`sample_noise`; on
+   two scales 2^k·Z₁ + Z₂ when σ² is beyond one draw, :class:`NoisePlan`),
    clipped to the proven range [−B, B − 1] with B = 2^(bits − 1) (the clipping happens
    with probability at most ``tail`` ≤ δ/10, which is counted in δ);
 2. as a Shamir-shared input like a provider's submission: e_d + B encoded by the
    ``SumVec(length, bits)`` circuit (every coordinate in [0, 2^bits) as bits), with an FLP
-   proof; the measurement and proof shares are sealed to each aggregator's X25519 key
-   and the deal is signed (:class:`NoiseDeal`, :func:`deal_noise`);
+   proof; aggregator j's measurement and proof shares are encrypted under
+   H(job, d, j, e·Y_j) (E = e·G in the deal, Y_j its recipient point), a key j derives
+   as y_j·E and can prove (DLEQ, :class:`NoiseComplaint`); the deal is signed
+   (:class:`NoiseDeal`, :func:`deal_noise`);
 3. every aggregator opens its part of every deal, and publishes per dealer a consistency
    value and its FLP verifier share (:class:`NoiseRound`, :func:`noise_round`);
-4. every aggregator opens those robustly (:func:`decide_noise`) and accepts dealer d iff
-   its values decode to one degree-t polynomial and its range proof holds; it then adds
-   its shares of the accepted deals (minus the offset B) to its share of the aggregate
-   (:func:`noise_total`).
+4. an aggregator whose value is off the decoded sharing, or that could not open its part,
+   proves its part key in round 2 (:func:`noise_disputes`, :func:`complain`);
+5. every aggregator opens those robustly (:func:`decide_noise`) and accepts dealer d iff
+   its values decode to one degree-t polynomial, no proven complaint shows it at fault,
+   and its range proof holds; it then adds its shares of the accepted deals (minus the
+   offset B) to its share of the aggregate (:func:`noise_total`).
 
 Guarantees (at most t faulty aggregators): an honest dealer's deal always decodes and
-passes (a faulty aggregator's value is corrected or counts as missing), so every honest
+passes (a faulty aggregator's value is corrected or counts as missing, and a false
+complaint proves nothing), so every honest
 aggregator adds the n − t (or more) honest noises: the released noise has variance at
-least σ² per coordinate whatever the t others deal (``"no_noise"`` adds zero), and at most
-n/(n − t)·σ² + t·B² (a faulty dealer adds at most its proven bound B per coordinate). The
-t colluding aggregators see t shares of each honest noise: nothing of it.
+least σ² per coordinate whatever the t others deal (``"no_noise"`` adds zero), n/(n − t)·σ²
+when all are honest, and a faulty dealer adds at most its proven bound B per coordinate.
+A dealer that cheats an honest aggregator is proven at fault and left out by all. The t
+colluding aggregators see t shares of each honest noise: nothing of it.
 
 Sampling: Poisson(μ/2) − Poisson(μ/2) with numpy's Generator seeded with 128 bits from
 ``secrets`` (the sample is a secret of the aggregator alone; a floating-point sampler is
@@ -378,7 +385,7 @@ def _joint_rand(plan: NoisePlan, job: str, dealer: int, meas_parts: Sequence[byt
 
 
 def deal_digest(deal: NoiseDeal) -> bytes:
-    """A deal's hash (the query randomness binds every deal)."""
+    """A deal's hash (the deal's query randomness binds it)."""
     return schema.signing_digest(deal, DEAL_CONTEXT)
 
 
@@ -394,7 +401,8 @@ def deal_noise(
     corrupt: int | None = None,
 ) -> NoiseDeal:
     """Deal ``noise`` (int vector in [−B, B − 1]) as aggregator ``dealer``: Shamir shares of
-    its SumVec encoding and FLP proof, part j sealed to ``boxes[j]``, signed.
+    its SumVec encoding and FLP proof, part j encrypted under H(job, dealer, j, e·Y_j) with
+    Y_j the recipient point of ``boxes[j]`` (X25519 keys) and E = e·G in the deal, signed.
 
     ``valid=False`` (tests / fault injection only) encodes ``noise`` without the range
     check, as a Byzantine dealer would: its proof then fails. ``corrupt=j`` (fault
