@@ -47,9 +47,15 @@ def privacy_key(provider: str) -> str:
 
 
 def _number(x: Any, what: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
-        raise LedgerError(f"{what} must be a finite number, got {x!r}")
-    return float(x)
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        raise LedgerError(f"{what} must be a finite number, got {str(x)[:40]!r}")
+    try:
+        v = float(x)
+    except OverflowError:  # an integer beyond any float
+        v = math.inf
+    if not math.isfinite(v):
+        raise LedgerError(f"{what} must be a finite number, got {str(x)[:40]!r}")
+    return v
 
 
 def check_privacy_pair(pair: Any, what: str, max_epsilon: float) -> tuple[float, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from fractions import Fraction
 
 import pytest
@@ -205,6 +206,8 @@ def test_job_privacy_and_budget_are_validated() -> None:
         {"epsilon": float("nan"), "delta": 1e-6},
         {"epsilon": 101.0, "delta": 1e-6},
         {"epsilon": True, "delta": 1e-6},
+        {"epsilon": 10**400, "delta": 1e-6},
+        {"epsilon": "1.0", "delta": 1e-6},
         {"epsilon": 1.0},
         {"epsilon": 1.0, "delta": 1e-6, "sigma": 0.0},
     ):
@@ -269,3 +272,24 @@ def test_local_committee_set_policy_privacy_budget() -> None:
         assert "privacy budget" in r.report["excluded"]["p0"]
     finally:
         c.close()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(_JSON, st.fixed_dictionaries({"epsilon": _JSON, "delta": _JSON})))
+def test_any_privacy_field_is_validated_with_a_ledger_error(privacy: object) -> None:
+    """A peer's payload: whatever the 'privacy' field and a policy's 'privacy_budget' hold,
+    validation passes or raises LedgerError (never another exception)."""
+    p = job_payload("mean", [PA], COMMITTEE, "ab" * 32)
+    p["privacy"] = privacy
+    with contextlib.suppress(LedgerError):
+        _check_job_payload(p)
+    t = {**data_terms(key(ALICE)), "privacy_budget": privacy}
+    with contextlib.suppress(LedgerError):
+        check_terms(t)
