@@ -271,11 +271,12 @@ def plan_noise(dp: DP, statistic: Any, n: int, t: int) -> NoisePlan:
         bits = ((b1 << k) + b2).bit_length() + 1
         tail = min(1.0, n * length * (skellam_tail(v1 / h, b1) + skellam_tail(v2 / h, b2)))
     if bits >= F.MODULUS.bit_length() - 1 or (
-        2 * n * (1 << (bits - 1)) + _max_total(statistic) >= F.MODULUS
+        _max_total(statistic) + n * (1 << (bits - 1)) >= F.MODULUS // 2
     ):
         raise ConfigError(
-            f"noise of σ = {sigma:.3g} (range ±2^{bits - 1} per aggregator) could wrap the "
-            f"field of {statistic!r}: raise epsilon or lower max_measurements"
+            f"noise of σ = {sigma:.3g} (range ±2^{bits - 1} per aggregator) could take sums past "
+            f"half the field of {statistic!r} (they would decode with the wrong sign): raise "
+            "epsilon or lower max_measurements"
         )
     return NoisePlan(dp, l2, l1, unit, n, t, length, F, sigma, bits, tail, k, v1, v2)
 

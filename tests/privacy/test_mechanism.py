@@ -115,11 +115,14 @@ def test_plan() -> None:
     rep = plan.report(1.0)
     assert rep["sigma"] == plan.sigma and rep["mechanism"] == "skellam"
     # a statistic whose noise cannot fit its field is refused before anything is run
-    with pytest.raises(ConfigError, match="wrap"):
+    with pytest.raises(ConfigError, match="half the field"):
         full = CountStats("provider", max_rows=1 << 20).circuit.max_measurements()
-        stat = CountStats("provider", max_rows=1 << 20, max_measurements=full)
-        assert stat.field.__name__ == "Field64"  # sums of `full` counts just fit
+        stat = CountStats("provider", max_rows=1 << 20, max_measurements=full // 2)
+        assert stat.field.__name__ == "Field64"  # sums of up to p/2 fit: no room for noise
         plan_noise(DP(1.0, 1e-6), stat, N, T)
+    # with room for the noise the same statistic is planned
+    room = CountStats("provider", max_rows=1 << 20, max_measurements=full // 4)
+    assert plan_noise(DP(1.0, 1e-6), room, N, T).bits > 1
 
 
 def test_honest_deals_are_accepted_and_sum_exactly(committee) -> None:
