@@ -991,11 +991,12 @@ class AggregatorService:
             disputes = noise_disputes(
                 st.noise_plan, st.deals, {i: p.noise for i, p in r1.messages.items()}
             )
-            st.work.noise_complaints = tuple(
-                complain(st.noise_plan, d, self.index, self.recipient)
-                for d in st.deals
-                if self.index in disputes.get(d.dealer, set())
-            )
+            complaints = []
+            for d in st.deals:
+                if self.index in disputes.get(d.dealer, set()):
+                    with contextlib.suppress(KairesError, ValueError):  # e.g. a bad E
+                        complaints.append(complain(st.noise_plan, d, self.index, self.recipient))
+            st.work.noise_complaints = tuple(complaints)
         st.sent_reveal = st.work.reveal(analysis.disputes.flagged)
         self._answer(st, msg, src, st.sent_reveal)
 
