@@ -7,7 +7,7 @@ coordinates. Every aggregator d of the job's n (degree t) deals its own noise ve
    public coin): Skellam of variance σ²/(n − t) per coordinate (:func:`sample_noise`; on
    two scales 2^k·Z₁ + Z₂ when σ² is beyond one draw, :class:`NoisePlan`),
    clipped to the proven range [−B, B − 1] with B = 2^(bits − 1) (the clipping happens
-   with probability at most ``tail`` ≤ δ/10, which is counted in δ);
+   with probability P ≤ δ/(10(1 + e^ε)), and costs (1 + e^ε)·P ≤ δ/10 of δ);
 2. as a Shamir-shared input like a provider's submission: e_d + B encoded by the
    ``SumVec(length, bits)`` circuit (every coordinate in [0, 2^bits) as bits), with an FLP
    proof; aggregator j's measurement and proof shares are encrypted under
@@ -146,7 +146,8 @@ class NoisePlan:
     ``sigma``: the target noise std per output coordinate, in the aggregate's integer
     units; ``n``/``t``: the aggregators and the sharing degree; ``length``: output
     coordinates; ``bits``: the proven range is [−B, B − 1], B = 2^(bits − 1); ``tail``:
-    P(some honest dealer's coordinate is clipped) ≤ tail, counted in δ.
+    what clipping costs in δ, (1 + e^ε)·P(some dealer's coordinate is clipped) ≤
+    TAIL_SHARE·δ.
     """
 
     dp: DP
@@ -166,6 +167,9 @@ class NoisePlan:
     scale_bits: int = 0
     coarse_variance: float = 0.0
     fine_variance: float = 0.0
+    #: P(some dealer's coordinate is clipped) in one release (``tail`` = (1 + e^ε)·this:
+    #: over k releases of total ε_k, clipping costs (1 + e^ε_k)·k·clip_probability of δ).
+    clip_probability: float = 0.0
 
     def epsilon(self, delta: float, rounds: int = 1) -> float:
         """The ε of ``rounds`` releases of this plan's noise at ``delta`` (the clipping
@@ -250,7 +254,10 @@ def plan_noise(dp: DP, statistic: Any, n: int, t: int) -> NoisePlan:
     length = int(statistic.output_len)
     F = statistic.field
     h = n - t
-    budget = dp.delta * TAIL_SHARE
+    # Clipping changes each release with probability ≤ P; a mechanism within total variation
+    # P of an (ε, δ)-DP one is (ε, δ + (1 + e^ε)·P)-DP: P is budgeted for that factor.
+    factor = 1 + math.exp(dp.epsilon)
+    budget = dp.delta * TAIL_SHARE / factor
     k, v1, v2 = 0, sigma**2, 0.0
     if sigma**2 / h > MAX_DEALER_VARIANCE:
         try:
@@ -278,7 +285,7 @@ def plan_noise(dp: DP, statistic: Any, n: int, t: int) -> NoisePlan:
             f"half the field of {statistic!r} (they would decode with the wrong sign): raise "
             "epsilon or lower max_measurements"
         )
-    return NoisePlan(dp, l2, l1, unit, n, t, length, F, sigma, bits, tail, k, v1, v2)
+    return NoisePlan(dp, l2, l1, unit, n, t, length, F, sigma, bits, factor * tail, k, v1, v2, tail)
 
 
 def _bound_bits(variance: float, draws: int, budget: float) -> int:

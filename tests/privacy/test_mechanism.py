@@ -108,10 +108,14 @@ def test_plan() -> None:
     assert plan.unit == "record" and plan.l1 == 2.0 and plan.l2 == pytest.approx(math.sqrt(2))
     assert plan.dealer_variance == pytest.approx(plan.sigma**2 / (N - T))
     assert plan.max_variance == pytest.approx(N / (N - T) * plan.sigma**2)
-    assert N * plan.length * skellam_tail(plan.dealer_variance, plan.bound) <= 1e-7
-    assert plan.tail <= 1e-7
-    # fewer bits would not meet the tail budget
-    assert N * plan.length * skellam_tail(plan.dealer_variance, plan.bound // 2) > 1e-7
+    # clipping is budgeted at TAIL_SHARE·δ = 1e-7 of δ, for the (1 + e^ε) factor of a
+    # mechanism within total variation P of the unclipped one
+    factor = 1 + math.exp(1.0)
+    p_clip = N * plan.length * skellam_tail(plan.dealer_variance, plan.bound)
+    assert p_clip == plan.clip_probability and factor * p_clip <= 1e-7
+    assert plan.tail == pytest.approx(factor * p_clip) and plan.tail <= 1e-7
+    # fewer bits would not meet the budget
+    assert factor * N * plan.length * skellam_tail(plan.dealer_variance, plan.bound // 2) > 1e-7
     rep = plan.report(1.0)
     assert rep["sigma"] == plan.sigma and rep["mechanism"] == "skellam"
     # a statistic whose noise cannot fit its field is refused before anything is run
