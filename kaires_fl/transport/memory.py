@@ -28,15 +28,18 @@ Other payloads pass by reference as in the default mode.
 Handlers may call :meth:`run_until` recursively (a service waiting for a ledger
 commit); the loop is re-entrant.
 
-Parallel delivery (``workers > 1``): messages due at the same instant to distinct endpoints
-of :attr:`MemoryNetwork.parallel` (a committee's aggregators and trustees, whose handlers
-share no state but the network) run their handlers side by side on ``workers`` threads —
-numba kernels, hashing and libsodium release the GIL. What a handler of such a batch
-sends or schedules is held back and entered in the queue when the batch ends, handler by
-handler in queue order: sequence numbers, fault-injection draws and hence every later
-event are those of one thread. A handler in a batch must not drive the loop
-(:meth:`MemoryNetwork.run_until` raises ``ProtocolError`` there); if handlers raise, the
-rest of the batch has still run and the first error in queue order is raised.
+Parallel delivery (``workers > 1``): the messages at the head of the queue that are due
+at the same instant to endpoints of :attr:`MemoryNetwork.parallel` (a committee's
+aggregators and trustees, whose handlers share no state but the network) form a batch:
+each endpoint handles its messages of the batch in queue order, different endpoints side
+by side on ``workers`` threads — numba kernels, hashing and libsodium release the GIL.
+What a handler of a batch sends or schedules is held back and entered in the queue when
+the batch ends, message by message in queue order: sequence numbers, fault-injection
+draws and hence every later event are those of one thread (anything a handler adds is
+due at or after the batch's instant, behind it in the queue either way). A handler in a
+batch must not drive the loop (:meth:`MemoryNetwork.run_until` raises ``ProtocolError``
+there); if a handler raises, its endpoint's later messages in the batch are dropped, the
+other endpoints' have run, and the first error in queue order is raised.
 """
 
 from __future__ import annotations
@@ -299,44 +302,48 @@ class MemoryNetwork:
             handler(env.src, env.payload)
 
     def _batch_after(self, first: Envelope) -> list[Envelope]:
-        """Pop the messages queued right after ``first`` that may run beside it: due at the
-        same instant, each to another endpoint of :attr:`parallel` (stops at anything else,
-        so the queue order is kept)."""
+        """Pop the messages queued right after ``first`` that belong to its batch: due at
+        the same instant to endpoints of :attr:`parallel` (stops at anything else, so what
+        is left keeps its queue order)."""
         batch = [first]
-        dsts = {first.dst}
         while self._queue:
             when, _, nxt = self._queue[0]
-            if (
-                isinstance(nxt, Timer)
-                or when != first.deliver_at
-                or nxt.dst not in self.parallel
-                or nxt.dst in dsts
-            ):
+            if isinstance(nxt, Timer) or when != first.deliver_at or nxt.dst not in self.parallel:
                 break
             heapq.heappop(self._queue)
             batch.append(nxt)
-            dsts.add(nxt.dst)
         return batch
 
     def _deliver_batch(self, batch: list[Envelope]) -> None:
-        """Run the handlers of ``batch`` side by side, then queue what each sent or
-        scheduled, in batch order; raise the first handler error in that order."""
+        """Each endpoint handles its messages of ``batch`` in order, endpoints side by side;
+        then what each message's handler sent or scheduled is queued, in batch order, and
+        the first handler error in that order is raised."""
         handlers = [self._handler_for(env) for env in batch]
+        by_dst: dict[str, list[int]] = {}
+        for i, env in enumerate(batch):
+            by_dst.setdefault(env.dst, []).append(i)
+        results: list[tuple[list[Any], BaseException | None]] = [([], None)] * len(batch)
 
-        def run(i: int) -> tuple[list[Any], BaseException | None]:
-            self._held.ops = held = []
-            try:
-                handler = handlers[i]
-                if handler is not None:
-                    handler(batch[i].src, batch[i].payload)
-                return held, None
-            except BaseException as exc:  # re-raised below, in queue order
-                return held, exc
-            finally:
-                self._held.ops = None
+        def run(indices: list[int]) -> None:
+            for i in indices:
+                self._held.ops = held = []
+                try:
+                    handler = handlers[i]
+                    if handler is not None:
+                        handler(batch[i].src, batch[i].payload)
+                    results[i] = (held, None)
+                except BaseException as exc:  # re-raised below, in queue order
+                    results[i] = (held, exc)
+                    return  # this endpoint's later messages: as if the loop had stopped
+                finally:
+                    self._held.ops = None
 
-        with ThreadPoolExecutor(min(self.workers, len(batch))) as pool:
-            results = list(pool.map(run, range(len(batch))))
+        groups = list(by_dst.values())
+        if len(groups) == 1:
+            run(groups[0])
+        else:
+            with ThreadPoolExecutor(min(self.workers, len(groups))) as pool:
+                list(pool.map(run, groups))
         error: BaseException | None = None
         for held, exc in results:
             for op in held:

@@ -255,40 +255,42 @@ def test_ledger_over_the_wire_commits_and_verifies() -> None:
     L.close()
 
 
-def _gossip(workers: int, faults: LinkFaults | None = None) -> tuple[list[Any], dict[str, int]]:
-    """A hub broadcasts to 4 parallel nodes; each answers twice, forwards to its neighbour
-    and sets a timer: the log of every delivery (time, src, dst, message)."""
+def _gossip(workers: int, faults: LinkFaults | None = None) -> tuple[Any, ...]:
+    """A hub broadcasts twice to 4 parallel nodes; each answers twice, forwards to its
+    neighbour and sets a timer. Returns the hub's log (time, src, message), each node's
+    own log (its handler's state: parallel handlers share nothing else) and the stats."""
     net = MemoryNetwork(seed=7, workers=workers)
-    log: list[Any] = []
     nodes = [f"n{i}" for i in range(4)]
     net.parallel.update(nodes)
+    hub_log = recorder(net, "hub")
     hub = net.endpoint("hub")
-    hub.set_handler(lambda src, msg: log.append((net.now, src, "hub", msg)))
+    logs: dict[str, list[Any]] = {name: [] for name in nodes}
     for i, name in enumerate(nodes):
         ep = net.endpoint(name)
 
         def handle(src: str, msg: Any, ep: Any = ep, i: int = i) -> None:
-            log.append((net.now, src, ep.address, msg))
+            logs[ep.address].append((net.now, src, msg))
             if src == "hub":
-                ep.send("hub", f"{ep.address}:a")
+                ep.send("hub", f"{ep.address}:{msg}:a")
                 ep.call_later(0.0005, lambda: ep.send("hub", f"{ep.address}:timer"))
                 ep.send(nodes[(i + 1) % 4], f"{ep.address}:fwd")
-                ep.send("hub", f"{ep.address}:b")
+                ep.send("hub", f"{ep.address}:{msg}:b")
 
         ep.set_handler(handle)
     if faults is not None:
         net.set_faults(faults)
     for r in range(3):
-        for name in nodes:
-            hub.send(name, f"round{r}")
+        for msg in (f"round{r}", f"again{r}"):  # a batch holds 2 messages per node
+            for name in nodes:
+                hub.send(name, msg)
         net.run_for(0.01)
-    return log, dict(net.stats)
+    return hub_log, logs, dict(net.stats)
 
 
 @pytest.mark.parametrize("faults", [None, LinkFaults(drop=0.2, duplicate=0.3, reorder=0.3)])
 def test_parallel_batches_deliver_exactly_as_one_thread(faults: LinkFaults | None) -> None:
     one = _gossip(1, faults)
-    assert len(one[0]) > 20
+    assert len(one[0]) > 20 and all(len(log) > 5 for log in one[1].values())
     assert _gossip(4, faults) == one
     assert _gossip(2, faults) == one
 
