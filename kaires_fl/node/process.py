@@ -22,6 +22,7 @@ to ``max_timeout``), but nothing is moved off the loop yet.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 import os
@@ -60,6 +61,29 @@ GROUP_FILE = "group.toml"
 DKG_ROUND_TIME = 0.25
 TICK = 0.1
 LEDGER_CONFIG = LedgerConfig(view_timeout=1.0, max_timeout=8.0)
+#: Seconds between two returns of a node's freed heap memory to the OS (glibc
+#: ``malloc_trim``): transient buffers — messages queued for a peer that is down, a sync
+#: batch for one that restarted — are freed after use, but glibc keeps the freed pages
+#: resident, so without it a node's RSS ratchets up with every peer restart.
+TRIM_EVERY = 30.0
+
+
+def malloc_trim() -> Callable[[], None] | None:
+    """A function returning freed heap pages to the OS (glibc's ``malloc_trim(0)``), or
+    None where the C library has none (not Linux with glibc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+
+    def release() -> None:
+        trim(0)
+
+    return release
 
 
 # -- logging and pid files --------------------------------------------------------------------
@@ -179,6 +203,14 @@ def run_node(
             )
 
         node.ledger.on_commit.append(on_commit)
+        trim = malloc_trim()
+        if trim is not None:
+
+            def trim_memory() -> None:
+                trim()
+                net.reactor.schedule(TRIM_EVERY, trim_memory)
+
+            net.reactor.schedule(TRIM_EVERY, trim_memory)
         tmp = pid_path.with_suffix(".pid.tmp")
         tmp.write_text(f"{os.getpid()}\n")
         os.replace(tmp, pid_path)
