@@ -249,8 +249,8 @@ def moments_to_stats(
     M00 = int(M[0, 0])
     if weighted or (noisy_decoding() and M00 % w):
         k = M.shape[0] - 1
-        if M00 <= 0:
-            return 0.0, np.full(k, np.nan), np.full((k, k), np.nan)
+        if M00 <= 0:  # a noisy count ≤ 0: the n-divided statistics are undefined
+            return M00 / w, np.full(k, np.nan), np.full((k, k), np.nan)
         s = M[0, 1:]
         num = M[1:, 1:] * M00 - np.outer(s, s)
         Cu = np.array([float(v) for v in num.ravel()]).reshape(k, k) / (float(w) * M00)
@@ -271,6 +271,24 @@ def moments_to_stats(
     mean_u = np.array([float(v) for v in s]) / float(M00)
     C = Cu * np.outer(scale, scale)
     return n, center + scale * mean_u, C
+
+
+def moments_to_raw_sums(
+    M: np.ndarray, w: int, center: np.ndarray, scale: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Count, Σx (k,) and Σxxᵀ (k, k) in the original units from a moment matrix ``M``
+    of :func:`moments_to_stats` (x = center + scale·u).
+
+    None of them divides by the count: they stay finite whatever the (noisy) count, so a
+    consumer of a noisy aggregate can post-process them (clamp n, recentre) itself.
+    """
+    Mf = np.array([float(v) for v in np.asarray(M).ravel()]).reshape(M.shape) / float(w)
+    n, su, suu = Mf[0, 0], Mf[0, 1:], Mf[1:, 1:]
+    c, s = np.asarray(center, dtype=np.float64), np.asarray(scale, dtype=np.float64)
+    ssu = s * su
+    s1 = n * c + ssu
+    s2 = n * np.outer(c, c) + np.outer(c, ssu) + np.outer(ssu, c) + np.outer(s, s) * suu
+    return n, s1, s2
 
 
 # --------------------------------------------------------------------------- base class

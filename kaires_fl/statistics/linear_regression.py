@@ -26,6 +26,7 @@ from kaires_fl.statistics.base import (
     choose_fixed_point,
     choose_record_bits,
     field_ints,
+    moments_to_raw_sums,
     moments_to_stats,
     noisy_decoding,
     pow2_frame,
@@ -337,6 +338,18 @@ class LinearRegressionStats(Statistic):
             "x_scale_raw": np.asarray(scale[:d] + np.abs(center[:d]), dtype=np.float64),
             "scatter_tol": float(tol),
         }
+        if noisy_decoding():  # raw sums straight from the moments: finite for any noisy n
+            w, c = (1 << self._f, self._center) if self.granularity == "provider" else (1, center)
+            _, s1, s2 = moments_to_raw_sums(M, w, c, scale)
+            if self.granularity == "provider" and weighted:
+                s1, s2 = s1 * W, s2 * W
+            res.update(
+                sum_x=s1[:d],
+                sum_y=s1[d:],
+                xtx=s2[:d, :d],
+                xty=s2[:d, d:],
+                yty=np.diag(s2)[d:].copy(),
+            )
         if k == 1:
             for key in ("y_mean", "syy", "sum_y", "yty"):
                 res[key] = float(res[key][0])

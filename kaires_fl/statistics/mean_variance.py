@@ -11,7 +11,9 @@ from kaires_fl.statistics.base import (
     _as_2d,
     _fixed_point,
     _signed_ints,
+    moments_to_raw_sums,
     moments_to_stats,
+    noisy_decoding,
     pow2_frame,
 )
 from kaires_fl.statistics.covariance import ConstantTargetStats
@@ -84,10 +86,17 @@ class MeanVarianceStats(ConstantTargetStats):
             var = np.diag(C) / max(n, 1)
         if n == 0:
             var = np.full(d, np.nan)
-        return {
+        out = {
             "n": n,
             "mean": mean,
             "var": var,
             "sum": n * mean,
             "sum_sq": n * (var + mean * mean),
         }
+        if noisy_decoding():  # raw sums finite whatever the noisy count
+            if self.granularity == "record":
+                out.update(sum=r["sum_x"], sum_sq=np.diag(r["xtx"]).copy())
+            else:
+                _, s1, s2 = moments_to_raw_sums(M, 1 << self._f, self._center, 2.0**self._exp)
+                out.update(sum=s1, sum_sq=np.diag(s2).copy())
+        return out

@@ -113,3 +113,39 @@ def test_noisy_decoding() -> None:
     with pytest.raises(Exception, match="not an integer"):
         prov.decode(agg, 1)
     assert prov.decode_noisy(agg, 1)["n"] == pytest.approx(10, abs=1)
+
+
+def test_noisy_decoding_keeps_raw_sums_finite() -> None:
+    """A noisy count ≤ 0 leaves the raw sums (Σx, XᵀX, Xᵀy, yᵀy; Σx, Σx²) finite and equal
+    to those of the noisy moments (NaN only in the n-divided means); a count > 0 gives the
+    same raw sums as the exact decode (up to the noise)."""
+    rng = np.random.default_rng(3)
+    X, y = rng.uniform(-1, 3, (12, 2)), rng.uniform(0, 2, 12)
+    prov = LinearRegressionStats(2, [-1, 3], [0, 2], "provider", max_rows=20, frac_bits=10)
+    F, w = prov.field, 1 << 10
+    a = np.sum(_outputs(prov, X, y), axis=0).astype(object)
+    exact = prov.decode(F.elements(a % F.MODULUS), 1)
+    got = prov.decode_noisy(F.elements(a % F.MODULUS), 1)
+    for key in ("sum_x", "xtx", "xty", "sum_y", "yty"):
+        assert np.allclose(got[key], exact[key], rtol=1e-9, atol=1e-6), key
+    assert np.allclose(exact["xtx"], X.T @ X, atol=0.1) and np.isclose(
+        exact["yty"], y @ y, atol=0.1
+    )
+    b = a.copy()
+    b[0] = a[0] - 15 * w - 5  # the count coordinate (M[0, 0]) driven below zero by noise
+    noisy = prov.decode_noisy(F.elements(b % F.MODULUS), 1)
+    assert noisy["n"] < 0 and np.all(np.isnan(noisy["x_mean"])) and np.isnan(noisy["y_mean"])
+    for key in ("sum_x", "xtx", "xty", "sum_y", "yty"):
+        assert np.all(np.isfinite(noisy[key])), key
+    # Only the count moved: Σx changes by Δn·center of the frame, XᵀX by Δn·ccᵀ.
+    dn = (b[0] - a[0]) / w
+    c = prov._center
+    assert np.allclose(noisy["sum_x"], exact["sum_x"] + dn * c[:2], atol=1e-6)
+    assert np.allclose(noisy["xtx"], exact["xtx"] + dn * np.outer(c[:2], c[:2]), atol=1e-6)
+    mv = MeanVarianceStats(2, [-1, 3], "provider", max_rows=20, frac_bits=10)
+    m = np.sum(_outputs(mv, X), axis=0).astype(object)
+    m[0] = m[0] - 13 * w
+    r = mv.decode_noisy(mv.field.elements(m % mv.field.MODULUS), 1)
+    assert np.all(np.isnan(r["mean"])) and np.all(np.isfinite(r["sum"]))
+    assert np.allclose(r["sum"], X.sum(axis=0) - 13 * mv._center, atol=0.1)
+    assert np.allclose(r["sum_sq"], (X * X).sum(axis=0) - 13 * mv._center**2, atol=0.1)
