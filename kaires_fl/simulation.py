@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -493,9 +494,7 @@ class LocalCommittee:
             p.fault = self.faults["provider"].get(j)
         lap("providers")
         # Encoding first: data outside the declared bounds fail before anything is escrowed.
-        encoded = self._each(
-            [lambda p=p: p.measure(statistic, *by_label[p.label]) for p in providers]
-        )
+        encoded = self._each([partial(p.measure, statistic, *by_label[p.label]) for p in providers])
         meas = {p.label: m for p, m in zip(providers, encoded, strict=True)}
         lap("encode")
         # 1. job request
@@ -527,8 +526,13 @@ class LocalCommittee:
         # 2. sealed submissions (one block of writes)
         sealed = self._each(
             [
-                lambda label=label_of[pid]: self.providers[label].submit(
-                    self.client, job, statistic, meas[label], self.lts_id
+                partial(
+                    self.providers[label_of[pid]].submit,
+                    self.client,
+                    job,
+                    statistic,
+                    meas[label_of[pid]],
+                    self.lts_id,
                 )
                 for pid in job["providers"]
             ]

@@ -326,7 +326,8 @@ class MemoryNetwork:
 
         def run(indices: list[int]) -> None:
             for i in indices:
-                self._held.ops = held = []
+                held: list[Any] = []
+                self._held.ops = held
                 try:
                     handler = handlers[i]
                     if handler is not None:
