@@ -320,9 +320,11 @@ class WeightedL2BoundPine(pine.PineNormCircuit):
 
     Measurement: a_i = round(v_i·2^f) (d field elements), then the bits of ω = round(w·2^f)
     (f), of the slack s = ω² − Σ a_i² (bitlen((2^f − 1)²)), the flags, the metric values
-    c_j (f each) and their slacks ω − c_j (f each). Witness (head of the proof): the bits of
-    y_k + β for the r wraparound checks. Outputs (combined by query randomness): every bit
-    check, Σ a_i² − ω² + s, the r wraparound checks, ω − c_j − d_j per metric.
+    c_j (f each) and their slacks ω − c_j (f each). Witness (committed between the two
+    joint-randomness stages, sealed at the head of the proof parts): the bits of y_k + β
+    for the r wraparound checks. Outputs (combined by query randomness): the bit checks
+    weighted by stage-2 randomness, Σ a_i² − ω² + s, the r wraparound checks, ω − c_j − d_j
+    per metric.
 
     Soundness: the wraparound checks bound ‖ā‖² < T = p − 2^norm_bits except with
     probability ``wraparound().error``; then Σ ā_i² + s = ω² holds over the integers, so

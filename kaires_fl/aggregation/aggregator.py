@@ -56,7 +56,7 @@ from kaires_fl.aggregation.submission import (
     Manifest,
     PartShares,
     SealedSubmission,
-    joint_rand_seed,
+    joint_rand_of,
     key_commit,
     open_part,
     part_hash,
@@ -146,10 +146,7 @@ class JobContext:
 
     def joint_rand(self, s: int) -> np.ndarray:
         """Joint randomness ``(JOINT_RAND_LEN,)`` of submission s (Fiat–Shamir on its parts)."""
-        m = self.submissions[s].manifest
-        return self.flp.derive_joint_rand(
-            joint_rand_seed(m.job, m.provider, m.circuit, m.meas_parts)
-        )
+        return joint_rand_of(self.flp, self.submissions[s].manifest)
 
     @cached_property
     def joint_rands(self) -> np.ndarray:
@@ -158,10 +155,7 @@ class JobContext:
         F = flp.field
         if not flp.JOINT_RAND_LEN:
             return F.zeros((self.rows, 0))
-        per = [
-            flp.derive_joint_rand(joint_rand_seed(m.job, m.provider, m.circuit, m.meas_parts))
-            for m in (s.manifest for s in self.submissions)
-        ]
+        per = [joint_rand_of(flp, s.manifest) for s in self.submissions]
         counts = [s.manifest.batch for s in self.submissions]
         return np.repeat(np.stack(per), counts, axis=0) if per else F.zeros((0, flp.JOINT_RAND_LEN))
 

@@ -15,7 +15,12 @@ A provider turns a batch of encoded measurements ``(B, MEAS_LEN)`` into
   every part, the key commitments and a reference to the CALYPSO write carrying the keys.
 
 The joint randomness of the FLP is Fiat–Shamir over the hashes of the measurement parts
-(:func:`joint_rand_seed`), so the proof is made after — and bound to — the shares.
+(:func:`joint_rand_seed`), so the proof is made after — and bound to — the shares. A circuit
+with a witness (the PINE circuits' wraparound bits) takes it in two stages
+(:func:`joint_rand_of`): stage 1 (what the witness depends on) from the measurement parts;
+the witness is then shared and sealed at the head of each proof part, its sealed blobs
+hashed into the manifest (``witness_parts``), and stage 2 (what may weight the witness's
+checks) from the measurement and witness hashes.
 
 The keys themselves are CALYPSO-written to the trustees by the caller
 (:mod:`kaires_fl.roles.provider`), which then signs the manifest with the write's reference.
@@ -55,6 +60,8 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-
 Batch = Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH)]
 Hashes = Annotated[tuple[schema.Hex32, ...], msgspec.Meta(min_length=1, max_length=MAX_PARTS)]
 Parts = Annotated[tuple[schema.Blob, ...], msgspec.Meta(min_length=1, max_length=MAX_PARTS)]
+#: The witness hashes: none (a circuit without a witness) or one per aggregator.
+WitnessHashes = Annotated[tuple[schema.Hex32, ...], msgspec.Meta(max_length=MAX_PARTS)]
 
 _ID = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
 _HEX32 = re.compile(r"[0-9a-f]{64}")
@@ -97,6 +104,17 @@ def _check_manifest_fields(m: Manifest) -> None:
                 f"a tuple of {max(n, 1)}..{MAX_PARTS} 32-byte hex digests, one per aggregator "
                 "(as many as meas_parts)",
             )
+    w = m.witness_parts
+    if (
+        type(w) is not tuple
+        or len(w) not in (0, n)
+        or not all(type(h) is str and _HEX32.fullmatch(h) is not None for h in w)
+    ):
+        raise _bad(
+            "witness_parts",
+            w,
+            f"empty or a tuple of {max(n, 1)} 32-byte hex digests (one per aggregator)",
+        )
 
 
 class Manifest(schema.Message, frozen=True):
@@ -118,6 +136,9 @@ class Manifest(schema.Message, frozen=True):
     proof_parts: Hashes
     key_commits: Hashes
     write: Id
+    #: Hashes of the sealed witness blobs at the head of the proof parts (stage 2 of the
+    #: joint randomness; empty for a circuit without a witness).
+    witness_parts: WitnessHashes = ()
 
     def __post_init__(self) -> None:
         _check_manifest_fields(self)
@@ -134,6 +155,7 @@ class Manifest(schema.Message, frozen=True):
             "proof_parts": list(self.proof_parts),
             "key_commits": list(self.key_commits),
             "write": self.write,
+            "witness_parts": list(self.witness_parts),
         }
 
     @classmethod
@@ -379,6 +401,7 @@ class SealedParts:
     meas: np.ndarray = field(repr=False)
     meas_hashes: list[str] = field(default_factory=list)
     proof_hashes: list[str] = field(default_factory=list)
+    witness_hashes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -424,6 +447,38 @@ def joint_rand_seed(
     )
 
 
+def witness_rand_seed(stage1: bytes, witness_part_hashes: Sequence[str]) -> bytes:
+    """Fiat–Shamir seed of stage 2 of the joint randomness: binds stage 1 (hence the job,
+    provider, circuit and measurement shares) and every sealed witness share."""
+    return H(
+        b"kaires/aggregation/joint-rand/stage2",
+        stage1,
+        *[bytes.fromhex(h) for h in witness_part_hashes],
+    )
+
+
+def joint_rand_of(flp: FlpBBCGGI19, m: Manifest) -> np.ndarray:
+    """The FLP joint randomness ``(JOINT_RAND_LEN,)`` of the submission ``m`` describes,
+    from its signed hashes alone (what every aggregator, and any third party, recomputes).
+
+    One stage for a circuit without a witness; two for one with a witness (module
+    docstring). A manifest without the witness hashes its circuit needs gets a stage 2
+    from none: :func:`open_part` refuses such a submission anyway.
+    """
+    seed = joint_rand_seed(m.job, m.provider, m.circuit, m.meas_parts)
+    if not flp.valid.WITNESS_LEN:
+        return flp.derive_joint_rand(seed)
+    return flp.derive_joint_rand_staged(seed, witness_rand_seed(seed, m.witness_parts))
+
+
+def _split_proof_part(blob: bytes) -> tuple[bytes, bytes]:
+    """(witness blob, proof blob) of a proof part ``len32 ‖ witness blob ‖ proof blob``."""
+    if len(blob) < 4 or int.from_bytes(blob[:4], "little") > len(blob) - 4:
+        raise EncodingError("the proof part does not start with its witness blob's length")
+    k = 4 + int.from_bytes(blob[:4], "little")
+    return blob[4:k], blob[k:]
+
+
 #: First byte of a part's plaintext: the part carries its shares in full.
 FORMAT_FULL = 0
 #: First byte of a part's plaintext: the part carries a 32-byte seed its shares expand from.
@@ -458,9 +513,11 @@ def seal_parts(
     ``seeded``: the aggregators whose shares are expanded from seeds — exactly ``t`` of
     them (default: the first t, ``range(t)``), or ``()`` to send every share in full.
     Post: ``keys[i]`` opens ``meas_parts[i]`` and ``proof_parts[i]``; a seeded aggregator's
-    parts hold a fresh 32-byte seed each (measurement + mask, proof), the others their
-    shares in full, computed from the secret and the seeded shares; the joint randomness of
-    the proofs is derived from the hashes of the measurement parts.
+    parts hold a fresh 32-byte seed each (measurement + mask, witness, proof), the others
+    their shares in full, computed from the secret and the seeded shares; the joint
+    randomness of the proofs is derived from the hashes of the measurement parts (and, for
+    a circuit with a witness, in a second stage from those of the sealed witness shares,
+    which head the proof parts: :func:`joint_rand_of`).
     """
     F = flp.field
     meas = np.asarray(meas)
@@ -519,8 +576,22 @@ def seal_parts(
     ]
     del meas_sh  # the proof is made next: keep one copy of the shares at a time
     mhashes = [part_hash(p).hex() for p in meas_parts]
-    joint_rand = flp.derive_joint_rand(joint_rand_seed(job, provider, circuit, mhashes))
-    proof = flp.prove(meas, flp.random_prove_rand((B,)), joint_rand if flp.JOINT_RAND_LEN else None)
+    stage1 = joint_rand_seed(job, provider, circuit, mhashes)
+    W = flp.valid.WITNESS_LEN
+    wblobs: list[bytes] = []
+    whashes: list[str] = []
+    witness = None
+    if W:
+        # stage 1 fixed: the witness, committed (sealed, hashed) before stage 2 is drawn
+        witness = flp.witness(meas, flp.derive_stage1_rand(stage1))
+        wblobs = _seal_shares(F, witness, keys, seeded, n, t, b"witness", job, provider)
+        whashes = [part_hash(b).hex() for b in wblobs]
+        joint_rand = flp.derive_joint_rand_staged(stage1, witness_rand_seed(stage1, whashes))
+    else:
+        joint_rand = flp.derive_joint_rand(stage1)
+    proof = flp.prove(
+        meas, flp.random_prove_rand((B,)), joint_rand if flp.JOINT_RAND_LEN else None, witness
+    )[:, W:]
     if fault == "bad_proof":
         proof = proof.copy()
         proof[:, -1] = F.add(proof[:, -1], F.ones((B,)))
@@ -541,9 +612,43 @@ def seal_parts(
         )
         for i in range(n)
     ]
+    if W:
+        proof_parts = [
+            len(w).to_bytes(4, "little") + w + p for w, p in zip(wblobs, proof_parts, strict=True)
+        ]
     commits = [key_commit(job, provider, i, keys[i]) for i in range(n)]
     phashes = [part_hash(p).hex() for p in proof_parts]
-    return SealedParts(keys, meas_parts, proof_parts, commits, B, meas, mhashes, phashes)
+    return SealedParts(keys, meas_parts, proof_parts, commits, B, meas, mhashes, phashes, whashes)
+
+
+def _seal_shares(
+    F: Any,
+    secret: np.ndarray,
+    keys: Sequence[bytes],
+    seeded: Sequence[int],
+    n: int,
+    t: int,
+    kind: bytes,
+    job: str,
+    provider: str,
+) -> list[bytes]:
+    """The n AEAD blobs of a degree-t sharing of ``secret`` (``kind`` names its seed and
+    AAD context): a fresh seed for each seeded aggregator, the shares in full otherwise."""
+    seeds = {j: secrets.token_bytes(SEED_SIZE) for j in seeded}
+    if seeded:
+        sh = sharing.share_seeded(F, secret, seeds, n, t, seed_context(kind, job, provider))
+    else:
+        sh = sharing.share(F, secret, n, t)
+    return [
+        envelope.seal(
+            keys[i],
+            bytes([FORMAT_SEED]) + seeds[i]
+            if i in seeds
+            else bytes([FORMAT_FULL]) + F.encode(sh[i]),
+            _aad(kind, job, provider, i),
+        )
+        for i in range(n)
+    ]
 
 
 def sign_manifest(
@@ -566,6 +671,7 @@ def sign_manifest(
         proof_parts=tuple(parts.proof_hashes or [part_hash(p).hex() for p in parts.proof_parts]),
         key_commits=tuple(c.hex() for c in parts.key_commits),
         write=write,
+        witness_parts=tuple(parts.witness_hashes),
     )
     sig = identity.sign(MANIFEST_CONTEXT, manifest_signing_bytes(m))
     return SealedSubmission(m, sig, tuple(parts.meas_parts), tuple(parts.proof_parts))
@@ -608,11 +714,29 @@ def open_part(
         or part_hash(proof_blob).hex() != manifest.proof_parts[i]
     ):
         raise InvalidSubmission(f"part {i} of provider {prov[:16]}… does not match its manifest")
+    W = flp.valid.WITNESS_LEN
+    if len(manifest.witness_parts) != (len(manifest.key_commits) if W else 0):
+        raise InvalidSubmission(
+            f"the manifest of provider {prov[:16]}… names {len(manifest.witness_parts)} "
+            f"witness parts; its circuit needs {'one per aggregator' if W else 'none'}"
+        )
     try:
+        wplain = b""
+        if W:
+            wblob, proof_blob = _split_proof_part(proof_blob)
+            if part_hash(wblob).hex() != manifest.witness_parts[i]:
+                raise InvalidSubmission(
+                    f"the witness blob of part {i} of provider {prov[:16]}… does not match "
+                    "its signed hash: the provider sealed another witness than it committed to"
+                )
+            wplain = envelope.open_(key, wblob, _aad(b"witness", job, prov, i))
         mplain = envelope.open_(key, meas_blob, _aad(b"meas", job, prov, i))
         pplain = envelope.open_(key, proof_blob, _aad(b"proof", job, prov, i))
         meas, rho = _meas_shares(F, mplain, B, flp.MEAS_LEN, job, prov, i)
-        proof = _part_shares(F, pplain, (B, flp.PROOF_LEN), b"proof", job, prov, i)
+        proof = _part_shares(F, pplain, (B, flp.PROOF_LEN - W), b"proof", job, prov, i)
+        if W:
+            wit = _part_shares(F, wplain, (B, W), b"witness", job, prov, i)
+            proof = np.concatenate([wit, proof], axis=1)
     except (InvalidProof, EncodingError) as exc:
         raise InvalidSubmission(
             f"part {i} of provider {prov[:16]}… does not open to {B} share vectors: {exc}"

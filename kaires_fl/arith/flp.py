@@ -995,7 +995,8 @@ class Valid:
     #: ``(B, MEAS_LEN + WITNESS_LEN)``: the measurement followed by the witness.
     WITNESS_LEN: int = 0
     #: The last SHARED_JOINT_RAND_LEN elements of each repetition's joint randomness are
-    #: drawn once for all repetitions (what ``witness`` may depend on).
+    #: drawn once for all repetitions (stage 1: what ``witness`` may depend on); with a
+    #: witness, the others are stage 2, drawn after it is committed.
     SHARED_JOINT_RAND_LEN: int = 0
 
     def eval(
@@ -1018,10 +1019,13 @@ class Valid:
 
     def witness(self, meas: np.ndarray, joint_rand: np.ndarray) -> np.ndarray:
         """The prover's witness ``(B, WITNESS_LEN)`` for ``meas`` ``(B, MEAS_LEN)`` and the
-        joint randomness ``(1|B, JOINT_RAND_LEN)`` (only its shared tail may matter).
+        joint randomness ``(1|B, JOINT_RAND_LEN)``; only its shared tail (stage 1) may
+        matter.
 
-        It is chosen after the joint randomness, so ``eval`` must check it with nothing
-        the prover knows in advance: no joint-randomness weights (see ``docs/proofs.md``).
+        The joint randomness comes in two stages (:meth:`FlpBBCGGI19.derive_joint_rand_staged`):
+        the shared tail from a commitment to the measurement, the repetitions' own elements
+        from a commitment to the measurement *and the witness*. So ``eval`` may weight the
+        witness's checks by the own elements only (see ``docs/proofs.md`` § PINE).
         """
         raise NotImplementedError
 
@@ -1318,6 +1322,29 @@ class FlpBBCGGI19:
         """Joint randomness ``(JOINT_RAND_LEN,)`` expanded from a seed."""
         return self.field.from_seed(seed, (self.JOINT_RAND_LEN,), context)
 
+    def derive_joint_rand_staged(
+        self, stage1: bytes, stage2: bytes, context: bytes = b"kaires/flp/joint"
+    ) -> np.ndarray:
+        """Two-stage joint randomness ``(JOINT_RAND_LEN,)`` of a circuit with a witness:
+        the shared tail (what the witness may depend on) from ``stage1``, a commitment to
+        the measurement; every repetition's own elements (which may weight the witness's
+        checks) from ``stage2``, a commitment to the measurement and the witness."""
+        own = self.field.from_seed(stage2, (self.proofs * self._jr_own,), context + b"/stage2")
+        return np.concatenate([own, self.derive_stage1_rand(stage1, context)])
+
+    def derive_stage1_rand(self, stage1: bytes, context: bytes = b"kaires/flp/joint") -> np.ndarray:
+        """The shared tail ``(SHARED_JOINT_RAND_LEN,)`` of :meth:`derive_joint_rand_staged`."""
+        return self.field.from_seed(stage1, (self._jr_shared,), context + b"/stage1")
+
+    def witness(self, meas: np.ndarray, stage1: np.ndarray) -> np.ndarray:
+        """The witness ``(B, WITNESS_LEN)`` of measurements ``(B, MEAS_LEN)`` for the
+        stage-1 joint randomness ``stage1`` ``(SHARED_JOINT_RAND_LEN,)`` (the shared tail),
+        to be committed before the stage-2 randomness is drawn."""
+        F = self.field
+        meas2, _ = _batch(self, meas, self.MEAS_LEN, "measurement")
+        jr = np.concatenate([F.zeros((self._jr_own,)), np.asarray(stage1, dtype=F.DTYPE)])
+        return np.asarray(self.valid.witness(meas2, jr[None, :]))
+
     def _rep_joint_rands(self, jr: np.ndarray) -> list[np.ndarray]:
         """Each repetition's joint randomness ``(1|B, jr1)``: its own elements, then the
         shared tail (the last ``SHARED_JOINT_RAND_LEN`` elements of ``jr``)."""
@@ -1330,12 +1357,17 @@ class FlpBBCGGI19:
     # -------------------------------------------------------------- prove
 
     def prove(
-        self, meas: np.ndarray, prove_rand: np.ndarray, joint_rand: np.ndarray | None
+        self,
+        meas: np.ndarray,
+        prove_rand: np.ndarray,
+        joint_rand: np.ndarray | None,
+        witness: np.ndarray | None = None,
     ) -> np.ndarray:
         """Proofs ``(..., PROOF_LEN)`` that each measurement ``(..., MEAS_LEN)`` is valid.
 
         ``prove_rand`` must be fresh and secret per record ``(..., PROVE_RAND_LEN)``;
-        ``joint_rand`` is ``(JOINT_RAND_LEN,)`` or per record.
+        ``joint_rand`` is ``(JOINT_RAND_LEN,)`` or per record; ``witness`` ``(B,
+        WITNESS_LEN)``: the one already committed (:meth:`witness`; None: computed here).
         """
         F = self.field
         meas2, bshape = _batch(self, meas, self.MEAS_LEN, "measurement")
@@ -1347,24 +1379,31 @@ class FlpBBCGGI19:
             )
         pr = np.broadcast_to(pr, (*bshape, self.PROVE_RAND_LEN)).reshape(B, -1)
         jr = _rand(F, joint_rand, self.JOINT_RAND_LEN, bshape, "joint_rand")
+        wit = None if witness is None else np.asarray(witness).reshape(B, self._wit)
         if B <= _BLOCK_ROWS:
-            return self._prove_block(meas2, pr, _rows(jr, 0, B)).reshape(*bshape, self.PROOF_LEN)
+            return self._prove_block(meas2, pr, _rows(jr, 0, B), wit).reshape(
+                *bshape, self.PROOF_LEN
+            )
         proof = zeros(F, (B, self.PROOF_LEN))
         for s in range(0, B, _BLOCK_ROWS):
             e = min(s + _BLOCK_ROWS, B)
-            proof[s:e] = self._prove_block(meas2[s:e], pr[s:e], _rows(jr, s, e))
+            w = None if wit is None else wit[s:e]
+            proof[s:e] = self._prove_block(meas2[s:e], pr[s:e], _rows(jr, s, e), w)
         return proof.reshape(*bshape, self.PROOF_LEN)
 
-    def _prove_block(self, meas2: np.ndarray, pr: np.ndarray, jr: np.ndarray) -> np.ndarray:
+    def _prove_block(
+        self, meas2: np.ndarray, pr: np.ndarray, jr: np.ndarray, wit: np.ndarray | None = None
+    ) -> np.ndarray:
         """``prove`` on one block of rows: meas2 ``(B, MEAS_LEN)``, pr ``(B, ·)``, jr
-        ``(1|B, ·)`` → ``(B, PROOF_LEN)``."""
+        ``(1|B, ·)``, the committed witness (or None) → ``(B, PROOF_LEN)``."""
         F = self.field
         B = meas2.shape[0]
         parts = []
         jrs = self._rep_joint_rands(jr)
         call_lists = [[GadgetCall(F, g, B) for g in self.valid.GADGETS] for _ in jrs]
         if self._wit:
-            wit = self.valid.witness(meas2, jrs[0])
+            if wit is None:
+                wit = self.valid.witness(meas2, jrs[0])
             parts.append(wit)
             meas2 = np.concatenate([meas2, wit], axis=1)
         self.valid.eval_reps(meas2, jrs, call_lists)

@@ -20,14 +20,17 @@ most c ≈ 1/2, independently, so all r of them with probability ≤ c^r (``docs
 § "PINE"; :func:`wraparound_bound`). Below T, Σ ā_i² + s < p, so the field equation holds
 over the integers and ‖ā‖² ≤ N.
 
-Every bit (measurement and witness) is checked by its own ``Mul`` gadget call and circuit
-output, combined by query randomness only: the witness is chosen after the joint
-randomness, so no check may be weighted by it (a prover knowing the weights could make
-non-bits cancel). The joint randomness is used for z only, so the FLP's own grindable error
-is zero (``joint_rand_degree() = 0``) and two proofs suffice over Field64.
+The joint randomness comes in two Fiat–Shamir stages
+(:meth:`~kaires_fl.arith.flp.FlpBBCGGI19.derive_joint_rand_staged`): stage 1, the shared
+tail that seeds z, from a commitment to the measurement shares; the witness is then
+committed (sealed, its hashes signed), and stage 2 — one element r_m per call of the
+bit-check gadget — from a commitment to both. Every bit (tail and witness) is checked in
+one ``ParallelSum(Mul, c_b)`` output Σ_j r_m^(j mod c_b + 1)·b_j·(b_j − 1): the prover
+fixed the witness before r was drawn, so non-bits cannot be made to cancel
+(``joint_rand_degree() = c_b``; three proofs over Field64).
 
-Sizes: MEAS_LEN = d + tail bits; proof = r·wr_bits + 2·(Mul gadget ≈ 2·next_pow2(r·wr_bits)
-+ squares gadget ≈ 2√(2d) + …): ≈ 1.03 elements per parameter at d = 10^6.
+Sizes: MEAS_LEN = d + tail bits; proof = r·wr_bits + 3·(bit gadget ≈ 2√(n_bits) + 2·P
++ squares gadget ≈ 2√(2d) + …): ≈ 1.08 elements per parameter at d = 10^5, 1.016 at 10^6.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from numba import njit
 
 from kaires_fl.arith import _kernels as kern
-from kaires_fl.arith.circuits import best_chunk_length
+from kaires_fl.arith.circuits import best_chunk_length, call_weights
 from kaires_fl.arith.field import Field64
 from kaires_fl.arith.flp import (
     OFFLINE_QUERIES_LOG2,
@@ -273,20 +276,34 @@ class PineNormCircuit(Valid):
         self.WITNESS_LEN = self.checks * self.wr_bits
         self.n_bits = self.tail_bits + self.WITNESS_LEN
         self.MEAS_LEN = d + self.tail_bits
-        self.JOINT_RAND_LEN = WR_SEED_LEN
         self.SHARED_JOINT_RAND_LEN = WR_SEED_LEN
         self.norm_chunk_length = best_chunk_length(d + self._extra_pairs)
-        self.GADGETS = [Mul(), ParallelSum(Mul(), self.norm_chunk_length)]
+        self.bits_chunk_length = best_chunk_length(self.n_bits)
+        self.bit_calls = math.ceil(self.n_bits / self.bits_chunk_length)
+        self.GADGETS = [
+            ParallelSum(Mul(), self.bits_chunk_length),
+            ParallelSum(Mul(), self.norm_chunk_length),
+        ]
         self.GADGET_CALLS = [
-            self.n_bits,
+            self.bit_calls,
             math.ceil((d + self._extra_pairs) / self.norm_chunk_length),
         ]
-        self.EVAL_OUTPUT_LEN = self.n_bits + 1 + self.checks + self._extra_outputs
+        # per repetition: one stage-2 element per bit-check call, then the shared stage-1
+        # tail (the seed of z)
+        self.JOINT_RAND_LEN = self.bit_calls + WR_SEED_LEN
+        self.EVAL_OUTPUT_LEN = 1 + 1 + self.checks + self._extra_outputs
         self._pow2w = field.elements([1 << k for k in range(self.wr_bits)])
 
     def joint_rand_degree(self) -> int:
-        """0: the joint randomness only seeds z; no check is weighted by it."""
-        return 0
+        """The bit checks of a call are weighted by powers r^1..r^chunk of its stage-2
+        element, so degree ``bits_chunk_length`` (z comes from the stage-1 tail, fixed
+        before the witness; see ``docs/proofs.md`` § PINE)."""
+        return min(self.n_bits, self.bits_chunk_length)
+
+    def check_layout(self) -> None:
+        """The stage-2 elements (one per bit-check call) precede the stage-1 tail."""
+        if self.GADGET_CALLS[0] + self.SHARED_JOINT_RAND_LEN != self.JOINT_RAND_LEN:
+            raise ConfigError(f"{self!r}: JOINT_RAND_LEN ≠ bit-check calls + wraparound seed")
 
     def wraparound(self, offline_queries_log2: float = OFFLINE_QUERIES_LOG2) -> WraparoundBound:
         """The wraparound checks' guarantee (see :class:`WraparoundBound`)."""
@@ -345,7 +362,7 @@ class PineNormCircuit(Valid):
     def eval(
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
-        return self._eval_y(meas, self.wraparound_values(meas, joint_rand), gadgets)
+        return self._eval_y(meas, joint_rand, self.wraparound_values(meas, joint_rand), gadgets)
 
     def eval_reps(
         self,
@@ -355,14 +372,21 @@ class PineNormCircuit(Valid):
     ) -> list[np.ndarray]:
         """``eval`` per repetition; y computed once (z comes from the shared tail)."""
         y = self.wraparound_values(meas, joint_rands[0])
-        return [self._eval_y(meas, y, g) for g in gadget_lists]
+        return [
+            self._eval_y(meas, jr, y, g) for jr, g in zip(joint_rands, gadget_lists, strict=True)
+        ]
 
-    def _eval_y(self, meas: np.ndarray, y: np.ndarray, gadgets: list[GadgetCall]) -> np.ndarray:
+    def _eval_y(
+        self, meas: np.ndarray, joint_rand: np.ndarray, y: np.ndarray, gadgets: list[GadgetCall]
+    ) -> np.ndarray:
         F = self.field
         d = self.length
-        bits = meas[:, d:]  # tail bits then witness bits: (B, n_bits)
-        sq = gadgets[0](np.stack([bits, bits], axis=-1))
-        bit_checks = F.sub(sq, bits)
+        # every tail and witness bit b_j: Σ_j w_j·b_j·(b_j − 1) with stage-2 weights w,
+        # drawn after the witness was committed (the prover cannot make non-bits cancel)
+        w = call_weights(F, joint_rand, self.n_bits, self.bits_chunk_length)
+        bpairs = gadgets[0].pairs(self.n_bits, self.bits_chunk_length)
+        bpairs.fill(0, self.n_bits, meas, meas, w=w, b_const=1, a_start=d, b_start=d)
+        bit_check = F.sum(gadgets[0].call_pairs(bpairs), axis=-1)
         pairs = gadgets[1].pairs(d + self._extra_pairs, self.norm_chunk_length)
         pairs.fill(0, d, meas, meas)
         self._fill_extra(pairs, meas)
@@ -371,7 +395,8 @@ class PineNormCircuit(Valid):
         claimed = dot_groups(F, meas, self._pow2w, self.checks, start=self.MEAS_LEN)
         wr_checks = F.sub(F.sub(claimed, F.elements(self.beta)), y)
         return np.concatenate(
-            [bit_checks, norm_check[:, None], wr_checks, self._extra_checks(meas)], axis=-1
+            [bit_check[:, None], norm_check[:, None], wr_checks, self._extra_checks(meas)],
+            axis=-1,
         )
 
     # ---- encoding helpers

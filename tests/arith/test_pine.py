@@ -16,7 +16,7 @@ from kaires_fl.arith import pine, sharing, verify
 from kaires_fl.arith.field import Field64
 from kaires_fl.arith.flp import FlpBBCGGI19, GadgetCall
 from kaires_fl.arith.pine import L2BoundPine
-from kaires_fl.errors import ConfigError, EncodingError
+from kaires_fl.errors import ConfigError, EncodingError, InvalidSubmission
 
 F = Field64
 P = F.MODULUS
@@ -25,6 +25,11 @@ HALF = (P + 1) // 2  # 2^-1 mod p: HALF² = 1/4
 
 def _seed(i: int) -> np.ndarray:
     return F.from_seed(bytes([i]) * 32, (1, pine.WR_SEED_LEN), b"test/pine")
+
+
+def _jr(c: L2BoundPine, i: int) -> np.ndarray:
+    """One repetition's joint randomness: stage-2 weights, then the wraparound seed i."""
+    return np.concatenate([F.from_seed(bytes([i]) * 32, (1, c.bit_calls), b"t/2"), _seed(i)], 1)
 
 
 def _field(ints: list[int]) -> np.ndarray:
@@ -39,9 +44,11 @@ def _meas(c: L2BoundPine, a: list[int], slack: int) -> np.ndarray:
 
 def _reference_outputs(c: L2BoundPine, meas: list[int], seed: np.ndarray) -> list[int]:
     """The circuit's outputs in plain Python integers (slow reference, no FLP, no kernels):
-    bit checks, the norm equation, the wraparound checks, in the circuit's order."""
+    the weighted bit check Σ_j r_m^(j mod chunk + 1)·(b_j² − b_j) (m = j // chunk, r the
+    stage-2 part of the joint randomness), the norm equation, the wraparound checks."""
     d = c.length
-    z = pine.wraparound_vectors(seed[0], c.checks, d).astype(int).tolist()
+    r = [int(v) for v in F.to_ints(seed[0, : c.bit_calls])]
+    z = pine.wraparound_vectors(seed[0, -pine.WR_SEED_LEN :], c.checks, d).astype(int).tolist()
     a = meas[:d]
     y = [sum(zi * ai for zi, ai in zip(zk, a, strict=True)) % P for zk in z]
     wit = []
@@ -49,7 +56,9 @@ def _reference_outputs(c: L2BoundPine, meas: list[int], seed: np.ndarray) -> lis
         v = (yk + c.beta) % P % (1 << c.wr_bits)
         wit += [(v >> j) & 1 for j in range(c.wr_bits)]
     bits = meas[d:] + wit
-    out = [(b * b - b) % P for b in bits]
+    ch = c.bits_chunk_length
+    weights = [pow(r[j // ch], j % ch + 1, P) for j in range(len(bits))]
+    out = [sum(w * (b * b - b) for w, b in zip(weights, bits, strict=True)) % P]
     s = sum(b << k for k, b in enumerate(meas[d:]))
     out.append((sum(ai * ai for ai in a) + s - c.norm_int) % P)
     for k in range(c.checks):
@@ -82,7 +91,7 @@ def _prove_and_decide(c: L2BoundPine, meas: np.ndarray, jr_seed: bytes = b"j" * 
 def test_circuit_equals_slow_reference(a: list[int], slack: int, seed: int) -> None:
     c = L2BoundPine(5, 5, 1.0, checks=7)
     meas = _meas(c, a, slack)
-    jr = _seed(seed)
+    jr = _jr(c, seed)
     calls = [GadgetCall(F, g, 1) for g in c.GADGETS]
     ext = np.concatenate([meas, c.witness(meas, jr)], axis=1)
     got = [int(v) for v in F.to_ints(c.eval(ext, jr, calls)[0])]
@@ -142,7 +151,7 @@ def test_over_norm_vector_is_rejected() -> None:
     # check wraps, but Σ a² ≠ N.
     a = [round(0.2 * 2**8)] * 50
     meas = _meas(c, a, 0)
-    jr = _seed(3)
+    jr = _jr(c, 3)
     assert bool(c.wraparound_passes(meas, jr)[0])
     assert not bool(c.check(meas, jr)[0])
     assert not _prove_and_decide(c, meas)
@@ -167,15 +176,15 @@ def test_wraparound_vector_passes_without_checks_and_is_caught_with_them() -> No
     meas = _meas(unchecked, a, slack)
     # Without wraparound checks the field equation is all there is: accepted, and its
     # contribution to the sum is garbage (≈ p/2 in each of four entries).
-    assert bool(unchecked.check(meas, _seed(0))[0])
+    assert bool(unchecked.check(meas, _jr(unchecked, 0))[0])
     assert _prove_and_decide(unchecked, meas)
     assert abs(unchecked.decode(unchecked.truncate(meas)[0], 1)[0]) > 2**50
     # With the default checks it is refused, for every joint randomness tried.
     c = L2BoundPine(16, f, 1.0)
     assert c.checks >= 128
     for i in range(8):
-        assert not bool(c.check(meas, _seed(i))[0])
-        assert not bool(c.wraparound_passes(meas, _seed(i))[0])
+        assert not bool(c.check(meas, _jr(c, i))[0])
+        assert not bool(c.wraparound_passes(meas, _jr(c, i))[0])
     assert not _prove_and_decide(c, meas)
     # Each check passes iff Σ z_i over the four entries is even: about half of them.
     shifted = c._shifted(meas, _seed(5))[0]
@@ -192,8 +201,9 @@ def test_wraparound_by_large_entries_is_caught() -> None:
     field_norm = (256 * pow(2**32, 2, P)) % P
     assert field_norm <= c.norm_int
     meas = _meas(c, a, c.norm_int - field_norm)
-    assert bool(L2BoundPine(300, f, 1.0, checks=0).check(meas, _seed(0))[0])
-    assert not bool(c.check(meas, _seed(0))[0])
+    unchecked = L2BoundPine(300, f, 1.0, checks=0)
+    assert bool(unchecked.check(meas, _jr(unchecked, 0))[0])
+    assert not bool(c.check(meas, _jr(c, 0))[0])
     assert not _prove_and_decide(c, meas)
 
 
@@ -203,7 +213,7 @@ def test_a_cheating_witness_cannot_fix_a_failed_check() -> None:
     c = L2BoundPine(16, 6, 1.0)
     a, slack = _wrapped_vector(c)
     meas = _meas(c, a, slack)
-    jr = _seed(9)
+    jr = _jr(c, 9)
     rng = np.random.default_rng(1)
     for _ in range(5):
         wit = F.elements(rng.integers(0, 2, size=(1, c.WITNESS_LEN), dtype=np.uint64))
@@ -277,7 +287,8 @@ def test_parameters_are_computed_and_sound() -> None:
         assert c.pass_prob == 0.5 and c.checks == 129
         assert wr.error_log2 <= -64 and c.soundness_error_log2() <= -64
         assert wr.honest_failure < 2.0**-64
-        assert FlpBBCGGI19(c).proofs == 2  # no grindable FLP error: δ = 0
+        # the stage-2 weights give a grindable δ = chunk/p per repetition: three proofs
+        assert FlpBBCGGI19(c).proofs == 3 and c.joint_rand_degree() == c.bits_chunk_length
         assert c.threshold + 2**c.norm_bits <= P
     # Case 2 of the lemma must not dominate: its Berry–Esseen bound is far below 1/2.
     c = pine.doc_pine_circuits()[-1]
@@ -288,7 +299,7 @@ def test_parameters_are_computed_and_sound() -> None:
 
 def test_elements_per_parameter() -> None:
     got = [pine.elements_per_param(c) for c in pine.doc_pine_circuits()]
-    assert got[2] < 1.05 and got[1] < 1.25 and got[0] < 3.1
+    assert got[2] < 1.02 and got[1] < 1.1 and got[0] < 1.6
 
 
 def test_pine_table_in_docs_is_generated() -> None:
@@ -296,3 +307,167 @@ def test_pine_table_in_docs_is_generated() -> None:
     m = re.search(r"<!-- pine-table:begin -->\n(.*?)<!-- pine-table:end -->", doc, re.S)
     assert m, "docs/proofs.md lacks the pine-table markers"
     assert m.group(1) == pine.pine_table()
+
+
+# ------------------------------------------------------------------ two-stage joint randomness
+
+
+def _sqrt_mod(a: int) -> int | None:
+    """A square root of a mod p (Tonelli–Shanks; p − 1 = 2^32·(2^32 − 1)), None if none."""
+    a %= P
+    if a == 0:
+        return 0
+    if pow(a, (P - 1) // 2, P) != 1:
+        return None
+    q, s = P - 1, 0
+    while q % 2 == 0:
+        q, s = q // 2, s + 1
+    z = 7  # a generator of F_p^*: a non-residue
+    m, c, t, r = s, pow(z, q, P), pow(a, q, P), pow(a, (q + 1) // 2, P)
+    while t != 1:
+        i, t2 = 0, t
+        while t2 != 1:
+            t2, i = t2 * t2 % P, i + 1
+        b = pow(c, 1 << (m - i - 1), P)
+        m, c, t, r = i, b * b % P, t * b * b % P, r * b % P
+    return r
+
+
+def _cancelling_witness(c: L2BoundPine, meas: np.ndarray, jr: np.ndarray) -> np.ndarray:
+    """A forged witness for ``meas`` (a wrapped vector) that satisfies every output of the
+    circuit under the joint randomness ``jr`` — possible only because its stage-2 weights
+    are known. Each check k gets Σ_j 2^j·b_j = y_k + β exactly (bit 0 absorbs what the low
+    bits cannot hold: a non-bit), then two bits of one check are moved by (−2t, t), which
+    keeps its sum, with t a root of the weighted bit check (a quadratic in t)."""
+    Wb, tail = c.wr_bits, c.tail_bits
+    y = [int(v) for v in F.to_ints(c.wraparound_values(meas, jr)[0])]
+    wit: list[int] = []
+    for yk in y:
+        v = (yk + c.beta) % P
+        low = v % (1 << Wb)
+        bits = [(low >> j) & 1 for j in range(Wb)]
+        bits[0] = (bits[0] + v - low) % P
+        wit += bits
+    r = [int(v) for v in F.to_ints(jr[0, : c.bit_calls])]
+    ch = c.bits_chunk_length
+    allbits = [int(v) for v in F.to_ints(meas[0, c.length :])] + wit
+    w = [pow(r[j // ch], j % ch + 1, P) for j in range(len(allbits))]
+    err = sum(wj * (b * b - b) for wj, b in zip(w, allbits, strict=True)) % P
+    for k in range(c.checks):
+        j0 = tail + k * Wb
+        w0, w1, b0, b1 = w[j0], w[j0 + 1], allbits[j0], allbits[j0 + 1]
+        A = (4 * w0 + w1) % P
+        B = (w0 * (2 - 4 * b0) + w1 * (2 * b1 - 1)) % P
+        root = _sqrt_mod(B * B - 4 * A * err)
+        if root is None:
+            continue
+        t = (-B + root) * pow(2 * A, -1, P) % P
+        wit[k * Wb] = (wit[k * Wb] - 2 * t) % P
+        wit[k * Wb + 1] = (wit[k * Wb + 1] + t) % P
+        return _field(wit)[None, :]
+    raise AssertionError("no check admits a cancelling pair")  # probability 2^-129
+
+
+def test_non_bits_that_cancel_under_known_weights_are_caught_under_fresh_ones() -> None:
+    """With the stage-2 weights known, a wrapped vector passes with a witness of non-bits
+    (the attack the second stage defeats); the same witness under stage-2 randomness drawn
+    after it — any other weights, same z — fails, and so does its FLP proof."""
+    c = L2BoundPine(16, 6, 1.0)
+    a, slack = _wrapped_vector(c)
+    meas = _meas(c, a, slack)
+    flp = FlpBBCGGI19(c)
+    known = flp.derive_joint_rand_staged(b"1" * 32, b"known weights")
+    jrs = flp._rep_joint_rands(known[None, :])
+    wit = _cancelling_witness(c, meas, jrs[0])
+    ext = np.concatenate([meas, wit], axis=1)
+    assert any(int(v) > 1 for v in F.to_ints(wit[0]))  # non-bits
+    for jr in jrs:  # every repetition's weights must be cancelled: only the first is
+        out = c.eval(ext, jr, [GadgetCall(F, g, 1) for g in c.GADGETS])
+        assert np.all(out == 0) == (jr is jrs[0])
+    # a one-repetition FLP over the known weights accepts it: the attack is real
+    one = FlpBBCGGI19(c, proofs=1)
+    k1 = jrs[0][0]
+    pr = one.random_prove_rand((1,))
+    proof = one.prove(meas, pr, k1, witness=wit)
+    qr = one.derive_query_rand(b"q" * 32)
+    assert one.decide(one.query(meas, proof, qr, k1))[0]
+    # stage 2 drawn after the commitment: other weights, same z → rejected
+    fresh = one.derive_joint_rand_staged(b"1" * 32, b"drawn after the witness")
+    assert np.array_equal(fresh[-pine.WR_SEED_LEN :], k1[-pine.WR_SEED_LEN :])
+    assert not one.decide(one.query(meas, one.prove(meas, pr, fresh, witness=wit), qr, fresh))[0]
+
+
+def _seal_pine(c: L2BoundPine, meas: np.ndarray, **kw: object):
+    from kaires_fl.aggregation.submission import seal_parts, sign_manifest
+    from kaires_fl.crypto.sign import Identity
+
+    flp = FlpBBCGGI19(c)
+    parts = seal_parts(flp, meas, job="job", provider="p", circuit="c", n=4, t=1, **kw)
+    sub = sign_manifest(Identity.generate(), parts, job="job", provider="p", circuit="c", write="w")
+    return flp, parts, sub
+
+
+def _verify_sealed(flp: FlpBBCGGI19, parts, sub) -> bool:
+    """What the aggregators do: open every part, recompute both stages from the manifest,
+    query on shares, reconstruct the verifier and decide."""
+    from kaires_fl.aggregation.submission import joint_rand_of, open_part
+
+    opened = [
+        open_part(flp, sub.manifest, i, parts.keys[i], sub.meas_parts[i], sub.proof_parts[i])
+        for i in range(4)
+    ]
+    jr = joint_rand_of(flp, sub.manifest)
+    qr = flp.derive_query_rand(b"q" * 32)
+    ver = {i: flp.query(o.meas, o.proof, qr, jr) for i, o in enumerate(opened)}
+    return bool(flp.decide(sharing.reconstruct(F, ver, 1))[0])
+
+
+@pytest.mark.parametrize("seeded", [None, ()])
+def test_sealed_pine_submission_two_stages_honest_and_forged(seeded: object) -> None:
+    """Honest: accepted, with the witness at the head of the proof parts and its hashes in
+    the manifest. Forged: the provider commits a witness of non-bits that cancels under
+    the stage-2 weights it predicts — the weights come from its commitment, so it is
+    rejected. Swapping a witness blob after the manifest is signed: the provider's own
+    signed hash convicts it (InvalidSubmission)."""
+    from kaires_fl.aggregation.submission import joint_rand_of
+
+    c = L2BoundPine(16, 6, 1.0)
+    honest = c.encode(np.full((1, 16), 0.2))
+    flp, parts, sub = _seal_pine(c, honest, seeded=seeded)
+    assert len(sub.manifest.witness_parts) == 4
+    assert _verify_sealed(flp, parts, sub)
+
+    a, slack = _wrapped_vector(c)
+    wrapped = _meas(c, a, slack)
+    guess = flp.derive_joint_rand_staged(b"?" * 32, b"predicted weights")
+
+    def forge(meas: np.ndarray, stage1: np.ndarray) -> np.ndarray:
+        jr = np.concatenate([guess[: c.bit_calls], stage1])[None, :]
+        return _cancelling_witness(c, meas, jr)
+
+    flp.witness = forge  # type: ignore[method-assign]
+    _, fparts, fsub = _seal_pine(c, wrapped, seeded=seeded)
+    fflp = FlpBBCGGI19(c)
+    assert not _verify_sealed(fflp, fparts, fsub)
+    real = joint_rand_of(fflp, fsub.manifest)
+    assert not np.array_equal(real[: c.bit_calls], guess[: c.bit_calls])
+
+    # a witness blob swapped after signing: the signed part hash catches it; a provider that
+    # signs the swapped part's hash but the old witness hash: its own signature convicts it
+    from kaires_fl.aggregation.submission import open_part, part_hash, sign_manifest
+    from kaires_fl.crypto.sign import Identity
+
+    _, _, osub = _seal_pine(c, honest, seeded=seeded)
+    wlen = int.from_bytes(sub.proof_parts[2][:4], "little")
+    swapped = osub.proof_parts[2][: 4 + wlen] + sub.proof_parts[2][4 + wlen :]
+    assert swapped != sub.proof_parts[2]
+    with pytest.raises(InvalidSubmission, match="does not match its manifest"):
+        open_part(flp, sub.manifest, 2, parts.keys[2], sub.meas_parts[2], swapped)
+    parts.proof_parts[2] = swapped
+    parts.proof_hashes[2] = part_hash(swapped).hex()
+    resigned = sign_manifest(
+        Identity.generate(), parts, job="job", provider="p", circuit="c", write="w"
+    )
+    resigned.check(4)
+    with pytest.raises(InvalidSubmission, match="another witness"):
+        open_part(flp, resigned.manifest, 2, parts.keys[2], resigned.meas_parts[2], swapped)
