@@ -13,8 +13,12 @@ promote to ``float64`` and silently lose precision.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 P = np.uint64(0xFFFFFFFF00000001)
 EPS = np.uint64(0xFFFFFFFF)  # 2^64 − p = 2^32 − 1
@@ -28,58 +32,111 @@ MATMUL_TILE = 1024
 MATMUL_SMALL_K = 8
 
 
-@njit(cache=True, nogil=True, inline="always")
-def reduce128(hi: np.uint64, lo: np.uint64) -> np.uint64:
+# ---------------------------------------------------------------- scalar arithmetic
+# The scalar operations are numba intrinsics: they emit their LLVM instructions straight
+# into the calling kernel, where LLVM vectorises the loops around them. (As inlined numba
+# functions, inline="always", numba re-typed a copy of their IR at every call site: most of
+# the compilation time of a cold start.) Branches are selects, so the vectorised loops
+# carry no control flow. Each builder mirrors the arithmetic in its docstring.
+
+_I64 = ir.IntType(64)
+_U64x2 = types.uint64(types.uint64, types.uint64)
+
+
+def _const(v: int) -> ir.Constant:
+    return ir.Constant(_I64, v)
+
+
+def _ir_reduce128(b: ir.IRBuilder, hi: ir.Value, lo: ir.Value) -> ir.Value:
+    """hi·2^64 + lo mod p, canonical: with hh = hi >> 32, hl = hi mod 2^32,
+    hi·2^64 ≡ hl·(2^32 − 1) − hh (2^64 ≡ 2^32 − 1, 2^96 ≡ −1), so
+    t0 = lo − hh (a borrow wraps by 2^64 ≡ EPS: subtract EPS), t2 = t0 + hl·EPS
+    (hl·EPS < 2^64; a carry adds 2^64 ≡ EPS, no second overflow), then t2 − p if t2 ≥ p."""
+    eps = _const(int(EPS))
+    hh = b.lshr(hi, _const(32))
+    hl = b.and_(hi, _const(int(M32)))
+    t0 = b.sub(lo, hh)
+    t0 = b.select(b.icmp_unsigned("<", lo, hh), b.sub(t0, eps), t0)
+    t1 = b.mul(hl, eps)
+    t2 = b.add(t0, t1)
+    t2 = b.select(b.icmp_unsigned("<", t2, t1), b.add(t2, eps), t2)
+    p = _const(int(P))
+    return b.select(b.icmp_unsigned(">=", t2, p), b.sub(t2, p), t2)
+
+
+def _ir_mulmod(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    """x·y mod p: the 128-bit product from 32-bit halves (x = x1·2^32 + x0, likewise y),
+    mid = (x0·y0 >> 32) + low halves of x0·y1 and x1·y0 (< 3·2^32), then reduce128."""
+    m32, s32 = _const(int(M32)), _const(32)
+    x0, x1 = b.and_(x, m32), b.lshr(x, s32)
+    y0, y1 = b.and_(y, m32), b.lshr(y, s32)
+    p00, p01, p10, p11 = b.mul(x0, y0), b.mul(x0, y1), b.mul(x1, y0), b.mul(x1, y1)
+    mid = b.add(b.add(b.lshr(p00, s32), b.and_(p01, m32)), b.and_(p10, m32))
+    lo = b.or_(b.shl(mid, s32), b.and_(p00, m32))
+    hi = b.add(b.add(b.add(p11, b.lshr(p01, s32)), b.lshr(p10, s32)), b.lshr(mid, s32))
+    return _ir_reduce128(b, hi, lo)
+
+
+def _ir_combine_split(b: ir.IRBuilder, sl: ir.Value, sh: ir.Value) -> ir.Value:
+    """sh·2^32 + sl mod p: lo = (sh << 32) + sl with its carry into hi = sh >> 32."""
+    lo = b.add(b.shl(sh, _const(32)), sl)
+    carry = b.zext(b.icmp_unsigned("<", lo, sl), _I64)
+    return _ir_reduce128(b, b.add(b.lshr(sh, _const(32)), carry), lo)
+
+
+@intrinsic
+def reduce128(typingctx: Any, hi: Any, lo: Any) -> Any:
     """Canonical residue of hi·2^64 + lo modulo p (any hi, lo < 2^64)."""
-    hh = hi >> S32
-    hl = hi & M32
-    t0 = lo - hh
-    if lo < hh:  # borrow: t0 holds lo − hh + 2^64 ≡ lo − hh + EPS
-        t0 -= EPS
-    t1 = hl * EPS  # < 2^64 since both factors < 2^32
-    t2 = t0 + t1
-    if t2 < t1:  # carry: true value is t2 + 2^64 ≡ t2 + EPS (no second overflow possible)
-        t2 += EPS
-    if t2 >= P:
-        t2 -= P
-    return t2
+    return _U64x2, lambda context, builder, sig, args: _ir_reduce128(builder, *args)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def mulmod(a: np.uint64, b: np.uint64) -> np.uint64:
+@intrinsic
+def mulmod(typingctx: Any, a: Any, b: Any) -> Any:
     """a·b mod p for any a, b < 2^64; the result is canonical."""
-    a0 = a & M32
-    a1 = a >> S32
-    b0 = b & M32
-    b1 = b >> S32
-    p00 = a0 * b0
-    p01 = a0 * b1
-    p10 = a1 * b0
-    p11 = a1 * b1
-    mid = (p00 >> S32) + (p01 & M32) + (p10 & M32)
-    lo = (mid << S32) | (p00 & M32)
-    hi = p11 + (p01 >> S32) + (p10 >> S32) + (mid >> S32)
-    return reduce128(hi, lo)
+    return _U64x2, lambda context, builder, sig, args: _ir_mulmod(builder, *args)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def addmod(a: np.uint64, b: np.uint64) -> np.uint64:
+def _ir_addmod(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    """s = x + y; a carry wraps by 2^64 ≡ EPS (add EPS), else s − p if s ≥ p."""
+    s = b.add(x, y)
+    p = _const(int(P))
+    reduced = b.select(b.icmp_unsigned(">=", s, p), b.sub(s, p), s)
+    return b.select(b.icmp_unsigned("<", s, x), b.add(s, _const(int(EPS))), reduced)
+
+
+def _ir_submod(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    """d = x − y; a borrow (x < y) leaves x − y + 2^64, and x − y + p = d − EPS."""
+    d = b.sub(x, y)
+    return b.select(b.icmp_unsigned("<", x, y), b.sub(d, _const(int(EPS))), d)
+
+
+@intrinsic
+def addmod(typingctx: Any, a: Any, b: Any) -> Any:
     """a + b mod p for canonical a, b."""
-    s = a + b
-    if s < a:  # carry: s + 2^64 − p = s + EPS
-        s += EPS
-    elif s >= P:
-        s -= P
-    return s
+    return _U64x2, lambda context, builder, sig, args: _ir_addmod(builder, *args)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def submod(a: np.uint64, b: np.uint64) -> np.uint64:
+@intrinsic
+def submod(typingctx: Any, a: Any, b: Any) -> Any:
     """a − b mod p for canonical a, b."""
-    d = a - b
-    if a < b:  # d holds a − b + 2^64; want a − b + p = d − EPS
-        d -= EPS
-    return d
+    return _U64x2, lambda context, builder, sig, args: _ir_submod(builder, *args)
+
+
+@intrinsic
+def combine_split(typingctx: Any, sl: Any, sh: Any) -> Any:
+    """(sh·2^32 + sl) mod p for split sums sl = Σ low halves, sh = Σ high halves.
+
+    Summing the 32-bit halves of canonical values separately needs no carry handling (so
+    the loops vectorise) and is exact for fewer than 2^32 terms.
+    """
+    return _U64x2, lambda context, builder, sig, args: _ir_combine_split(builder, *args)
+
+
+@intrinsic
+def reduce_split_sums(typingctx: Any, hi32: Any, lo32: Any) -> Any:
+    """Σ c mod p from hi32 = Σ (c >> 32) and lo32 = Σ (c & (2^32 − 1)): ``combine_split``
+    with the high sum first (fewer than 2^32 terms)."""
+    return _U64x2, lambda context, builder, sig, args: _ir_combine_split(builder, *args[::-1])
 
 
 @njit(cache=True, nogil=True)
@@ -92,20 +149,6 @@ def powmod(x: np.uint64, e: np.uint64) -> np.uint64:
         x = mulmod(x, x)
         e >>= ONE
     return r
-
-
-@njit(cache=True, nogil=True, inline="always")
-def combine_split(sl: np.uint64, sh: np.uint64) -> np.uint64:
-    """(sh·2^32 + sl) mod p for split sums sl = Σ low halves, sh = Σ high halves.
-
-    Summing the 32-bit halves of canonical values separately needs no carry handling (so
-    the loops vectorise) and is exact for fewer than 2^32 terms.
-    """
-    lo = (sh << S32) + sl
-    hi = sh >> S32
-    if lo < sl:
-        hi += ONE
-    return reduce128(hi, lo)
 
 
 # ---------------------------------------------------------------- elementwise kernels

@@ -62,16 +62,10 @@ def next_power_of_2(n: int) -> int:
 # 128-bit accumulator and reduced once per output.
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _acc_reduce(hi32: np.uint64, lo32: np.uint64) -> np.uint64:
-    """Σ c reduced mod p, from hi32 = Σ (c >> 32) and lo32 = Σ (c & (2^32 − 1)).
-
-    Summing the 32-bit halves separately keeps the accumulation branch-free (so the loops
-    vectorise) and exact for fewer than 2^32 terms.
-    """
-    lo = (hi32 << kern.S32) + lo32
-    carry = kern.ONE if lo < lo32 else kern.ZERO
-    return kern.reduce128((hi32 >> kern.S32) + carry, lo)
+#: Σ c reduced mod p, from hi32 = Σ (c >> 32) and lo32 = Σ (c & (2^32 − 1)): summing the
+#: 32-bit halves separately keeps the accumulation branch-free (so the loops vectorise)
+#: and exact for fewer than 2^32 terms. (A numba intrinsic, like the field operations.)
+_acc_reduce = kern.reduce_split_sums
 
 
 @njit(cache=True, nogil=True)
