@@ -65,9 +65,15 @@ def noisy_psd(A: np.ndarray, sigma: float) -> np.ndarray:
 def privacy_sigma(report: dict[str, Any]) -> float:
     """The noise std of each released coordinate, in the statistic's scaled frame, from a
     job's ``report["privacy"]`` (``sigma_scaled`` if the statistic reports it, else
-    ``sigma``); 0.0 for a job without differential privacy."""
+    ``sigma``); 0.0 for a job without differential privacy. With per-block noise
+    (``sigma`` a list, one per block) the largest: the block of the second moments, which
+    the scatter's floor is about (the sums' far smaller noise reaches the centred scatter
+    only through the means)."""
     priv = report.get("privacy") or {}
-    return float(priv.get("sigma_scaled", priv.get("sigma", 0.0)) or 0.0)
+    v = priv.get("sigma_scaled", priv.get("sigma", 0.0)) or 0.0
+    if isinstance(v, list | tuple):
+        return float(max(v, default=0.0))
+    return float(v)
 
 
 def auto_bounds(values: np.ndarray, margin: float = AUTO_MARGIN) -> np.ndarray:

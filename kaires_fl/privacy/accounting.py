@@ -31,6 +31,7 @@ __all__ = [
     "ORDERS",
     "calibrate",
     "calibrate_coarse",
+    "epsilon_from_rdp",
     "epsilon_spent",
     "skellam_rdp",
     "two_scale_epsilon",
@@ -95,6 +96,19 @@ def epsilon_spent(sigma: float, l2: float, l1: float, delta: float, rounds: int 
         raise ConfigError(f"sigma must be positive and finite, got {sigma!r}")
     rdp = int(rounds) * skellam_rdp(ORDERS, sigma * sigma, l2, l1)
     eps, _ = compute_epsilon(ORDERS, rdp.tolist(), float(delta))
+    return float(eps)
+
+
+def epsilon_from_rdp(rdp: Sequence[float] | np.ndarray, delta: float, rounds: int = 1) -> float:
+    """The ε at ``delta`` of ``rounds`` releases of a mechanism whose RDP curve over
+    :data:`ORDERS` is ``rdp`` (compositions add RDP curves: so do the independent blocks of
+    a product mechanism, :class:`kaires_fl.privacy.mechanism.NoiseBlock`)."""
+    if not 0 < delta < 1:
+        raise ConfigError(f"delta must lie in (0, 1), got {delta!r}")
+    if int(rounds) != rounds or rounds < 1:
+        raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
+    curve = int(rounds) * np.asarray(rdp, dtype=np.float64)
+    eps, _ = compute_epsilon(ORDERS, curve.tolist(), float(delta))
     return float(eps)
 
 

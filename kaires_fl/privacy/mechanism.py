@@ -61,16 +61,21 @@ from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.errors import ConfigError, DecodingError, EncodingError, KairesError
 from kaires_fl.privacy import DP
 from kaires_fl.privacy.accounting import (
+    ORDERS,
     calibrate,
     calibrate_coarse,
+    epsilon_from_rdp,
     epsilon_spent,
+    skellam_rdp,
     two_scale_epsilon,
+    two_scale_rdp,
 )
 from kaires_fl.schema import Blob, Bytes32, Elements, Index, Signature
 
 __all__ = [
     "MECHANISM",
     "TAIL_SHARE",
+    "NoiseBlock",
     "NoiseDeal",
     "NoisePlan",
     "NoiseRound",
@@ -136,6 +141,141 @@ def sample_noise(
     return np.clip(z, -int(bound), int(bound) - 1)
 
 
+# ---------------------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class NoiseBlock:
+    """Output coordinates [start, stop) with their own Skellam noise (a per-block plan).
+
+    ``l2``/``l1``: the most one privacy unit moves this block (integer units; 0: the
+    block is public, e.g. a proven constant, and gets no noise); ``sigma``: its noise std
+    over the honest dealers (0 iff ``l2`` is 0). Beyond the sampler (σ²/(n − t) >
+    :data:`MAX_DEALER_VARIANCE`) the block's noise is 2^k·Z₁ + Z₂ (``scale_bits`` k > 0,
+    as :class:`NoisePlan`), with σ² = 4^k·coarse + fine.
+    """
+
+    start: int
+    stop: int
+    l2: float
+    l1: float
+    sigma: float
+    scale_bits: int = 0
+    coarse_variance: float = 0.0
+    fine_variance: float = 0.0
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
+    def rdp(self, orders: Sequence[int] = ORDERS) -> np.ndarray:
+        """This block's RDP curve (zero for a public block)."""
+        if self.l2 == 0:
+            return np.zeros(len(orders))
+        if self.scale_bits == 0:
+            return skellam_rdp(orders, self.sigma**2, self.l2, self.l1)
+        return two_scale_rdp(
+            orders,
+            self.coarse_variance,
+            self.fine_variance,
+            self.scale_bits,
+            self.l2,
+            self.l1,
+            self.length,
+        )
+
+    def sample(self, honest: int, rng: np.random.Generator) -> np.ndarray:
+        """One dealer's share (1/``honest`` of each variance) of this block's noise,
+        unclipped (object ints when on two scales)."""
+        big = 1 << 62
+        if self.l2 == 0:
+            return np.zeros(self.length, dtype=np.int64)
+        if self.scale_bits == 0:
+            return sample_noise(self.sigma**2 / honest, self.length, big, rng)
+        coarse = sample_noise(self.coarse_variance / honest, self.length, big, rng)
+        fine = sample_noise(self.fine_variance / honest, self.length, big, rng)
+        return coarse.astype(object) * (1 << self.scale_bits) + fine.astype(object)
+
+
+def product_rdp(blocks: Sequence[NoiseBlock], orders: Sequence[int] = ORDERS) -> np.ndarray:
+    """RDP of releasing every block with its own independent noise: the sum of the blocks'
+    curves. A neighbour's change moves block j by at most its (l2_j, l1_j); the noises are
+    independent, so the output distribution is a product and its Rényi divergence of order
+    α is the sum of the blocks' (each bounded by its own curve, whatever the change)."""
+    out = np.zeros(len(orders))
+    for b in blocks:
+        out = out + b.rdp(orders)
+    return out
+
+
+def _block_at(start: int, stop: int, bound: float, s: float, honest: int) -> NoiseBlock:
+    """Block [start, stop) of per-coordinate replacement ``bound`` at noise std s·bound."""
+    length = stop - start
+    if bound == 0:
+        return NoiseBlock(start, stop, 0.0, 0.0, 0.0)
+    l2, l1 = bound * math.sqrt(length), bound * length
+    sigma = s * bound
+    if sigma**2 / honest <= MAX_DEALER_VARIANCE:
+        return NoiseBlock(start, stop, l2, l1, sigma)
+    k = max(1, math.ceil(math.log(sigma**2 / (honest * MAX_DEALER_VARIANCE), 4)))
+    # The fine part only hides the remainders |r_i| ≤ 2^(k−1) (RDP ≈ α·4^(k−1)·L/(2·fine)):
+    # 10⁶ times that much variance makes its cost negligible, and leaves the rest of σ² to
+    # the coarse part, whose sensitivity is the block's own (/2^k).
+    fine = min(honest * MAX_DEALER_VARIANCE / 2, 4.0 ** (k - 1) * length * 1e6, sigma**2 / 2)
+    coarse = (sigma**2 - fine) / 4.0**k
+    return NoiseBlock(start, stop, l2, l1, sigma, k, coarse, fine)
+
+
+def calibrate_blocks(
+    target: DP, declared: Sequence[tuple[int, int, float]], honest: int
+) -> tuple[NoiseBlock, ...]:
+    """Per-block noise meeting ``target`` with σ_j = s·m_j (m_j: block j's per-coordinate
+    replacement bound), for the least s found by bisection (σ_j ∝ m_j makes every block's
+    rescaled sensitivity equal: the small-bound sums are no longer drowned by the noise the
+    products need). Post: ``epsilon_from_rdp(product_rdp(blocks), target.delta) ≤
+    target.epsilon`` (checked on the returned blocks themselves)."""
+    if not any(m > 0 for _, _, m in declared):
+        raise ConfigError("a noise plan needs at least one block one unit can move")
+
+    def at(s: float) -> tuple[NoiseBlock, ...]:
+        return tuple(_block_at(a, b, m, s, honest) for a, b, m in declared)
+
+    def ok(s: float) -> bool:
+        return epsilon_from_rdp(product_rdp(at(s)), target.delta) <= target.epsilon
+
+    hi = 1.0
+    while not ok(hi):
+        hi *= 2
+        if hi > 1e300:
+            raise ConfigError(f"no noise level reaches ε = {target.epsilon}")
+    lo = hi / 2
+    while ok(lo) and lo > 1e-300:
+        hi, lo = lo, lo / 2
+    while hi - lo > 1e-6 * hi:
+        mid = (lo + hi) / 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return at(hi)
+
+
+def _block_bound(b: NoiseBlock, honest: int, draws: int, budget: float) -> tuple[int, float]:
+    """(B_b, P): a bound on |one dealer's noise| in block b and the probability that some
+    of ``draws`` coordinates reach it (≤ ``budget``)."""
+    if b.l2 == 0:
+        return 1, 0.0
+    if b.scale_bits == 0:
+        v = b.sigma**2 / honest
+        bound = 1 << (_bound_bits(v, draws, budget) - 1)
+        return bound, draws * skellam_tail(v, bound)
+    v1, v2 = b.coarse_variance / honest, b.fine_variance / honest
+    b1 = 1 << (_bound_bits(v1, draws, budget / 2) - 1)
+    b2 = 1 << (_bound_bits(v2, draws, budget / 2) - 1)
+    p = draws * (skellam_tail(v1, b1) + skellam_tail(v2, b2))
+    return (b1 << b.scale_bits) + b2, p
+
+
 # ---------------------------------------------------------------------------- the plan
 
 
@@ -170,10 +310,16 @@ class NoisePlan:
     #: P(some dealer's coordinate is clipped) in one release (``tail`` = (1 + e^ε)·this:
     #: over k releases of total ε_k, clipping costs (1 + e^ε_k)·k·clip_probability of δ).
     clip_probability: float = 0.0
+    #: Per-block noise (:class:`NoiseBlock`, covering the output in order) when the
+    #: statistic declares blocks of different replacement bounds; ``sigma`` is then the
+    #: largest block's σ. Empty: one σ on every coordinate.
+    blocks: tuple[NoiseBlock, ...] = ()
 
     def epsilon(self, delta: float, rounds: int = 1) -> float:
         """The ε of ``rounds`` releases of this plan's noise at ``delta`` (the clipping
         tail ``rounds·tail`` comes on top of δ)."""
+        if self.blocks:
+            return epsilon_from_rdp(product_rdp(self.blocks), delta, rounds)
         if self.scale_bits == 0:
             return epsilon_spent(self.sigma, self.l2, self.l1, delta, rounds)
         return two_scale_epsilon(
@@ -190,6 +336,11 @@ class NoisePlan:
     def sample(self, rng: np.random.Generator | None = None) -> np.ndarray:
         """One dealer's noise (its share of the variance), clipped to [−B, B − 1]."""
         h = self.n - self.t
+        if self.blocks:
+            g = rng if rng is not None else noise_rng()
+            parts = [np.asarray(b.sample(h, g), dtype=object) for b in self.blocks]
+            z = np.concatenate(parts)
+            return np.clip(z, -self.bound, self.bound - 1).astype(np.int64)
         if self.scale_bits == 0:
             return sample_noise(self.dealer_variance, self.length, self.bound, rng)
         g = rng if rng is not None else noise_rng()
@@ -222,8 +373,13 @@ class NoisePlan:
         return f
 
     def report(self, scale: float) -> dict[str, Any]:
-        """The job's ``report["privacy"]``; ``scale``: decoded units per integer unit."""
-        return {
+        """The job's ``report["privacy"]``; ``scale``: decoded units per integer unit.
+
+        ``sigma`` (and ``sigma_units``): one float when every coordinate gets the same
+        noise; with per-block noise a list, one σ per block, and ``blocks`` the blocks'
+        output coordinates ``[start, stop)`` in the same order (σ = 0: a public block).
+        """
+        out: dict[str, Any] = {
             "epsilon": self.dp.epsilon,
             "delta": self.dp.delta,
             "sigma": float(self.sigma * scale),
@@ -235,6 +391,11 @@ class NoisePlan:
             "dealers": self.n,
             "honest_dealers": self.n - self.t,
         }
+        if self.blocks:
+            out["sigma"] = [float(b.sigma * scale) for b in self.blocks]
+            out["sigma_units"] = [float(b.sigma) for b in self.blocks]
+            out["blocks"] = [[b.start, b.stop] for b in self.blocks]
+        return out
 
 
 def plan_noise(dp: DP, statistic: Any, n: int, t: int) -> NoisePlan:
@@ -250,6 +411,9 @@ def plan_noise(dp: DP, statistic: Any, n: int, t: int) -> NoisePlan:
     sens = statistic.sensitivity()
     l2, l1, unit = float(sens["l2"]), float(sens["l1"]), str(sens["unit"])
     target = DP(dp.epsilon, dp.delta * (1 - TAIL_SHARE))
+    declared = getattr(statistic, "noise_blocks", lambda: None)()
+    if declared:
+        return _plan_blocks(dp, target, statistic, declared, l2, l1, unit, n, t)
     sigma = calibrate(target, l2, l1)
     length = int(statistic.output_len)
     F = statistic.field
@@ -286,6 +450,71 @@ def plan_noise(dp: DP, statistic: Any, n: int, t: int) -> NoisePlan:
             "epsilon or lower max_measurements"
         )
     return NoisePlan(dp, l2, l1, unit, n, t, length, F, sigma, bits, factor * tail, k, v1, v2, tail)
+
+
+def _plan_blocks(
+    dp: DP,
+    target: DP,
+    statistic: Any,
+    declared: Sequence[tuple[int, int, float]],
+    l2: float,
+    l1: float,
+    unit: str,
+    n: int,
+    t: int,
+) -> NoisePlan:
+    """:func:`plan_noise` of a statistic declaring per-block replacement bounds
+    (``statistic.noise_blocks()``: ``(start, stop, m)`` covering the output in order).
+
+    One range [−B, B − 1] is proven for every coordinate of a deal (one ``SumVec``
+    circuit): B is the largest block's bound, so a Byzantine dealer can add up to it on the
+    small blocks too (which costs accuracy, never privacy: noise only adds)."""
+    length = int(statistic.output_len)
+    spans = [(int(a), int(b), float(m)) for a, b, m in declared]
+    edges = [0] + [b for _, b, _ in spans]
+    if (
+        [a for a, _, _ in spans] != edges[:-1]
+        or edges[-1] != length
+        or any(a >= b or not (math.isfinite(m) and m >= 0) for a, b, m in spans)
+    ):
+        raise ConfigError(f"{statistic!r} declares noise blocks that do not tile its output")
+    h = n - t
+    blocks = calibrate_blocks(target, spans, h)
+    factor = 1 + math.exp(dp.epsilon)
+    budget = dp.delta * TAIL_SHARE / factor
+    noisy = sum(b.length for b in blocks if b.l2 > 0)
+    bound, clip = 1, 0.0
+    for b in blocks:
+        if b.l2 > 0:  # the clipping budget shared in proportion to the block's coordinates
+            bb, p = _block_bound(b, h, n * b.length, budget * b.length / noisy)
+            bound, clip = max(bound, bb), clip + p
+    bits = bound.bit_length() + 1
+    clip = min(1.0, clip)
+    F = statistic.field
+    sigma = max(b.sigma for b in blocks)
+    if bits >= F.MODULUS.bit_length() - 1 or (
+        _max_total(statistic) + n * (1 << (bits - 1)) >= F.MODULUS // 2
+    ):
+        raise ConfigError(
+            f"noise of σ = {sigma:.3g} (range ±2^{bits - 1} per aggregator) could take sums past "
+            f"half the field of {statistic!r} (they would decode with the wrong sign): raise "
+            "epsilon or lower max_measurements"
+        )
+    return NoisePlan(
+        dp,
+        l2,
+        l1,
+        unit,
+        n,
+        t,
+        length,
+        F,
+        sigma,
+        bits,
+        factor * clip,
+        clip_probability=clip,
+        blocks=blocks,
+    )
 
 
 def _bound_bits(variance: float, draws: int, budget: float) -> int:

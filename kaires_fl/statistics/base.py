@@ -6,6 +6,7 @@ See :mod:`kaires_fl.statistics` for what a statistic is.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -383,6 +384,22 @@ class Statistic:
     def noise_scale(self) -> float:
         """Decoded units per integer unit of the aggregate (1: counts)."""
         return 1.0
+
+    def noise_blocks(self) -> list[tuple[int, int, float]] | None:
+        """Output blocks ``(start, stop, m)`` (covering the output in order) whose
+        coordinates one unit moves by at most m each, when they differ enough that each
+        block should get its own noise (σ_j ∝ m_j, a public block m = 0 none); None: one σ
+        on every coordinate. Default None; statistics whose coordinates mix bounds (record
+        regressions: sums 2^b − 1, products (2^b − 1)², the count fixed) override it."""
+        return None
+
+    def _blocks_of_bounds(self) -> list[tuple[int, int, float]] | None:
+        """The runs of equal :meth:`_replacement_bounds` as blocks (None: a single run)."""
+        m = np.asarray(self._replacement_bounds(), dtype=np.float64)
+        cuts = [0, *(np.flatnonzero(np.diff(m) != 0) + 1).tolist(), len(m)]
+        if len(cuts) == 2:
+            return None
+        return [(a, b, float(m[a])) for a, b in itertools.pairwise(cuts)]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Statistic) and self.spec() == other.spec()

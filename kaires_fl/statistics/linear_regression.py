@@ -174,6 +174,11 @@ class LinearRegressionStats(Statistic):
         q = float(2**self.bits - 1)
         return np.concatenate([np.full(c.n_vars, q), np.full(c.n_prods, q * q), [0.0]])
 
+    def noise_blocks(self) -> list[tuple[int, int, float]] | None:
+        """Record granularity: the sums Σz (bound 2^b − 1), the products Σzzᵀ ((2^b − 1)²)
+        and the public count (no noise) as separate noise blocks."""
+        return self._blocks_of_bounds() if self.granularity == "record" else None
+
     def noise_scale(self) -> float:
         """Provider: one integer unit is 2^−f of a moment in the u frame; record: one
         quantisation step (products: its square)."""
