@@ -39,6 +39,7 @@ used, as in Agarwal–Kairouz–Liu's own implementation).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import secrets
@@ -52,7 +53,7 @@ import numpy as np
 
 from kaires_fl import schema
 from kaires_fl.arith import circuits, sharing
-from kaires_fl.arith.flp import FlpBBCGGI19
+from kaires_fl.arith.flp import FlpBBCGGI19, Mul, ParallelSum, dot_groups
 from kaires_fl.crypto import envelope
 from kaires_fl.crypto.elgamal import RecipientKey, recipient_point_from_x25519
 from kaires_fl.crypto.group import Point, Scalar
@@ -103,7 +104,7 @@ MAX_DEALERS = 256
 #: noise is dealt on two scales (:class:`NoisePlan`).
 MAX_DEALER_VARIANCE = 1e12
 
-_FLPS: dict[tuple[str, int, int], FlpBBCGGI19] = {}
+_FLPS: dict[tuple[Any, ...], FlpBBCGGI19] = {}
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -152,7 +153,9 @@ class NoiseBlock:
     block is public, e.g. a proven constant, and gets no noise); ``sigma``: its noise std
     over the honest dealers (0 iff ``l2`` is 0). Beyond the sampler (σ²/(n − t) >
     :data:`MAX_DEALER_VARIANCE`) the block's noise is 2^k·Z₁ + Z₂ (``scale_bits`` k > 0,
-    as :class:`NoisePlan`), with σ² = 4^k·coarse + fine.
+    as :class:`NoisePlan`), with σ² = 4^k·coarse + fine. ``bits``: each dealer's noise in
+    the block is proven in [−B_b, B_b − 1], B_b = 2^(bits − 1) (0: a public block, whose
+    noise is proven to be exactly 0).
     """
 
     start: int
@@ -163,10 +166,16 @@ class NoiseBlock:
     scale_bits: int = 0
     coarse_variance: float = 0.0
     fine_variance: float = 0.0
+    bits: int = 0
 
     @property
     def length(self) -> int:
         return self.stop - self.start
+
+    @property
+    def bound(self) -> int:
+        """B_b: the block's proven range is [−B_b, B_b − 1] (0 for a public block)."""
+        return 1 << (self.bits - 1) if self.bits else 0
 
     def rdp(self, orders: Sequence[int] = ORDERS) -> np.ndarray:
         """This block's RDP curve (zero for a public block)."""
@@ -260,20 +269,79 @@ def calibrate_blocks(
     return at(hi)
 
 
-def _block_bound(b: NoiseBlock, honest: int, draws: int, budget: float) -> tuple[int, float]:
-    """(B_b, P): a bound on |one dealer's noise| in block b and the probability that some
-    of ``draws`` coordinates reach it (≤ ``budget``)."""
+def _block_bits(b: NoiseBlock, honest: int, draws: int, budget: float) -> tuple[int, float]:
+    """(bits, P): the range bits of one dealer's noise in block b (B_b = 2^(bits − 1)) and
+    the probability that some of ``draws`` coordinates reach B_b (≤ ``budget``)."""
     if b.l2 == 0:
-        return 1, 0.0
+        return 0, 0.0
     if b.scale_bits == 0:
         v = b.sigma**2 / honest
-        bound = 1 << (_bound_bits(v, draws, budget) - 1)
-        return bound, draws * skellam_tail(v, bound)
+        bits = _bound_bits(v, draws, budget)
+        return bits, draws * skellam_tail(v, 1 << (bits - 1))
+    # |2^k·Z₁ + Z₂| < 2^k·B₁ + B₂ unless one part reaches its own bound
     v1, v2 = b.coarse_variance / honest, b.fine_variance / honest
     b1 = 1 << (_bound_bits(v1, draws, budget / 2) - 1)
     b2 = 1 << (_bound_bits(v2, draws, budget / 2) - 1)
     p = draws * (skellam_tail(v1, b1) + skellam_tail(v2, b2))
-    return (b1 << b.scale_bits) + b2, p
+    return ((b1 << b.scale_bits) + b2).bit_length() + 1, p
+
+
+class BlockSumVec(circuits.SumVec):
+    """A vector whose block b holds ``lengths[b]`` integers in [0, 2^bits[b]), as bits
+    (``bits[b] = 0``: exactly 0, no bits); output the vector. The range check is
+    :class:`~kaires_fl.arith.circuits.SumVec`'s on every bit."""
+
+    def __init__(self, blocks: Sequence[tuple[int, int]], field: Any) -> None:
+        self.blocks = tuple((int(n), int(w)) for n, w in blocks)
+        if not self.blocks or any(n < 1 or w < 0 for n, w in self.blocks):
+            raise ConfigError("BlockSumVec needs blocks of ≥ 1 coordinates and ≥ 0 bits")
+        if max(w for _, w in self.blocks) >= field.MODULUS.bit_length() - 1:
+            raise ConfigError("BlockSumVec bits must be < log2(p) − 1")
+        meas = sum(n * w for n, w in self.blocks)
+        if meas < 1:
+            raise ConfigError("BlockSumVec needs at least one bit")
+        self.field = field
+        self.length = sum(n for n, _ in self.blocks)
+        self.bits = max(w for _, w in self.blocks)
+        self.chunk_length = circuits.best_chunk_length(meas)
+        self.MEAS_LEN = meas
+        self.OUTPUT_LEN = self.length
+        self.EVAL_OUTPUT_LEN = 1
+        self.GADGETS = [ParallelSum(Mul(), self.chunk_length)]
+        self.GADGET_CALLS = [math.ceil(meas / self.chunk_length)]
+        self.JOINT_RAND_LEN = self.GADGET_CALLS[0]
+        self._pairs = meas
+
+    def __repr__(self) -> str:
+        return f"BlockSumVec(blocks={self.blocks!r}, chunk_length={self.chunk_length})"
+
+    def encode(self, measurement: Any) -> np.ndarray:
+        v = np.asarray(measurement, dtype=np.int64)
+        if v.shape != (self.length,):
+            raise EncodingError(f"BlockSumVec measurement must have shape ({self.length},)")
+        parts, at = [], 0
+        for n, w in self.blocks:
+            x = v[at : at + n]
+            if np.any(x < 0) or np.any(x >= 1 << w):
+                raise EncodingError(f"BlockSumVec entries {at}…{at + n - 1} must lie in [0, 2^{w})")
+            parts.append(((x[:, None] >> np.arange(w)) & 1).reshape(-1))
+            at += n
+        return self.field.elements(np.concatenate(parts).astype(np.uint64))
+
+    def truncate(self, meas: np.ndarray) -> np.ndarray:
+        m = np.asarray(meas)
+        F, out, at = self.field, [], 0
+        for n, w in self.blocks:
+            if w == 0:
+                out.append(F.zeros((*m.shape[:-1], n)))
+                continue
+            pow2 = F.elements([1 << k for k in range(w)])
+            out.append(dot_groups(F, m, pow2, n, start=at))
+            at += n * w
+        return np.concatenate(out, axis=-1)
+
+    def max_measurements(self) -> int:
+        return (self.field.MODULUS - 1) // ((1 << self.bits) - 1)
 
 
 # ---------------------------------------------------------------------------- the plan
@@ -338,9 +406,11 @@ class NoisePlan:
         h = self.n - self.t
         if self.blocks:
             g = rng if rng is not None else noise_rng()
-            parts = [np.asarray(b.sample(h, g), dtype=object) for b in self.blocks]
-            z = np.concatenate(parts)
-            return np.clip(z, -self.bound, self.bound - 1).astype(np.int64)
+            parts = [
+                np.clip(np.asarray(b.sample(h, g), dtype=object), -b.bound, max(b.bound - 1, 0))
+                for b in self.blocks
+            ]
+            return np.concatenate(parts).astype(np.int64)
         if self.scale_bits == 0:
             return sample_noise(self.dealer_variance, self.length, self.bound, rng)
         g = rng if rng is not None else noise_rng()
@@ -365,7 +435,29 @@ class NoisePlan:
         return self.n * self.dealer_variance
 
     @cached_property
+    def offsets(self) -> np.ndarray:
+        """Per coordinate, the public offset B_b a deal adds (int64): noise + offset is
+        what the range proof shows in [0, 2^bits_b)."""
+        if not self.blocks:
+            return np.full(self.length, self.bound, dtype=np.int64)
+        return np.concatenate([np.full(b.length, b.bound, dtype=np.int64) for b in self.blocks])
+
+    @cached_property
+    def widths(self) -> np.ndarray:
+        """Per coordinate, the range bits of a deal (0: a public coordinate)."""
+        if not self.blocks:
+            return np.full(self.length, self.bits, dtype=np.int64)
+        return np.concatenate([np.full(b.length, b.bits, dtype=np.int64) for b in self.blocks])
+
+    @cached_property
     def flp(self) -> FlpBBCGGI19:
+        if self.blocks:
+            spans = tuple((b.length, b.bits) for b in self.blocks)
+            key: tuple[Any, ...] = (self.field.__name__, spans)
+            f = _FLPS.get(key)
+            if f is None:
+                f = _FLPS[key] = FlpBBCGGI19(BlockSumVec(spans, self.field))
+            return f
         key = (self.field.__name__, self.length, self.bits)
         f = _FLPS.get(key)
         if f is None:
@@ -395,6 +487,7 @@ class NoisePlan:
             out["sigma"] = [float(b.sigma * scale) for b in self.blocks]
             out["sigma_units"] = [float(b.sigma) for b in self.blocks]
             out["blocks"] = [[b.start, b.stop] for b in self.blocks]
+            out["bound_units"] = [b.bound for b in self.blocks]
         return out
 
 
@@ -466,9 +559,8 @@ def _plan_blocks(
     """:func:`plan_noise` of a statistic declaring per-block replacement bounds
     (``statistic.noise_blocks()``: ``(start, stop, m)`` covering the output in order).
 
-    One range [−B, B − 1] is proven for every coordinate of a deal (one ``SumVec``
-    circuit): B is the largest block's bound, so a Byzantine dealer can add up to it on the
-    small blocks too (which costs accuracy, never privacy: noise only adds)."""
+    Each block's range is proven on its own (:class:`BlockSumVec`): a Byzantine dealer
+    adds at most B_b to a coordinate of block b, and nothing to a public block."""
     length = int(statistic.output_len)
     spans = [(int(a), int(b), float(m)) for a, b, m in declared]
     edges = [0] + [b for _, b, _ in spans]
@@ -483,12 +575,13 @@ def _plan_blocks(
     factor = 1 + math.exp(dp.epsilon)
     budget = dp.delta * TAIL_SHARE / factor
     noisy = sum(b.length for b in blocks if b.l2 > 0)
-    bound, clip = 1, 0.0
-    for b in blocks:
-        if b.l2 > 0:  # the clipping budget shared in proportion to the block's coordinates
-            bb, p = _block_bound(b, h, n * b.length, budget * b.length / noisy)
-            bound, clip = max(bound, bb), clip + p
-    bits = bound.bit_length() + 1
+    ranged, clip = [], 0.0
+    for b in blocks:  # the clipping budget shared in proportion to the blocks' coordinates
+        bb, p = _block_bits(b, h, n * b.length, budget * b.length / noisy)
+        ranged.append(dataclasses.replace(b, bits=bb))
+        clip += p
+    blocks = tuple(ranged)
+    bits = max(b.bits for b in blocks)
     clip = min(1.0, clip)
     F = statistic.field
     sigma = max(b.sigma for b in blocks)
@@ -650,16 +743,16 @@ def deal_noise(
     flp, F, n, t = plan.flp, plan.field, plan.n, plan.t
     if len(boxes) != n:
         raise ConfigError(f"{len(boxes)} recipient keys for {n} aggregators")
-    v = np.asarray(noise, dtype=np.int64) + plan.bound
+    v = np.asarray(noise, dtype=np.int64) + plan.offsets
     if valid:
         meas = flp.valid.encode(v)
     else:  # bits of |v| taken as is (a value out of range has a non-bit "bit")
-        w = np.asarray([int(x) for x in v], dtype=object)
         bits = [
-            [(int(x) >> k) & 1 if k < plan.bits - 1 else int(x) >> k for k in range(plan.bits)]
-            for x in w
+            (int(x) >> k) & 1 if k < w - 1 else int(x) >> k
+            for x, w in zip(v.tolist(), plan.widths.tolist(), strict=True)
+            for k in range(w)
         ]
-        meas = F.elements(np.asarray(bits, dtype=object).reshape(-1) % F.MODULUS)
+        meas = F.elements(np.asarray(bits, dtype=object) % F.MODULUS)
     e = Scalar.random_nonzero()
     keys = [
         _part_key(job, dealer, j, recipient_point_from_x25519(bytes(b)) * e)
@@ -976,7 +1069,7 @@ def noise_total(
     """
     F, flp = plan.field, plan.flp
     total = F.zeros((flp.OUTPUT_LEN,))
-    offset = F.elements(np.full(flp.OUTPUT_LEN, plan.bound, dtype=np.int64))
+    offset = F.elements(plan.offsets)
     for d in accepted:
         got = shares.get(d)
         if got is None:

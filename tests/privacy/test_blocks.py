@@ -5,6 +5,7 @@ deals, and a job through the in-process committee."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -136,7 +137,7 @@ def test_calibration_is_tight_and_proportional(eps: float) -> None:
     smaller = tuple(_block_at(a, b, m, 0.999 * s, N - T) for a, b, m in declared)
     assert epsilon_from_rdp(product_rdp(smaller), target) > eps
     again = calibrate_blocks(DP(eps, target), declared, N - T)
-    assert again == blocks
+    assert again == tuple(dataclasses.replace(b, bits=0) for b in blocks)
 
 
 def test_blocks_beat_one_sigma_on_the_sums() -> None:
@@ -209,6 +210,67 @@ def test_block_deals_are_range_proven_and_sum_exactly() -> None:
     got = np.array([int(x) - p if int(x) > p // 2 else int(x) for x in v])
     assert np.array_equal(got, sum(noises.values()))
     assert np.all(got[-1:] == 0)  # the public count gets no noise
+
+
+def _deal_round(plan, noises: dict[int, np.ndarray], invalid: set[int] = frozenset()):
+    ids = [Identity.generate() for _ in range(N)]
+    kps = [EnvelopeKeyPair.generate() for _ in range(N)]
+    boxes = [k.public for k in kps]
+    deals = [
+        deal_noise(plan, JOB, d, ids[d], boxes, noises[d], valid=d not in invalid) for d in range(N)
+    ]
+    deals = check_deals(plan, JOB, deals, [i.public.hex() for i in ids])
+    rk = [RecipientKey.from_x25519(k) for k in kps]
+    shares = {i: {d.dealer: open_deal(plan, d, i, rk[i]) for d in deals} for i in range(N)}
+    rounds = {i: noise_round(plan, COIN, deals, shares[i]) for i in range(N)}
+    return deals, shares, rounds
+
+
+def test_each_block_range_is_proven_on_its_own() -> None:
+    """Per-block ranges: B_sums ≪ B_products; a dealer's noise of B_sums on a sum
+    coordinate (within the products' range) fails its proof, as does −B_sums − 1; noise at
+    the edges of each block's range passes; nothing can be dealt on the public count."""
+    plan = plan_noise(DP(1.0, 1e-6), _record_reg(2), N, T)
+    sums, prods, count = plan.blocks
+    assert 0 < sums.bound < prods.bound and count.bound == 0 and count.bits == 0
+    assert sums.length * sums.bits + prods.length * prods.bits == plan.flp.valid.MEAS_LEN
+    edge = np.zeros(plan.length, dtype=np.int64)
+    edge[sums.start], edge[sums.start + 1] = sums.bound - 1, -sums.bound
+    edge[prods.start], edge[prods.stop - 1] = prods.bound - 1, -prods.bound
+    over = np.zeros(plan.length, dtype=np.int64)
+    over[sums.start] = sums.bound
+    under = np.zeros(plan.length, dtype=np.int64)
+    under[sums.stop - 1] = -sums.bound - 1
+    count_bump = np.zeros(plan.length, dtype=np.int64)
+    count_bump[count.start] = 5
+    noises = {0: edge, 1: over, 2: under, 3: count_bump}
+    deals, shares, rounds = _deal_round(plan, noises, invalid={1, 2, 3})
+    accepted, rejected = decide_noise(plan, deals, rounds)
+    assert accepted == [0, 3] and set(rejected) == {1, 2}
+    assert all("range proof" in why for why in rejected.values())
+    F = plan.field
+    tot = {i: noise_total(plan, accepted, shares[i]) for i in range(N)}
+    v = F.to_ints(sharing.reconstruct(F, tot, T))
+    p = F.MODULUS
+    got = np.array([int(x) - p if int(x) > p // 2 else int(x) for x in v])
+    want = edge.copy()  # the count bump has no bits to be dealt in: it is not released
+    assert np.array_equal(got, want)
+
+
+def test_block_sumvec_encodes_and_refuses_out_of_range() -> None:
+    from kaires_fl.arith.field import Field64
+    from kaires_fl.errors import EncodingError
+    from kaires_fl.privacy.mechanism import BlockSumVec
+
+    c = BlockSumVec([(2, 3), (1, 0), (2, 5)], Field64)
+    assert c.MEAS_LEN == 2 * 3 + 2 * 5 and c.OUTPUT_LEN == 5
+    v = np.array([7, 0, 0, 31, 17])
+    out = Field64.to_ints(c.truncate(c.encode(v)[None, :])[0])
+    assert out == v.tolist()
+    with pytest.raises(EncodingError):
+        c.encode(np.array([8, 0, 0, 0, 0]))
+    with pytest.raises(EncodingError):
+        c.encode(np.array([0, 0, 1, 0, 0]))  # the 0-bit block holds only 0
 
 
 def test_record_regression_job_reports_blocks_and_keeps_the_count() -> None:
