@@ -594,6 +594,31 @@ class ModelUpdateStats(_stats.Statistic):
         """One integer unit is 2^−f of v (the update divided by ``clip_norm``)."""
         return 2.0**-self.frac_bits
 
+    def noise_blocks(self) -> list[tuple[float, ...]]:
+        """Noise blocks ``(start, stop, l2, l1, scale)`` of :meth:`sensitivity`'s parts:
+        the update a (L coordinates, ‖Δa‖₂ ≤ 2M), the weight ω (M), the flag counts (1
+        each) and the weighted metrics (M each). Scales σ_j² ∝ l2_j/√(L_j·w_j) minimise
+        the summed error Σ w_j·L_j·σ_j² at a fixed Gaussian privacy cost Σ l2_j²/σ_j²: w = 1
+        for a and the metrics (what the averaged model and metrics divide by ω sees), w =
+        M² for the flags (whole counts, not 2^−f units). ω: with ``weight_cap`` 1 every
+        weight is 1 and the consumer divides by the public accepted count (KairesFedAvg
+        with ``num_examples_cap=1``), so ω's noise is unused: w = 1, and ω and the flags
+        take a few percent of the budget instead of the 25 % (√5M against 2M) of one σ for
+        all; otherwise ω scales the whole mean and keeps a's σ, as with one σ."""
+        m = float((1 << self.frac_bits) - 1)
+        L, k_f, k_m = self.length, len(self.FLAGS), len(self.metrics)
+        a_scale = math.sqrt(2 * m / math.sqrt(L))
+        out: list[tuple[float, ...]] = [
+            (0, L, 2 * m, 2 * m * math.sqrt(L), a_scale),
+            (L, L + 1, m, m, math.sqrt(m) if self.weight_cap == 1 else a_scale),
+        ]
+        if k_f:
+            out.append((L + 1, L + 1 + k_f, math.sqrt(k_f), float(k_f), math.sqrt(1 / m)))
+        if k_m:
+            a = L + 1 + k_f
+            out.append((a, a + k_m, m * math.sqrt(k_m), m * k_m, math.sqrt(m)))
+        return out
+
     def clipped(self, update: Any) -> bool:
         """Whether ``update`` is scaled down to the clipping norm (‖Δ‖₂ > C)."""
         d = np.asarray(update, dtype=np.float64).reshape(-1)

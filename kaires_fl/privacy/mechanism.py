@@ -217,13 +217,14 @@ def product_rdp(blocks: Sequence[NoiseBlock], orders: Sequence[int] = ORDERS) ->
     return out
 
 
-def _block_at(start: int, stop: int, bound: float, s: float, honest: int) -> NoiseBlock:
-    """Block [start, stop) of per-coordinate replacement ``bound`` at noise std s·bound."""
+def _block_at(
+    start: int, stop: int, l2: float, l1: float, scale: float, s: float, honest: int
+) -> NoiseBlock:
+    """Block [start, stop) of sensitivities ``l2``/``l1`` at noise std s·``scale``."""
     length = stop - start
-    if bound == 0:
+    if l2 == 0:
         return NoiseBlock(start, stop, 0.0, 0.0, 0.0)
-    l2, l1 = bound * math.sqrt(length), bound * length
-    sigma = s * bound
+    sigma = s * scale
     if sigma**2 / honest <= MAX_DEALER_VARIANCE:
         return NoiseBlock(start, stop, l2, l1, sigma)
     k = max(1, math.ceil(math.log(sigma**2 / (honest * MAX_DEALER_VARIANCE), 4)))
@@ -235,19 +236,41 @@ def _block_at(start: int, stop: int, bound: float, s: float, honest: int) -> Noi
     return NoiseBlock(start, stop, l2, l1, sigma, k, coarse, fine)
 
 
+def block_spans(
+    declared: Sequence[Sequence[float]],
+) -> list[tuple[int, int, float, float, float]]:
+    """``statistic.noise_blocks()`` as ``(start, stop, l2, l1, scale)``: a declared
+    ``(start, stop, m)`` (every coordinate moves by at most m) is ``(start, stop, m√L, m·L,
+    m)``; a declared ``(start, stop, l2, l1, scale)`` (a norm-ball block) is kept."""
+    out = []
+    for d in declared:
+        if len(d) == 3:
+            a, b, m = int(d[0]), int(d[1]), float(d[2])
+            out.append((a, b, m * math.sqrt(b - a), m * (b - a), m))
+        elif len(d) == 5:
+            out.append((int(d[0]), int(d[1]), float(d[2]), float(d[3]), float(d[4])))
+        else:
+            raise ConfigError(
+                f"a noise block is (start, stop, m) or (start, stop, l2, l1, scale), got {d!r}"
+            )
+    return out
+
+
 def calibrate_blocks(
-    target: DP, declared: Sequence[tuple[int, int, float]], honest: int
+    target: DP, declared: Sequence[Sequence[float]], honest: int
 ) -> tuple[NoiseBlock, ...]:
-    """Per-block noise meeting ``target`` with σ_j = s·m_j (m_j: block j's per-coordinate
-    replacement bound), for the least s found by bisection (σ_j ∝ m_j makes every block's
-    rescaled sensitivity equal: the small-bound sums are no longer drowned by the noise the
-    products need). Post: ``epsilon_from_rdp(product_rdp(blocks), target.delta) ≤
-    target.epsilon`` (checked on the returned blocks themselves)."""
-    if not any(m > 0 for _, _, m in declared):
+    """Per-block noise meeting ``target`` with σ_j = s·scale_j (:func:`block_spans`; for a
+    per-coordinate bound m_j the scale is m_j), for the least s found by bisection.
+    σ_j ∝ m_j makes every block's rescaled sensitivity equal: the small-bound sums are no
+    longer drowned by the noise the products need. Post: ``epsilon_from_rdp(product_rdp(
+    blocks), target.delta) ≤ target.epsilon`` (checked on the returned blocks themselves).
+    """
+    spans = block_spans(declared)
+    if not any(l2 > 0 for _, _, l2, _, _ in spans):
         raise ConfigError("a noise plan needs at least one block one unit can move")
 
     def at(s: float) -> tuple[NoiseBlock, ...]:
-        return tuple(_block_at(a, b, m, s, honest) for a, b, m in declared)
+        return tuple(_block_at(*span, s, honest) for span in spans)
 
     def ok(s: float) -> bool:
         return epsilon_from_rdp(product_rdp(at(s)), target.delta) <= target.epsilon
@@ -549,7 +572,7 @@ def _plan_blocks(
     dp: DP,
     target: DP,
     statistic: Any,
-    declared: Sequence[tuple[int, int, float]],
+    declared: Sequence[Sequence[float]],
     l2: float,
     l1: float,
     unit: str,
@@ -562,12 +585,18 @@ def _plan_blocks(
     Each block's range is proven on its own (:class:`BlockSumVec`): a Byzantine dealer
     adds at most B_b to a coordinate of block b, and nothing to a public block."""
     length = int(statistic.output_len)
-    spans = [(int(a), int(b), float(m)) for a, b, m in declared]
-    edges = [0] + [b for _, b, _ in spans]
+    spans = block_spans(declared)
+    edges = [0] + [sp[1] for sp in spans]
     if (
-        [a for a, _, _ in spans] != edges[:-1]
+        [sp[0] for sp in spans] != edges[:-1]
         or edges[-1] != length
-        or any(a >= b or not (math.isfinite(m) and m >= 0) for a, b, m in spans)
+        or any(
+            sp[0] >= sp[1]
+            or not all(math.isfinite(v) and v >= 0 for v in sp[2:])
+            or (sp[2] > 0) != (sp[4] > 0)
+            or sp[2] > sp[3] * (1 + 1e-12)
+            for sp in spans
+        )
     ):
         raise ConfigError(f"{statistic!r} declares noise blocks that do not tile its output")
     h = n - t

@@ -385,7 +385,7 @@ class Statistic:
         """Decoded units per integer unit of the aggregate (1: counts)."""
         return 1.0
 
-    def noise_blocks(self) -> list[tuple[int, int, float]] | None:
+    def noise_blocks(self) -> list[tuple[float, ...]] | None:
         """Output blocks ``(start, stop, m)`` (covering the output in order) whose
         coordinates one unit moves by at most m each, when they differ enough that each
         block should get its own noise (σ_j ∝ m_j, a public block m = 0 none); None: one σ
@@ -393,7 +393,7 @@ class Statistic:
         regressions: sums 2^b − 1, products (2^b − 1)², the count fixed) override it."""
         return None
 
-    def _blocks_of_bounds(self) -> list[tuple[int, int, float]] | None:
+    def _blocks_of_bounds(self) -> list[tuple[float, ...]] | None:
         """The runs of equal :meth:`_replacement_bounds` as blocks (None: a single run)."""
         m = np.asarray(self._replacement_bounds(), dtype=np.float64)
         cuts = [0, *(np.flatnonzero(np.diff(m) != 0) + 1).tolist(), len(m)]

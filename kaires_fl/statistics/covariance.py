@@ -66,7 +66,7 @@ class ConstantTargetStats(Statistic):
     def noise_scale(self) -> float:
         return self._reg.noise_scale()
 
-    def noise_blocks(self) -> list[tuple[int, int, float]] | None:
+    def noise_blocks(self) -> list[tuple[float, ...]] | None:
         return self._reg.noise_blocks() if self.granularity == "record" else None
 
 

@@ -174,7 +174,7 @@ class LinearRegressionStats(Statistic):
         q = float(2**self.bits - 1)
         return np.concatenate([np.full(c.n_vars, q), np.full(c.n_prods, q * q), [0.0]])
 
-    def noise_blocks(self) -> list[tuple[int, int, float]] | None:
+    def noise_blocks(self) -> list[tuple[float, ...]] | None:
         """Record granularity: the sums Σz (bound 2^b − 1), the products Σzzᵀ ((2^b − 1)²)
         and the public count (no noise) as separate noise blocks."""
         return self._blocks_of_bounds() if self.granularity == "record" else None

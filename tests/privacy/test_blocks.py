@@ -26,6 +26,7 @@ from kaires_fl.privacy.mechanism import (
     MAX_DEALER_VARIANCE,
     NoiseBlock,
     _block_at,
+    block_spans,
     calibrate_blocks,
     check_deals,
     deal_noise,
@@ -134,7 +135,7 @@ def test_calibration_is_tight_and_proportional(eps: float) -> None:
     target = 0.9e-6
     assert plan.epsilon(target) <= eps
     declared = [(b.start, b.stop, m) for b, m in zip(blocks, [255.0, 255.0**2, 0.0], strict=True)]
-    smaller = tuple(_block_at(a, b, m, 0.999 * s, N - T) for a, b, m in declared)
+    smaller = tuple(_block_at(*sp, 0.999 * s, N - T) for sp in block_spans(declared))
     assert epsilon_from_rdp(product_rdp(smaller), target) > eps
     again = calibrate_blocks(DP(eps, target), declared, N - T)
     assert again == tuple(dataclasses.replace(b, bits=0) for b in blocks)

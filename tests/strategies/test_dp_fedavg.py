@@ -115,3 +115,32 @@ def test_a_client_whose_budget_is_spent_is_excluded_from_later_rounds() -> None:
         assert committee.client.get(privacy_key(pid0))["jobs"] == 1
     finally:
         committee.close()
+
+
+@pytest.mark.parametrize("norm_proof", ["pine", "bits"])
+def test_update_noise_blocks(norm_proof: str) -> None:
+    """The update's blocks tile its output (a, ω, flags, metrics); with weight_cap = 1 the
+    weight and flags take a few percent of the budget, so a's σ is below one σ for all
+    (which pays for √5M against 2M); with another cap ω keeps a's σ. Both meet ε."""
+    from kaires_fl.strategies.update import ModelUpdateStats
+
+    from kaires_fl.privacy.accounting import calibrate
+    from kaires_fl.privacy.mechanism import plan_noise
+
+    L = 650
+    kw = {"metrics": [("loss", 0.0, 5.0)], "norm_proof": norm_proof}
+    if norm_proof == "bits":
+        kw["frac_bits"] = 12
+    stat = ModelUpdateStats(L, clip_norm=1.0, weight_cap=1.0, **kw)
+    plan = plan_noise(DP(1.0, 1e-5), stat, 4, 1)
+    a, w, flags, metric = plan.blocks
+    assert (a.start, a.stop, w.stop, flags.stop, metric.stop) == (0, L, L + 1, L + 3, L + 4)
+    assert metric.stop == stat.output_len
+    sens = stat.sensitivity()
+    one = calibrate(DP(1.0, 0.9e-5), sens["l2"], sens["l1"])
+    assert a.sigma < 0.9 * one  # √(4 + 1 + 1)M → ≈ 2M·1.03
+    assert flags.sigma < a.sigma / 100 and w.sigma > a.sigma
+    assert plan.epsilon(0.9e-5) <= 1.0
+    other = ModelUpdateStats(L, clip_norm=1.0, weight_cap=10.0, **kw)
+    a2, w2, _, _ = plan_noise(DP(1.0, 1e-5), other, 4, 1).blocks
+    assert w2.sigma == pytest.approx(a2.sigma)
