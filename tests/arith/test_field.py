@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numba import njit
 
+from kaires_fl.arith import _kernels as kern
 from kaires_fl.arith.field import Field64, Field128
 from kaires_fl.errors import ConfigError, EncodingError
 
@@ -375,3 +377,36 @@ def test_read_only_inputs_reuse_the_compiled_kernels() -> None:
         np.testing.assert_array_equal(w, g)
     np.testing.assert_array_equal(Field64.matmul(np.broadcast_to(A, (2, 3, 4)), B)[1], want[3])
     assert [len(k.signatures) for k in kernels] == before
+
+
+U64 = st.integers(0, 2**64 - 1)
+
+
+@njit
+def _scalar_ops(x: np.ndarray, out: np.ndarray) -> None:  # compiled once, on first use
+    out[0] = kern.reduce128(x[0], x[1])
+    out[1] = kern.mulmod(x[0], x[1])
+    out[2] = kern.combine_split(x[1], x[0])
+    out[3] = kern.reduce_split_sums(x[0], x[1])
+    out[4] = kern.addmod(x[2], x[3])
+    out[5] = kern.submod(x[2], x[3])
+    out[6] = kern.powmod(x[2], x[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(hi=U64, lo=U64, a=st.integers(0, Field64.MODULUS - 1), b=st.integers(0, Field64.MODULUS - 1))
+def test_scalar_intrinsics_against_python_ints(hi: int, lo: int, a: int, b: int) -> None:
+    """The LLVM-emitting scalar operations inside a kernel, on any 64-bit inputs (reduce128,
+    mulmod, combine_split) or canonical ones (addmod, submod), against Python integers."""
+    p = Field64.MODULUS
+    out = np.zeros(7, dtype=np.uint64)
+    _scalar_ops(np.array([hi, lo, a, b], dtype=np.uint64), out)
+    assert [int(v) for v in out] == [
+        (hi * 2**64 + lo) % p,
+        hi * lo % p,
+        (hi * 2**32 + lo) % p,
+        (hi * 2**32 + lo) % p,
+        (a + b) % p,
+        (a - b) % p,
+        pow(a, hi, p),
+    ]
