@@ -29,8 +29,8 @@ from kaires_fl.errors import EncodingError
 
 #: Modules defining the messages that cross processes (ledger consensus, trustee
 #: committee: DKG, release, coin, dispute, reshare; aggregation rounds and services;
-#: submissions; the node host's own messages). Add a module here when it defines a new
-#: :class:`schema.Message`.
+#: submissions; differential-privacy noise deals; the node host's own messages). Add a
+#: module here when it defines a new :class:`schema.Message`.
 WIRE_MODULES: tuple[str, ...] = (
     "kaires_fl.ledger.block",
     "kaires_fl.ledger.consensus",
@@ -45,6 +45,7 @@ WIRE_MODULES: tuple[str, ...] = (
     "kaires_fl.aggregation.submission",
     "kaires_fl.aggregation.aggregator",
     "kaires_fl.aggregation.job",
+    "kaires_fl.privacy.mechanism",
     "kaires_fl.node.host",
 )
 
