@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic as _numba_intrinsic
 
 P = np.uint64(0xFFFFFFFF00000001)
 EPS = np.uint64(0xFFFFFFFF)  # 2^64 − p = 2^32 − 1
@@ -26,6 +26,9 @@ M32 = np.uint64(0xFFFFFFFF)
 S32 = np.uint64(32)
 ZERO = np.uint64(0)
 ONE = np.uint64(1)
+#: numba's decorator, typed ``Any`` for mypy: an intrinsic is declared with a leading
+#: ``typingctx`` that the kernels calling it do not pass.
+intrinsic: Any = _numba_intrinsic
 #: Column tile of ``matmul3`` (accumulators of 2·8·MATMUL_TILE bytes).
 MATMUL_TILE = 1024
 #: Up to this inner dimension ``matmul3`` accumulates with addmod (about 2× faster there).
