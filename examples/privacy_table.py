@@ -10,8 +10,8 @@ Prints a markdown table (and writes it to ``--out`` if given). Three workloads, 
   (predictions clipped to the declared target bounds, public) of
   ``KairesLinearRegression(granularity="record", epsilon=ε)`` — the committee's
   aggregators add the noise — next to a *trusted curator* that adds Gaussian noise of the
-  same (ε, δ) (replace-one, same proven sensitivity) to the exact sums and post-processes
-  them the same way. Flower has no regression; this is what a trusted server would do.
+  same (ε, δ) (replace-one, same proven sensitivity, same per-block noise scales) to the
+  exact sums and post-processes them the same way. Flower has no regression; this is what a trusted server would do.
 * **Synthetic regression**, the same two estimators on 20,000 records (x uniform in
   [0, 1]², y = 1 + 2x₁ − x₂ + noise), 5,000 held out: the size at which record-level DP
   regression is useful.
@@ -118,6 +118,7 @@ def trusted_curator_rmse(name: str, epsilon: float, seed: int) -> float:
         solve_normal_equations,
         with_public_count,
     )
+    from kaires_fl.privacy.mechanism import block_spans
     from kaires_fl.statistics import LinearRegressionStats
 
     split, xb, yb, _ = REGRESSIONS[name]
@@ -128,14 +129,20 @@ def trusted_curator_rmse(name: str, epsilon: float, seed: int) -> float:
     )  # fmt: skip
     F = stat.field
     total = F.sum(stat.circuit.truncate(stat.measurements(Xtr, ytr)), axis=0)
-    sigma = gaussian_sigma(epsilon, DELTA, stat.sensitivity()["l2"])
+    # The same per-block scales as Kaires' noise (σ_j = s·scale_j): the Gaussian RDP of
+    # the blocks adds up to one Gaussian of sensitivity √Σ(l2_j/scale_j)² at noise s.
+    spans = block_spans(stat.noise_blocks())
+    s = gaussian_sigma(
+        epsilon, DELTA, math.sqrt(sum((l2 / c) ** 2 for _, _, l2, _, c in spans if l2 > 0))
+    )
+    per = np.concatenate([np.full(b - a, s * c) for a, b, _, _, c in spans])
     rng = np.random.default_rng(seed)
-    bounds = stat._replacement_bounds()
-    z = np.where(bounds > 0, np.rint(rng.normal(0.0, sigma, stat.output_len)), 0.0)
+    z = np.rint(rng.normal(0.0, 1.0, stat.output_len) * per)
     noise = np.array([int(v) % F.MODULUS for v in z], dtype=np.uint64)
     stats = stat.decode_noisy(F.add(total, noise), len(ytr))
     stats = with_public_count(stats, len(ytr), stat._bounds)
-    coef, intercept = solve_normal_equations(denoise_stats(stats, sigma * stat.noise_scale()))
+    sigma = float(per.max()) * stat.noise_scale()  # the products' σ: the scatter's floor
+    coef, intercept = solve_normal_equations(denoise_stats(stats, sigma))
     return rmse(yte, Xte @ coef + intercept, yb)
 
 

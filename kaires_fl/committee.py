@@ -87,8 +87,9 @@ class Committee(Protocol):
         ``dp``: a :class:`kaires_fl.DP` ``(ε, δ)`` target: the aggregators add distributed
         noise (:mod:`kaires_fl.privacy`), the aggregate is the noisy one and
         ``report["privacy"]`` holds ``epsilon``, ``delta``, ``sigma`` (noise std of each
-        output coordinate, decoded units), ``mechanism``, ``unit`` and ``sensitivity``
-        (None without ``dp``).
+        output coordinate, decoded units; with per-block noise a list, one per block, and
+        ``blocks`` their coordinates ``[start, stop)``), ``mechanism``, ``unit`` and
+        ``sensitivity`` (None without ``dp``).
 
         Raises ``AccessDenied`` if the providers' policies refuse the job, ``LedgerError``
         for other refusals, ``ProtocolError`` if more parties fail than tolerated."""
