@@ -11,7 +11,8 @@ Prints a markdown table (and writes it to ``--out`` if given). Three workloads, 
   ``KairesLinearRegression(granularity="record", epsilon=ε)`` — the committee's
   aggregators add the noise — next to a *trusted curator* that adds Gaussian noise of the
   same (ε, δ) (replace-one, same proven sensitivity, same per-block noise scales) to the
-  exact sums and post-processes them the same way. Flower has no regression; this is what a trusted server would do.
+  exact sums and post-processes them the same way. Flower has no regression; this is what
+  a trusted server would do.
 * **Synthetic regression**, the same two estimators on 20,000 records (x uniform in
   [0, 1]², y = 1 + 2x₁ − x₂ + noise), 5,000 held out: the size at which record-level DP
   regression is useful.
