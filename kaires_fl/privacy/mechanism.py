@@ -32,6 +32,12 @@ when all are honest, and a faulty dealer adds at most its proven bound B per coo
 A dealer that cheats an honest aggregator is proven at fault and left out by all. The t
 colluding aggregators see t shares of each honest noise: nothing of it.
 
+Per-block noise (:class:`NoiseBlock`, :func:`calibrate_blocks`): a statistic whose output
+coordinates have different bounds declares blocks (``statistic.noise_blocks()``); block j
+then gets its own σ_j = s·scale_j and its own proven range [−B_j, B_j − 1]
+(:class:`BlockSumVec`; a public block gets no noise and no bits), and the accountant bounds
+the product mechanism's RDP by the sum of the blocks' (:func:`product_rdp`).
+
 Sampling: Poisson(μ/2) − Poisson(μ/2) with numpy's Generator seeded with 128 bits from
 ``secrets`` (the sample is a secret of the aggregator alone; a floating-point sampler is
 used, as in Agarwal–Kairouz–Liu's own implementation).

@@ -258,6 +258,25 @@ def test_each_block_range_is_proven_on_its_own() -> None:
     assert np.array_equal(got, want)
 
 
+def test_faulty_dealers_of_a_block_plan() -> None:
+    """deal_for's behaviours on a per-block plan: "big_noise" fails its proof, "no_noise"
+    passes and adds nothing, an honest deal passes."""
+    from kaires_fl.privacy.mechanism import deal_for
+
+    plan = plan_noise(DP(1.0, 1e-6), _record_reg(2), N, T)
+    ids = [Identity.generate() for _ in range(N)]
+    kps = [EnvelopeKeyPair.generate() for _ in range(N)]
+    boxes = [k.public for k in kps]
+    how = {0: None, 1: "big_noise", 2: "no_noise", 3: None}
+    deals = [deal_for(plan, JOB, d, ids[d], boxes, how[d]) for d in range(N)]
+    deals = check_deals(plan, JOB, deals, [i.public.hex() for i in ids])
+    rk = [RecipientKey.from_x25519(k) for k in kps]
+    shares = {i: {d.dealer: open_deal(plan, d, i, rk[i]) for d in deals} for i in range(N)}
+    rounds = {i: noise_round(plan, COIN, deals, shares[i]) for i in range(N)}
+    accepted, rejected = decide_noise(plan, deals, rounds)
+    assert accepted == [0, 2, 3] and list(rejected) == [1]
+
+
 def test_block_sumvec_encodes_and_refuses_out_of_range() -> None:
     from kaires_fl.arith.field import Field64
     from kaires_fl.errors import EncodingError
