@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+import sys
+import threading
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -228,3 +230,102 @@ def verify(msg: Any, public: bytes, context: bytes) -> bool:
     except Exception:  # a peer's object that does not encode is not signed
         return False
     return is_valid(public, context, digest, sig)
+
+
+def deeply_immutable(obj: Any) -> bool:
+    """Whether nothing reachable from ``obj`` can change after it is built: ``obj`` is a
+    ``bytes``, ``str``, ``int``, ``float``, ``bool`` or None, a tuple of such, or a frozen
+    msgspec Struct whose fields all are (exact types: no subclass, no ``bytearray``, list or
+    numpy array — what a peer's decoded message holds, but an in-process object might not).
+    """
+    t = type(obj)
+    if t in _IMMUTABLE_LEAVES:
+        return True
+    if t is tuple:
+        return all(deeply_immutable(x) for x in obj)
+    config = getattr(t, "__struct_config__", None)
+    if config is None or not config.frozen:
+        return False
+    return all(deeply_immutable(getattr(obj, f)) for f in t.__struct_fields__)
+
+
+_IMMUTABLE_LEAVES = (bytes, str, int, float, bool, type(None))
+
+
+class DigestMemo:
+    """A digest function memoised by object: what this process computed over one
+    immutable object, returned again for the same object (bounded, thread-safe).
+
+    Why: a simulation runs the providers, the coordinator and the aggregators in one
+    process and hands them the same objects; each hashes every multi-MB part (or round-1
+    message) it checks. Safety: an object that cannot change (``eligible``, e.g. ``bytes``
+    or a :func:`deeply_immutable` message) has the digest this process computed over it for
+    as long as it lives, so a hit is the value of a pure function — never a digest a peer
+    sent (only :meth:`__call__` stores, and only what ``digest`` computed). An entry holds
+    its object, so no other object can take its id while the entry lives; entries whose
+    object nothing else references (they can never hit again) are dropped at each
+    insertion and by :meth:`forget_unused`, and at most ``capacity`` entries are kept
+    (oldest first): the memo keeps no dead multi-MB object alive beyond the next insertion.
+
+    Parameters
+    ----------
+    digest:
+        the function memoised (deterministic).
+    eligible:
+        which objects may be memoised (the others are hashed each time).
+    capacity:
+        at most this many entries (precondition: ``capacity >= 1``).
+    """
+
+    def __init__(
+        self,
+        digest: Callable[[Any], bytes | None],
+        eligible: Callable[[Any], bool],
+        capacity: int = 4096,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"DigestMemo capacity must be >= 1, got {capacity}")
+        self._digest = digest
+        self._eligible = eligible
+        self.capacity = capacity
+        self._memo: dict[int, tuple[Any, bytes]] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, obj: Any) -> Any:
+        got = self._memo.get(id(obj))
+        if got is not None and got[0] is obj:
+            self.hits += 1
+            return got[1]
+        d = self._digest(obj)
+        self.misses += 1
+        if d is not None and self._eligible(obj):
+            with self._lock:
+                self._drop_unused()
+                self._memo[id(obj)] = (obj, d)
+                while len(self._memo) > self.capacity:
+                    del self._memo[next(iter(self._memo))]
+        return d
+
+    def _drop_unused(self) -> None:
+        """Drop the entries only this memo references (under the lock)."""
+        memo = self._memo
+        # references to an unused object: its entry's tuple, the loop variable, the call's
+        # argument (CPython reference counts)
+        dead = [k for k, (o, _) in list(memo.items()) if sys.getrefcount(o) <= 3]
+        for k in dead:
+            del memo[k]
+
+    def forget_unused(self) -> None:
+        """Drop the entries whose object is referenced by nothing else (e.g. a job's end)."""
+        with self._lock:
+            self._drop_unused()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._memo.clear()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._memo)

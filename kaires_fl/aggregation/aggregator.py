@@ -522,8 +522,16 @@ def published_digest(p: Any) -> bytes | None:
 
     The same bytes are hashed as by ``schema.signing_digest`` (the schema's canonical
     encoder), encoded into a per-thread reused buffer: a multi-MB message is not copied
-    into freshly allocated memory each time.
+    into freshly allocated memory each time. A message object nothing in which can change
+    (:func:`kaires_fl.schema.deeply_immutable`, as every decoded one) is hashed once per
+    process (:class:`kaires_fl.schema.DigestMemo`): in a simulation its signer, the
+    coordinator and the other aggregators hold the same object. Only what this process
+    computed over that very object is reused; an altered copy is another object.
     """
+    return _PUBLISHED_DIGESTS(p)  # type: ignore[no-any-return]
+
+
+def _published_digest(p: Any) -> bytes | None:
     if not isinstance(p, Published):
         return None
     try:
@@ -538,6 +546,15 @@ def published_digest(p: Any) -> bytes | None:
         return h.digest()
     except Exception:
         return None
+
+
+def _memoisable(p: Any) -> bool:
+    # the signature is outside the digest: a message differing from a remembered one only
+    # in its signature is another object anyway
+    return type(p) is Published and schema.deeply_immutable(p)
+
+
+_PUBLISHED_DIGESTS = schema.DigestMemo(_published_digest, _memoisable, capacity=1024)
 
 
 def _elements(e: Any, F: Any, shape: tuple[int, ...]) -> np.ndarray:

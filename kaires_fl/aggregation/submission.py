@@ -413,8 +413,32 @@ class PartShares:
     rho: np.ndarray  # (1,)
 
 
-def part_hash(blob: bytes) -> bytes:
+def _part_hash(blob: bytes) -> bytes:
     return H(b"kaires/aggregation/part", blob)
+
+
+def _is_bytes(blob: Any) -> bool:
+    return type(blob) is bytes
+
+
+#: :func:`part_hash` memoised by blob object (``bytes`` cannot change; see DigestMemo).
+_PART_HASHES = schema.DigestMemo(_part_hash, _is_bytes)
+
+
+def part_hash(blob: bytes) -> bytes:
+    """SHA-256 of a sealed part blob (what the manifest signs for it).
+
+    Each ``bytes`` object is hashed once per process (:class:`kaires_fl.schema.DigestMemo`):
+    in a simulation the provider that sealed a part, the coordinator that admits it and the
+    aggregator that checks it share one object, and only a digest this process computed
+    over that very object is reused — a tampered part is a new object, hashed afresh.
+    """
+    return _PART_HASHES(blob)  # type: ignore[no-any-return]
+
+
+def forget_unused_part_hashes() -> None:
+    """Drop remembered part digests whose blob nothing else holds (a job's end)."""
+    _PART_HASHES.forget_unused()
 
 
 def key_commit(job: str, provider: str, i: int, key: bytes) -> bytes:
