@@ -10,7 +10,9 @@ order" point in ``is_valid_point``), so the identity is handled here explicitly:
 ``Point.identity() + P == P``, ``0 * P == identity``, ``s * identity == identity``.
 
 Every decoding validates: scalars must be canonical (< L), points canonical, on the
-curve and in the prime-order subgroup; anything else raises :class:`EncodingError`.
+curve and in the prime-order subgroup; anything else raises :class:`EncodingError`. An
+encoding that passed the check is remembered (bounded, by its exact 32 bytes) and not
+checked again: :mod:`kaires_fl.crypto.memo`.
 
 ``H_POINT`` is a second generator obtained by hashing to the curve, so nobody knows
 its discrete logarithm to ``Point.base()`` (needed by Pedersen commitments).
@@ -25,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from nacl import bindings as _nb
 from nacl.exceptions import RuntimeError as _NaclRuntimeError
 
+from kaires_fl.crypto.memo import PassedChecks
 from kaires_fl.errors import EncodingError
 
 #: Order of the prime-order subgroup of Ed25519.
@@ -200,7 +203,7 @@ class Point:
                     "the sender must use a non-trivial element"
                 )
             return _IDENTITY
-        if not subgroup_check:
+        if not subgroup_check or _VALID_POINTS.passed(data):
             return cls(data, _trusted=True)
         if not _nb.crypto_core_ed25519_is_valid_point(data):
             raise EncodingError(
@@ -208,6 +211,7 @@ class Point:
                 "in Ed25519's prime-order subgroup (non-canonical y, off the curve, small order or "
                 "with a torsion component); reject the message that carried it"
             )
+        _VALID_POINTS.remember(data)
         return cls(data, _trusted=True)
 
     @classmethod
@@ -293,6 +297,9 @@ class Point:
         return "Point(identity)" if self.is_identity() else f"Point({self._b.hex()[:16]}…)"
 
 
+#: Encodings that passed the curve and subgroup check (the same public keys and commitments
+#: arrive in every message of a round; see kaires_fl.crypto.memo for why this is safe).
+_VALID_POINTS = PassedChecks("point validation", 1 << 16)
 _IDENTITY = Point(_IDENTITY_BYTES, _trusted=True)
 _BASE_BYTES = _nb.crypto_scalarmult_ed25519_base_noclamp((1).to_bytes(32, "little"))
 _BASE = Point(_BASE_BYTES, _trusted=True)

@@ -15,6 +15,9 @@ statement does not verify for another.
 Proofs are stored in the compact (challenge, response) form; each serialises to 64
 canonical bytes (two scalars < L). Commitment nonces are hedged: derived from the
 witness, the statement and fresh randomness, so a bad RNG alone does not leak x.
+
+A proof that verified on exactly these bytes (proof, statements, bases, context) is not
+verified again; a failed one is re-checked every time (:mod:`kaires_fl.crypto.memo`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from kaires_fl.crypto.group import (
     hash_to_scalar,
     multi_scalar_mult,
 )
+from kaires_fl.crypto.memo import PassedChecks
 from kaires_fl.errors import EncodingError, InvalidProof
 
 PROOF_SIZE = 2 * SCALAR_SIZE
@@ -42,6 +46,11 @@ _DLEQ_BATCH_TAG = b"kaires-fl/proofs/dleq-batch/v1"
 #: Bits of each batch coefficient: a batch with a wrong statement passes with
 #: probability at most 2^-BATCH_COEFF_BITS per hash query (see dleq_batch_coefficients).
 BATCH_COEFF_BITS = 128
+
+
+#: Proofs that verified, keyed by the proof, statement, bases and context bytes: in a
+#: simulation every ledger node checks every write's proof (kaires_fl.crypto.memo).
+_PASSED = PassedChecks("sigma proof", 1 << 14)
 
 
 def _nonce(tag: bytes, witness: Scalar, *statement: Point) -> Scalar:
@@ -117,8 +126,13 @@ def schnorr_verify(
     """
     base = Point.base() if base is None else base
     _require_base(base, "Schnorr proof")
+    key = (b"schnorr", proof.to_bytes(), statement.to_bytes(), base.to_bytes(), bytes(context))
+    if _PASSED.passed(key):
+        return
     commit = base * proof.response + statement * proof.challenge
-    if _schnorr_challenge(context, base, statement, commit) != proof.challenge:
+    if _schnorr_challenge(context, base, statement, commit) == proof.challenge:
+        _PASSED.remember(key)
+    else:
         raise InvalidProof(
             f"Schnorr proof under context {context!r} does not verify for statement "
             f"{statement!r}: it was forged, altered, or made for another statement/context; "
@@ -175,10 +189,16 @@ def dleq_verify(
     """
     _require_base(base1, "DLEQ proof")
     _require_base(base2, "DLEQ proof")
+    key = (b"dleq", proof.to_bytes(), *(p.to_bytes() for p in (base1, statement1, base2)))
+    key = (*key, statement2.to_bytes(), bytes(context))
+    if _PASSED.passed(key):
+        return
     c, s = proof.challenge, proof.response
     a1 = base1 * s + statement1 * c
     a2 = base2 * s + statement2 * c
-    if _dleq_challenge(context, base1, statement1, base2, statement2, a1, a2) != c:
+    if _dleq_challenge(context, base1, statement1, base2, statement2, a1, a2) == c:
+        _PASSED.remember(key)
+    else:
         raise InvalidProof(
             f"DLEQ proof under context {context!r} does not verify: the two values do not "
             "share one discrete logarithm, or the proof was forged/altered or made for other "

@@ -15,6 +15,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
 from nacl.signing import SigningKey, VerifyKey
 
+from kaires_fl.crypto.memo import PassedChecks
 from kaires_fl.errors import EncodingError, InvalidProof
 
 PUBLIC_KEY_SIZE = 32
@@ -74,16 +75,41 @@ class Identity:
         return self._key.sign(_framed(context, message)).signature
 
 
+#: Signatures that verified, keyed by (key, context, signature, message or its SHA-256):
+#: in a simulation every node checks every other node's vote (kaires_fl.crypto.memo).
+_VERIFIED = PassedChecks("signature", 1 << 14)
+#: Messages up to this length are kept in the key as they are; longer ones by their digest.
+_KEY_MESSAGE_MAX = 128
+
+
+def _verified_key(
+    public: bytes, context: bytes, message: bytes, signature: bytes
+) -> tuple[bytes, ...] | None:
+    if not all(type(b) is bytes for b in (public, context, message, signature)):
+        return None  # only immutable bytes can key a remembered check
+    if len(message) <= _KEY_MESSAGE_MAX:
+        return (public, context, signature, message)
+    return (public, context, signature, b"sha256", hashlib.sha256(message).digest())
+
+
 def verify(public: bytes, context: bytes, message: bytes, signature: bytes) -> None:
     """Check an Ed25519 signature made by :meth:`Identity.sign`.
+
+    A signature that verified on exactly these bytes is not checked again (bounded memory,
+    :mod:`kaires_fl.crypto.memo`).
 
     Raises
     ------
     InvalidProof
         if the key is malformed or the signature does not verify.
     """
+    key = _verified_key(public, context, message, signature)
+    if key is not None and _VERIFIED.passed(key):
+        return
     try:
         VerifyKey(public).verify(_framed(context, message), signature)
+        if key is not None:
+            _VERIFIED.remember(key)
     except (BadSignatureError, NaclValueError, TypeError, ValueError) as exc:
         raise InvalidProof(
             f"Ed25519 signature under context {context!r} does not verify for key "
