@@ -112,6 +112,53 @@ def test_wraparound_kernel_equals_python(d: int, rows: int, seed: int) -> None:
     assert got.tolist() == want.tolist()
 
 
+_EDGE_VALUES = [0, 1, 2, P - 1, P - 2, (P - 1) // 2, (P + 1) // 2, 2**32 - 1, 2**32, P - 2**32]
+_BLOCK_ENTRIES = 4 * pine._TABLE_BLOCK
+#: lengths around the nibble, byte and table-block boundaries
+_EDGE_LENGTHS = [1, 2, 3, 4, 5, *(k * _BLOCK_ENTRIES + e for k in (1, 2) for e in (-1, 0, 1))]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    d=st.sampled_from(_EDGE_LENGTHS),
+    rows=st.integers(1, 3),
+    checks=st.integers(1, 9),
+    seed=st.integers(0, 255),
+    data=st.data(),
+)
+def test_wraparound_kernel_edge_cases(
+    d: int, rows: int, checks: int, seed: int, data: st.DataObject
+) -> None:
+    """The nibble-table kernel on lengths around its table block and the nibble/byte
+    boundaries, with entries at the field's edges (0, p − 1, 2^32 ± 1, …): equal to the
+    integer dot product with the decoded z (every code value, including the padding of
+    the last byte, is exercised)."""
+    vals = data.draw(
+        st.lists(
+            st.one_of(st.sampled_from(_EDGE_VALUES), st.integers(0, P - 1)),
+            min_size=rows * d,
+            max_size=rows * d,
+        )
+    )
+    a = F.elements(np.array(vals, dtype=np.uint64).reshape(rows, d))
+    jr = _seed(seed)
+    got = pine.wraparound_dots(F, a, jr, checks)
+    z = pine.wraparound_vectors(jr[0], checks, d).astype(object)
+    want = (np.asarray(F.to_ints(a), dtype=object) @ z.T) % P
+    assert got.tolist() == want.tolist()
+
+
+def test_wraparound_kernel_all_minus_one_entries_at_scale() -> None:
+    """Every entry p − 1 (≡ −1) over several table blocks: the split 32-bit sums are
+    near their largest, and y_k = −Σ_i z_{k,i} exactly."""
+    d = 5 * _BLOCK_ENTRIES + 7
+    a = F.elements(np.full((1, d), P - 1, dtype=np.uint64))
+    jr = _seed(9)
+    got = pine.wraparound_dots(F, a, jr, 16)
+    z = pine.wraparound_vectors(jr[0], 16, d).astype(np.int64)
+    assert got[0].tolist() == [int(-s) % P for s in z.sum(axis=1)]
+
+
 def test_wraparound_vectors_have_the_pine_distribution() -> None:
     z = pine.wraparound_vectors(_seed(1)[0], 64, 4096)
     freq = [float(np.mean(z == v)) for v in (-1, 0, 1)]
