@@ -7,18 +7,28 @@ integers are involved. Kernels are compiled lazily on first call and cached on d
 (``cache=True``), so importing this module does not compile anything. They release the GIL
 (``nogil=True``): parties simulated on threads of one process run them in parallel.
 
+The vector kernels are :class:`Tiered`: while a kernel is cold (not yet compiled or loaded in
+this process) its small calls run an exact numpy twin (:mod:`kaires_fl.arith._twins`)
+instead; the kernel compiles on its first large call, or once its small calls add up to
+more work than the compilation would cost. A short process (``kaires demo``) thus compiles
+nothing: its cold start is its warm start.
+
 All constants are ``np.uint64``: mixing ``uint64`` with a signed literal would make numba
 promote to ``float64`` and silently lose precision.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic as _numba_intrinsic
+
+from kaires_fl.arith import _twins
+from kaires_fl.errors import ConfigError
 
 P = np.uint64(0xFFFFFFFF00000001)
 EPS = np.uint64(0xFFFFFFFF)  # 2^64 − p = 2^32 − 1
@@ -33,6 +43,82 @@ intrinsic: Any = _numba_intrinsic
 MATMUL_TILE = 1024
 #: Up to this inner dimension ``matmul3`` accumulates with addmod (about 2× faster there).
 MATMUL_SMALL_K = 8
+
+
+# ---------------------------------------------------------------- tiered dispatch
+
+#: A cold kernel's call whose largest array has at most this many elements runs the twin.
+TWIN_MAX_ELEMENTS = 1 << 16
+#: A kernel compiles once its twin has run this many calls or elements (whichever first):
+#: about the cost of compiling it (0.1–1 s), so a hot kernel never loses more than that.
+TWIN_HOT_CALLS = 2048
+TWIN_HOT_ELEMENTS = 1 << 24
+#: "auto" (the rule above), "numba" (always the kernel) or "numpy" (always the twin, any
+#: size: for tests of the twins through the whole stack). Set with :func:`set_tiering`, or
+#: for a whole process with the environment variable KAIRES_KERNELS.
+_TIERING = os.environ.get("KAIRES_KERNELS", "auto")
+if _TIERING not in ("auto", "numba", "numpy"):
+    raise ConfigError(f"KAIRES_KERNELS must be 'auto', 'numba' or 'numpy', not {_TIERING!r}")
+_TIERED: list[Tiered] = []
+
+
+class Tiered:
+    """A numba kernel and its numpy twin (same arguments, same results), called alike.
+
+    While the kernel is cold, a call whose arrays all have at most ``TWIN_MAX_ELEMENTS``
+    elements runs the twin; a larger call, or the call after ``TWIN_HOT_CALLS`` calls /
+    ``TWIN_HOT_ELEMENTS`` elements through the twin, makes the kernel hot for good (it
+    compiles, or loads from numba's cache, on that call). Attribute lookups other than
+    ``kernel``/``twin`` go to the kernel (``signatures``, ``py_func``).
+    """
+
+    __slots__ = ("__name__", "calls", "elements", "hot", "kernel", "twin")
+
+    def __init__(self, kernel: Any, twin: Any) -> None:
+        self.kernel = kernel
+        self.twin = twin
+        self.__name__ = kernel.__name__
+        self.hot = _TIERING == "numba"
+        self.calls = 0
+        self.elements = 0
+        _TIERED.append(self)
+
+    def __call__(self, *args: Any) -> Any:
+        if self.hot:
+            return self.kernel(*args)
+        n = 0
+        for a in args:
+            if type(a) is np.ndarray and a.size > n:
+                n = a.size
+        if _TIERING == "numpy":
+            return self.twin(*args)
+        if n > TWIN_MAX_ELEMENTS or _TIERING == "numba":
+            self.hot = True
+            return self.kernel(*args)
+        self.calls += 1
+        self.elements += n
+        if self.calls >= TWIN_HOT_CALLS or self.elements >= TWIN_HOT_ELEMENTS:
+            self.hot = True
+        return self.twin(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kernel, name)
+
+    def __repr__(self) -> str:
+        return f"Tiered({self.__name__}, {'hot' if self.hot else 'cold'})"
+
+
+def set_tiering(mode: str) -> str:
+    """Set the dispatch of every :class:`Tiered` kernel ("auto", "numba" or "numpy") and
+    reset their counters; returns the previous mode."""
+    global _TIERING
+    if mode not in ("auto", "numba", "numpy"):
+        raise ConfigError(f"tiering mode must be 'auto', 'numba' or 'numpy', not {mode!r}")
+    previous, _TIERING = _TIERING, mode
+    for t in _TIERED:
+        t.hot = mode == "numba"
+        t.calls = t.elements = 0
+    return previous
 
 
 # ---------------------------------------------------------------- scalar arithmetic
@@ -413,3 +499,26 @@ def horner_one(c: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
         for i in range(d1 - 1, -1, -1):
             acc = addmod(mulmod(acc, xr), c[i])
         out[r] = acc
+
+
+# ---------------------------------------------------------------- tiering
+# Rebinding the module names: callers (field, poly, flp) look the kernels up here at call
+# time. No kernel calls these by name (numba would not accept a Tiered object).
+
+add_vv = Tiered(add_vv, _twins.add_vv)
+add_vs = Tiered(add_vs, _twins.add_vs)
+sub_vv = Tiered(sub_vv, _twins.sub_vv)
+sub_vs = Tiered(sub_vs, _twins.sub_vs)
+sub_sv = Tiered(sub_sv, _twins.sub_sv)
+neg_v = Tiered(neg_v, _twins.neg_v)
+mul_vv = Tiered(mul_vv, _twins.mul_vv)
+mul_vs = Tiered(mul_vs, _twins.mul_vs)
+pow_vs = Tiered(pow_vs, _twins.pow_vs)
+reduce_v = Tiered(reduce_v, _twins.reduce_v)
+inv_batch = Tiered(inv_batch, _twins.inv_batch)
+sum_rows = Tiered(sum_rows, _twins.sum_rows)
+prod_rows = Tiered(prod_rows, _twins.prod_rows)
+matmul_dots = Tiered(matmul_dots, _twins.matmul)
+matmul_few_terms = Tiered(matmul_few_terms, _twins.matmul)
+matmul_tiled = Tiered(matmul_tiled, _twins.matmul)
+ntt_rows = Tiered(ntt_rows, _twins.ntt_rows)
