@@ -16,7 +16,9 @@ Threading: a node runs every service on the thread that drives its network (the 
 thread); socket I/O is on the transport's I/O thread. A long computation in a handler
 (an aggregator's share verification, a large block) delays the node's consensus timers
 by as long as it runs — the ledger's view timeouts absorb short stalls (they double up
-to ``max_timeout``), but nothing is moved off the loop yet.
+to ``max_timeout``), but nothing is moved off the loop yet. Once ready, a node compiles
+the numba kernels a job calls on a background thread (:mod:`kaires_fl.node.warmup`;
+``KAIRES_NODE_WARMUP=0`` turns it off), so that no job compiles them on the loop.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from kaires_fl.ledger.node import LedgerConfig
 from kaires_fl.ledger.state import State
 from kaires_fl.node.config import Group, load_group, load_node, parse_address
 from kaires_fl.node.host import Node, NodeStatus, NodeStatusRequest, group_genesis, tcp_peers
+from kaires_fl.node.warmup import start_warmup
 from kaires_fl.transport.tcp import TcpNetwork
 
 log = logging.getLogger("kaires_fl.node.process")
@@ -66,6 +69,10 @@ LEDGER_CONFIG = LedgerConfig(view_timeout=1.0, max_timeout=8.0)
 #: batch for one that restarted — are freed after use, but glibc keeps the freed pages
 #: resident, so without it a node's RSS ratchets up with every peer restart.
 TRIM_EVERY = 30.0
+#: Environment variable: ``0`` turns off the kernel warm-up a node runs once it is ready
+#: (:mod:`kaires_fl.node.warmup`); seconds between two readiness checks before it starts.
+WARMUP_ENV = "KAIRES_NODE_WARMUP"
+WARMUP_POLL = 0.5
 
 
 def malloc_trim() -> Callable[[], None] | None:
@@ -211,6 +218,15 @@ def run_node(
                 net.reactor.schedule(TRIM_EVERY, trim_memory)
 
             net.reactor.schedule(TRIM_EVERY, trim_memory)
+        if os.environ.get(WARMUP_ENV, "1") != "0":
+
+            def warm_when_ready() -> None:
+                if nd.ready:
+                    start_warmup(nd.name)
+                else:
+                    net.reactor.schedule(WARMUP_POLL, warm_when_ready)
+
+            net.reactor.schedule(WARMUP_POLL, warm_when_ready)
         tmp = pid_path.with_suffix(".pid.tmp")
         tmp.write_text(f"{os.getpid()}\n")
         os.replace(tmp, pid_path)

@@ -142,6 +142,22 @@ def test_up_prints_pinned_ids_and_status_is_live(committee: Committee) -> None:
 
 
 @pytest.mark.slow
+def test_ready_nodes_warm_their_kernels(committee: Committee) -> None:
+    """Once ready, every node runs its kernel warm-up (kaires_fl.node.warmup) on a
+    background thread and logs it: a checked tiny job, its kernels compiled."""
+    c = committee
+
+    def warm() -> bool:
+        return all("kernels warm (" in (d / "node.log").read_text() for d in c.dirs)
+
+    assert _wait(warm, 180), [(d / "node.log").read_text()[-500:] for d in c.dirs]
+    for d in c.dirs:
+        log = (d / "node.log").read_text()
+        assert log.index("ready at height") < log.index("kernels warm (")
+        assert "warm-up failed" not in log
+
+
+@pytest.mark.slow
 def test_hostile_bytes_and_peers_are_refused_and_the_node_serves(committee: Committee) -> None:
     """Robustness: garbage bytes, a handshake for another group, a handshake claiming a
     node's pinned key without its private key, and a client frame spoofing a node's
