@@ -300,13 +300,20 @@ class DigestMemo:
             return got[1]
         d = self._digest(obj)
         self.misses += 1
-        if d is not None and self._eligible(obj):
+        if d is not None:
+            self.remember(obj, d)
+        return d
+
+    def remember(self, obj: Any, digest: bytes) -> None:
+        """Store ``digest`` for ``obj`` (if eligible): only a value this process computed
+        for ``obj`` itself — e.g. a signing digest computed over the same message before its
+        signature was set (the digest leaves the signature out)."""
+        if self._eligible(obj):
             with self._lock:
                 self._drop_unused()
-                self._memo[id(obj)] = (obj, d)
+                self._memo[id(obj)] = (obj, digest)
                 while len(self._memo) > self.capacity:
                     del self._memo[next(iter(self._memo))]
-        return d
 
     def _drop_unused(self) -> None:
         """Drop the entries only this memo references (under the lock)."""

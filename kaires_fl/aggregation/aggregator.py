@@ -528,7 +528,7 @@ def published_digest(p: Any) -> bytes | None:
     coordinator and the other aggregators hold the same object. Only what this process
     computed over that very object is reused; an altered copy is another object.
     """
-    return _PUBLISHED_DIGESTS(p)  # type: ignore[no-any-return]
+    return _PUBLISHED_DIGESTS(p)
 
 
 def _published_digest(p: Any) -> bytes | None:
@@ -1239,7 +1239,10 @@ class AggregatorJob:
         digest = published_digest(msg)
         assert digest is not None
         self.sent_digest = digest
-        return msgspec.structs.replace(msg, signature=self.identity.sign(PUBLISH_CONTEXT, digest))
+        signed = msgspec.structs.replace(msg, signature=self.identity.sign(PUBLISH_CONTEXT, digest))
+        # the digest leaves the signature out: the signed message's is the one just computed
+        _PUBLISHED_DIGESTS.remember(signed, digest)
+        return signed
 
     # -- step 5, round 2
     def reveal(self, flagged: Mapping[int, set[int]]) -> Reveal:

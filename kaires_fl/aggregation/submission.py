@@ -433,7 +433,7 @@ def part_hash(blob: bytes) -> bytes:
     aggregator that checks it share one object, and only a digest this process computed
     over that very object is reused — a tampered part is a new object, hashed afresh.
     """
-    return _PART_HASHES(blob)  # type: ignore[no-any-return]
+    return _PART_HASHES(blob)
 
 
 def forget_unused_part_hashes() -> None:

@@ -397,6 +397,29 @@ def test_published_digest_is_schema_signing_digest() -> None:
     assert published_digest("not a message") is None
 
 
+def test_a_published_message_carries_its_own_digest_and_a_tampered_copy_is_refused() -> None:
+    """publish() remembers the digest it signed for the signed message (no second pass):
+    that digest is the message's own, and a copy with one element changed is hashed
+    afresh and its signature refused."""
+    from kaires_fl import schema
+    from kaires_fl.aggregation.aggregator import PUBLISH_CONTEXT, published_digest, verify_signed
+
+    ctx, keys, _ = _job()
+    job = AggregatorJob(ctx, 0, AGGS[0])
+    job.open_parts({s: keys[s][0] for s in range(len(keys))})
+    pub = job.publish(Coin(b"coin" * 8))
+    fresh = schema.signing_digest(pub, PUBLISH_CONTEXT)
+    assert published_digest(pub) == job.sent_digest == fresh
+    assert verify_signed(pub, AGGS[0].public.hex())
+    data = bytearray(pub.verifier.data)
+    data[0] ^= 1
+    forged = msgspec.structs.replace(
+        pub, verifier=Elements(pub.verifier.field, pub.verifier.shape, bytes(data))
+    )
+    assert published_digest(forged) == schema.signing_digest(forged, PUBLISH_CONTEXT) != fresh
+    assert not verify_signed(forged, AGGS[0].public.hex())
+
+
 @pytest.mark.parametrize("coin_at_open", [False, True])
 @pytest.mark.parametrize("stream", [1, 13])  # every submission streamed / b = 4 kept, 6 not
 def test_streamed_submissions_give_the_same_decisions_and_sums(

@@ -1,0 +1,127 @@
+"""Per-process digest memos (schema.DigestMemo): a part or round-1 message hashed once per
+object, never a stale or foreign digest — a tampered copy is hashed afresh and caught."""
+
+from __future__ import annotations
+
+import gc
+
+import msgspec
+import numpy as np
+import pytest
+
+from kaires_fl import schema
+from kaires_fl.aggregation import submission
+from kaires_fl.aggregation.aggregator import PUBLISH_CONTEXT, Published, published_digest
+from kaires_fl.aggregation.submission import open_part, part_hash, seal_parts, sign_manifest
+from kaires_fl.arith.circuits import SumVec
+from kaires_fl.arith.flp import FlpBBCGGI19
+from kaires_fl.crypto.sign import H, Identity
+from kaires_fl.errors import InvalidSubmission
+from kaires_fl.schema import DigestMemo, Elements, deeply_immutable
+
+N, T = 4, 1
+FLP = FlpBBCGGI19(SumVec(3, 4))
+F = FLP.field
+
+
+def _reference(blob: bytes) -> bytes:
+    return H(b"kaires/aggregation/part", bytes(blob))
+
+
+def _sealed():
+    meas = FLP.valid.encode(np.random.default_rng(0).integers(0, 16, (5, 3)))
+    parts = seal_parts(FLP, meas, job="job", provider="p", circuit="c", n=N, t=T)
+    sub = sign_manifest(Identity.generate(), parts, job="job", provider="p", circuit="c", write="w")
+    return parts, sub
+
+
+def test_a_part_is_hashed_once_per_object_and_a_tampered_copy_is_caught() -> None:
+    parts, sub = _sealed()
+    memo = submission._PART_HASHES
+    blob = sub.meas_parts[1]
+    hits, misses = memo.hits, memo.misses
+    sub.check(N)  # the provider hashed every part when sealing: all hits now
+    assert (memo.hits - hits, memo.misses - misses) == (2 * N, 0)
+    assert part_hash(blob) == _reference(blob)
+    # the same bytes in another object, and one flipped byte: both hashed afresh
+    copy = bytes(bytearray(blob))
+    assert copy is not blob and part_hash(copy) == _reference(blob)
+    bad = blob[:-1] + bytes([blob[-1] ^ 1])
+    misses = memo.misses
+    assert part_hash(bad) == _reference(bad) != _reference(blob)
+    assert memo.misses == misses + 1
+    tampered = type(sub)(
+        sub.manifest, sub.signature, (sub.meas_parts[0], bad, *sub.meas_parts[2:]), sub.proof_parts
+    )
+    with pytest.raises(InvalidSubmission, match="does not match"):
+        tampered.check(N)
+    with pytest.raises(InvalidSubmission, match="does not match its manifest"):
+        open_part(FLP, sub.manifest, 1, parts.keys[1], bad, sub.proof_parts[1])
+
+
+def test_a_mutable_buffer_is_never_memoised() -> None:
+    buf = bytearray(b"part" * 1000)
+    before = part_hash(buf)  # type: ignore[arg-type]
+    buf[0] ^= 1
+    after = part_hash(buf)  # type: ignore[arg-type]
+    assert before != after == _reference(buf)
+
+
+def test_entries_nobody_else_holds_are_dropped() -> None:
+    calls: list[bytes] = []
+
+    def digest(b: bytes) -> bytes:
+        calls.append(b)
+        return _reference(b)
+
+    memo = DigestMemo(digest, lambda b: type(b) is bytes, capacity=3)
+    kept = [bytes([i]) * 100 for i in range(5)]
+    for i in range(5):
+        memo(kept[i])
+    assert len(memo) == 3  # capacity: oldest first
+    assert memo(kept[4]) == _reference(kept[4]) and memo.hits == 1
+    last = kept[4]
+    calls.clear()
+    del kept
+    gc.collect()
+    memo.forget_unused()
+    assert len(memo) == 1 and not calls  # only the object still held elsewhere is kept
+    assert memo(last) == _reference(last) and not calls
+    del last
+    memo.forget_unused()
+    assert len(memo) == 0
+    with pytest.raises(ValueError):
+        DigestMemo(digest, bool, capacity=0)
+
+
+def _published(data: bytes | bytearray) -> Published:
+    z = Elements("Field64", (1,), data)
+    return Published("ab" * 32, 1, z, Elements.of(F, F.ones((2, 3))))
+
+
+def test_published_digest_memoises_only_deeply_immutable_messages() -> None:
+    decoded = schema.roundtrip(_published(F.encode(F.ones((1,)))))
+    assert deeply_immutable(decoded)
+    d = published_digest(decoded)
+    assert d == schema.signing_digest(decoded, PUBLISH_CONTEXT) == published_digest(decoded)
+    # an in-process message holding a mutable buffer is hashed each time
+    buf = bytearray(F.encode(F.ones((1,))))
+    p = _published(buf)
+    assert not deeply_immutable(p)
+    first = published_digest(p)
+    buf[0] ^= 1
+    assert published_digest(p) == schema.signing_digest(p, PUBLISH_CONTEXT) != first
+
+
+def test_deeply_immutable() -> None:
+    class Open(msgspec.Struct):
+        a: bytes
+
+    class Closed(msgspec.Struct, frozen=True):
+        a: object
+
+    assert deeply_immutable((1, "x", b"y", None, 1.5, True, (Closed(b""),)))
+    assert not deeply_immutable(Open(b""))
+    assert not deeply_immutable(Closed([1]))
+    assert not deeply_immutable(Closed(np.zeros(2)))
+    assert not deeply_immutable(Closed((bytearray(),)))
