@@ -63,6 +63,12 @@ def proven_bound(frac_bits: int) -> float:
     return 1.0 - 2.0 ** -int(frac_bits)
 
 
+def _l2_norm(v: np.ndarray) -> float:
+    """‖v‖₂ of a 1-D float64 vector, single-threaded (``np.linalg.norm`` goes through BLAS,
+    whose thread pool costs milliseconds per call on a loaded machine)."""
+    return math.sqrt(float(np.einsum("i,i->", v, v)))
+
+
 def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
     """Little-endian bits of non-negative ints: ``(...)`` → ``(..., bits)`` uint64."""
     v = np.asarray(values, dtype=np.uint64)
@@ -622,7 +628,7 @@ class ModelUpdateStats(_stats.Statistic):
     def clipped(self, update: Any) -> bool:
         """Whether ``update`` is scaled down to the clipping norm (‖Δ‖₂ > C)."""
         d = np.asarray(update, dtype=np.float64).reshape(-1)
-        return bool(np.linalg.norm(d) > self.clip_norm)
+        return bool(_l2_norm(d) > self.clip_norm)
 
     def capped(self, num_examples: float) -> bool:
         """Whether ``num_examples`` exceeds the weight cap W (the provider counts as W)."""
@@ -677,7 +683,7 @@ class ModelUpdateStats(_stats.Statistic):
         u = d / self.clip_norm
         # Rounding moves each entry by ≤ 2^-(f+1), so the norm by ≤ √length·2^-(f+1).
         room = w - math.sqrt(self.length) * 2.0 ** -(self.frac_bits + 1) - 1e-12
-        norm = float(np.linalg.norm(u))
+        norm = _l2_norm(u)
         if room <= 0:
             return np.zeros_like(u)
         if w * norm > room:
@@ -788,7 +794,7 @@ def underweight_measurements(stat: ModelUpdateStats, update: Any) -> np.ndarray:
     Σ w. Every bit is a bit; Σ a² + s = ω² fails, so BFT Prio must reject it."""
     c = stat.circuit
     u = np.asarray(update, dtype=np.float64).reshape(-1)
-    u = u / max(float(np.linalg.norm(u)), 1e-300) * (proven_bound(c.frac_bits) - 2.0**-c.frac_bits)
+    u = u / max(_l2_norm(u), 1e-300) * (proven_bound(c.frac_bits) - 2.0**-c.frac_bits)
     if isinstance(c, WeightedL2BoundPine):
         a = np.clip(np.round(u * 2.0**c.frac_bits), -c.max_weight, c.max_weight)
         wbits = _bits_of(np.array([1], dtype=np.uint64), c.weight_bits)

@@ -518,3 +518,50 @@ def test_sealed_pine_submission_two_stages_honest_and_forged(seeded: object) -> 
     resigned.check(4)
     with pytest.raises(InvalidSubmission, match="another witness"):
         open_part(flp, resigned.manifest, 2, parts.keys[2], resigned.meas_parts[2], swapped)
+
+
+def test_remembered_wraparound_values_follow_their_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The circuit remembers its last y: the same measurement and seed cost no second
+    projection pass; a changed entry, seed or row count is recomputed (never stale)."""
+    c = L2BoundPine(300, 4, 1.0)
+    rng = np.random.default_rng(3)
+    a = F.elements(rng.integers(0, P, size=(2, c.MEAS_LEN), dtype=np.uint64))
+    jr = _jr(c, 1)
+    passes: list[int] = []
+    real = pine.wraparound_dots
+
+    def counted(*args: object) -> np.ndarray:
+        passes.append(1)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pine, "wraparound_dots", counted)
+    y = c.wraparound_values(a, jr)
+    assert c.wraparound_values(a.copy(), jr.copy()).tolist() == y.tolist()
+    assert len(passes) == 1
+    b = a.copy()
+    b[1, 299] = F.add(b[1, 299], F.elements(1))  # the last entry
+    assert c.wraparound_values(b, jr).tolist() == real(F, b[:, :300], jr, c.checks).tolist()
+    assert (
+        c.wraparound_values(a, _jr(c, 2)).tolist()
+        == real(F, a[:, :300], _jr(c, 2), c.checks).tolist()
+    )
+    assert c.wraparound_values(a[:1], jr).tolist() == y[:1].tolist()
+    assert len(passes) == 4
+    # the slack bits after the entries do not enter y
+    t = a.copy()
+    t[:, 300:] = 0
+    assert c.wraparound_values(t, jr).tolist() == y.tolist()
+    y.fill(0)  # a caller's copy: the remembered value is untouched
+    assert c.wraparound_values(t, jr).tolist() != y.tolist()
+
+
+def test_centred_lift_at_the_middle_of_the_field() -> None:
+    """``signed``: (p − 1)/2 is the largest positive value, (p + 1)/2 the most negative,
+    equal to the integer reference over the whole edge set and random values."""
+    c = L2BoundPine(10, 4, 1.0)
+    rng = np.random.default_rng(4)
+    vals = [0, 1, 2, (P - 1) // 2, (P + 1) // 2, P - 2, P - 1, 2**32, P - 2**32]
+    vals += [int(v) for v in rng.integers(0, P, size=50, dtype=np.uint64)]
+    got = c.signed(_field(vals))
+    assert got.dtype == np.int64
+    assert got.tolist() == [v - P if v > P // 2 else v for v in vals]
