@@ -68,37 +68,56 @@ class Tiered:
     While the kernel is cold, a call whose arrays all have at most ``TWIN_MAX_ELEMENTS``
     elements runs the twin; a larger call, or the call after ``TWIN_HOT_CALLS`` calls /
     ``TWIN_HOT_ELEMENTS`` elements through the twin, makes the kernel hot for good (it
-    compiles, or loads from numba's cache, on that call). Attribute lookups other than
+    compiles, or loads from numba's cache, on that call). A kernel whose machine code is
+    in numba's on-disk cache already is hot from its first call (loading costs
+    milliseconds). Attribute lookups other than
     ``kernel``/``twin`` go to the kernel (``signatures``, ``py_func``).
     """
 
-    __slots__ = ("__name__", "calls", "elements", "hot", "kernel", "twin")
+    __slots__ = ("__name__", "calls", "elements", "home", "hot", "kernel", "twin")
 
-    def __init__(self, kernel: Any, twin: Any) -> None:
+    def __init__(self, kernel: Any, twin: Any, home: dict[str, Any] | None = None) -> None:
         self.kernel = kernel
         self.twin = twin
         self.__name__ = kernel.__name__
-        self.hot = _TIERING == "numba"
+        self.home = home  # the module namespace binding this object under __name__, if any
+        self.hot = False
         self.calls = 0
         self.elements = 0
         _TIERED.append(self)
+        if _TIERING == "numba":
+            self._promote()
+
+    def _promote(self) -> None:
+        """Hot for good: the module name now binds the kernel itself (no wrapper call on
+        the hot path; :func:`set_tiering` binds this object again)."""
+        self.hot = True
+        if self.home is not None:
+            self.home[self.__name__] = self.kernel
 
     def __call__(self, *args: Any) -> Any:
         if self.hot:
             return self.kernel(*args)
+        return self._cold_call(args)
+
+    def _cold_call(self, args: tuple[Any, ...]) -> Any:
+        if _TIERING == "numpy":
+            return self.twin(*args)
         n = 0
         for a in args:
             if type(a) is np.ndarray and a.size > n:
                 n = a.size
-        if _TIERING == "numpy":
-            return self.twin(*args)
-        if n > TWIN_MAX_ELEMENTS or _TIERING == "numba":
-            self.hot = True
+        if (
+            n > TWIN_MAX_ELEMENTS
+            or _TIERING == "numba"
+            or (self.calls == 0 and _cached_on_disk(self.kernel))
+        ):
+            self._promote()
             return self.kernel(*args)
         self.calls += 1
         self.elements += n
         if self.calls >= TWIN_HOT_CALLS or self.elements >= TWIN_HOT_ELEMENTS:
-            self.hot = True
+            self._promote()
         return self.twin(*args)
 
     def __getattr__(self, name: str) -> Any:
@@ -106,6 +125,24 @@ class Tiered:
 
     def __repr__(self) -> str:
         return f"Tiered({self.__name__}, {'hot' if self.hot else 'cold'})"
+
+
+def tiered(name: str) -> Tiered:
+    """The :class:`Tiered` object of the kernel ``name`` (its module name may bind the bare
+    kernel once it is hot)."""
+    for t in _TIERED:
+        if t.__name__ == name and t.home is not None:
+            return t
+    raise KeyError(f"no tiered kernel named {name!r}")
+
+
+def _cached_on_disk(kernel: Any) -> bool:
+    """Whether numba's cache holds an index for this kernel (it may still be stale: then
+    the kernel compiles, as it would have anyway)."""
+    try:
+        return os.path.exists(kernel._cache._cache_file._index_path)
+    except AttributeError:  # numba's internals moved: treat the kernel as not cached
+        return False
 
 
 def set_tiering(mode: str) -> str:
@@ -116,8 +153,12 @@ def set_tiering(mode: str) -> str:
         raise ConfigError(f"tiering mode must be 'auto', 'numba' or 'numpy', not {mode!r}")
     previous, _TIERING = _TIERING, mode
     for t in _TIERED:
-        t.hot = mode == "numba"
+        t.hot = False
         t.calls = t.elements = 0
+        if t.home is not None:
+            t.home[t.__name__] = t
+        if mode == "numba":
+            t._promote()
     return previous
 
 
@@ -502,23 +543,24 @@ def horner_one(c: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------- tiering
-# Rebinding the module names: callers (field, poly, flp) look the kernels up here at call
-# time. No kernel calls these by name (numba would not accept a Tiered object).
+# Callers (field, poly, flp) look the kernels up here at call time: a Tiered object while
+# the kernel is cold, the kernel itself once hot. No kernel calls these names (numba would
+# not accept a Tiered object).
 
-add_vv = Tiered(add_vv, _twins.add_vv)
-add_vs = Tiered(add_vs, _twins.add_vs)
-sub_vv = Tiered(sub_vv, _twins.sub_vv)
-sub_vs = Tiered(sub_vs, _twins.sub_vs)
-sub_sv = Tiered(sub_sv, _twins.sub_sv)
-neg_v = Tiered(neg_v, _twins.neg_v)
-mul_vv = Tiered(mul_vv, _twins.mul_vv)
-mul_vs = Tiered(mul_vs, _twins.mul_vs)
-pow_vs = Tiered(pow_vs, _twins.pow_vs)
-reduce_v = Tiered(reduce_v, _twins.reduce_v)
-inv_batch = Tiered(inv_batch, _twins.inv_batch)
-sum_rows = Tiered(sum_rows, _twins.sum_rows)
-prod_rows = Tiered(prod_rows, _twins.prod_rows)
-matmul_dots = Tiered(matmul_dots, _twins.matmul)
-matmul_few_terms = Tiered(matmul_few_terms, _twins.matmul)
-matmul_tiled = Tiered(matmul_tiled, _twins.matmul)
-ntt_rows = Tiered(ntt_rows, _twins.ntt_rows)
+add_vv = Tiered(add_vv, _twins.add_vv, globals())
+add_vs = Tiered(add_vs, _twins.add_vs, globals())
+sub_vv = Tiered(sub_vv, _twins.sub_vv, globals())
+sub_vs = Tiered(sub_vs, _twins.sub_vs, globals())
+sub_sv = Tiered(sub_sv, _twins.sub_sv, globals())
+neg_v = Tiered(neg_v, _twins.neg_v, globals())
+mul_vv = Tiered(mul_vv, _twins.mul_vv, globals())
+mul_vs = Tiered(mul_vs, _twins.mul_vs, globals())
+pow_vs = Tiered(pow_vs, _twins.pow_vs, globals())
+reduce_v = Tiered(reduce_v, _twins.reduce_v, globals())
+inv_batch = Tiered(inv_batch, _twins.inv_batch, globals())
+sum_rows = Tiered(sum_rows, _twins.sum_rows, globals())
+prod_rows = Tiered(prod_rows, _twins.prod_rows, globals())
+matmul_dots = Tiered(matmul_dots, _twins.matmul, globals())
+matmul_few_terms = Tiered(matmul_few_terms, _twins.matmul, globals())
+matmul_tiled = Tiered(matmul_tiled, _twins.matmul, globals())
+ntt_rows = Tiered(ntt_rows, _twins.ntt_rows, globals())

@@ -91,19 +91,32 @@ def test_elementwise_twins_equal_kernels(seed: int, n: int) -> None:
     a, b = _edge_array(rng, (n,)), _edge_array(rng, (n,))
     s1 = _edge_array(rng, (1,))
     out = np.empty(n, np.uint64)
-    for tk in (kern.add_vv, kern.sub_vv, kern.mul_vv):
+    for tk in (kern.tiered("add_vv"), kern.tiered("sub_vv"), kern.tiered("mul_vv")):
         _same(tk, a, b, out)
-    for tk in (kern.add_vs, kern.sub_vs, kern.mul_vs):
+    for tk in (kern.tiered("add_vs"), kern.tiered("sub_vs"), kern.tiered("mul_vs")):
         _same(tk, a, s1, out)
-    _same(kern.sub_sv, s1, b, out)
-    _same(kern.neg_v, a, out)
-    _same(kern.pow_vs, a, np.array([rng.integers(0, 2**63)], np.uint64), out)
-    _same(kern.pow_vs, a, np.array([0], np.uint64), out)
-    _same(kern.reduce_v, rng.integers(0, 2**64, size=n, dtype=np.uint64), out)
+    _same(kern.tiered("sub_sv"), s1, b, out)
+    _same(kern.tiered("neg_v"), a, out)
+    _same(kern.tiered("pow_vs"), a, np.array([rng.integers(0, 2**63)], np.uint64), out)
+    _same(kern.tiered("pow_vs"), a, np.array([0], np.uint64), out)
+    _same(kern.tiered("reduce_v"), rng.integers(0, 2**64, size=n, dtype=np.uint64), out)
     nz = np.where(a == 0, np.uint64(1), a)
-    _same(kern.inv_batch, nz, out)
+    _same(kern.tiered("inv_batch"), nz, out)
     _twins.inv_batch(nz, out)
     np.testing.assert_array_equal(_twins.mulmod(nz, out), np.ones(n, np.uint64))
+
+
+@pytest.mark.parametrize("e", [0, 1, 2, 3, 2**32 + 7, p - 2, 2**64 - 1])
+def test_powmod_twin_both_paths_against_python_ints(e: int) -> None:
+    """Per element through Python ints up to _POW_SCALAR_MAX elements, whole-array
+    square-and-multiply beyond; any 64-bit base (as the kernel's mulmod takes)."""
+    rng = np.random.default_rng(e % 1000)
+    n = _twins._POW_SCALAR_MAX + 5
+    x = np.concatenate([np.array([*EDGES, 2**64 - 1], np.uint64), _edge_array(rng, (n,))])
+    want = [pow(v, e, p) for v in _ints(x)]
+    assert _ints(_twins.powmod(x, e)) == want
+    assert _ints(_twins.powmod(x[:7], e)) == want[:7]
+    _same(kern.tiered("pow_vs"), x, np.array([e], np.uint64), np.empty_like(x))
 
 
 @settings(max_examples=30, deadline=None)
@@ -111,14 +124,18 @@ def test_elementwise_twins_equal_kernels(seed: int, n: int) -> None:
 def test_row_and_matrix_twins_equal_kernels(seed: int, m: int, n: int, k: int) -> None:
     rng = np.random.default_rng(seed)
     a = _edge_array(rng, (m, n))
-    _same(kern.sum_rows, a, np.empty(m, np.uint64))
-    _same(kern.prod_rows, a, np.empty(m, np.uint64))
+    _same(kern.tiered("sum_rows"), a, np.empty(m, np.uint64))
+    _same(kern.tiered("prod_rows"), a, np.empty(m, np.uint64))
     assert _ints(_twins.split_sum(a, axis=1)) == [sum(r) % p for r in _ints(a)]
     n = max(n, 1)  # (matmul3 never sends an empty product to the tiled kernel)
     A = _edge_array(rng, (2, m, k))
     B = _edge_array(rng, (2, k, n))
     out = np.empty((2, m, n), np.uint64)
-    for tk in (kern.matmul_dots, kern.matmul_few_terms, kern.matmul_tiled):
+    for tk in (
+        kern.tiered("matmul_dots"),
+        kern.tiered("matmul_few_terms"),
+        kern.tiered("matmul_tiled"),
+    ):
         _same(tk, A, B, out)
     Ai, Bi = _ints(A), _ints(B)
     want = [
@@ -136,7 +153,7 @@ def test_matmul_twin_blocked_path_equals_kernel() -> None:
     A = _edge_array(rng, (1, 4, 300))
     B = _edge_array(rng, (1, 300, 1000))
     assert A.shape[1] * A.shape[2] * B.shape[2] > _twins._MATMUL_BLOCK
-    _same(kern.matmul_tiled, A, B, np.empty((1, 4, 1000), np.uint64))
+    _same(kern.tiered("matmul_tiled"), A, B, np.empty((1, 4, 1000), np.uint64))
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 8, 64])
@@ -144,7 +161,7 @@ def test_ntt_twin_equals_kernel(n: int) -> None:
     rng = np.random.default_rng(n)
     for inverse in (False, True):
         a = _edge_array(rng, (3, n))
-        _same(kern.ntt_rows, a, poly._twiddles(F, n, inverse), poly._bitrev(n))
+        _same(kern.tiered("ntt_rows"), a, poly._twiddles(F, n, inverse), poly._bitrev(n))
 
 
 @settings(max_examples=25, deadline=None)
@@ -153,33 +170,33 @@ def test_flp_twins_equal_kernels(seed: int, B: int, K: int, shared: bool) -> Non
     rng = np.random.default_rng(seed)
     a = _edge_array(rng, (B, 2 * K + 5))
     w = _edge_array(rng, (1 if shared else B, K + 2))
-    _same(flp._k_dot_rows, a, 2, w, 1, K, 1, np.empty(B, np.uint64))
-    _same(flp._k_mul_rows, a[:, :K], w[:, :K], np.empty((B, K), np.uint64))
+    _same(kern.tiered("_k_dot_rows"), a, 2, w, 1, K, 1, np.empty(B, np.uint64))
+    _same(kern.tiered("_k_mul_rows"), a[:, :K], w[:, :K], np.empty((B, K), np.uint64))
     G = 2
     for bits in (1, K, 31, 33):
         _same(
-            flp._k_from_bits,
+            kern.tiered("_k_from_bits"),
             _edge_array(rng, (B, G * bits + 1)),
             1,
             bits,
             np.empty((B, G), np.uint64),
         )
-    _same(flp._k_dot_groups, a, 1, w[0, :3].copy(), np.empty((B, K // 3), np.uint64))
+    _same(kern.tiered("_k_dot_groups"), a, 1, w[0, :3].copy(), np.empty((B, K // 3), np.uint64))
     chunk = int(rng.integers(1, 7))
     calls = -(-(K + 3) // chunk)
     bc = np.uint64(rng.choice(EDGES))
     for use_w in (False, True):
         buf = np.zeros((B, calls, 2, chunk), np.uint64)
-        _same(flp._k_fill_pairs_run, buf, 3, a, 2, w, 1, use_w, a[:1], 4, bc, K)
+        _same(kern.tiered("_k_fill_pairs_run"), buf, 3, a, 2, w, 1, use_w, a[:1], 4, bc, K)
     idx = rng.integers(0, a.shape[1], K).astype(np.int64)
     none = np.empty(0, np.int64)
     vl = _edge_array(rng, (1 if shared else B, K))
     vw = _edge_array(rng, (B, K))
     for ai, bi in ((none, none), (idx, none), (none, idx), (idx, idx)):
         acc = _edge_array(rng, (B, 2 * chunk))
-        _same(flp._k_pairs_at, acc, 5, chunk, a, 1, ai, a[:1], 3, bi, bc, vw, vl)
-    _same(flp._k_powers, w[:, 0].copy(), np.empty((w.shape[0], K), np.uint64))
-    _same(flp._k_psmul_eval, a[:, : 2 * K], np.empty(B, np.uint64))
+        _same(kern.tiered("_k_pairs_at"), acc, 5, chunk, a, 1, ai, a[:1], 3, bi, bc, vw, vl)
+    _same(kern.tiered("_k_powers"), w[:, 0].copy(), np.empty((w.shape[0], K), np.uint64))
+    _same(kern.tiered("_k_psmul_eval"), a[:, : 2 * K], np.empty(B, np.uint64))
 
 
 @pytest.mark.parametrize("calls,chunk", [(1, 1), (3, 2), (7, 5), (15, 3), (40, 8)])
@@ -192,7 +209,7 @@ def test_prover_twin_equals_kernel(calls: int, chunk: int) -> None:
     seeds = _edge_array(rng, (B, A))
     outs = _twins.split_sum(_twins.mulmod(inp[..., :chunk], inp[..., chunk:]), axis=2)
     out = np.empty((B, 2 * P - 1), np.uint64)
-    _same(flp._k_prove_psmul, inp, seeds, outs, *flp._psmul_tables(P), 2, out)
+    _same(kern.tiered("_k_prove_psmul"), inp, seeds, outs, *flp._psmul_tables(P), 2, out)
 
 
 # ------------------------------------------------------------ the whole FLP on either tier
@@ -235,7 +252,8 @@ def test_flp_identical_on_both_tiers(valid: object, values: list, tiering: None)
 
 
 def test_tiered_dispatch_promotes_on_size_or_use(tiering: None, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    tk = kern.Tiered(kern.add_vv.kernel, _twins.add_vv)
+    monkeypatch.setattr(kern, "_cached_on_disk", lambda kernel: False)  # as on a fresh install
+    tk = kern.Tiered(kern.tiered("add_vv").kernel, _twins.add_vv)
     try:
         before = len(tk.signatures)
         a = np.arange(10, dtype=np.uint64)
@@ -259,6 +277,28 @@ def test_tiered_dispatch_promotes_on_size_or_use(tiering: None, monkeypatch) -> 
         assert not tk.hot  # forced twin, whatever the size
         with pytest.raises(ConfigError, match="tiering mode"):
             kern.set_tiering("fast")
+    finally:
+        kern._TIERED.remove(tk)
+
+
+def test_promotion_binds_the_bare_kernel_and_set_tiering_restores(tiering: None) -> None:
+    """Hot: the module name binds the numba dispatcher itself (no wrapper on the hot path)."""
+    for mod, name in ((kern, "mul_vv"), (flp, "_k_pairs_at")):
+        t = kern.tiered(name)
+        kern.set_tiering("numba")
+        assert getattr(mod, name) is t.kernel
+        kern.set_tiering("numpy")
+        assert getattr(mod, name) is t and not t.hot
+
+
+def test_kernel_in_the_disk_cache_is_hot_from_its_first_call(tiering: None) -> None:
+    a = np.arange(10, dtype=np.uint64)
+    kern.tiered("add_vv").kernel(a, a, np.empty_like(a))  # now in numba's cache
+    assert kern._cached_on_disk(kern.tiered("add_vv").kernel)
+    tk = kern.Tiered(kern.tiered("add_vv").kernel, _twins.add_vv)
+    try:
+        tk(a, a, np.empty_like(a))
+        assert tk.hot and tk.calls == 0
     finally:
         kern._TIERED.remove(tk)
 
