@@ -22,10 +22,11 @@
 * ``setup_s``: genesis, DKG and the grants (policies) of 10 providers for the default
   committee. Target ≤ 2 s.
 * ``demo_cold_s``: the first ``kaires demo`` after installation — a fresh process whose numba
-  cache (``NUMBA_CACHE_DIR``) is an empty directory, so every kernel it uses is compiled;
-  wall time of the whole command. Target ≤ 6 s. ``demo_cold_cpu_s``: that process's CPU
-  time (user + system), the figure to compare on a loaded machine; ``demo_warm_s``: the
-  same command once its kernels are cached.
+  cache (``NUMBA_CACHE_DIR``) is an empty directory, so every kernel it uses is cold
+  (compiled, or its numpy twin on small calls); wall time of the whole command. Target
+  ≤ 6 s. ``demo_cold_cpu_s``: that process's CPU time (user + system), the figure to
+  compare on a loaded machine; ``demo_warm_s``: the same command once its kernels are
+  cached.
 
 ``quick=True`` uses 100,000 rows from 20 providers and 2,000 records (same keys).
 """
