@@ -31,7 +31,11 @@ Metrics:
   the end of its warm-up, the first ``WARMUP`` (20 %) of its samples (JIT compilation,
   caches filling up to their bounds, a restarted node catching up); a lifetime of fewer
   than ``MIN_SAMPLES`` samples is left out. The nodes' and the client's ledgers are
-  SQLite files, so the chain's growth is not counted as memory.
+  SQLite files, so the chain's growth is not counted as memory. Compiling the numba
+  kernels is a one-time step of a few tens of MB, not growth: a node compiles the kernels
+  a job calls right after readiness (:mod:`kaires_fl.node.warmup`), within its warm-up,
+  and the client process runs the same warm-up before its first job — otherwise its
+  tiered kernels turn hot (and compile) after ≈ 2,000 calls, minutes into the run.
   ``soak_node_rss_mb``: the largest node RSS seen; ``soak_client_rss_mb``: the client's
   last RSS. ``soak_kills``: nodes SIGKILLed and restarted.
 * ``soak_s``: the soak's duration; ``soak_job_p50_s``: the median job time.
@@ -220,6 +224,7 @@ def soak(
     from kaires_fl.estimators import KairesLinearRegression
     from kaires_fl.node.client import write_client_key
     from kaires_fl.node.process import read_pid, stop_nodes
+    from kaires_fl.node.warmup import warm_kernels
 
     say = log or (lambda s: print(s, file=sys.stderr, flush=True))
     n = 4
@@ -248,6 +253,7 @@ def soak(
             write_client_key(key)
 
         remote: Any = None
+        warm_kernels()  # the client's one-time JIT step before the first sample (docstring)
         t0 = time.monotonic()
         cap = 60 * max(2 * minutes, minutes + 10)
         try:

@@ -23,12 +23,15 @@ separate node processes:
 
 Driving: like every Kaires network, the client's network runs only while it is driven;
 ``run_job`` and the ledger client's ``wait`` drive it (``run_until``) on the caller's thread.
+While driven, the client also returns its C heap's free pages to the OS every
+``TRIM_EVERY`` seconds (:meth:`RemoteCommittee._schedule_trim`), as a node does.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -55,6 +58,7 @@ from kaires_fl.node.host import (
     group_genesis,
     tcp_peers,
 )
+from kaires_fl.node.process import TRIM_EVERY, malloc_trim
 from kaires_fl.roles.consumer import Consumer
 from kaires_fl.secret_management.release import LtsInfo
 from kaires_fl.transport.base import Timer, Transport
@@ -279,6 +283,8 @@ class RemoteCommittee(NetworkCommittee):
             **(network_options or {}),
         )
         self.follower: LedgerFollower | None = None
+        self._trim_timer: Timer | None = None
+        self._schedule_trim(malloc_trim())
         t0 = time.perf_counter()
         try:
             store = Store(str(ledger_db))
@@ -308,6 +314,25 @@ class RemoteCommittee(NetworkCommittee):
         except BaseException:
             self.close()
             raise
+
+    def _schedule_trim(self, trim: Callable[[], None] | None) -> None:
+        """Every ``TRIM_EVERY`` seconds while the network is driven, return the C heap's
+        free pages to the OS (``trim``: glibc's ``malloc_trim``; None: nothing to do).
+
+        Why: the client's frames are received on the transport's I/O thread and freed on
+        the driving thread, its sync batches and queued messages for a node that is down
+        come and go; measured over jobs with nodes killed and restarted, the bytes *in
+        use* in glibc's arenas stayed flat while the *free* bytes inside them grew (2 →
+        11 MB): fragmentation that glibc does not return by itself, as in a node.
+        """
+        if trim is None:
+            return
+
+        def trim_memory() -> None:
+            trim()
+            self._trim_timer = self.network.reactor.schedule(TRIM_EVERY, trim_memory)
+
+        self._trim_timer = self.network.reactor.schedule(TRIM_EVERY, trim_memory)
 
     def _wait_ready(self, group: Group, timeout: float) -> LtsInfo:
         f = self.follower
@@ -382,6 +407,9 @@ class RemoteCommittee(NetworkCommittee):
 
     def close(self) -> None:
         """Close the connections and the replica's database (idempotent)."""
+        timer = getattr(self, "_trim_timer", None)
+        if timer is not None:
+            timer.cancel()
         f = getattr(self, "follower", None)
         if f is not None and not f.stopped:
             f.stop()

@@ -688,3 +688,29 @@ def test_reconnecting_with_a_replica_at_the_tip_of_an_idle_chain(
         pass
     with kaires_fl.connect(cluster.dir / "group.toml", timeout=20.0, ledger_db=db) as c:
         assert c.client.height >= 1  # connected: the replica reached the tip
+
+
+def test_the_client_returns_freed_heap_pages_while_driven_and_stops_on_close(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory: a connected client runs glibc's malloc_trim every TRIM_EVERY seconds while
+    its network is driven (its arenas fragment with the frames of the I/O thread), and
+    no more once closed."""
+    from kaires_fl.node import client as client_mod
+    from kaires_fl.node.process import malloc_trim
+
+    real = malloc_trim()
+    if real is None:
+        pytest.skip("no glibc malloc_trim here")
+    calls: list[float] = []
+
+    def counting() -> None:
+        calls.append(time.monotonic())
+        real()
+
+    monkeypatch.setattr(client_mod, "TRIM_EVERY", 0.05)
+    monkeypatch.setattr(client_mod, "malloc_trim", lambda: counting)
+    with kaires_fl.connect(cluster.dir / "group.toml", timeout=60.0) as c:
+        c.network.run_until(lambda: len(calls) >= 3, 30.0)
+        assert len(calls) >= 3
+    assert c._trim_timer is not None and c._trim_timer.cancelled  # no trim after close
