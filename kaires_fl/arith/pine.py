@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -137,17 +139,43 @@ def _k_wraparound_dots(a: np.ndarray, zb: np.ndarray, out: np.ndarray) -> None:
             out[r, k] = _acc_reduce(shi[k], slo[k])
 
 
-def wraparound_codes(seed: np.ndarray, checks: int, length: int) -> np.ndarray:
-    """The 2-bit codes of the r wraparound vectors ``(checks, ⌈length/4⌉)`` uint8: the
-    ChaCha20 keystream (zero nonce) under the key SHA-256(context ‖ ``seed`` ‖ length),
-    ``seed`` the shared joint randomness (WR_SEED_LEN Field64 elements). A PRF keyed by a
-    hash — an XOF, at 2.5× SHAKE-128's speed (r·d/4 bytes per record and aggregator)."""
+#: Bytes of wraparound codes kept for reuse (``wraparound_codes``): in one process — a
+#: simulation, where the provider and every aggregator expand the same z — each record's
+#: codes are expanded once; a deployed node expands each record's once anyway.
+_CODES_CACHE_BYTES = 48 << 20
+_codes_cache: OrderedDict[tuple[bytes, int, int], np.ndarray] = OrderedDict()
+_codes_cache_lock = threading.Lock()
+
+
+def _expand_codes(raw: bytes, checks: int, length: int) -> np.ndarray:
     nbytes = -(-length // 4)
-    raw = np.ascontiguousarray(np.asarray(seed, dtype="<u8")).tobytes()
     key = hashlib.sha256(b"kaires/pine/wraparound" + raw + length.to_bytes(8, "little"))
     enc = Cipher(algorithms.ChaCha20(key.digest(), bytes(16)), mode=None).encryptor()
     stream = enc.update(bytes(checks * nbytes))
     return np.frombuffer(stream, dtype=np.uint8).reshape(checks, nbytes)
+
+
+def wraparound_codes(seed: np.ndarray, checks: int, length: int) -> np.ndarray:
+    """The 2-bit codes of the r wraparound vectors ``(checks, ⌈length/4⌉)`` uint8,
+    read-only: the ChaCha20 keystream (zero nonce) under the key SHA-256(context ‖ ``seed``
+    ‖ length), ``seed`` the shared joint randomness (WR_SEED_LEN Field64 elements). A PRF
+    keyed by a hash — an XOF, at 2.5× SHAKE-128's speed (r·d/4 bytes per record and
+    aggregator). The most recent expansions are kept (``_CODES_CACHE_BYTES``)."""
+    raw = np.ascontiguousarray(np.asarray(seed, dtype="<u8")).tobytes()
+    ident = (raw, int(checks), int(length))
+    with _codes_cache_lock:
+        hit = _codes_cache.get(ident)
+        if hit is not None:
+            _codes_cache.move_to_end(ident)
+            return hit
+    codes = _expand_codes(raw, int(checks), int(length))  # frombuffer(bytes): read-only
+    if codes.nbytes <= _CODES_CACHE_BYTES:
+        with _codes_cache_lock:
+            _codes_cache[ident] = codes
+            held = sum(c.nbytes for c in _codes_cache.values())
+            while held > _CODES_CACHE_BYTES:
+                held -= _codes_cache.popitem(last=False)[1].nbytes
+    return codes
 
 
 def wraparound_vectors(seed: np.ndarray, checks: int, length: int) -> np.ndarray:

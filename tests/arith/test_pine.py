@@ -565,3 +565,22 @@ def test_centred_lift_at_the_middle_of_the_field() -> None:
     got = c.signed(_field(vals))
     assert got.dtype == np.int64
     assert got.tolist() == [v - P if v > P // 2 else v for v in vals]
+
+
+def test_codes_cache_is_keyed_by_seed_checks_and_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kept expansion is returned only for the same (seed, r, d), equals a fresh one,
+    cannot be written to, and the cache stays within its byte budget."""
+    monkeypatch.setattr(pine, "_codes_cache", type(pine._codes_cache)())
+    monkeypatch.setattr(pine, "_CODES_CACHE_BYTES", 3 * 64 * 250)
+    seed = _seed(5)[0]
+    raw = np.asarray(seed, dtype="<u8").tobytes()
+    c = pine.wraparound_codes(seed, 64, 1000)
+    assert pine.wraparound_codes(seed.copy(), 64, 1000) is c
+    assert not c.flags.writeable
+    assert np.array_equal(c, pine._expand_codes(raw, 64, 1000))
+    for other in [(_seed(6)[0], 64, 1000), (seed, 63, 1000), (seed, 64, 999)]:
+        got = pine.wraparound_codes(*other)
+        assert got is not c
+        assert np.array_equal(got, pine._expand_codes(np.asarray(other[0]).tobytes(), *other[1:]))
+    assert sum(v.nbytes for v in pine._codes_cache.values()) <= 3 * 64 * 250
+    assert (raw, 64, 1000) not in pine._codes_cache  # the oldest went first
