@@ -127,6 +127,13 @@ class Tiered:
         return f"Tiered({self.__name__}, {'hot' if self.hot else 'cold'})"
 
 
+def tier(home: dict[str, Any], twins: dict[str, Any]) -> None:
+    """Bind each kernel ``home[name]`` of a module namespace to a :class:`Tiered` object
+    with the numpy twin ``twins[name]`` (type checkers keep seeing the kernel)."""
+    for name, twin in twins.items():
+        home[name] = Tiered(home[name], twin, home)
+
+
 def tiered(name: str) -> Tiered:
     """The :class:`Tiered` object of the kernel ``name`` (its module name may bind the bare
     kernel once it is hot)."""
@@ -546,21 +553,25 @@ def horner_one(c: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
 # Callers (field, poly, flp) look the kernels up here at call time: a Tiered object while
 # the kernel is cold, the kernel itself once hot. No kernel calls these names (numba would
 # not accept a Tiered object).
-
-add_vv = Tiered(add_vv, _twins.add_vv, globals())
-add_vs = Tiered(add_vs, _twins.add_vs, globals())
-sub_vv = Tiered(sub_vv, _twins.sub_vv, globals())
-sub_vs = Tiered(sub_vs, _twins.sub_vs, globals())
-sub_sv = Tiered(sub_sv, _twins.sub_sv, globals())
-neg_v = Tiered(neg_v, _twins.neg_v, globals())
-mul_vv = Tiered(mul_vv, _twins.mul_vv, globals())
-mul_vs = Tiered(mul_vs, _twins.mul_vs, globals())
-pow_vs = Tiered(pow_vs, _twins.pow_vs, globals())
-reduce_v = Tiered(reduce_v, _twins.reduce_v, globals())
-inv_batch = Tiered(inv_batch, _twins.inv_batch, globals())
-sum_rows = Tiered(sum_rows, _twins.sum_rows, globals())
-prod_rows = Tiered(prod_rows, _twins.prod_rows, globals())
-matmul_dots = Tiered(matmul_dots, _twins.matmul, globals())
-matmul_few_terms = Tiered(matmul_few_terms, _twins.matmul, globals())
-matmul_tiled = Tiered(matmul_tiled, _twins.matmul, globals())
-ntt_rows = Tiered(ntt_rows, _twins.ntt_rows, globals())
+tier(
+    globals(),
+    {
+        "add_vv": _twins.add_vv,
+        "add_vs": _twins.add_vs,
+        "sub_vv": _twins.sub_vv,
+        "sub_vs": _twins.sub_vs,
+        "sub_sv": _twins.sub_sv,
+        "neg_v": _twins.neg_v,
+        "mul_vv": _twins.mul_vv,
+        "mul_vs": _twins.mul_vs,
+        "pow_vs": _twins.pow_vs,
+        "reduce_v": _twins.reduce_v,
+        "inv_batch": _twins.inv_batch,
+        "sum_rows": _twins.sum_rows,
+        "prod_rows": _twins.prod_rows,
+        "matmul_dots": _twins.matmul,
+        "matmul_few_terms": _twins.matmul,
+        "matmul_tiled": _twins.matmul,
+        "ntt_rows": _twins.ntt_rows,
+    },
+)

@@ -501,15 +501,20 @@ def _k_prove_psmul(
 
 # Cold kernels run their numpy twins on small calls (see ``_kernels.Tiered``). No kernel
 # calls these names (the helpers they call, _acc_run, _butterflies_rows, stay plain).
-_k_dot_rows = kern.Tiered(_k_dot_rows, _twins.k_dot_rows, globals())
-_k_mul_rows = kern.Tiered(_k_mul_rows, _twins.k_mul_rows, globals())
-_k_dot_groups = kern.Tiered(_k_dot_groups, _twins.k_dot_groups, globals())
-_k_from_bits = kern.Tiered(_k_from_bits, _twins.k_from_bits, globals())
-_k_fill_pairs_run = kern.Tiered(_k_fill_pairs_run, _twins.k_fill_pairs_run, globals())
-_k_pairs_at = kern.Tiered(_k_pairs_at, _twins.k_pairs_at, globals())
-_k_powers = kern.Tiered(_k_powers, _twins.k_powers, globals())
-_k_psmul_eval = kern.Tiered(_k_psmul_eval, _twins.k_psmul_eval, globals())
-_k_prove_psmul = kern.Tiered(_k_prove_psmul, _twins.k_prove_psmul, globals())
+kern.tier(
+    globals(),
+    {
+        "_k_dot_rows": _twins.k_dot_rows,
+        "_k_mul_rows": _twins.k_mul_rows,
+        "_k_dot_groups": _twins.k_dot_groups,
+        "_k_from_bits": _twins.k_from_bits,
+        "_k_fill_pairs_run": _twins.k_fill_pairs_run,
+        "_k_pairs_at": _twins.k_pairs_at,
+        "_k_powers": _twins.k_powers,
+        "_k_psmul_eval": _twins.k_psmul_eval,
+        "_k_prove_psmul": _twins.k_prove_psmul,
+    },
+)
 
 
 def _is_psmul(gadget: Gadget) -> bool:

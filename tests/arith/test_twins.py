@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,7 +43,7 @@ def _edge_array(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return np.where(rng.random(shape) < 0.5, edge, rand)
 
 
-def _ints(a: np.ndarray) -> list:  # type: ignore[type-arg]
+def _ints(a: np.ndarray) -> Any:
     return np.asarray(a, dtype=object).tolist()
 
 
@@ -224,7 +225,7 @@ def test_prover_twin_equals_kernel(calls: int, chunk: int) -> None:
     ],
     ids=repr,
 )
-def test_flp_identical_on_both_tiers(valid: object, values: list, tiering: None) -> None:  # type: ignore[type-arg]
+def test_flp_identical_on_both_tiers(valid: object, values: list[object], tiering: None) -> None:
     """Proofs, verifiers and decisions bit for bit equal whichever tier runs; a tampered
     proof is rejected on the twins too."""
     flpi = FlpBBCGGI19(valid)  # type: ignore[arg-type]
@@ -251,7 +252,9 @@ def test_flp_identical_on_both_tiers(valid: object, values: list, tiering: None)
 # ------------------------------------------------------------ dispatch
 
 
-def test_tiered_dispatch_promotes_on_size_or_use(tiering: None, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_tiered_dispatch_promotes_on_size_or_use(
+    tiering: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(kern, "_cached_on_disk", lambda kernel: False)  # as on a fresh install
     tk = kern.Tiered(kern.tiered("add_vv").kernel, _twins.add_vv)
     try:
