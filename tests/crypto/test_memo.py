@@ -169,7 +169,7 @@ def test_schnorr_pass_is_reused_only_for_the_same_statement(
     for args in [(other, X, CTX), (pr, X + Point.base(), CTX), (pr, X, CTX + b"!")]:
         for _ in range(2):
             with pytest.raises(InvalidProof):
-                schnorr_verify(*args)  # type: ignore[arg-type]
+                schnorr_verify(*args)
     with pytest.raises(InvalidProof):
         schnorr_verify(pr, X, CTX, base=H_POINT)
     assert len(calls) == 1 + 3 * 2 + 1
@@ -196,7 +196,7 @@ def test_dleq_pass_is_reused_only_for_the_same_statement(
     ]:
         for _ in range(2):
             with pytest.raises(InvalidProof):
-                dleq_verify(*args)  # type: ignore[arg-type]
+                dleq_verify(*args)
     assert len(calls) == 1 + 4 * 2
 
 
