@@ -26,7 +26,7 @@ from kaires_fl.aggregation.submission import (
     sign_manifest,
 )
 from kaires_fl.crypto.group import Point
-from kaires_fl.crypto.sign import Identity
+from kaires_fl.crypto.sign import H, Identity
 from kaires_fl.errors import AccessDenied, ConfigError
 from kaires_fl.ledger.committees import committee_key
 from kaires_fl.ledger.darc import (
@@ -238,6 +238,20 @@ def check_job_committee(
     return n, t
 
 
+def seeded_aggregators(job: str, provider: str, n: int, t: int) -> list[int]:
+    """The ``t`` aggregators whose shares of ``provider``'s submission to ``job`` are sent
+    as 32-byte seeds: ``t`` consecutive indices (mod n) from one that the job and provider
+    names hash to.
+
+    Any t parties may be the seeded ones (the sharing has the same distribution); spreading
+    them spreads the work: a seeded aggregator expands its shares with the XOF, the others
+    decrypt and decode them in full, and with the first t always seeded those t would do
+    every provider's expansion. Post: ``t`` distinct indices in ``[0, n)``.
+    """
+    start = int.from_bytes(H(b"kaires/provider/seeded", job.encode(), provider.encode())[:4])
+    return [(start + k) % n for k in range(t)]
+
+
 def seal_submission(
     identity: Identity,
     policy_id: str,
@@ -286,6 +300,9 @@ def seal_submission(
         t=t,
         keys=[plain[s] for s in slots],
         fault=fault,
+        # a simulated faulty provider keeps the first t seeded, so that its fault lands
+        # where PROVIDER_FAULTS says (e.g. the last aggregator's share made inconsistent)
+        seeded=None if fault is not None else seeded_aggregators(job["id"], policy_id, n, t),
     )
     sub = sign_manifest(
         identity, parts, job=job["id"], provider=policy_id, circuit=cid, write=tx.id
