@@ -97,7 +97,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "e2e_record_cpu_rows_per_s": ("rows/s", "higher", "per-record job, rows per CPU second"),
     "e2e_record_parallel_rows_per_s": ("rows/s", "≥ 20,000", "per-record job on 2 threads"),
     "e2e_record_aggregator_rows_per_s": ("rows/s", "higher", "rows verified per aggregator CPU s"),
-    "demo_cold_s": ("s", "≤ 6", "first `kaires demo`, empty numba cache (compiles kernels)"),
+    "demo_cold_s": ("s", "≤ 6", "first `kaires demo`, empty numba cache (cold kernels)"),
     "demo_cold_cpu_s": ("s", "lower", "CPU time of that first `kaires demo`"),
     "demo_warm_s": ("s", "lower", "`kaires demo` again, kernels cached"),
     # flower
