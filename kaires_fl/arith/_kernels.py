@@ -53,6 +53,8 @@ TWIN_MAX_ELEMENTS = 1 << 16
 #: about the cost of compiling it (0.1–1 s), so a hot kernel never loses more than that.
 TWIN_HOT_CALLS = 2048
 TWIN_HOT_ELEMENTS = 1 << 24
+#: The budget is this many times smaller for a kernel already in numba's disk cache.
+TWIN_CACHED_DIVISOR = 8
 #: "auto" (the rule above), "numba" (always the kernel) or "numpy" (always the twin, any
 #: size: for tests of the twins through the whole stack). Set with :func:`set_tiering`, or
 #: for a whole process with the environment variable KAIRES_KERNELS.
@@ -69,12 +71,13 @@ class Tiered:
     elements runs the twin; a larger call, or the call after ``TWIN_HOT_CALLS`` calls /
     ``TWIN_HOT_ELEMENTS`` elements through the twin, makes the kernel hot for good (it
     compiles, or loads from numba's cache, on that call). A kernel whose machine code is
-    in numba's on-disk cache already is hot from its first call (loading costs
-    milliseconds). Attribute lookups other than
-    ``kernel``/``twin`` go to the kernel (``signatures``, ``py_func``).
+    in numba's on-disk cache already is cheaper to buy (a few ms, after ~0.3 s for numba's
+    first load in the process): its twin's budget is divided by ``TWIN_CACHED_DIVISOR``.
+    Attribute lookups other than ``kernel``/``twin`` go to the kernel (``signatures``,
+    ``py_func``).
     """
 
-    __slots__ = ("__name__", "calls", "elements", "home", "hot", "kernel", "twin")
+    __slots__ = ("__name__", "cached", "calls", "elements", "home", "hot", "kernel", "twin")
 
     def __init__(self, kernel: Any, twin: Any, home: dict[str, Any] | None = None) -> None:
         self.kernel = kernel
@@ -82,6 +85,7 @@ class Tiered:
         self.__name__ = kernel.__name__
         self.home = home  # the module namespace binding this object under __name__, if any
         self.hot = False
+        self.cached: bool | None = None  # in numba's disk cache (checked on the first call)
         self.calls = 0
         self.elements = 0
         _TIERED.append(self)
@@ -107,15 +111,14 @@ class Tiered:
         for a in args:
             if type(a) is np.ndarray and a.size > n:
                 n = a.size
-        if (
-            n > TWIN_MAX_ELEMENTS
-            or _TIERING == "numba"
-            or (self.calls == 0 and _cached_on_disk(self.kernel))
-        ):
+        if n > TWIN_MAX_ELEMENTS or _TIERING == "numba":
             self._promote()
             return self.kernel(*args)
-        self.calls += 1
-        self.elements += n
+        if self.cached is None:
+            self.cached = _cached_on_disk(self.kernel)
+        div = TWIN_CACHED_DIVISOR if self.cached else 1
+        self.calls += div
+        self.elements += n * div
         if self.calls >= TWIN_HOT_CALLS or self.elements >= TWIN_HOT_ELEMENTS:
             self._promote()
         return self.twin(*args)

@@ -262,7 +262,7 @@ def test_tiered_dispatch_promotes_on_size_or_use(
         a = np.arange(10, dtype=np.uint64)
         out = np.empty(10, np.uint64)
         tk(a, a, out)
-        assert not tk.hot and tk.calls == 1 and tk.elements == 10
+        assert not tk.hot and tk.calls == 1 and tk.elements == 10 and tk.cached is False
         assert len(tk.signatures) == before  # the twin ran: nothing compiled for it
         np.testing.assert_array_equal(out, 2 * a)
         big = np.ones(kern.TWIN_MAX_ELEMENTS + 1, np.uint64)
@@ -294,14 +294,19 @@ def test_promotion_binds_the_bare_kernel_and_set_tiering_restores(tiering: None)
         assert getattr(mod, name) is t and not t.hot
 
 
-def test_kernel_in_the_disk_cache_is_hot_from_its_first_call(tiering: None) -> None:
+def test_kernel_in_the_disk_cache_has_a_smaller_budget(
+    tiering: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     a = np.arange(10, dtype=np.uint64)
     kern.tiered("add_vv").kernel(a, a, np.empty_like(a))  # now in numba's cache
     assert kern._cached_on_disk(kern.tiered("add_vv").kernel)
+    monkeypatch.setattr(kern, "TWIN_HOT_CALLS", 4 * kern.TWIN_CACHED_DIVISOR)
     tk = kern.Tiered(kern.tiered("add_vv").kernel, _twins.add_vv)
     try:
-        tk(a, a, np.empty_like(a))
-        assert tk.hot and tk.calls == 0
+        for _ in range(4):
+            assert not tk.hot
+            tk(a, a, np.empty_like(a))
+        assert tk.hot and tk.cached
     finally:
         kern._TIERED.remove(tk)
 
