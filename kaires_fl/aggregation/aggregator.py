@@ -1002,7 +1002,8 @@ def decide_job(
         for j in bad:
             proven.setdefault(j, "published wrong verifier shares")
         ok = flp.decide(verifier)
-        _, gad_ok = _diagnose(flp, verifier)
+        # which check failed is only needed for a failing record (a second pass otherwise)
+        gad_ok = _diagnose(flp, verifier)[1] if not ok.all() else ok
         start = 0
         for s in live:
             b = int(off[s + 1] - off[s])
