@@ -252,6 +252,18 @@ def deeply_immutable(obj: Any) -> bool:
 _IMMUTABLE_LEAVES = (bytes, str, int, float, bool, type(None))
 
 
+#: Every DigestMemo of the process (for :func:`forget_unused_digests`).
+_MEMOS: list[DigestMemo] = []
+
+
+def forget_unused_digests() -> None:
+    """Drop, in every :class:`DigestMemo`, the entries whose object nothing else holds —
+    before a party builds new multi-MB objects (a provider sealing), so that the last
+    job's dead blobs are freed first, not at the memo's next insertion."""
+    for memo in _MEMOS:
+        memo.forget_unused()
+
+
 class DigestMemo:
     """A digest function memoised by object: what this process computed over one
     immutable object, returned again for the same object (bounded, thread-safe).
@@ -292,6 +304,7 @@ class DigestMemo:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        _MEMOS.append(self)
 
     def __call__(self, obj: Any) -> Any:
         got = self._memo.get(id(obj))

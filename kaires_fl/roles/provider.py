@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from kaires_fl import schema
 from kaires_fl.aggregation.job import circuit_id, flp_for
 from kaires_fl.aggregation.submission import (
     PROVIDER_FAULTS,
@@ -278,6 +279,7 @@ def seal_submission(
     Without it they are the job's, which the caller must have pinned itself (the Flower
     client checks the job's committee against the one it trusts).
     """
+    schema.forget_unused_digests()  # the last job's parts, if only the digest memo holds them
     n = len(job["aggregators"])
     t = int(job["params"]["degree"])
     if committee is not None and (len(committee["members"]), int(committee["t"])) != (n, t):

@@ -125,3 +125,13 @@ def test_deeply_immutable() -> None:
     assert not deeply_immutable(Closed([1]))
     assert not deeply_immutable(Closed(np.zeros(2)))
     assert not deeply_immutable(Closed((bytearray(),)))
+
+
+def test_forget_unused_digests_frees_dead_objects_in_every_memo() -> None:
+    memo = DigestMemo(_reference, lambda b: type(b) is bytes)
+    alive, dead = bytes([97]) * 1000, bytes([100]) * 1000  # not constants of the code
+    memo(alive), memo(dead)
+    del dead
+    gc.collect()
+    schema.forget_unused_digests()  # what a provider calls before it seals
+    assert len(memo) == 1 and memo(alive) == _reference(alive) and memo.hits == 1
