@@ -130,6 +130,16 @@ _FLPS: dict[str, FlpBBCGGI19] = {}
 KEEP_JOBS = 32
 #: Jobs whose messages the coordinator's log keeps.
 LOG_JOBS = 4
+#: How long (seconds) an aggregator waits for its own ledger replica to reach a block the
+#: coordinator already saw (the job with closed inputs, the reads) before refusing; and the
+#: most such early messages it holds at once (a stranger's flood only pushes them out).
+LEDGER_WAIT = 15.0
+MAX_WAITING = 64
+
+
+class NotYetCommitted(ProtocolError):
+    """What a coordinator message refers to is not (yet) in this aggregator's ledger
+    replica: the message is handled again when the replica may have caught up."""
 
 
 def circuit_id(kind: str, params: Mapping[str, Any]) -> str:
@@ -443,21 +453,52 @@ class AggregatorService:
         self.jobs: dict[str, _JobState] = {}
         #: Exceptions caught at the service boundary (type name, message), for diagnosis.
         self.errors: list[tuple[str, str]] = []
+        #: Coordinator messages waiting for this replica to catch up: id → first-seen time.
+        self.waiting: dict[int, float] = {}
         transport.set_handler(self.on_message)
 
     @property
     def public(self) -> str:
         return self.identity.public.hex()
 
-    def on_message(self, src: str, msg: Any) -> None:
-        """Handle one message from ``src`` (an object or its bytes); never raises."""
+    def on_message(self, src: str, msg: Any, first_seen: float | None = None) -> None:
+        """Handle one message from ``src`` (an object or its bytes); never raises.
+
+        A coordinator message about a block this replica has not reached yet
+        (:class:`NotYetCommitted`: the ledger nodes commit a block at slightly different
+        times) is handled again with a growing delay, for up to :data:`LEDGER_WAIT`
+        seconds from ``first_seen``, before it is refused.
+        """
         try:
             if isinstance(msg, bytes | bytearray | memoryview):
                 msg = schema.decode(bytes(msg), ToAggregator | SealedAnswer | DisputeShare)
             self._dispatch(src, msg)
+        except NotYetCommitted as exc:
+            with contextlib.suppress(Exception):
+                self._wait_for_ledger(src, msg, exc, first_seen)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 self._report_failure(src, msg, exc)
+
+    def _wait_for_ledger(
+        self, src: str, msg: Any, exc: Exception, first_seen: float | None
+    ) -> None:
+        """Handle ``msg`` again later, or refuse it once :data:`LEDGER_WAIT` is over."""
+        now = self.t.now()
+        start = now if first_seen is None else first_seen
+        key = id(msg)
+        if now - start >= LEDGER_WAIT or (first_seen is None and len(self.waiting) >= MAX_WAITING):
+            self.waiting.pop(key, None)
+            self._report_failure(src, msg, exc)
+            return
+        self.waiting[key] = start
+        delay = min(1.0, max(0.05, (now - start) / 2))
+
+        def again() -> None:
+            if self.waiting.pop(key, None) is not None:
+                self.on_message(src, msg, start)
+
+        self.t.call_later(delay, again)
 
     def _report_failure(self, src: str, msg: Any, exc: Exception) -> None:
         """Record ``exc`` and tell the job's coordinator (or the sender) why (:class:`Failed`)."""
@@ -566,7 +607,7 @@ class AggregatorService:
         job = self.ledger.get(job_key(msg.job))
         inputs = self.ledger.get(inputs_key(msg.job))
         if job is None or job["status"] != "committed" or inputs is None:
-            raise ProtocolError(f"job {msg.job[:16]}… is not committed with closed inputs")
+            raise NotYetCommitted(f"job {msg.job[:16]}… is not committed with closed inputs")
         coordinator_key = job_coordinator(job)
         if job_lts(job) not in (None, self.lts_id):
             raise ProtocolError(
@@ -723,6 +764,8 @@ class AggregatorService:
             return
         if st.announced:
             raise ProtocolError(f"job {msg.job[:16]}…: the reads were already announced")
+        if st.read_id is not None and self.ledger.get(read_key(st.read_id)) is None:
+            raise NotYetCommitted(f"read {st.read_id[:16]}… is not committed on the ledger")
         st.announced = True
         st.coordinator = src  # where its round-1 message goes
         st.answers[msg.signature] = None  # pending: the round-1 message (``_publish``)
@@ -742,8 +785,6 @@ class AggregatorService:
         if st.read_id is None:
             self._opened(st, {})
             return
-        if self.ledger.get(read_key(st.read_id)) is None:
-            raise ProtocolError(f"read {st.read_id[:16]}… is not committed on the ledger")
         writes = [s.manifest.write for s in st.ctx.submissions]
         st.lts = LtsInfo.from_entry(self.ledger.get(lts_key(self.lts_id)))
         ev = prove_entries(self.ledger, evidence_keys(self.lts_id, st.read_id, msg.job, writes))
