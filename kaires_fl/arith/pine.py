@@ -147,12 +147,25 @@ _codes_cache: OrderedDict[tuple[bytes, int, int], np.ndarray] = OrderedDict()
 _codes_cache_lock = threading.Lock()
 
 
+#: Zero bytes the keystream is XORed onto, kept (calloc'd pages that are only read stay
+#: the kernel's shared zero page); allocating and zeroing them per call cost 4× the cipher.
+_zeros = b""
+
+
 def _expand_codes(raw: bytes, checks: int, length: int) -> np.ndarray:
+    """The keystream of :func:`wraparound_codes`, read-only ``(checks, ⌈length/4⌉)``."""
+    global _zeros
     nbytes = -(-length // 4)
+    n = checks * nbytes
+    if len(_zeros) < n:
+        _zeros = bytes(n)
     key = hashlib.sha256(b"kaires/pine/wraparound" + raw + length.to_bytes(8, "little"))
     enc = Cipher(algorithms.ChaCha20(key.digest(), bytes(16)), mode=None).encryptor()
-    stream = enc.update(bytes(checks * nbytes))
-    return np.frombuffer(stream, dtype=np.uint8).reshape(checks, nbytes)
+    out = np.empty(n + 64, dtype=np.uint8)  # update_into wants block-size headroom
+    enc.update_into(memoryview(_zeros)[:n], out)
+    codes = out[:n].reshape(checks, nbytes)
+    codes.flags.writeable = False
+    return codes
 
 
 def wraparound_codes(seed: np.ndarray, checks: int, length: int) -> np.ndarray:
@@ -168,7 +181,7 @@ def wraparound_codes(seed: np.ndarray, checks: int, length: int) -> np.ndarray:
         if hit is not None:
             _codes_cache.move_to_end(ident)
             return hit
-    codes = _expand_codes(raw, int(checks), int(length))  # frombuffer(bytes): read-only
+    codes = _expand_codes(raw, int(checks), int(length))
     if codes.nbytes <= _CODES_CACHE_BYTES:
         with _codes_cache_lock:
             _codes_cache[ident] = codes

@@ -584,3 +584,21 @@ def test_codes_cache_is_keyed_by_seed_checks_and_length(monkeypatch: pytest.Monk
         assert np.array_equal(got, pine._expand_codes(np.asarray(other[0]).tobytes(), *other[1:]))
     assert sum(v.nbytes for v in pine._codes_cache.values()) <= 3 * 64 * 250
     assert (raw, 64, 1000) not in pine._codes_cache  # the oldest went first
+
+
+@pytest.mark.parametrize(("checks", "length"), [(1, 1), (7, 3), (5, 10), (129, 1001)])
+def test_codes_are_the_documented_keystream(checks: int, length: int) -> None:
+    """``_expand_codes`` (reused zero input, ``update_into``) is the keystream docs/proofs.md
+    names: ChaCha20, zero nonce, key SHA-256(context ‖ seed ‖ d), r rows of ⌈d/4⌉ bytes."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    raw = np.asarray(_seed(checks)[0], dtype="<u8").tobytes()
+    key = hashlib.sha256(b"kaires/pine/wraparound" + raw + length.to_bytes(8, "little"))
+    enc = Cipher(algorithms.ChaCha20(key.digest(), bytes(16)), mode=None).encryptor()
+    nbytes = -(-length // 4)
+    want = np.frombuffer(enc.update(bytes(checks * nbytes)), dtype=np.uint8)
+    got = pine._expand_codes(raw, checks, length)
+    assert got.shape == (checks, nbytes) and not got.flags.writeable
+    assert np.array_equal(got.reshape(-1), want)
