@@ -19,7 +19,7 @@ one of Canonne, Kamath, Steinke (NeurIPS'20, Prop. 12) as implemented by Google'
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from dp_accounting.rdp.rdp_privacy_accountant import compute_epsilon
@@ -112,6 +112,39 @@ def epsilon_from_rdp(rdp: Sequence[float] | np.ndarray, delta: float, rounds: in
     return float(eps)
 
 
+def least_passing(
+    ok: Callable[[float], bool],
+    start: float,
+    *,
+    factor: float = 2.0,
+    shrink: bool = True,
+    rtol: float = CALIBRATION_RTOL,
+) -> float | None:
+    """The least noise level passing the monotone test ``ok`` (False below some level, True
+    from it on), by bisection.
+
+    From ``start``, multiply by ``factor`` until ``ok`` passes (None past 1e300); with
+    ``shrink``, halve down while the level below still passes (down to 1e-300); then bisect
+    the last bracket to relative width ``rtol``. Post: ``ok(result)`` is True and the least
+    passing level lies within ``rtol·result`` below it.
+    """
+    hi = start
+    while not ok(hi):
+        hi *= factor
+        if hi > 1e300:
+            return None
+    lo = hi / factor
+    while shrink and ok(lo) and lo > 1e-300:
+        hi, lo = lo, lo / factor
+    while hi - lo > rtol * hi:
+        mid = (lo + hi) / 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def calibrate(dp: DP, l2_sensitivity: float, l1_sensitivity: float, rounds: int = 1) -> float:
     """The least noise std σ (integer units, per coordinate) with which ``rounds`` releases
     of a statistic of these sensitivities are ``(dp.epsilon, dp.delta)``-DP.
@@ -124,21 +157,10 @@ def calibrate(dp: DP, l2_sensitivity: float, l1_sensitivity: float, rounds: int 
     def ok(s: float) -> bool:
         return epsilon_spent(s, l2_sensitivity, l1_sensitivity, dp.delta, rounds) <= dp.epsilon
 
-    hi = max(l2_sensitivity, 1.0)
-    while not ok(hi):
-        hi *= 2
-        if hi > 1e300:
-            raise ConfigError(f"no noise level reaches ε = {dp.epsilon} at δ = {dp.delta}")
-    lo = hi / 2
-    while ok(lo) and lo > 1e-300:
-        hi, lo = lo, lo / 2
-    while hi - lo > CALIBRATION_RTOL * hi:
-        mid = (lo + hi) / 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    sigma = least_passing(ok, max(l2_sensitivity, 1.0))
+    if sigma is None:
+        raise ConfigError(f"no noise level reaches ε = {dp.epsilon} at δ = {dp.delta}")
+    return sigma
 
 
 # ---------------------------------------------------------------------------- two scales
@@ -210,16 +232,4 @@ def calibrate_coarse(
         e = two_scale_epsilon(v, fine_variance, scale_bits, l2, l1, length, dp.delta, rounds)
         return e <= dp.epsilon
 
-    hi = 1.0
-    while not ok(hi):
-        hi *= 4
-        if hi > 1e300:
-            return None
-    lo = hi / 4
-    while hi - lo > CALIBRATION_RTOL * hi:
-        mid = (lo + hi) / 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return least_passing(ok, 1.0, factor=4.0, shrink=False)

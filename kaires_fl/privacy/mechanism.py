@@ -73,6 +73,7 @@ from kaires_fl.privacy.accounting import (
     calibrate_coarse,
     epsilon_from_rdp,
     epsilon_spent,
+    least_passing,
     skellam_rdp,
     two_scale_epsilon,
     two_scale_rdp,
@@ -281,21 +282,10 @@ def calibrate_blocks(
     def ok(s: float) -> bool:
         return epsilon_from_rdp(product_rdp(at(s)), target.delta) <= target.epsilon
 
-    hi = 1.0
-    while not ok(hi):
-        hi *= 2
-        if hi > 1e300:
-            raise ConfigError(f"no noise level reaches ε = {target.epsilon}")
-    lo = hi / 2
-    while ok(lo) and lo > 1e-300:
-        hi, lo = lo, lo / 2
-    while hi - lo > 1e-6 * hi:
-        mid = (lo + hi) / 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return at(hi)
+    s = least_passing(ok, 1.0)
+    if s is None:
+        raise ConfigError(f"no noise level reaches ε = {target.epsilon}")
+    return at(s)
 
 
 def _block_bits(b: NoiseBlock, honest: int, draws: int, budget: float) -> tuple[int, float]:

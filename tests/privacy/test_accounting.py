@@ -14,7 +14,13 @@ from scipy.special import ive
 import kaires_fl
 from kaires_fl.errors import ConfigError
 from kaires_fl.privacy import DP
-from kaires_fl.privacy.accounting import ORDERS, calibrate, epsilon_spent, skellam_rdp
+from kaires_fl.privacy.accounting import (
+    ORDERS,
+    calibrate,
+    epsilon_spent,
+    least_passing,
+    skellam_rdp,
+)
 
 
 def skellam_logpmf(k: np.ndarray, mu: float) -> np.ndarray:
@@ -147,3 +153,25 @@ def test_two_scale_accounting() -> None:
     assert v is not None
     assert two_scale_epsilon(v, 1e12, 10, 1e9, 4e9, 15, 1e-6) <= 1.0
     assert two_scale_epsilon(v * (1 - 1e-4), 1e12, 10, 1e9, 4e9, 15, 1e-6) > 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    threshold=st.floats(1e-3, 1e6),
+    start=st.floats(1e-2, 1e3),
+    factor=st.sampled_from([2.0, 4.0]),
+)
+def test_least_passing_brackets_the_threshold(
+    threshold: float, start: float, factor: float
+) -> None:
+    """The bisection returns a passing level within rtol of the least one (a monotone step);
+    without shrink it never goes below start/factor; None when nothing passes."""
+    found = least_passing(lambda s: s >= threshold, start, factor=factor)
+    assert found is not None and threshold <= found <= threshold * (1 + 1e-6)
+    kept = least_passing(lambda s: s >= threshold, start, factor=factor, shrink=False)
+    assert kept is not None and kept >= threshold and kept >= start / factor
+    if start / factor >= threshold:  # already passing below start: the bracket stays there
+        assert kept <= start
+    else:
+        assert kept <= threshold * (1 + 1e-6)
+    assert least_passing(lambda s: False, start) is None
