@@ -95,81 +95,9 @@ def _grid(client_app: Any, num_nodes: int, workers: int = 1) -> Any:
     """A Flower Grid delivering each message to ``client_app`` in this process (node ids
     1..n, partition ids 0..n−1, one Context per node kept across messages), the nodes'
     calls on ``workers`` threads (each node its own machine)."""
-    import itertools
+    from kaires_fl.strategies.grid import InProcessGrid
 
-    from flwr.app import Context, Error, Message, RecordDict
-    from flwr.serverapp import Grid
-
-    class InProcessGrid(Grid):
-        def __init__(self) -> None:
-            from flwr.supercore.task_identity import TaskIdentity
-
-            # The ServerApp's identity, as Flower's runtime sets it (messages take their
-            # source node from it).
-            TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 1
-            self.contexts = {
-                i + 1: Context(
-                    run_id=1,
-                    node_id=i + 1,
-                    node_config={"partition-id": i, "num-partitions": num_nodes},
-                    state=RecordDict(),
-                    run_config={},
-                )
-                for i in range(num_nodes)
-            }
-            self._ids = itertools.count(1)
-
-        def set_run(self, run: Any) -> None:
-            pass
-
-        @property
-        def run(self) -> Any:
-            return None
-
-        def create_message(
-            self,
-            content: RecordDict,
-            message_type: str,
-            dst_node_id: int,
-            group_id: str,
-            ttl: float | None = None,
-        ) -> Message:
-            return Message(
-                content=content,
-                message_type=message_type,
-                dst_node_id=dst_node_id,
-                group_id=group_id,
-                ttl=ttl,
-            )
-
-        def get_node_ids(self) -> list[int]:
-            return list(self.contexts)
-
-        def push_messages(self, messages: Any) -> Any:
-            raise NotImplementedError("use send_and_receive")
-
-        def pull_messages(self, message_ids: Any) -> Any:
-            raise NotImplementedError("use send_and_receive")
-
-        def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> list[Any]:
-            msgs = list(messages)
-            for msg in msgs:
-                msg.metadata.__dict__["_message_id"] = f"m{next(self._ids)}"
-
-            def call(msg: Message) -> Message:
-                try:
-                    return client_app(msg, self.contexts[msg.metadata.dst_node_id])
-                except Exception as exc:  # as Flower's runtime: a failing ClientApp → error
-                    return Message(Error(code=2, reason=f"ClientApp raised {exc!r}"), reply_to=msg)
-
-            if workers <= 1 or len(msgs) <= 1:
-                return [call(m) for m in msgs]
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(workers) as pool:
-                return list(pool.map(call, msgs))
-
-    return InProcessGrid()
+    return InProcessGrid(client_app, num_nodes, workers=workers)
 
 
 def _client_app(length: int, timings: list[float]) -> Any:
