@@ -75,6 +75,59 @@ def _bits_of(values: np.ndarray, bits: int) -> np.ndarray:
     return (v[..., None] >> np.arange(bits, dtype=np.uint64)) & np.uint64(1)
 
 
+def _encode_weighted(circuit: Any, measurement: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A weighted measurement ``(..., OUTPUT_LEN)`` reals (v, w, the flags, c_j = w·t_j) of
+    :class:`WeightedBoundedL2Vec` or :class:`WeightedL2BoundPine` → (a, tail): the entries
+    a = round(v·2^f) (int64) and the bits that follow them in both encodings: ω (f bits),
+    the slack ω² − ‖a‖² (``norm_bits``), the flags, each c_j and each ω − c_j (f bits).
+
+    Raises ``EncodingError`` (as :meth:`WeightedBoundedL2Vec.encode`) for a wrong shape, a
+    non-finite value, w outside [0, (2^f − 1)/2^f], ‖a‖ > ω, a flag not 0 or 1, or a
+    metric value outside [0, w].
+    """
+    m = np.asarray(measurement, dtype=np.float64)
+    L, f, top = circuit.length, circuit.frac_bits, circuit.max_weight
+    if m.shape[-1:] != (circuit.OUTPUT_LEN,) or not np.all(np.isfinite(m)):
+        raise EncodingError(
+            f"{type(circuit).__name__} measurement must be finite reals of shape "
+            f"(..., {circuit.OUTPUT_LEN}) (the vector, the weight, {circuit.flags} flags, "
+            f"{circuit.metrics} weighted metrics)"
+        )
+    lead = m.shape[:-1]
+    scale = 2.0**f
+    omega = np.round(m[..., L] * scale).astype(np.int64)
+    if np.any(omega < 0) or np.any(omega > top):
+        raise EncodingError(f"the weight must be in [0, {top / scale}]")
+    a = np.round(m[..., :L] * scale).astype(np.int64)
+    if np.any(np.abs(a) > top):
+        raise EncodingError("an entry exceeds the weight; scale the vector down first")
+    if L * top * top < 2**62:  # Σ a² ≤ L·top² fits int64: no object arithmetic
+        sq = np.sum(a * a, axis=-1).astype(object)
+    else:
+        sq = np.sum(a.astype(object) ** 2, axis=-1)
+    w2 = omega.astype(object) ** 2
+    if np.any(sq > w2):
+        raise EncodingError(
+            "the L2 norm of the vector exceeds its weight after rounding to "
+            f"{f} fractional bits; scale the vector down first"
+        )
+    flags = m[..., L + 1 : L + 1 + circuit.flags]
+    if np.any((flags != 0) & (flags != 1)):
+        raise EncodingError("a flag must be 0 or 1")
+    c = np.round(m[..., L + 1 + circuit.flags :] * scale).astype(np.int64)
+    if np.any(c < 0) or np.any(c > omega[..., None]):
+        raise EncodingError("a weighted metric must be in [0, w] (w·t with t in [0, 1])")
+    parts = [
+        _bits_of(omega.astype(np.uint64), f),
+        _bits_of(np.asarray(w2 - sq, dtype=np.uint64), circuit.norm_bits),
+        flags.astype(np.uint64),
+    ]
+    if circuit.metrics:
+        parts.append(_bits_of(c.astype(np.uint64), f).reshape(*lead, -1))
+        parts.append(_bits_of((omega[..., None] - c).astype(np.uint64), f).reshape(*lead, -1))
+    return a, np.concatenate(parts, axis=-1)
+
+
 class WeightedBoundedL2Vec(circuits._BitsCircuit):
     """A fixed-point weight w ∈ [0, 1 − 2^-f] and vector v with ‖v‖₂ ≤ w (``f`` =
     ``frac_bits``).
@@ -251,54 +304,9 @@ class WeightedBoundedL2Vec(circuits._BitsCircuit):
             v down first: :meth:`ModelUpdateStats.vector` does), a flag is not 0 or 1, or
             a metric value is not in [0, w].
         """
-        m = np.asarray(measurement, dtype=np.float64)
-        L = self.length
-        if m.shape[-1:] != (self.OUTPUT_LEN,) or not np.all(np.isfinite(m)):
-            raise EncodingError(
-                "WeightedBoundedL2Vec measurement must be finite reals of shape "
-                f"(..., {self.OUTPUT_LEN}) (the vector, the weight, {self.flags} flags, "
-                f"{self.metrics} weighted metrics)"
-            )
-        extra_bits = self._encode_extras(m)
-        m = m[..., : L + 1]
-        scale = 2.0**self.frac_bits
-        omega = np.round(m[..., L] * scale).astype(np.int64)
-        if np.any(omega < 0) or np.any(omega > self.max_weight):
-            raise EncodingError(f"the weight must be in [0, {self.max_weight / scale}]")
-        a = np.round(m[..., :L] * scale).astype(np.int64)
-        if np.any(np.abs(a) > self.offset):
-            raise EncodingError("an entry exceeds the weight; scale the vector down first")
-        sq = np.sum(a.astype(object) ** 2, axis=-1)
-        w2 = omega.astype(object) ** 2
-        if np.any(sq > w2):
-            raise EncodingError(
-                "the L2 norm of the vector exceeds its weight after rounding to "
-                f"{self.frac_bits} fractional bits; scale the vector down first"
-            )
-        e = (a + self.offset).astype(np.uint64)
-        slack = np.asarray(w2 - sq, dtype=np.uint64)
-        ebits = _bits_of(e, self.entry_bits).reshape(*m.shape[:-1], -1)
-        wbits = _bits_of(omega.astype(np.uint64), self.weight_bits)
-        nbits = _bits_of(slack, self.norm_bits)
-        return self.field.elements(np.concatenate([ebits, wbits, nbits, extra_bits], axis=-1))
-
-    def _encode_extras(self, m: np.ndarray) -> np.ndarray:
-        """Bits of the flags, the metric values c_j and their slacks ω − c_j."""
-        L, f = self.length, self.frac_bits
-        lead = m.shape[:-1]
-        if not (self.flags or self.metrics):
-            return np.zeros((*lead, 0), dtype=np.uint64)
-        flags = m[..., L + 1 : L + 1 + self.flags]
-        if np.any((flags != 0) & (flags != 1)):
-            raise EncodingError("a flag must be 0 or 1")
-        scale = 2.0**f
-        omega = np.round(m[..., L : L + 1] * scale).astype(np.int64)
-        c = np.round(m[..., L + 1 + self.flags :] * scale).astype(np.int64)
-        if np.any(c < 0) or np.any(c > omega):
-            raise EncodingError("a weighted metric must be in [0, w] (w·t with t in [0, 1])")
-        cbits = _bits_of(c.astype(np.uint64), f).reshape(*lead, -1)
-        dbits = _bits_of((omega - c).astype(np.uint64), f).reshape(*lead, -1)
-        return np.concatenate([flags.astype(np.uint64), cbits, dbits], axis=-1)
+        a, tail = _encode_weighted(self, measurement)
+        ebits = _bits_of((a + self.offset).astype(np.uint64), self.entry_bits)
+        return self.field.elements(np.concatenate([ebits.reshape(*a.shape[:-1], -1), tail], -1))
 
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         meas = np.asarray(meas)
@@ -410,49 +418,8 @@ class WeightedL2BoundPine(pine.PineNormCircuit):
         """``(..., OUTPUT_LEN)`` reals (v, w, the flags, then c_j = w·t_j) →
         ``(..., MEAS_LEN)`` elements (raises ``EncodingError`` as
         :meth:`WeightedBoundedL2Vec.encode`)."""
-        m = np.asarray(measurement, dtype=np.float64)
-        L, f = self.length, self.frac_bits
-        if m.shape[-1:] != (self.OUTPUT_LEN,) or not np.all(np.isfinite(m)):
-            raise EncodingError(
-                "WeightedL2BoundPine measurement must be finite reals of shape "
-                f"(..., {self.OUTPUT_LEN}) (the vector, the weight, {self.flags} flags, "
-                f"{self.metrics} weighted metrics)"
-            )
-        lead = m.shape[:-1]
-        scale = 2.0**f
-        omega = np.round(m[..., L] * scale).astype(np.int64)
-        if np.any(omega < 0) or np.any(omega > self.max_weight):
-            raise EncodingError(f"the weight must be in [0, {self.max_weight / scale}]")
-        a = np.round(m[..., :L] * scale).astype(np.int64)
-        if np.any(np.abs(a) > self.max_weight):
-            raise EncodingError("an entry exceeds the weight; scale the vector down first")
-        if L * 4**f < 2**62:  # Σ a² < L·4^f fits int64: no object arithmetic
-            sq = np.sum(a * a, axis=-1).astype(object)
-        else:
-            sq = np.sum(a.astype(object) ** 2, axis=-1)
-        w2 = omega.astype(object) ** 2
-        if np.any(sq > w2):
-            raise EncodingError(
-                "the L2 norm of the vector exceeds its weight after rounding to "
-                f"{f} fractional bits; scale the vector down first"
-            )
-        flags = m[..., L + 1 : L + 1 + self.flags]
-        if np.any((flags != 0) & (flags != 1)):
-            raise EncodingError("a flag must be 0 or 1")
-        c = np.round(m[..., L + 1 + self.flags :] * scale).astype(np.int64)
-        if np.any(c < 0) or np.any(c > omega[..., None]):
-            raise EncodingError("a weighted metric must be in [0, w] (w·t with t in [0, 1])")
-        bits = np.concatenate(
-            [
-                _bits_of(omega.astype(np.uint64), f),
-                _bits_of(np.asarray(w2 - sq, dtype=np.uint64), self.norm_bits),
-                flags.astype(np.uint64),
-                _bits_of(c.astype(np.uint64), f).reshape(*lead, -1),
-                _bits_of((omega[..., None] - c).astype(np.uint64), f).reshape(*lead, -1),
-            ],
-            axis=-1,
-        )
-        return np.concatenate([self._entries_of(a), self.field.elements(bits)], axis=-1)
+        a, tail = _encode_weighted(self, measurement)
+        return np.concatenate([self._entries_of(a), self.field.elements(tail)], axis=-1)
 
     def truncate(self, meas: np.ndarray) -> np.ndarray:
         meas = np.asarray(meas)
