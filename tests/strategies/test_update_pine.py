@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 from flower_harness import LocalGrid
 from flwr.app import ArrayRecord
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from kaires_fl.strategies import KairesFedAvg
 from kaires_fl.strategies import update as upd
 from kaires_fl.strategies.update import ModelUpdateStats, WeightedL2BoundPine
@@ -24,54 +22,6 @@ from kaires_fl.simulation import LocalCommittee
 F = Field64
 P = F.MODULUS
 N = apps.NUM_NODES
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    entries=st.lists(st.integers(-15, 15), min_size=6, max_size=6),
-    omega=st.integers(0, 15),
-    slack=st.integers(0, 2**8 - 1),
-    flags=st.lists(st.integers(0, 1), min_size=2, max_size=2),
-    metric=st.integers(0, 15),
-    metric_slack=st.integers(0, 15),
-)
-def test_pine_circuit_accepts_exactly_norm_at_most_weight(
-    entries: list[int],
-    omega: int,
-    slack: int,
-    flags: list[int],
-    metric: int,
-    metric_slack: int,
-) -> None:
-    """For any entries, weight ω, slack s, flags and metric c with slack d (f = 4), the
-    PINE circuit holds iff Σ a² + s = ω² and c + d = ω: the bit circuit's statement."""
-    c = ModelUpdateStats(6, frac_bits=4, metrics=[("loss", 0.0, 1.0)]).circuit
-    assert isinstance(c, WeightedL2BoundPine)
-    f = c.frac_bits
-
-    def bits(v: int, n: int) -> list[int]:
-        return [(v >> k) & 1 for k in range(n)]
-
-    tail = [
-        *bits(omega, f),
-        *bits(slack, c.norm_bits),
-        *flags,
-        *bits(metric, f),
-        *bits(metric_slack, f),
-    ]
-    meas = F.elements(np.array([[v % P for v in entries] + tail], dtype=np.uint64))
-    jr = F.random((1, c.JOINT_RAND_LEN))
-    fits = (
-        sum(a * a for a in entries) + slack == omega * omega
-        and slack < 2**c.norm_bits
-        and metric + metric_slack == omega
-    )
-    assert bool(c.check(meas, jr)[0]) == fits
-    if fits:
-        out = c.decode(c.truncate(meas)[0], 1)
-        assert list(out[7:9]) == flags and out[9] <= out[6]
-        np.testing.assert_array_equal(out[:6], np.array(entries) / 2**f)
-        assert np.linalg.norm(out[:6]) <= out[6] + 1e-12
 
 
 def test_pine_and_bits_aggregate_the_same() -> None:

@@ -10,6 +10,7 @@ from kaires_fl.strategies import wire
 from kaires_fl.strategies.fedavg import auto_frac_bits
 from kaires_fl.strategies.update import (
     ModelUpdateStats,
+    WeightedL2BoundPine,
     flatten,
     over_norm_measurements,
     proven_bound,
@@ -163,6 +164,7 @@ def test_proven_bound_saves_one_bit_per_entry_and_stays_at_most_one() -> None:
     assert omega == 2**8 - 1 and int(np.sum(a * a)) <= omega**2
 
 
+@pytest.mark.parametrize("norm_proof", ["bits", "pine"])
 @settings(max_examples=40, deadline=None)
 @given(
     entries=st.lists(st.integers(-15, 15), min_size=6, max_size=6),
@@ -173,6 +175,7 @@ def test_proven_bound_saves_one_bit_per_entry_and_stays_at_most_one() -> None:
     metric_slack=st.integers(0, 15),
 )
 def test_weighted_circuit_accepts_exactly_norm_at_most_weight(
+    norm_proof: str,
     entries: list[int],
     omega: int,
     slack: int,
@@ -180,27 +183,35 @@ def test_weighted_circuit_accepts_exactly_norm_at_most_weight(
     metric: int,
     metric_slack: int,
 ) -> None:
-    """Robustness (#12): for any bits a provider can put in the measurement (entries a,
+    """Robustness (#12): for any values a provider can put in the measurement (entries a,
     weight ω, slack s, f = 4, two flags, one declared train metric c with slack d), the
-    circuit holds iff Σ a² + s = ω² and c + d = ω — so an accepted measurement has
-    ‖v‖ ≤ w and a weighted metric c ≤ w; in particular no weight-0 submission carries a
-    vector or a metric."""
-    c = ModelUpdateStats(6, frac_bits=4, metrics=[("loss", 0.0, 1.0)], norm_proof="bits").circuit
+    circuit — the bit one and PINE — holds iff Σ a² + s = ω² and c + d = ω — so an
+    accepted measurement has ‖v‖ ≤ w and a weighted metric c ≤ w; in particular no
+    weight-0 submission carries a vector or a metric."""
+    stat = ModelUpdateStats(6, frac_bits=4, metrics=[("loss", 0.0, 1.0)], norm_proof=norm_proof)
+    c = stat.circuit
+    assert isinstance(c, WeightedL2BoundPine) == (norm_proof == "pine")
     F = Field64
     a = np.array(entries, dtype=np.int64)
-    e = (a + c.offset).astype(np.uint64)
     f = c.frac_bits
-    bits = np.concatenate(
-        [
-            ((e[:, None] >> np.arange(c.entry_bits, dtype=np.uint64)) & 1).reshape(-1),
-            (np.uint64(omega) >> np.arange(c.weight_bits, dtype=np.uint64)) & 1,
-            (np.uint64(slack) >> np.arange(c.norm_bits, dtype=np.uint64)) & 1,
-            np.array(flags, dtype=np.uint64),
-            (np.uint64(metric) >> np.arange(f, dtype=np.uint64)) & 1,
-            (np.uint64(metric_slack) >> np.arange(f, dtype=np.uint64)) & 1,
-        ]
-    )
-    meas = F.elements(bits[None, :])
+
+    def bits_of(v: np.ndarray | int, n: int) -> np.ndarray:
+        return (
+            (np.asarray(v, dtype=np.uint64)[..., None] >> np.arange(n, dtype=np.uint64)) & 1
+        ).reshape(-1)
+
+    if isinstance(c, WeightedL2BoundPine):  # entries as signed field elements
+        head = np.array([v % F.MODULUS for v in entries], dtype=np.uint64)
+    else:  # entries as the bits of a + offset
+        head = bits_of((a + c.offset).astype(np.uint64), c.entry_bits)
+    tail = [
+        bits_of(omega, c.weight_bits),
+        bits_of(slack, c.norm_bits),
+        np.array(flags, dtype=np.uint64),
+        bits_of(metric, f),
+        bits_of(metric_slack, f),
+    ]
+    meas = F.elements(np.concatenate([head, *tail])[None, :])
     jr = F.random((1, c.JOINT_RAND_LEN))
     fits = (
         int(np.sum(a * a)) + slack == omega * omega
@@ -211,6 +222,7 @@ def test_weighted_circuit_accepts_exactly_norm_at_most_weight(
     if fits:
         out = c.decode(c.truncate(meas)[0], 1)
         assert list(out[7:9]) == flags and out[9] <= out[6]
+        np.testing.assert_array_equal(out[:6], a / 2**f)
         assert np.linalg.norm(out[:6]) <= out[6] + 1e-12
 
 
