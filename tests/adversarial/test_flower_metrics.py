@@ -17,9 +17,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "strategies"))
 import flower_apps as apps
 from flower_harness import LocalGrid
 from flwr.app import ArrayRecord
-from kaires_fl.strategies import KairesFedAvg
-
-from kaires_fl.simulation import LocalCommittee
 
 N = 5
 METRICS = {"train-loss": (0.0, 5.0), "train-acc": (0.0, 1.0)}
@@ -31,14 +28,7 @@ def test_inflated_metric_is_rejected_and_moves_no_average() -> None:
     (update and metrics both), and the round's metric averages are the honest clients'.
     (Before issue 12 metrics were not aggregated at all; with an unchecked coordinate the
     attacker would move train-acc by up to 1/Σw.)"""
-    s = KairesFedAvg(
-        fraction_evaluate=0.0,
-        min_available_nodes=N,
-        min_train_nodes=N,
-        committee=LocalCommittee(),
-        num_examples_cap=apps.NUM_EXAMPLES_CAP,
-        train_metrics=METRICS,
-    )
+    s = apps.fedavg(N, train_metrics=METRICS)
     app = apps.make_client_app(faults={0: "inflated_metric"}, train_metrics=True)
     result = s.start(
         grid=LocalGrid(app, N),

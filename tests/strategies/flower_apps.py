@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from kaires_fl.strategies import ProviderPolicy, make_kaires_mod
+from kaires_fl.strategies import KairesFedAvg, ProviderPolicy, make_kaires_mod
+
+from kaires_fl.simulation import LocalCommittee
 
 APP_DIR = Path(__file__).resolve().parents[2] / "examples" / "flower-app"
 if str(APP_DIR) not in sys.path:
@@ -23,6 +25,20 @@ NUM_NODES = 10
 NUM_EXAMPLES_CAP = 1024
 #: A consumer key no test strategy holds (a provider granting only it denies the others).
 STRANGER = "ab" * 32
+
+
+def fedavg(nodes: int = NUM_NODES, committee: Any = None, **kw: Any) -> KairesFedAvg:
+    """The tests' KairesFedAvg: all ``nodes`` nodes train each round, no evaluation,
+    W = NUM_EXAMPLES_CAP, on ``committee`` (default: a fresh LocalCommittee); ``kw`` adds
+    or overrides KairesFedAvg's arguments."""
+    kw.setdefault("num_examples_cap", NUM_EXAMPLES_CAP)
+    return KairesFedAvg(
+        fraction_evaluate=0.0,
+        min_available_nodes=nodes,
+        min_train_nodes=nodes,
+        committee=committee if committee is not None else LocalCommittee(),
+        **kw,
+    )
 
 
 def policy_id(pid: int) -> str:

@@ -38,14 +38,7 @@ needs_sensitivity = pytest.mark.skipif(
 def dp_run() -> dict:
     committee = LocalCommittee()
     grid = LocalGrid(apps.make_client_app(), N)
-    s = KairesFedAvg(
-        fraction_evaluate=0.0,
-        min_available_nodes=N,
-        min_train_nodes=N,
-        committee=committee,
-        num_examples_cap=apps.NUM_EXAMPLES_CAP,
-        dp=DP(2.0, 1e-5),
-    )
+    s = apps.fedavg(N, committee, dp=DP(2.0, 1e-5))
     res = s.start(grid=grid, initial_arrays=ArrayRecord(apps.task.initial_arrays()), num_rounds=2)
     yield {"strategy": s, "result": res, "committee": committee}
     committee.close()
@@ -96,14 +89,7 @@ def test_a_client_whose_budget_is_spent_is_excluded_from_later_rounds() -> None:
     committee = LocalCommittee()
     try:
         app = apps.make_client_app(policies={0: lambda: ProviderPolicy(privacy_budget=(3.0, 1e-4))})
-        s = KairesFedAvg(
-            fraction_evaluate=0.0,
-            min_available_nodes=n,
-            min_train_nodes=n,
-            committee=committee,
-            num_examples_cap=1,
-            dp=DP(2.0, 1e-5),
-        )
+        s = apps.fedavg(n, committee, num_examples_cap=1, dp=DP(2.0, 1e-5))
         res = s.start(
             grid=LocalGrid(app, n), initial_arrays=ArrayRecord(apps.task.initial_arrays()),
             num_rounds=2,

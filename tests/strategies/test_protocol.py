@@ -26,10 +26,7 @@ N = apps.NUM_NODES
 
 
 def _fedavg(committee: LocalCommittee, **kw) -> KairesFedAvg:
-    kw.setdefault("num_examples_cap", apps.NUM_EXAMPLES_CAP)
-    return KairesFedAvg(
-        fraction_evaluate=0.0, min_available_nodes=N, min_train_nodes=N, committee=committee, **kw
-    )
+    return apps.fedavg(N, committee, **kw)
 
 
 def _run(strategy: KairesFedAvg, grid: LocalGrid, rounds: int) -> list[np.ndarray]:
@@ -360,13 +357,7 @@ def test_round_with_the_registration_allow_list_on() -> None:
     """A LocalCommittee with the allow-list on: the simulation's roster admits the Flower
     providers it enrols (their policies would be refused otherwise) and the round runs."""
     committee = LocalCommittee(registration=True)
-    s = KairesFedAvg(
-        fraction_evaluate=0.0,
-        min_available_nodes=3,
-        min_train_nodes=3,
-        committee=committee,
-        num_examples_cap=apps.NUM_EXAMPLES_CAP,
-    )
+    s = apps.fedavg(3, committee)
     _run(s, LocalGrid(apps.make_client_app(), 3), 1)
     res = s.kaires_rounds[1]["result"]
     assert res.status == "done" and len(res.accepted) == 3 and not s.enrol_refusals

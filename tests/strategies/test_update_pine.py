@@ -17,7 +17,6 @@ from kaires_fl.strategies.update import ModelUpdateStats, WeightedL2BoundPine
 from kaires_fl.arith.field import Field64
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.errors import ConfigError
-from kaires_fl.simulation import LocalCommittee
 
 F = Field64
 P = F.MODULUS
@@ -104,13 +103,7 @@ def test_flower_round_equals_fedavg_and_rejects_the_forged_client(
     other clients within the fixed-point step."""
     if forge == "wraparound":
         monkeypatch.setattr(upd, "over_norm_measurements", upd.wraparound_measurements)
-    s = KairesFedAvg(
-        fraction_evaluate=0.0,
-        min_available_nodes=N,
-        min_train_nodes=N,
-        committee=LocalCommittee(),
-        num_examples_cap=apps.NUM_EXAMPLES_CAP,
-    )
+    s = apps.fedavg(N)
     grid = LocalGrid(apps.make_client_app(faults={0: "over_norm"}), N)
     final = _run(s, grid, 2)
     for r in (1, 2):
@@ -127,14 +120,7 @@ def test_flower_round_equals_fedavg_and_rejects_the_forged_client(
 def test_flower_round_bits_and_pine_give_the_same_model() -> None:
     finals = {}
     for proof in ("pine", "bits"):
-        s = KairesFedAvg(
-            fraction_evaluate=0.0,
-            min_available_nodes=N,
-            min_train_nodes=N,
-            committee=LocalCommittee(),
-            num_examples_cap=apps.NUM_EXAMPLES_CAP,
-            norm_proof=proof,
-        )
+        s = apps.fedavg(N, norm_proof=proof)
         finals[proof] = _run(s, LocalGrid(apps.make_client_app(), N), 1)
     want = apps.plain_fedavg(apps.task.initial_arrays(), list(range(N)))
     for a, b, w in zip(finals["pine"], finals["bits"], want, strict=True):

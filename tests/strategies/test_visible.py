@@ -28,14 +28,7 @@ METRICS = {"train-loss": (0.0, 5.0), "train-acc": (0.0, 1.0)}
 
 
 def _strategy(**kw) -> KairesFedAvg:
-    kw.setdefault("num_examples_cap", apps.NUM_EXAMPLES_CAP)
-    return KairesFedAvg(
-        fraction_evaluate=0.0,
-        min_available_nodes=N,
-        min_train_nodes=N,
-        committee=LocalCommittee(),
-        **kw,
-    )
+    return apps.fedavg(N, **kw)
 
 
 class _Records(logging.Handler):

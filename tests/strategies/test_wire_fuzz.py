@@ -33,13 +33,7 @@ def _world() -> dict[str, Any]:
     """A committee, a strategy with node 1 enrolled, and valid encodings to mutate."""
     committee = LocalCommittee()
     grid = LocalGrid(apps.make_client_app(), 2)
-    s = KairesFedAvg(
-        fraction_evaluate=0.0,
-        min_available_nodes=2,
-        min_train_nodes=2,
-        committee=committee,
-        num_examples_cap=apps.NUM_EXAMPLES_CAP,
-    )
+    s = apps.fedavg(2, committee)
     s.start(grid=grid, initial_arrays=ArrayRecord(apps.task.initial_arrays()), num_rounds=1)
     job_msg = next(m for m in grid.sent if m.content["config"].get(wire.PHASE) == wire.PHASE_JOB)
     enrol = next(m for m in grid.received if wire.REPLY in m.content.config_records)
