@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from shamir_reference import ref_interpolate_at
 
 from kaires_fl.arith import sharing
 from kaires_fl.arith.field import Field64, Field128
@@ -27,19 +28,6 @@ VLEN = 6
 
 
 # --- slow Python-int reference ---------------------------------------------------------------
-
-
-def ref_interpolate_at(points: list[tuple[int, int]], at: int, p: int) -> int:
-    """Lagrange interpolation through ``points`` evaluated at ``at``, Python ints mod p."""
-    total = 0
-    for i, (xi, yi) in enumerate(points):
-        num, den = 1, 1
-        for j, (xj, _) in enumerate(points):
-            if j != i:
-                num = num * (at - xj) % p
-                den = den * (xi - xj) % p
-        total = (total + yi * num * pow(den, -1, p)) % p
-    return total
 
 
 def ref_robust(shares: dict[int, list[int]], t: int, p: int) -> tuple[list[int], list[int]] | None:

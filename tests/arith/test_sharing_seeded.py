@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shamir_reference import ref_eval, ref_interpolate_at
 
 from kaires_fl.arith import sharing
 from kaires_fl.arith.field import Field64, Field128
@@ -32,22 +33,6 @@ class Field7(Field128):
 
     MODULUS: ClassVar[int] = 7
     NAME: ClassVar[bytes] = b"Field7"
-
-
-def ref_eval(coeffs: list[int], x: int, p: int) -> int:
-    return sum(c * pow(x, k, p) for k, c in enumerate(coeffs)) % p
-
-
-def ref_interpolate_at(points: list[tuple[int, int]], at: int, p: int) -> int:
-    total = 0
-    for i, (xi, yi) in enumerate(points):
-        num, den = 1, 1
-        for j, (xj, _) in enumerate(points):
-            if j != i:
-                num = num * (at - xj) % p
-                den = den * (xi - xj) % p
-        total = (total + yi * num * pow(den, p - 2, p)) % p
-    return total
 
 
 @settings(max_examples=40, deadline=None)
