@@ -88,15 +88,9 @@ def epsilon_spent(sigma: float, l2: float, l1: float, delta: float, rounds: int 
     Pre: ``sigma > 0``, ``0 < delta < 1``, ``rounds ≥ 1``. Post: ε ≥ 0 (``inf`` when no
     order gives a finite bound).
     """
-    if not 0 < delta < 1:
-        raise ConfigError(f"delta must lie in (0, 1), got {delta!r}")
-    if int(rounds) != rounds or rounds < 1:
-        raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
     if not (math.isfinite(sigma) and sigma > 0):
         raise ConfigError(f"sigma must be positive and finite, got {sigma!r}")
-    rdp = int(rounds) * skellam_rdp(ORDERS, sigma * sigma, l2, l1)
-    eps, _ = compute_epsilon(ORDERS, rdp.tolist(), float(delta))
-    return float(eps)
+    return epsilon_from_rdp(skellam_rdp(ORDERS, sigma * sigma, l2, l1), delta, rounds)
 
 
 def epsilon_from_rdp(rdp: Sequence[float] | np.ndarray, delta: float, rounds: int = 1) -> float:
@@ -204,15 +198,8 @@ def two_scale_epsilon(
     rounds: int = 1,
 ) -> float:
     """:func:`epsilon_spent` of the two-scale mechanism (:func:`two_scale_rdp`)."""
-    if not 0 < delta < 1:
-        raise ConfigError(f"delta must lie in (0, 1), got {delta!r}")
-    if int(rounds) != rounds or rounds < 1:
-        raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
-    rdp = int(rounds) * two_scale_rdp(
-        ORDERS, coarse_variance, fine_variance, scale_bits, l2, l1, length
-    )
-    eps, _ = compute_epsilon(ORDERS, rdp.tolist(), float(delta))
-    return float(eps)
+    rdp = two_scale_rdp(ORDERS, coarse_variance, fine_variance, scale_bits, l2, l1, length)
+    return epsilon_from_rdp(rdp, delta, rounds)
 
 
 def calibrate_coarse(
