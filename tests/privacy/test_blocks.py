@@ -10,15 +10,13 @@ import math
 
 import numpy as np
 import pytest
+from dealing import make_committee, settle_deals
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import ive
 
 from kaires_fl import DP
 from kaires_fl.arith import sharing
-from kaires_fl.crypto.elgamal import RecipientKey
-from kaires_fl.crypto.envelope import EnvelopeKeyPair
-from kaires_fl.crypto.sign import Identity
 from kaires_fl.errors import ConfigError
 from kaires_fl.estimators.base import privacy_sigma
 from kaires_fl.privacy.accounting import ORDERS, calibrate, epsilon_from_rdp, skellam_rdp
@@ -28,12 +26,9 @@ from kaires_fl.privacy.mechanism import (
     _block_at,
     block_spans,
     calibrate_blocks,
-    check_deals,
     deal_noise,
     decide_noise,
-    noise_round,
     noise_total,
-    open_deal,
     plan_noise,
     product_rdp,
 )
@@ -191,17 +186,10 @@ def test_bad_blocks_are_refused() -> None:
 
 
 def test_block_deals_are_range_proven_and_sum_exactly() -> None:
-    ids = [Identity.generate() for _ in range(N)]
-    kps = [EnvelopeKeyPair.generate() for _ in range(N)]
-    boxes = [k.public for k in kps]
     plan = plan_noise(DP(1.0, 1e-6), _record_reg(2), N, T)
     rng = np.random.default_rng(2)
     noises = {d: plan.sample(rng) for d in range(N)}
-    deals = [deal_noise(plan, JOB, d, ids[d], boxes, noises[d]) for d in range(N)]
-    deals = check_deals(plan, JOB, deals, [i.public.hex() for i in ids])
-    rk = [RecipientKey.from_x25519(k) for k in kps]
-    shares = {i: {d.dealer: open_deal(plan, d, i, rk[i]) for d in deals} for i in range(N)}
-    rounds = {i: noise_round(plan, COIN, deals, shares[i]) for i in range(N)}
+    deals, shares, rounds = _deal_round(plan, noises)
     accepted, rejected = decide_noise(plan, deals, rounds)
     assert accepted == list(range(N)) and rejected == {}
     F = plan.field
@@ -214,17 +202,13 @@ def test_block_deals_are_range_proven_and_sum_exactly() -> None:
 
 
 def _deal_round(plan, noises: dict[int, np.ndarray], invalid: set[int] = frozenset()):
-    ids = [Identity.generate() for _ in range(N)]
-    kps = [EnvelopeKeyPair.generate() for _ in range(N)]
+    committee = make_committee(N)
+    ids, kps = committee
     boxes = [k.public for k in kps]
     deals = [
         deal_noise(plan, JOB, d, ids[d], boxes, noises[d], valid=d not in invalid) for d in range(N)
     ]
-    deals = check_deals(plan, JOB, deals, [i.public.hex() for i in ids])
-    rk = [RecipientKey.from_x25519(k) for k in kps]
-    shares = {i: {d.dealer: open_deal(plan, d, i, rk[i]) for d in deals} for i in range(N)}
-    rounds = {i: noise_round(plan, COIN, deals, shares[i]) for i in range(N)}
-    return deals, shares, rounds
+    return settle_deals(plan, JOB, deals, committee, COIN)
 
 
 def test_each_block_range_is_proven_on_its_own() -> None:
@@ -264,15 +248,12 @@ def test_faulty_dealers_of_a_block_plan() -> None:
     from kaires_fl.privacy.mechanism import deal_for
 
     plan = plan_noise(DP(1.0, 1e-6), _record_reg(2), N, T)
-    ids = [Identity.generate() for _ in range(N)]
-    kps = [EnvelopeKeyPair.generate() for _ in range(N)]
+    committee = make_committee(N)
+    ids, kps = committee
     boxes = [k.public for k in kps]
     how = {0: None, 1: "big_noise", 2: "no_noise", 3: None}
     deals = [deal_for(plan, JOB, d, ids[d], boxes, how[d]) for d in range(N)]
-    deals = check_deals(plan, JOB, deals, [i.public.hex() for i in ids])
-    rk = [RecipientKey.from_x25519(k) for k in kps]
-    shares = {i: {d.dealer: open_deal(plan, d, i, rk[i]) for d in deals} for i in range(N)}
-    rounds = {i: noise_round(plan, COIN, deals, shares[i]) for i in range(N)}
+    deals, _, rounds = settle_deals(plan, JOB, deals, committee, COIN)
     accepted, rejected = decide_noise(plan, deals, rounds)
     assert accepted == [0, 2, 3] and list(rejected) == [1]
 

@@ -9,12 +9,12 @@ import math
 import msgspec
 import numpy as np
 import pytest
+from dealing import Committee, make_committee, settle_deals
 from scipy.stats import skellam
 
 from kaires_fl.arith import sharing
 from kaires_fl.crypto.elgamal import RecipientKey
 from kaires_fl.crypto.envelope import EnvelopeKeyPair
-from kaires_fl.crypto.sign import Identity
 from kaires_fl.errors import ConfigError, InvalidProof
 from kaires_fl.privacy import DP
 from kaires_fl.privacy.mechanism import (
@@ -40,8 +40,8 @@ COIN = bytes(range(32))
 
 
 @pytest.fixture(scope="module")
-def committee() -> tuple[list[Identity], list[EnvelopeKeyPair]]:
-    return [Identity.generate() for _ in range(N)], [EnvelopeKeyPair.generate() for _ in range(N)]
+def committee() -> Committee:
+    return make_committee(N)
 
 
 def _plan(bins: int = 3, eps: float = 1.0) -> NoisePlan:
@@ -50,7 +50,7 @@ def _plan(bins: int = 3, eps: float = 1.0) -> NoisePlan:
 
 def _run(
     plan: NoisePlan,
-    committee: tuple[list[Identity], list[EnvelopeKeyPair]],
+    committee: Committee,
     behaviours: dict[int, str] | None = None,
     noises: dict[int, np.ndarray] | None = None,
 ) -> tuple[list, dict, dict]:
@@ -63,10 +63,7 @@ def _run(
             deals.append(deal_noise(plan, JOB, d, ids[d], boxes, noises[d]))
         else:
             deals.append(deal_for(plan, JOB, d, ids[d], boxes, (behaviours or {}).get(d)))
-    deals = check_deals(plan, JOB, deals, [i.public.hex() for i in ids])
-    shares = {i: {d.dealer: open_deal(plan, d, i, _rk(kps[i])) for d in deals} for i in range(N)}
-    rounds = {i: noise_round(plan, COIN, deals, shares[i]) for i in range(N)}
-    return deals, shares, rounds
+    return settle_deals(plan, JOB, deals, committee, COIN)
 
 
 def _rk(kp: EnvelopeKeyPair) -> RecipientKey:
