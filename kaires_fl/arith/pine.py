@@ -162,7 +162,7 @@ def _expand_codes(raw: bytes, checks: int, length: int) -> np.ndarray:
     key = hashlib.sha256(b"kaires/pine/wraparound" + raw + length.to_bytes(8, "little"))
     enc = Cipher(algorithms.ChaCha20(key.digest(), bytes(16)), mode=None).encryptor()
     out = np.empty(n + 64, dtype=np.uint8)  # update_into wants block-size headroom
-    enc.update_into(memoryview(_zeros)[:n], out)
+    enc.update_into(memoryview(_zeros)[:n], out.data)
     codes = out[:n].reshape(checks, nbytes)
     codes.flags.writeable = False
     return codes
