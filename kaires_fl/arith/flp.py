@@ -1016,6 +1016,11 @@ class Valid:
     ) -> np.ndarray:
         raise NotImplementedError
 
+    def forget_inputs(self) -> None:
+        """Drop whatever this circuit kept of its last inputs (nothing by default). Called
+        after a proof, so a provider's measurement does not outlive it in a circuit object
+        that lives on (and, in simulation, is shared with the aggregators)."""
+
     def encode(self, measurement: Any) -> np.ndarray:
         raise NotImplementedError
 
@@ -1392,16 +1397,19 @@ class FlpBBCGGI19:
         pr = np.broadcast_to(pr, (*bshape, self.PROVE_RAND_LEN)).reshape(B, -1)
         jr = _rand(F, joint_rand, self.JOINT_RAND_LEN, bshape, "joint_rand")
         wit = None if witness is None else np.asarray(witness).reshape(B, self._wit)
-        if B <= _BLOCK_ROWS:
-            return self._prove_block(meas2, pr, _rows(jr, 0, B), wit).reshape(
-                *bshape, self.PROOF_LEN
-            )
-        proof = zeros(F, (B, self.PROOF_LEN))
-        for s in range(0, B, _BLOCK_ROWS):
-            e = min(s + _BLOCK_ROWS, B)
-            w = None if wit is None else wit[s:e]
-            proof[s:e] = self._prove_block(meas2[s:e], pr[s:e], _rows(jr, s, e), w)
-        return proof.reshape(*bshape, self.PROOF_LEN)
+        try:
+            if B <= _BLOCK_ROWS:
+                return self._prove_block(meas2, pr, _rows(jr, 0, B), wit).reshape(
+                    *bshape, self.PROOF_LEN
+                )
+            proof = zeros(F, (B, self.PROOF_LEN))
+            for s in range(0, B, _BLOCK_ROWS):
+                e = min(s + _BLOCK_ROWS, B)
+                w = None if wit is None else wit[s:e]
+                proof[s:e] = self._prove_block(meas2[s:e], pr[s:e], _rows(jr, s, e), w)
+            return proof.reshape(*bshape, self.PROOF_LEN)
+        finally:
+            self.valid.forget_inputs()  # the proof is the provider's last use of them
 
     def _prove_block(
         self, meas2: np.ndarray, pr: np.ndarray, jr: np.ndarray, wit: np.ndarray | None = None

@@ -414,6 +414,10 @@ class PineNormCircuit(Valid):
             self._y_memo = (seeds.copy(), np.array(entries), y.copy())
         return y
 
+    def forget_inputs(self) -> None:
+        """Drop the remembered y and the copy of the entries it was computed from."""
+        self._y_memo = None
+
     def witness(self, meas: np.ndarray, joint_rand: np.ndarray) -> np.ndarray:
         """The bits of y_k + β (``(B, checks·wr_bits)``).
 

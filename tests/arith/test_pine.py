@@ -602,3 +602,19 @@ def test_codes_are_the_documented_keystream(checks: int, length: int) -> None:
     got = pine._expand_codes(raw, checks, length)
     assert got.shape == (checks, nbytes) and not got.flags.writeable
     assert np.array_equal(got.reshape(-1), want)
+
+
+def test_a_proof_leaves_no_copy_of_the_measurement_in_the_circuit() -> None:
+    """Privacy (memory hygiene): the circuit remembers its last entries to reuse y between
+    the provider's witness and proof; once the proof is made that copy is dropped, so the
+    provider's plaintext update does not outlive it in a long-lived (in simulation, shared)
+    circuit object."""
+    c = L2BoundPine(50, 8, 1.0)
+    flp = FlpBBCGGI19(c)
+    a = F.elements(np.arange(1, 51, dtype=np.uint64))
+    meas = _meas(c, [int(v) for v in F.to_ints(a)], 0)
+    jr = flp.derive_joint_rand(b"j" * 32)
+    wit = flp.witness(meas, jr)
+    assert c._y_memo is not None  # kept for the proof
+    flp.prove(meas, flp.random_prove_rand((1,)), jr, witness=wit)
+    assert c._y_memo is None
