@@ -65,7 +65,13 @@ from kaires_fl.crypto.elgamal import RecipientKey, recipient_point_from_x25519
 from kaires_fl.crypto.group import Point, Scalar
 from kaires_fl.crypto.proofs import DLEQProof, dleq_prove, is_valid_dleq
 from kaires_fl.crypto.sign import H, Identity
-from kaires_fl.errors import ConfigError, DecodingError, EncodingError, KairesError
+from kaires_fl.errors import (
+    ConfigError,
+    DecodingError,
+    EncodingError,
+    KairesError,
+    ProtocolError,
+)
 from kaires_fl.privacy import DP
 from kaires_fl.privacy.accounting import (
     ORDERS,
@@ -1011,9 +1017,11 @@ def decide_noise(
     that a part it dealt does not open or holds a share off its sharing (the holder's
     proven part gives the very z it published, off the decoded sharing), and the opened
     verifier passes the range proof. A false complaint (the part opens and gives another
-    z) rejects nothing.
+    z) rejects nothing. Raises ``ProtocolError`` when a deal does not decode from too few
+    rounds to blame its dealer (see :func:`_check_undecodable_decisive`).
     """
     a = _analyse(plan, deals, rounds)
+    _check_undecodable_decisive(plan, a)
     by_dealer = {d.dealer: d for d in deals}
     order = [d.dealer for d in deals]
     accepted: list[int] = []
@@ -1033,6 +1041,27 @@ def decide_noise(
         else:
             rejected[d] = "its noise fails the range proof"
     return accepted, rejected
+
+
+def _check_undecodable_decisive(plan: NoisePlan, a: _Opened) -> None:
+    """Raise ``ProtocolError`` unless every undecodable deal proves its dealer at fault.
+
+    An honest dealer's values, with ``c`` holders claiming its part unopenable (erasures)
+    and at most t − c others wrong, decode from ``R`` present rows when R + c ≥ 3t + 1;
+    more than t claims prove the dealer at fault. Below that (a relay withheld rounds), one
+    faulty aggregator could make an honest deal undecodable and take its noise away:
+    nothing is decided (a relay that withholds messages only stops the job).
+    """
+    t, rows = plan.t, len(a.rows)
+    for d in sorted(a.undecodable):
+        c = sum(1 for i in a.rows if d in a.unopened.get(i, set()))
+        if c <= t and rows + c < 3 * t + 1:
+            raise ProtocolError(
+                f"the noise deal of aggregator {d} does not decode from the {rows} round-1 "
+                f"noise values present, and fewer than 3t + 1 = {3 * t + 1} cannot tell a "
+                "faulty dealer from a faulty aggregator: nothing is decided or released — "
+                "rerun the job with every aggregator's round-1 message relayed"
+            )
 
 
 def _proven_faults(

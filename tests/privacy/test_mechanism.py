@@ -413,3 +413,24 @@ def test_false_or_forged_complaints_reject_no_honest_dealer(committee) -> None:
     lie2 = complain(plan, deals[0], 2, _rk(kps[2]))
     accepted, rejected = decide_noise(plan, deals, claiming, COIN, [lie2], boxes)
     assert accepted == list(range(N)) and rejected == {}
+
+
+def test_withheld_round_and_one_liar_cannot_drop_an_honest_dealer(committee) -> None:
+    """Attack (relay + one Byzantine aggregator, t = 1): the relay withholds honest
+    aggregator 3's round-1 message (n − t = 3 remain, a legal quorum) and aggregator 1
+    publishes a wrong z for honest dealer 0. Three values with one wrong do not decode at
+    degree 1, which would reject dealer 0 and leave the release with less than the calibrated
+    noise (aggregator 1 may deal none). Undecodable with fewer than 3t + 1 values is not
+    proof against the dealer: nothing is decided. With every round present it decodes."""
+    from kaires_fl.errors import ProtocolError
+
+    plan = _plan()
+    deals, _, rounds = _run(plan, committee, behaviours={1: "no_noise"})
+    F = plan.field
+    z = rounds[1].z.array(F)
+    z[0] = F.add(z[0], F.ones(()))
+    rounds[1] = msgspec.structs.replace(rounds[1], z=Elements.of(F, z))
+    assert decide_noise(plan, deals, rounds)[0] == list(range(N))
+    withheld = {i: r for i, r in rounds.items() if i != 3}
+    with pytest.raises(ProtocolError, match="noise deal"):
+        decide_noise(plan, deals, withheld)
