@@ -95,12 +95,16 @@ def _encode_weighted(circuit: Any, measurement: Any) -> tuple[np.ndarray, np.nda
         )
     lead = m.shape[:-1]
     scale = 2.0**f
-    omega = np.round(m[..., L] * scale).astype(np.int64)
-    if np.any(omega < 0) or np.any(omega > top):
+    # range checks on the rounded floats, before the int64 casts: a finite value beyond
+    # 2^63 would cast to −2^63, whose |·| and square wrap in int64 and pass the checks
+    omega_r = np.round(m[..., L] * scale)
+    if np.any(omega_r < 0) or np.any(omega_r > top):
         raise EncodingError(f"the weight must be in [0, {top / scale}]")
-    a = np.round(m[..., :L] * scale).astype(np.int64)
-    if np.any(np.abs(a) > top):
+    omega = omega_r.astype(np.int64)
+    a_r = np.round(m[..., :L] * scale)
+    if np.any(np.abs(a_r) > top):
         raise EncodingError("an entry exceeds the weight; scale the vector down first")
+    a = a_r.astype(np.int64)
     if L * top * top < 2**62:  # Σ a² ≤ L·top² fits int64: no object arithmetic
         sq = np.sum(a * a, axis=-1).astype(object)
     else:
@@ -114,9 +118,10 @@ def _encode_weighted(circuit: Any, measurement: Any) -> tuple[np.ndarray, np.nda
     flags = m[..., L + 1 : L + 1 + circuit.flags]
     if np.any((flags != 0) & (flags != 1)):
         raise EncodingError("a flag must be 0 or 1")
-    c = np.round(m[..., L + 1 + circuit.flags :] * scale).astype(np.int64)
-    if np.any(c < 0) or np.any(c > omega[..., None]):
+    c_r = np.round(m[..., L + 1 + circuit.flags :] * scale)
+    if np.any(c_r < 0) or np.any(c_r > omega[..., None]):
         raise EncodingError("a weighted metric must be in [0, w] (w·t with t in [0, 1])")
+    c = c_r.astype(np.int64)
     parts = [
         _bits_of(omega.astype(np.uint64), f),
         _bits_of(np.asarray(w2 - sq, dtype=np.uint64), circuit.norm_bits),

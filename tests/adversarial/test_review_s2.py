@@ -1,0 +1,37 @@
+"""Review S2 (R2): attacker-style checks of this session's PINE, seeded-share and memo code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kaires_fl.errors import EncodingError
+from strategies.update import WeightedBoundedL2Vec, WeightedL2BoundPine
+
+
+@pytest.mark.parametrize("circuit", [WeightedL2BoundPine, WeightedBoundedL2Vec])
+@pytest.mark.parametrize("huge", [1e300, -1e300, 2.0**70])
+def test_weighted_encode_refuses_entries_beyond_int64(circuit: type, huge: float) -> None:
+    """A finite entry beyond 2^63 (a diverged update) must be refused by the encoder, not
+    cast to −2^63 — whose |·| and square wrap in int64 and slipped past the range and norm
+    checks, yielding a measurement with an entry of magnitude 2^63 that no proof accepts."""
+    c = circuit(4, 8)
+    m = np.array([huge, 0.0, 0.0, 0.0, 0.5])
+    with pytest.raises(EncodingError):
+        c.encode(m)
+
+
+@pytest.mark.parametrize("circuit", [WeightedL2BoundPine, WeightedBoundedL2Vec])
+def test_weighted_encode_refuses_huge_metric(circuit: type) -> None:
+    c = circuit(2, 8, metrics=1)
+    with pytest.raises(EncodingError):
+        c.encode(np.array([0.1, 0.1, 0.5, 1e300]))
+
+
+@pytest.mark.parametrize("circuit", [WeightedL2BoundPine, WeightedBoundedL2Vec])
+def test_weighted_encode_still_accepts_the_extremes(circuit: type) -> None:
+    """The range checks moved before the casts keep the same boundary: entries of ±ω."""
+    c = circuit(2, 8)
+    top = (2**8 - 1) / 2**8
+    c.encode(np.array([top, 0.0, top]))
+    c.encode(np.array([0.0, -top, top]))
