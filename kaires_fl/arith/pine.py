@@ -157,12 +157,13 @@ def _expand_codes(raw: bytes, checks: int, length: int) -> np.ndarray:
     global _zeros
     nbytes = -(-length // 4)
     n = checks * nbytes
-    if len(_zeros) < n:
-        _zeros = bytes(n)
+    zeros = _zeros  # read once: another thread may rebind the global to a shorter buffer
+    if len(zeros) < n:
+        zeros = _zeros = bytes(n)
     key = hashlib.sha256(b"kaires/pine/wraparound" + raw + length.to_bytes(8, "little"))
     enc = Cipher(algorithms.ChaCha20(key.digest(), bytes(16)), mode=None).encryptor()
     out = np.empty(n + 64, dtype=np.uint8)  # update_into wants block-size headroom
-    enc.update_into(memoryview(_zeros)[:n], out.data)
+    enc.update_into(memoryview(zeros)[:n], out.data)
     codes = out[:n].reshape(checks, nbytes)
     codes.flags.writeable = False
     return codes
