@@ -50,7 +50,7 @@ import hashlib
 import math
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated, Any
 
@@ -952,6 +952,9 @@ class _Opened:
     unopened: dict[int, set[int]]  # holder → dealers it could not open
     decoded: dict[int, tuple[np.ndarray, set[int]]]  # dealer → (opened values, wrong holders)
     undecodable: set[int]
+    #: dealers whose values disagree while too few are present to blame the dealer or any
+    #: holder (see :func:`_decisive`): nothing may be decided or disclosed about them
+    undecided: set[int] = field(default_factory=set)
 
 
 def _analyse(plan: NoisePlan, deals: Sequence[NoiseDeal], rounds: Mapping[int, Any]) -> _Opened:
@@ -971,15 +974,30 @@ def _analyse(plan: NoisePlan, deals: Sequence[NoiseDeal], rounds: Mapping[int, A
         unopened[i] = set(r.unopened)
     decoded: dict[int, tuple[np.ndarray, set[int]]] = {}
     undecodable: set[int] = set()
+    undecided: set[int] = set()
     for k, d in enumerate(order):
         shares = {i: rows[i][k] for i in rows if d not in unopened[i]}
+        decisive = _decisive(len(rows), len(rows) - len(shares), t)
         try:
             opened, bad = sharing.robust_reconstruct(F, shares, n, t)
         except (DecodingError, ConfigError):
-            undecodable.add(d)
+            (undecodable if decisive else undecided).add(d)
+            continue
+        if bad and not decisive:
+            undecided.add(d)  # a correction here could be aimed at an honest holder
             continue
         decoded[d] = (opened, set(bad))
-    return _Opened(rows, unopened, decoded, undecodable)
+    return _Opened(rows, unopened, decoded, undecodable, undecided)
+
+
+def _decisive(rows: int, claims: int, t: int) -> bool:
+    """Whether ``rows`` present round values, ``claims`` of them unopened claims (erasures),
+    determine a deal's sharing whoever is faulty: an honest dealer's values, with at most
+    t − claims others wrong, then decode to the one right sharing (rows + claims ≥ 3t + 1);
+    more than t claims prove the dealer at fault. Otherwise a relay withholding rounds and
+    the faulty aggregators could make an honest deal undecodable (its noise dropped) or
+    decode it to another sharing (an honest holder put in question discloses its part)."""
+    return claims > t or rows + claims >= 3 * t + 1
 
 
 def noise_disputes(
@@ -1018,10 +1036,10 @@ def decide_noise(
     proven part gives the very z it published, off the decoded sharing), and the opened
     verifier passes the range proof. A false complaint (the part opens and gives another
     z) rejects nothing. Raises ``ProtocolError`` when a deal does not decode from too few
-    rounds to blame its dealer (see :func:`_check_undecodable_decisive`).
+    rounds to blame its dealer or a holder (see :func:`_decisive`).
     """
     a = _analyse(plan, deals, rounds)
-    _check_undecodable_decisive(plan, a)
+    _check_decided(a)
     by_dealer = {d.dealer: d for d in deals}
     order = [d.dealer for d in deals]
     accepted: list[int] = []
@@ -1043,25 +1061,16 @@ def decide_noise(
     return accepted, rejected
 
 
-def _check_undecodable_decisive(plan: NoisePlan, a: _Opened) -> None:
-    """Raise ``ProtocolError`` unless every undecodable deal proves its dealer at fault.
-
-    An honest dealer's values, with ``c`` holders claiming its part unopenable (erasures)
-    and at most t − c others wrong, decode from ``R`` present rows when R + c ≥ 3t + 1;
-    more than t claims prove the dealer at fault. Below that (a relay withheld rounds), one
-    faulty aggregator could make an honest deal undecodable and take its noise away:
-    nothing is decided (a relay that withholds messages only stops the job).
-    """
-    t, rows = plan.t, len(a.rows)
-    for d in sorted(a.undecodable):
-        c = sum(1 for i in a.rows if d in a.unopened.get(i, set()))
-        if c <= t and rows + c < 3 * t + 1:
-            raise ProtocolError(
-                f"the noise deal of aggregator {d} does not decode from the {rows} round-1 "
-                f"noise values present, and fewer than 3t + 1 = {3 * t + 1} cannot tell a "
-                "faulty dealer from a faulty aggregator: nothing is decided or released — "
-                "rerun the job with every aggregator's round-1 message relayed"
-            )
+def _check_decided(a: _Opened) -> None:
+    """Raise ``ProtocolError`` if a deal's values disagree while too few are present to
+    tell a faulty dealer from a faulty aggregator (:func:`_decisive`)."""
+    if a.undecided:
+        raise ProtocolError(
+            f"the noise deals of aggregators {sorted(a.undecided)} have round-1 values that "
+            "disagree, and fewer than 3t + 1 are present to tell a faulty dealer from a "
+            "faulty aggregator: nothing is decided or released — rerun the job with every "
+            "aggregator's round-1 message relayed"
+        )
 
 
 def _proven_faults(

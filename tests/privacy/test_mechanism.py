@@ -434,3 +434,45 @@ def test_withheld_round_and_one_liar_cannot_drop_an_honest_dealer(committee) -> 
     withheld = {i: r for i, r in rounds.items() if i != 3}
     with pytest.raises(ProtocolError, match="noise deal"):
         decide_noise(plan, deals, withheld)
+
+
+def test_withheld_rounds_cannot_aim_a_complaint_at_an_honest_holder() -> None:
+    """Attack (relay + t = 2 colluding aggregators 3, 4; n = 7): the relay withholds honest
+    rounds 5 and 6 (n − t = 5 remain) and shows the colluders honest rounds 0 and 1; they
+    publish values for honest dealer 0 on a degree-2 polynomial through those two. Four of
+    five values then agree on a wrong sharing (one error is within what five values
+    correct), so honest holder 2 would look off it and disclose its part key: with the
+    colluders' two shares, t + 1 shares of dealer 0's noise. Below 3t + 1 values nobody is
+    put in question and nothing is decided."""
+    from kaires_fl.aggregation.aggregator import _interpolate_at
+    from kaires_fl.errors import ProtocolError
+    from kaires_fl.privacy.mechanism import noise_disputes
+
+    n, t = 7, 2
+    committee = make_committee(n)
+    ids, kps = committee
+    boxes = [k.public for k in kps]
+    plan = plan_noise(DP(1.0, 1e-6), HistogramStats(np.arange(4.0)), n, t)
+    deals = [deal_for(plan, JOB, d, ids[d], boxes) for d in range(n)]
+    deals, _, rounds = settle_deals(plan, JOB, deals, committee, COIN)
+    F = plan.field
+
+    def row(i: int) -> np.ndarray:
+        return np.concatenate([rounds[i].z.array(F)[:1], rounds[i].verifier.array(F)[0]])
+
+    fake = F.random((1 + plan.flp.VERIFIER_LEN,))
+    forged = _interpolate_at(F, [0, 1, 6], np.stack([row(0), row(1), fake]), [3, 4])
+    present = {i: rounds[i] for i in range(5)}
+    for k, i in enumerate((3, 4)):
+        z, v = rounds[i].z.array(F), rounds[i].verifier.array(F)
+        z[0], v[0] = forged[k][0], forged[k][1:]
+        present[i] = msgspec.structs.replace(
+            rounds[i], z=Elements.of(F, z), verifier=Elements.of(F, v)
+        )
+    assert 2 not in noise_disputes(plan, deals, present).get(0, set())
+    with pytest.raises(ProtocolError, match="noise deal"):
+        decide_noise(plan, deals, present)
+    # every round relayed: the colluders' values are corrected, dealer 0 is accepted
+    full = {**rounds, 3: present[3], 4: present[4]}
+    assert noise_disputes(plan, deals, full).get(0) == {3, 4}
+    assert decide_noise(plan, deals, full)[0] == list(range(n))
