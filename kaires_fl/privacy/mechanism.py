@@ -21,7 +21,10 @@ coordinates. Every aggregator d of the job's n (degree t) deals its own noise ve
 5. every aggregator opens those robustly (:func:`decide_noise`) and accepts dealer d iff
    its values decode to one degree-t polynomial, no proven complaint shows it at fault,
    and its range proof holds; it then adds its shares of the accepted deals (minus the
-   offset B) to its share of the aggregate (:func:`noise_total`).
+   offset B) to its share of the aggregate (:func:`noise_total`). Values correct or
+   blame only when 3t + 1 are present (rows plus unopened claims, :func:`_decisive`): a
+   deal whose values disagree with fewer (a relay withheld rounds) is undecided and the
+   job stops — nobody is put in question, no dealer is dropped.
 
 Guarantees (at most t faulty aggregators): an honest dealer's deal always decodes and
 passes (a faulty aggregator's value is corrected or counts as missing, and a false
