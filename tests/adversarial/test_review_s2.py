@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from kaires_fl.strategies.update import WeightedBoundedL2Vec, WeightedL2BoundPine
 
 from kaires_fl.errors import EncodingError
-from strategies.update import WeightedBoundedL2Vec, WeightedL2BoundPine
 
 
 @pytest.mark.parametrize("circuit", [WeightedL2BoundPine, WeightedBoundedL2Vec])
