@@ -9,9 +9,12 @@ integers are involved. Kernels are compiled lazily on first call and cached on d
 
 The vector kernels are :class:`Tiered`: while a kernel is cold (not yet compiled or loaded in
 this process) its small calls run an exact numpy twin (:mod:`kaires_fl.arith._twins`)
-instead; the kernel compiles on its first large call, or once its small calls add up to
-more work than the compilation would cost. A short process (``kaires demo``) thus compiles
-nothing: its cold start is its warm start.
+instead. A kernel whose machine code is in numba's disk cache loads on a background thread
+from its first call on, and takes over once loaded; one that is not compiles on its first
+large call, or once its small calls add up to more work than the compilation would cost.
+A short process (``kaires demo``) thus compiles nothing: its cold start is its warm start;
+a long-lived one (a Flower client, a ServerApp) runs compiled kernels from its first
+moments.
 
 All constants are ``np.uint64``: mixing ``uint64`` with a signed literal would make numba
 promote to ``float64`` and silently lose precision.
@@ -19,12 +22,15 @@ promote to ``float64`` and silently lose precision.
 
 from __future__ import annotations
 
+import atexit
 import os
+import queue
+import threading
 from typing import Any
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, typeof, types
 from numba.extending import intrinsic as _numba_intrinsic
 
 from kaires_fl.arith import _twins
@@ -49,12 +55,12 @@ MATMUL_SMALL_K = 8
 
 #: A cold kernel's call whose largest array has at most this many elements runs the twin.
 TWIN_MAX_ELEMENTS = 1 << 16
-#: A kernel compiles once its twin has run this many calls or elements (whichever first):
-#: about the cost of compiling it (0.1–1 s), so a hot kernel never loses more than that.
+#: A kernel that is not in numba's disk cache compiles once its twin has run this many
+#: calls or elements (whichever first): about the cost of compiling it (0.1–1 s), so a hot
+#: kernel never loses more than that. (A cached kernel loads in the background instead:
+#: :class:`_Loader`.)
 TWIN_HOT_CALLS = 2048
 TWIN_HOT_ELEMENTS = 1 << 24
-#: The budget is this many times smaller for a kernel already in numba's disk cache.
-TWIN_CACHED_DIVISOR = 8
 #: "auto" (the rule above), "numba" (always the kernel) or "numpy" (always the twin, any
 #: size: for tests of the twins through the whole stack). Set with :func:`set_tiering`, or
 #: for a whole process with the environment variable KAIRES_KERNELS.
@@ -62,22 +68,41 @@ _TIERING = os.environ.get("KAIRES_KERNELS", "auto")
 if _TIERING not in ("auto", "numba", "numpy"):
     raise ConfigError(f"KAIRES_KERNELS must be 'auto', 'numba' or 'numpy', not {_TIERING!r}")
 _TIERED: list[Tiered] = []
+#: Bumped by :func:`set_tiering`: a background load requested before that does not promote.
+_GENERATION = 0
 
 
 class Tiered:
     """A numba kernel and its numpy twin (same arguments, same results), called alike.
 
     While the kernel is cold, a call whose arrays all have at most ``TWIN_MAX_ELEMENTS``
-    elements runs the twin; a larger call, or the call after ``TWIN_HOT_CALLS`` calls /
-    ``TWIN_HOT_ELEMENTS`` elements through the twin, makes the kernel hot for good (it
-    compiles, or loads from numba's cache, on that call). A kernel whose machine code is
-    in numba's on-disk cache already is cheaper to buy (a few ms, after ~0.3 s for numba's
-    first load in the process): its twin's budget is divided by ``TWIN_CACHED_DIVISOR``.
+    elements runs the twin; a larger call makes the kernel hot for good (it compiles, or
+    loads from numba's cache, on that call). Between small calls:
+
+    - a kernel whose machine code is in numba's on-disk cache is cheap to buy (a few ms,
+      after ≈ 0.3 s for numba's first load in the process), and buying it pays in any
+      process that calls it a few hundred times: its first call asks :class:`_Loader` to
+      load it on a background thread, the twin serves the calls meanwhile, and the kernel
+      is hot once loaded (the caller never waits for numba);
+    - one that is not in the cache would cost a compilation (0.1–1 s, holding the GIL):
+      it compiles on the call after ``TWIN_HOT_CALLS`` calls / ``TWIN_HOT_ELEMENTS``
+      elements through the twin (rent until the rent paid equals the price).
+
     Attribute lookups other than ``kernel``/``twin`` go to the kernel (``signatures``,
     ``py_func``).
     """
 
-    __slots__ = ("__name__", "cached", "calls", "elements", "home", "hot", "kernel", "twin")
+    __slots__ = (
+        "__name__",
+        "cached",
+        "calls",
+        "elements",
+        "home",
+        "hot",
+        "kernel",
+        "loading",
+        "twin",
+    )
 
     def __init__(self, kernel: Any, twin: Any, home: dict[str, Any] | None = None) -> None:
         self.kernel = kernel
@@ -88,6 +113,7 @@ class Tiered:
         self.cached: bool | None = None  # in numba's disk cache (checked on the first call)
         self.calls = 0
         self.elements = 0
+        self.loading = False  # a background load was requested (cached kernels)
         _TIERED.append(self)
         if _TIERING == "numba":
             self._promote()
@@ -116,10 +142,13 @@ class Tiered:
             return self.kernel(*args)
         if self.cached is None:
             self.cached = _cached_on_disk(self.kernel)
-        div = TWIN_CACHED_DIVISOR if self.cached else 1
-        self.calls += div
-        self.elements += n * div
-        if self.calls >= TWIN_HOT_CALLS or self.elements >= TWIN_HOT_ELEMENTS:
+        self.calls += 1
+        self.elements += n
+        if self.cached:
+            if not self.loading:
+                self.loading = True
+                _LOADER.request(self, tuple(typeof(a) for a in args))
+        elif self.calls >= TWIN_HOT_CALLS or self.elements >= TWIN_HOT_ELEMENTS:
             self._promote()
         return self.twin(*args)
 
@@ -128,6 +157,68 @@ class Tiered:
 
     def __repr__(self) -> str:
         return f"Tiered({self.__name__}, {'hot' if self.hot else 'cold'})"
+
+
+class _Loader:
+    """One daemon thread that loads cached kernels from numba's disk cache, in the order
+    of their first calls, and makes each hot once loaded (:class:`Tiered`).
+
+    ``lock`` is held while a kernel loads: a ``fork`` waits for the load in progress (a
+    child never inherits numba's compiler lock held by a thread it does not have) and
+    the child starts with no loader; at exit the interpreter waits for the load in
+    progress and starts no other.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.requests: queue.SimpleQueue[tuple[Tiered, tuple[Any, ...], int]] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.stopped = False
+
+    def request(self, kernel: Tiered, signature: tuple[Any, ...]) -> None:
+        """Queue ``kernel`` to load for ``signature`` (the numba types of a call's
+        arguments); it becomes hot when loaded, unless :func:`set_tiering` ran since."""
+        self.requests.put((kernel, signature, _GENERATION))
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="kaires-kernels", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            kernel, signature, generation = self.requests.get()
+            with self.lock:
+                if self.stopped:
+                    return
+                try:
+                    kernel.kernel.compile(signature)
+                except Exception:  # e.g. a stale cache entry numba cannot type: the caller
+                    kernel.cached = False  # compiles it on its own budget, as uncached
+                    continue
+                if generation == _GENERATION and _TIERING == "auto" and not kernel.hot:
+                    kernel._promote()
+
+    def stop(self) -> None:
+        """At exit: wait for the load in progress; load nothing more."""
+        with self.lock:
+            self.stopped = True
+
+    def after_fork_in_child(self) -> None:
+        """The child has no loader thread: start afresh (cold kernels ask again)."""
+        self.lock = threading.Lock()
+        self.requests = queue.SimpleQueue()
+        self.thread = None
+        for t in _TIERED:
+            if not t.hot:
+                t.loading = False
+
+
+_LOADER = _Loader()
+atexit.register(_LOADER.stop)
+os.register_at_fork(
+    before=lambda: _LOADER.lock.acquire(),
+    after_in_parent=lambda: _LOADER.lock.release(),
+    after_in_child=_LOADER.after_fork_in_child,
+)
 
 
 def tier(home: dict[str, Any], twins: dict[str, Any]) -> None:
@@ -161,14 +252,17 @@ def set_tiering(mode: str) -> str:
     global _TIERING
     if mode not in ("auto", "numba", "numpy"):
         raise ConfigError(f"tiering mode must be 'auto', 'numba' or 'numpy', not {mode!r}")
-    previous, _TIERING = _TIERING, mode
-    for t in _TIERED:
-        t.hot = False
-        t.calls = t.elements = 0
-        if t.home is not None:
-            t.home[t.__name__] = t
-        if mode == "numba":
-            t._promote()
+    global _GENERATION
+    with _LOADER.lock:  # no background load promotes a kernel in the middle of this
+        previous, _TIERING = _TIERING, mode
+        _GENERATION += 1
+        for t in _TIERED:
+            t.hot = t.loading = False
+            t.calls = t.elements = 0
+            if t.home is not None:
+                t.home[t.__name__] = t
+            if mode == "numba":
+                t._promote()
     return previous
 
 

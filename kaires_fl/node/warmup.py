@@ -1,10 +1,11 @@
 """Kernel warm-up of a node process: jobs must not pay for numba on the event loop.
 
 A fresh ``kaires node run`` process has not yet imported the statistics, and its field
-kernels are cold: small calls run their numpy twins and a kernel compiles (or loads from
-numba's on-disk cache) on its first large call or once its twin has run
-``TWIN_HOT_CALLS`` calls (:class:`kaires_fl.arith._kernels.Tiered`) — in a node, in the
-middle of some job, on the thread that drives consensus. A node therefore warms up once it
+kernels are cold: small calls run their numpy twins and a kernel that is not in numba's
+on-disk cache compiles on its first large call or once its twin has run
+``TWIN_HOT_CALLS`` calls (:class:`kaires_fl.arith._kernels.Tiered`; a cached one loads on
+a background thread from its first call) — in a node, in the middle of some job, on the
+thread that drives consensus. A node therefore warms up once it
 is ready, on a background thread:
 
 1. it runs one tiny job — a 4-provider linear regression on 40 synthetic rows — through a

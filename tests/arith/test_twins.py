@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -294,19 +295,87 @@ def test_promotion_binds_the_bare_kernel_and_set_tiering_restores(tiering: None)
         assert getattr(mod, name) is t and not t.hot
 
 
-def test_kernel_in_the_disk_cache_has_a_smaller_budget(
-    tiering: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _wait_hot(tk: kern.Tiered, deadline_s: float = 120.0) -> None:
+    """Poll until the background loader has made ``tk`` hot (generous: a loaded machine)."""
+    end = time.monotonic() + deadline_s
+    while not tk.hot:
+        assert time.monotonic() < end, f"{tk} was not loaded in {deadline_s} s"
+        time.sleep(0.01)
+
+
+def test_kernel_in_the_disk_cache_loads_in_the_background(tiering: None) -> None:
+    """A cached kernel's first small call runs the twin and queues a background load;
+    the kernel is hot once loaded, with no further call needed (a long-lived process runs
+    compiled kernels from its first moments)."""
     a = np.arange(10, dtype=np.uint64)
     kern.tiered("add_vv").kernel(a, a, np.empty_like(a))  # now in numba's cache
     assert kern._cached_on_disk(kern.tiered("add_vv").kernel)
-    monkeypatch.setattr(kern, "TWIN_HOT_CALLS", 4 * kern.TWIN_CACHED_DIVISOR)
     tk = kern.Tiered(kern.tiered("add_vv").kernel, _twins.add_vv)
     try:
-        for _ in range(4):
-            assert not tk.hot
-            tk(a, a, np.empty_like(a))
-        assert tk.hot and tk.cached
+        out = np.empty_like(a)
+        tk(a, a, out)
+        np.testing.assert_array_equal(out, 2 * a)
+        assert tk.cached and tk.loading and tk.calls == 1
+        _wait_hot(tk)
+        tk(a, a, out)
+        np.testing.assert_array_equal(out, 2 * a)
+        assert tk.calls == 1  # the second call went to the kernel, not the twin
+    finally:
+        kern._TIERED.remove(tk)
+
+
+def test_set_tiering_cancels_a_pending_background_load(tiering: None) -> None:
+    """A load queued before ``set_tiering`` never promotes its kernel afterwards (a test
+    forcing the twins must get the twins)."""
+    a = np.arange(10, dtype=np.uint64)
+    kern.tiered("add_vv").kernel(a, a, np.empty_like(a))
+    stale = kern.Tiered(kern.tiered("add_vv").kernel, _twins.add_vv)
+    sentinel = kern.Tiered(kern.tiered("sub_vv").kernel, _twins.sub_vv)
+    kern.tiered("sub_vv").kernel(a, a, np.empty_like(a))
+    try:
+        with kern._LOADER.lock:  # the loader waits: both requests stay queued
+            stale(a, a, np.empty_like(a))
+            kern._GENERATION += 1  # what set_tiering does (it takes this lock itself)
+            sentinel(a, a, np.empty_like(a))
+        _wait_hot(sentinel)  # queued after the stale request: that one was handled
+        assert not stale.hot
+    finally:
+        kern._TIERED.remove(stale)
+        kern._TIERED.remove(sentinel)
+
+
+def test_fork_during_a_background_load_gives_a_working_child(tiering: None) -> None:
+    """``fork`` waits for the load in progress; the child has no loader thread of its own
+    until it asks, and its kernels compute correctly (twin, then loaded kernel)."""
+    a = np.arange(10, dtype=np.uint64)
+    kern.tiered("add_vv").kernel(a, a, np.empty_like(a))
+    tk = kern.Tiered(kern.tiered("add_vv").kernel, _twins.add_vv)
+    try:
+        tk(a, a, np.empty_like(a))  # a load is queued or running now
+        pid = os.fork()
+        if pid == 0:  # the child: exit code 0 iff both paths compute 2a
+            ok = True
+            try:
+                out = np.empty_like(a)
+                tk(a, a, out)
+                ok = bool((out == 2 * a).all())
+                _wait_hot(tk, 60.0)
+                tk(a, a, out)
+                ok = ok and bool((out == 2 * a).all())
+            except BaseException:
+                ok = False
+            os._exit(0 if ok else 1)
+        end = time.monotonic() + 120.0
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > end:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("the forked child hung (a lock inherited from the loader?)")
+            time.sleep(0.02)
+        assert os.waitstatus_to_exitcode(status) == 0
     finally:
         kern._TIERED.remove(tk)
 
