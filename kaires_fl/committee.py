@@ -20,10 +20,11 @@ providers pin) runs unchanged on both.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["Committee", "default_committee"]
+__all__ = ["Committee", "default_committee", "default_workers"]
 
 
 @runtime_checkable
@@ -109,7 +110,18 @@ class Committee(Protocol):
 
 
 def default_committee() -> Committee:
-    """A fresh in-process committee with the default sizes (4 + 4 + 4, t = 1)."""
+    """A fresh in-process committee with the default sizes (4 + 4 + 4, t = 1) whose parties
+    work side by side on :func:`default_workers` threads, as on their own machines."""
     from kaires_fl.simulation import LocalCommittee
 
-    return LocalCommittee()
+    return LocalCommittee(workers=default_workers())
+
+
+def default_workers() -> int:
+    """Threads of the default committee: this process's CPUs, at most 4 (the default
+    committee's aggregators or trustees); at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))

@@ -144,12 +144,15 @@ class LocalCommittee:
         Balance minted for the default consumer at genesis.
     workers:
         Threads on which the parties work side by side, each being its own machine
-        (default 1: one after the other): the providers encode and seal their submissions,
+        (default 1: one after the other; the default committee of the estimators and the
+        Flower strategies, :func:`kaires_fl.committee.default_committee`, uses one per CPU,
+        at most 4): the providers encode and seal their submissions,
         and the aggregators and trustees handle the messages that reach them at the same
         instant (``MemoryNetwork(workers=...)``, its ``parallel`` endpoints). The field and
         proof kernels, hashing and libsodium release the GIL; results, rejections, blame
-        and errors are the same for any count. Opt-in: code that patches a module global
-        for one party's step (as fault tests do) would reach the parties beside it.
+        and errors are the same for any count. A committee built here stays on one
+        thread unless asked: code that patches a module global for one party's step (as
+        fault tests do) would reach the parties beside it.
     db_dir:
         A directory where the ledger persists: one SQLite file per ledger node
         (``ledger-<i>.sqlite``, through ``LocalLedger(db_paths=...)``). A later committee with
