@@ -8,21 +8,23 @@
 * ``e2e_record_rows_per_s``: record granularity (one proved record per row), d = 14,
   each value quantised to 14 bits — the ``LinearRegressionRecord(d=14, bits=14)`` of issue 2
   (``RECORD_BITS``; the estimator's default takes as many bits as the field allows, 24 for
-  20,000 records, a circuit 1.4× larger). Target ≥ 20,000 rows/s.
-  ``e2e_record_cpu_rows_per_s``: the same from the process's CPU time (the job runs in this
-  process), meaningful on a shared, loaded machine. Both on the default committee, one
-  thread. ``e2e_record_parallel_rows_per_s``: the same job on ``LocalCommittee(workers=2)``
-  — providers sealing, aggregators and trustees handling messages on 2 threads, as separate
-  machines would (run just after the one-thread job, same data and keys).
-  ``e2e_record_aggregator_rows_per_s``: rows verified per CPU second of one aggregator —
-  the busiest one's message handlers (opening its parts, FLP queries on shares, round-1
-  message, decision, aggregate share) during that parallel job, each handler's thread CPU
-  time. What one aggregator machine of a deployment sustains on one core; providers,
-  trustees, ledger and coordinator are not counted (they are other machines). The busiest
-  is the first to check what the others then find in the process's memories (passed
-  signature and proof checks, part and round-1 digests): the figure a separate machine
-  pays, but for the SHA-256 of its own parts and of the others' round-1 messages, which
-  the provider and the coordinator computed here (≈ 150 MB for 20,000 rows, ≈ 0.08 s).
+  20,000 records, a circuit 1.4× larger), on the default committee
+  (:func:`kaires_fl.committee.default_committee`: providers sealing, aggregators and
+  trustees handling messages on one thread per CPU, at most 4, as separate machines
+  would). Target ≥ 20,000 rows/s. ``e2e_record_cpu_rows_per_s``: the same from the
+  process's CPU time (the job runs in this process): the figure a shared, loaded machine
+  disturbs least. ``e2e_record_serial_rows_per_s``: the same job on
+  ``LocalCommittee(workers=1)`` — every party one after the other on one thread (run just
+  after, same data). ``e2e_record_aggregator_rows_per_s``: rows verified per CPU second of
+  one aggregator — the busiest one's message handlers (opening its parts, FLP queries on
+  shares, round-1 message, decision, aggregate share) during the default-committee job, each
+  handler's thread CPU time. What one aggregator machine of a deployment sustains on one
+  core; providers, trustees, ledger and coordinator are not counted (they are other
+  machines). The busiest is the first to check what the others then find in the process's
+  memories (passed signature and proof checks, part and round-1 digests): the figure a
+  separate machine pays, but for the SHA-256 of its own parts and of the others' round-1
+  messages, which the provider and the coordinator computed here (≈ 150 MB for 20,000 rows,
+  ≈ 0.08 s).
 * ``setup_s``: genesis, DKG and the grants (policies) of 10 providers for the default
   committee. Target ≤ 2 s.
 * ``demo_cold_s``: the first ``kaires demo`` after installation — a fresh process whose numba
@@ -138,28 +140,32 @@ def run(quick: bool = False) -> dict[str, float]:
     sk = time.perf_counter() - t0
 
     Xr, yr = _data(n_rec, 14, seed=2)
-    t0, c0 = time.perf_counter(), time.process_time()
-    KairesLinearRegression(n_providers=10, granularity="record", frac_bits=RECORD_BITS).fit(Xr, yr)
-    rec, rec_cpu = time.perf_counter() - t0, time.process_time() - c0
+    from kaires_fl.committee import default_committee
     from kaires_fl.simulation import LocalCommittee
 
-    parallel = LocalCommittee(workers=2)
-    spent = _time_aggregators(parallel)
+    record = {"n_providers": 10, "granularity": "record", "frac_bits": RECORD_BITS}
+    default = default_committee()  # what the estimator builds without committee=
+    spent = _time_aggregators(default)
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        KairesLinearRegression(**record, committee=default).fit(Xr, yr)
+        rec, rec_cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        default.close()
+    serial = LocalCommittee(workers=1)
     try:
         t0 = time.perf_counter()
-        KairesLinearRegression(
-            n_providers=10, granularity="record", frac_bits=RECORD_BITS, committee=parallel
-        ).fit(Xr, yr)
-        rec_parallel = time.perf_counter() - t0
+        KairesLinearRegression(**record, committee=serial).fit(Xr, yr)
+        rec_serial = time.perf_counter() - t0
     finally:
-        parallel.close()
+        serial.close()
     return {
         "e2e_1m_s": e2e,
         "e2e_rows_per_s": n / e2e,
         "sklearn_1m_s": sk,
         "e2e_record_rows_per_s": n_rec / rec,
         "e2e_record_cpu_rows_per_s": n_rec / rec_cpu,
-        "e2e_record_parallel_rows_per_s": n_rec / rec_parallel,
+        "e2e_record_serial_rows_per_s": n_rec / rec_serial,
         "e2e_record_aggregator_rows_per_s": n_rec / max(spent.values()),
         "setup_s": setup,
         **cold,
