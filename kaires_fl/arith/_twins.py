@@ -294,6 +294,37 @@ def k_pairs_at(
     acc[:, chunk : 2 * chunk] = addmod(acc[:, chunk : 2 * chunk], _slot_sums(tb, off, chunk))
 
 
+def k_pairs_cols(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    off: int,
+    chunk: int,
+    a: np.ndarray,
+    ai: np.ndarray,
+    b: np.ndarray,
+    bi: np.ndarray,
+    bc: np.uint64,
+    vw: np.ndarray,
+    vl: np.ndarray,
+) -> None:
+    """lo/hi[j, r] += 32-bit halves of a[ai_k, r]·vw[k], lo/hi[chunk + j, r] += those of
+    (b[bi_k, r] − bc)·vl[k], j = (off + k) % chunk (``flp._k_pairs_cols``)."""
+    n = ai.shape[0]
+    if n == 0:
+        return
+    j = (off + np.arange(n)) % chunk
+    ta = mulmod(a[ai], vw[:, None])
+    tb = mulmod(submod(b[bi], np.array([bc], _U64)), vl[:, None])
+    for side, t in ((0, ta), (chunk, tb)):
+        np.add.at(lo, side + j, t & M32)  # unbuffered: repeated slots add up
+        np.add.at(hi, side + j, t >> S32)
+
+
+def k_add_split_cols(acc: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """acc[r, l] += (hi[l, r]·2^32 + lo[l, r]) mod p (``flp._k_add_split_cols``)."""
+    acc[:] = addmod(acc, combine_split(lo, hi).T)
+
+
 def k_powers(x: np.ndarray, out: np.ndarray) -> None:
     """out[r, k] = x[r]^k by doubling: out[:, m:2m] = out[:, :m]·x^m."""
     n = out.shape[1]

@@ -234,7 +234,7 @@ class Sum(_BitsCircuit):
     ) -> np.ndarray:
         F = self.field
         pairs, _ = self._range_pairs(gadgets[0], meas, joint_rand, self.bits)
-        return F.sum(gadgets[0].call_pairs(pairs), axis=-1)[:, None]
+        return gadgets[0].sum_pairs(pairs)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
         v = _as_ints(measurement, "Sum measurement")
@@ -285,7 +285,7 @@ class SumVec(_BitsCircuit):
     ) -> np.ndarray:
         F = self.field
         pairs, _ = self._range_pairs(gadgets[0], meas, joint_rand, self.MEAS_LEN)
-        return F.sum(gadgets[0].call_pairs(pairs), axis=-1)[:, None]
+        return gadgets[0].sum_pairs(pairs)[:, None]
 
     def encode(self, measurement: Any) -> np.ndarray:
         v = _as_ints(measurement, "SumVec measurement")
@@ -337,7 +337,7 @@ class Histogram(_BitsCircuit):
     ) -> np.ndarray:
         F = self.field
         pairs, _ = self._range_pairs(gadgets[0], meas, joint_rand, self.length)
-        range_check = F.sum(gadgets[0].call_pairs(pairs), axis=-1)
+        range_check = gadgets[0].sum_pairs(pairs)
         sum_check = F.sub(F.sum(meas, axis=-1), F.ones(()))
         return np.stack([range_check, sum_check], axis=-1)
 
@@ -439,7 +439,7 @@ class LinearRegressionRecord(_BitsCircuit):
         pairs, w = self._range_pairs(gadgets[0], meas, joint_rand, K, extra=self.n_prods)
         iu = self._iu
         pairs.fill(K, self.n_prods, z, z, w=w, w_start=K, a_index=iu[0], b_index=iu[1])
-        total = F.sum(gadgets[0].call_pairs(pairs), axis=-1)
+        total = gadgets[0].sum_pairs(pairs)
         claimed = dot_rows(F, meas, w, start=K, w_start=K)
         return F.sub(total, claimed)[:, None]
 
@@ -602,10 +602,10 @@ class BoundedL2Vec(_BitsCircuit):
         F = self.field
         centred, slack_minus_n = pre
         pairs, _ = self._range_pairs(gadgets[0], meas, joint_rand, self.n_bits)
-        range_check = F.sum(gadgets[0].call_pairs(pairs), axis=-1)
+        range_check = gadgets[0].sum_pairs(pairs)
         npairs = gadgets[1].pairs(self.length, self.norm_chunk_length)
         npairs.fill(0, self.length, centred, centred)
-        norm = F.sum(gadgets[1].call_pairs(npairs), axis=-1)
+        norm = gadgets[1].sum_pairs(npairs)
         return np.stack([range_check, F.add(norm, slack_minus_n)], axis=-1)
 
     def encode(self, measurement: Any) -> np.ndarray:

@@ -76,11 +76,12 @@ def _k_dot_rows(
     R = a.shape[0]
     shared = w.shape[0] == 1
     for r in range(R):
-        wr = 0 if shared else r // group
+        x = a[r, a0 : a0 + K]  # contiguous views: the loop vectorises (2-D indexing with
+        y = w[0 if shared else r // group, w0 : w0 + K]  # offsets did not, 3× slower)
         lo = kern.ZERO
         hi = kern.ZERO
         for k in range(K):
-            c = kern.mulmod(a[r, a0 + k], w[wr, w0 + k])
+            c = kern.mulmod(x[k], y[k])
             lo += c & kern.M32
             hi += c >> kern.S32
         out[r] = _acc_reduce(hi, lo)
@@ -328,6 +329,66 @@ def _k_pairs_at(
 
 
 @njit(cache=True, nogil=True)
+def _k_pairs_cols(
+    lo: np.ndarray,
+    hi: np.ndarray,
+    off: int,
+    chunk: int,
+    a: np.ndarray,
+    ai: np.ndarray,
+    b: np.ndarray,
+    bi: np.ndarray,
+    bc: np.uint64,
+    vw: np.ndarray,
+    vl: np.ndarray,
+) -> None:
+    """``_k_pairs_at`` with the records along the columns and weights shared by them.
+
+    a, b ``(·, R)``: the inputs transposed (column r = record r); pair k (k < n = len(ai))
+    reads row ai[k] of a and bi[k] of b. With j = (off + k) % chunk, the 32-bit halves of
+    a[ai[k], r]·vw[k] are added into lo/hi[j, r] and those of (b[bi[k], r] − bc)·vl[k] into
+    lo/hi[chunk + j, r] (``lo``/``hi`` ``(2·chunk, R)``: split sums, exact below 2^32
+    terms). Every inner loop runs over the R records of one row: long, contiguous, one
+    weight broadcast — it vectorises fully (slot runs of one record, ``chunk`` long, did
+    not).
+    """
+    n = ai.shape[0]
+    for k in range(n):
+        j = (off + k) % chunk
+        x = a[ai[k]]
+        w = vw[k]
+        dl = lo[j]
+        dh = hi[j]
+        for r in range(x.shape[0]):
+            c = kern.mulmod(x[r], w)
+            dl[r] += c & kern.M32
+            dh[r] += c >> kern.S32
+        y = b[bi[k]]
+        v = vl[k]
+        el = lo[chunk + j]
+        eh = hi[chunk + j]
+        for r in range(y.shape[0]):
+            c = kern.mulmod(kern.submod(y[r], bc), v)
+            el[r] += c & kern.M32
+            eh[r] += c >> kern.S32
+
+
+@njit(cache=True, nogil=True)
+def _k_add_split_cols(acc: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """acc[r, l] += (hi[l, r]·2^32 + lo[l, r]) mod p: split column sums (``_k_pairs_cols``)
+    reduced and added to the row-major accumulator."""
+    L, R = lo.shape
+    t = np.empty(R, dtype=np.uint64)
+    for l in range(L):
+        x = lo[l]
+        y = hi[l]
+        for r in range(R):  # the reductions along a row: vectorised
+            t[r] = _acc_reduce(y[r], x[r])
+        for r in range(R):
+            acc[r, l] = kern.addmod(acc[r, l], t[r])
+
+
+@njit(cache=True, nogil=True)
 def _k_wire_eval(inp: np.ndarray, seeds: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """Wire polynomials at t from their values: out[b, l] = seeds[b, l]·w[0] + Σ_k
     inp[b, k, l]·w[k+1], with w[b'] the Lagrange weights at t (one row, or one per record)."""
@@ -510,6 +571,8 @@ kern.tier(
         "_k_from_bits": _twins.k_from_bits,
         "_k_fill_pairs_run": _twins.k_fill_pairs_run,
         "_k_pairs_at": _twins.k_pairs_at,
+        "_k_pairs_cols": _twins.k_pairs_cols,
+        "_k_add_split_cols": _twins.k_add_split_cols,
         "_k_powers": _twins.k_powers,
         "_k_psmul_eval": _twins.k_psmul_eval,
         "_k_prove_psmul": _twins.k_prove_psmul,
@@ -846,6 +909,8 @@ class _PairsAtT(PairInputs):
         self.call = call
         self.start = call.calls  # index of this block's first gadget call
         self.batch = call.batch
+        if 1 + self.start + self.calls > call.weights.shape[1]:
+            raise ConfigError(f"gadget {call.gadget!r} called more often than declared")
 
     def fill(
         self,
@@ -875,16 +940,48 @@ class _PairsAtT(PairInputs):
         vl = np.ascontiguousarray(self.call.weights[:, calls_of])  # L_(m+1)(t): (1|B, n)
         vw = vl if w is None else mul_rows(F, _c(w[:, w_start : w_start + n]), vl)
         bc = np.uint64(0) if b_const == 0 else np.uint64(F.elements(b_const)[()])
+        if vw.shape[0] == 1 and vl.shape[0] == 1:  # weights shared by the block's records
+            cols = self.call.cols
+            lo, hi = self.call.split_sums()
+            ia = np.arange(a_start, a_start + n, dtype=np.int64) if a_index is None else ai
+            ib = np.arange(b_start, b_start + n, dtype=np.int64) if b_index is None else bi
+            _k_pairs_cols(lo, hi, off, self.chunk, cols.of(a), ia, cols.of(b), ib, bc, vw[0], vl[0])
+            return
         _k_pairs_at(
             self.call.acc, off, self.chunk, _c(a), a_start, ai, _c(b), b_start, bi, bc, _c(vw), vl
         )
+
+
+class _Columns:
+    """Column-major copies ``(·, B)`` of the pair sources of one query block.
+
+    The verifier's pair kernel reads the records along the columns; the block's
+    measurement, read by every repetition, is transposed once and shared. Any other
+    source (a circuit's own temporary, which it might reuse) is transposed at each use.
+    """
+
+    def __init__(self, meas: np.ndarray) -> None:
+        self.meas = meas
+        self.batch = meas.shape[0]
+        self._meas_t: np.ndarray | None = None
+
+    def of(self, a: np.ndarray) -> np.ndarray:
+        """``a`` ``(1|B, ·)`` transposed to ``(·, B)`` (C-contiguous)."""
+        if a is self.meas:
+            if self._meas_t is None:
+                self._meas_t = np.ascontiguousarray(a.T)
+            return self._meas_t
+        if a.shape[0] != self.batch:
+            a = np.broadcast_to(a, (self.batch, a.shape[1]))
+        return np.ascontiguousarray(a.T)
 
 
 class GadgetCall:
     """What a circuit calls: ``call(inp (B, k, ARITY)) -> (B, k)`` for k calls at once.
 
     ParallelSum(Mul) inputs can also be built pair by pair: ``buf = call.pairs(n, chunk)``,
-    ``buf.fill(...)``, ``out = call.call_pairs(buf)`` (the verifier then skips the buffer).
+    ``buf.fill(...)``, ``out = call.call_pairs(buf)`` or ``total = call.sum_pairs(buf)``
+    (the verifier then skips the buffer).
     """
 
     def __init__(self, F: Any, gadget: Gadget, batch: int) -> None:
@@ -925,19 +1022,67 @@ class GadgetCall:
         """Call the gadget on every call of ``inputs``: outputs ``(B, calls)``."""
         return self(as_calls(inputs.buf))
 
+    def sum_pairs(self, inputs: PairInputs) -> np.ndarray:
+        """``call_pairs`` summed over the calls: ``(B,)`` (all the circuits need; the
+        verifier computes it without the individual outputs)."""
+        return self.F.sum(self.call_pairs(inputs), axis=-1)
+
 
 class _QueryCall(GadgetCall):
     """Gadget outputs replaced by the gadget polynomial at α^1, α^2, … (call order); the
     inputs are folded into the wire polynomials at the query point as they arrive
-    (``acc`` = Σ_k inputs of call k · L_(k+1)(t), ``weights`` the Lagrange weights at t)."""
+    (``acc`` = Σ_k inputs of call k · L_(k+1)(t), ``weights`` the Lagrange weights at t).
+
+    ``outputs``: the gadget polynomial's values at α^0..α^(P−1) ``(B|1, P)``, or None with
+    ``gpoly`` (its coefficients ``(B, ·)``): then the values are computed only if a circuit
+    asks for single outputs (``sum_pairs`` needs a dot product with the coefficients only).
+    ``cols``: the block's column-major sources (pair inputs with shared weights then
+    accumulate as split sums in ``lo``/``hi`` ``(ARITY, B)``, see :meth:`wires_acc`).
+    """
 
     def __init__(
-        self, F: Any, gadget: Gadget, batch: int, outputs: np.ndarray, weights: np.ndarray
+        self,
+        F: Any,
+        gadget: Gadget,
+        batch: int,
+        outputs: np.ndarray | None,
+        weights: np.ndarray,
+        gpoly: np.ndarray | None = None,
+        cols: _Columns | None = None,
     ) -> None:
         super().__init__(F, gadget, batch)
-        self.outputs = outputs  # (B or 1, P) evaluations at α^0..α^(P-1)
+        if outputs is None and gpoly is None:
+            raise ConfigError("a query call needs the gadget polynomial or its values")
+        self._values = outputs
+        self.gpoly = gpoly
+        self.P = weights.shape[1]
         self.weights = weights  # (B or 1, P) Lagrange weights at t
         self.acc = zeros(F, (batch, gadget.ARITY))
+        self.cols = cols if cols is not None else _Columns(np.empty((batch, 0), np.uint64))
+        self.lo: np.ndarray | None = None
+        self.hi: np.ndarray | None = None
+
+    @property
+    def outputs(self) -> np.ndarray:
+        """The gadget polynomial at α^0..α^(P−1) ``(B|1, P)``: fold mod x^P − 1, one NTT."""
+        if self._values is None:
+            assert self.gpoly is not None
+            self._values = poly.ntt(self.F, _fold(self.F, self.gpoly, self.P))
+        return self._values
+
+    def split_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """The split column sums ``(lo, hi)`` of the shared-weight pair inputs."""
+        if self.lo is None or self.hi is None:
+            self.lo = np.zeros((self.gadget.ARITY, self.batch), dtype=np.uint64)
+            self.hi = np.zeros((self.gadget.ARITY, self.batch), dtype=np.uint64)
+        return self.lo, self.hi
+
+    def wires_acc(self) -> np.ndarray:
+        """``acc`` with the split sums added (once): the wires at t without the seeds."""
+        if self.lo is not None and self.hi is not None:
+            _k_add_split_cols(self.acc, self.lo, self.hi)
+            self.lo = self.hi = None
+        return self.acc
 
     def _outputs(self, start: int, k: int) -> np.ndarray:
         out = self.outputs[:, 1 + start : 1 + start + k]
@@ -974,6 +1119,19 @@ class _QueryCall(GadgetCall):
             self.calls += inputs.calls
             return out
         return super().call_pairs(inputs)
+
+    def sum_pairs(self, inputs: PairInputs) -> np.ndarray:
+        """Σ_{k=s+1}^{s+calls} G(α^k) = Σ_i c_i·Σ_k α^(k·i): one dot product of the gadget
+        polynomial's coefficients c with a weight row fixed by the calls' positions."""
+        if not (isinstance(inputs, _PairsAtT) and self.gpoly is not None):
+            return super().sum_pairs(inputs)
+        if inputs.call is not self or inputs.start != self.calls:
+            raise ConfigError("sum_pairs: inputs built for another call of the gadget")
+        start, k = self.calls, inputs.calls
+        if 1 + start + k > self.P:
+            raise ConfigError(f"gadget {self.gadget!r} called more often than declared")
+        self.calls += k
+        return dot_rows(self.F, self.gpoly, _sum_weights(self.P, self.gpoly.shape[1], start, k))
 
 
 class Valid:
@@ -1508,7 +1666,7 @@ class FlpBBCGGI19:
                 f"declared {lay.calls}"
             )
         assert isinstance(call, _QueryCall)
-        return F.add(call.acc, F.mul(seeds, weights[:, :1]))
+        return F.add(call.wires_acc(), F.mul(seeds, weights[:, :1]))
 
     # -------------------------------------------------------------- query
 
@@ -1556,6 +1714,7 @@ class FlpBBCGGI19:
         if self._wit:
             meas2 = np.concatenate([meas2, proof2[:, : self._wit]], axis=1)
         jrs, reps = self._rep_joint_rands(jr), []
+        cols = _Columns(meas2)  # the measurement column-major, once for all repetitions
         for rep in range(self.proofs):
             qr_rep = qr[:, rep * self._qr1 : (rep + 1) * self._qr1]
             seeds_l: list[np.ndarray] = []
@@ -1567,10 +1726,8 @@ class FlpBBCGGI19:
                 seeds = proof2[:, poff : poff + L]
                 gpoly = proof2[:, poff + L : poff + lay.proof_len]
                 poff += lay.proof_len
-                # gadget polynomial on the P-th roots: fold mod x^P − 1, then one NTT
-                folded = _fold(F, gpoly, lay.P)
                 weights = _lagrange_at(F, qr_rep[:, g], lay.P)  # (B|1, P)
-                calls.append(_QueryCall(F, lay.gadget, B, poly.ntt(F, folded), weights))
+                calls.append(_QueryCall(F, lay.gadget, B, None, weights, gpoly, cols))
                 seeds_l.append(seeds)
                 gpoly_l.append(gpoly)
                 weights_l.append(weights)
@@ -1659,6 +1816,19 @@ def _k_matmul_shared(a: np.ndarray, m: np.ndarray, out: np.ndarray) -> None:
                 hi[j] += c >> kern.S32
         for j in range(N):
             out[r, j] = _acc_reduce(hi[j], lo[j])
+
+
+@lru_cache(maxsize=256)
+def _sum_weights(P: int, n: int, start: int, k: int) -> np.ndarray:
+    """Row ``(1, n)`` s with s_i = Σ_{m=start+1}^{start+k} α^(m·i), α the principal P-th
+    root of unity (Field64): Σ_m G(α^m) = Σ_i c_i·s_i for G = Σ_i c_i·x^i. Read-only."""
+    F = Field64
+    dom = powers(F, np.asarray(F.root_of_unity(P), dtype=np.uint64), P)  # α^0..α^(P−1)
+    m = np.arange(start + 1, start + 1 + k, dtype=np.int64)
+    exps = (np.arange(n, dtype=np.int64)[:, None] * m[None, :]) % P
+    out = np.ascontiguousarray(F.sum(dom[exps], axis=1).reshape(1, n))
+    out.flags.writeable = False
+    return out
 
 
 def _fold(F: Any, c: np.ndarray, P: int) -> np.ndarray:

@@ -23,7 +23,7 @@ never trusted to combine (CALYPSO's reference code does that, unverifiably).
 
 A trustee answering a batch of K ciphertexts for one reader sends the K values with ONE
 batched DLEQ proof (:func:`reencrypt_batch` / :func:`verify_reencrypted_batch`: 2K + O(1)
-scalar multiplications for prover and verifier).
+scalar multiplications for the prover, 2(K − 1) + O(1) for the verifier).
 
 The same mechanism with another base (:func:`exponent_share`, :func:`combine_exponent`)
 gives plain partial decryption (base U) or a threshold VRF / common coin (base H_p(m)).

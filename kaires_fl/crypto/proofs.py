@@ -42,7 +42,9 @@ from kaires_fl.errors import EncodingError, InvalidProof
 PROOF_SIZE = 2 * SCALAR_SIZE
 _SCHNORR_TAG = b"kaires-fl/proofs/schnorr/v1"
 _DLEQ_TAG = b"kaires-fl/proofs/dleq/v1"
-_DLEQ_BATCH_TAG = b"kaires-fl/proofs/dleq-batch/v1"
+#: v2: the first coefficient is 1 (v1 hashed all K; proofs of one version do not verify in
+#: the other).
+_DLEQ_BATCH_TAG = b"kaires-fl/proofs/dleq-batch/v2"
 #: Bits of each batch coefficient: a batch with a wrong statement passes with
 #: probability at most 2^-BATCH_COEFF_BITS per hash query (see dleq_batch_coefficients).
 BATCH_COEFF_BITS = 128
@@ -233,17 +235,19 @@ def dleq_batch_coefficients(
     """The batch digest d and the coefficients r_k of a batched DLEQ statement.
 
     d = SHA-512 over the tag, ``context``, base1, statement1 and every (B_k, V_k) in order;
-    r_k are consecutive 128-bit blocks of SHAKE-256(d) (a batch of one uses r_1 = 1, the
-    plain Chaum–Pedersen statement).
+    r_1 = 1 and r_2, …, r_K are consecutive 128-bit blocks of SHAKE-256(d) (a batch of one
+    is the plain Chaum–Pedersen statement). With r_1 = 1 the fold costs K − 1 scalar
+    multiplications, not K (:func:`~kaires_fl.crypto.group.multi_scalar_mult` adds B_1).
 
     Soundness. Let x = log_{base1} statement1 and write V_k = x·B_k + E_k (all points in
     the prime-order group, so E_k is well defined). The folded statement
     V* = Σ r_k V_k = x·B* + Σ r_k E_k with B* = Σ r_k B_k, and the (sound) DLEQ proof on
-    (base1, statement1, B*, V*) can only verify if Σ r_k E_k = 0. If some E_m ≠ 0 this
-    fixes r_m = −(Σ_{k≠m} r_k e_k)/e_m mod L (e_k = log_G E_k): one value out of 2^128,
-    and r_m is a random-oracle output on d, which commits to every B_k, V_k (hence every
-    E_k) before r is known. So a prover making q hash queries gets a batch with any wrong
-    V_k accepted with probability at most q·2^-128 (plus the DLEQ's own soundness error).
+    (base1, statement1, B*, V*) can only verify if Σ r_k E_k = 0. If only E_1 ≠ 0 the sum
+    is E_1 ≠ 0. Otherwise some E_m ≠ 0 with m ≥ 2, and the sum vanishes only for
+    r_m = −(Σ_{k≠m} r_k e_k)/e_m mod L (e_k = log_G E_k): one value out of 2^128, and r_m
+    is a random-oracle output on d, which commits to every B_k, V_k (hence every E_k)
+    before r is known. So a prover making q hash queries gets a batch with any wrong V_k
+    accepted with probability at most q·2^-128 (plus the DLEQ's own soundness error).
     """
     if len(bases2) != len(statements2) or not bases2:
         raise InvalidProof(
@@ -259,8 +263,9 @@ def dleq_batch_coefficients(
     if len(bases2) == 1:
         return d, [1]
     size = BATCH_COEFF_BITS // 8
-    stream = hashlib.shake_256(d).digest(size * len(bases2))
-    return d, [int.from_bytes(stream[i : i + size], "little") for i in range(0, len(stream), size)]
+    stream = hashlib.shake_256(d).digest(size * (len(bases2) - 1))
+    rest = [int.from_bytes(stream[i : i + size], "little") for i in range(0, len(stream), size)]
+    return d, [1, *rest]
 
 
 def _fold(coeffs: Sequence[int], points: Sequence[Point]) -> Point:
@@ -280,7 +285,7 @@ def dleq_batch_prove(
     """Prove ``statement1 = secret·base1`` and ``V_k = secret·B_k`` for every k, in one proof.
 
     Returns the statements V_k (computed unless given; given ones must be correct) and the
-    proof. Cost: K + O(1) scalar multiplications for the V_k plus K for the folded base
+    proof. Cost: K + O(1) scalar multiplications for the V_k plus K − 1 for the folded base
     (against 2K + K fixed-base ones for K separate proofs).
     """
     x1 = base1 * secret if statement1 is None else statement1
@@ -300,7 +305,7 @@ def dleq_batch_verify(
     statements2: Sequence[Point],
     context: bytes,
 ) -> None:
-    """Check a :func:`dleq_batch_prove` proof (2K + O(1) scalar multiplications).
+    """Check a :func:`dleq_batch_prove` proof (2(K − 1) + O(1) scalar multiplications).
 
     Raises
     ------

@@ -17,7 +17,7 @@
    them — or a :class:`Refusal`, **sealed to the reader's X25519 key**
    (:class:`SealedAnswer`, opened with :func:`open_answer`), so nobody on the way sees
    the shares.
-4. :func:`combine_release` verifies every answer (2K + O(1) scalar multiplications per
+4. :func:`combine_release` verifies every answer (2(K − 1) + O(1) scalar multiplications per
    trustee for K writes). A trustee whose batch proof fails is faulty; its shares are then
    checked one by one against the Lagrange interpolation of t + 1 verified trustees'
    shares, so the message names the wrong shares. It names the trustees whose shares are
@@ -353,8 +353,8 @@ def combine_release(
     proofs were checked when they were committed).
     With ``verify_all`` (default) every answer is verified so that every faulty trustee
     is named; otherwise answers are verified in trustee order until every key has t + 1
-    valid shares. An answer with a batch proof costs 2K + O(1) scalar multiplications for
-    K writes; if its proof fails, its shares are compared with the interpolation of t + 1
+    valid shares. An answer with a batch proof costs 2(K − 1) + O(1) scalar multiplications
+    for K writes; if its proof fails, its shares are compared with the interpolation of t + 1
     verified trustees' shares, which names the wrong ones (or says the proof alone was
     bad); that trustee's shares are not used.
 

@@ -12,6 +12,7 @@ from kaires_fl.crypto.proofs import (
     PROOF_SIZE,
     DLEQProof,
     SchnorrProof,
+    _fold,
     dleq_batch_coefficients,
     dleq_batch_prove,
     dleq_batch_verify,
@@ -176,6 +177,37 @@ def test_dleq_batch_complete_and_matches_reference(k: int) -> None:
     d2, r2 = dleq_batch_coefficients(CTX, G, G * x, bases, values)
     assert (d1, r1) == (d2, r2) and len(r1) == k
     assert k == 1 or (all(0 <= r < 2**BATCH_COEFF_BITS for r in r1) and len(set(r1)) == k)
+    assert r1[0] == 1  # the first coefficient is fixed (the fold adds B_1)
+    # the fold is the reference linear combination, one plain multiplication per term
+    ref = Point.identity()
+    for r, b in zip(r1, bases, strict=True):
+        ref = ref + b * Scalar(r)
+    assert _fold(r1, bases) == ref
+
+
+def test_dleq_batch_costs_2k_plus_1_variable_base_multiplications(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """K values, K − 1 for the fold (r_1 = 1), x·B* and w·B*: a regression guard."""
+    import kaires_fl.crypto.group as group
+
+    k = 6
+    x, bases, values = _batch(k)
+    X = G * x
+    calls = []
+    real = group._nb.crypto_scalarmult_ed25519_noclamp
+
+    def counting(n: bytes, p: bytes) -> bytes:
+        calls.append(p)
+        return real(n, p)
+
+    monkeypatch.setattr(group._nb, "crypto_scalarmult_ed25519_noclamp", counting)
+    got, proof = dleq_batch_prove(x, G, bases, CTX, statement1=X)
+    assert got == values and len(calls) == 2 * k + 1
+    calls.clear()
+    dleq_batch_verify(proof, G, X, bases, values, CTX)
+    # two folds of K − 1 and the DLEQ check: c·X, s·B*, c·V*
+    assert len(calls) == 2 * (k - 1) + 3
 
 
 def test_dleq_batch_rejects_any_wrong_value_and_tampering() -> None:
@@ -185,6 +217,7 @@ def test_dleq_batch_rejects_any_wrong_value_and_tampering() -> None:
     D = hash_to_point(b"error")
     cases = {
         "one wrong value": [*values[:2], values[2] + G, *values[3:]],
+        "a wrong first value (coefficient 1)": [values[0] + D, *values[1:]],
         "two errors that cancel in a plain sum": [values[0] + D, values[1] - D, *values[2:]],
         "values swapped": [values[1], values[0], *values[2:]],
         "a value dropped": values[:3],
