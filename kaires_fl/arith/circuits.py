@@ -232,7 +232,6 @@ class Sum(_BitsCircuit):
     def eval(
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
-        F = self.field
         pairs, _ = self._range_pairs(gadgets[0], meas, joint_rand, self.bits)
         return gadgets[0].sum_pairs(pairs)[:, None]
 
@@ -283,7 +282,6 @@ class SumVec(_BitsCircuit):
     def eval(
         self, meas: np.ndarray, joint_rand: np.ndarray, gadgets: list[GadgetCall]
     ) -> np.ndarray:
-        F = self.field
         pairs, _ = self._range_pairs(gadgets[0], meas, joint_rand, self.MEAS_LEN)
         return gadgets[0].sum_pairs(pairs)[:, None]
 

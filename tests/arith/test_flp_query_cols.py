@@ -51,6 +51,11 @@ def _kernel_and_twin(name: str, *args: Any) -> list[np.ndarray]:
     return a1
 
 
+def _values(lo: np.ndarray, hi: np.ndarray) -> list[list[int]]:
+    """(hi·2^32 + lo) mod p of split sums, as Python integers."""
+    return (((hi.astype(object) << 32) + lo.astype(object)) % p).tolist()
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.integers(0, 2**32),
@@ -76,17 +81,14 @@ def test_pairs_cols_kernel_twin_and_python_ints(
     vl = _edge_array(rng, (n,))
     lo0 = rng.integers(0, 2**40, (2 * chunk, R), dtype=np.uint64)
     hi0 = rng.integers(0, 2**40, (2 * chunk, R), dtype=np.uint64)
-    lo, hi, *_ = _kernel_and_twin(
-        "_k_pairs_cols", lo0, hi0, off, chunk, a, ai, b, bi, bc, vw, vl
-    )
-    exp = [[(int(h) * 2**32 + int(lo_)) % p for h, lo_ in zip(hr, lr)] for hr, lr in zip(hi0, lo0)]
+    lo, hi, *_ = _kernel_and_twin("_k_pairs_cols", lo0, hi0, off, chunk, a, ai, b, bi, bc, vw, vl)
+    exp = _values(lo0, hi0)
     for k in range(n):
         j = (off + k) % chunk
         for r in range(R):
             exp[j][r] = (exp[j][r] + int(a[ai[k], r]) * int(vw[k])) % p
             exp[chunk + j][r] = (exp[chunk + j][r] + (int(b[bi[k], r]) - int(bc)) * int(vl[k])) % p
-    got = [[(int(h) * 2**32 + int(lo_)) % p for h, lo_ in zip(hr, lr)] for hr, lr in zip(hi, lo)]
-    assert got == exp
+    assert _values(lo, hi) == exp
     acc0 = _edge_array(rng, (R, 2 * chunk))
     (acc, *_) = _kernel_and_twin("_k_add_split_cols", acc0, lo, hi)
     assert [[int(x) for x in row] for row in acc] == [
@@ -103,11 +105,14 @@ def test_sum_weights_give_the_sum_of_gadget_values(P: int, n: int) -> None:
         for k in range(0, P - 1 - start + 1):
             s = _sum_weights(P, n, start, k)
             assert s.shape == (1, n) and not s.flags.writeable
-            exp = sum(
-                sum(ci * pow(alpha, m * i, p) for i, ci in enumerate(c))
-                for m in range(start + 1, start + 1 + k)
-            ) % p
-            assert sum(ci * int(si) for ci, si in zip(c, s[0])) % p == exp
+            exp = (
+                sum(
+                    sum(ci * pow(alpha, m * i, p) for i, ci in enumerate(c))
+                    for m in range(start + 1, start + 1 + k)
+                )
+                % p
+            )
+            assert sum(ci * int(si) for ci, si in zip(c, s[0], strict=True)) % p == exp
 
 
 def test_query_sum_pairs_refuses_more_calls_than_declared() -> None:
