@@ -59,16 +59,38 @@ class BlockCache:
 
     ``blocks`` maps the SHA-256 of a verified block proof's encoding (header and
     certificate) to (state root, height, time_ms): the same bytes need no second check.
+    ``entries`` holds the entries whose Merkle path passed, keyed by the state root and
+    every byte of the entry (key, value, bucket, path): the same entry proven against the
+    same root needs no second check — the aggregators' release requests of one job prove
+    the same job, inputs and writes. Only passes are kept (bounded, oldest first).
     """
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, entries: int = 4096) -> None:
         self.size = size
+        self.entries_size = entries
         self.blocks: OrderedDict[bytes, tuple[bytes, int, int]] = OrderedDict()
+        self.entries: OrderedDict[tuple[bytes, ProvenEntry], None] = OrderedDict()
         self.newest_time_ms = 0
         self.newest_height = 0
 
     def get(self, header_hash: bytes) -> tuple[bytes, int, int] | None:
         return self.blocks.get(header_hash)
+
+    def entry_passed(self, root: bytes, entry: ProvenEntry) -> bool:
+        """Whether ``entry``'s Merkle path to ``root`` passed before (exactly these bytes)."""
+        try:
+            return (root, entry) in self.entries
+        except TypeError:  # a mutable buffer built in process: not remembered, checked
+            return False
+
+    def remember_entry(self, root: bytes, entry: ProvenEntry) -> None:
+        """Record that ``entry``'s path to ``root`` passed (call only after it passed)."""
+        try:
+            self.entries[(root, entry)] = None
+        except TypeError:
+            return
+        while len(self.entries) > self.entries_size:
+            self.entries.popitem(last=False)
 
     def put(self, header_hash: bytes, root: bytes, height: int, time_ms: int) -> None:
         self.blocks[header_hash] = (root, height, time_ms)
@@ -173,8 +195,8 @@ class StateEvidence(schema.Message, frozen=True):
 
         With ``max_age_ms``, the block's time must be at least ``ref − max_age_ms``, where
         ``ref`` is the later of ``now_ms`` and the newest block time ``cache`` has seen.
-        ``cache`` saves the certificate check of a block already verified and records the
-        newest block.
+        ``cache`` saves the certificate check of a block already verified and the Merkle check
+        of an entry already verified against the same root, and records the newest block.
 
         Raises
         ------
@@ -196,7 +218,10 @@ class StateEvidence(schema.Message, frozen=True):
             root, height, time_ms = got
             out: dict[str, Any] = {}
             for e in ev.entries:
-                verify_state_proof(e.key, e.value, e.pairs, e.siblings, root)
+                if cache is None or not cache.entry_passed(root, e):
+                    verify_state_proof(e.key, e.value, e.pairs, e.siblings, root)
+                    if cache is not None:
+                        cache.remember_entry(root, e)
                 out[e.key] = None if e.value is None else decode_canonical(e.value)
         except (
             AuditError,

@@ -411,3 +411,57 @@ def test_read_must_be_sent_by_the_reader(job_world):
     payload = read_payload(w.committee.lts.id, job, "aggregator:3", w.agg_keys[3], ids)
     with pytest.raises(LedgerError, match="not signed by that reader"):
         _refused(w).execute(ident("outsider"), READ_KIND, payload, cosigners=[w.aggregators[3]])
+
+
+def test_block_cache_checks_each_entry_path_once_and_tampered_bytes_every_time(
+    job_world, monkeypatch
+):
+    """The aggregators' requests of one job prove the same entries: a trustee's cache
+    skips a Merkle path that passed against the same root, never one with other bytes."""
+    from kaires_fl.secret_management import evidence as evidence_mod
+    from kaires_fl.secret_management.evidence import BlockCache
+
+    w, job, written = job_world
+    ids = list(written)
+    payload = read_payload(w.committee.lts.id, job, "aggregator:1", w.agg_keys[1], ids)
+    read_id = w.client.execute(w.aggregators[1], READ_KIND, payload).tx_id
+    ev = prove_entries(w.client, evidence_keys(w.committee.lts.id, read_id, job, ids))
+    calls = []
+    real = evidence_mod.verify_state_proof
+    monkeypatch.setattr(
+        evidence_mod, "verify_state_proof", lambda *a: (calls.append(a[0]), real(*a))[1]
+    )
+    cache = BlockCache()
+    genesis = w.ledger.genesis
+    first = ev.verify(genesis, cache=cache)
+    assert len(calls) == len(ev.entries) == len(ids) + 3
+    calls.clear()
+    assert ev.verify(genesis, cache=cache) == first and calls == []
+    # the same entry with another value (or path) is checked, and fails
+    swapped = msgspec.structs.replace(
+        ev,
+        entries=(
+            msgspec.structs.replace(ev.entries[0], value=ev.entries[1].value),
+            *ev.entries[1:],
+        ),
+    )
+    with pytest.raises(InvalidProof, match="does not verify"):
+        swapped.verify(genesis, cache=cache)
+    assert calls == [ev.entries[0].key]
+    bad_path = msgspec.structs.replace(
+        ev,
+        entries=(
+            msgspec.structs.replace(
+                ev.entries[0], siblings=(b"\x00" * 32, *ev.entries[0].siblings[1:])
+            ),
+            *ev.entries[1:],
+        ),
+    )
+    for _ in range(2):  # a failure is never remembered
+        with pytest.raises(InvalidProof):
+            bad_path.verify(genesis, cache=cache)
+    assert calls == [ev.entries[0].key] * 3
+    # bounded: the oldest passes are forgotten and checked again
+    small = BlockCache(entries=2)
+    ev.verify(genesis, cache=small)
+    assert len(small.entries) == 2
