@@ -34,7 +34,7 @@ def test_a_part_sealed_for_the_chosen_aggregator_is_its_seed() -> None:
             flp, meas, job="job", provider=provider, circuit="c", n=4, t=1, seeded=[j]
         )
         for i in range(4):
-            plain = envelope.open_(parts.keys[i], parts.meas_parts[i], _aad(provider, i))
+            plain = envelope.open_bulk(parts.keys[i], parts.meas_parts[i], _aad(provider, i))
             assert (plain[0] == FORMAT_SEED and len(plain) == 1 + SEED_SIZE) == (i == j)
 
 

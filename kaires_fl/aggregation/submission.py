@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -505,8 +506,12 @@ def _split_proof_part(blob: bytes) -> tuple[bytes, bytes]:
 
 #: First byte of a part's plaintext: the part carries its shares in full.
 FORMAT_FULL = 0
-#: First byte of a part's plaintext: the part carries a 32-byte seed its shares expand from.
-FORMAT_SEED = 1
+#: First byte of a part's plaintext in kaires-fl's first seeded format (shares expanded by
+#: SHAKE-128): refused since the expansion is AES-256-CTR, so that no part is misread.
+FORMAT_SEED_SHAKE = 1
+#: First byte of a part's plaintext: the part carries a 32-byte seed its shares expand from
+#: (:meth:`~kaires_fl.arith.field.PrimeField.expand_seed`, AES-256-CTR).
+FORMAT_SEED = 2
 SEED_SIZE = 32
 
 
@@ -514,6 +519,48 @@ def seed_context(kind: bytes, job: str, provider: str) -> bytes:
     """XOF context of the seeded shares of one submission's ``kind`` (meas, rho, proof);
     :func:`kaires_fl.arith.sharing.share_seeded` appends the aggregator's index."""
     return H(b"kaires/aggregation/share-seed", kind, job.encode(), provider.encode())
+
+
+def _plain_rows(F: Any, n: int, width: int) -> np.ndarray | None:
+    """``(n, 1 + width)`` uint64 rows whose bytes 7.. are each a :data:`FORMAT_FULL`
+    plaintext of ``width`` elements once their columns 1.. are filled (the sharing writes
+    there, so a full part is sealed without encoding or concatenating its shares); None
+    when the field's array is not its own encoding (Field128, a big-endian machine)."""
+    dtype = F.DTYPE
+    if dtype != np.uint64 or sys.byteorder != "little":
+        return None
+    rows = np.empty((n, 1 + width), np.uint64)
+    rows[:, 0] = np.uint64(FORMAT_FULL) << np.uint64(56)  # byte 7: the format byte
+    return rows
+
+
+def _share(
+    F: Any,
+    secret: np.ndarray,
+    seeds: Mapping[int, bytes],
+    n: int,
+    t: int,
+    context: bytes,
+    rows: np.ndarray | None,
+    col: int,
+) -> np.ndarray:
+    """The ``(n, *secret.shape)`` shares of ``secret`` (seeded ones from ``seeds``, or none),
+    written into columns ``col..`` of ``rows`` (and a view of them) when given."""
+    if seeds:
+        return sharing.share_seeded(F, secret, seeds, n, t, context, out=rows, col=col)
+    sh = sharing.share(F, secret, n, t)
+    if rows is None:
+        return sh
+    rows[:, col : col + secret.size] = sh.reshape(n, -1)
+    return rows[:, col : col + secret.size].reshape(sh.shape)
+
+
+def _full_plain(F: Any, rows: np.ndarray | None, i: int, *shares: np.ndarray) -> Any:
+    """Party ``i``'s :data:`FORMAT_FULL` plaintext: its row of ``rows`` from byte 7 (a view),
+    or the format byte and the encoded ``shares[k][i]``."""
+    if rows is not None:
+        return memoryview(rows[i]).cast("B")[7:]
+    return bytes([FORMAT_FULL]) + b"".join(F.encode(sh[i]) for sh in shares)
 
 
 def seal_parts(
@@ -569,14 +616,10 @@ def seal_parts(
     rho = F.random((1,))
     mseeds = {j: secrets.token_bytes(SEED_SIZE) for j in seeded}
     pseeds = {j: secrets.token_bytes(SEED_SIZE) for j in seeded}
-    if seeded:
-        meas_sh = sharing.share_seeded(
-            F, meas, mseeds, n, t, seed_context(b"meas", job, provider)
-        )  # (n, B, MEAS_LEN)
-        rho_sh = sharing.share_seeded(F, rho, mseeds, n, t, seed_context(b"rho", job, provider))
-    else:
-        meas_sh = sharing.share(F, meas, n, t)
-        rho_sh = sharing.share(F, rho, n, t)
+    L = meas.size
+    mrows = _plain_rows(F, n, L + 1)  # a full part's plaintext: format ‖ meas_i ‖ ρ_i
+    meas_sh = _share(F, meas, mseeds, n, t, seed_context(b"meas", job, provider), mrows, 1)
+    rho_sh = _share(F, rho, mseeds, n, t, seed_context(b"rho", job, provider), mrows, 1 + L)
     if fault == "inconsistent_shares":
         meas_sh[n - 1] = F.add(meas_sh[n - 1], F.random(meas_sh[n - 1].shape))
     if fault == "bad_seed":
@@ -589,16 +632,16 @@ def seal_parts(
         raise EncodingError(f"seal_parts needs {n} keys of 32 bytes (one per aggregator)")
 
     meas_parts = [
-        envelope.seal(
+        envelope.seal_bulk(
             keys[i],
             bytes([FORMAT_SEED]) + mseeds[i]
             if i in mseeds
-            else bytes([FORMAT_FULL]) + F.encode(meas_sh[i]) + F.encode(rho_sh[i]),
+            else _full_plain(F, mrows, i, meas_sh, rho_sh),
             _aad(b"meas", job, provider, i),
         )
         for i in range(n)
     ]
-    del meas_sh  # the proof is made next: keep one copy of the shares at a time
+    del meas_sh, rho_sh, mrows  # the proof is made next: keep one copy of the shares at a time
     mhashes = [part_hash(p).hex() for p in meas_parts]
     stage1 = joint_rand_seed(job, provider, circuit, mhashes)
     W = flp.valid.WITNESS_LEN
@@ -619,19 +662,12 @@ def seal_parts(
     if fault == "bad_proof":
         proof = proof.copy()
         proof[:, -1] = F.add(proof[:, -1], F.ones((B,)))
-    if seeded:
-        proof_sh = sharing.share_seeded(
-            F, proof, pseeds, n, t, seed_context(b"proof", job, provider)
-        )
-    else:
-        proof_sh = sharing.share(F, proof, n, t)
-
+    prows = _plain_rows(F, n, proof.size)
+    proof_sh = _share(F, proof, pseeds, n, t, seed_context(b"proof", job, provider), prows, 1)
     proof_parts = [
-        envelope.seal(
+        envelope.seal_bulk(
             keys[i],
-            bytes([FORMAT_SEED]) + pseeds[i]
-            if i in pseeds
-            else bytes([FORMAT_FULL]) + F.encode(proof_sh[i]),
+            bytes([FORMAT_SEED]) + pseeds[i] if i in pseeds else _full_plain(F, prows, i, proof_sh),
             _aad(b"proof", job, provider, i),
         )
         for i in range(n)
@@ -659,16 +695,12 @@ def _seal_shares(
     """The n AEAD blobs of a degree-t sharing of ``secret`` (``kind`` names its seed and
     AAD context): a fresh seed for each seeded aggregator, the shares in full otherwise."""
     seeds = {j: secrets.token_bytes(SEED_SIZE) for j in seeded}
-    if seeded:
-        sh = sharing.share_seeded(F, secret, seeds, n, t, seed_context(kind, job, provider))
-    else:
-        sh = sharing.share(F, secret, n, t)
+    rows = _plain_rows(F, n, secret.size)
+    sh = _share(F, secret, seeds, n, t, seed_context(kind, job, provider), rows, 1)
     return [
-        envelope.seal(
+        envelope.seal_bulk(
             keys[i],
-            bytes([FORMAT_SEED]) + seeds[i]
-            if i in seeds
-            else bytes([FORMAT_FULL]) + F.encode(sh[i]),
+            bytes([FORMAT_SEED]) + seeds[i] if i in seeds else _full_plain(F, rows, i, sh),
             _aad(kind, job, provider, i),
         )
         for i in range(n)
@@ -745,7 +777,7 @@ def open_part(
             f"witness parts; its circuit needs {'one per aggregator' if W else 'none'}"
         )
     try:
-        wplain = b""
+        wplain: tuple[int, memoryview] = (FORMAT_FULL, memoryview(b""))
         if W:
             wblob, proof_blob = _split_proof_part(proof_blob)
             if part_hash(wblob).hex() != manifest.witness_parts[i]:
@@ -753,9 +785,9 @@ def open_part(
                     f"the witness blob of part {i} of provider {prov[:16]}… does not match "
                     "its signed hash: the provider sealed another witness than it committed to"
                 )
-            wplain = envelope.open_(key, wblob, _aad(b"witness", job, prov, i))
-        mplain = envelope.open_(key, meas_blob, _aad(b"meas", job, prov, i))
-        pplain = envelope.open_(key, proof_blob, _aad(b"proof", job, prov, i))
+            wplain = _open_plain(key, wblob, _aad(b"witness", job, prov, i))
+        mplain = _open_plain(key, meas_blob, _aad(b"meas", job, prov, i))
+        pplain = _open_plain(key, proof_blob, _aad(b"proof", job, prov, i))
         meas, rho = _meas_shares(F, mplain, B, flp.MEAS_LEN, job, prov, i)
         proof = _part_shares(F, pplain, (B, flp.PROOF_LEN - W), b"proof", job, prov, i)
         if W:
@@ -768,19 +800,39 @@ def open_part(
     return PartShares(meas, proof, rho)
 
 
-def _seed(plain: bytes) -> bytes | None:
+def _open_plain(key: bytes, blob: bytes, aad: bytes) -> tuple[int, memoryview]:
+    """The format byte and the rest of a sealed part's plaintext, decrypted into an 8-byte
+    aligned buffer so that the rest (from byte 8 of the buffer) decodes to Field64 shares
+    without a copy (:meth:`~kaires_fl.arith.field.PrimeField.decode_view`)."""
+    size = max(len(blob) - envelope.NONCE_SIZE - envelope.TAG_SIZE, 0)
+    buf = np.empty((size + 14) // 8, np.uint64)
+    plain = memoryview(buf).cast("B")[7 : 7 + size]
+    envelope.open_bulk_into(key, blob, aad, plain)
+    if not size:
+        raise EncodingError("the part's plaintext is empty: it has no format byte")
+    return plain[0], plain[1:]
+
+
+def _seed(plain: tuple[int, memoryview]) -> bytes | None:
     """The seed of a seeded part's plaintext, None for a full one (else ``EncodingError``)."""
-    if not plain or plain[0] not in (FORMAT_FULL, FORMAT_SEED):
-        raise EncodingError("the part's plaintext has no known format byte")
-    if plain[0] == FORMAT_FULL:
+    fmt, rest = plain
+    if fmt == FORMAT_FULL:
         return None
-    if len(plain) != 1 + SEED_SIZE:
-        raise EncodingError(f"a seeded part holds {SEED_SIZE} bytes, this one {len(plain) - 1}")
-    return plain[1:]
+    if fmt == FORMAT_SEED_SHAKE:
+        raise EncodingError(
+            f"the part has format {FORMAT_SEED_SHAKE} (seeds expanded by SHAKE-128, an older "
+            f"kaires-fl); seeds now expand by AES-256-CTR (format {FORMAT_SEED}): the "
+            "provider must upgrade"
+        )
+    if fmt != FORMAT_SEED:
+        raise EncodingError(f"the part's plaintext has an unknown format byte {fmt}")
+    if len(rest) != SEED_SIZE:
+        raise EncodingError(f"a seeded part holds {SEED_SIZE} bytes, this one {len(rest)}")
+    return bytes(rest)
 
 
 def _meas_shares(
-    F: Any, plain: bytes, B: int, width: int, job: str, prov: str, i: int
+    F: Any, plain: tuple[int, memoryview], B: int, width: int, job: str, prov: str, i: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Measurement and mask shares ``(B, width)``, ``(1,)`` of a measurement part."""
     seed = _seed(plain)
@@ -792,12 +844,24 @@ def _meas_shares(
             F, seed, (1,), sharing.seed_context(seed_context(b"rho", job, prov), i)
         )
         return meas, rho
-    mlen = 1 + B * width * F.ENCODED_SIZE
-    return F.decode(plain[1:mlen], (B, width)), F.decode(plain[mlen:], (1,))
+    rest = plain[1]
+    mlen = B * width * F.ENCODED_SIZE
+    if len(rest) != mlen + F.ENCODED_SIZE:
+        raise EncodingError(
+            f"a full measurement part holds {mlen + F.ENCODED_SIZE} bytes of shares "
+            f"({B} × {width} and the mask), this one {len(rest)}"
+        )
+    return F.decode_view(rest[:mlen], (B, width)), F.decode_view(rest[mlen:], (1,))
 
 
 def _part_shares(
-    F: Any, plain: bytes, shape: tuple[int, ...], kind: bytes, job: str, prov: str, i: int
+    F: Any,
+    plain: tuple[int, memoryview],
+    shape: tuple[int, ...],
+    kind: bytes,
+    job: str,
+    prov: str,
+    i: int,
 ) -> np.ndarray:
     """The shares of shape ``shape`` a part's plaintext holds or expands to."""
     seed = _seed(plain)
@@ -805,4 +869,4 @@ def _part_shares(
         return sharing.seeded_share(
             F, seed, shape, sharing.seed_context(seed_context(kind, job, prov), i)
         )
-    return F.decode(plain[1:], shape)
+    return F.decode_view(plain[1], shape)

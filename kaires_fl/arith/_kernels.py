@@ -672,3 +672,46 @@ tier(
         "ntt_rows": _twins.ntt_rows,
     },
 )
+
+
+# ---------------------------------------------------------------- seeded Shamir sharing
+
+#: Column tile of ``complete_rows`` (one output tile stays in L1 across its terms).
+COMPLETE_TILE = 1024
+
+
+@njit(cache=True, nogil=True)
+def complete_rows(
+    w: np.ndarray,
+    secret: np.ndarray,
+    rows: np.ndarray,
+    col0: int,
+    src: np.ndarray,
+    dst: np.ndarray,
+) -> None:
+    """rows[dst[r], col0 + j] = w[r, 0]·secret[j] + Σ_k w[r, k + 1]·rows[src[k], col0 + j]
+    mod p, for j < len(secret).
+
+    The full shares of a seeded Shamir sharing in one pass (``sharing.share_seeded``):
+    ``rows`` (n, width) holds the seeded shares in rows ``src`` (t of them) and receives the
+    others in rows ``dst`` (disjoint from ``src``), all in columns col0 .. col0 + len(secret);
+    ``w`` (len(dst), t + 1) are the Lagrange weights from the points (0, secret) and
+    (src + 1, seeded share).
+    """
+    L = secret.shape[0]
+    t = src.shape[0]
+    for j0 in range(0, L, COMPLETE_TILE):
+        j1 = min(j0 + COMPLETE_TILE, L)
+        for r in range(dst.shape[0]):
+            out = rows[dst[r], col0 : col0 + L]
+            w0 = w[r, 0]
+            for j in range(j0, j1):
+                out[j] = mulmod(w0, secret[j])
+            for k in range(t):
+                wk = w[r, k + 1]
+                s = rows[src[k], col0 : col0 + L]
+                for j in range(j0, j1):
+                    out[j] = addmod(out[j], mulmod(wk, s[j]))
+
+
+tier(globals(), {"complete_rows": _twins.complete_rows})

@@ -380,3 +380,22 @@ def k_prove_psmul(
     g[:, 1::2] = split_sum(mulmod(W[:, :c, :], W[:, c : 2 * c, :]), axis=1)
     ntt_rows(g, itw2, rev2)
     out[:] = mulmod(g[:, : out.shape[1]], inv2[:1])
+
+
+# ---------------------------------------------------------------- twin of the seeded sharing
+
+
+def complete_rows(
+    w: np.ndarray,
+    secret: np.ndarray,
+    rows: np.ndarray,
+    col0: int,
+    src: np.ndarray,
+    dst: np.ndarray,
+) -> None:
+    """rows[dst[r], cols] = w[r, 0]·secret + Σ_k w[r, k + 1]·rows[src[k], cols] with cols =
+    col0 .. col0 + len(secret) (``_kernels.complete_rows``)."""
+    cols = slice(col0, col0 + secret.shape[0])
+    Y = np.concatenate([secret[None, :], rows[src, cols]])  # (t + 1, L)
+    for r in range(dst.shape[0]):
+        rows[dst[r], cols] = split_sum(mulmod(w[r][:, None], Y), axis=0)

@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from kaires_fl.arith import _kernels as kern
 from kaires_fl.arith.poly import lagrange_coefficients
 from kaires_fl.errors import ConfigError, DecodingError, EncodingError
 
@@ -215,15 +216,16 @@ def share(
 
 
 def seeded_share(F: Any, seed: bytes, shape: tuple[int, ...], context: bytes = b"") -> np.ndarray:
-    """The share a 32-byte ``seed`` stands for: ``F.from_seed(seed, shape, context)``.
+    """The share a 32-byte ``seed`` stands for: ``F.expand_seed(seed, shape, context)``.
 
     Pre: ``seed`` is uniformly random and secret to its holder. Post: uniform elements of
-    ``F`` (SHAKE-128, rejection sampling), a deterministic function of its arguments, so the
-    holder of the seed and anyone it later discloses the seed to compute the same share.
+    ``F`` (AES-256-CTR keystream, rejection sampling), a deterministic function of its
+    arguments, so the holder of the seed and anyone it later discloses the seed to compute
+    the same share.
     """
     if len(seed) != 32:
         raise EncodingError(f"a share seed has 32 bytes, got {len(seed)}")
-    return F.from_seed(seed, shape, context)
+    return F.expand_seed(seed, shape, context)
 
 
 def complete_sharing(
@@ -238,49 +240,114 @@ def complete_sharing(
     independent of the secret, ``out`` is distributed exactly as :func:`share`'s output (the
     map from ``t`` free coefficients to ``t`` points other than 0 is a bijection).
     """
-    _check_params(n, t)
-    if n >= F.MODULUS:
-        raise ConfigError(f"n = {n} points do not fit in a field of size {F.MODULUS}")
-    if len(known) != t or any(not 0 <= int(j) < n for j in known):
-        raise ConfigError(
-            f"a degree-{t} sharing is completed from exactly t = {t} parties' shares in "
-            f"[0, {n}); got parties {sorted(known)}"
-        )
-    if not _is_field_array(F, secret) or any(
-        not _is_field_array(F, v) or v.shape != secret.shape for v in known.values()
-    ):
+    _check_completion(F, secret, known, n, t)
+    if any(not _is_field_array(F, v) or v.shape != secret.shape for v in known.values()):
         raise EncodingError(
             f"secret and fixed shares must be canonical {F.__name__} arrays of one shape"
         )
+    rows = np.empty((n, secret.size), dtype=F.DTYPE)
     fixed = sorted(int(j) for j in known)
-    others = [i for i in range(n) if i not in known]
-    shape = secret.shape
-    W = _weights(F, (0, *(j + 1 for j in fixed)), tuple(i + 1 for i in others))  # (n−t, t+1)
-    out = np.empty((n, *shape), dtype=F.DTYPE)
     for j in fixed:
-        out[j] = known[j]
-    if others:
-        Y = np.stack([secret, *(known[j] for j in fixed)]).reshape(t + 1, -1)
-        out[others] = F.matmul(W, Y).reshape((len(others), *shape))
-    return out
+        rows[j] = known[j].reshape(-1)
+    _complete_rows(F, secret, rows, 0, fixed)
+    return rows.reshape((n, *secret.shape))
+
+
+def _check_completion(F: Any, secret: np.ndarray, fixed: Iterable[int], n: int, t: int) -> None:
+    """Pre-conditions shared by :func:`complete_sharing` and :func:`share_seeded`."""
+    _check_params(n, t)
+    if n >= F.MODULUS:
+        raise ConfigError(f"n = {n} points do not fit in a field of size {F.MODULUS}")
+    parties = sorted(int(j) for j in fixed)
+    if len(parties) != t or len(set(parties)) != t or any(not 0 <= j < n for j in parties):
+        raise ConfigError(
+            f"a degree-{t} sharing is completed from exactly t = {t} distinct parties' shares "
+            f"in [0, {n}); got parties {parties}"
+        )
+    if not _is_field_array(F, secret):
+        raise EncodingError(
+            f"the secret must be a canonical {F.__name__} array; convert it with "
+            f"{F.__name__}.elements(values)"
+        )
+
+
+def _fused(F: Any) -> bool:
+    """Whether ``F`` is Field64 (uint64 elements modulo the kernels' prime)."""
+    dtype, modulus = F.DTYPE, F.MODULUS
+    return bool(dtype == np.uint64 and modulus == int(kern.P))
+
+
+def _complete_rows(
+    F: Any, secret: np.ndarray, rows: np.ndarray, col: int, fixed: list[int]
+) -> None:
+    """Complete a degree-t sharing in columns ``col .. col + secret.size`` of ``rows``
+    (n, width): the rows of the sorted parties ``fixed`` (t of them) hold their shares, every
+    other row receives f(i + 1) for the f through (0, secret) and (j + 1, rows[j]).
+    Field64: one fused kernel pass, no temporaries; other fields: a matrix product.
+    """
+    n = rows.shape[0]
+    others = [i for i in range(n) if i not in fixed]
+    if not others:
+        return
+    W = _weights(F, (0, *(j + 1 for j in fixed)), tuple(i + 1 for i in others))  # (n−t, t+1)
+    flat = np.ascontiguousarray(secret).reshape(-1)
+    cols = slice(col, col + flat.size)
+    if _fused(F):
+        if flat.flags.writeable:  # one numba specialisation: the secret typed read-only
+            flat = flat.view()
+            flat.flags.writeable = False
+        src, dst = np.array(fixed, np.int64), np.array(others, np.int64)
+        kern.complete_rows(W.copy(), flat, rows, col, src, dst)
+        return
+    Y = np.concatenate([flat[None, :], rows[fixed, cols]])  # (t + 1, L)
+    rows[others, cols] = F.matmul(W, Y)
 
 
 def share_seeded(
-    F: Any, secret: np.ndarray, seeds: Mapping[int, bytes], n: int, t: int, context: bytes = b""
+    F: Any,
+    secret: np.ndarray,
+    seeds: Mapping[int, bytes],
+    n: int,
+    t: int,
+    context: bytes = b"",
+    *,
+    out: np.ndarray | None = None,
+    col: int = 0,
 ) -> np.ndarray:
     """Shamir-share ``secret`` with the shares of ``t`` parties expanded from 32-byte seeds.
 
     Pre: ``seeds`` maps ``t`` distinct parties to fresh uniformly random 32-byte seeds.
+    ``out`` (optional): a C-contiguous ``(n, width)`` array of ``F`` to write the shares
+    into, in its columns ``col .. col + secret.size`` (e.g. after a header word, so that a
+    row is a ready-made plaintext).
     Post: ``out[j] = seeded_share(F, seeds[j], secret.shape, context_j)`` for the seeded
     parties (``context_j = context + j`` as 4 little-endian bytes) and the other rows complete
-    the degree-t sharing of ``secret`` (:func:`complete_sharing`). Only those n − t rows need
-    to travel; a seeded party gets its seed instead of its share.
+    the degree-t sharing of ``secret`` (:func:`complete_sharing`); returned with shape
+    ``(n, *secret.shape)`` (a view of ``out`` when given). Only those n − t rows need to
+    travel; a seeded party gets its seed instead of its share.
     """
-    known = {
-        int(j): seeded_share(F, sd, secret.shape, seed_context(context, int(j)))
-        for j, sd in seeds.items()
-    }
-    return complete_sharing(F, secret, known, n, t)
+    _check_completion(F, secret, seeds, n, t)
+    L = secret.size
+    if out is None:
+        rows, col = np.empty((n, L), dtype=F.DTYPE), 0
+    else:
+        rows = out
+        if (
+            rows.dtype != F.DTYPE
+            or rows.ndim != 2
+            or rows.shape[0] != n
+            or not rows.flags.c_contiguous
+            or not rows.flags.writeable
+            or not 0 <= col <= rows.shape[1] - L
+        ):
+            raise ConfigError(
+                f"out must be a writable C-contiguous ({n}, ≥ {col + L}) {F.__name__} array"
+            )
+    fixed = sorted(int(j) for j in seeds)
+    for j in fixed:
+        rows[j, col : col + L] = seeded_share(F, seeds[j], (L,), seed_context(context, j))
+    _complete_rows(F, secret, rows, col, fixed)
+    return rows[:, col : col + L].reshape((n, *secret.shape))
 
 
 def seed_context(context: bytes, party: int) -> bytes:

@@ -1,7 +1,12 @@
-"""Sealed envelopes: HKDF, ChaCha20-Poly1305 AEAD, and sealing to an X25519 public key.
+"""Sealed envelopes: HKDF, ChaCha20-Poly1305 / AES-256-GCM AEAD, and sealing to an X25519
+public key.
 
-- :func:`seal` / :func:`open_` encrypt under a 32-byte symmetric key; the blob is
-  ``nonce (12) || ciphertext || tag (16)`` with a fresh random nonce.
+- :func:`seal` / :func:`open_` encrypt under a 32-byte symmetric key (ChaCha20-Poly1305); the
+  blob is ``nonce (12) || ciphertext || tag (16)`` with a fresh random nonce.
+- :func:`seal_bulk` / :func:`open_bulk` (and :func:`open_bulk_into`, which decrypts into a
+  caller's buffer) are the same with AES-256-GCM, for megabytes under a key that seals a
+  handful of messages (a submission's parts): with AES-NI it runs at several times
+  ChaCha20-Poly1305's speed. Same blob layout; a blob of one opens with the other never.
 - :func:`seal_to` / :func:`open_sealed` encrypt to a recipient's X25519 public key:
   an ephemeral X25519 key pair, ``key = HKDF(shared, info = label || eph_pk || rcpt_pk)``
   and the AEAD with ``aad`` extended by both public keys, so the envelope is bound to
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl import bindings as _nb
 from nacl.exceptions import RuntimeError as _NaclRuntimeError
@@ -64,18 +69,77 @@ def open_(key: bytes, blob: bytes, aad: bytes = b"") -> bytes:
         if the blob was altered, truncated, sealed under another key or with another aad.
     """
     _check_key(key)
+    _check_blob(blob)
+    try:
+        return ChaCha20Poly1305(key).decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], aad)
+    except InvalidTag as exc:
+        raise _tampered() from exc
+
+
+def _check_blob(blob: bytes) -> None:
     if len(blob) < NONCE_SIZE + TAG_SIZE:
         raise InvalidProof(
             f"sealed blob too short ({len(blob)} bytes < {NONCE_SIZE + TAG_SIZE}): it was "
             "truncated in transit; ask the sender to resend it"
         )
+
+
+def _tampered() -> InvalidProof:
+    return InvalidProof(
+        "AEAD authentication failed: the envelope was tampered with, or opened with the "
+        "wrong key or associated data; discard it and ask the sender to resend"
+    )
+
+
+def seal_bulk(key: bytes, plaintext: bytes | memoryview, aad: bytes = b"") -> bytes:
+    """AES-256-GCM encryption under ``key`` with a random 96-bit nonce; ``aad`` is
+    authenticated. Returns ``nonce || ciphertext || tag`` (len(plaintext) + 28 bytes).
+
+    Nonce discipline: a GCM nonce must never repeat under one key. Random 96-bit nonces
+    keep the collision probability below q²/2^97 for q messages; a caller seals at most a
+    few messages per key (a fresh key per submission seals its 2–3 parts), never 2^32.
+    """
+    _check_key(key)
+    nonce = secrets.token_bytes(NONCE_SIZE)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def open_bulk(key: bytes, blob: bytes, aad: bytes = b"") -> bytes:
+    """Inverse of :func:`seal_bulk`.
+
+    Raises
+    ------
+    InvalidProof
+        if the blob was altered, truncated, sealed under another key, with another aad or
+        by :func:`seal`.
+    """
+    out = bytearray(max(len(blob) - NONCE_SIZE - TAG_SIZE, 0))
+    open_bulk_into(key, blob, aad, memoryview(out))
+    return bytes(out)
+
+
+def open_bulk_into(key: bytes, blob: bytes, aad: bytes, buf: memoryview) -> None:
+    """:func:`open_bulk` writing the plaintext into ``buf`` (writable, exactly
+    ``len(blob) − 28`` bytes: a view into an aligned array decodes without a copy).
+
+    Raises
+    ------
+    InvalidProof
+        as :func:`open_bulk`; ``buf`` then holds nothing usable.
+    EncodingError
+        if ``buf`` does not have the plaintext's length (the caller's error).
+    """
+    _check_key(key)
+    _check_blob(blob)
+    if len(buf) != len(blob) - NONCE_SIZE - TAG_SIZE:
+        raise EncodingError(
+            f"the plaintext of a {len(blob)}-byte blob has {len(blob) - NONCE_SIZE - TAG_SIZE} "
+            f"bytes; the buffer has {len(buf)}"
+        )
     try:
-        return ChaCha20Poly1305(key).decrypt(blob[:NONCE_SIZE], blob[NONCE_SIZE:], aad)
+        AESGCM(key).decrypt_into(blob[:NONCE_SIZE], memoryview(blob)[NONCE_SIZE:], aad, buf)
     except InvalidTag as exc:
-        raise InvalidProof(
-            "AEAD authentication failed: the envelope was tampered with, or opened with the "
-            "wrong key or associated data; discard it and ask the sender to resend"
-        ) from exc
+        raise _tampered() from exc
 
 
 @dataclass(frozen=True)

@@ -289,7 +289,7 @@ def test_unopenable_part_rejects_the_provider_not_the_aggregator() -> None:
         t=T,
     )
     # the provider encrypts junk for aggregator 2 under the committed key
-    parts.meas_parts[2] = envelope.seal(parts.keys[2], b"junk", b"wrong aad")
+    parts.meas_parts[2] = envelope.seal_bulk(parts.keys[2], b"junk", b"wrong aad")
     parts.meas_hashes = []
     sub = sign_manifest(
         Identity.generate(), parts, job="job", provider="bad", circuit="c", write="wb"

@@ -162,7 +162,8 @@ def test_seeded_parts_carry_a_seed_and_only_n_minus_t_shares_travel() -> None:
 
 def test_a_seeded_part_opens_only_to_its_seed_expansion() -> None:
     """bad_seed: the seeded share is off the polynomial of the full ones; a seeded part with
-    a seed of the wrong length or an unknown format byte opens to nothing."""
+    a seed of the wrong length, the retired SHAKE-128 seed format, an unknown format byte,
+    no plaintext, or sealed with ChaCha20-Poly1305 instead of AES-256-GCM opens to nothing."""
     _, parts, sub = _sealed("bad_seed")
     opened = _open_all(parts, sub)
     assert not sharing.is_consistent(F, np.stack([o.meas for o in opened]), T)
@@ -170,10 +171,20 @@ def test_a_seeded_part_opens_only_to_its_seed_expansion() -> None:
     from kaires_fl.aggregation import submission as sm
 
     key = parts.keys[0]
-    for plain in (b"\x01" + bytes(31), b"\x02" + bytes(32), b""):
-        blob = envelope.seal(key, plain, sm._aad(b"meas", "job", "p", 0))
-        with pytest.raises(InvalidSubmission, match="does not open"):
+    aad = sm._aad(b"meas", "job", "p", 0)
+    seed = bytes([sm.FORMAT_SEED]) + bytes(32)
+    cases = {
+        "does not open to": [bytes([sm.FORMAT_SEED]) + bytes(31), b"\x03" + bytes(32), b""],
+        "SHAKE-128": [bytes([sm.FORMAT_SEED_SHAKE]) + bytes(32)],
+    }
+    blobs = [(envelope.seal_bulk(key, p, aad), m) for m, ps in cases.items() for p in ps]
+    blobs.append((envelope.seal(key, seed, aad), "does not open to"))
+    for blob, match in blobs:
+        with pytest.raises(InvalidSubmission, match=match):
             open_part(FLP, sub.manifest, 0, key, blob, sub.proof_parts[0], hashes_checked=True)
+    # the same seed sealed as it should be opens (the cases above fail for their reason)
+    good = envelope.seal_bulk(key, seed, aad)
+    open_part(FLP, sub.manifest, 0, key, good, sub.proof_parts[0], hashes_checked=True)
 
 
 def test_bad_inputs_raise_typed_errors() -> None:
