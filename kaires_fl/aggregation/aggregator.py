@@ -779,6 +779,11 @@ def check_own(relayed: Any, sent: Any) -> None:
     )
 
 
+#: Elements of every share ``_open_consistent`` interpolates at a time: the chunks of the
+#: t + 1 base shares and their interpolated rows stay in cache (L2).
+OPEN_CHUNK = 1 << 15
+
+
 def _open_consistent(F: Any, shares: Mapping[int, np.ndarray], t: int) -> np.ndarray | None:
     """The secret of ``shares`` when every present share lies on one degree-t polynomial
     (exactly, every coordinate), else None (then open with ``sharing.robust_reconstruct``
@@ -787,27 +792,36 @@ def _open_consistent(F: Any, shares: Mapping[int, np.ndarray], t: int) -> np.nda
     Pre: ``shares`` maps a 0-based party to a canonical ``F`` array, all of one shape.
     Post: the same value as ``sharing.reconstruct`` / ``robust_reconstruct`` give in that
     case (interpolation at 0 through the lowest t + 1 parties), computed without stacking
-    the (multi-MB) shares into one array.
+    the (multi-MB) shares into one array: chunk by chunk, the polynomial through the base
+    parties is evaluated at 0 and at every other party in one small matrix product (one
+    pass over the data, no share-sized temporaries), and the first chunk that disagrees
+    ends the pass.
     """
+    from kaires_fl.arith.poly import lagrange_coefficients
+
     idx = sorted(shares)
     if len(idx) < t + 1:
         return None
-    base = idx[: t + 1]
+    base, rest = idx[: t + 1], idx[t + 1 :]
     xs = _points(F, base)
-
-    def at(x: int) -> np.ndarray:
-        from kaires_fl.arith.poly import lagrange_coefficients
-
-        w = lagrange_coefficients(F, xs, F.elements(x))
-        acc = F.mul(shares[base[0]], w[0])
-        for j in range(1, t + 1):
-            acc = F.add(acc, F.mul(shares[base[j]], w[j]))
-        return acc
-
-    for k in idx[t + 1 :]:
-        if not np.array_equal(at(k + 1), shares[k]):
-            return None
-    return at(0)
+    targets = [F.elements(0), *(_points(F, [k])[0] for k in rest)]
+    W = np.stack([lagrange_coefficients(F, xs, x) for x in targets])  # (1 + len(rest), t + 1)
+    first = shares[base[0]]
+    flat = {i: np.ascontiguousarray(shares[i]).reshape(-1) for i in idx}
+    n = first.size
+    out = np.empty(n, dtype=first.dtype)
+    buf = np.empty((t + 1, min(n, OPEN_CHUNK)), dtype=first.dtype)
+    for s in range(0, n, OPEN_CHUNK):
+        e = min(s + OPEN_CHUNK, n)
+        y = buf if e - s == buf.shape[1] else np.empty((t + 1, e - s), dtype=first.dtype)
+        for r, i in enumerate(base):
+            y[r] = flat[i][s:e]
+        vals = F.matmul(W, y)  # row 0: the secret; row 1 + r: party rest[r]'s share
+        for r, k in enumerate(rest):
+            if not np.array_equal(vals[1 + r], flat[k][s:e]):
+                return None
+        out[s:e] = vals[0]
+    return out.reshape(first.shape)
 
 
 def _rows_elements(F: Any, rows: np.ndarray | list[np.ndarray]) -> Elements:
