@@ -10,6 +10,8 @@ does both over a committee:
   in-memory transport), sized by ``kaires-ledger-nodes``, ``kaires-trustees``,
   ``kaires-aggregators``, ``kaires-threshold`` and seeded by ``kaires-committee-seed``
   (an integer, default 0; ``kaires-seed`` is the providers' key seed, a different setting);
+  ``kaires-workers`` threads on which its aggregators and trustees work side by side
+  (``LocalCommittee(workers=...)``, default 1; the same results for any count);
   ``kaires-db-dir`` keeps its ledger in SQLite files there (``LocalCommittee(db_dir=...)``:
   a later run with the same settings reopens and continues the chain);
 - ``kaires-committee = "<path>/group.toml"`` (deployment): the committee's node
@@ -134,6 +136,7 @@ class CommitteeConnection:
                 threshold=_int("kaires-threshold", 1),
                 seed=_int("kaires-committee-seed", 0),
                 db_dir=run_config.get("kaires-db-dir") or None,
+                workers=_int("kaires-workers", 1),
             )
         )
 

@@ -267,6 +267,27 @@ def test_committee_from_run_config() -> None:
         CommitteeConnection.from_run_config({"kaires-committee": "remote"})
     with pytest.raises(ConfigError):
         CommitteeConnection.from_run_config({"kaires-threshold": "one"})
+    assert CommitteeConnection.from_run_config({}).committee.workers == 1
+    assert CommitteeConnection.from_run_config({"kaires-workers": 2}).committee.workers == 2
+    with pytest.raises(ConfigError, match="workers"):
+        CommitteeConnection.from_run_config({"kaires-workers": 0})
+
+
+def test_committee_on_two_threads_gives_the_bit_identical_model() -> None:
+    """LocalCommittee(workers=2): aggregators and trustees side by side, the same round."""
+    from kaires_fl.errors import KairesWarning
+
+    models, accepted = [], []
+    for workers in (1, 2):
+        s = _fedavg(LocalCommittee(workers=workers))
+        with pytest.warns(KairesWarning, match="1 provider"):
+            grid = LocalGrid(apps.make_client_app(faults={1: "over_norm"}), N)
+            models.append(_run(s, grid, 1))
+        res = s.kaires_rounds[1]["result"]
+        accepted.append((sorted(res.accepted), sorted(res.rejected)))
+    assert accepted[0] == accepted[1] and len(accepted[0][1]) == 1
+    for a, b in zip(*models, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
 def test_too_many_faulty_aggregators_fail_the_round_not_the_run() -> None:
