@@ -149,6 +149,30 @@ def _k_from_bits(a: np.ndarray, a0: int, K: int, out: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
+def _scatter_pairs(o: np.ndarray, off: int, chunk: int, ta: np.ndarray, tb: np.ndarray) -> None:
+    """Pairs off + k ← (ta[k], tb[k]) in one record's flat pair buffer ``o`` (calls·2·chunk):
+    pair i at [i // chunk, ·, i % chunk]. Copies by runs through 1-D views (indexing ``o``
+    with computed offsets kept every copy scalar)."""
+    n = ta.shape[0]
+    k = 0
+    while k < n:
+        i = off + k
+        m = i // chunk
+        j0 = i - m * chunk
+        run = min(chunk - j0, n - k)
+        pa = m * 2 * chunk + j0
+        da = o[pa : pa + run]
+        db = o[pa + chunk : pa + chunk + run]
+        sa = ta[k : k + run]
+        sb = tb[k : k + run]
+        for j in range(run):
+            da[j] = sa[j]
+        for j in range(run):
+            db[j] = sb[j]
+        k += run
+
+
+@njit(cache=True, nogil=True)
 def _k_fill_pairs(
     out: np.ndarray,
     off: int,
@@ -163,34 +187,26 @@ def _k_fill_pairs(
 ) -> None:
     """Pair off + k (k < len(ai)) ← (a[r, ai[k]]·w[r|0, k], b[r, bi[k]] − bc); out is
     (B, calls, 2, chunk) and pair i lives at [i // chunk, ·, i % chunk]."""
-    B = out.shape[0]
-    chunk = out.shape[3]
+    B, calls, _, chunk = out.shape
     n = ai.shape[0]
     wshared = w.shape[0] == 1
     ashared = a.shape[0] == 1
     bshared = b.shape[0] == 1
+    ta = np.empty(n, dtype=np.uint64)
+    tb = np.empty(n, dtype=np.uint64)
     for r in range(B):
-        ra = 0 if ashared else r
-        rb = 0 if bshared else r
-        rw = 0 if wshared else r
-        k = 0
-        while k < n:
-            i = off + k
-            m = i // chunk
-            j0 = i - m * chunk
-            run = min(chunk - j0, n - k)
-            dst_a = out[r, m, 0, j0 : j0 + run]
-            dst_b = out[r, m, 1, j0 : j0 + run]
-            for j in range(run):  # gather first: the arithmetic below then vectorises
-                dst_a[j] = a[ra, ai[k + j]]
-                dst_b[j] = b[rb, bi[k + j]]
-            if use_w:
-                src_w = w[rw, w0 + k : w0 + k + run]
-                for j in range(run):
-                    dst_a[j] = kern.mulmod(dst_a[j], src_w[j])
-            for j in range(run):
-                dst_b[j] = kern.submod(dst_b[j], bc)
-            k += run
+        ar = a[0 if ashared else r]
+        br = b[0 if bshared else r]
+        for k in range(n):  # gather first: the arithmetic below then vectorises
+            ta[k] = ar[ai[k]]
+            tb[k] = br[bi[k]]
+        if use_w:
+            wr = w[0 if wshared else r, w0 : w0 + n]
+            for k in range(n):
+                ta[k] = kern.mulmod(ta[k], wr[k])
+        for k in range(n):
+            tb[k] = kern.submod(tb[k], bc)
+        _scatter_pairs(out[r].reshape(calls * 2 * chunk), off, chunk, ta, tb)
 
 
 @njit(cache=True, nogil=True)
@@ -207,36 +223,27 @@ def _k_fill_pairs_run(
     bc: np.uint64,
     n: int,
 ) -> None:
-    """``_k_fill_pairs`` for contiguous index runs a0 + k, b0 + k (loops vectorise)."""
-    B = out.shape[0]
-    chunk = out.shape[3]
+    """``_k_fill_pairs`` for contiguous index runs a0 + k, b0 + k: each side computed over
+    the whole run (long vectorised loops), then scattered into the calls."""
+    B, calls, _, chunk = out.shape
     wshared = w.shape[0] == 1
     ashared = a.shape[0] == 1
     bshared = b.shape[0] == 1
+    ta = np.empty(n, dtype=np.uint64)
+    tb = np.empty(n, dtype=np.uint64)
     for r in range(B):
-        ar = a[0 if ashared else r]
-        br = b[0 if bshared else r]
-        wr = w[0 if wshared else r]
-        k = 0
-        while k < n:
-            i = off + k
-            m = i // chunk
-            j0 = i - m * chunk
-            run = min(chunk - j0, n - k)
-            dst_a = out[r, m, 0, j0 : j0 + run]
-            dst_b = out[r, m, 1, j0 : j0 + run]
-            src_a = ar[a0 + k : a0 + k + run]
-            src_b = br[b0 + k : b0 + k + run]
-            if use_w:
-                src_w = wr[w0 + k : w0 + k + run]
-                for j in range(run):
-                    dst_a[j] = kern.mulmod(src_a[j], src_w[j])
-            else:
-                for j in range(run):
-                    dst_a[j] = src_a[j]
-            for j in range(run):
-                dst_b[j] = kern.submod(src_b[j], bc)
-            k += run
+        ar = a[0 if ashared else r, a0 : a0 + n]
+        br = b[0 if bshared else r, b0 : b0 + n]
+        if use_w:
+            wr = w[0 if wshared else r, w0 : w0 + n]
+            for k in range(n):
+                ta[k] = kern.mulmod(ar[k], wr[k])
+        else:
+            for k in range(n):
+                ta[k] = ar[k]
+        for k in range(n):
+            tb[k] = kern.submod(br[k], bc)
+        _scatter_pairs(out[r].reshape(calls * 2 * chunk), off, chunk, ta, tb)
 
 
 @njit(cache=True, nogil=True)
@@ -442,12 +449,14 @@ def _k_psmul_eval(inp: np.ndarray, out: np.ndarray) -> None:
     R, A = inp.shape
     c = A // 2
     for r in range(R):
+        x = inp[r, :c]  # 1-D views: the loop vectorises
+        y = inp[r, c : 2 * c]
         lo = kern.ZERO
         hi = kern.ZERO
         for j in range(c):
-            x = kern.mulmod(inp[r, j], inp[r, c + j])
-            lo += x & kern.M32
-            hi += x >> kern.S32
+            t = kern.mulmod(x[j], y[j])
+            lo += t & kern.M32
+            hi += t >> kern.S32
         out[r] = _acc_reduce(hi, lo)
 
 
