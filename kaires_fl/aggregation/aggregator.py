@@ -61,6 +61,7 @@ from kaires_fl.aggregation.submission import (
     open_part,
     part_hash,
 )
+from kaires_fl.arith import _kernels as kern
 from kaires_fl.arith import sharing
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto import envelope
@@ -792,10 +793,10 @@ def _open_consistent(F: Any, shares: Mapping[int, np.ndarray], t: int) -> np.nda
     Pre: ``shares`` maps a 0-based party to a canonical ``F`` array, all of one shape.
     Post: the same value as ``sharing.reconstruct`` / ``robust_reconstruct`` give in that
     case (interpolation at 0 through the lowest t + 1 parties), computed without stacking
-    the (multi-MB) shares into one array: chunk by chunk, the polynomial through the base
-    parties is evaluated at 0 and at every other party in one small matrix product (one
-    pass over the data, no share-sized temporaries), and the first chunk that disagrees
-    ends the pass.
+    the (multi-MB) shares into one array: tile by tile, the polynomial through the base
+    parties is evaluated at 0 and at every other party (one pass over the data, no
+    share-sized temporaries: ``_kernels.open_shares`` for Field64, small matrix products
+    otherwise), and the first tile that disagrees ends the pass.
     """
     from kaires_fl.arith.poly import lagrange_coefficients
 
@@ -810,6 +811,14 @@ def _open_consistent(F: Any, shares: Mapping[int, np.ndarray], t: int) -> np.nda
     flat = {i: np.ascontiguousarray(shares[i]).reshape(-1) for i in idx}
     n = first.size
     out = np.empty(n, dtype=first.dtype)
+    if F.__name__ == "Field64":  # one fused pass: every share read once, no copies
+        ys = []
+        for i in base + rest:
+            v = flat[i].view()
+            v.flags.writeable = False  # one numba type for the tuple, whatever the source
+            ys.append(v)
+        ok = kern.open_shares(tuple(ys), np.ascontiguousarray(W, dtype=np.uint64), out)
+        return out.reshape(first.shape) if ok else None
     buf = np.empty((t + 1, min(n, OPEN_CHUNK)), dtype=first.dtype)
     for s in range(0, n, OPEN_CHUNK):
         e = min(s + OPEN_CHUNK, n)

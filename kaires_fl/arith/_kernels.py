@@ -646,6 +646,53 @@ def horner_one(c: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
         out[r] = acc
 
 
+# ---------------------------------------------------------------- opening Shamir shares
+
+#: Column tile of ``open_shares`` (its accumulators stay in L1).
+OPEN_TILE = 2048
+
+
+@njit(cache=True, nogil=True)
+def open_shares(ys: Any, W: np.ndarray, out: np.ndarray) -> bool:
+    """Interpolate and check Shamir shares in one pass: out = Σ_k W[0, k]·ys[k] and
+    whether Σ_k W[i, k]·ys[k] = ys[T − 1 + i] for every i ≥ 1, everywhere (T = W.shape[1]).
+
+    ``ys``: a tuple of 1-D arrays of one length, the T base shares then the checked ones;
+    ``W`` (1 + checked, T): Lagrange weights at 0 and at the checked parties' points.
+    Stops at the first tile that disagrees (``out`` is then unspecified).
+    """
+    T = W.shape[1]
+    R = W.shape[0]
+    n = out.shape[0]
+    lo = np.empty(OPEN_TILE, dtype=np.uint64)
+    hi = np.empty(OPEN_TILE, dtype=np.uint64)
+    for j0 in range(0, n, OPEN_TILE):
+        w = min(OPEN_TILE, n - j0)
+        for i in range(R):
+            for j in range(w):
+                lo[j] = ZERO
+                hi[j] = ZERO
+            for k in range(T):
+                y = ys[k][j0 : j0 + w]
+                c = W[i, k]
+                for j in range(w):
+                    m = mulmod(y[j], c)
+                    lo[j] += m & M32
+                    hi[j] += m >> S32
+            if i == 0:
+                o = out[j0 : j0 + w]
+                for j in range(w):
+                    o[j] = combine_split(lo[j], hi[j])
+            else:
+                y = ys[T - 1 + i][j0 : j0 + w]
+                diff = ZERO
+                for j in range(w):
+                    diff |= combine_split(lo[j], hi[j]) ^ y[j]
+                if diff != ZERO:
+                    return False
+    return True
+
+
 # ---------------------------------------------------------------- tiering
 # Callers (field, poly, flp) look the kernels up here at call time: a Tiered object while
 # the kernel is cold, the kernel itself once hot. No kernel calls these names (numba would
@@ -670,6 +717,7 @@ tier(
         "matmul_few_terms": _twins.matmul,
         "matmul_tiled": _twins.matmul,
         "ntt_rows": _twins.ntt_rows,
+        "open_shares": _twins.open_shares,
     },
 )
 

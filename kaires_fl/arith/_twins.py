@@ -196,6 +196,21 @@ def ntt_rows(a: np.ndarray, tw: np.ndarray, rev: np.ndarray) -> None:
     a[:] = x
 
 
+def open_shares(ys: tuple[np.ndarray, ...], W: np.ndarray, out: np.ndarray) -> bool:
+    """out = Σ_k W[0, k]·ys[k]; whether Σ_k W[i, k]·ys[k] = ys[T − 1 + i] for all i ≥ 1
+    (``_kernels.open_shares``; ``out`` is unspecified when False)."""
+    T = W.shape[1]
+    Y = np.stack(ys[:T])  # (T, n)
+    ok = True
+    for i in range(W.shape[0]):
+        v = split_sum(mulmod(W[i][:, None], Y), axis=0)
+        if i == 0:
+            out[:] = v
+        elif ok and not np.array_equal(v, ys[T - 1 + i]):
+            ok = False
+    return ok
+
+
 # ---------------------------------------------------------------- twins of flp's kernels
 
 

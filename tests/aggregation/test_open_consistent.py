@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kaires_fl.aggregation import aggregator as agg
+from kaires_fl.arith import _kernels as kern
 from kaires_fl.arith import sharing
 from kaires_fl.arith.field import Field64, Field128
+from kaires_fl.arith.poly import lagrange_coefficients
 
 
 @pytest.mark.parametrize("F", [Field64, Field128], ids=lambda F: F.__name__)
@@ -17,7 +21,7 @@ def test_chunked_opening_equals_reconstruct_and_catches_a_wrong_last_coordinate(
 ) -> None:
     """Several chunks and a partial last one: the secret of consistent shares, None when
     any one coordinate of any share (base or checked, first or last chunk) is off."""
-    monkeypatch.setattr(agg, "OPEN_CHUNK", 16)
+    monkeypatch.setattr(agg, "OPEN_CHUNK", 16)  # Field128's chunks (Field64: next test)
     rng = np.random.default_rng(n)
     secret = F.random((9, 7), rng=rng)  # 63 elements: chunks of 16, 16, 16, 15
     sh = sharing.share(F, secret, n, t)
@@ -42,3 +46,28 @@ def test_opening_of_empty_shares() -> None:
     shares = {i: np.zeros((0, 4), np.uint64) for i in range(4)}
     got = agg._open_consistent(F, shares, 1)
     assert got is not None and got.shape == (0, 4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32), st.integers(0, 5000), st.sampled_from([(4, 1), (7, 2), (5, 1)]))
+def test_open_shares_kernel_equals_twin(seed: int, n_el: int, nt: tuple[int, int]) -> None:
+    """The fused kernel and its numpy twin: same opening, same verdict (also with one
+    share off by one at a random coordinate), across tile boundaries."""
+    F = Field64
+    n, t = nt
+    rng = np.random.default_rng(seed)
+    secret = F.random((n_el,), rng=rng)
+    sh = sharing.share(F, secret, n, t)
+    xs = F.elements(list(range(1, t + 2)))
+    W = np.stack([lagrange_coefficients(F, xs, F.elements(x)) for x in [0, *range(t + 2, n + 1)]])
+    tk = kern.tiered("open_shares")
+    for bad in (None, int(rng.integers(0, n))):
+        ys = [sh[i].copy() for i in range(n)]
+        if bad is not None and n_el:
+            ys[bad][int(rng.integers(0, n_el))] ^= np.uint64(1)
+        o1, o2 = np.empty(n_el, np.uint64), np.empty(n_el, np.uint64)
+        ok1 = tk.kernel(tuple(ys), W, o1)
+        ok2 = tk.twin(tuple(ys), W, o2)
+        assert ok1 == ok2 == (bad is None or n_el == 0)
+        if ok1:
+            assert np.array_equal(o1, secret) and np.array_equal(o2, secret)
