@@ -131,20 +131,19 @@ def _k_from_bits(a: np.ndarray, a0: int, K: int, out: np.ndarray) -> None:
     R, G = out.shape
     for r in range(R):
         for g in range(G):
-            base = a0 + g * K
+            x = a[r, a0 + g * K : a0 + (g + 1) * K]  # a 1-D view: the loop vectorises
             if K <= FROM_BITS_SPLIT_MAX:
                 lo = kern.ZERO
                 hi = kern.ZERO
                 for k in range(K):
-                    x = a[r, base + k]
                     sk = np.uint64(k)
-                    lo += (x & kern.M32) << sk
-                    hi += (x >> kern.S32) << sk
+                    lo += (x[k] & kern.M32) << sk
+                    hi += (x[k] >> kern.S32) << sk
                 out[r, g] = _acc_reduce(hi, lo)
             else:
                 acc = kern.ZERO
                 for k in range(K - 1, -1, -1):
-                    acc = kern.addmod(kern.addmod(acc, acc), a[r, base + k])
+                    acc = kern.addmod(kern.addmod(acc, acc), x[k])
                 out[r, g] = acc
 
 
