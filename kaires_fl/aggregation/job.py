@@ -796,6 +796,8 @@ class AggregatorService:
         if src not in self.trustees:
             return
         if isinstance(msg, SealedAnswer):
+            if not any(st.read_id == msg.read and not st.released for st in self.jobs.values()):
+                return  # no read of ours awaits it (e.g. the fast path has the keys): unopened
             msg = open_answer(msg, self.keypair)
         j = self.trustees.index(src)
         if msg.trustee != j:

@@ -141,3 +141,33 @@ def test_ledger_write_decoding_leaves_U_check_to_the_write_proof():
     with pytest.raises(InvalidProof) as info:
         verify_write(dataclasses.replace(unchecked, keys=(("aggregator:0", zero),)), X)
     assert "zero challenge" in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("faults", "opened"),
+    [(None, 2), ({0: "byzantine"}, 4)],  # 4 trustees, t_T = 1
+)
+def test_an_aggregator_opens_only_the_answers_it_still_needs(monkeypatch, faults, opened):
+    """The fast path needs t_T + 1 answers: once it has the keys, the later sealed answers
+    are not opened (nor decoded); a wrong share among the first sends it to every answer."""
+    import numpy as np
+
+    import kaires_fl.aggregation.job as job_mod
+    from kaires_fl.simulation import LocalCommittee
+    from kaires_fl.statistics import LinearRegressionStats
+
+    calls: list[str] = []
+    real = job_mod.open_answer
+    monkeypatch.setattr(
+        job_mod, "open_answer", lambda msg, kp: (calls.append(msg.read), real(msg, kp))[1]
+    )
+    rng = np.random.default_rng(3)
+    X = rng.uniform(-1, 1, size=(40, 3))
+    y = X @ np.array([0.5, -0.25, 0.125])
+    stat = LinearRegressionStats(3, [-1.0, 1.0], [-2.0, 2.0], max_rows=20)
+    data = {f"p{i}": (X[i * 20 : (i + 1) * 20], y[i * 20 : (i + 1) * 20]) for i in range(2)}
+    committee = LocalCommittee(faults=None if faults is None else {"trustee": faults})
+    result = committee.run_job(stat, data)
+    assert result.report["status"] == "done" and len(result.report["accepted"]) == 2
+    reads = set(calls)
+    assert len(reads) == 4 and all(calls.count(r) == opened for r in reads)
