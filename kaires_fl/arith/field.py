@@ -333,13 +333,13 @@ class PrimeField:
     @classmethod
     def _expand(cls, stream: Any, n: int) -> np.ndarray:
         """The next ``n`` accepted elements of a keystream encryptor (1-D, writable)."""
-        parts: list[np.ndarray] = []
+        parts: list[np.ndarray] = [cls._accept(b"")]
         have = 0
         while have < n:
             got = cls._accept(stream.update(bytes(cls.ENCODED_SIZE * (n - have))))
             parts.append(got[: n - have])
             have += len(parts[-1])
-        return np.concatenate(parts) if len(parts) != 1 else parts[0]
+        return np.concatenate(parts) if len(parts) > 2 else parts[-1]
 
     # ------------------------------------------------------------ encoding
 

@@ -4,6 +4,7 @@ schema (wire form, canonical hash and signature), batch limits, and decoder fuzz
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -27,6 +28,7 @@ from kaires_fl.aggregation.submission import (
 )
 from kaires_fl.arith import sharing
 from kaires_fl.arith.circuits import SumVec
+from kaires_fl.arith.field import Field64, Field128
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto import envelope
 from kaires_fl.crypto.sign import H, Identity
@@ -419,3 +421,54 @@ def test_fit_job_total_drops_the_largest_batches_first() -> None:
     assert list(dropped) == ["p1"] and "batch of 6" in dropped["p1"]
     kept, dropped = fit_job_total(subs, CountStats("record", max_measurements=11))
     assert kept == subs and dropped == {}
+
+
+@pytest.mark.parametrize("field", [Field64, Field128])
+@pytest.mark.parametrize("seeded", [None, (), (3,)])
+def test_a_full_part_is_the_format_byte_and_the_encoded_shares(field: Any, seeded: Any) -> None:
+    """Whatever the field and the seeded aggregators: a full part's plaintext is
+    FORMAT_FULL ‖ encode(meas_i) ‖ encode(ρ_i) (proof part: FORMAT_FULL ‖ encode(proof_i)),
+    a seeded one FORMAT_SEED ‖ 32-byte seed, and the opened shares reconstruct the batch."""
+    from kaires_fl.aggregation import submission as sm
+
+    flp = FlpBBCGGI19(SumVec(3, 4, field=field))
+    meas = flp.valid.encode(np.random.default_rng(1).integers(0, 16, (4, 3)))
+    parts = seal_parts(flp, meas, job="job", provider="p", circuit="c", n=N, t=T, seeded=seeded)
+    sub = sign_manifest(Identity.generate(), parts, job="job", provider="p", circuit="c", write="w")
+    opened = [
+        open_part(flp, sub.manifest, i, parts.keys[i], sub.meas_parts[i], sub.proof_parts[i])
+        for i in range(N)
+    ]
+    for i, o in enumerate(opened):
+        mp = envelope.open_bulk(parts.keys[i], sub.meas_parts[i], sm._aad(b"meas", "job", "p", i))
+        pp = envelope.open_bulk(parts.keys[i], sub.proof_parts[i], sm._aad(b"proof", "job", "p", i))
+        if i in (seeded if seeded is not None else range(T)):
+            assert mp[0] == pp[0] == sm.FORMAT_SEED and len(mp) == len(pp) == 33
+        else:
+            assert mp == bytes([sm.FORMAT_FULL]) + field.encode(o.meas) + field.encode(o.rho)
+            assert pp == bytes([sm.FORMAT_FULL]) + field.encode(o.proof)
+    got = sharing.reconstruct(field, {i: o.meas for i, o in enumerate(opened)}, T)
+    assert np.array_equal(got, meas)
+    assert sharing.is_consistent(field, np.stack([o.proof for o in opened]), T)
+
+
+def test_a_full_part_with_a_non_canonical_share_or_a_wrong_length_opens_to_nothing() -> None:
+    """A provider that seals a full part holding a value ≥ p, or too few or too many bytes,
+    is refused (InvalidSubmission) — decoding without a copy checks what decode checks."""
+    from kaires_fl.aggregation import submission as sm
+
+    _, parts, sub = _sealed()
+    key, aad = parts.keys[2], sm._aad(b"meas", "job", "p", 2)
+    good = envelope.open_bulk(key, sub.meas_parts[2], aad)
+    assert good[0] == sm.FORMAT_FULL
+    non_canonical = good[:9] + F.MODULUS.to_bytes(8, "little") + good[17:]
+    for plain, match in (
+        (non_canonical, "element 1 is not canonical"),
+        (good[:-8], "holds"),
+        (good + bytes(8), "holds"),
+    ):
+        blob = envelope.seal_bulk(key, plain, aad)
+        with pytest.raises(InvalidSubmission, match=match):
+            open_part(FLP, sub.manifest, 2, key, blob, sub.proof_parts[2], hashes_checked=True)
+    open_part(FLP, sub.manifest, 2, key, envelope.seal_bulk(key, good, aad), sub.proof_parts[2],
+              hashes_checked=True)  # fmt: skip

@@ -141,3 +141,75 @@ def test_seeded_sharing_refuses_wrong_inputs() -> None:
     a = sharing.seeded_share(F, bytes(32), (4,), sharing.seed_context(b"c", 0))
     b = sharing.seeded_share(F, bytes(32), (4,), sharing.seed_context(b"c", 1))
     assert not np.array_equal(a, b)
+
+
+# ------------------------------------------------------------ the fused completion kernel
+
+P64 = Field64.MODULUS
+EDGES64 = [0, 1, 2, P64 - 1, P64 - 2, 2**32 - 1, 2**32, 2**32 + 1, 2**63, P64 // 2]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    nt=st.sampled_from([(2, 1), (4, 1), (7, 2), (10, 3), (5, 4)]),
+    length=st.integers(0, 2100),  # across COMPLETE_TILE = 1024 boundaries
+    col=st.integers(0, 3),
+)
+def test_complete_rows_kernel_and_twin_against_python_ints(
+    seed: int, nt: tuple[int, int], length: int, col: int
+) -> None:
+    """``_kernels.complete_rows`` and its numpy twin write the same rows as Python ints
+    (rows[d, col + j] = w[r, 0]·secret[j] + Σ_k w[r, k + 1]·rows[src[k], col + j] mod p),
+    on arrays rich in edge values, and touch nothing else."""
+    from kaires_fl.arith import _kernels as kern
+    from kaires_fl.arith import _twins
+
+    n, t = nt
+    rng = np.random.default_rng(seed)
+
+    def arr(shape: tuple[int, ...]) -> np.ndarray:
+        rand = rng.integers(0, P64, size=shape, dtype=np.uint64)
+        edge = np.array(EDGES64, np.uint64)[rng.integers(0, len(EDGES64), size=shape)]
+        return np.where(rng.random(shape) < 0.5, edge, rand)
+
+    parties = rng.permutation(n)
+    src, dst = np.sort(parties[:t]), np.sort(parties[t:])
+    w = arr((n - t, t + 1))
+    secret = arr((length,))
+    rows = arr((n, col + length + 2))
+    want = rows.astype(object)
+    for r, d in enumerate(dst):
+        for j in range(length):
+            acc = int(w[r, 0]) * int(secret[j])
+            acc += sum(int(w[r, k + 1]) * int(rows[src[k], col + j]) for k in range(t))
+            want[d, col + j] = acc % P64
+    for fn in (kern.tiered("complete_rows").kernel, _twins.complete_rows):
+        got = rows.copy()
+        fn(w.copy(), secret.copy(), got, col, src.astype(np.int64), dst.astype(np.int64))
+        assert got.astype(object).tolist() == want.tolist(), fn
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_share_seeded_into_rows_writes_only_its_columns(field: Any) -> None:
+    """``out``/``col``: the same shares as a fresh sharing, written into the given columns
+    of ``out`` (returned as a view of them); the other columns are left as they were."""
+    n, t = 5, 2
+    secret = field.random((3, 4))
+    seeds = {1: secrets.token_bytes(32), 3: secrets.token_bytes(32)}
+    plain = sharing.share_seeded(field, secret, seeds, n, t, b"ctx")
+    out = field.random((n, 1 + 12 + 2))
+    before = out.copy()
+    got = sharing.share_seeded(field, secret, seeds, n, t, b"ctx", out=out, col=1)
+    assert got.shape == (n, 3, 4) and np.array_equal(got, plain)
+    assert np.array_equal(out[:, 1:13].reshape(n, 3, 4), plain)
+    assert np.array_equal(out[:, [0, 13, 14]], before[:, [0, 13, 14]])
+    if field is Field64:
+        assert np.shares_memory(got, out)
+    for bad in (out[:, :10], out.T.copy().T, out.astype(object) if field is Field64 else None):
+        if bad is None:
+            continue
+        with pytest.raises(ConfigError, match="out must be"):
+            sharing.share_seeded(field, secret, seeds, n, t, b"ctx", out=bad, col=1)
+    with pytest.raises(ConfigError, match="exactly t"):
+        sharing.share_seeded(field, secret, {1: bytes(32)}, n, t)

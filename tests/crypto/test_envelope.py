@@ -13,8 +13,11 @@ from kaires_fl.crypto.envelope import (
     EnvelopeKeyPair,
     hkdf,
     open_,
+    open_bulk,
+    open_bulk_into,
     open_sealed,
     seal,
+    seal_bulk,
     seal_to,
 )
 from kaires_fl.errors import EncodingError, InvalidProof
@@ -125,3 +128,57 @@ def test_keypair_from_seed_deterministic() -> None:
     )
     with pytest.raises(EncodingError):
         EnvelopeKeyPair.from_seed(b"\x01")
+
+
+# ------------------------------------------------------------ AES-256-GCM (bulk) envelopes
+
+
+def test_seal_bulk_is_aes_256_gcm_with_the_nonce_in_front() -> None:
+    """The blob is nonce ‖ AES-256-GCM(key, nonce, plaintext, aad): an independent GCM
+    decryption of its parts gives the plaintext back (NIST SP 800-38D construction)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    blob = seal_bulk(KEY, b"the shares of aggregator 3", b"aad")
+    assert AESGCM(KEY).decrypt(blob[:12], blob[12:], b"aad") == b"the shares of aggregator 3"
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.binary(max_size=300), st.binary(max_size=40), st.integers(0, 15))
+def test_seal_bulk_round_trip_also_into_any_buffer(pt: bytes, aad: bytes, offset: int) -> None:
+    blob = seal_bulk(KEY, memoryview(pt), aad)  # any bytes-like plaintext
+    assert len(blob) == len(pt) + 28
+    assert open_bulk(KEY, blob, aad) == pt
+    buf = bytearray(offset + len(pt) + 3)
+    open_bulk_into(KEY, blob, aad, memoryview(buf)[offset : offset + len(pt)])
+    assert bytes(buf[offset : offset + len(pt)]) == pt
+    assert buf[:offset] == bytes(offset) and buf[offset + len(pt) :] == bytes(3)
+
+
+def test_seal_bulk_uses_fresh_nonces_and_every_flipped_byte_is_detected() -> None:
+    assert seal_bulk(KEY, b"m") != seal_bulk(KEY, b"m")
+    blob = seal_bulk(KEY, b"share of aggregator 2", b"job-7")
+    for i in range(len(blob)):
+        bad = bytearray(blob)
+        bad[i] ^= 0x01
+        with pytest.raises(InvalidProof, match="tampered"):
+            open_bulk(KEY, bytes(bad), b"job-7")
+
+
+def test_open_bulk_refuses_wrong_aad_key_truncation_and_the_other_aead() -> None:
+    blob = seal_bulk(KEY, b"m", b"a")
+    for key, data, aad in (
+        (KEY, blob, b"b"),
+        (bytes(32), blob, b"a"),
+        (KEY, blob[:-1], b"a"),
+        (KEY, seal(KEY, b"m", b"a"), b"a"),  # ChaCha20-Poly1305 blob: never opens here
+    ):
+        with pytest.raises(InvalidProof):
+            open_bulk(key, data, aad)
+    with pytest.raises(InvalidProof):
+        open_(KEY, blob, b"a")  # nor the other way round
+    with pytest.raises(InvalidProof, match="too short"):
+        open_bulk(KEY, blob[:27], b"a")
+    with pytest.raises(EncodingError, match="32 bytes"):
+        seal_bulk(b"short", b"m")
+    with pytest.raises(EncodingError, match="the buffer has 2"):
+        open_bulk_into(KEY, blob, b"a", memoryview(bytearray(2)))
