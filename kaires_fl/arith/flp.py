@@ -469,15 +469,22 @@ def _butterflies_rows(W: np.ndarray, tw: np.ndarray) -> None:
     while h < n:
         step = n // (2 * h)
         for start in range(0, n, 2 * h):
-            for k in range(h):
+            u = W[start]  # k = 0: twiddle 1, no product (half the butterflies of a small NTT)
+            v = W[start + h]
+            for col in range(A):
+                x = u[col]
+                y = v[col]
+                u[col] = kern.addmod(x, y)
+                v[col] = kern.submod(x, y)
+            for k in range(1, h):
                 w = tw[k * step]
-                iu = start + k
-                iv = iu + h
+                u = W[start + k]
+                v = W[start + k + h]
                 for col in range(A):
-                    x = W[iu, col]
-                    y = kern.mulmod(W[iv, col], w)
-                    W[iu, col] = kern.addmod(x, y)
-                    W[iv, col] = kern.submod(x, y)
+                    x = u[col]
+                    y = kern.mulmod(v[col], w)
+                    u[col] = kern.addmod(x, y)
+                    v[col] = kern.submod(x, y)
         h *= 2
 
 
@@ -490,6 +497,17 @@ def _pair_dot(row: np.ndarray, c: int) -> np.uint64:
         x = kern.mulmod(row[j], row[c + j])
         lo += x & kern.M32
         hi += x >> kern.S32
+    return _acc_reduce(hi, lo)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _split_sum(t: np.ndarray) -> np.uint64:
+    """Σ t (reduced)."""
+    lo = kern.ZERO
+    hi = kern.ZERO
+    for j in range(t.shape[0]):
+        lo += t[j] & kern.M32
+        hi += t[j] >> kern.S32
     return _acc_reduce(hi, lo)
 
 
@@ -520,8 +538,9 @@ def _k_prove_psmul(
     evaluated on the 2P-th roots ω^i: at even i = 2k from the wire values (the seeds'
     product, the outputs, then zeros), at odd i = 2k + 1 from the wires moved to the coset
     ω·α^k (iNTT, scale by shift[m] = ω^m/P, NTT — the 2c wires of ``group`` records side
-    by side, row-wise); one iNTT of size 2P per record (side by side too, scaled by
-    inv2[0]) gives the coefficients. itw/tw/rev: size-P inverse/forward twiddles and bit
+    by side, row-wise: all their left wires, then all their right wires, so the products
+    at a point are one vectorised loop); one iNTT of size 2P per record (side by side too,
+    scaled by inv2[0]) gives the coefficients. itw/tw/rev: size-P inverse/forward twiddles and bit
     reversal; itw2/rev2: size 2P.
     """
     B, M, A = inp.shape
@@ -534,19 +553,24 @@ def _k_prove_psmul(
             W1 = np.empty((P, gs * A), dtype=np.uint64)
             W2 = np.empty((P, gs * A), dtype=np.uint64)
             g = np.empty((N, gs), dtype=np.uint64)
+            prod = np.empty(gs * c, dtype=np.uint64)
         for k in range(M + 1, P):
             W1[rev[k]] = kern.ZERO  # padding calls: zero wires
+        h = gs * c  # a row: the left wires of the group's records, then their right wires
         for q in range(gs):
             r = r0 + q
-            base = q * A
+            at = q * c
             row = W1[rev[0]]
-            for col in range(A):
-                row[base + col] = seeds[r, col]
+            src = seeds[r]
+            for j in range(c):
+                row[at + j] = src[j]
+                row[h + at + j] = src[c + j]
             for k in range(M):
                 row = W1[rev[k + 1]]
                 src = inp[r, k]
-                for col in range(A):
-                    row[base + col] = src[col]
+                for j in range(c):
+                    row[at + j] = src[j]
+                    row[h + at + j] = src[c + j]
             g[rev2[0], q] = _pair_dot(seeds[r], c)
             for k in range(1, P):
                 g[rev2[2 * k], q] = outs[r, k - 1] if k <= M else kern.ZERO
@@ -560,8 +584,12 @@ def _k_prove_psmul(
         _butterflies_rows(W2, tw)  # wire values at ω·α^k, natural order
         for k in range(P):
             row = W2[k]
+            left = row[:h]
+            right = row[h : 2 * h]
+            for i in range(h):  # every record's products in one vectorised loop
+                prod[i] = kern.mulmod(left[i], right[i])
             for q in range(gs):
-                g[rev2[2 * k + 1], q] = _pair_dot(row[q * A : (q + 1) * A], c)
+                g[rev2[2 * k + 1], q] = _split_sum(prod[q * c : (q + 1) * c])
         _butterflies_rows(g, itw2)
         for q in range(gs):
             for k in range(out.shape[1]):
