@@ -42,7 +42,7 @@ from kaires_fl import schema
 from kaires_fl.arith import sharing
 from kaires_fl.arith.flp import FlpBBCGGI19
 from kaires_fl.crypto import envelope
-from kaires_fl.crypto.sign import H, Identity, is_valid
+from kaires_fl.crypto.sign import H, Identity, bulk_hash, is_valid
 from kaires_fl.errors import ConfigError, EncodingError, InvalidProof, InvalidSubmission
 
 MANIFEST_CONTEXT = b"kaires/aggregation/manifest"
@@ -415,7 +415,7 @@ class PartShares:
 
 
 def _part_hash(blob: bytes) -> bytes:
-    return H(b"kaires/aggregation/part", blob)
+    return bulk_hash(b"kaires/aggregation/part/v2", blob)
 
 
 def _is_bytes(blob: Any) -> bool:
@@ -427,7 +427,8 @@ _PART_HASHES = schema.DigestMemo(_part_hash, _is_bytes)
 
 
 def part_hash(blob: bytes) -> bytes:
-    """SHA-256 of a sealed part blob (what the manifest signs for it).
+    """BLAKE3 of a sealed part blob (:func:`~kaires_fl.crypto.sign.bulk_hash`, domain
+    ``kaires/aggregation/part/v2``): what the manifest signs for it.
 
     Each ``bytes`` object is hashed once per process (:class:`kaires_fl.schema.DigestMemo`):
     in a simulation the provider that sealed a part, the coordinator that admits it and the

@@ -8,6 +8,7 @@ import gc
 import msgspec
 import numpy as np
 import pytest
+from blake3 import blake3
 
 from kaires_fl import schema
 from kaires_fl.aggregation import submission
@@ -15,7 +16,7 @@ from kaires_fl.aggregation.aggregator import PUBLISH_CONTEXT, Published, publish
 from kaires_fl.aggregation.submission import open_part, part_hash, seal_parts, sign_manifest
 from kaires_fl.arith.circuits import SumVec
 from kaires_fl.arith.flp import FlpBBCGGI19
-from kaires_fl.crypto.sign import H, Identity
+from kaires_fl.crypto.sign import Identity
 from kaires_fl.errors import InvalidSubmission
 from kaires_fl.schema import DigestMemo, Elements, deeply_immutable
 
@@ -25,7 +26,10 @@ F = FLP.field
 
 
 def _reference(blob: bytes) -> bytes:
-    return H(b"kaires/aggregation/part", bytes(blob))
+    """BLAKE3 of the length-prefixed domain and blob (the protocol's part hash, v2)."""
+    ctx = b"kaires/aggregation/part/v2"
+    framed = len(ctx).to_bytes(8, "little") + ctx + len(blob).to_bytes(8, "little") + blob
+    return blake3(bytes(framed)).digest()
 
 
 def _sealed():
