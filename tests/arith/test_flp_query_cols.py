@@ -189,3 +189,27 @@ def test_column_query_equals_pair_buffer_path(valid: Valid, shared: bool, monkey
         bad = honest.copy()
         bad[3, -1] = F.add(bad[3, -1], F.elements(1))
         assert list(np.flatnonzero(~flp.decide(flp.query(good, bad, qr, jr)))) == [3]
+
+
+def test_a_query_point_in_the_domain_is_refused_after_a_valid_one() -> None:
+    """check_query_rand remembers the last shared vector that passed, nothing else."""
+    from kaires_fl.errors import ProtocolError
+
+    flp = FlpBBCGGI19(cc.LinearRegressionRecord(3, 4))
+    good = flp.derive_query_rand(b"good")
+    flp.check_query_rand(good)
+    flp.check_query_rand(good)  # remembered
+    bad = good.copy()
+    bad[0] = F.elements(1)  # α^0: in every wire domain
+    with pytest.raises(ProtocolError, match="evaluation domain"):
+        flp.check_query_rand(bad)
+    with pytest.raises(ProtocolError):
+        flp.query(
+            F.zeros((2, flp.MEAS_LEN)),
+            F.zeros((2, flp.PROOF_LEN)),
+            bad,
+            F.zeros((flp.JOINT_RAND_LEN,)),
+        )
+    per_record = np.stack([good, bad])
+    with pytest.raises(ProtocolError):
+        flp.check_query_rand(per_record)
