@@ -649,7 +649,7 @@ def horner_one(c: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
 # ---------------------------------------------------------------- opening Shamir shares
 
 #: Column tile of ``open_shares`` (its accumulators stay in L1).
-OPEN_TILE = 2048
+OPEN_TILE = 8192
 
 
 @njit(cache=True, nogil=True)
@@ -659,35 +659,39 @@ def open_shares(ys: Any, W: np.ndarray, out: np.ndarray) -> bool:
 
     ``ys``: a tuple of 1-D arrays of one length, the T base shares then the checked ones;
     ``W`` (1 + checked, T): Lagrange weights at 0 and at the checked parties' points.
-    Stops at the first tile that disagrees (``out`` is then unspecified).
+    Stops at the first tile that disagrees (``out`` is then unspecified). Two base shares
+    (t = 1, the default committee) take a loop that forms each value in registers.
     """
     T = W.shape[1]
     R = W.shape[0]
     n = out.shape[0]
-    lo = np.empty(OPEN_TILE, dtype=np.uint64)
-    hi = np.empty(OPEN_TILE, dtype=np.uint64)
+    acc = np.empty(OPEN_TILE, dtype=np.uint64)
     for j0 in range(0, n, OPEN_TILE):
         w = min(OPEN_TILE, n - j0)
         for i in range(R):
-            for j in range(w):
-                lo[j] = ZERO
-                hi[j] = ZERO
-            for k in range(T):
-                y = ys[k][j0 : j0 + w]
-                c = W[i, k]
+            a = out[j0 : j0 + w] if i == 0 else acc[:w]
+            if T == 2:
+                y0 = ys[0][j0 : j0 + w]
+                y1 = ys[1][j0 : j0 + w]
+                c0 = W[i, 0]
+                c1 = W[i, 1]
                 for j in range(w):
-                    m = mulmod(y[j], c)
-                    lo[j] += m & M32
-                    hi[j] += m >> S32
-            if i == 0:
-                o = out[j0 : j0 + w]
-                for j in range(w):
-                    o[j] = combine_split(lo[j], hi[j])
+                    a[j] = addmod(mulmod(y0[j], c0), mulmod(y1[j], c1))
             else:
+                y = ys[0][j0 : j0 + w]
+                c = W[i, 0]
+                for j in range(w):
+                    a[j] = mulmod(y[j], c)
+                for k in range(1, T):
+                    y = ys[k][j0 : j0 + w]
+                    c = W[i, k]
+                    for j in range(w):
+                        a[j] = addmod(a[j], mulmod(y[j], c))
+            if i > 0:
                 y = ys[T - 1 + i][j0 : j0 + w]
                 diff = ZERO
                 for j in range(w):
-                    diff |= combine_split(lo[j], hi[j]) ^ y[j]
+                    diff |= a[j] ^ y[j]
                 if diff != ZERO:
                     return False
     return True
