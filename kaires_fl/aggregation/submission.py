@@ -560,7 +560,7 @@ def _full_plain(F: Any, rows: np.ndarray | None, i: int, *shares: np.ndarray) ->
     """Party ``i``'s :data:`FORMAT_FULL` plaintext: its row of ``rows`` from byte 7 (a view),
     or the format byte and the encoded ``shares[k][i]``."""
     if rows is not None:
-        return memoryview(rows[i]).cast("B")[7:]
+        return rows[i].data.cast("B")[7:]
     return bytes([FORMAT_FULL]) + b"".join(F.encode(sh[i]) for sh in shares)
 
 
@@ -807,7 +807,7 @@ def _open_plain(key: bytes, blob: bytes, aad: bytes) -> tuple[int, memoryview]:
     without a copy (:meth:`~kaires_fl.arith.field.PrimeField.decode_view`)."""
     size = max(len(blob) - envelope.NONCE_SIZE - envelope.TAG_SIZE, 0)
     buf = np.empty((size + 14) // 8, np.uint64)
-    plain = memoryview(buf).cast("B")[7 : 7 + size]
+    plain = buf.data.cast("B")[7 : 7 + size]
     envelope.open_bulk_into(key, blob, aad, plain)
     if not size:
         raise EncodingError("the part's plaintext is empty: it has no format byte")

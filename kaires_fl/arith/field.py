@@ -599,7 +599,7 @@ class Field64(PrimeField):
         have = 0
         while have < n:
             need = n - have
-            mv = memoryview(out[have:]).cast("B")
+            mv = out[have:].data.cast("B")
             stream.update_into(mv[: 8 * need], mv)
             chunk = out[have:n]
             if int(chunk.max()) < int(kern.P):  # all accepted (a word is ≥ p w.p. 2^-32)
