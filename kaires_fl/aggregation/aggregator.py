@@ -63,7 +63,7 @@ from kaires_fl.aggregation.submission import (
 )
 from kaires_fl.arith import _kernels as kern
 from kaires_fl.arith import sharing
-from kaires_fl.arith.flp import FlpBBCGGI19
+from kaires_fl.arith.flp import FlpBBCGGI19, sum_records
 from kaires_fl.crypto import envelope
 from kaires_fl.crypto.sign import H, Identity, is_valid
 from kaires_fl.errors import DecodingError, EncodingError, InvalidSubmission, ProtocolError
@@ -203,6 +203,22 @@ def consistency_value(
     c_meas, c_proof = coin.consistency(flp)
     per_row = F.add(F.dot(shares.meas, c_meas), F.dot(shares.proof, c_proof))
     return F.add(shares.rho, F.dot(coin.row_coeffs(flp, manifest), per_row).reshape(1))
+
+
+def fold_truncated(flp: FlpBBCGGI19, meas: np.ndarray) -> np.ndarray:
+    """``Σ_records truncate(meas)`` for ``meas`` ``(B, MEAS_LEN)``: shape ``(OUTPUT_LEN,)``.
+
+    ``truncate`` is affine with its constants added in full (T(m) = L(m) + c), so the sum
+    over B records is T(Σ m) + (B − 1)·c with c = T(0): one pass over the shares, and the
+    circuit's decoding (e.g. integers from their bits) runs on a single row.
+    """
+    F = flp.field
+    B = meas.shape[0]
+    total = flp.valid.truncate(sum_records(F, meas)[None, :])[0]
+    if B == 1:
+        return total
+    const = flp.valid.truncate(F.zeros((1, meas.shape[1])))[0]
+    return F.add(total, F.mul(const, F.elements((B - 1) % F.MODULUS)))
 
 
 # ---------------------------------------------------------------------------- messages
@@ -1188,8 +1204,7 @@ class AggregatorJob:
 
     def _fold(self, shares: PartShares) -> np.ndarray:
         """``Σ_records truncate(meas share)``: shape ``(OUTPUT_LEN,)``."""
-        flp = self.ctx.flp
-        return flp.field.sum(flp.valid.truncate(shares.meas), axis=0)
+        return fold_truncated(self.ctx.flp, shares.meas)
 
     def _stream(self, s: int, shares: PartShares, coin: Coin) -> None:
         """Verify submission s on its shares, fold them into the running sum, drop them."""

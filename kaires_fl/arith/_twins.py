@@ -231,6 +231,10 @@ def k_mul_rows(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     out[:] = mulmod(a, _rows(w, a.shape[0]))
 
 
+def k_sum_cols(a: np.ndarray, out: np.ndarray) -> None:
+    out[:] = split_sum(a, axis=0)
+
+
 def k_from_bits(a: np.ndarray, a0: int, K: int, out: np.ndarray) -> None:
     """out[r, g] = Σ_k a[r, a0 + g·K + k]·2^k mod p (2^k reduced for k ≥ 64)."""
     R, G = out.shape

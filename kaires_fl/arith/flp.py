@@ -88,6 +88,22 @@ def _k_dot_rows(
 
 
 @njit(cache=True, nogil=True)
+def _k_sum_cols(a: np.ndarray, out: np.ndarray) -> None:
+    """out[k] = Σ_r a[r, k] (reduced): rows added in turn as split sums, every loop along
+    a row (contiguous, vectorised; the sum over axis 0 without a transposed copy)."""
+    R, K = a.shape
+    lo = np.zeros(K, dtype=np.uint64)
+    hi = np.zeros(K, dtype=np.uint64)
+    for r in range(R):
+        x = a[r]
+        for k in range(K):
+            lo[k] += x[k] & kern.M32
+            hi[k] += x[k] >> kern.S32
+    for k in range(K):
+        out[k] = _acc_reduce(hi[k], lo[k])
+
+
+@njit(cache=True, nogil=True)
 def _k_mul_rows(a: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """out[r, k] = a[r, k]·w[r|0, k] (w one row shared by all, or one row per row of a)."""
     R, K = a.shape
@@ -603,6 +619,7 @@ kern.tier(
     {
         "_k_dot_rows": _twins.k_dot_rows,
         "_k_mul_rows": _twins.k_mul_rows,
+        "_k_sum_cols": _twins.k_sum_cols,
         "_k_dot_groups": _twins.k_dot_groups,
         "_k_from_bits": _twins.k_from_bits,
         "_k_fill_pairs_run": _twins.k_fill_pairs_run,
@@ -690,6 +707,20 @@ def dot_groups(F: Any, a: np.ndarray, w: np.ndarray, groups: int, start: int = 0
         return out.reshape(*a.shape[:-1], groups)
     win = a[..., start : start + groups * K]
     return F.dot(win.reshape(*a.shape[:-1], groups, K), w)
+
+
+#: Most rows ``sum_records`` adds as split sums at once (each half sum stays below 2^64).
+SUM_COLS_MAX_ROWS = 1 << 31
+
+
+def sum_records(F: Any, a: np.ndarray) -> np.ndarray:
+    """Σ over the leading axis of ``a`` ``(R, K)`` → ``(K,)`` (``F.sum(a, axis=0)``; Field64
+    without the transposed copy)."""
+    if _is64(F) and a.ndim == 2 and a.shape[0] < SUM_COLS_MAX_ROWS:
+        out = np.empty(a.shape[1], dtype=np.uint64)
+        _k_sum_cols(_c(a), out)
+        return out
+    return F.sum(a, axis=0)
 
 
 def mul_rows(F: Any, a: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -1,6 +1,9 @@
-"""decide_job's chunked opening of verifier shares (``aggregator._open_consistent``)."""
+"""decide_job's opening of verifier shares (``aggregator._open_consistent``, the
+``_kernels.open_shares`` kernel) and the fold of truncated shares (``fold_truncated``)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
@@ -9,8 +12,12 @@ from hypothesis import strategies as st
 
 from kaires_fl.aggregation import aggregator as agg
 from kaires_fl.arith import _kernels as kern
+from kaires_fl.arith import circuits as cc
+from kaires_fl.arith import flp as flp_mod
 from kaires_fl.arith import sharing
 from kaires_fl.arith.field import Field64, Field128
+from kaires_fl.arith.flp import FlpBBCGGI19
+from kaires_fl.arith.pine import L2BoundPine
 from kaires_fl.arith.poly import lagrange_coefficients
 
 
@@ -71,3 +78,47 @@ def test_open_shares_kernel_equals_twin(seed: int, n_el: int, nt: tuple[int, int
         assert ok1 == ok2 == (bad is None or n_el == 0)
         if ok1:
             assert np.array_equal(o1, secret) and np.array_equal(o2, secret)
+
+
+@pytest.mark.parametrize(
+    "valid",
+    [
+        cc.Sum(9),
+        cc.SumVec(37, 3),
+        cc.Histogram(20),
+        cc.LinearRegressionRecord(4, 6),
+        cc.BoundedL2Vec(10, 4, 1.0),
+        L2BoundPine(12, 6, 1.0, checks=5),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("B", [0, 1, 2, 33])
+def test_fold_of_truncated_shares_equals_the_sum_of_truncates(valid: Any, B: int) -> None:
+    """T(Σ m) + (B − 1)·T(0) = Σ T(m) on arbitrary field elements (shares), every circuit."""
+    flp = FlpBBCGGI19(valid)
+    F = valid.field
+    meas = F.random((B, valid.MEAS_LEN), rng=np.random.default_rng(B))
+    want = F.sum(valid.truncate(meas), axis=0) if B else F.zeros((valid.OUTPUT_LEN,))
+    assert np.array_equal(agg.fold_truncated(flp, meas), want)
+    np.testing.assert_array_equal(flp_mod.sum_records(F, meas), F.sum(meas, axis=0))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32), st.integers(0, 40), st.integers(0, 9))
+def test_sum_cols_kernel_equals_twin(seed: int, R: int, K: int) -> None:
+    rng = np.random.default_rng(seed)
+    edges = np.array([0, 1, Field64.MODULUS - 1, 2**32 - 1, 2**32, 2**63], np.uint64)
+    a = np.where(
+        rng.random((R, K)) < 0.5,
+        edges[rng.integers(0, len(edges), (R, K))],
+        rng.integers(0, Field64.MODULUS, (R, K), dtype=np.uint64),
+    )
+    tk = kern.tiered("_k_sum_cols")
+    o1, o2 = np.empty(K, np.uint64), np.empty(K, np.uint64)
+    tk.kernel(a, o1)
+    tk.twin(a, o2)
+    assert (
+        o1.tolist()
+        == o2.tolist()
+        == [int(sum(int(x) for x in a[:, k]) % Field64.MODULUS) for k in range(K)]
+    )
