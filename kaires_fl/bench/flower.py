@@ -10,6 +10,13 @@
 - ``flower_plain_round_s`` / ``flower_kaires_round_s``: those two medians (seconds).
 - ``flower_kaires_committee_s``: of the Kaires round, the time spent in the committee
   (ledger job and writes, key release, verification, aggregation, result).
+- ``flower_plain_wait_s`` / ``flower_kaires_wait_s``: of those rounds, the median time
+  from the end of ``configure_train`` to the start of ``aggregate_train`` (Flower pushes
+  the messages, the clients run, the Grid collects the replies): Flower's simulation
+  engine moves messages every 0.1 s and the Grid looks for replies every 0.1 s, so this is
+  close to a multiple of 0.1 s (docs/flower.md, *Round time in the simulation*);
+  ``flower_kaires_server_s``: the median of the rest of a Kaires round (``configure_train``
+  + ``aggregate_train``: the job's commit, the committee, the result).
 
 Importing this module imports nothing of Flower; ``run`` does.
 """
@@ -74,18 +81,25 @@ def _client_app() -> Any:
 
 
 def _timed(strategy_cls: type) -> type:
-    """``strategy_cls`` recording each round's configure → aggregate wall time."""
+    """``strategy_cls`` recording each round's configure → aggregate wall time
+    (``round_times``) and its part between ``configure_train`` returning and
+    ``aggregate_train`` being called (``wait_times``: Flower's delivery and the clients)."""
 
     class Timed(strategy_cls):
         round_times: list[float]
+        wait_times: list[float]
 
         def configure_train(self, server_round: int, *a: Any, **kw: Any) -> Any:
             self._t0 = time.perf_counter()
-            return super().configure_train(server_round, *a, **kw)
+            out = super().configure_train(server_round, *a, **kw)
+            self._t1 = time.perf_counter()
+            return out
 
         def aggregate_train(self, server_round: int, replies: Any) -> Any:
+            t2 = time.perf_counter()
             out = super().aggregate_train(server_round, replies)
             self.round_times = [*getattr(self, "round_times", []), time.perf_counter() - self._t0]
+            self.wait_times = [*getattr(self, "wait_times", []), t2 - self._t1]
             return out
 
     return Timed
@@ -120,6 +134,7 @@ def run(quick: bool) -> dict[str, float]:
         kaires = _timed(KairesFedAvg)(**kw, num_examples_cap=1024)
         kaires.start(grid=grid, initial_arrays=init, num_rounds=rounds)
         out["plain"], out["kaires"] = plain.round_times, kaires.round_times
+        out["plain_wait"], out["kaires_wait"] = plain.wait_times, kaires.wait_times
         out["committee"] = [
             sum(kaires.kaires_rounds[r]["result"].timings.values())
             + sum(kaires.kaires_rounds[r]["timings"].values())
@@ -139,9 +154,13 @@ def run(quick: bool) -> dict[str, float]:
         logging.getLogger("flwr").setLevel(level)
     plain_s = statistics.median(out["plain"][1:])
     kaires_s = statistics.median(out["kaires"][1:])
+    server = [r - w for r, w in zip(out["kaires"][1:], out["kaires_wait"][1:], strict=True)]
     return {
         "flower_round_overhead": kaires_s / plain_s,
         "flower_plain_round_s": plain_s,
         "flower_kaires_round_s": kaires_s,
         "flower_kaires_committee_s": statistics.median(out["committee"]),
+        "flower_plain_wait_s": statistics.median(out["plain_wait"][1:]),
+        "flower_kaires_wait_s": statistics.median(out["kaires_wait"][1:]),
+        "flower_kaires_server_s": statistics.median(server),
     }
