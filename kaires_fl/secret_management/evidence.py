@@ -54,41 +54,44 @@ class ProvenEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     siblings: Annotated[tuple[schema.Bytes32, ...], msgspec.Meta(max_length=64)]
 
 
+#: Encodes a :class:`ProvenEntry` for its cache key (MessagePack: every field, length-prefixed).
+_ENTRY_ENCODER = msgspec.msgpack.Encoder()
+
+
 class BlockCache:
     """A trustee's memory of verified final blocks (bounded) and of the newest one seen.
 
     ``blocks`` maps the SHA-256 of a verified block proof's encoding (header and
     certificate) to (state root, height, time_ms): the same bytes need no second check.
-    ``entries`` holds the entries whose Merkle path passed, keyed by the state root and
-    every byte of the entry (key, value, bucket, path): the same entry proven against the
-    same root needs no second check — the aggregators' release requests of one job prove
-    the same job, inputs and writes. Only passes are kept (bounded, oldest first).
+    ``entries`` holds the entries whose Merkle path passed, keyed by the state root and the
+    SHA-256 of the entry's encoding (key, value, bucket, path): the same entry proven
+    against the same root needs no second check — the aggregators' release requests of
+    one job prove the same job, inputs and writes. Only passes are kept (bounded, oldest
+    first; 64 bytes each).
     """
 
     def __init__(self, size: int = 256, entries: int = 4096) -> None:
         self.size = size
         self.entries_size = entries
         self.blocks: OrderedDict[bytes, tuple[bytes, int, int]] = OrderedDict()
-        self.entries: OrderedDict[tuple[bytes, ProvenEntry], None] = OrderedDict()
+        self.entries: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         self.newest_time_ms = 0
         self.newest_height = 0
 
     def get(self, header_hash: bytes) -> tuple[bytes, int, int] | None:
         return self.blocks.get(header_hash)
 
+    @staticmethod
+    def _entry_key(root: bytes, entry: ProvenEntry) -> tuple[bytes, bytes]:
+        return bytes(root), hashlib.sha256(_ENTRY_ENCODER.encode(entry)).digest()
+
     def entry_passed(self, root: bytes, entry: ProvenEntry) -> bool:
         """Whether ``entry``'s Merkle path to ``root`` passed before (exactly these bytes)."""
-        try:
-            return (root, entry) in self.entries
-        except TypeError:  # a mutable buffer built in process: not remembered, checked
-            return False
+        return self._entry_key(root, entry) in self.entries
 
     def remember_entry(self, root: bytes, entry: ProvenEntry) -> None:
         """Record that ``entry``'s path to ``root`` passed (call only after it passed)."""
-        try:
-            self.entries[(root, entry)] = None
-        except TypeError:
-            return
+        self.entries[self._entry_key(root, entry)] = None
         while len(self.entries) > self.entries_size:
             self.entries.popitem(last=False)
 
