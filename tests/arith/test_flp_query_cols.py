@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kaires_fl.arith import _kernels as kern
+from kaires_fl.arith import _twins
 from kaires_fl.arith import circuits as cc
 from kaires_fl.arith import flp as flp_mod
 from kaires_fl.arith.field import Field64
@@ -213,3 +214,40 @@ def test_a_query_point_in_the_domain_is_refused_after_a_valid_one() -> None:
     per_record = np.stack([good, bad])
     with pytest.raises(ProtocolError):
         flp.check_query_rand(per_record)
+
+
+@pytest.mark.parametrize("calls,chunk,group", [(15, 22, 8), (7, 3, 8), (3, 1, 4), (31, 5, 1)])
+def test_prover_kernel_equals_twin_in_several_groups(calls: int, chunk: int, group: int) -> None:
+    """The prover kernel's rows (all left wires of a group, then all right wires) and its
+    butterflies without the twiddle-1 products: same gadget polynomials as the twin, for
+    full groups, a partial last group and one record at a time."""
+    rng = np.random.default_rng(calls)
+    B, A = 19, 2 * chunk
+    P = flp_mod.next_power_of_2(calls + 1)
+    inp = _edge_array(rng, (B, calls, A))
+    seeds = _edge_array(rng, (B, A))
+    outs = _twins.split_sum(_twins.mulmod(inp[..., :chunk], inp[..., chunk:]), axis=2)
+    tabs = flp_mod._psmul_tables(P)
+    (*_, out) = _kernel_and_twin(
+        "_k_prove_psmul", inp, seeds, outs, *tabs, group, np.empty((B, 2 * P - 1), np.uint64)
+    )
+    # one record: g(x) = Σ_j a_j(x)·b_j(x) from the wires' coefficients, in Python integers
+    alpha = int(F.root_of_unity(P))
+    r = 5
+    vals = (
+        [seeds[r]] + [inp[r, k] for k in range(calls)] + [np.zeros(A, np.uint64)] * (P - 1 - calls)
+    )
+    inv_p = pow(P, p - 2, p)
+    coef = [
+        [
+            sum(int(vals[m][l]) * pow(alpha, (-m * i) % P, p) for m in range(P)) * inv_p % p
+            for i in range(P)
+        ]
+        for l in range(A)
+    ]
+    g = [0] * (2 * P - 1)
+    for j in range(chunk):
+        for i1, x in enumerate(coef[j]):
+            for i2, y in enumerate(coef[chunk + j]):
+                g[i1 + i2] = (g[i1 + i2] + x * y) % p
+    assert [int(v) for v in out[r]] == g
