@@ -105,6 +105,9 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "flower_kaires_round_s": ("s", "lower", "one KairesFedAvg round (same simulation)"),
     "flower_kaires_committee_s": ("s", "lower", "committee's share of a KairesFedAvg round"),
     "flower_round_overhead": ("×", "≤ 1.3×", "KairesFedAvg round time / FedAvg round time"),
+    "flower_plain_wait_s": ("s", "reference", "plain round: push → replies (0.1 s polls)"),
+    "flower_kaires_wait_s": ("s", "lower", "Kaires round: push → replies (0.1 s polls)"),
+    "flower_kaires_server_s": ("s", "lower", "Kaires round: configure + aggregate (ServerApp)"),
     # update (model updates at neural-network scale, issue 11)
     "update_elements_per_param": ("count", "≤ 1.1", "measurement + proof elements per parameter"),
     "update_bytes_per_param": ("B", "≤ 30", "bytes one client uploads per parameter (n=4, t=1)"),
