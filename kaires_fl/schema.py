@@ -30,6 +30,7 @@ import hashlib
 import math
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -252,8 +253,8 @@ def deeply_immutable(obj: Any) -> bool:
 _IMMUTABLE_LEAVES = (bytes, str, int, float, bool, type(None))
 
 
-#: Every DigestMemo of the process (for :func:`forget_unused_digests`).
-_MEMOS: list[DigestMemo] = []
+#: Every live DigestMemo of the process (for :func:`forget_unused_digests`).
+_MEMOS: weakref.WeakSet[DigestMemo] = weakref.WeakSet()
 
 
 def forget_unused_digests() -> None:
@@ -262,6 +263,27 @@ def forget_unused_digests() -> None:
     job's dead blobs are freed first, not at the memo's next insertion."""
     for memo in _MEMOS:
         memo.forget_unused()
+
+
+#: A :class:`DigestMemo` sweeps its dead entries once the entries added since its last sweep
+#: outnumber those alive after it and this many, or their payload bytes exceed the live
+#: entries' and this many (each sweep is paid for by as many insertions, or bytes hashed).
+SWEEP_ENTRIES = 64
+SWEEP_BYTES = 32 << 20
+
+
+def payload_bytes(obj: Any) -> int:
+    """Bytes of the ``bytes``/``str`` leaves of ``obj`` reached through tuples and msgspec
+    Structs (what a digest of it reads, roughly; 0 for anything else)."""
+    t = type(obj)
+    if t is bytes or t is str:
+        return len(obj)
+    if t is tuple:
+        return sum(payload_bytes(x) for x in obj)
+    fields = getattr(t, "__struct_fields__", None)
+    if fields is None:
+        return 0
+    return sum(payload_bytes(getattr(obj, f)) for f in fields)
 
 
 class DigestMemo:
@@ -274,10 +296,16 @@ class DigestMemo:
     or a :func:`deeply_immutable` message) has the digest this process computed over it for
     as long as it lives, so a hit is the value of a pure function — never a digest a peer
     sent (only :meth:`__call__` stores, and only what ``digest`` computed). An entry holds
-    its object, so no other object can take its id while the entry lives; entries whose
-    object nothing else references (they can never hit again) are dropped at each
-    insertion and by :meth:`forget_unused`, and at most ``capacity`` entries are kept
-    (oldest first): the memo keeps no dead multi-MB object alive beyond the next insertion.
+    its object, so no other object can take its id while the entry lives.
+
+    Bounds: at most ``capacity`` entries (oldest first). Entries whose object nothing else
+    references (they can never hit again) are dropped by a sweep, run by
+    :meth:`forget_unused` and by an insertion once the entries added since the last sweep
+    exceed max(live, :data:`SWEEP_ENTRIES`) or their :func:`payload_bytes` exceed
+    max(live bytes, :data:`SWEEP_BYTES`), "live" as the last sweep left them. So a sweep
+    (one pass over the entries) is paid for by as many insertions, or by at least 32 MiB
+    hashed: amortised O(1) per insertion; and the dead objects the memo keeps alive never
+    exceed that many entries or bytes (plus the last object inserted).
 
     Parameters
     ----------
@@ -300,11 +328,16 @@ class DigestMemo:
         self._digest = digest
         self._eligible = eligible
         self.capacity = capacity
-        self._memo: dict[int, tuple[Any, bytes]] = {}
+        #: id → (object, digest, payload bytes), oldest first.
+        self._memo: dict[int, tuple[Any, bytes, int]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
-        _MEMOS.append(self)
+        #: Entries examined by sweeps so far (the memo's bookkeeping work).
+        self.examined = 0
+        self._live = self._live_bytes = 0  # after the last sweep
+        self._added = self._added_bytes = 0  # since the last sweep
+        _MEMOS.add(self)
 
     def __call__(self, obj: Any) -> Any:
         got = self._memo.get(id(obj))
@@ -321,21 +354,33 @@ class DigestMemo:
         """Store ``digest`` for ``obj`` (if eligible): only a value this process computed
         for ``obj`` itself — e.g. a signing digest computed over the same message before its
         signature was set (the digest leaves the signature out)."""
-        if self._eligible(obj):
-            with self._lock:
+        if not self._eligible(obj):
+            return
+        size = payload_bytes(obj)
+        with self._lock:
+            memo = self._memo
+            memo[id(obj)] = (obj, digest, size)
+            self._added += 1
+            self._added_bytes += size
+            if self._added > max(self._live, SWEEP_ENTRIES) or self._added_bytes > max(
+                self._live_bytes, SWEEP_BYTES
+            ):
                 self._drop_unused()
-                self._memo[id(obj)] = (obj, digest)
-                while len(self._memo) > self.capacity:
-                    del self._memo[next(iter(self._memo))]
+            while len(memo) > self.capacity:
+                del memo[next(iter(memo))]
 
     def _drop_unused(self) -> None:
-        """Drop the entries only this memo references (under the lock)."""
+        """Sweep: drop the entries only this memo references (under the lock)."""
         memo = self._memo
+        self.examined += len(memo)
         # references to an unused object: its entry's tuple, the loop variable, the call's
         # argument (CPython reference counts)
-        dead = [k for k, (o, _) in list(memo.items()) if sys.getrefcount(o) <= 3]
+        dead = [k for k, (o, _, _) in list(memo.items()) if sys.getrefcount(o) <= 3]
         for k in dead:
             del memo[k]
+        self._live = len(memo)
+        self._live_bytes = sum(e[2] for e in memo.values())
+        self._added = self._added_bytes = 0
 
     def forget_unused(self) -> None:
         """Drop the entries whose object is referenced by nothing else (e.g. a job's end)."""
@@ -345,6 +390,7 @@ class DigestMemo:
     def clear(self) -> None:
         with self._lock:
             self._memo.clear()
+            self._live = self._live_bytes = self._added = self._added_bytes = 0
         self.hits = self.misses = 0
 
     def __len__(self) -> int:
