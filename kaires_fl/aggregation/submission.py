@@ -2,17 +2,20 @@
 
 A provider turns a batch of encoded measurements ``(B, MEAS_LEN)`` into
 
-* for every aggregator ``i`` a fresh 32-byte key ``k_i`` and two AEAD blobs under it: the
-  *measurement part* (its Shamir share of the measurements and of a random mask ``ρ``) and
-  the *proof part* (its Shamir share of the FLP proofs). Shares are *compressed*: t
-  aggregators (default the first t) get a fresh 32-byte seed per part instead, their shares
-  are expanded from it (SHAKE-128), and the other n − t shares are completed from the
-  secret and those (:func:`kaires_fl.arith.sharing.share_seeded`); a format byte at the
-  start of each plaintext says which (:data:`FORMAT_FULL`, :data:`FORMAT_SEED`);
+* for every aggregator ``i`` a fresh 32-byte key ``k_i`` and two AES-256-GCM blobs under it
+  (:func:`kaires_fl.crypto.envelope.seal_bulk`): the *measurement part* (its Shamir share of
+  the measurements and of a random mask ``ρ``) and the *proof part* (its Shamir share of the
+  FLP proofs). Shares are *compressed*: t aggregators (default the first t) get a fresh
+  32-byte seed per part instead, their shares are expanded from it (AES-256-CTR,
+  :meth:`~kaires_fl.arith.field.PrimeField.expand_seed`), and the other n − t shares are
+  completed from the secret and those (:func:`kaires_fl.arith.sharing.share_seeded`,
+  written straight into the rows that become the plaintexts); a format byte at the start
+  of each plaintext says which (:data:`FORMAT_FULL`, :data:`FORMAT_SEED`);
 * a *key commitment* ``H(job, provider, i, k_i)`` per aggregator, so that a revealed key can
-  be checked by anyone (ChaCha20-Poly1305 alone is not key-committing);
+  be checked by anyone (AES-GCM alone is not key-committing);
 * a :class:`Manifest` signed by the provider: job, provider, B, circuit id, the hashes of
-  every part, the key commitments and a reference to the CALYPSO write carrying the keys.
+  every part (:func:`part_hash`, BLAKE3), the key commitments and a reference to the
+  CALYPSO write carrying the keys.
 
 The joint randomness of the FLP is Fiat–Shamir over the hashes of the measurement parts
 (:func:`joint_rand_seed`), so the proof is made after — and bound to — the shares. A circuit
