@@ -472,3 +472,29 @@ def test_a_full_part_with_a_non_canonical_share_or_a_wrong_length_opens_to_nothi
             open_part(FLP, sub.manifest, 2, key, blob, sub.proof_parts[2], hashes_checked=True)
     open_part(FLP, sub.manifest, 2, key, envelope.seal_bulk(key, good, aad), sub.proof_parts[2],
               hashes_checked=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("fault", [None, "inconsistent_shares"])
+def test_seven_aggregators_two_seeded_anywhere_open_to_one_sharing(fault: Any) -> None:
+    """n = 7, t = 2, the seeded aggregators in the middle (1 and 5): every part opens, the
+    shares of the batch, the mask and the proofs lie on one degree-2 polynomial per
+    coordinate and reconstruct the batch — unless the provider corrupted the last full
+    share (``inconsistent_shares``), which the consistency check then sees."""
+    n, t = 7, 2
+    meas = _meas(np.random.default_rng(3), b=6)
+    parts = seal_parts(
+        FLP, meas, job="job", provider="p", circuit="c", n=n, t=t, seeded=(5, 1), fault=fault
+    )
+    sub = sign_manifest(Identity.generate(), parts, job="job", provider="p", circuit="c", write="w")
+    sub.check(n)
+    opened = [
+        open_part(FLP, sub.manifest, i, parts.keys[i], sub.meas_parts[i], sub.proof_parts[i])
+        for i in range(n)
+    ]
+    shares = np.stack([o.meas for o in opened])
+    assert sharing.is_consistent(F, shares, t) == (fault is None)
+    assert sharing.is_consistent(F, shares[: n - 1], t)
+    assert sharing.is_consistent(F, np.stack([o.rho for o in opened]), t)
+    assert sharing.is_consistent(F, np.stack([o.proof for o in opened]), t)
+    got, bad = sharing.robust_reconstruct(F, {i: o.meas for i, o in enumerate(opened)}, n, t)
+    assert np.array_equal(got, meas) and bad == ([] if fault is None else [n - 1])
