@@ -966,7 +966,9 @@ class PairInputs:
 
 class _PairsAtT(PairInputs):
     """Verifier's pair inputs: each ``fill`` adds the pairs' contribution to the wire
-    polynomials at the query point straight into the call's accumulator (Field64)."""
+    polynomials at the query point straight into the call's accumulators (Field64): as
+    split column sums when the weights are shared by the block's records
+    (``_k_pairs_cols``, the protocol's case), else record by record (``_k_pairs_at``)."""
 
     def __init__(self, call: _QueryCall, pairs: int, chunk: int) -> None:
         self.F = call.F
@@ -1212,7 +1214,8 @@ class Valid:
     * ``eval(meas (B, MEAS_LEN), joint_rand (B|1, JOINT_RAND_LEN), gadgets) ->
       (B, EVAL_OUTPUT_LEN)``: calls ``gadgets[i](inp (B, k, ARITY))`` exactly
       ``GADGET_CALLS[i]`` times in total; everything outside gadgets must be affine in
-      ``meas`` and in the gadget outputs, with constants added in full;
+      ``meas`` and in the gadget outputs, with constants added in full; ``meas`` is read
+      only (the verifier keeps a transposed copy of it across the repetitions);
     * ``encode`` / ``truncate`` / ``decode`` (batched over leading axes; ``truncate`` is
       affine, constants in full);
     * ``joint_rand_degree()``: for any fixed invalid measurement, the total degree of the
