@@ -49,6 +49,18 @@ def _prg_stream(name: bytes, context: bytes, seed: bytes) -> Any:
 
 _U64 = np.dtype(np.uint64)
 _LITTLE_ENDIAN = sys.byteorder == "little"
+#: Zeros the keystream is made from, a chunk at a time (a small buffer stays in cache, and
+#: the output never doubles as the input: no in-place call into the cipher).
+_ZEROS = memoryview(bytes(1 << 18))
+
+
+def _keystream_into(stream: Any, buf: memoryview, size: int) -> None:
+    """The next ``size`` keystream bytes of ``stream`` into ``buf[:size]`` (``buf`` has at
+    least 15 more bytes: the cipher's slack for update_into)."""
+    for pos in range(0, size, len(_ZEROS)):
+        k = min(len(_ZEROS), size - pos)
+        stream.update_into(_ZEROS[:k], buf[pos : pos + k + 15])
+
 
 #: Requests up to this size are served by os.urandom directly.
 _URANDOM_MAX = 4096
@@ -591,23 +603,20 @@ class Field64(PrimeField):
 
     @classmethod
     def _expand(cls, stream: Any, n: int) -> np.ndarray:
-        # The keystream is written in place into the output (encrypting its zeros), read as
+        # The keystream (encrypted zeros) is written straight into the output, read as
         # native uint64: little-endian machines only (else the generic path).
         if not _LITTLE_ENDIAN:
             return super()._expand(stream, n)
-        out = np.zeros(n + 2, np.uint64)  # + 2 words: update_into wants 15 bytes of slack
+        out = np.empty(n + 2, np.uint64)  # + 2 words: update_into wants 15 bytes of slack
         have = 0
         while have < n:
-            need = n - have
-            mv = out[have:].data.cast("B")
-            stream.update_into(mv[: 8 * need], mv)
+            _keystream_into(stream, out[have:].data.cast("B"), 8 * (n - have))
             chunk = out[have:n]
             if int(chunk.max()) < int(kern.P):  # all accepted (a word is ≥ p w.p. 2^-32)
                 break
             kept = chunk[chunk < kern.P]  # rejection sampling, in stream order
             out[have : have + len(kept)] = kept
             have += len(kept)
-            out[have:] = 0  # the next chunk of keystream is encrypted from zeros again
         return out[:n]
 
     @classmethod

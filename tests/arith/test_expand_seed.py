@@ -94,6 +94,16 @@ def test_expand_seed_is_prefix_consistent_shaped_and_separated(F: Any) -> None:
         F.expand_seed(b"short", 3)
 
 
+@pytest.mark.parametrize("n", [32767, 32768, 32769, 100_003])
+def test_long_expansions_cross_the_keystream_chunks(n: int) -> None:
+    """The keystream is made from a 256 KiB buffer of zeros a chunk at a time (32,768
+    Field64 elements): lengths around and across the chunk boundary match the reference."""
+    seed = bytes(range(1, 33))
+    got = Field64.expand_seed(seed, n, b"chunks")
+    want = np.array(ref_expand(Field64, seed, n, b"chunks"), dtype=np.uint64)
+    assert np.array_equal(got, want)
+
+
 class _ChosenKeystream:
     """A keystream of chosen bytes (then zeros), with the encryptor interface that
     ``_expand`` uses: ``update`` and ``update_into`` XOR the data with the next bytes."""
