@@ -24,9 +24,12 @@ detected (``DecodingError``) except with probability about ``n/p``; shares from 
 ``(n − c − t − 1) / 2`` colluding parties can form another codeword, which no decoder can tell
 apart — that is why BFT Prio requires ``n ≥ 3t + 1`` with at most ``t`` faulty aggregators.
 
-Field elements are arrays of ``F`` (:mod:`kaires_fl.arith.field`), used only through its
-public API; a share is ``None``/absent when missing, or any array of ``F`` of the secret's shape
-(a stacked ``(n, *shape)`` array from :func:`share` is accepted in place of a mapping).
+Field elements are arrays of ``F`` (:mod:`kaires_fl.arith.field`), used through its public
+API — but for the completion of a seeded Field64 sharing, one pass of the kernel
+``complete_rows`` (:mod:`kaires_fl.arith._kernels`, no temporaries; other fields take a
+matrix product); a share is ``None``/absent when missing, or any array of ``F`` of the
+secret's shape (a stacked ``(n, *shape)`` array from :func:`share` is accepted in place of a
+mapping).
 """
 
 from __future__ import annotations
