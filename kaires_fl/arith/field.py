@@ -646,9 +646,9 @@ class Field64(PrimeField):
     @classmethod
     def _decode_flat(cls, data: bytes, n: int) -> np.ndarray:
         vals = np.frombuffer(data, dtype="<u8").astype(np.uint64)
-        bad = np.flatnonzero(vals >= kern.P)
-        if bad.size:
-            raise cls._noncanonical(int(bad[0]), int(vals[bad[0]]))
+        if n and int(vals.max()) >= int(kern.P):  # one pass; the index only on failure
+            bad = int(np.flatnonzero(vals >= kern.P)[0])
+            raise cls._noncanonical(bad, int(vals[bad]))
         return vals
 
 
