@@ -225,7 +225,8 @@ def tier(home: dict[str, Any], twins: dict[str, Any]) -> None:
     """Bind each kernel ``home[name]`` of a module namespace to a :class:`Tiered` object
     with the numpy twin ``twins[name]`` (type checkers keep seeing the kernel)."""
     for name, twin in twins.items():
-        home[name] = Tiered(home[name], twin, home)
+        t = Tiered(home[name], twin, home)
+        home[name] = t.kernel if t.hot else t  # hot from the start under KAIRES_KERNELS=numba
 
 
 def tiered(name: str) -> Tiered:

@@ -402,3 +402,23 @@ def test_cold_demo_compiles_no_kernel() -> None:
         got = json.loads(res.stdout.strip().splitlines()[-1])
         assert got == {"rc": 0, "compiled": []}
         assert not any(files for _, _, files in os.walk(cache))
+
+
+def test_kernels_forced_from_the_start_bind_the_bare_kernel() -> None:
+    """``KAIRES_KERNELS=numba`` at import: every tiered name binds the numba dispatcher
+    itself (no wrapper left on the hot path)."""
+    code = (
+        "from kaires_fl.arith import _kernels as k, flp\n"
+        "from numba.core.registry import CPUDispatcher\n"
+        "names = [(k, t.__name__) for t in k._TIERED if t.home is vars(k)]\n"
+        "names += [(flp, t.__name__) for t in k._TIERED if t.home is vars(flp)]\n"
+        "assert len(names) > 10, names\n"
+        "bad = [n for m, n in names if not isinstance(getattr(m, n), CPUDispatcher)]\n"
+        "print(bad)\n"
+    )
+    env = {**os.environ, "KAIRES_KERNELS": "numba"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
