@@ -174,10 +174,14 @@ class _Loader:
         self.requests: queue.SimpleQueue[tuple[Tiered, tuple[Any, ...], int]] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.stopped = False
+        self.idle = threading.Condition()  # notified when no load is queued or running
+        self.pending = 0
 
     def request(self, kernel: Tiered, signature: tuple[Any, ...]) -> None:
         """Queue ``kernel`` to load for ``signature`` (the numba types of a call's
         arguments); it becomes hot when loaded, unless :func:`set_tiering` ran since."""
+        with self.idle:
+            self.pending += 1
         self.requests.put((kernel, signature, _GENERATION))
         if self.thread is None:
             self.thread = threading.Thread(target=self._run, name="kaires-kernels", daemon=True)
@@ -186,16 +190,26 @@ class _Loader:
     def _run(self) -> None:
         while True:
             kernel, signature, generation = self.requests.get()
-            with self.lock:
-                if self.stopped:
-                    return
-                try:
-                    kernel.kernel.compile(signature)
-                except Exception:  # e.g. a stale cache entry numba cannot type: the caller
-                    kernel.cached = False  # compiles it on its own budget, as uncached
-                    continue
-                if generation == _GENERATION and _TIERING == "auto" and not kernel.hot:
-                    kernel._promote()
+            try:
+                with self.lock:
+                    if self.stopped:
+                        return
+                    try:
+                        kernel.kernel.compile(signature)
+                    except Exception:  # e.g. a stale cache entry numba cannot type: the
+                        kernel.cached = False  # caller compiles it on its own budget
+                        continue
+                    if generation == _GENERATION and _TIERING == "auto" and not kernel.hot:
+                        kernel._promote()
+            finally:
+                with self.idle:
+                    self.pending -= 1
+                    self.idle.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no load is queued or running; False if ``timeout`` ran out first."""
+        with self.idle:
+            return self.idle.wait_for(lambda: self.pending == 0, timeout)
 
     def stop(self) -> None:
         """At exit: wait for the load in progress; load nothing more."""
@@ -207,6 +221,8 @@ class _Loader:
         self.lock = threading.Lock()
         self.requests = queue.SimpleQueue()
         self.thread = None
+        self.idle = threading.Condition()
+        self.pending = 0
         for t in _TIERED:
             if not t.hot:
                 t.loading = False
@@ -219,6 +235,13 @@ os.register_at_fork(
     after_in_parent=lambda: _LOADER.lock.release(),
     after_in_child=_LOADER.after_fork_in_child,
 )
+
+
+def wait_loaded(timeout: float | None = None) -> bool:
+    """Block until no kernel is queued or loading in the background (:class:`_Loader`):
+    a benchmark or a memory measurement after its warm-up then sees no loader at work.
+    Returns False if ``timeout`` (seconds) ran out first."""
+    return _LOADER.wait_idle(timeout)
 
 
 def tier(home: dict[str, Any], twins: dict[str, Any]) -> None:
