@@ -316,7 +316,7 @@ def test_kernel_in_the_disk_cache_loads_in_the_background(tiering: None) -> None
         tk(a, a, out)
         np.testing.assert_array_equal(out, 2 * a)
         assert tk.cached and tk.loading and tk.calls == 1
-        _wait_hot(tk)
+        assert kern.wait_loaded(120.0) and tk.hot  # wait_loaded returns once it is loaded
         tk(a, a, out)
         np.testing.assert_array_equal(out, 2 * a)
         assert tk.calls == 1  # the second call went to the kernel, not the twin
