@@ -22,9 +22,9 @@
   core; providers, trustees, ledger and coordinator are not counted (they are other
   machines). The busiest is the first to check what the others then find in the process's
   memories (passed signature and proof checks, part and round-1 digests): the figure a
-  separate machine pays, but for the SHA-256 of its own parts and of the others' round-1
-  messages, which the provider and the coordinator computed here (≈ 150 MB for 20,000 rows,
-  ≈ 0.08 s).
+  separate machine pays, but for the hashes of its own parts (BLAKE3) and of the others'
+  round-1 messages (SHA-256), which the provider and the coordinator computed here (≈ 150 MB
+  for 20,000 rows, a few hundredths of a second).
 * ``setup_s``: genesis, DKG and the grants (policies) of 10 providers for the default
   committee. Target ≤ 2 s.
 * ``demo_cold_s``: the first ``kaires demo`` after installation — a fresh process whose numba
