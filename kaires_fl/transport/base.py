@@ -51,6 +51,13 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        # A cancelled timer stays queued until its time comes (in a simulation, many jobs
+        # later): it must not keep what its callback refers to (a whole job's state) alive.
+        self.callback = _cancelled
+
+
+def _cancelled() -> None:
+    """What a cancelled :class:`Timer` runs, if anything still runs it."""
 
 
 class Transport(ABC):
