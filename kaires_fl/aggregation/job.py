@@ -128,6 +128,10 @@ _FLPS: dict[str, FlpBBCGGI19] = {}
 #: Jobs whose state an aggregator keeps (the oldest is dropped beyond this: a node serving
 #: thousands of jobs stays bounded; a message for a dropped job is refused as unknown).
 KEEP_JOBS = 32
+#: Delivered jobs (sealed share handed over against the committed receipt: nothing more is
+#: asked of them) whose state an aggregator keeps; older ones are dropped when a job starts,
+#: so their inputs are not held for KEEP_JOBS jobs (the ServerApp's in-process committee).
+KEEP_DELIVERED = 2
 #: Jobs whose messages the coordinator's log keeps.
 LOG_JOBS = 4
 #: How long (seconds) an aggregator waits for its own ledger replica to reach a block the
@@ -719,6 +723,8 @@ class AggregatorService:
         self.jobs[msg.job] = st
         while len(self.jobs) > KEEP_JOBS:  # the oldest job is long over: bounded memory
             del self.jobs[next(iter(self.jobs))]
+        for done in [j for j, o in self.jobs.items() if o.delivered][:-KEEP_DELIVERED]:
+            del self.jobs[done]
         deal = None
         if job.get("privacy") is not None:
             # Differential privacy: this aggregator's own noise, dealt like an input.
@@ -1123,6 +1129,7 @@ class AggregatorService:
             )
         if self.behaviour == "byzantine":
             blob = blob[:-1] + bytes([blob[-1] ^ 1])
+        st.delivered = True
         self.t.send(src, SealedShare(msg.job, self.index, blob))
 
 
@@ -1166,6 +1173,8 @@ class _JobState:
     deals: list[NoiseDeal] = field(default_factory=list)
     noise_shares: dict[int, Any] = field(default_factory=dict)
     noise_accepted: list[int] = field(default_factory=list)
+    #: The sealed share was handed over (KEEP_DELIVERED).
+    delivered: bool = False
 
     def share_hash(self) -> str:
         blob = self.work.sealed_share
