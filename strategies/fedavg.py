@@ -40,8 +40,12 @@ counts ``kaires-sampled``, ``kaires-accepted``, ``kaires-rejected``, ``kaires-re
 ``kaires-clipped`` (updates scaled down to ``clip_norm``) and ``kaires-capped`` (clients
 whose num-examples exceeded W). Clipped or capped updates raise a
 :class:`~kaires_fl.errors.KairesWarning` naming how many and why. ``kaires_rounds[r]``
-keeps each round's
-:class:`~kaires_fl.strategies.committee.RoundResult` and the nodes' refusal reasons.
+keeps each round's small facts: its job entry, its
+:class:`~kaires_fl.strategies.committee.RoundResult` (status, accepted, rejected, refused,
+timings; its ``aggregate`` without the summed update, which became the new global model:
+Σ w, the metrics and flag counts), the statistic (one object shared by the rounds of one
+model size) and the nodes' refusal reasons — no submission, share or message, so a
+ServerApp running thousands of rounds keeps a few dozen objects per round.
 
 Differential privacy (``dp=DP(ε, δ)``): each round's job is committed with that privacy, so
 the committee's aggregators add Skellam noise to the summed update (and to Σ w and the
@@ -58,6 +62,7 @@ at, plus every round's clipping-tail probability; tighter than the ledger's per-
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -433,6 +438,7 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
             [(k, *bounds) for k, bounds in (train_metrics or {}).items()]
         )
         self._current: ArrayRecord | None = None
+        self._statistic: tuple[tuple[Any, ...], Any] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -472,14 +478,19 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         config["server-round"] = server_round
         config[wire.WEIGHT_KEY] = self.weighted_by_key
         length = sum(int(np.prod(a.shape)) for a in arrays.values())
-        stat = ModelUpdateStats(
-            length,
-            clip_norm=self.clip_norm,
-            weight_cap=self.num_examples_cap,
-            frac_bits=self.frac_bits,
-            metrics=self.train_metrics,
-            norm_proof=self.norm_proof,
-        )
+        key: tuple[Any, ...] = (length, self.clip_norm, self.num_examples_cap, self.frac_bits)
+        key += (tuple(self.train_metrics), self.norm_proof)
+        if self._statistic is None or self._statistic[0] != key:
+            stat = ModelUpdateStats(
+                length,
+                clip_norm=self.clip_norm,
+                weight_cap=self.num_examples_cap,
+                frac_bits=self.frac_bits,
+                metrics=self.train_metrics,
+                norm_proof=self.norm_proof,
+            )
+            self._statistic = (key, stat)
+        stat = self._statistic[1]  # the rounds of one model size share it (and their records)
         self._current = arrays
         base = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         msgs = self.job_messages(stat, node_ids, base, MessageType.TRAIN, server_round)
@@ -504,6 +515,11 @@ class KairesFedAvg(KairesFlowerBase, FedAvg):
         stat = info["statistic"]
         res = self.aggregate_job(server_round, stat, subs)
         agg = res.aggregate
+        # The record keeps the small facts: the summed update becomes the new global model
+        # (returned below), it is not kept once per round.
+        info["result"] = dataclasses.replace(
+            res, aggregate=None if agg is None else {k: v for k, v in agg.items() if k != "sum"}
+        )
         counts = {
             "kaires-sampled": len(info.get("nodes", {})),
             "kaires-accepted": len(res.accepted),
