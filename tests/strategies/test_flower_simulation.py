@@ -31,6 +31,26 @@ ROUNDS = 3
 BACKEND = {"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": 2}}
 
 
+def test_ray_runs_the_clientapp_actors_at_default_niceness() -> None:
+    """The simulations' actors are not niced by Ray (conftest.py): they compete for the CPU
+    as the ServerApp does, so a loaded machine slows a simulation down, not to a halt."""
+    import os
+
+    import ray
+
+    ray.init(num_cpus=2, logging_level="WARNING", include_dashboard=False)
+    try:
+
+        @ray.remote(num_cpus=1)
+        class Actor:
+            def niceness(self) -> int:
+                return os.nice(0)
+
+        assert ray.get(Actor.remote().niceness.remote()) == os.nice(0)
+    finally:
+        ray.shutdown()
+
+
 def _accuracy(arrays: ArrayRecord) -> float:
     X, y = apps.task.test_set()
     return apps.task.evaluate(arrays.to_numpy_ndarrays(), X, y)[1]
