@@ -146,7 +146,7 @@ def run(quick: bool = False) -> dict[str, float]:
     from kaires_fl.committee import default_committee
     from kaires_fl.simulation import LocalCommittee
 
-    record = {"n_providers": 10, "granularity": "record", "frac_bits": RECORD_BITS}
+    record: dict[str, Any] = {"n_providers": 10, "granularity": "record", "frac_bits": RECORD_BITS}
     default = default_committee()  # what the estimator builds without committee=
     spent = _time_aggregators(default)
     try:
