@@ -1,4 +1,4 @@
-"""Set-up shared by the Flower tests.
+"""Set-up shared by every test (the Flower simulations of tests/strategies and tests/node).
 
 Ray starts its worker processes — a simulation's ClientApp actors — at niceness 15 (its
 ``RAY_worker_niceness`` setting). Beside any process at the default niceness (another
