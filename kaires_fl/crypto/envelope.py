@@ -125,7 +125,8 @@ def open_bulk_into(key: bytes, blob: bytes, aad: bytes, buf: memoryview) -> None
     Raises
     ------
     InvalidProof
-        as :func:`open_bulk`; ``buf`` then holds nothing usable.
+        as :func:`open_bulk`; ``buf`` is then all zeros (the unauthenticated plaintext
+        the cipher wrote before its tag check failed is wiped).
     EncodingError
         if ``buf`` does not have the plaintext's length (the caller's error).
     """
@@ -139,6 +140,10 @@ def open_bulk_into(key: bytes, blob: bytes, aad: bytes, buf: memoryview) -> None
     try:
         AESGCM(key).decrypt_into(blob[:NONCE_SIZE], memoryview(blob)[NONCE_SIZE:], aad, buf)
     except InvalidTag as exc:
+        # decrypt_into has written the unauthenticated plaintext by the time the tag fails:
+        # wipe it, so a caller that keeps its buffer never reads attacker-malleable bytes.
+        wipe = memoryview(buf).cast("B")
+        wipe[:] = bytes(len(wipe))
         raise _tampered() from exc
 
 
