@@ -610,7 +610,14 @@ class AggregatorService:
             return
         job = self.ledger.get(job_key(msg.job))
         inputs = self.ledger.get(inputs_key(msg.job))
-        if job is None or job["status"] != "committed" or inputs is None:
+        if job is not None and job["status"] != "committed":
+            # A receipt ended it (e.g. a replay once the delivered job was dropped): it never
+            # becomes 'committed' again, so refuse now instead of waiting for the ledger.
+            raise ProtocolError(
+                f"job {msg.job[:16]}… is finished (status {job['status']!r}): it is not "
+                "started again"
+            )
+        if job is None or inputs is None:
             raise NotYetCommitted(f"job {msg.job[:16]}… is not committed with closed inputs")
         coordinator_key = job_coordinator(job)
         if job_lts(job) not in (None, self.lts_id):
