@@ -508,15 +508,17 @@ def test_aggregator_memory_does_not_grow_with_the_number_of_large_submissions(
 
 
 def _memory_checks(one: int, monkeypatch) -> None:
-    _retained_and_peak(1, 4096, monkeypatch)  # one-time allocations (caches, compilation)
-    _retained_and_peak(1, 2**62, monkeypatch)
-    r2, p2 = _retained_and_peak(2, 4096, monkeypatch)
-    r10, p10 = _retained_and_peak(10, 4096, monkeypatch)
+    # The sequence twice, asserting on the second: the first compiles (or loads) every
+    # kernel signature these paths call, on their first calls, inside traced windows
+    # (numba's compilation then dominates the peaks: seen with an empty numba cache).
+    for _ in range(2):
+        r2, p2 = _retained_and_peak(2, 4096, monkeypatch)
+        r10, p10 = _retained_and_peak(10, 4096, monkeypatch)
+        k2, q2 = _retained_and_peak(2, 2**62, monkeypatch)
+        k10, q10 = _retained_and_peak(10, 2**62, monkeypatch)
     # kept after round 1: the running sum and z (the verifier shares went into the message,
     # 768 elements per submission — what the protocol publishes), no share vector
     assert r10 - r2 < 8 * 8 + 64, (r2, r10)
     assert p10 - p2 < 8 * 768 * 8 + one, (p2, p10)
     # without streaming, both grow by at least the 8 extra share vectors
-    k2, q2 = _retained_and_peak(2, 2**62, monkeypatch)
-    k10, q10 = _retained_and_peak(10, 2**62, monkeypatch)
     assert k10 - k2 > 8 * one and q10 - q2 > 8 * one, (k2, k10, q2, q10)
