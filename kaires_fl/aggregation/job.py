@@ -136,14 +136,27 @@ KEEP_DELIVERED = 2
 LOG_JOBS = 4
 #: How long (seconds) an aggregator waits for its own ledger replica to reach a block the
 #: coordinator already saw (the job with closed inputs, the reads) before refusing; and the
-#: most such early messages it holds at once (a stranger's flood only pushes them out).
+#: most such early messages it holds at once (beyond it, new ones are refused at once).
 LEDGER_WAIT = 15.0
 MAX_WAITING = 64
+#: The most early messages one sender holds in that queue. They are parked before any
+#: signature check (the coordinator's key is only known from the ledger), so without a
+#: per-sender share one stranger's junk StartJobs would take every slot and an honest
+#: coordinator's early StartJob would be refused at once. A sender is its address up to
+#: the first "/": a client may send from any ``client-<key>/…`` sub-address of its key.
+MAX_WAITING_PER_SENDER = 8
 
 
 class NotYetCommitted(ProtocolError):
     """What a coordinator message refers to is not (yet) in this aggregator's ledger
     replica: the message is handled again when the replica may have caught up."""
+
+
+def _sender(src: str) -> str:
+    """Who sent from address ``src``, for :data:`MAX_WAITING_PER_SENDER`: the address up to
+    its first "/" (the TCP transport lets a client use any ``client-<key>/…`` address of
+    its own key, a node only its own service addresses)."""
+    return src.partition("/")[0]
 
 
 def circuit_id(kind: str, params: Mapping[str, Any]) -> str:
@@ -457,8 +470,9 @@ class AggregatorService:
         self.jobs: dict[str, _JobState] = {}
         #: Exceptions caught at the service boundary (type name, message), for diagnosis.
         self.errors: list[tuple[str, str]] = []
-        #: Coordinator messages waiting for this replica to catch up: id → first-seen time.
-        self.waiting: dict[int, float] = {}
+        #: Coordinator messages waiting for this replica to catch up: id → (sender,
+        #: first-seen time); the sender as :func:`_sender` names it, for its quota.
+        self.waiting: dict[int, tuple[str, float]] = {}
         transport.set_handler(self.on_message)
 
     @property
@@ -487,15 +501,22 @@ class AggregatorService:
     def _wait_for_ledger(
         self, src: str, msg: Any, exc: Exception, first_seen: float | None
     ) -> None:
-        """Handle ``msg`` again later, or refuse it once :data:`LEDGER_WAIT` is over."""
+        """Handle ``msg`` again later, or refuse it once :data:`LEDGER_WAIT` is over.
+
+        A new message (``first_seen`` None) is refused at once when the queue holds
+        :data:`MAX_WAITING` messages, or :data:`MAX_WAITING_PER_SENDER` from its sender; a
+        message handled again (``first_seen`` set) left the queue when its retry ran, so it
+        takes its slot back without being counted twice.
+        """
         now = self.t.now()
         start = now if first_seen is None else first_seen
         key = id(msg)
-        if now - start >= LEDGER_WAIT or (first_seen is None and len(self.waiting) >= MAX_WAITING):
+        sender = _sender(src)
+        if now - start >= LEDGER_WAIT or (first_seen is None and self._queue_full(sender)):
             self.waiting.pop(key, None)
             self._report_failure(src, msg, exc)
             return
-        self.waiting[key] = start
+        self.waiting[key] = (sender, start)
         delay = min(1.0, max(0.05, (now - start) / 2))
 
         def again() -> None:
@@ -503,6 +524,13 @@ class AggregatorService:
                 self.on_message(src, msg, start)
 
         self.t.call_later(delay, again)
+
+    def _queue_full(self, sender: str) -> bool:
+        """Whether the ledger-wait queue can take no new message from ``sender``."""
+        if len(self.waiting) >= MAX_WAITING:
+            return True
+        held = sum(1 for who, _ in self.waiting.values() if who == sender)
+        return held >= MAX_WAITING_PER_SENDER
 
     def _report_failure(self, src: str, msg: Any, exc: Exception) -> None:
         """Record ``exc`` and tell the job's coordinator (or the sender) why (:class:`Failed`)."""

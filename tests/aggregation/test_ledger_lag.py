@@ -81,15 +81,72 @@ def test_a_replica_that_never_catches_up_refuses_after_the_wait() -> None:
 
 
 def test_strangers_early_messages_are_bounded() -> None:
-    """Robustness: a flood of StartJobs for jobs nobody committed holds at most
-    MAX_WAITING messages; the rest are refused at once."""
+    """Robustness: a flood of StartJobs for jobs nobody committed, from many senders, holds
+    at most MAX_WAITING messages; the rest are refused at once."""
     c = LocalCommittee()
     try:
         svc = c.aggregators[0]
         for k in range(job_mod.MAX_WAITING + 10):
-            svc.on_message("stranger", job_mod.StartJob(f"{k:064x}", ()))
+            svc.on_message(f"stranger-{k % 16}", job_mod.StartJob(f"{k:064x}", ()))
         assert len(svc.waiting) == job_mod.MAX_WAITING
         r = c.run_job(STAT, DATA)  # the waits run out on the way; the service still works
         np.testing.assert_allclose(np.array(r.aggregate["xtx"], float), _sums(), atol=1e-8)
+    finally:
+        c.close()
+
+
+def _held_by(svc: Any, sender: str) -> int:
+    return sum(1 for who, _ in svc.waiting.values() if who == sender)
+
+
+def test_one_strangers_flood_leaves_the_coordinator_its_slot() -> None:
+    """Adversarial: one stranger sends MAX_WAITING + 10 StartJobs naming junk jobs (parked
+    before any signature check: the coordinator's key is only on the ledger) to aggregator
+    2, whose replica lags 0.8 s. The flood holds only MAX_WAITING_PER_SENDER slots, so the
+    honest coordinator's early StartJob is still parked, handled once the replica catches
+    up, and the aggregator takes part (before the per-sender quota it was refused at once)."""
+    c = LocalCommittee()
+    try:
+        svc = c.aggregators[2]
+        _lag(c, 2, 0.8)
+        for k in range(job_mod.MAX_WAITING + 10):
+            svc.on_message("stranger", job_mod.StartJob(f"{k:064x}", ()))
+        assert _held_by(svc, "stranger") == job_mod.MAX_WAITING_PER_SENDER
+        r = c.run_job(STAT, DATA)
+        assert r.report["faulty_aggregators"] == {}
+        assert any(st.coordinator == "coordinator" for st in svc.jobs.values()), (
+            "the honest coordinator's early StartJob was refused"
+        )
+        np.testing.assert_allclose(np.array(r.aggregate["xtx"], float), _sums(), atol=1e-8)
+    finally:
+        c.close()
+
+
+def test_one_sender_holds_at_most_its_quota() -> None:
+    """Robustness: one sender (one address, or any client-<key>/… sub-addresses of one key)
+    holds at most MAX_WAITING_PER_SENDER early messages; its next ones are refused at once,
+    with the reason, while another sender still parks; a message handled again while it
+    waits keeps its one slot (not counted twice), and the quota frees once the wait ends."""
+    c = LocalCommittee()
+    try:
+        svc = c.aggregators[0]
+        quota = job_mod.MAX_WAITING_PER_SENDER
+        assert quota < job_mod.MAX_WAITING
+        for k in range(quota + 5):
+            svc.on_message(f"client-ab/{k}", job_mod.StartJob(f"{k:064x}", ()))
+        assert len(svc.waiting) == quota
+        refused = [why for _, why in svc.errors if "not committed" in why]
+        assert len(refused) == 5
+        svc.on_message("other", job_mod.StartJob(f"{999:064x}", ()))
+        assert _held_by(svc, "other") == 1
+        c.network.run_for(3.0)  # each message handled again several times
+        assert _held_by(svc, "client-ab") == quota and len(svc.waiting) == quota + 1
+        svc.on_message("client-ab", job_mod.StartJob(f"{1000:064x}", ()))
+        assert _held_by(svc, "client-ab") == quota
+        assert len([why for _, why in svc.errors if "not committed" in why]) == 6
+        c.network.run_for(job_mod.LEDGER_WAIT + 2)  # the waits run out
+        assert not svc.waiting
+        svc.on_message("client-ab", job_mod.StartJob(f"{1001:064x}", ()))
+        assert _held_by(svc, "client-ab") == 1
     finally:
         c.close()
