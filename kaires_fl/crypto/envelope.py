@@ -55,9 +55,18 @@ def seal(key: bytes, plaintext: bytes, aad: bytes = b"") -> bytes:
 
     Returns ``nonce || ciphertext || tag`` (len(plaintext) + 28 bytes).
     """
+    return _seal_with(ChaCha20Poly1305, key, plaintext, aad)
+
+
+def _seal_with(
+    aead: type[ChaCha20Poly1305] | type[AESGCM],
+    key: bytes,
+    plaintext: bytes | memoryview,
+    aad: bytes,
+) -> bytes:
     _check_key(key)
     nonce = secrets.token_bytes(NONCE_SIZE)
-    return nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, aad)
+    return nonce + aead(key).encrypt(nonce, plaintext, aad)
 
 
 def open_(key: bytes, blob: bytes, aad: bytes = b"") -> bytes:
@@ -99,9 +108,7 @@ def seal_bulk(key: bytes, plaintext: bytes | memoryview, aad: bytes = b"") -> by
     keep the collision probability below q²/2^97 for q messages; a caller seals at most a
     few messages per key (a fresh key per submission seals its 2–3 parts), never 2^32.
     """
-    _check_key(key)
-    nonce = secrets.token_bytes(NONCE_SIZE)
-    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+    return _seal_with(AESGCM, key, plaintext, aad)
 
 
 def open_bulk(key: bytes, blob: bytes, aad: bytes = b"") -> bytes:
