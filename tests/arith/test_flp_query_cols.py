@@ -9,12 +9,11 @@ the whole query against the materialised pair buffer (every circuit, PINE includ
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twin_checks import EDGES, edge_array, kernel_and_twin
 
 from kaires_fl.arith import _kernels as kern
 from kaires_fl.arith import _twins
@@ -27,29 +26,7 @@ from kaires_fl.errors import ConfigError
 
 F = Field64
 p = F.MODULUS
-EDGES = [0, 1, 2, p - 1, p - 2, 2**32 - 1, 2**32, 2**32 + 1, 2**63, 2**64 - 2**33, p // 2]
 RNG = np.random.default_rng(11)
-
-
-def _edge_array(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Canonical elements, about half of them edge values."""
-    rand = rng.integers(0, p, size=shape, dtype=np.uint64)
-    edge = np.array(EDGES, dtype=np.uint64)[rng.integers(0, len(EDGES), size=shape)]
-    return np.where(rng.random(shape) < 0.5, edge, rand)
-
-
-def _kernel_and_twin(name: str, *args: Any) -> list[np.ndarray]:
-    """Run the kernel and its twin on copies; every array argument must end up equal.
-    Returns the kernel's copies of the arguments."""
-    tk = kern.tiered(name)
-    a1 = [x.copy() if isinstance(x, np.ndarray) else x for x in args]
-    a2 = [x.copy() if isinstance(x, np.ndarray) else x for x in args]
-    tk.kernel(*a1)
-    tk.twin(*a2)
-    for x, y in zip(a1, a2, strict=True):
-        if isinstance(x, np.ndarray):
-            np.testing.assert_array_equal(x, y, err_msg=name)
-    return a1
 
 
 def _values(lo: np.ndarray, hi: np.ndarray) -> list[list[int]]:
@@ -73,16 +50,18 @@ def test_pairs_cols_kernel_twin_and_python_ints(
     indices, edge values, and split sums that start nonzero."""
     rng = np.random.default_rng(seed)
     rows = 9
-    a = _edge_array(rng, (rows, R))
-    b = _edge_array(rng, (rows, R))
+    a = edge_array(rng, (rows, R))
+    b = edge_array(rng, (rows, R))
     ai = rng.integers(0, rows, n).astype(np.int64)
     bi = rng.integers(0, rows, n).astype(np.int64)
     bc = np.uint64(rng.choice(EDGES))
-    vw = _edge_array(rng, (n,))
-    vl = _edge_array(rng, (n,))
+    vw = edge_array(rng, (n,))
+    vl = edge_array(rng, (n,))
     lo0 = rng.integers(0, 2**40, (2 * chunk, R), dtype=np.uint64)
     hi0 = rng.integers(0, 2**40, (2 * chunk, R), dtype=np.uint64)
-    lo, hi, *_ = _kernel_and_twin("_k_pairs_cols", lo0, hi0, off, chunk, a, ai, b, bi, bc, vw, vl)
+    lo, hi, *_ = kernel_and_twin(
+        kern.tiered("_k_pairs_cols"), lo0, hi0, off, chunk, a, ai, b, bi, bc, vw, vl
+    )
     exp = _values(lo0, hi0)
     for k in range(n):
         j = (off + k) % chunk
@@ -90,8 +69,8 @@ def test_pairs_cols_kernel_twin_and_python_ints(
             exp[j][r] = (exp[j][r] + int(a[ai[k], r]) * int(vw[k])) % p
             exp[chunk + j][r] = (exp[chunk + j][r] + (int(b[bi[k], r]) - int(bc)) * int(vl[k])) % p
     assert _values(lo, hi) == exp
-    acc0 = _edge_array(rng, (R, 2 * chunk))
-    (acc, *_) = _kernel_and_twin("_k_add_split_cols", acc0, lo, hi)
+    acc0 = edge_array(rng, (R, 2 * chunk))
+    (acc, *_) = kernel_and_twin(kern.tiered("_k_add_split_cols"), acc0, lo, hi)
     assert [[int(x) for x in row] for row in acc] == [
         [(int(acc0[r, j]) + exp[j][r]) % p for j in range(2 * chunk)] for r in range(R)
     ]
@@ -224,12 +203,18 @@ def test_prover_kernel_equals_twin_in_several_groups(calls: int, chunk: int, gro
     rng = np.random.default_rng(calls)
     B, A = 19, 2 * chunk
     P = flp_mod.next_power_of_2(calls + 1)
-    inp = _edge_array(rng, (B, calls, A))
-    seeds = _edge_array(rng, (B, A))
+    inp = edge_array(rng, (B, calls, A))
+    seeds = edge_array(rng, (B, A))
     outs = _twins.split_sum(_twins.mulmod(inp[..., :chunk], inp[..., chunk:]), axis=2)
     tabs = flp_mod._psmul_tables(P)
-    (*_, out) = _kernel_and_twin(
-        "_k_prove_psmul", inp, seeds, outs, *tabs, group, np.empty((B, 2 * P - 1), np.uint64)
+    (*_, out) = kernel_and_twin(
+        kern.tiered("_k_prove_psmul"),
+        inp,
+        seeds,
+        outs,
+        *tabs,
+        group,
+        np.empty((B, 2 * P - 1), np.uint64),
     )
     # one record: g(x) = Σ_j a_j(x)·b_j(x) from the wires' coefficients, in Python integers
     alpha = int(F.root_of_unity(P))

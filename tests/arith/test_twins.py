@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twin_checks import EDGES, edge_array, kernel_and_twin
 
 from kaires_fl.arith import _kernels as kern
 from kaires_fl.arith import _twins, flp, poly
@@ -32,16 +33,8 @@ from kaires_fl.errors import ConfigError
 
 F = Field64
 p = F.MODULUS
-EDGES = [0, 1, 2, p - 1, p - 2, 2**32 - 1, 2**32, 2**32 + 1, 2**63, 2**64 - 2**33, p // 2]
 U64 = st.integers(0, 2**64 - 1)
 CANON = st.integers(0, p - 1)
-
-
-def _edge_array(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Canonical elements, about half of them edge values."""
-    rand = rng.integers(0, p, size=shape, dtype=np.uint64)
-    edge = np.array(EDGES, dtype=np.uint64)[rng.integers(0, len(EDGES), size=shape)]
-    return np.where(rng.random(shape) < 0.5, edge, rand)
 
 
 def _ints(a: np.ndarray) -> Any:
@@ -75,35 +68,24 @@ def test_twin_arithmetic_against_python_ints(hi: int, lo: int, a: int, b: int) -
 # ------------------------------------------------------------ each twin vs its kernel
 
 
-def _same(tk: kern.Tiered, *args: object, out_index: int = -1) -> None:
-    """Run kernel and twin on copies of the arguments; every array must end up equal."""
-    a1 = [x.copy() if isinstance(x, np.ndarray) else x for x in args]
-    a2 = [x.copy() if isinstance(x, np.ndarray) else x for x in args]
-    tk.kernel(*a1)
-    tk.twin(*a2)
-    for x, y in zip(a1, a2, strict=True):
-        if isinstance(x, np.ndarray):
-            np.testing.assert_array_equal(x, y, err_msg=tk.__name__)
-
-
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**32), st.integers(0, 40))
 def test_elementwise_twins_equal_kernels(seed: int, n: int) -> None:
     rng = np.random.default_rng(seed)
-    a, b = _edge_array(rng, (n,)), _edge_array(rng, (n,))
-    s1 = _edge_array(rng, (1,))
+    a, b = edge_array(rng, (n,)), edge_array(rng, (n,))
+    s1 = edge_array(rng, (1,))
     out = np.empty(n, np.uint64)
     for tk in (kern.tiered("add_vv"), kern.tiered("sub_vv"), kern.tiered("mul_vv")):
-        _same(tk, a, b, out)
+        kernel_and_twin(tk, a, b, out)
     for tk in (kern.tiered("add_vs"), kern.tiered("sub_vs"), kern.tiered("mul_vs")):
-        _same(tk, a, s1, out)
-    _same(kern.tiered("sub_sv"), s1, b, out)
-    _same(kern.tiered("neg_v"), a, out)
-    _same(kern.tiered("pow_vs"), a, np.array([rng.integers(0, 2**63)], np.uint64), out)
-    _same(kern.tiered("pow_vs"), a, np.array([0], np.uint64), out)
-    _same(kern.tiered("reduce_v"), rng.integers(0, 2**64, size=n, dtype=np.uint64), out)
+        kernel_and_twin(tk, a, s1, out)
+    kernel_and_twin(kern.tiered("sub_sv"), s1, b, out)
+    kernel_and_twin(kern.tiered("neg_v"), a, out)
+    kernel_and_twin(kern.tiered("pow_vs"), a, np.array([rng.integers(0, 2**63)], np.uint64), out)
+    kernel_and_twin(kern.tiered("pow_vs"), a, np.array([0], np.uint64), out)
+    kernel_and_twin(kern.tiered("reduce_v"), rng.integers(0, 2**64, size=n, dtype=np.uint64), out)
     nz = np.where(a == 0, np.uint64(1), a)
-    _same(kern.tiered("inv_batch"), nz, out)
+    kernel_and_twin(kern.tiered("inv_batch"), nz, out)
     _twins.inv_batch(nz, out)
     np.testing.assert_array_equal(_twins.mulmod(nz, out), np.ones(n, np.uint64))
 
@@ -114,31 +96,31 @@ def test_powmod_twin_both_paths_against_python_ints(e: int) -> None:
     square-and-multiply beyond; any 64-bit base (as the kernel's mulmod takes)."""
     rng = np.random.default_rng(e % 1000)
     n = _twins._POW_SCALAR_MAX + 5
-    x = np.concatenate([np.array([*EDGES, 2**64 - 1], np.uint64), _edge_array(rng, (n,))])
+    x = np.concatenate([np.array([*EDGES, 2**64 - 1], np.uint64), edge_array(rng, (n,))])
     want = [pow(v, e, p) for v in _ints(x)]
     assert _ints(_twins.powmod(x, e)) == want
     assert _ints(_twins.powmod(x[:7], e)) == want[:7]
-    _same(kern.tiered("pow_vs"), x, np.array([e], np.uint64), np.empty_like(x))
+    kernel_and_twin(kern.tiered("pow_vs"), x, np.array([e], np.uint64), np.empty_like(x))
 
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 2**32), st.integers(1, 4), st.integers(0, 33), st.integers(1, 10))
 def test_row_and_matrix_twins_equal_kernels(seed: int, m: int, n: int, k: int) -> None:
     rng = np.random.default_rng(seed)
-    a = _edge_array(rng, (m, n))
-    _same(kern.tiered("sum_rows"), a, np.empty(m, np.uint64))
-    _same(kern.tiered("prod_rows"), a, np.empty(m, np.uint64))
+    a = edge_array(rng, (m, n))
+    kernel_and_twin(kern.tiered("sum_rows"), a, np.empty(m, np.uint64))
+    kernel_and_twin(kern.tiered("prod_rows"), a, np.empty(m, np.uint64))
     assert _ints(_twins.split_sum(a, axis=1)) == [sum(r) % p for r in _ints(a)]
     n = max(n, 1)  # (matmul3 never sends an empty product to the tiled kernel)
-    A = _edge_array(rng, (2, m, k))
-    B = _edge_array(rng, (2, k, n))
+    A = edge_array(rng, (2, m, k))
+    B = edge_array(rng, (2, k, n))
     out = np.empty((2, m, n), np.uint64)
     for tk in (
         kern.tiered("matmul_dots"),
         kern.tiered("matmul_few_terms"),
         kern.tiered("matmul_tiled"),
     ):
-        _same(tk, A, B, out)
+        kernel_and_twin(tk, A, B, out)
     Ai, Bi = _ints(A), _ints(B)
     want = [
         [[sum(Ai[s][i][t] * Bi[s][t][j] for t in range(k)) % p for j in range(n)] for i in range(m)]
@@ -152,53 +134,59 @@ def test_row_and_matrix_twins_equal_kernels(seed: int, m: int, n: int, k: int) -
 def test_matmul_twin_blocked_path_equals_kernel() -> None:
     """Beyond _MATMUL_BLOCK the twin accumulates one inner term at a time."""
     rng = np.random.default_rng(3)
-    A = _edge_array(rng, (1, 4, 300))
-    B = _edge_array(rng, (1, 300, 1000))
+    A = edge_array(rng, (1, 4, 300))
+    B = edge_array(rng, (1, 300, 1000))
     assert A.shape[1] * A.shape[2] * B.shape[2] > _twins._MATMUL_BLOCK
-    _same(kern.tiered("matmul_tiled"), A, B, np.empty((1, 4, 1000), np.uint64))
+    kernel_and_twin(kern.tiered("matmul_tiled"), A, B, np.empty((1, 4, 1000), np.uint64))
 
 
 @pytest.mark.parametrize("n", [1, 2, 4, 8, 64])
 def test_ntt_twin_equals_kernel(n: int) -> None:
     rng = np.random.default_rng(n)
     for inverse in (False, True):
-        a = _edge_array(rng, (3, n))
-        _same(kern.tiered("ntt_rows"), a, poly._twiddles(F, n, inverse), poly._bitrev(n))
+        a = edge_array(rng, (3, n))
+        kernel_and_twin(kern.tiered("ntt_rows"), a, poly._twiddles(F, n, inverse), poly._bitrev(n))
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32), st.integers(1, 5), st.integers(1, 40), st.booleans())
 def test_flp_twins_equal_kernels(seed: int, B: int, K: int, shared: bool) -> None:
     rng = np.random.default_rng(seed)
-    a = _edge_array(rng, (B, 2 * K + 5))
-    w = _edge_array(rng, (1 if shared else B, K + 2))
-    _same(kern.tiered("_k_dot_rows"), a, 2, w, 1, K, 1, np.empty(B, np.uint64))
-    _same(kern.tiered("_k_mul_rows"), a[:, :K], w[:, :K], np.empty((B, K), np.uint64))
+    a = edge_array(rng, (B, 2 * K + 5))
+    w = edge_array(rng, (1 if shared else B, K + 2))
+    kernel_and_twin(kern.tiered("_k_dot_rows"), a, 2, w, 1, K, 1, np.empty(B, np.uint64))
+    kernel_and_twin(kern.tiered("_k_mul_rows"), a[:, :K], w[:, :K], np.empty((B, K), np.uint64))
     G = 2
     for bits in (1, K, 31, 33):
-        _same(
+        kernel_and_twin(
             kern.tiered("_k_from_bits"),
-            _edge_array(rng, (B, G * bits + 1)),
+            edge_array(rng, (B, G * bits + 1)),
             1,
             bits,
             np.empty((B, G), np.uint64),
         )
-    _same(kern.tiered("_k_dot_groups"), a, 1, w[0, :3].copy(), np.empty((B, K // 3), np.uint64))
+    kernel_and_twin(
+        kern.tiered("_k_dot_groups"), a, 1, w[0, :3].copy(), np.empty((B, K // 3), np.uint64)
+    )
     chunk = int(rng.integers(1, 7))
     calls = -(-(K + 3) // chunk)
     bc = np.uint64(rng.choice(EDGES))
     for use_w in (False, True):
         buf = np.zeros((B, calls, 2, chunk), np.uint64)
-        _same(kern.tiered("_k_fill_pairs_run"), buf, 3, a, 2, w, 1, use_w, a[:1], 4, bc, K)
+        kernel_and_twin(
+            kern.tiered("_k_fill_pairs_run"), buf, 3, a, 2, w, 1, use_w, a[:1], 4, bc, K
+        )
     idx = rng.integers(0, a.shape[1], K).astype(np.int64)
     none = np.empty(0, np.int64)
-    vl = _edge_array(rng, (1 if shared else B, K))
-    vw = _edge_array(rng, (B, K))
+    vl = edge_array(rng, (1 if shared else B, K))
+    vw = edge_array(rng, (B, K))
     for ai, bi in ((none, none), (idx, none), (none, idx), (idx, idx)):
-        acc = _edge_array(rng, (B, 2 * chunk))
-        _same(kern.tiered("_k_pairs_at"), acc, 5, chunk, a, 1, ai, a[:1], 3, bi, bc, vw, vl)
-    _same(kern.tiered("_k_powers"), w[:, 0].copy(), np.empty((w.shape[0], K), np.uint64))
-    _same(kern.tiered("_k_psmul_eval"), a[:, : 2 * K], np.empty(B, np.uint64))
+        acc = edge_array(rng, (B, 2 * chunk))
+        kernel_and_twin(
+            kern.tiered("_k_pairs_at"), acc, 5, chunk, a, 1, ai, a[:1], 3, bi, bc, vw, vl
+        )
+    kernel_and_twin(kern.tiered("_k_powers"), w[:, 0].copy(), np.empty((w.shape[0], K), np.uint64))
+    kernel_and_twin(kern.tiered("_k_psmul_eval"), a[:, : 2 * K], np.empty(B, np.uint64))
 
 
 @pytest.mark.parametrize("calls,chunk", [(1, 1), (3, 2), (7, 5), (15, 3), (40, 8)])
@@ -207,11 +195,11 @@ def test_prover_twin_equals_kernel(calls: int, chunk: int) -> None:
     rng = np.random.default_rng(calls)
     B, A = 3, 2 * chunk
     P = flp.next_power_of_2(calls + 1)
-    inp = _edge_array(rng, (B, calls, A))
-    seeds = _edge_array(rng, (B, A))
+    inp = edge_array(rng, (B, calls, A))
+    seeds = edge_array(rng, (B, A))
     outs = _twins.split_sum(_twins.mulmod(inp[..., :chunk], inp[..., chunk:]), axis=2)
     out = np.empty((B, 2 * P - 1), np.uint64)
-    _same(kern.tiered("_k_prove_psmul"), inp, seeds, outs, *flp._psmul_tables(P), 2, out)
+    kernel_and_twin(kern.tiered("_k_prove_psmul"), inp, seeds, outs, *flp._psmul_tables(P), 2, out)
 
 
 # ------------------------------------------------------------ the whole FLP on either tier
