@@ -441,11 +441,6 @@ def part_hash(blob: bytes) -> bytes:
     return _PART_HASHES(blob)
 
 
-def forget_unused_part_hashes() -> None:
-    """Drop remembered part digests whose blob nothing else holds (a job's end)."""
-    _PART_HASHES.forget_unused()
-
-
 def key_commit(job: str, provider: str, i: int, key: bytes) -> bytes:
     """Commitment to aggregator ``i``'s key (binding: a revealed key is checkable by all)."""
     return H(
