@@ -515,7 +515,7 @@ SEED_SIZE = 32
 
 
 def seed_context(kind: bytes, job: str, provider: str) -> bytes:
-    """XOF context of the seeded shares of one submission's ``kind`` (meas, rho, proof);
+    """Expansion context of the seeded shares of one submission's ``kind`` (meas, rho, proof);
     :func:`kaires_fl.arith.sharing.share_seeded` appends the aggregator's index."""
     return H(b"kaires/aggregation/share-seed", kind, job.encode(), provider.encode())
 

@@ -245,7 +245,7 @@ def seeded_aggregators(job: str, provider: str, n: int, t: int) -> list[int]:
     names hash to.
 
     Any t parties may be the seeded ones (the sharing has the same distribution); spreading
-    them spreads the work: a seeded aggregator expands its shares with the XOF, the others
+    them spreads the work: a seeded aggregator expands its shares from a seed (AES-256-CTR), others
     decrypt and decode them in full, and with the first t always seeded those t would do
     every provider's expansion. Post: ``t`` distinct indices in ``[0, n)``.
     """
