@@ -464,15 +464,7 @@ def _k_psmul_eval(inp: np.ndarray, out: np.ndarray) -> None:
     R, A = inp.shape
     c = A // 2
     for r in range(R):
-        x = inp[r, :c]  # 1-D views: the loop vectorises
-        y = inp[r, c : 2 * c]
-        lo = kern.ZERO
-        hi = kern.ZERO
-        for j in range(c):
-            t = kern.mulmod(x[j], y[j])
-            lo += t & kern.M32
-            hi += t >> kern.S32
-        out[r] = _acc_reduce(hi, lo)
+        out[r] = _pair_dot(inp[r], c)
 
 
 @njit(cache=True, nogil=True)
@@ -507,12 +499,14 @@ def _butterflies_rows(W: np.ndarray, tw: np.ndarray) -> None:
 @njit(cache=True, nogil=True, inline="always")
 def _pair_dot(row: np.ndarray, c: int) -> np.uint64:
     """Σ_j row[j]·row[c + j] (reduced)."""
+    x = row[:c]  # 1-D views: the loop vectorises
+    y = row[c : 2 * c]
     lo = kern.ZERO
     hi = kern.ZERO
     for j in range(c):
-        x = kern.mulmod(row[j], row[c + j])
-        lo += x & kern.M32
-        hi += x >> kern.S32
+        t = kern.mulmod(x[j], y[j])
+        lo += t & kern.M32
+        hi += t >> kern.S32
     return _acc_reduce(hi, lo)
 
 
