@@ -638,18 +638,21 @@ class Field64(PrimeField):
         vals = np.frombuffer(view, dtype=np.uint64)
         if not vals.flags.aligned:
             return super().decode_view(buf, shape)
-        if n and int(vals.max()) >= int(kern.P):
-            bad = int(np.flatnonzero(vals >= kern.P)[0])
-            raise cls._noncanonical(bad, int(vals[bad]))
+        cls._check_canonical(vals)
         return vals.reshape(shape)
 
     @classmethod
     def _decode_flat(cls, data: bytes, n: int) -> np.ndarray:
         vals = np.frombuffer(data, dtype="<u8").astype(np.uint64)
-        if n and int(vals.max()) >= int(kern.P):  # one pass; the index only on failure
+        cls._check_canonical(vals)
+        return vals
+
+    @classmethod
+    def _check_canonical(cls, vals: np.ndarray) -> None:
+        """Raise the decode error of the first element ≥ p of ``vals`` (1-D uint64)."""
+        if vals.size and int(vals.max()) >= int(kern.P):  # one pass; the index only on failure
             bad = int(np.flatnonzero(vals >= kern.P)[0])
             raise cls._noncanonical(bad, int(vals[bad]))
-        return vals
 
 
 def _swap(kvs: Any) -> Any:
