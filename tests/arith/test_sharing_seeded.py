@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shamir_reference import ref_eval, ref_interpolate_at
+from twin_checks import edge_array
 
 from kaires_fl.arith import sharing
 from kaires_fl.arith.field import Field64, Field128
@@ -146,7 +147,6 @@ def test_seeded_sharing_refuses_wrong_inputs() -> None:
 # ------------------------------------------------------------ the fused completion kernel
 
 P64 = Field64.MODULUS
-EDGES64 = [0, 1, 2, P64 - 1, P64 - 2, 2**32 - 1, 2**32, 2**32 + 1, 2**63, P64 // 2]
 
 
 @settings(max_examples=40, deadline=None)
@@ -168,16 +168,11 @@ def test_complete_rows_kernel_and_twin_against_python_ints(
     n, t = nt
     rng = np.random.default_rng(seed)
 
-    def arr(shape: tuple[int, ...]) -> np.ndarray:
-        rand = rng.integers(0, P64, size=shape, dtype=np.uint64)
-        edge = np.array(EDGES64, np.uint64)[rng.integers(0, len(EDGES64), size=shape)]
-        return np.where(rng.random(shape) < 0.5, edge, rand)
-
     parties = rng.permutation(n)
     src, dst = np.sort(parties[:t]), np.sort(parties[t:])
-    w = arr((n - t, t + 1))
-    secret = arr((length,))
-    rows = arr((n, col + length + 2))
+    w = edge_array(rng, (n - t, t + 1))
+    secret = edge_array(rng, (length,))
+    rows = edge_array(rng, (n, col + length + 2))
     want = rows.astype(object)
     for r, d in enumerate(dst):
         for j in range(length):
